@@ -1,0 +1,57 @@
+# Merak in Python. `make demo` runs the emulator end to end; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PROTO_SRC := $(wildcard proto/merak/v1/*.proto)
+APT_PACKAGES := redis-server iproute2 iputils-ping procps
+
+.PHONY: install apt venv proto lint test test-fast up down status demo bench clean
+
+install: apt venv proto ## system packages, virtualenv, generated protos
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(PY)
+	$(BIN)/pip install -q -e '.[dev]'
+
+proto: ## generate Python + mypy stubs from proto/ (not committed)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
+	  --python_out=libs --grpc_python_out=libs --mypy_out=quiet:libs --mypy_grpc_out=quiet:libs $(PROTO_SRC)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: ## the whole suite (needs root for the network-namespace tests)
+	$(BIN)/pytest -q
+
+up: ## start the local stack (Redis, Temporal dev server, all services)
+	$(BIN)/merak up
+
+down:
+	$(BIN)/merak down
+
+status:
+	$(BIN)/merak status
+
+demo: install up
+	$(BIN)/merak demo
+
+bench:
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi .mypy_cache .ruff_cache .pytest_cache

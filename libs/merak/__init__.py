@@ -1,0 +1,1 @@
+"""Shared code of every Merak service: settings, logs, metrics, gRPC bootstrap, errors, stores."""

@@ -1,0 +1,77 @@
+"""Domain errors, each tied to the gRPC status code it becomes at the API boundary."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class MerakError(Exception):
+    """Base of every error a service raises on purpose; carries its gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(MerakError):
+    """Bad input. The message names the offending field: `field: what is wrong`."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(MerakError):
+    """The named entity does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(MerakError):
+    """An entity with that id exists with a different specification."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(MerakError):
+    """The entity is in the wrong state for the request."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(MerakError):
+    """A pool ran out (addresses, ports, names)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(MerakError):
+    """A dependency (Redis, Temporal, another service, Alcor) cannot be reached."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(MerakError):
+    """The operation is part of the API but not built (yet)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class DeadlineExceeded(MerakError):
+    """Work did not finish within its deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message an exception becomes at the API boundary."""
+    if isinstance(exc, MerakError):
+        return exc.code, exc.message
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"

@@ -1,0 +1,266 @@
+"""gRPC server bootstrap: grpc.aio with health checking, reflection, metrics, logs, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from merak.errors import status_for
+from merak.logs import get_logger
+from merak.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, serve_metrics
+
+log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 500 * 1024 * 1024  # as Merak's compute and agent servers
+_QUIET_SERVICES = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+ServiceRegistrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One servicer to put on a server: its full service name and the function adding it."""
+
+    name: str
+    register: ServiceRegistrar
+
+
+def _split_method(full: str) -> tuple[str, str]:
+    _, service, method = full.split("/", 2) if full.count("/") >= 2 else ("", "unknown", full)
+    return service, method
+
+
+class _Call:
+    """Bookkeeping of one RPC: status, duration, the canonical log line and the metrics."""
+
+    def __init__(self, full_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.service, self.method = _split_method(full_method)
+        self.context = context
+        self.start = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    async def fail(self, exc: BaseException) -> None:
+        """Turn an exception from a handler into a gRPC status, logging unexpected ones once."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):  # the handler called context.abort itself
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            self.details = self.context.details() or ""
+            raise exc
+        code, details = status_for(exc)
+        self.code, self.details = code, details
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("rpc_unexpected_error", grpc_service=self.service, grpc_method=self.method)
+        await self.context.abort(code, details)
+
+    def finish(self) -> None:
+        """Record metrics and write the one log line of this RPC."""
+        elapsed = time.perf_counter() - self.start
+        GRPC_HANDLED.labels(self.service, self.method, self.code.name).inc()
+        GRPC_HANDLING_SECONDS.labels(self.service, self.method).observe(elapsed)
+        fields: dict[str, Any] = {
+            "grpc_service": self.service,
+            "grpc_method": self.method,
+            "grpc_code": self.code.name,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if self.details:
+            fields["details"] = self.details
+        if self.service in _QUIET_SERVICES:
+            log.debug("rpc", **fields)
+        elif self.code is grpc.StatusCode.OK:
+            log.info("rpc", **fields)
+        else:
+            log.warning("rpc", **fields)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Per-RPC metrics, one log line per RPC, and domain errors mapped to status codes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        full_method: str = handler_call_details.method  # type: ignore[attr-defined]  # stubs lack it
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(full_method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(full_method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(full_method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(full_method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap_unary(full_method: str, behavior: Any) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = _Call(full_method, context)
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:
+            await call.fail(exc)
+            raise  # pragma: no cover - fail() always raises
+        finally:
+            call.finish()
+
+    return wrapped
+
+
+def _wrap_stream(full_method: str, behavior: Any) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        call = _Call(full_method, context)
+        try:
+            result = behavior(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:  # a handler that writes with context.write() and returns a coroutine
+                await result
+        except BaseException as exc:
+            await call.fail(exc)
+        finally:
+            call.finish()
+
+    return wrapped
+
+
+class GrpcServer:
+    """A grpc.aio server with health checking, server reflection, metrics and error mapping."""
+
+    def __init__(self, address: str, registrations: Sequence[ServiceRegistration]) -> None:
+        self.address = address
+        self.registrations = list(registrations)
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ObservabilityInterceptor()],
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 90_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.port = 0
+
+    @property
+    def service_names(self) -> list[str]:
+        """Every service this server answers, health and reflection included."""
+        return [r.name for r in self.registrations] + [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+
+    async def start(self) -> int:
+        """Bind, start serving and mark every service SERVING; returns the bound TCP port (0 for unix)."""
+        for registration in self.registrations:
+            registration.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(self.service_names, self.server)
+        self.port = self.server.add_insecure_port(self.address)
+        if self.port == 0 and not self.address.startswith("unix:"):
+            raise OSError(f"cannot listen on {self.address}")
+        await self.server.start()
+        await self.set_serving(True)
+        return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Set the health status of the whole server and of each service."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for registration in self.registrations:
+            await self.health.set(registration.name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace` seconds."""
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:
+    """Wait until the process receives one of `signals`; returns which one."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+    try:
+        return await received
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+async def run_server(
+    name: str,
+    server: GrpcServer,
+    *,
+    metrics_port: int | None,
+    metrics_host: str = "0.0.0.0",  # noqa: S104
+    grace: float = 5.0,
+    cleanups: Sequence[Cleanup] = (),
+    stop: Awaitable[Any] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` completes), then drain and run `cleanups` in order."""
+    metrics = serve_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+    await server.start()
+    log.info(
+        "service_started",
+        service=name,
+        address=server.address,
+        port=server.port,
+        metrics_port=metrics.port if metrics else None,
+    )
+    try:
+        if stop is None:
+            sig = await wait_for_signal()
+            log.info("service_stopping", service=name, signal=sig.name)
+        else:
+            await stop
+            log.info("service_stopping", service=name)
+    finally:
+        await server.stop(grace)
+        for cleanup in cleanups:
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("cleanup_failed", service=name)
+        if metrics is not None:
+            metrics.stop()
+        log.info("service_stopped", service=name)

@@ -1,0 +1,58 @@
+"""Prometheus metrics shared by every process, and the `/metrics` HTTP endpoint."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+
+# `_created` series double every counter's output and no dashboard reads them.
+disable_created_metrics()
+
+RPC_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+GRPC_HANDLED = Counter(
+    "merak_grpc_server_handled_total",
+    "gRPC calls completed by this server, by service, method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_HANDLING_SECONDS = Histogram(
+    "merak_grpc_server_handling_seconds",
+    "Time from receiving a gRPC call to finishing it.",
+    ["grpc_service", "grpc_method"],
+    buckets=RPC_LATENCY_BUCKETS,
+)
+
+
+@dataclass
+class MetricsServer:
+    """A running `/metrics` HTTP endpoint."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on (useful when started on port 0)."""
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> MetricsServer:  # noqa: S104
+    """Serve Prometheus metrics over HTTP on `host:port` (port 0 picks a free one)."""
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(server, thread)

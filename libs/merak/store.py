@@ -1,0 +1,72 @@
+"""Redis store base: one connection pool per process, keys built under a per-service prefix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from merak.errors import Unavailable
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def connect_redis(url: str, *, max_connections: int = 256) -> aioredis.Redis:
+    """A Redis client for `url` that returns str values; connects lazily."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+    )
+    return client
+
+
+class RedisStore:
+    """Base of every service's store: owns the key prefix; subclasses own the key layout."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix.rstrip(":")
+
+    def key(self, *parts: str) -> str:
+        """`merak:<service>:<part>:<part>…`."""
+        return ":".join((self.prefix, *parts))
+
+    async def ping(self) -> None:
+        """Raise Unavailable unless Redis answers."""
+        try:
+            await self.redis.ping()
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"redis is unreachable: {exc}") from exc
+
+    async def get_json(self, key: str) -> Any | None:
+        """The JSON value at `key`, or None."""
+        raw = await self.redis.get(key)
+        return None if raw is None else json.loads(raw)
+
+    async def set_json(self, key: str, value: Any) -> None:
+        """Store `value` as JSON at `key`."""
+        await self.redis.set(key, json.dumps(value, separators=(",", ":"), sort_keys=True))
+
+    async def keys_under(self, *parts: str) -> list[str]:
+        """Every key under `prefix:parts…:` (SCAN, never KEYS)."""
+        pattern = self.key(*parts, "*")
+        return [k async for k in self.redis.scan_iter(match=pattern, count=1000)]
+
+    async def delete_under(self, *parts: str) -> int:
+        """Delete every key under `prefix:parts…:`; returns how many went."""
+        deleted = 0
+        batch: list[str] = []
+        async for k in self.redis.scan_iter(match=self.key(*parts, "*"), count=1000):
+            batch.append(k)
+            if len(batch) >= 1000:
+                deleted += await self.redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await self.redis.unlink(*batch)
+        return deleted

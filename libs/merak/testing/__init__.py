@@ -1,0 +1,56 @@
+"""Test helpers: polling with a deadline, free ports, real Redis/Temporal/netns fixtures (see plugin)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique_name(prefix: str, length: int = 6) -> str:
+    """A short name unlikely to collide with anything else on the machine."""
+    return f"{prefix}{uuid.uuid4().hex[:length]}"
+
+
+def is_root() -> bool:
+    """True when this process may create network namespaces."""
+    return os.geteuid() == 0
+
+
+async def assert_eventually(
+    check: Callable[[], Awaitable[T] | T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition not met",
+) -> T:
+    """Poll `check` until it returns a truthy value (returned) or raises no AssertionError; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
+            last = None
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} within {timeout}s") from last
+        await asyncio.sleep(interval)

