@@ -55,12 +55,12 @@ class CommonSettings(BaseSettings):
 class ServiceSettings(CommonSettings):
     """Settings of a gRPC service process."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - services listen on every interface, as Merak's did
+    host: str = "0.0.0.0"
     grpc_port: int = 0
     # A gRPC listen address that overrides host/port, e.g. "unix:///run/merak/agent.sock".
     listen: str = ""
     metrics_port: int = 0
-    metrics_host: str = "0.0.0.0"  # noqa: S104
+    metrics_host: str = "0.0.0.0"
     redis_url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
     temporal_address: str = f"127.0.0.1:{TEMPORAL_PORT}"
     temporal_namespace: str = TEMPORAL_NAMESPACE

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in its stubs
 from grpc_reflection.v1alpha import reflection
 
 from merak.errors import status_for
@@ -85,18 +85,18 @@ class _Call:
             log.warning("rpc", **fields)
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs' generic
     """Per-RPC metrics, one log line per RPC, and domain errors mapped to status codes."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        full_method: str = handler_call_details.method  # type: ignore[attr-defined]  # stubs lack it
+        full_method: str = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(full_method, handler.unary_unary),
@@ -211,12 +211,19 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:
+async def wait_for_signal(
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> signal.Signals:
     """Wait until the process receives one of `signals`; returns which one."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
     for sig in signals:
-        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         return await received
     finally:
@@ -232,7 +239,7 @@ async def run_server(
     server: GrpcServer,
     *,
     metrics_port: int | None,
-    metrics_host: str = "0.0.0.0",  # noqa: S104
+    metrics_host: str = "0.0.0.0",
     grace: float = 5.0,
     cleanups: Sequence[Cleanup] = (),
     stop: Awaitable[Any] | None = None,

@@ -10,7 +10,12 @@ import structlog
 
 from merak.config import LogFormat
 
-_NOISY = {"grpc": logging.WARNING, "temporalio": logging.INFO, "pyroute2": logging.WARNING, "httpx": logging.WARNING}
+_NOISY = {
+    "grpc": logging.WARNING,
+    "temporalio": logging.INFO,
+    "pyroute2": logging.WARNING,
+    "httpx": logging.WARNING,
+}
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", service: str = "") -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -19,14 +20,13 @@ log = get_logger(__name__)
 S = TypeVar("S", bound=ServiceSettings)
 
 
-def main_for(name: str, settings_type: type[S], run: Callable[[S], Awaitable[None]]) -> None:
+def main_for(name: str, settings_type: type[S], run: Callable[[S], Coroutine[Any, Any, None]]) -> None:
     """Entry point body of `python -m services.<name>`: parse settings (env + CLI), log, run."""
     settings = settings_type(_cli_parse_args=True)  # type: ignore[call-arg]  # pydantic-settings init kwarg
     configure_logging(settings.log_level, settings.log_format, service=name)
-    try:
+    # SIGINT before the signal handlers are installed ends the process quietly.
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
-    except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handlers were installed
-        pass
 
 
 async def open_redis(url: str, *, timeout: float = 15.0) -> aioredis.Redis:

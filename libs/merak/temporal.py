@@ -45,8 +45,8 @@ async def ensure_namespace(client: Client, namespace: str) -> None:
     try:
         await client.workflow_service.register_namespace(request)
         log.info("temporal_namespace_registered", namespace=namespace)
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.ALREADY_EXISTS:
+    except RPCError as err:  # another process registered it first
+        if err.status is not RPCStatusCode.ALREADY_EXISTS:
             raise
 
 

@@ -38,7 +38,7 @@ async def assert_eventually(
     interval: float = 0.05,
     message: str = "condition not met",
 ) -> T:
-    """Poll `check` until it returns a truthy value (returned) or raises no AssertionError; fail at the deadline."""
+    """Poll `check` until it returns something truthy (which is returned); fail at the deadline."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:

@@ -1,0 +1,409 @@
+"""The local stack: Redis, the Temporal dev server and every service as processes on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic_settings import SettingsConfigDict
+
+from merak.config import (
+    GRPC_PORTS,
+    METRICS_PORTS,
+    REDIS_PORT,
+    TEMPORAL_NAMESPACE,
+    TEMPORAL_PORT,
+    TEMPORAL_UI_PORT,
+    CommonSettings,
+)
+from merak.temporal import temporal_cli_path
+
+TEMPORAL_HEALTH_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
+# Start order; `down` stops in reverse.
+SERVICES = ("topology", "network", "compute", "scenario", "agent")
+
+
+class StackSettings(CommonSettings):
+    """Where the local stack lives and which ports it takes (`MERAK_*` variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="MERAK_", extra="ignore")
+
+    bind_host: str = "127.0.0.1"
+    redis_port: int = REDIS_PORT
+    temporal_port: int = TEMPORAL_PORT
+    temporal_ui_port: int = TEMPORAL_UI_PORT
+    start_timeout: float = 90.0
+    # Added to every service's gRPC and metrics port, so a second stack (or a test) can run beside one.
+    port_offset: int = 0
+
+    def grpc_port(self, service: str) -> int:
+        """The gRPC port of `service` in this stack."""
+        return GRPC_PORTS[service] + self.port_offset
+
+    def metrics_port(self, service: str) -> int:
+        """The metrics port of `service` in this stack."""
+        return METRICS_PORTS[service] + self.port_offset
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and unix sockets."""
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """One log file per process."""
+        return self.state_dir / "logs"
+
+    @property
+    def redis_url(self) -> str:
+        """The stack's Redis."""
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def temporal_address(self) -> str:
+        """The Temporal frontend."""
+        return f"127.0.0.1:{self.temporal_port}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the stack: how to start it, its ports, and how to tell it is healthy."""
+
+    name: str
+    argv: tuple[str, ...]
+    ports: dict[str, int]
+    health: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    # A process whose /proc/<pid>/cmdline contains this is ours (guards against recycled pids).
+    marker: str = ""
+
+
+@dataclass
+class ComponentState:
+    """What `status` knows about a component."""
+
+    component: Component
+    pid: int | None
+    running: bool
+    healthy: bool
+
+
+class StackError(Exception):
+    """The stack cannot start or stop as asked; the message says why."""
+
+
+def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
+    """True when something listens on (or holds) `port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def grpc_healthy(address: str, service: str = "", timeout: float = 1.0) -> bool:
+    """True when the gRPC health service at `address` reports `service` SERVING."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def redis_healthy(port: int) -> bool:
+    """True when Redis answers PING on `port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def components(settings: StackSettings) -> list[Component]:
+    """Every process of the local stack, in start order."""
+    state = settings.state_dir
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    redis = Component(
+        name="redis",
+        argv=(
+            redis_server,
+            "--port",
+            str(settings.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(state / "redis"),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+        ),
+        ports={"redis": settings.redis_port},
+        health=lambda: redis_healthy(settings.redis_port),
+        marker="redis-server",
+    )
+    temporal = Component(
+        name="temporal",
+        argv=(
+            str(temporal_cli_path()),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(state / "temporal" / "temporal.db"),
+            "--ip",
+            settings.bind_host,
+            "--port",
+            str(settings.temporal_port),
+            "--ui-port",
+            str(settings.temporal_ui_port),
+            "--namespace",
+            TEMPORAL_NAMESPACE,
+            "--log-level",
+            "warn",
+        ),
+        ports={"grpc": settings.temporal_port, "ui": settings.temporal_ui_port},
+        health=lambda: grpc_healthy(settings.temporal_address, TEMPORAL_HEALTH_SERVICE),
+        marker="start-dev",
+    )
+    common_env = {
+        "MERAK_REDIS_URL": settings.redis_url,
+        "MERAK_TEMPORAL_ADDRESS": settings.temporal_address,
+        "MERAK_STATE_DIR": str(state),
+        "MERAK_LOG_FORMAT": "json",
+        "MERAK_LOG_LEVEL": settings.log_level,
+    }
+    services = [
+        Component(
+            name=name,
+            argv=(sys.executable, "-m", f"services.{name}"),
+            ports={"grpc": settings.grpc_port(name), "metrics": settings.metrics_port(name)},
+            health=_service_health(settings.grpc_port(name)),
+            env={
+                **common_env,
+                "MERAK_GRPC_PORT": str(settings.grpc_port(name)),
+                "MERAK_METRICS_PORT": str(settings.metrics_port(name)),
+            },
+            marker=f"services.{name}",
+        )
+        for name in SERVICES
+    ]
+    return [redis, temporal, *services]
+
+
+def _service_health(port: int) -> Callable[[], bool]:
+    return lambda: grpc_healthy(f"127.0.0.1:{port}")
+
+
+class LocalStack:
+    """Start, stop and inspect the local stack; pid files make `down` stop exactly what `up` started."""
+
+    def __init__(self, settings: StackSettings, out: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.out = out
+        self.components = components(settings)
+        # Processes started by this object; poll() on them is exact where /proc may still show the
+        # pre-exec command line of a child that has just been forked.
+        self._started: dict[str, subprocess.Popen[bytes]] = {}
+
+    def pid_file(self, component: Component) -> Path:
+        """Where the component's pid is kept."""
+        return self.settings.run_dir / f"{component.name}.pid"
+
+    def log_file(self, component: Component) -> Path:
+        """The component's stdout/stderr."""
+        return self.settings.log_dir / f"{component.name}.log"
+
+    def running_pid(self, component: Component) -> int | None:
+        """The pid of the component if its pid file names a live process that is ours."""
+        try:
+            pid = int(self.pid_file(component).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_ours(pid, component.marker) else None
+
+    def status(self) -> list[ComponentState]:
+        """Every component: pid, alive, healthy."""
+        states = []
+        for component in self.components:
+            pid = self.running_pid(component)
+            states.append(
+                ComponentState(component, pid, pid is not None, pid is not None and component.health())
+            )
+        return states
+
+    def up(self) -> list[ComponentState]:
+        """Start what is not running, wait until everything is healthy; harmless when already up."""
+        for directory in (
+            self.settings.run_dir,
+            self.settings.log_dir,
+            self.settings.state_dir / "redis",
+            self.settings.state_dir / "temporal",
+        ):
+            directory.mkdir(parents=True, exist_ok=True)
+        to_start = [c for c in self.components if self.running_pid(c) is None]
+        taken = [
+            f"port {port} ({c.name} {what})"
+            for c in to_start
+            for what, port in c.ports.items()
+            if port_in_use(port)
+        ]
+        if taken:
+            raise StackError(
+                "cannot start the stack, in use by another process: "
+                + ", ".join(taken)
+                + ". Stop that process, or run `merak down` if it is an earlier stack."
+            )
+        started: list[Component] = []
+        try:
+            for component in self.components:
+                if component in to_start:
+                    self._start(component)
+                    started.append(component)
+                self._wait_healthy(component)
+        except BaseException:
+            for component in reversed(started):
+                self._stop(component)
+            raise
+        return self.status()
+
+    def down(self) -> list[str]:
+        """Stop every component `up` started (by pid file), services first; returns their names."""
+        stopped = []
+        for component in reversed(self.components):
+            if self._stop(component):
+                stopped.append(component.name)
+        return stopped
+
+    def _start(self, component: Component) -> None:
+        env = {**os.environ, **component.env}
+        log = self.log_file(component).open("ab")
+        try:
+            proc = subprocess.Popen(
+                component.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.settings.state_dir,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self._started[component.name] = proc
+        self.pid_file(component).write_text(f"{proc.pid}\n")
+        self.out(f"started {component.name} (pid {proc.pid}), log {self.log_file(component)}")
+
+    def _wait_healthy(self, component: Component) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        while not component.health():
+            proc = self._started.get(component.name)
+            exited = proc.poll() is not None if proc else self.running_pid(component) is None
+            if exited:
+                raise StackError(
+                    f"{component.name} exited during start-up; see {self.log_file(component)}:\n"
+                    + _tail(self.log_file(component))
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{component.name} is not healthy after {self.settings.start_timeout:.0f}s; "
+                    f"see {self.log_file(component)}"
+                )
+            time.sleep(0.1)
+
+    def _stop(self, component: Component, timeout: float = 20.0) -> bool:
+        proc = self._started.pop(component.name, None)
+        pid = proc.pid if proc and proc.poll() is None else self.running_pid(component)
+        self.pid_file(component).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                _signal_group(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        if proc is not None:
+            proc.wait()
+        self.out(f"stopped {component.name} (pid {pid})")
+        return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process and its session (the Temporal CLI runs the server as a child)."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    if state == "Z":  # exited; its parent (often init, which may reap late) has not reaped it yet
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def _is_ours(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return False
+    return _alive(pid) and (not marker or marker in cmdline)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
+    """What a user can talk to once the stack is up."""
+    rows = [
+        (name, f"localhost:{settings.grpc_port(name)} (metrics :{settings.metrics_port(name)}/metrics)")
+        for name in ("scenario", "compute", "topology", "network", "agent")
+    ]
+    rows += [
+        ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
+        ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
+        ("redis", settings.redis_url),
+        ("state", str(settings.state_dir)),
+    ]
+    return rows
