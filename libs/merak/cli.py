@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import grpc
 from rich.console import Console
 from rich.table import Table
 
@@ -53,9 +54,13 @@ def cmd_up(settings: StackSettings) -> int:
     return 0
 
 
-def cmd_down(settings: StackSettings) -> int:
-    """Stop what `up` started."""
-    stopped = LocalStack(settings, out=console.print).down()
+def cmd_down(settings: StackSettings, keep_labs: bool = False) -> int:
+    """Delete running labs, then stop what `up` started."""
+    try:
+        stopped = LocalStack(settings, out=console.print).down(keep_labs=keep_labs)
+    except grpc.RpcError as exc:
+        console.print(f"[red]error:[/red] deleting the labs failed: {exc}; nothing was stopped")
+        return 1
     console.print("nothing was running" if not stopped else f"stopped: {', '.join(stopped)}")
     return 0
 
@@ -82,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="merak", description="Merak in Python: local cloud emulator stack")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start Redis, Temporal and every service on this machine")
-    sub.add_parser("down", help="stop exactly what `up` started")
+    down = sub.add_parser("down", help="delete running labs, then stop exactly what `up` started")
+    down.add_argument(
+        "--keep-labs", action="store_true", help="leave running topologies (agents, namespaces)"
+    )
     sub.add_parser("status", help="show what runs")
     sub.add_parser("demo", help="bring the stack up and run the end-to-end demo")
     args = parser.parse_args(argv)
     settings = StackSettings()
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "demo": cmd_demo}
+    if args.command == "down":
+        return cmd_down(settings, keep_labs=args.keep_labs)
+    commands = {"up": cmd_up, "status": cmd_status, "demo": cmd_demo}
     return commands[args.command](settings)
 
 

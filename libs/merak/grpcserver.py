@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from merak.errors import status_for
 from merak.logs import get_logger
-from merak.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, serve_metrics
+from merak.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, MetricsServer, serve_metrics
 
 log = get_logger(__name__)
 
@@ -243,10 +243,19 @@ async def run_server(
     grace: float = 5.0,
     cleanups: Sequence[Cleanup] = (),
     stop: Awaitable[Any] | None = None,
+    metrics_server: MetricsServer | None = None,
+    on_started: Cleanup | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` completes), then drain and run `cleanups` in order."""
-    metrics = serve_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+    """Serve until SIGTERM/SIGINT (or `stop` completes), then drain and run `cleanups` in order.
+
+    `metrics_server` is an endpoint started earlier (the agent opens it before entering a namespace).
+    """
+    metrics = metrics_server
+    if metrics is None and metrics_port is not None:
+        metrics = serve_metrics(metrics_port, metrics_host)
     await server.start()
+    if on_started is not None:
+        await on_started()
     log.info(
         "service_started",
         service=name,

@@ -29,6 +29,7 @@ from merak.config import (
     CommonSettings,
 )
 from merak.temporal import temporal_cli_path
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
 TEMPORAL_HEALTH_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 # Start order; `down` stops in reverse.
@@ -290,8 +291,33 @@ class LocalStack:
             raise
         return self.status()
 
-    def down(self) -> list[str]:
-        """Stop every component `up` started (by pid file), services first; returns their names."""
+    def teardown_labs(self) -> list[str]:
+        """Delete every topology the stack's topology service runs (agents, namespaces); their ids."""
+        topology = next(c for c in self.components if c.name == "topology")
+        if self.running_pid(topology) is None or not topology.health():
+            return []
+        address = f"127.0.0.1:{self.settings.grpc_port('topology')}"
+        deleted = []
+        with grpc.insecure_channel(address) as channel:
+            stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+            for summary in stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies:
+                request = topology_pb2.InternalTopologyInfo(
+                    operation_type=common_pb2.DELETE,
+                    config=topology_pb2.InternalTopologyConfiguration(topology_id=summary.topology_id),
+                )
+                stub.TopologyHandler(request, timeout=300)
+                self.out(f"deleted topology {summary.topology_id} ({summary.number_of_vhosts} vhosts)")
+                deleted.append(summary.topology_id)
+        return deleted
+
+    def down(self, keep_labs: bool = False) -> list[str]:
+        """Stop every component `up` started (by pid file), services first; returns their names.
+
+        Running topologies are deleted first, so no agent or namespace outlives the stack, unless
+        `keep_labs`: then they stay, and the next `up` finds them again.
+        """
+        if not keep_labs:
+            self.teardown_labs()
         stopped = []
         for component in reversed(self.components):
             if self._stop(component):

@@ -130,6 +130,15 @@ def entered(name: str) -> Iterator[None]:
         _check(_libc.setns(root, CLONE_NEWNET), "setns back to the root namespace")
 
 
+def enter_for_good(name: str) -> None:
+    """Move the calling thread into namespace `name` and stay (threads it starts later follow)."""
+    fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns into {name}")
+    finally:
+        os.close(fd)
+
+
 def run_in(name: str, func: Callable[[], T]) -> T:
     """Call `func` with the calling thread inside namespace `name`."""
     with entered(name):

@@ -1,12 +1,18 @@
-"""Settings of the agent service (`MERAK_*` environment variables or --flags)."""
+"""Settings of the agent (`MERAK_*` environment variables or --flags)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from merak.config import GRPC_PORTS, METRICS_PORTS, ServiceSettings
 
 
 class AgentSettings(ServiceSettings):
-    """Settings of the agent service."""
+    """Settings of the agent."""
 
     grpc_port: int = GRPC_PORTS["agent"]
     metrics_port: int = METRICS_PORTS["agent"]
+    # The vhosts this agent serves (JSON written by the topology service); none: a standalone agent.
+    vhosts_file: Path | None = None
+    # A network namespace to run in (the vhost's own, when the agent serves one vhost).
+    netns: str = ""

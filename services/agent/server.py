@@ -9,6 +9,7 @@ import grpc
 from merak.errors import Unimplemented
 from merak.grpcserver import ServiceRegistration
 from merak.v1 import agent_pb2, agent_pb2_grpc
+from services.agent.vhosts import VhostSet
 
 SERVICE_NAME = "agent.MerakAgentService"
 _grpc = agent_pb2_grpc
@@ -16,6 +17,9 @@ _grpc = agent_pb2_grpc
 
 class AgentServicer(_grpc.MerakAgentServiceServicer):
     """agent.MerakAgentService."""
+
+    def __init__(self, vhosts: VhostSet) -> None:
+        self.vhosts = vhosts
 
     async def PortHandler(
         self, request: agent_pb2.InternalPortConfig, context: grpc.aio.ServicerContext[Any, Any]

@@ -143,3 +143,9 @@ class Topology:
         if node.kind is not NodeKind.VHOST or not node.nics or not node.nics[0].ip:
             raise ValueError(f"{vhost_name!r} is not a vhost with an addressed NIC")
         return node.nics[0].ip.partition("/")[0]
+
+
+def vhost_mac(short_id: str, index: int) -> str:
+    """A deterministic, locally administered MAC for the data-plane NIC of the index-th vhost."""
+    raw = bytes([0x02, int(short_id[0:2], 16), int(short_id[2:4], 16)]) + index.to_bytes(3, "big")
+    return ":".join(f"{b:02x}" for b in raw)

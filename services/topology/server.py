@@ -1,4 +1,4 @@
-"""gRPC servicer of the topology service."""
+"""gRPC servicer of the topology service: Merak's TopologyHandler over the topology manager."""
 
 from __future__ import annotations
 
@@ -6,32 +6,57 @@ from typing import Any
 
 import grpc
 
-from merak.errors import Unimplemented
+from merak.errors import InvalidArgument, Unimplemented
 from merak.grpcserver import ServiceRegistration
-from merak.v1 import topology_pb2, topology_pb2_grpc
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from services.topology.manager import TopologyManager
 
 SERVICE_NAME = "topology.MerakTopologyService"
-_grpc = topology_pb2_grpc
 
 
-class TopologyServicer(_grpc.MerakTopologyServiceServicer):
+class TopologyServicer(topology_pb2_grpc.MerakTopologyServiceServicer):
     """topology.MerakTopologyService."""
+
+    def __init__(self, manager: TopologyManager) -> None:
+        self.manager = manager
 
     async def TopologyHandler(
         self, request: topology_pb2.InternalTopologyInfo, context: grpc.aio.ServicerContext[Any, Any]
     ) -> topology_pb2.ReturnTopologyMessage:
-        """topology.MerakTopologyService/TopologyHandler."""
-        raise Unimplemented("TopologyHandler is not implemented yet")
+        """CREATE / INFO / DELETE / UPDATE of a topology."""
+        op = request.operation_type
+        config = request.config
+        if op == common_pb2.CREATE:
+            reply = await self.manager.create(config)
+            reply.return_message = "DEPLOY Success. " + reply.return_message.removeprefix("CHECK success. ")
+            return reply
+        if op == common_pb2.INFO:
+            return await self.manager.info(config.topology_id)
+        if op == common_pb2.DELETE:
+            return await self.manager.delete(config.topology_id)
+        if op == common_pb2.UPDATE:
+            return await self.manager.update(config)
+        raise InvalidArgument(
+            "operation_type", f"{common_pb2.OperationType.Name(op)} is not a topology operation; "
+            "use CREATE, INFO, DELETE or UPDATE",
+        )  # fmt: skip
 
     async def TestHandler(
         self, request: topology_pb2.InternalTopologyInfo, context: grpc.aio.ServicerContext[Any, Any]
     ) -> topology_pb2.ReturnTopologyMessage:
-        """topology.MerakTopologyService/TestHandler."""
-        raise Unimplemented("TestHandler is not implemented yet")
+        """Declared by Merak, never implemented there; tests run from the scenario service."""
+        raise Unimplemented(
+            "TestHandler is not implemented; run connectivity tests through the scenario service"
+        )
+
+    async def ListTopologies(
+        self, request: topology_pb2.ListTopologiesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> topology_pb2.ListTopologiesReply:
+        """Every topology this service manages."""
+        return await self.manager.list()
 
 
 def registration(servicer: TopologyServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""
-    return ServiceRegistration(
-        SERVICE_NAME, lambda server: _grpc.add_MerakTopologyServiceServicer_to_server(servicer, server)
-    )
+    add = topology_pb2_grpc.add_MerakTopologyServiceServicer_to_server
+    return ServiceRegistration(SERVICE_NAME, lambda server: add(servicer, server))

@@ -17,6 +17,7 @@ from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from services.agent.server import AgentServicer, registration
+from services.agent.vhosts import VhostSet
 
 
 class ScriptedAgent(AgentServicer):
@@ -38,7 +39,7 @@ class ScriptedAgent(AgentServicer):
 
 @pytest.fixture
 async def agent_stub(grpc_server: StartServer) -> AsyncIterator[agent_pb2_grpc.MerakAgentServiceAsyncStub]:
-    address = await grpc_server([registration(ScriptedAgent())])
+    address = await grpc_server([registration(ScriptedAgent(VhostSet.standalone()))])
     async with grpc.aio.insecure_channel(address) as channel:
         yield agent_pb2_grpc.MerakAgentServiceStub(channel)
 
@@ -101,7 +102,7 @@ async def test_unimplemented_rpcs_say_so(agent_stub: agent_pb2_grpc.MerakAgentSe
 
 
 async def test_health_and_reflection() -> None:
-    server = GrpcServer("127.0.0.1:0", [registration(AgentServicer())])
+    server = GrpcServer("127.0.0.1:0", [registration(AgentServicer(VhostSet.standalone()))])
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -127,10 +128,10 @@ async def test_health_and_reflection() -> None:
 
 
 async def test_port_in_use_is_an_error() -> None:
-    first = GrpcServer("127.0.0.1:0", [registration(AgentServicer())])
+    first = GrpcServer("127.0.0.1:0", [registration(AgentServicer(VhostSet.standalone()))])
     port = await first.start()
     try:
-        second = GrpcServer(f"127.0.0.1:{port}", [registration(AgentServicer())])
+        second = GrpcServer(f"127.0.0.1:{port}", [registration(AgentServicer(VhostSet.standalone()))])
         with pytest.raises(RuntimeError):
             await second.start()
     finally:
@@ -138,5 +139,5 @@ async def test_port_in_use_is_an_error() -> None:
 
 
 def test_registrations_name_real_services() -> None:
-    registrations: list[ServiceRegistration] = [registration(AgentServicer())]
+    registrations: list[ServiceRegistration] = [registration(AgentServicer(VhostSet.standalone()))]
     assert registrations[0].name == agent_pb2.DESCRIPTOR.services_by_name["MerakAgentService"].full_name

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,23 +14,29 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from merak import netns
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, _alive
-from merak.testing import free_port
+from merak.testing import free_port, unique_name
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from services.topology.models import TopologySpec
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> StackSettings:
-    # An offset far from the defaults and from other test runs keeps this stack to itself.
+def settings() -> Iterator[StackSettings]:
+    # An offset far from the defaults and from other test runs keeps this stack to itself; a short
+    # state directory keeps agent socket paths under the 108-byte limit of unix sockets.
     offset = 10000 + (os.getpid() % 500) * 10
-    return StackSettings(
-        state_dir=tmp_path / "state",
+    state = Path(tempfile.mkdtemp(prefix="mks", dir="/tmp"))
+    yield StackSettings(
+        state_dir=state,
         port_offset=offset,
         redis_port=free_port(),
         temporal_port=free_port(),
         temporal_ui_port=free_port(),
     )
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
@@ -61,6 +70,26 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
 
     again = stack.up()  # harmless: nothing restarted
     assert {s.component.name: s.pid for s in again} == pids
+
+    # A running lab is torn down by `down`: no agent and no namespace outlives the stack.
+    topology_id = unique_name("stack-")
+    with grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port('topology')}") as channel:
+        stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        config = topology_pb2.InternalTopologyConfiguration(
+            topology_id=topology_id, topology_type=topology_pb2.TREE, number_of_vhosts=2,
+            vhost_per_rack=2, ports_per_vswitch=2, data_plane_cidr="10.203.0.0/24",
+        )  # fmt: skip
+        stub.TopologyHandler(
+            topology_pb2.InternalTopologyInfo(operation_type=common_pb2.CREATE, config=config)
+        )
+        listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest()).topologies
+        assert [t.topology_id for t in listed] == [topology_id]
+    short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
+    assert netns.list_names(f"mk-{short}-")
+    assert stack.teardown_labs() == [topology_id]
+    assert netns.list_names(f"mk-{short}-") == []
+    agents = subprocess.run(["pgrep", "-f", "services.agent"], capture_output=True, text=True, check=False)
+    assert str(settings.state_dir) not in agents.stdout
 
     stopped = stack.down()
     assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES])

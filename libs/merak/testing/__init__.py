@@ -32,7 +32,7 @@ def is_root() -> bool:
 
 
 async def assert_eventually(
-    check: Callable[[], Awaitable[T] | T],
+    check: Callable[[], Awaitable[T | None] | T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
@@ -43,9 +43,8 @@ async def assert_eventually(
     last: BaseException | None = None
     while True:
         try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
+            outcome = check()
+            result = await outcome if inspect.isawaitable(outcome) else outcome
             if result:
                 return result
             last = None

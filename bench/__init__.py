@@ -1,0 +1,1 @@
+"""Benchmarks: each measures ours against a reference in the same run and prints both."""

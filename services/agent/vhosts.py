@@ -1,0 +1,62 @@
+"""The emulated hosts an agent serves, as the topology service described them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from merak import netns
+from merak.errors import InvalidArgument, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Vhost:
+    """One emulated host: its namespace (real dataplane), data-plane address and VM namespace prefix."""
+
+    name: str
+    index: int
+    netns: str
+    vm_ns_prefix: str
+    datapath_ip: str
+    prefix_len: int
+    nic: str
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class VhostSet:
+    """Every vhost of this agent, by name."""
+
+    topology_id: str
+    dataplane: str  # "real" or "fake"
+    vhosts: dict[str, Vhost]
+
+    @classmethod
+    def load(cls, path: Path) -> VhostSet:
+        """Read the file the topology service wrote."""
+        document = json.loads(path.read_text())
+        vhosts = {entry["name"]: Vhost(**entry) for entry in document["vhosts"]}
+        return cls(document["topology_id"], document["dataplane"], vhosts)
+
+    @classmethod
+    def standalone(cls) -> VhostSet:
+        """An agent started by hand: it serves no emulated host until told."""
+        return cls("", "fake", {})
+
+    def missing_namespaces(self) -> list[str]:
+        """Namespaces of real vhosts that do not exist (an agent must not serve a broken vhost)."""
+        if self.dataplane != "real":
+            return []
+        return [v.netns for v in self.vhosts.values() if not netns.exists(v.netns)]
+
+    def get(self, name: str, field: str = "vhost") -> Vhost:
+        """The vhost called `name`; with a single vhost, an empty name means that one."""
+        if not name and len(self.vhosts) == 1:
+            return next(iter(self.vhosts.values()))
+        if not name:
+            raise InvalidArgument(field, f"required: this agent serves {len(self.vhosts)} vhosts")
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            raise NotFound(f"{field}: this agent does not serve vhost {name!r}")
+        return vhost

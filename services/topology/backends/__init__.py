@@ -1,0 +1,104 @@
+"""Where an emulated data centre lives: one interface, a registry of implementations by name."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from merak.errors import InvalidArgument
+from merak.v1 import common_pb2
+from services.topology.models import Topology, TopologySpec
+
+# Called with the names of vhosts that just became ready during a deployment.
+ReadyCallback = Callable[[list[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class VhostRuntime:
+    """What a backend knows about one deployed vhost right now."""
+
+    status: common_pb2.Status.ValueType
+    agent_endpoint: str = ""
+    container_ip: str = ""
+    hostname: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostRuntime:
+    """A machine that runs emulated hosts (this machine, or a Kubernetes node)."""
+
+    name: str
+    ip: str
+    status: common_pb2.Status.ValueType = common_pb2.READY
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyReport:
+    """What a teardown removed."""
+
+    namespaces: int = 0
+    processes: int = 0
+
+
+class TopologyBackend(abc.ABC):
+    """Builds, inspects and removes the emulation of a generated topology."""
+
+    name: str
+
+    @abc.abstractmethod
+    def check(self, spec: TopologySpec) -> None:
+        """Raise a MerakError when this backend cannot run `spec` (limits, privileges)."""
+
+    @abc.abstractmethod
+    async def deploy(self, topology: Topology, on_ready: ReadyCallback) -> None:
+        """Build everything the topology needs; idempotent, so a retried deployment completes it."""
+
+    @abc.abstractmethod
+    async def inspect(self, topology: Topology, built: bool) -> dict[str, VhostRuntime]:
+        """The current state of every vhost, read from the running system (not from a cache)."""
+
+    @abc.abstractmethod
+    async def destroy(self, spec: TopologySpec) -> DestroyReport:
+        """Remove everything this topology made, and nothing else; idempotent."""
+
+    @abc.abstractmethod
+    def hosts(self) -> list[HostRuntime]:
+        """The machines the emulation runs on."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release what the backend holds (not the topologies: they keep running)."""
+
+
+BackendFactory = Callable[[], TopologyBackend]
+
+
+class BackendRegistry:
+    """Backends by name; an unknown name is an error that lists the known ones."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, BackendFactory] = {}
+        self._instances: dict[str, TopologyBackend] = {}
+
+    def register(self, name: str, factory: BackendFactory) -> None:
+        """Make `name` available."""
+        self._factories[name] = factory
+
+    @property
+    def names(self) -> list[str]:
+        """Known backend names, sorted."""
+        return sorted(self._factories)
+
+    def get(self, name: str, field: str = "config.backend") -> TopologyBackend:
+        """The backend called `name` (built once)."""
+        if name not in self._factories:
+            raise InvalidArgument(field, f"unknown backend {name!r}; known: {', '.join(self.names)}")
+        if name not in self._instances:
+            self._instances[name] = self._factories[name]()
+        return self._instances[name]
+
+    async def close(self) -> None:
+        """Close every backend that was built."""
+        for backend in self._instances.values():
+            await backend.close()

@@ -1,0 +1,495 @@
+"""The local backend: every node a network namespace on this machine, links veth pairs, switches bridges.
+
+Agents are processes on this machine serving gRPC on unix sockets under the run directory. With
+few vhosts each vhost gets its own agent running inside its namespace; past `max_agents`, one
+agent serves a contiguous group of vhosts (a Python process per host costs ~0.3 s CPU and ~40 MB).
+With `dataplane: fake` nothing touches the kernel and a handful of agents serve every vhost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from merak import netns
+from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
+from merak.logs import get_logger
+from merak.v1 import common_pb2
+from services.topology.backends import (
+    DestroyReport,
+    HostRuntime,
+    ReadyCallback,
+    TopologyBackend,
+    VhostRuntime,
+)
+from services.topology.models import Link, Node, Topology, TopologySpec, vhost_mac
+
+log = get_logger(__name__)
+
+NS_PREFIX = "mk"
+BRIDGE = "br0"
+MAX_REAL_VHOSTS = 10_000
+UNIX_PATH_MAX = 107
+EEXIST = 17
+
+
+def ns_prefix(short_id: str) -> str:
+    """Every namespace of a topology starts with this, and nothing else does."""
+    return f"{NS_PREFIX}-{short_id}-"
+
+
+def ns_name(short_id: str, node: str) -> str:
+    """The namespace of `node`."""
+    return f"{ns_prefix(short_id)}{node}"
+
+
+def vm_ns_prefix(short_id: str, index: int) -> str:
+    """The prefix of the namespaces the agent makes for the VMs of the index-th vhost."""
+    return f"{ns_prefix(short_id)}h{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPlan:
+    """One agent process: which vhosts it serves, where it listens, where its files are."""
+
+    index: int
+    vhosts: tuple[str, ...]
+    netns: str  # the namespace the agent runs in ("" = this machine's)
+    run_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        """The unix socket the agent serves gRPC on."""
+        return self.run_dir / f"agent-{self.index}.sock"
+
+    @property
+    def endpoint(self) -> str:
+        """gRPC target of the agent."""
+        return f"unix://{self.socket}"
+
+    @property
+    def pid_file(self) -> Path:
+        """The agent's pid."""
+        return self.run_dir / f"agent-{self.index}.pid"
+
+    @property
+    def vhosts_file(self) -> Path:
+        """What the agent serves (JSON)."""
+        return self.run_dir / f"agent-{self.index}.json"
+
+    @property
+    def log_file(self) -> Path:
+        """The agent's stdout and stderr."""
+        return self.run_dir / f"agent-{self.index}.log"
+
+
+class LocalBackend(TopologyBackend):
+    """Namespaces, veth pairs and bridges on this machine; agents as local processes."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        run_root: Path,
+        *,
+        max_agents: int = 16,
+        fake_vhosts_per_agent: int = 25_000,
+        workers: int = 4,
+        agent_env: dict[str, str] | None = None,
+        agent_start_timeout: float = 120.0,
+    ) -> None:
+        self.run_root = run_root
+        self.max_agents = max_agents
+        self.fake_vhosts_per_agent = fake_vhosts_per_agent
+        self.workers = workers
+        self.agent_env = agent_env or {}
+        self.agent_start_timeout = agent_start_timeout
+        self.hostname = socket.gethostname()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netns")
+        # Agents this process started: polled so that exited ones are reaped, not left as zombies.
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def run_dir(self, short_id: str) -> Path:
+        """Sockets, pid files, agent logs of one topology."""
+        return self.run_root / short_id
+
+    def plan_agents(self, topology: Topology) -> list[AgentPlan]:
+        """Split the vhosts among agent processes; deterministic for the same topology."""
+        spec = topology.spec
+        names = [node.name for node in topology.vhosts()]
+        if spec.dataplane == "fake":
+            count = max(1, math.ceil(len(names) / self.fake_vhosts_per_agent))
+        else:
+            count = min(len(names), self.max_agents)
+        size = math.ceil(len(names) / count) if names else 0
+        run_dir = self.run_dir(spec.short_id)
+        own_netns = spec.dataplane == "real" and size == 1
+        return [
+            AgentPlan(
+                index=k,
+                vhosts=tuple(names[k * size : (k + 1) * size]),
+                netns=ns_name(spec.short_id, names[k]) if own_netns else "",
+                run_dir=run_dir,
+            )
+            for k in range(count)
+            if names[k * size : (k + 1) * size]
+        ]
+
+    def check(self, spec: TopologySpec) -> None:
+        """Limits of this machine: root for real namespaces, a bound on real vhosts, socket paths."""
+        if spec.dataplane == "real":
+            if os.geteuid() != 0:
+                raise FailedPrecondition(
+                    "the local backend needs root to build namespaces (or dataplane: fake)"
+                )
+            if spec.number_of_vhosts > MAX_REAL_VHOSTS:
+                raise InvalidArgument(
+                    "config.number_of_vhosts",
+                    f"the local backend builds at most {MAX_REAL_VHOSTS} real vhosts on one machine, "
+                    f"got {spec.number_of_vhosts}; use dataplane: fake or the kubernetes backend",
+                )
+        longest = len(str(self.run_dir(spec.short_id) / "agent-99999.sock"))
+        if longest > UNIX_PATH_MAX:
+            raise FailedPrecondition(f"run directory {self.run_root} is too long for unix socket paths")
+
+    # --- deploy ----------------------------------------------------------------------------
+
+    async def deploy(self, topology: Topology, on_ready: ReadyCallback) -> None:
+        """Build namespaces, links and bridges (real), then start and await the agents."""
+        spec = topology.spec
+        started = time.perf_counter()
+        run_dir = self.run_dir(spec.short_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if spec.dataplane == "real":
+            await asyncio.get_running_loop().run_in_executor(None, self._build_kernel, topology)
+            log.info(
+                "topology_kernel_built",
+                topology_id=spec.topology_id,
+                nodes=len(topology.nodes),
+                links=len(topology.links),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        plans = self.plan_agents(topology)
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        procs = [self._start_agent(topology, plan, vhost_index) for plan in plans]
+
+        async def await_agent(plan: AgentPlan, proc: subprocess.Popen[bytes] | None) -> None:
+            await self._wait_agent(plan, proc)
+            await on_ready(list(plan.vhosts))
+
+        await asyncio.gather(*(await_agent(p, proc) for p, proc in zip(plans, procs, strict=True)))
+        log.info(
+            "topology_deployed",
+            topology_id=spec.topology_id,
+            vhosts=len(vhost_index),
+            agents=len(plans),
+            dataplane=spec.dataplane,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _build_kernel(self, topology: Topology) -> None:
+        """Namespaces first, then bridges, then links from their a side, then the b sides and IPs."""
+        short = topology.spec.short_id
+        ns_of = {node.name: ns_name(short, node.name) for node in topology.nodes}
+        self._parallel(_create_ns, [(ns,) for ns in ns_of.values()])
+        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in topology.nodes], in_ns=True)
+        by_a: dict[str, list[Link]] = defaultdict(list)
+        by_b: dict[str, list[str]] = defaultdict(list)
+        for link in topology.links:
+            by_a[link.a_node].append(link)
+            by_b[link.b_node].append(link.b_nic)
+        self._parallel(
+            _create_links,
+            [(ns_of[a], topology.node(a).is_switch, links, ns_of) for a, links in by_a.items()],
+            in_ns=True,
+        )
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        jobs = []
+        for node in topology.nodes:
+            nics = by_b.get(node.name, [])
+            if node.is_switch and not nics:
+                continue
+            index = vhost_index.get(node.name)
+            mac = vhost_mac(short, index) if index is not None else ""
+            jobs.append((ns_of[node.name], node, nics, mac))
+        self._parallel(_finish_node, jobs, in_ns=True)
+
+    def _parallel(
+        self, func: Callable[..., None], jobs: Sequence[tuple[Any, ...]], in_ns: bool = False
+    ) -> None:
+        def run(args: tuple[Any, ...]) -> None:
+            if in_ns:
+                netns.run_in(args[0], lambda: func(*args))
+            else:
+                func(*args)
+
+        # list() re-raises the first failure here.
+        list(self._pool.map(run, jobs))
+
+    def _start_agent(
+        self, topology: Topology, plan: AgentPlan, vhost_index: dict[str, int]
+    ) -> subprocess.Popen[bytes] | None:
+        if _agent_pid(plan) is not None:
+            return None  # already running (a resumed deployment)
+        spec = topology.spec
+        vhosts = []
+        for name in plan.vhosts:
+            node = topology.node(name)
+            index = vhost_index[name]
+            nic = node.nics[0] if node.nics else None
+            ip, _, prefix = (nic.ip if nic else "").partition("/")
+            vhosts.append(
+                {
+                    "name": name,
+                    "index": index,
+                    "netns": ns_name(spec.short_id, name) if spec.dataplane == "real" else "",
+                    "vm_ns_prefix": vm_ns_prefix(spec.short_id, index),
+                    "datapath_ip": ip,
+                    "prefix_len": int(prefix or 0),
+                    "nic": nic.name if nic else "",
+                    "mac": vhost_mac(spec.short_id, index),
+                }
+            )
+        document = {
+            "topology_id": spec.topology_id,
+            "short_id": spec.short_id,
+            "dataplane": spec.dataplane,
+            "vhosts": vhosts,
+        }
+        plan.vhosts_file.write_text(json.dumps(document))
+        plan.socket.unlink(missing_ok=True)
+        argv = [
+            sys.executable, "-m", "services.agent",
+            "--listen", plan.endpoint,
+            "--vhosts_file", str(plan.vhosts_file),
+            "--metrics_port", "0",
+            "--log_format", "json",
+        ]  # fmt: skip
+        if plan.netns:
+            argv += ["--netns", plan.netns]
+        with plan.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.agent_env},
+                start_new_session=True,  # agents outlive a restart of the topology service
+            )
+        plan.pid_file.write_text(f"{proc.pid}\n")
+        self._children.append(proc)
+        return proc
+
+    async def _wait_agent(self, plan: AgentPlan, proc: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + self.agent_start_timeout
+        while not await agent_healthy(plan.endpoint):
+            exited = proc.poll() is not None if proc is not None else _agent_pid(plan) is None
+            if exited:
+                raise Unavailable(f"agent {plan.index} exited during start-up; see {plan.log_file}")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"agent {plan.index} not healthy after {self.agent_start_timeout:.0f}s")
+            await asyncio.sleep(0.05)
+
+    # --- inspect -----------------------------------------------------------------------------
+
+    async def inspect(self, topology: Topology, built: bool) -> dict[str, VhostRuntime]:
+        """Namespaces from /run/netns, agents from their pid files and gRPC health, right now."""
+        spec = topology.spec
+        plans = self.plan_agents(topology)
+        present = set(netns.list_names(ns_prefix(spec.short_id))) if spec.dataplane == "real" else None
+        healthy = await asyncio.gather(
+            *(agent_healthy(p.endpoint) if _agent_pid(p) is not None else _false() for p in plans)
+        )
+        result: dict[str, VhostRuntime] = {}
+        for plan, ok in zip(plans, healthy, strict=True):
+            for name in plan.vhosts:
+                missing_ns = present is not None and ns_name(spec.short_id, name) not in present
+                if ok and not missing_ns:
+                    status, detail = common_pb2.READY, ""
+                elif not built:
+                    status, detail = common_pb2.DEPLOYING, ""
+                else:
+                    status = common_pb2.ERROR
+                    detail = "namespace missing" if missing_ns else "agent not running"
+                result[name] = VhostRuntime(
+                    status=status,
+                    agent_endpoint=plan.endpoint,
+                    hostname=self.hostname,
+                    detail=detail,
+                )
+        return result
+
+    def hosts(self) -> list[HostRuntime]:
+        """This machine."""
+        return [HostRuntime(name=self.hostname, ip=_primary_ip())]
+
+    # --- destroy -----------------------------------------------------------------------------
+
+    async def destroy(self, spec: TopologySpec) -> DestroyReport:
+        """Stop the topology's agents, delete every namespace with its prefix, remove its run directory."""
+        run_dir = self.run_dir(spec.short_id)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, _stop_agents, run_dir)
+        self._children = [proc for proc in self._children if proc.poll() is None]
+        names = netns.list_names(ns_prefix(spec.short_id))
+        for name in names:
+            netns.remove(name)
+        if run_dir.exists():
+            for child in run_dir.iterdir():
+                child.unlink(missing_ok=True)
+            run_dir.rmdir()
+        log.info("topology_destroyed", topology_id=spec.topology_id, namespaces=len(names), agents=stopped)
+        return DestroyReport(namespaces=len(names), processes=stopped)
+
+    async def close(self) -> None:
+        """Stop the worker threads."""
+        self._pool.shutdown(wait=True)
+
+
+# --- kernel work, run by worker threads inside the namespace concerned --------------------------
+
+
+def _create_ns(name: str) -> None:
+    if not netns.exists(name):
+        netns.create(name)
+
+
+def _lookup(ipr: IPRoute, ifname: str) -> int | None:
+    found: list[int] = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _prepare_node(ns: str, is_switch: bool) -> None:
+    with IPRoute() as ipr:
+        ipr.link("set", index=_lookup(ipr, "lo"), state="up")
+        if not is_switch:
+            return
+        if _lookup(ipr, BRIDGE) is None:
+            # STP off (the default), so ports forward at once; the tree has no loops to break.
+            ipr.link("add", ifname=BRIDGE, kind="bridge", br_forward_delay=0)
+        ipr.link("set", index=_lookup(ipr, BRIDGE), state="up")
+
+
+def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[str, str]) -> None:
+    with IPRoute() as ipr:
+        bridge = _lookup(ipr, BRIDGE) if is_switch else None
+        for link in links:
+            if _lookup(ipr, link.a_nic) is None:
+                # Both ends are born in their namespaces: nothing ever appears in the root namespace.
+                ipr.link(
+                    "add",
+                    ifname=link.a_nic,
+                    kind="veth",
+                    peer={"ifname": link.b_nic, "net_ns_fd": ns_of[link.b_node]},
+                )
+            index = _lookup(ipr, link.a_nic)
+            if bridge is not None:
+                ipr.link("set", index=index, master=bridge)
+            ipr.link("set", index=index, state="up")
+
+
+def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
+    with IPRoute() as ipr:
+        bridge = _lookup(ipr, BRIDGE) if node.is_switch else None
+        for nic_name in b_nics:
+            index = _lookup(ipr, nic_name)
+            if bridge is not None:
+                ipr.link("set", index=index, master=bridge)
+            ipr.link("set", index=index, state="up")
+        if node.is_switch:
+            return
+        for position, nic in enumerate(node.nics):
+            index = _lookup(ipr, nic.name)
+            if index is None:
+                continue  # a CUSTOM vhost NIC that no link uses
+            if position == 0 and mac:
+                ipr.link("set", index=index, address=mac)
+            if nic.ip:
+                address, _, prefix = nic.ip.partition("/")
+                try:
+                    ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+                except NetlinkError as exc:
+                    if exc.code != EEXIST:
+                        raise
+            ipr.link("set", index=index, state="up")
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+async def agent_healthy(endpoint: str, timeout: float = 1.0) -> bool:
+    """True when the agent at `endpoint` answers its health check with SERVING."""
+    try:
+        async with grpc.aio.insecure_channel(endpoint) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def _false() -> bool:
+    return False
+
+
+def _agent_pid(plan: AgentPlan) -> int | None:
+    return _pid_if_ours(plan.pid_file, str(plan.vhosts_file))
+
+
+def _pid_if_ours(pid_file: Path, marker: str) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid if marker in cmdline and state != "Z" else None
+
+
+def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
+    """SIGTERM every agent of the run directory (by pid file), SIGKILL stragglers; returns how many ran."""
+    if not run_dir.exists():
+        return 0
+    pids = []
+    for pid_file in run_dir.glob("agent-*.pid"):
+        pid = _pid_if_ours(pid_file, str(pid_file.with_suffix(".json")))
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            pids.append((pid_file, pid))
+    deadline = time.monotonic() + timeout
+    for pid_file, pid in pids:
+        while _pid_if_ours(pid_file, str(pid_file.with_suffix(".json"))) is not None:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    return len(pids)
+
+
+def _primary_ip() -> str:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent; this picks the outgoing address
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"

@@ -1,0 +1,296 @@
+"""Topology lifecycle: validate, store, build in the background, report the live state, tear down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import Gauge, Histogram
+
+from merak.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MerakError,
+    NotFound,
+    Unimplemented,
+)
+from merak.logs import get_logger
+from merak.v1 import common_pb2, topology_pb2
+from services.topology import store as st
+from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
+from services.topology.generator import generate, spec_from_proto
+from services.topology.models import Topology, TopologySpec, vhost_mac
+
+log = get_logger(__name__)
+
+BUILD_SECONDS = Histogram(
+    "merak_topology_build_seconds",
+    "Time to deploy a topology until every vhost is ready.",
+    ["backend", "dataplane"],
+    buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+NAMESPACES = Gauge("merak_topology_namespaces", "Network namespaces of the topologies this service manages.")
+LINKS = Gauge("merak_topology_links", "Links (veth pairs) of the topologies this service manages.")
+TOPOLOGIES = Gauge("merak_topology_topologies", "Topologies this service manages, by status.", ["status"])
+
+_STATUS_NAMES: dict[int, str] = {int(value): name for name, value in common_pb2.Status.items()}
+
+
+@dataclass
+class _Entry:
+    """A topology this process knows: its graph (generated once) and its background build."""
+
+    topology: Topology
+    task: asyncio.Task[None] | None = None
+
+
+class TopologyManager:
+    """Implements CREATE / INFO / DELETE of topologies over a store and the backends."""
+
+    def __init__(self, store: st.TopologyStore, backends: BackendRegistry) -> None:
+        self.store = store
+        self.backends = backends
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, topology_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(topology_id, asyncio.Lock())
+
+    # --- CREATE ------------------------------------------------------------------------------
+
+    async def create(
+        self, config: topology_pb2.InternalTopologyConfiguration
+    ) -> topology_pb2.ReturnTopologyMessage:
+        """Validate, store and start building; returns the vhosts at once (DEPLOYING)."""
+        spec = spec_from_proto(config)
+        backend = self.backends.get(spec.backend)
+        backend.check(spec)
+        async with self._lock(spec.topology_id):
+            existing = await self.store.get(spec.topology_id)
+            if existing is not None:
+                if spec_from_proto(existing.config) != spec:
+                    raise AlreadyExists(
+                        f"topology {spec.topology_id!r} exists with a different configuration; "
+                        "DELETE it first or use another topology_id"
+                    )
+                return await self.info(spec.topology_id)
+            holder = await self.store.claim_short_id(spec.short_id, spec.topology_id)
+            if holder != spec.topology_id:
+                raise FailedPrecondition(
+                    f"topology ids {spec.topology_id!r} and {holder!r} share the short id {spec.short_id}; "
+                    "choose another topology_id"
+                )
+            topology = generate(spec)
+            await self.store.create(config, spec.short_id)
+            entry = self._entries[spec.topology_id] = _Entry(topology)
+            entry.task = asyncio.create_task(self._build(topology, backend), name=f"build-{spec.topology_id}")
+        self._update_gauges()
+        log.info(
+            "topology_create_accepted",
+            topology_id=spec.topology_id,
+            vhosts=len(topology.vhosts()),
+            switches=len(topology.switches()),
+            links=len(topology.links),
+            backend=spec.backend,
+            dataplane=spec.dataplane,
+        )
+        return await self.info(spec.topology_id)
+
+    async def _build(self, topology: Topology, backend: TopologyBackend) -> None:
+        spec = topology.spec
+        started = time.perf_counter()
+
+        async def on_ready(_vhosts: list[str]) -> None:
+            return None  # readiness is read live by INFO; nothing to record per vhost
+
+        try:
+            await backend.deploy(topology, on_ready)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, MerakError) else f"{type(exc).__name__}: {exc}"
+            log.exception("topology_build_failed", topology_id=spec.topology_id)
+            await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
+            return
+        await self.store.set_status(spec.topology_id, st.READY, built=True)
+        BUILD_SECONDS.labels(spec.backend, spec.dataplane).observe(time.perf_counter() - started)
+        self._update_gauges()
+
+    async def resume(self) -> None:
+        """After a restart: finish deployments that were in progress (deploy is idempotent)."""
+        for topology_id in await self.store.ids():
+            record = await self.store.get(topology_id)
+            if record is None:
+                continue
+            entry = await self._entry(record)
+            if record.status == st.DEPLOYING:
+                backend = self.backends.get(entry.topology.spec.backend)
+                entry.task = asyncio.create_task(self._build(entry.topology, backend))
+                log.info("topology_build_resumed", topology_id=topology_id)
+        self._update_gauges()
+
+    # --- INFO --------------------------------------------------------------------------------
+
+    async def _record(self, topology_id: str) -> st.TopologyRecord:
+        if not topology_id:
+            raise InvalidArgument("config.topology_id", "required")
+        record = await self.store.get(topology_id)
+        if record is None:
+            raise NotFound(f"topology {topology_id!r} does not exist")
+        return record
+
+    async def _entry(self, record: st.TopologyRecord) -> _Entry:
+        entry = self._entries.get(record.topology_id)
+        if entry is None:
+            # Generating is pure and deterministic: the stored config gives back the same graph.
+            topology = await asyncio.to_thread(generate, spec_from_proto(record.config))
+            entry = self._entries.setdefault(record.topology_id, _Entry(topology))
+        return entry
+
+    async def info(self, topology_id: str) -> topology_pb2.ReturnTopologyMessage:
+        """The compute nodes and hosts of a topology, as they are now."""
+        record = await self._record(topology_id)
+        entry = await self._entry(record)
+        spec = entry.topology.spec
+        backend = self.backends.get(spec.backend)
+        runtime = await backend.inspect(entry.topology, built=record.built)
+        reply = topology_pb2.ReturnTopologyMessage(return_code=common_pb2.OK)
+        reply.compute_nodes.extend(_compute_nodes(entry.topology, runtime))
+        reply.hosts.extend(
+            common_pb2.InternalHostInfo(ip=h.ip, status=h.status, name=h.name) for h in backend.hosts()
+        )
+        counts = _count(runtime.values())
+        summary = ", ".join(f"{name}: {n}" for name, n in counts.items() if n)
+        reply.return_message = f"CHECK success. {spec.dataplane} topology {record.status}; {summary}"
+        if record.error:
+            reply.return_message += f"; error: {record.error}"
+        return reply
+
+    async def list(self) -> topology_pb2.ListTopologiesReply:
+        """Every stored topology and where it stands."""
+        reply = topology_pb2.ListTopologiesReply()
+        for topology_id in await self.store.ids():
+            record = await self.store.get(topology_id)
+            if record is None:
+                continue
+            config = record.config
+            reply.topologies.add(
+                topology_id=topology_id,
+                name=config.name,
+                status=record.status,
+                number_of_vhosts=config.number_of_vhosts
+                or sum(1 for v in config.vnodes if v.type == topology_pb2.VHOST),
+                backend=config.backend or "local",
+                dataplane=config.dataplane or "real",
+                error=record.error,
+            )
+        return reply
+
+    # --- DELETE ------------------------------------------------------------------------------
+
+    async def delete(self, topology_id: str) -> topology_pb2.ReturnTopologyMessage:
+        """Remove everything the topology made; returns when it is gone."""
+        async with self._lock(topology_id):
+            record = await self._record(topology_id)
+            entry = await self._entry(record)
+            spec = entry.topology.spec
+            await self.store.set_status(topology_id, st.DELETING)
+            if entry.task is not None and not entry.task.done():
+                entry.task.cancel()
+                await asyncio.gather(entry.task, return_exceptions=True)
+            report = await self.backends.get(spec.backend).destroy(spec)
+            await self.store.delete(topology_id, spec.short_id)
+            self._entries.pop(topology_id, None)
+        self._locks.pop(topology_id, None)
+        self._update_gauges()
+        reply = topology_pb2.ReturnTopologyMessage(
+            return_code=common_pb2.OK,
+            return_message=(
+                f"DELETE success: {report.namespaces} namespaces and {report.processes} agents removed"
+            ),
+        )
+        for vhost in entry.topology.vhosts():
+            reply.compute_nodes.add(
+                operation_type=common_pb2.DELETE, id=_vhost_id(spec, vhost.name), name=vhost.name,
+                status=common_pb2.DELETING,
+            )  # fmt: skip
+        return reply
+
+    async def update(
+        self, config: topology_pb2.InternalTopologyConfiguration
+    ) -> topology_pb2.ReturnTopologyMessage:
+        """Growing a running topology is not built yet."""
+        raise Unimplemented("UPDATE of a topology is not implemented yet; DELETE and CREATE it again")
+
+    async def close(self) -> None:
+        """Stop background builds (deployments resume after a restart); topologies keep running."""
+        tasks = [e.task for e in self._entries.values() if e.task is not None and not e.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _update_gauges(self) -> None:
+        nodes = sum(
+            len(e.topology.nodes) for e in self._entries.values() if e.topology.spec.dataplane == "real"
+        )
+        links = sum(
+            len(e.topology.links) for e in self._entries.values() if e.topology.spec.dataplane == "real"
+        )
+        NAMESPACES.set(nodes)
+        LINKS.set(links)
+        running = sum(1 for e in self._entries.values() if e.task is not None and not e.task.done())
+        TOPOLOGIES.labels("deploying").set(running)
+        TOPOLOGIES.labels("deployed").set(len(self._entries) - running)
+
+
+def _vhost_id(spec: TopologySpec, name: str) -> str:
+    """A stable id per vhost (Merak used the pod UID)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"merak:{spec.topology_id}:{name}"))
+
+
+def _compute_nodes(
+    topology: Topology, runtime: dict[str, VhostRuntime]
+) -> list[common_pb2.InternalComputeInfo]:
+    spec = topology.spec
+    nodes = []
+    for index, vhost in enumerate(topology.vhosts()):
+        state = runtime.get(vhost.name, VhostRuntime(status=common_pb2.NONE))
+        nic = vhost.nics[0] if vhost.nics else None
+        ip, _, prefix = (nic.ip if nic else "").partition("/")
+        nodes.append(
+            common_pb2.InternalComputeInfo(
+                operation_type=common_pb2.INFO,
+                id=_vhost_id(spec, vhost.name),
+                name=vhost.name,
+                datapath_ip=ip,
+                mac=vhost_mac(spec.short_id, index),
+                veth=nic.name if nic else "",
+                container_ip=state.container_ip or ip,
+                status=state.status,
+                hostname=state.hostname,
+                agent_endpoint=state.agent_endpoint,
+                dataplane=spec.dataplane,
+                backend=spec.backend,
+                topology_id=spec.topology_id,
+                datapath_prefix_len=int(prefix or 0),
+            )
+        )
+    return nodes
+
+
+def _count(states: Iterable[VhostRuntime]) -> dict[str, int]:
+    """Merak's summary counts: DONE, READY, DEPLOYING, DELETING, ERROR, Others."""
+    counts = dict.fromkeys(("DONE", "READY", "DEPLOYING", "DELETING", "ERROR"), 0)
+    others = 0
+    for state in states:
+        name = _STATUS_NAMES.get(int(state.status), "NONE")
+        if name in counts:
+            counts[name] += 1
+        else:
+            others += 1
+    counts["Others"] = others
+    return counts

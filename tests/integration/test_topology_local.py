@@ -1,0 +1,329 @@
+"""Topology service on the local backend: real namespaces, veth pairs, bridges, agents, Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from merak import netns
+from merak.testing import assert_eventually, unique_name
+from merak.testing.plugin import StartServer
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from services.topology.app import build_backends
+from services.topology.backends.local import ns_prefix
+from services.topology.config import TopologySettings
+from services.topology.manager import TopologyManager
+from services.topology.models import TopologySpec
+from services.topology.server import TopologyServicer, registration
+from services.topology.store import TopologyStore
+
+pytestmark = pytest.mark.root
+
+MAX_MESSAGE = 500 * 1024 * 1024
+
+
+@dataclass
+class Lab:
+    """A topology service on a real server, and what a test needs to look behind it."""
+
+    stub: topology_pb2_grpc.MerakTopologyServiceAsyncStub
+    redis: aioredis.Redis
+    settings: TopologySettings
+    address: str
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    # Unix socket paths must stay under 108 bytes, so not under pytest's long tmp paths.
+    path = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _serve(
+    grpc_server: StartServer, redis_client: aioredis.Redis, settings: TopologySettings
+) -> tuple[str, TopologyManager]:
+    manager = TopologyManager(TopologyStore(redis_client), build_backends(settings))
+    await manager.resume()
+    address = await grpc_server([registration(TopologyServicer(manager))])
+    return address, manager
+
+
+@pytest.fixture
+async def lab(grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path) -> AsyncIterator[Lab]:
+    settings = TopologySettings(run_dir=run_dir, max_agents=4, fake_vhosts_per_agent=25_000)
+    address, manager = await _serve(grpc_server, redis_client, settings)
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        try:
+            yield Lab(stub, redis_client, settings, address)
+        finally:
+            # Whatever a failing test left behind goes: every topology this service knows.
+            for topology_id in await manager.store.ids():
+                await manager.delete(topology_id)
+            await manager.close()
+            await manager.backends.close()
+
+
+def tree(
+    topology_id: str,
+    *,
+    vhosts: int = 5,
+    racks: int = 2,
+    per_rack: int = 5,
+    ports: int = 5,
+    cidr: str = "10.200.0.0/16",
+    dataplane: str = "",
+) -> topology_pb2.InternalTopologyConfiguration:
+    """The Merak teste2e topology by default."""
+    return topology_pb2.InternalTopologyConfiguration(
+        topology_id=topology_id,
+        name="Top1",
+        topology_type=topology_pb2.TREE,
+        number_of_vhosts=vhosts,
+        number_of_racks=racks,
+        vhost_per_rack=per_rack,
+        ports_per_vswitch=ports,
+        data_plane_cidr=cidr,
+        dataplane=dataplane,
+    )
+
+
+async def call(
+    stub: topology_pb2_grpc.MerakTopologyServiceAsyncStub,
+    op: common_pb2.OperationType.ValueType,
+    config: topology_pb2.InternalTopologyConfiguration,
+) -> topology_pb2.ReturnTopologyMessage:
+    return await stub.TopologyHandler(topology_pb2.InternalTopologyInfo(operation_type=op, config=config))
+
+
+async def wait_ready(lab: Lab, config: topology_pb2.InternalTopologyConfiguration, timeout: float = 60) -> (
+    topology_pb2.ReturnTopologyMessage
+):  # fmt: skip
+    async def ready() -> topology_pb2.ReturnTopologyMessage | None:
+        reply = await call(lab.stub, common_pb2.INFO, config)
+        assert all(node.status != common_pb2.ERROR for node in reply.compute_nodes), reply.return_message
+        return reply if all(n.status == common_pb2.READY for n in reply.compute_nodes) else None
+
+    return await assert_eventually(ready, timeout=timeout, interval=0.1, message="topology not READY")
+
+
+def short_of(topology_id: str) -> str:
+    return TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
+
+
+def ping(namespace: str, address: str) -> bool:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, "ping", "-c", "1", "-W", "1", address],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def agent_processes(run_dir: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", str(run_dir)], capture_output=True, text=True, check=False).stdout
+    return [line for line in out.splitlines() if "services.agent" in line]
+
+
+async def test_teste2e_topology_deploys_pings_and_deletes_cleanly(lab: Lab) -> None:
+    topology_id = unique_name("t-")
+    config = tree(topology_id)
+    reply = await call(lab.stub, common_pb2.CREATE, config)
+    assert reply.return_code == common_pb2.OK
+    assert [n.name for n in reply.compute_nodes] == [f"vhost-{i}" for i in range(5)]
+    assert [n.datapath_ip for n in reply.compute_nodes] == [f"10.200.0.{i}" for i in range(1, 6)]
+
+    reply = await wait_ready(lab, config)
+    node = reply.compute_nodes[0]
+    assert node.veth == "vh0-eth1"
+    assert node.dataplane == "real"
+    assert node.agent_endpoint.startswith(f"unix://{lab.settings.run_dir}")
+    assert node.datapath_prefix_len == 16
+    assert len({n.agent_endpoint for n in reply.compute_nodes}) == 3  # groups of ceil(5 / max_agents=4)
+    assert reply.hosts and reply.hosts[0].status == common_pb2.READY
+    assert "READY: 5" in reply.return_message
+
+    short = short_of(topology_id)
+    namespaces = netns.list_names(ns_prefix(short))
+    # 5 vhosts + rack-1 + vs-1 + core-1, all carrying the short topology id.
+    assert sorted(namespaces) == sorted(
+        f"{ns_prefix(short)}{n}" for n in ["vhost-0", "vhost-1", "vhost-2", "vhost-3", "vhost-4",
+                                            "rack-1", "vs-1", "core-1"]
+    )  # fmt: skip
+    # The underlay really works: vhost-0 reaches vhost-4 through rack-1's bridge.
+    assert await assert_eventually(lambda: ping(f"{ns_prefix(short)}vhost-0", "10.200.0.5"), timeout=10)
+    assert agent_processes(lab.settings.topology_run_dir())
+
+    deleted = await call(lab.stub, common_pb2.DELETE, config)
+    assert deleted.return_code == common_pb2.OK
+    assert netns.list_names(ns_prefix(short)) == []
+    assert agent_processes(lab.settings.topology_run_dir()) == []
+    assert await lab.redis.keys(f"merak:topology:topo:{topology_id}*") == []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.INFO, config)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_agent_per_vhost_runs_inside_its_namespace(
+    grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path
+) -> None:
+    settings = TopologySettings(run_dir=run_dir, max_agents=16)
+    address, manager = await _serve(grpc_server, redis_client, settings)
+    config = tree(unique_name("t-"), vhosts=3)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
+            await call(lab.stub, common_pb2.CREATE, config)
+            reply = await wait_ready(lab, config)
+            assert len({n.agent_endpoint for n in reply.compute_nodes}) == 3
+            short = short_of(config.topology_id)
+            for line in agent_processes(settings.topology_run_dir()):
+                pid = line.split()[0]
+                inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+                assert inode in {
+                    os.stat(f"/run/netns/{n}").st_ino for n in netns.list_names(ns_prefix(short))
+                }
+    finally:
+        await manager.delete(config.topology_id)
+        await manager.close()
+        await manager.backends.close()
+
+
+async def test_uneven_racks_and_small_cidr(lab: Lab) -> None:
+    seven = tree(unique_name("t-"), vhosts=7, racks=2, per_rack=5)
+    reply = await call(lab.stub, common_pb2.CREATE, seven)
+    assert len(reply.compute_nodes) == 7
+    small = tree(unique_name("t-"), vhosts=100, racks=0, per_rack=25, ports=4, cidr="10.201.7.0/24")
+    reply = await call(lab.stub, common_pb2.CREATE, small)
+    assert reply.compute_nodes[99].datapath_ip == "10.201.7.100"
+    await wait_ready(lab, seven)
+    await wait_ready(lab, small, timeout=120)
+    short = short_of(small.topology_id)
+    assert await assert_eventually(lambda: ping(f"{ns_prefix(short)}vhost-0", "10.201.7.100"), timeout=10)
+    assert ping(f"{ns_prefix(short_of(seven.topology_id))}vhost-6", "10.200.0.1")
+    for config in (seven, small):
+        await call(lab.stub, common_pb2.DELETE, config)
+        assert netns.list_names(ns_prefix(short_of(config.topology_id))) == []
+
+
+BAD_INPUT = [
+    ({"number_of_vhosts": 0}, "config.number_of_vhosts"),
+    ({"number_of_vhosts": 50_000_000}, "config.number_of_vhosts"),
+    (
+        {"number_of_vhosts": 20_000, "number_of_racks": 0, "data_plane_cidr": "10.0.0.0/8"},
+        "config.number_of_vhosts",
+    ),
+    ({"data_plane_cidr": "10.200.0.0/33"}, "config.data_plane_cidr"),
+    ({"data_plane_cidr": "ten.0.0.0/8"}, "config.data_plane_cidr"),
+    (
+        {"number_of_vhosts": 300, "number_of_racks": 0, "data_plane_cidr": "10.0.0.0/24"},
+        "config.data_plane_cidr",
+    ),
+    ({"number_of_racks": 1}, "config.number_of_racks"),
+    ({"backend": "openstack"}, "config.backend"),
+    ({"dataplane": "virtual"}, "config.dataplane"),
+    ({"topology_id": ""}, "config.topology_id"),
+]
+
+
+@pytest.mark.parametrize(("changes", "field"), BAD_INPUT)
+async def test_bad_input_is_invalid_argument_and_creates_nothing(
+    lab: Lab, mutate: object, field: str
+) -> None:
+    config = tree(unique_name("t-"), vhosts=7, racks=2, per_rack=5)
+    mutate(config)  # type: ignore[operator]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.CREATE, config)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert (caught.value.details() or "").startswith(field), caught.value.details()
+    assert await lab.redis.keys("merak:topology:topo:*") == []
+    if config.topology_id:
+        assert netns.list_names(ns_prefix(short_of(config.topology_id))) == []
+
+
+async def test_custom_topology_errors_name_the_vlink(lab: Lab) -> None:
+    config = topology_pb2.InternalTopologyConfiguration(
+        topology_id=unique_name("t-"), topology_type=topology_pb2.CUSTOM, data_plane_cidr="10.9.0.0/24"
+    )
+    config.vnodes.add(name="h1", type=topology_pb2.VHOST)
+    config.vnodes.add(name="s1", type=topology_pb2.VSWITCH)
+    config.vlinks.add(name="l1", src="h1", dst="nowhere")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.CREATE, config)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("config.vlinks[0].dst")
+    config.vlinks[0].dst = "s1"
+    config.vnodes.add(name="h1", type=topology_pb2.VHOST)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.CREATE, config)
+    assert (caught.value.details() or "").startswith("config.vnodes[2].name")
+    assert await lab.redis.keys("merak:topology:topo:*") == []
+
+
+async def test_create_is_idempotent_and_conflicts_are_already_exists(lab: Lab) -> None:
+    config = tree(unique_name("t-"), vhosts=2, dataplane="fake")
+    first = await call(lab.stub, common_pb2.CREATE, config)
+    again = await call(lab.stub, common_pb2.CREATE, config)
+    assert [n.id for n in again.compute_nodes] == [n.id for n in first.compute_nodes]
+    changed = tree(config.topology_id, vhosts=3, dataplane="fake")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.CREATE, changed)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(lab.stub, common_pb2.UPDATE, config)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_fake_topology_of_100k_vhosts_reaches_ready(lab: Lab) -> None:
+    config = tree(unique_name("t-"), vhosts=100_000, racks=0, per_rack=50, ports=32, cidr="10.0.0.0/8",
+                  dataplane="fake")  # fmt: skip
+    reply = await call(lab.stub, common_pb2.CREATE, config)
+    assert len(reply.compute_nodes) == 100_000
+    reply = await wait_ready(lab, config, timeout=120)
+    assert all(n.dataplane == "fake" for n in reply.compute_nodes)
+    assert "fake topology" in reply.return_message
+    assert len({n.agent_endpoint for n in reply.compute_nodes}) == 4  # 25,000 vhosts per agent
+    assert netns.list_names(ns_prefix(short_of(config.topology_id))) == []  # nothing in the kernel
+    await call(lab.stub, common_pb2.DELETE, config)
+    assert agent_processes(lab.settings.topology_run_dir()) == []
+
+
+async def test_restart_keeps_topologies_manageable(
+    grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path
+) -> None:
+    settings = TopologySettings(run_dir=run_dir, max_agents=2)
+    address, manager = await _serve(grpc_server, redis_client, settings)
+    config = tree(unique_name("t-"), vhosts=3)
+    async with grpc.aio.insecure_channel(address) as channel:
+        lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
+        await call(lab.stub, common_pb2.CREATE, config)
+        await wait_ready(lab, config)
+    await manager.close()
+    await manager.backends.close()
+
+    # A new service process: same Redis, same run directory.
+    address, manager = await _serve(grpc_server, redis_client, settings)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
+            reply = await wait_ready(lab, config)
+            assert len(reply.compute_nodes) == 3
+            await call(lab.stub, common_pb2.DELETE, config)
+        assert netns.list_names(ns_prefix(short_of(config.topology_id))) == []
+        assert agent_processes(settings.topology_run_dir()) == []
+    finally:
+        await manager.close()
+        await manager.backends.close()
