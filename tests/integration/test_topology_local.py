@@ -241,10 +241,11 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("changes", "field"), BAD_INPUT)
 async def test_bad_input_is_invalid_argument_and_creates_nothing(
-    lab: Lab, mutate: object, field: str
+    lab: Lab, changes: dict[str, object], field: str
 ) -> None:
     config = tree(unique_name("t-"), vhosts=7, racks=2, per_rack=5)
-    mutate(config)  # type: ignore[operator]
+    for name, value in changes.items():
+        setattr(config, name, value)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(lab.stub, common_pb2.CREATE, config)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
