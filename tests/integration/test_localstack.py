@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +85,11 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
         )
         listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest()).topologies
         assert [t.topology_id for t in listed] == [topology_id]
+        info = topology_pb2.InternalTopologyInfo(operation_type=common_pb2.INFO, config=config)
+        deadline = time.monotonic() + 60
+        while not all(n.status == common_pb2.READY for n in stub.TopologyHandler(info).compute_nodes):
+            assert time.monotonic() < deadline, "lab not READY"
+            time.sleep(0.1)
     short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
     assert netns.list_names(f"mk-{short}-")
     assert stack.teardown_labs() == [topology_id]
