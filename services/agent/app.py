@@ -9,6 +9,7 @@ from merak.errors import FailedPrecondition
 from merak.grpcserver import GrpcServer, run_server
 from merak.logs import get_logger
 from merak.metrics import serve_metrics
+from services.agent.alcor import AlcorPorts
 from services.agent.config import AgentSettings
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
@@ -28,13 +29,21 @@ async def run(settings: AgentSettings) -> None:
     missing = vhosts.missing_namespaces()
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
-    server = GrpcServer(settings.listen_address(), [registration(AgentServicer(vhosts))])
+    alcor = AlcorPorts(settings.alcor_url) if settings.alcor_url else None
+    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers)
+    server = GrpcServer(settings.listen_address(), [registration(servicer)])
 
     async def mark_vhosts_serving() -> None:
         # One health entry per vhost, so a caller can ask about the vhost it cares about.
         for name in vhosts.vhosts:
             await server.health.set(f"vhost/{name}", health_pb2.HealthCheckResponse.SERVING)
-        log.info("agent_vhosts", vhosts=len(vhosts.vhosts), dataplane=vhosts.dataplane, netns=settings.netns)
+        log.info(
+            "agent_vhosts",
+            vhosts=len(vhosts.vhosts),
+            dataplane=vhosts.dataplane,
+            netns=settings.netns,
+            mode="alcor" if alcor else "native",
+        )
 
     await run_server(
         "agent",
@@ -43,4 +52,5 @@ async def run(settings: AgentSettings) -> None:
         metrics_server=metrics,
         grace=settings.shutdown_grace,
         on_started=mark_vhosts_serving,
+        cleanups=[servicer.close],
     )

@@ -16,3 +16,8 @@ class AgentSettings(ServiceSettings):
     vhosts_file: Path | None = None
     # A network namespace to run in (the vhost's own, when the agent serves one vhost).
     netns: str = ""
+    # Alcor mode (as Merak's default): the port manager's base URL, e.g. http://10.0.0.5:30006.
+    # Empty: native mode, where addresses come from our network service.
+    alcor_url: str = ""
+    # Threads doing kernel work (each enters the namespace it works on).
+    workers: int = 4

@@ -40,9 +40,9 @@ class VhostSet:
         return cls(document["topology_id"], document["dataplane"], vhosts)
 
     @classmethod
-    def standalone(cls) -> VhostSet:
-        """An agent started by hand: it serves no emulated host until told."""
-        return cls("", "fake", {})
+    def standalone(cls, name: str = "local") -> VhostSet:
+        """An agent started by hand (or by `merak up`): one fake vhost, nothing in the kernel."""
+        return cls("", "fake", {name: Vhost(name, 0, "", f"standalone-{name}", "", 0, "", "")})
 
     def missing_namespaces(self) -> list[str]:
         """Namespaces of real vhosts that do not exist (an agent must not serve a broken vhost)."""

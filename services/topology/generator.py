@@ -41,7 +41,8 @@ DATAPLANES = ("real", "fake")
 
 _TOPOLOGY_ID = re.compile(r"[A-Za-z0-9._-]+")
 # Lowercase and digits only: names become kernel interface and namespace names on every backend.
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+# A leading letter: namespaces `mk-<short>-<digit>…` belong to the VMs of vhost <digit…>.
+_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
 _VNODE_KINDS = {
     topology_pb2.VHOST: NodeKind.VHOST,
@@ -409,7 +410,7 @@ def _check_name(where: str, name: str, limit: int) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
             where,
-            f"only lowercase letters, digits and '-' allowed, starting with a letter or digit: {name!r}",
+            f"only lowercase letters, digits and '-' allowed, starting with a letter: {name!r}",
         )
 
 

@@ -36,6 +36,11 @@ class ScriptedAgent(AgentServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
         return agent_pb2.AgentReturnInfo(return_code=common_pb2.OK, return_message=request.name)
 
+    async def BulkPortAdd(
+        self, request: agent_pb2.BulkPorts, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_pb2.AgentReturnInfo:
+        raise NotImplementedError("BulkPortAdd is not here")
+
 
 @pytest.fixture
 async def agent_stub(grpc_server: StartServer) -> AsyncIterator[agent_pb2_grpc.MerakAgentServiceAsyncStub]:
@@ -95,10 +100,13 @@ async def test_one_log_line_per_rpc(agent_stub: agent_pb2_grpc.MerakAgentService
     assert lines[0]["duration_ms"] >= 0
 
 
-async def test_unimplemented_rpcs_say_so(agent_stub: agent_pb2_grpc.MerakAgentServiceAsyncStub) -> None:
+async def test_not_implemented_becomes_unimplemented(
+    agent_stub: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await agent_stub.BulkPortAdd(agent_pb2.BulkPorts())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.details() == "BulkPortAdd is not here"
 
 
 async def test_health_and_reflection() -> None:

@@ -62,8 +62,11 @@ def ns_name(short_id: str, node: str) -> str:
 
 
 def vm_ns_prefix(short_id: str, index: int) -> str:
-    """The prefix of the namespaces the agent makes for the VMs of the index-th vhost."""
-    return f"{ns_prefix(short_id)}h{index}"
+    """The prefix of the namespaces the agent makes for the VMs of the index-th vhost.
+
+    Node names start with a letter, so `mk-<short>-<index>-…` never meets a node's namespace.
+    """
+    return f"{ns_prefix(short_id)}{index}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,108 @@
+"""The fake data plane (KWOK-style): VMs and VPCs kept in memory, nothing in the kernel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from services.agent.dataplane import validate_neighbor, validate_vm, validate_vpc
+from services.agent.models import Neighbor, PingResult, VmResult, VmSpec, VpcSpec
+
+
+class FakeDataplane:
+    """Answers like `Dataplane` for one vhost; 100,000 VMs take a few tens of MB."""
+
+    def __init__(self) -> None:
+        self._vms: dict[str, VmSpec] = {}
+        self._vpcs: dict[int, VpcSpec] = {}
+        self._peers: dict[int, frozenset[str]] = {}
+        self._neighbors: dict[int, dict[str, Neighbor]] = {}
+        self._lock = threading.Lock()
+
+    def ensure_vpc(self, vpc: VpcSpec) -> None:
+        """Record the VPC."""
+        validate_vpc(vpc)
+        with self._lock:
+            self._vpcs[vpc.vni] = vpc
+
+    def create_vms(self, specs: Sequence[VmSpec]) -> list[VmResult]:
+        """Record the VMs; same spec again is a success, another spec is an error."""
+        results = []
+        with self._lock:
+            for spec in specs:
+                validate_vm(spec)
+                existing = self._vms.get(spec.name)
+                if existing == spec:
+                    results.append(VmResult(spec.name, ok=True, created=False))
+                elif existing is not None:
+                    results.append(
+                        VmResult(spec.name, ok=False, error="already exists with a different spec")
+                    )
+                elif spec.vni not in self._vpcs:
+                    results.append(
+                        VmResult(spec.name, ok=False, error=f"vpc with vni {spec.vni} is not set up")
+                    )
+                else:
+                    self._vms[spec.name] = spec
+                    results.append(VmResult(spec.name, ok=True, created=True))
+        return results
+
+    def delete_vms(self, names: Sequence[str]) -> list[VmResult]:
+        """Forget the VMs; a missing one is a success."""
+        with self._lock:
+            return [VmResult(name, ok=True, created=self._vms.pop(name, None) is not None) for name in names]
+
+    def list_vms(self) -> list[str]:
+        """Names of the VMs."""
+        with self._lock:
+            return sorted(self._vms)
+
+    def vm_spec(self, name: str) -> VmSpec | None:
+        """The spec a VM was created with."""
+        return self._vms.get(name)
+
+    def set_vni_peers(self, vni: int, vteps: Sequence[str]) -> None:
+        """Record the flood list."""
+        with self._lock:
+            self._peers[vni] = frozenset(vteps)
+
+    def push_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None:
+        """Record remote VMs."""
+        for neighbor in neighbors:
+            validate_neighbor(neighbor)
+        with self._lock:
+            table = self._neighbors.setdefault(vni, {})
+            table.update((n.ip, n) for n in neighbors)
+
+    def remove_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None:
+        """Forget remote VMs."""
+        with self._lock:
+            table = self._neighbors.get(vni, {})
+            for neighbor in neighbors:
+                table.pop(neighbor.ip, None)
+
+    def ping(self, vm_name: str, dests: Sequence[str], timeout: float = 1.0, **_: object) -> list[PingResult]:
+        """Reachability as the control plane set it up: a VM of the same VPC, local or a pushed neighbour."""
+        with self._lock:
+            source = self._vms.get(vm_name)
+            if source is None:
+                return [
+                    PingResult(dest, ok=False, rtt_ms=None, error=f"vm {vm_name} does not exist")
+                    for dest in dests
+                ]
+            local = {vm.ip for vm in self._vms.values() if vm.vni == source.vni}
+            remote = set(self._neighbors.get(source.vni, {}))
+        return [
+            PingResult(dest, ok=True, rtt_ms=0.0)
+            if dest in local or dest in remote
+            else PingResult(dest, ok=False, rtt_ms=None, error="unreachable (fake dataplane)")
+            for dest in dests
+        ]
+
+    def destroy(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._vms.clear()
+            self._vpcs.clear()
+            self._peers.clear()
+            self._neighbors.clear()

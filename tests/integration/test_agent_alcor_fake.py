@@ -1,0 +1,202 @@
+"""Agent in Alcor mode against a fake Alcor; the fake dataplane at scale; the standalone agent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from merak.localstack import grpc_healthy
+from merak.testing import free_port
+from merak.testing.plugin import StartServer
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from services.agent.alcor import AlcorPorts
+from services.agent.server import AgentServicer, registration
+from services.agent.vhosts import VhostSet
+from tests.fakes.alcor import FakeAlcor
+
+
+@pytest.fixture
+def alcor() -> Iterator[FakeAlcor]:
+    fake = FakeAlcor()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+async def alcor_agent(
+    grpc_server: StartServer, alcor: FakeAlcor
+) -> AsyncIterator[agent_pb2_grpc.MerakAgentServiceAsyncStub]:
+    # The fake dataplane keeps this test off the kernel; the Alcor calls are what is checked here.
+    servicer = AgentServicer(VhostSet.standalone("vhost-0"), alcor=AlcorPorts(f"{alcor.url}"))
+    address = await grpc_server([registration(servicer)])
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield agent_pb2_grpc.MerakAgentServiceStub(channel)
+    await servicer.close()
+
+
+def port_request(op: common_pb2.OperationType.ValueType, **fields: str) -> agent_pb2.InternalPortConfig:
+    base = dict(
+        id="vmid-1", name="v000", vpcid="9192a4d4-ffff-4ece-b3f0-8d36e3d88000", tenantid="123456789",
+        projectid="123456789", subnetid="8182a4d4-ffff-4ece-b3f0-8d36e3d88000", gw="10.0.0.1", sg="sg-1",
+        cidr="10.0.0.0/16", hostname="vhost-0",
+    )  # fmt: skip
+    base.update(fields)
+    return agent_pb2.InternalPortConfig(operation_type=op, **base)
+
+
+async def test_alcor_port_lifecycle_sends_merak_requests(
+    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, alcor: FakeAlcor
+) -> None:
+    pre = await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE))
+    assert pre.return_code == common_pb2.OK
+    port_id = pre.port.remoteid
+    assert pre.port.ip == "10.0.0.2"
+    assert pre.port.mac.startswith("aa:bb:cc")
+    assert pre.port.deviceid == "tap" + port_id[:11]
+    assert pre.port.status == common_pb2.DEPLOYING
+    first = alcor.state.requests[0]
+    assert (first.method, first.path) == ("POST", "/project/123456789/ports")
+    assert first.body == {
+        "port": {
+            "admin_state_up": True,
+            "device_id": "v000",
+            "network_id": "9192a4d4-ffff-4ece-b3f0-8d36e3d88000",
+            "security_groups": ["sg-1"],
+            "fixed_ips": [{"subnet_id": "8182a4d4-ffff-4ece-b3f0-8d36e3d88000"}],
+            "tenant_id": "123456789",
+        }
+    }
+
+    create = await alcor_agent.PortHandler(
+        port_request(
+            common_pb2.CREATE, ip=pre.port.ip, mac=pre.port.mac, remoteid=port_id, deviceid=pre.port.deviceid
+        )
+    )
+    assert create.return_code == common_pb2.OK, create.return_message
+    assert create.port.status == common_pb2.DONE
+    put = alcor.state.requests[1]
+    assert (put.method, put.path) == ("PUT", f"/project/123456789/ports/{port_id}")
+    assert put.body == {
+        "port": {
+            "project_id": "123456789",
+            "id": port_id,
+            "name": "v000",
+            "description": "",
+            "network_id": "9192a4d4-ffff-4ece-b3f0-8d36e3d88000",
+            "tenant_id": "123456789",
+            "admin_state_up": True,
+            "veth_name": "inv000",
+            "device_id": "v000",
+            "device_owner": "compute:nova",
+            "fast_path": True,
+            "binding:host_id": "vhost-0",
+        }
+    }
+    listed = await alcor_agent.ListVms(agent_pb2.ListVmsRequest(vhost="vhost-0"))
+    assert [(v.name, v.ip, v.mac) for v in listed.vms] == [("v000", "10.0.0.2", pre.port.mac)]
+
+    deleted = await alcor_agent.PortHandler(port_request(common_pb2.DELETE, remoteid=port_id))
+    assert deleted.return_message == "Delete Success!"
+    last = alcor.state.requests[2]
+    assert (last.method, last.path, last.body) == ("DELETE", f"/project/123456789/ports/{port_id}", None)
+    assert alcor.state.ports == {}
+    assert (await alcor_agent.ListVms(agent_pb2.ListVmsRequest(vhost="vhost-0"))).vms == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, grpc.StatusCode.UNAVAILABLE), (412, grpc.StatusCode.FAILED_PRECONDITION)]
+)
+async def test_alcor_errors_become_status_codes(
+    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+    alcor: FakeAlcor,
+    status: int,
+    code: grpc.StatusCode,
+) -> None:
+    alcor.state.fail_next.append(status)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE))
+    assert caught.value.code() == code
+    assert f"answered {status}, expected 201" in (caught.value.details() or "")
+
+
+async def test_create_needs_the_precreated_port(
+    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await alcor_agent.PortHandler(port_request(common_pb2.CREATE, ip="10.0.0.2", mac="aa:bb:cc:00:00:02"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("remoteid")
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def standalone_agent() -> Iterator[tuple[int, int]]:
+    """A standalone agent process (one fake vhost "local"); yields (port, pid)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as state:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.agent", "--grpc_port", str(port), "--host", "127.0.0.1",
+             "--metrics_port", "-1", "--state_dir", state],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            while not grpc_healthy(f"127.0.0.1:{port}"):
+                assert proc.poll() is None and time.monotonic() < deadline, "agent did not start"
+                time.sleep(0.05)
+            yield port, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def fake_vms(batch: int) -> list[agent_pb2.VmSpec]:
+    """10,000 distinct VMs in 10.<batch>.0.0/16."""
+    return [
+        agent_pb2.VmSpec(
+            name=f"v{batch}-{i}",
+            vpc_id="vpc-1",
+            vni=100,
+            ip=f"10.{batch}.{i // 250}.{i % 250 + 2}",
+            prefix_len=8,
+            mac=f"02:00:{batch:02x}:00:{i // 256 % 256:02x}:{i % 256:02x}",
+            gateway="10.0.0.1",
+        )
+        for i in range(10_000)
+    ]
+
+
+@pytest.mark.slow
+async def test_fake_agent_holds_100k_vms_under_1_gib(standalone_agent: tuple[int, int]) -> None:
+    port, pid = standalone_agent
+    subnet = agent_pb2.SubnetGateway(cidr="10.0.0.0/8", gateway="10.0.0.1")
+    vpc = agent_pb2.VpcSpec(vpc_id="vpc-1", vni=100, subnets=[subnet])
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = agent_pb2_grpc.MerakAgentServiceStub(channel)
+        for batch in range(10):
+            reply = await stub.CreateVms(
+                agent_pb2.CreateVmsRequest(vhost="local", vpcs=[vpc], vms=fake_vms(batch))
+            )
+            assert reply.created == 10_000
+        listed = await stub.ListVms(agent_pb2.ListVmsRequest(vhost="local"))
+        assert len(listed.vms) == 100_000
+        assert listed.dataplane == "fake"
+    rss = _rss_bytes(pid)
+    assert rss < 1024**3, f"RSS {rss / 1024**2:.0f} MiB"
