@@ -23,6 +23,18 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
         """network.MerakNetworkService/NetConfigHandler."""
         raise Unimplemented("NetConfigHandler is not implemented yet")
 
+    async def AllocatePorts(
+        self, request: network_pb2.AllocatePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> network_pb2.AllocatePortsReply:
+        """network.MerakNetworkService/AllocatePorts."""
+        raise Unimplemented("AllocatePorts is not implemented yet")
+
+    async def ReleasePorts(
+        self, request: network_pb2.ReleasePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> network_pb2.ReleasePortsReply:
+        """network.MerakNetworkService/ReleasePorts."""
+        raise Unimplemented("ReleasePorts is not implemented yet")
+
 
 def registration(servicer: NetworkServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""
