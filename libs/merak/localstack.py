@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ class StackSettings(CommonSettings):
         return GRPC_PORTS[service] + self.port_offset
 
     def metrics_port(self, service: str) -> int:
-        """The metrics port of `service` in this stack."""
+        """The metrics port of `service` (or "compute-worker") in this stack."""
         return METRICS_PORTS[service] + self.port_offset
 
     @property
@@ -212,7 +213,32 @@ def components(settings: StackSettings) -> list[Component]:
         )
         for name in SERVICES
     ]
-    return [redis, temporal, *services]
+    worker_port = settings.metrics_port("compute-worker")
+    worker = Component(
+        name="compute-worker",
+        argv=(sys.executable, "-m", "services.compute.worker"),
+        ports={"metrics": worker_port},
+        health=lambda: http_ok(f"http://127.0.0.1:{worker_port}/metrics"),
+        env={
+            **common_env,
+            "MERAK_WORKER_METRICS_PORT": str(worker_port),
+            "MERAK_NETWORK_ADDRESS": f"127.0.0.1:{settings.grpc_port('network')}",
+        },
+        marker="services.compute.worker",
+    )
+    for component in services:
+        if component.name == "compute":
+            component.env["MERAK_NETWORK_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('network')}"
+    return [redis, temporal, *services, worker]
+
+
+def http_ok(url: str) -> bool:
+    """True when `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def _service_health(port: int) -> Callable[[], bool]:
@@ -427,6 +453,7 @@ def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
         for name in ("scenario", "compute", "topology", "network", "agent")
     ]
     rows += [
+        ("compute worker", f"metrics :{settings.metrics_port('compute-worker')}/metrics"),
         ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
         ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
         ("redis", settings.redis_url),

@@ -53,6 +53,11 @@ class RedisStore:
         """Store `value` as JSON at `key`."""
         await self.redis.set(key, json.dumps(value, separators=(",", ":"), sort_keys=True))
 
+    async def hash_of(self, key: str) -> dict[str, str]:
+        """HGETALL as str → str (the client decodes responses)."""
+        raw = await self.redis.hgetall(key)
+        return {str(k): str(v) for k, v in raw.items()}
+
     async def keys_under(self, *parts: str) -> list[str]:
         """Every key under `prefix:parts…:` (SCAN, never KEYS)."""
         pattern = self.key(*parts, "*")

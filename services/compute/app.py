@@ -1,22 +1,53 @@
-"""Composition root of the compute service: build its dependencies, serve, drain on SIGTERM."""
+"""Composition root of the compute service: store, Temporal, network client, manager, optional worker."""
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
+
 from merak.grpcserver import GrpcServer, run_server
 from merak.service import open_redis
+from merak.temporal import connect_temporal
+from merak.v1 import network_pb2_grpc
 from services.compute.config import ComputeSettings
+from services.compute.manager import ComputeManager
 from services.compute.server import ComputeServicer, registration
+from services.compute.store import ComputeStore
+from services.compute.worker import run_worker
 
 
 async def run(settings: ComputeSettings) -> None:
-    """Serve the compute service until SIGTERM."""
+    """Serve the compute service until SIGTERM (with an in-process worker when asked)."""
     redis = await open_redis(settings.redis_url)
-    server = GrpcServer(settings.listen_address(), [registration(ComputeServicer())])
+    temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    options = [("grpc.max_receive_message_length", 500 * 1024 * 1024)]
+    network_channel = grpc.aio.insecure_channel(settings.network_address, options=options)
+    store = ComputeStore(redis)
+    manager = ComputeManager(
+        store, temporal, network_pb2_grpc.MerakNetworkServiceStub(network_channel), settings
+    )
+    stop_worker = asyncio.Event()
+    worker = (
+        asyncio.create_task(run_worker(settings, temporal, store, stop_worker))
+        if settings.run_worker
+        else None
+    )
+
+    async def stop_embedded_worker() -> None:
+        stop_worker.set()
+        if worker is not None:
+            await worker
+
+    async def close_network() -> None:
+        await network_channel.close(None)
+
+    server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))])
     await run_server(
         "compute",
         server,
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
         grace=settings.shutdown_grace,
-        cleanups=[redis.aclose],
+        cleanups=[stop_embedded_worker, close_network, redis.aclose],
     )

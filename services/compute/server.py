@@ -1,31 +1,56 @@
-"""gRPC servicer of the compute service."""
+"""gRPC servicer of the compute service: Merak's ComputeHandler and the progress stream."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from merak.errors import Unimplemented
+from merak.errors import InvalidArgument, Unimplemented
 from merak.grpcserver import ServiceRegistration
-from merak.v1 import compute_pb2, compute_pb2_grpc
+from merak.v1 import common_pb2, compute_pb2, compute_pb2_grpc
+from services.compute.manager import ComputeManager
 
 SERVICE_NAME = "compute.MerakComputeService"
-_grpc = compute_pb2_grpc
 
 
-class ComputeServicer(_grpc.MerakComputeServiceServicer):
+class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
     """compute.MerakComputeService."""
+
+    def __init__(self, manager: ComputeManager) -> None:
+        self.manager = manager
 
     async def ComputeHandler(
         self, request: compute_pb2.InternalComputeConfigInfo, context: grpc.aio.ServicerContext[Any, Any]
     ) -> compute_pb2.ReturnComputeMessage:
-        """compute.MerakComputeService/ComputeHandler."""
-        raise Unimplemented("ComputeHandler is not implemented yet")
+        """CREATE / INFO / DELETE of the VMs of a compute config."""
+        op, config = request.operation_type, request.config
+        if op == common_pb2.CREATE:
+            return await self.manager.create(config)
+        if op == common_pb2.INFO:
+            return await self.manager.info(config.compute_config_id)
+        if op == common_pb2.DELETE:
+            return await self.manager.delete(config.compute_config_id)
+        if op == common_pb2.UPDATE:
+            raise Unimplemented(
+                "UPDATE of a compute config is not implemented yet; DELETE and CREATE it again"
+            )
+        raise InvalidArgument(
+            "operation_type", f"{common_pb2.OperationType.Name(op)} is not a compute operation"
+        )
+
+    async def WatchProgress(
+        self, request: compute_pb2.WatchProgressRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[compute_pb2.ComputeProgress]:
+        """Progress pushed on every change until the operation ends."""
+        if not request.compute_config_id:
+            raise InvalidArgument("compute_config_id", "required")
+        async for progress in self.manager.watch(request.compute_config_id):
+            yield progress
 
 
 def registration(servicer: ComputeServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""
-    return ServiceRegistration(
-        SERVICE_NAME, lambda server: _grpc.add_MerakComputeServiceServicer_to_server(servicer, server)
-    )
+    add = compute_pb2_grpc.add_MerakComputeServiceServicer_to_server
+    return ServiceRegistration(SERVICE_NAME, lambda server: add(servicer, server))

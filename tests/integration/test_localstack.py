@@ -58,7 +58,7 @@ def _reflected(address: str) -> set[str]:
 
 def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> None:
     states = stack.up()
-    assert [s.component.name for s in states] == ["redis", "temporal", *SERVICES]
+    assert [s.component.name for s in states] == ["redis", "temporal", *SERVICES, "compute-worker"]
     assert all(s.healthy for s in states), [(s.component.name, s.running) for s in states]
     pids = {s.component.name: s.pid for s in states}
     for name in SERVICES:
@@ -98,7 +98,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     assert str(settings.state_dir) not in agents.stdout
 
     stopped = stack.down()
-    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES])
+    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, "compute-worker"])
     assert not any(_alive(pid) for pid in pids.values() if pid)
     assert not any(s.running for s in stack.status())
     assert stack.down() == []

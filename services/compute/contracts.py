@@ -1,0 +1,117 @@
+"""Inputs and outputs of compute's Temporal workflows and activities: small dataclasses, no I/O.
+
+Payloads carry ids and counts, never VM lists: activities read the inventory from Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CREATE = "create"
+DELETE = "delete"
+
+SEQUENTIAL = "sequential"
+RPS = "rps"
+RANDOM = "random"
+
+
+@dataclass
+class Schedule:
+    """How batches are paced: one after another per host, at a target rate, or in a random order."""
+
+    kind: str = SEQUENTIAL
+    rps: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class DeployInput:
+    """One operation (create or delete) of a compute config, split into host shards."""
+
+    config_id: str
+    operation: str
+    shards: int
+    schedule: Schedule = field(default_factory=Schedule)
+
+
+@dataclass
+class ShardInput:
+    """One shard of hosts of an operation."""
+
+    config_id: str
+    operation: str
+    shard: int
+    schedule: Schedule = field(default_factory=Schedule)
+    # This shard's part of the RPS target.
+    rps: float = 0.0
+
+
+@dataclass
+class ShardRef:
+    """Which shard."""
+
+    config_id: str
+    shard: int
+
+
+@dataclass
+class HostBatches:
+    """A host of a shard and how many batches its VMs make."""
+
+    host: str
+    batches: int
+    batch_size: int
+
+
+@dataclass
+class ShardPlan:
+    """The hosts of a shard."""
+
+    hosts: list[HostBatches]
+
+
+@dataclass
+class BatchInput:
+    """One batch of VMs of one host."""
+
+    config_id: str
+    host: str
+    batch: int
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did."""
+
+    done: int = 0
+    failed: int = 0
+
+
+@dataclass
+class BatchFailure:
+    """A batch that failed as a whole: its VMs are marked ERROR with the reason."""
+
+    config_id: str
+    host: str
+    batch: int
+    operation: str
+    reason: str
+
+
+@dataclass
+class FinishInput:
+    """The end of an operation."""
+
+    config_id: str
+    operation: str
+    done: int
+    failed: int
+    failure: str = ""
+
+
+@dataclass
+class DeployResult:
+    """What an operation did, summed over its shards."""
+
+    done: int = 0
+    failed: int = 0

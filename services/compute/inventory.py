@@ -1,0 +1,189 @@
+"""Which VMs go on which host: the deploy types (UNIFORM, ASSIGN, SKEW, RANDOM), pure and seeded."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from merak.errors import InvalidArgument
+from merak.v1 import common_pb2, compute_pb2
+
+MAX_VMS = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """An emulated host (a topology compute node) as compute needs it."""
+
+    name: str
+    index: int
+    agent_endpoint: str
+    datapath_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetRef:
+    """A subnet VMs are put in."""
+
+    vpc_index: int
+    subnet_index: int
+    vpc_id: str
+    subnet_id: str
+    project_id: str
+    tenant_id: str
+    cidr: str
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedVm:
+    """One VM to be: its name (unique in its host), id (unique in the config), subnet."""
+
+    name: str
+    vm_id: str
+    host: str
+    subnet: SubnetRef
+
+
+def hosts_from_pods(pods: Sequence[common_pb2.InternalComputeInfo]) -> list[Host]:
+    """The hosts of a compute config; each needs a name and a way to reach its agent."""
+    if not pods:
+        raise InvalidArgument("config.pods", "at least one compute node (the topology's vhosts) is required")
+    hosts, seen = [], set()
+    for i, pod in enumerate(pods):
+        if not pod.name:
+            raise InvalidArgument(f"config.pods[{i}].name", "required")
+        if pod.name in seen:
+            raise InvalidArgument(f"config.pods[{i}].name", f"duplicate compute node {pod.name!r}")
+        seen.add(pod.name)
+        endpoint = pod.agent_endpoint or (f"{pod.container_ip}:40054" if pod.container_ip else "")
+        if not endpoint:
+            raise InvalidArgument(f"config.pods[{i}].agent_endpoint", "required (or container_ip, as Merak)")
+        hosts.append(Host(pod.name, i, endpoint, pod.datapath_ip))
+    return hosts
+
+
+def subnets_of(deploy: compute_pb2.InternalVMDeployInfo) -> list[tuple[SubnetRef, int]]:
+    """Every subnet of the request with its per-host VM count (Merak's number_vms)."""
+    if not deploy.vpcs:
+        raise InvalidArgument("config.vm_deploy.vpcs", "at least one VPC is required")
+    found = []
+    for v, vpc in enumerate(deploy.vpcs):
+        if not vpc.vpc_id:
+            raise InvalidArgument(f"config.vm_deploy.vpcs[{v}].vpc_id", "required")
+        if not vpc.subnets:
+            raise InvalidArgument(f"config.vm_deploy.vpcs[{v}].subnets", "at least one subnet is required")
+        for s, subnet in enumerate(vpc.subnets):
+            if not subnet.subnet_id:
+                raise InvalidArgument(f"config.vm_deploy.vpcs[{v}].subnets[{s}].subnet_id", "required")
+            ref = SubnetRef(
+                v,
+                s,
+                vpc.vpc_id,
+                subnet.subnet_id,
+                vpc.project_id,
+                vpc.tenant_id,
+                subnet.subnet_cidr,
+                subnet.subnet_gw,
+            )
+            found.append((ref, int(subnet.number_vms)))
+    return found
+
+
+def plan(
+    config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host]
+) -> dict[str, list[PlannedVm]]:
+    """VMs per host, by the deploy type; deterministic for the same config (and seed)."""
+    deploy = config.vm_deploy
+    subnets = subnets_of(deploy)
+    kind = deploy.deploy_type
+    counts: dict[str, dict[SubnetRef, int]] = {h.name: {} for h in hosts}
+    if kind == compute_pb2.ASSIGN:
+        _assign(deploy, hosts, subnets, counts)
+    else:
+        for ref, per_host in subnets:
+            if kind == compute_pb2.UNIFORM:
+                for host in hosts:
+                    counts[host.name][ref] = per_host
+            elif kind == compute_pb2.SKEW:
+                _skew(ref, per_host * len(hosts), hosts, counts, config.seed)
+            elif kind == compute_pb2.RANDOM:
+                rng = random.Random(f"{config.seed}:{ref.vpc_id}:{ref.subnet_id}")
+                for _ in range(per_host * len(hosts)):
+                    host = hosts[rng.randrange(len(hosts))]
+                    counts[host.name][ref] = counts[host.name].get(ref, 0) + 1
+            else:
+                raise InvalidArgument("config.vm_deploy.deploy_type", f"unknown deploy type {int(kind)}")
+    total = sum(n for per in counts.values() for n in per.values())
+    if total == 0:
+        raise InvalidArgument(
+            "config.vm_deploy.vpcs", "no VM to create: every subnet's number_vms is 0 (or no host got any)"
+        )
+    if total > MAX_VMS:
+        raise InvalidArgument("config.vm_deploy", f"{total} VMs is more than {MAX_VMS}")
+    result: dict[str, list[PlannedVm]] = {}
+    for host in hosts:
+        vms = []
+        for ref, n in sorted(
+            counts[host.name].items(), key=lambda item: (item[0].vpc_index, item[0].subnet_index)
+        ):
+            for k in range(n):
+                name = f"v{ref.vpc_index}-{ref.subnet_index}-{k}"
+                vms.append(PlannedVm(name, f"{host.name}.{name}", host.name, ref))
+        result[host.name] = vms
+    return result
+
+
+def _assign(
+    deploy: compute_pb2.InternalVMDeployInfo,
+    hosts: Sequence[Host],
+    subnets: Sequence[tuple[SubnetRef, int]],
+    counts: dict[str, dict[SubnetRef, int]],
+) -> None:
+    methods = deploy.deploy_method
+    if len(methods) != len(hosts):
+        raise InvalidArgument(
+            "config.vm_deploy.deploy_method",
+            f"ASSIGN needs one entry per host: {len(methods)} for {len(hosts)} hosts",
+        )
+    by_key = {key: h for h in hosts for key in (h.name, h.datapath_ip) if key}
+    refs = {key: ref for ref, _ in subnets for key in (ref.subnet_id, ref.cidr) if key}
+    used: set[str] = set()
+    for i, method in enumerate(methods):
+        where = f"config.vm_deploy.deploy_method[{i}]"
+        # Merak's InternalVMPod names its host by pod_ip; ours also takes the vhost name there.
+        host = by_key.get(method.pod_ip) if method.pod_ip else hosts[i]
+        if host is None:
+            raise InvalidArgument(f"{where}.pod_ip", f"no compute node named or addressed {method.pod_ip!r}")
+        if host.name in used:
+            raise InvalidArgument(f"{where}.pod_ip", f"host {host.name!r} is assigned twice")
+        used.add(host.name)
+        chosen = []
+        for s, key in enumerate(method.subnets):
+            if key not in refs:
+                raise InvalidArgument(f"{where}.subnets[{s}]", f"unknown subnet {key!r}")
+            chosen.append(refs[key])
+        chosen = chosen or [ref for ref, _ in subnets]
+        for k in range(method.num_of_vm):
+            ref = chosen[k % len(chosen)]
+            counts[host.name][ref] = counts[host.name].get(ref, 0) + 1
+
+
+def _skew(
+    ref: SubnetRef, total: int, hosts: Sequence[Host], counts: dict[str, dict[SubnetRef, int]], seed: int
+) -> None:
+    """Zipf-like: the host of rank r gets a share 1/(r+1); ranks are a seeded shuffle of the hosts."""
+    order = list(hosts)
+    random.Random(f"{seed}:skew:{ref.vpc_id}:{ref.subnet_id}").shuffle(order)
+    weights = [1 / (rank + 1) for rank in range(len(order))]
+    scale = total / sum(weights)
+    shares = [w * scale for w in weights]
+    given = [int(share) for share in shares]
+    # Largest remainders get the VMs rounding left over, so the total is exact.
+    leftovers = sorted(range(len(order)), key=lambda i: shares[i] - given[i], reverse=True)
+    for i in leftovers[: total - sum(given)]:
+        given[i] += 1
+    for host, n in zip(order, given, strict=True):
+        if n:
+            counts[host.name][ref] = counts[host.name].get(ref, 0) + n

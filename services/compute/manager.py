@@ -1,0 +1,299 @@
+"""Compute lifecycle: validate a config, write the VM inventory, start workflows, report progress."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import json_format
+from prometheus_client import Gauge
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from merak.logs import get_logger
+from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
+from services.compute import inventory
+from services.compute.config import ComputeSettings
+from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
+from services.compute.store import ComputeStore
+from services.compute.workflows import DeployComputeWorkflow
+
+log = get_logger(__name__)
+
+VMS_BY_STATUS = Gauge("merak_compute_vms", "VMs of the compute configs, by status.", ["status"])
+OPERATIONS_RUNNING = Gauge("merak_compute_operations_running", "Create or delete operations running.")
+_STATUS_NAMES = {int(v): n for n, v in common_pb2.Status.items()}
+_SCHEDULES = {compute_pb2.SEQUENTIAL: SEQUENTIAL, compute_pb2.RPS: RPS, compute_pb2.RANDOM_SCHEDULE: RANDOM}
+
+
+def fingerprint(config: compute_pb2.InternalComputeConfiguration) -> str:
+    """What makes two requests the same deployment (hosts, VMs, network), not their request ids or states."""
+    copy = compute_pb2.InternalComputeConfiguration()
+    copy.CopyFrom(config)
+    copy.ClearField("request_id")
+    copy.ClearField("revision_number")
+    copy.ClearField("format_version")
+    copy.ClearField("message_type")
+    for pod in copy.pods:
+        pod.ClearField("status")
+        pod.ClearField("operation_type")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class ComputeManager:
+    """Implements ComputeHandler's CREATE / INFO / DELETE and the progress stream."""
+
+    def __init__(
+        self,
+        store: ComputeStore,
+        temporal: Client,
+        network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
+        settings: ComputeSettings,
+    ) -> None:
+        self.store = store
+        self.temporal = temporal
+        self.network = network
+        self.settings = settings
+
+    def workflow_id(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> str:
+        """Deterministic per scenario, config and operation: a repeated DEPLOY finds the same workflow."""
+        scenario = config.scenario_id or "adhoc"
+        return f"merak-compute-{scenario}-{config.compute_config_id}-{operation}"
+
+    # --- CREATE ------------------------------------------------------------------------------
+
+    async def create(
+        self, config: compute_pb2.InternalComputeConfiguration
+    ) -> compute_pb2.ReturnComputeMessage:
+        """Validate, write the inventory, start the deployment; returns at once with the progress."""
+        if not config.compute_config_id:
+            raise InvalidArgument("config.compute_config_id", "required")
+        plugin = config.plugin or "native"
+        if plugin not in ("native", "alcor"):
+            raise InvalidArgument("config.plugin", f"unknown plugin {plugin!r}; known: alcor, native")
+        if config.vm_deploy.scheduler not in _SCHEDULES:
+            raise InvalidArgument(
+                "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
+            )
+        if config.vm_deploy.scheduler == compute_pb2.RPS and config.rps <= 0:
+            raise InvalidArgument("config.rps", "the RPS scheduler needs a target rate above 0")
+        hosts = inventory.hosts_from_pods(config.pods)
+        if plugin == "native":
+            await self._complete_from_network(config)
+        planned = inventory.plan(config, hosts)
+        if plugin == "native":
+            await self._check_capacity(config, planned)
+        config_id = config.compute_config_id
+        if await self.store.exists(config_id):
+            stored = await self.store.config(config_id)
+            if stored is None or fingerprint(stored) != fingerprint(config):
+                raise AlreadyExists(
+                    f"compute config {config_id!r} exists with a different configuration; DELETE it first"
+                )
+            meta = await self.store.meta(config_id)
+            counts = await self.store.counts(config_id)
+            if meta is not None and (meta.running or counts.get(common_pb2.DONE, 0) == meta.total):
+                return await self.info(config_id)  # running, or nothing left to do
+            await self.store.start_operation(config_id, CREATE)  # retry what failed
+        else:
+            await self.store.create(
+                config,
+                hosts,
+                planned,
+                hosts_per_shard=self.settings.hosts_per_shard,
+                batch_size=self.settings.batch_size,
+                plugin=plugin,
+            )
+        await self._start(config, CREATE)
+        total = sum(len(v) for v in planned.values())
+        log.info("compute_create_started", config_id=config_id, vms=total, hosts=len(hosts), plugin=plugin)
+        reply = await self.info(config_id)
+        reply.return_message = "Successfully started all create workflows!"
+        reply.vms[0].id = f"Started deployment for {total} VMs"
+        return reply
+
+    async def _complete_from_network(self, config: compute_pb2.InternalComputeConfiguration) -> None:
+        """Check the VPCs and subnets against the network config; fill in CIDRs and gateways."""
+        if not config.netconfig_id:
+            raise InvalidArgument(
+                "config.netconfig_id", "required with the native plugin (the network config)"
+            )
+        request = network_pb2.InternalNetConfigInfo(
+            operation_type=common_pb2.INFO,
+            config=network_pb2.InternalNetConfigConfiguration(netconfig_id=config.netconfig_id),
+        )
+        try:
+            network = await self.network.NetConfigHandler(request, timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise InvalidArgument(
+                    "config.netconfig_id", f"no network config {config.netconfig_id!r}"
+                ) from None
+            raise Unavailable(f"network service: {exc.code().name}: {exc.details()}") from exc
+        known = {vpc.vpc_id: {s.subnet_id: s for s in vpc.subnets} for vpc in network.vpcs}
+        for v, vpc in enumerate(config.vm_deploy.vpcs):
+            if vpc.vpc_id not in known:
+                raise InvalidArgument(
+                    f"config.vm_deploy.vpcs[{v}].vpc_id",
+                    f"unknown VPC {vpc.vpc_id!r} in network config {config.netconfig_id!r}",
+                )
+            for s, subnet in enumerate(vpc.subnets):
+                found = known[vpc.vpc_id].get(subnet.subnet_id)
+                if found is None:
+                    raise InvalidArgument(
+                        f"config.vm_deploy.vpcs[{v}].subnets[{s}].subnet_id",
+                        f"unknown subnet {subnet.subnet_id!r}",
+                    )
+                subnet.subnet_cidr, subnet.subnet_gw = found.subnet_cidr, found.subnet_gw
+                subnet.capacity, subnet.allocated = found.capacity, found.allocated
+
+    async def _check_capacity(
+        self, config: compute_pb2.InternalComputeConfiguration, planned: dict[str, list[inventory.PlannedVm]]
+    ) -> None:
+        wanted: dict[str, int] = defaultdict(int)
+        for vms in planned.values():
+            for vm in vms:
+                wanted[vm.subnet.subnet_id] += 1
+        for v, vpc in enumerate(config.vm_deploy.vpcs):
+            for s, subnet in enumerate(vpc.subnets):
+                free = subnet.capacity - subnet.allocated
+                if subnet.capacity and wanted[subnet.subnet_id] > free:
+                    raise InvalidArgument(
+                        f"config.vm_deploy.vpcs[{v}].subnets[{s}]",
+                        f"{wanted[subnet.subnet_id]} VMs asked for, but subnet {subnet.subnet_cidr} "
+                        f"has {free} free addresses",
+                    )
+
+    async def _start(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> None:
+        meta = await self.store.meta(config.compute_config_id)
+        shards = meta.shards if meta else 1
+        schedule = Schedule(_SCHEDULES[config.vm_deploy.scheduler], config.rps, int(config.seed))
+        try:
+            await self.temporal.start_workflow(
+                DeployComputeWorkflow.run,
+                DeployInput(config.compute_config_id, operation, shards, schedule),
+                id=self.workflow_id(config, operation),
+                task_queue=self.settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        except RPCError as exc:
+            await self.store.finish_operation(config.compute_config_id, f"temporal: {exc}")
+            raise Unavailable(f"temporal: {exc}") from exc
+
+    # --- INFO and progress -------------------------------------------------------------------
+
+    async def progress(self, config_id: str) -> compute_pb2.ComputeProgress:
+        """Counts per status, hosts not finished, first errors."""
+        meta = await self.store.meta(config_id)
+        if meta is None:
+            raise NotFound(f"compute config {config_id!r} does not exist")
+        counts = await self.store.counts(config_id)
+        progress = compute_pb2.ComputeProgress(
+            compute_config_id=config_id,
+            operation=meta.operation.upper(),
+            total=meta.total,
+            none=counts.get(common_pb2.NONE, 0),
+            deploying=counts.get(common_pb2.DEPLOYING, 0),
+            ready=counts.get(common_pb2.READY, 0),
+            deleting=counts.get(common_pb2.DELETING, 0),
+            updating=counts.get(common_pb2.UPDATING, 0),
+            error=counts.get(common_pb2.ERROR, 0),
+            done=counts.get(common_pb2.DONE, 0),
+            finished=not meta.running,
+            failure=meta.failure,
+            elapsed_seconds=round((meta.finished_at or time.time()) - meta.started_at, 3),
+        )
+        for host, per_status in sorted((await self.store.host_counts(config_id)).items()):
+            total = sum(per_status.values())
+            done, error = per_status.get(common_pb2.DONE, 0), per_status.get(common_pb2.ERROR, 0)
+            unfinished = done + error < total if meta.operation == CREATE else total > 0
+            if unfinished or error:
+                progress.hosts.add(host=host, total=total, done=done, error=error)
+        progress.errors.extend(await self.store.errors(config_id))
+        for status, n in counts.items():
+            VMS_BY_STATUS.labels(_STATUS_NAMES.get(status, "NONE")).set(n)
+        return progress
+
+    async def info(self, config_id: str) -> compute_pb2.ReturnComputeMessage:
+        """Merak's reply ("<done> out of <total> done!") plus the structured progress."""
+        if not config_id:
+            raise InvalidArgument("config.compute_config_id", "required")
+        progress = await self.progress(config_id)
+        reply = compute_pb2.ReturnComputeMessage(return_code=common_pb2.OK, return_message="Success!")
+        reply.vms.add(id=f"{progress.done} out of {progress.total} done!")
+        reply.progress.CopyFrom(progress)
+        return reply
+
+    async def watch(
+        self, config_id: str, interval: float = 0.2
+    ) -> AsyncIterator[compute_pb2.ComputeProgress]:
+        """Progress on every change, until the operation is over (or the config is deleted)."""
+        last = b""
+        while True:
+            try:
+                progress = await self.progress(config_id)
+            except NotFound:
+                if last:  # deleted while watching: the delete is over
+                    yield compute_pb2.ComputeProgress(
+                        compute_config_id=config_id, operation="DELETE", finished=True
+                    )
+                    return
+                raise
+            progress.elapsed_seconds = 0  # changes every time; not a change worth a message
+            encoded = progress.SerializeToString(deterministic=True)
+            if encoded != last:
+                last = encoded
+                yield progress
+            if progress.finished:
+                return
+            await asyncio.sleep(interval)
+
+    # --- DELETE ------------------------------------------------------------------------------
+
+    async def delete(self, config_id: str) -> compute_pb2.ReturnComputeMessage:
+        """Stop a running create, then delete every VM, address and record; returns at once."""
+        if not config_id:
+            raise InvalidArgument("config.compute_config_id", "required")
+        config = await self.store.config(config_id)
+        if config is None:
+            reply = compute_pb2.ReturnComputeMessage(
+                return_code=common_pb2.OK, return_message="Nothing to delete"
+            )
+            reply.vms.add(id="0 out of 0 done!")
+            return reply
+        create = self.temporal.get_workflow_handle(self.workflow_id(config, CREATE))
+        try:
+            described = await create.describe()
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                await create.cancel()
+                await create.result()
+        except RPCError:
+            pass  # never started, or already gone
+        except Exception:
+            log.info("compute_create_cancelled", config_id=config_id)
+        await self.store.start_operation(config_id, DELETE)
+        await self._start(config, DELETE)
+        log.info("compute_delete_started", config_id=config_id)
+        reply = await self.info(config_id)
+        reply.return_message = "Successfully started all delete workflows!"
+        return reply
+
+    async def running_operations(self) -> int:
+        """How many configs have an operation in progress (for the gauge)."""
+        running = 0
+        for config_id in await self.store.ids():
+            meta = await self.store.meta(config_id)
+            running += bool(meta and meta.running)
+        OPERATIONS_RUNNING.set(running)
+        return running
+
+    def describe(self, config: compute_pb2.InternalComputeConfiguration) -> str:
+        """JSON of a config (for logs)."""
+        return json_format.MessageToJson(config, indent=None)

@@ -1,0 +1,342 @@
+"""Every Redis key of the compute service: the VM inventory, per-status counts, operation state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from google.protobuf import json_format
+
+from merak.store import RedisStore
+from merak.v1 import common_pb2, compute_pb2
+from services.compute.inventory import Host, PlannedVm
+
+PREFIX = "merak:compute"
+MAX_ERRORS = 100
+
+# Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
+# retried activity writes the same status twice.
+_SET_VMS = """
+local vms, counts, hostcounts, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local host = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local name, record = ARGV[i], ARGV[i + 1]
+  local new = tostring(cjson.decode(record)['status'])
+  local old = redis.call('HGET', vms, name)
+  redis.call('HSET', vms, name, record)
+  local before = old and tostring(cjson.decode(old)['status']) or nil
+  if before ~= new then
+    if before then
+      redis.call('HINCRBY', counts, before, -1)
+      redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+    end
+    redis.call('HINCRBY', counts, new, 1)
+    redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
+    local err = cjson.decode(record)['error']
+    if new == '5' and err and err ~= '' and redis.call('LLEN', errors) < 100 then
+      redis.call('RPUSH', errors, name .. ': ' .. err)
+    end
+  end
+end
+return 1
+"""
+
+# Removes VM records, taking them out of the counts.
+_DROP_VMS = """
+local vms, counts, hostcounts = KEYS[1], KEYS[2], KEYS[3]
+local host = ARGV[1]
+local gone = 0
+for i = 2, #ARGV do
+  local old = redis.call('HGET', vms, ARGV[i])
+  if old then
+    local before = tostring(cjson.decode(old)['status'])
+    redis.call('HDEL', vms, ARGV[i])
+    redis.call('HINCRBY', counts, before, -1)
+    redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+    gone = gone + 1
+  end
+end
+return gone
+"""
+
+
+@dataclass
+class VmRecord:
+    """One VM of the inventory, as stored (JSON)."""
+
+    id: str
+    name: str
+    host: str
+    vpc: str
+    subnet: str
+    project: str
+    tenant: str
+    cidr: str
+    gw: str
+    sgs: list[str] = field(default_factory=list)
+    ip: str = ""
+    mac: str = ""
+    prefix: int = 0
+    vni: int = 0
+    gmac: str = ""
+    remote: str = ""
+    device: str = ""
+    status: int = common_pb2.DEPLOYING
+    error: str = ""
+
+    def to_json(self) -> str:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> VmRecord:
+        """Parse a stored record."""
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Where an operation of a compute config stands."""
+
+    operation: str
+    running: bool
+    total: int
+    batch_size: int
+    shards: int
+    plugin: str
+    netconfig_id: str
+    failure: str
+    started_at: float
+    finished_at: float
+
+
+class ComputeStore(RedisStore):
+    """The compute inventory in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
+        super().__init__(redis, prefix)
+        self._set_vms = redis.register_script(_SET_VMS)
+        self._drop_vms = redis.register_script(_DROP_VMS)
+
+    def _k(self, config_id: str, *parts: str) -> str:
+        return self.key("cfg", config_id, *parts)
+
+    async def exists(self, config_id: str) -> bool:
+        """True when the config has an inventory."""
+        return bool(await self.redis.exists(self._k(config_id, "config")))
+
+    async def config(self, config_id: str) -> compute_pb2.InternalComputeConfiguration | None:
+        """The stored request."""
+        raw = await self.redis.get(self._k(config_id, "config"))
+        if raw is None:
+            return None
+        return json_format.Parse(raw, compute_pb2.InternalComputeConfiguration())
+
+    async def create(
+        self,
+        config: compute_pb2.InternalComputeConfiguration,
+        hosts: Sequence[Host],
+        planned: dict[str, list[PlannedVm]],
+        *,
+        hosts_per_shard: int,
+        batch_size: int,
+        plugin: str,
+    ) -> int:
+        """Write the inventory (every VM DEPLOYING); returns the number of shards."""
+        config_id = config.compute_config_id
+        shards = max(1, -(-len(hosts) // hosts_per_shard))
+        total = sum(len(v) for v in planned.values())
+        secgroups = list(config.vm_deploy.secgroups)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._k(config_id, "config"), json_format.MessageToJson(config, indent=None))
+            for host in hosts:
+                shard = host.index // hosts_per_shard
+                vms = planned[host.name]
+                pipe.hset(
+                    self._k(config_id, "hosts"),
+                    host.name,
+                    json.dumps(
+                        {
+                            "index": host.index,
+                            "endpoint": host.agent_endpoint,
+                            "vtep": host.datapath_ip,
+                            "count": len(vms),
+                            "shard": shard,
+                        }
+                    ),
+                )
+                pipe.rpush(self._k(config_id, "shard", str(shard)), host.name)
+                if not vms:
+                    continue
+                records = {
+                    vm.name: VmRecord(
+                        id=vm.vm_id,
+                        name=vm.name,
+                        host=host.name,
+                        vpc=vm.subnet.vpc_id,
+                        subnet=vm.subnet.subnet_id,
+                        project=vm.subnet.project_id,
+                        tenant=vm.subnet.tenant_id,
+                        cidr=vm.subnet.cidr,
+                        gw=vm.subnet.gateway,
+                        sgs=secgroups,
+                    ).to_json()
+                    for vm in vms
+                }
+                pipe.hset(self._k(config_id, "vms", host.name), mapping=records)  # type: ignore[arg-type]
+                pipe.rpush(self._k(config_id, "order", host.name), *[vm.name for vm in vms])
+                pipe.hset(self._k(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", len(vms))
+            pipe.hset(self._k(config_id, "counts"), str(common_pb2.DEPLOYING), total)
+            now = time.time()
+            pipe.hset(
+                self._k(config_id, "meta"),
+                mapping={
+                    "operation": "create",
+                    "running": "1",
+                    "total": total,
+                    "batch_size": batch_size,
+                    "shards": shards,
+                    "plugin": plugin,
+                    "netconfig_id": config.netconfig_id,
+                    "failure": "",
+                    "started_at": now,
+                    "finished_at": 0,
+                },
+            )
+            pipe.sadd(self.key("ids"), config_id)
+            await pipe.execute()
+        return shards
+
+    async def meta(self, config_id: str) -> Meta | None:
+        """The operation state."""
+        raw = await self.hash_of(self._k(config_id, "meta"))
+        if not raw:
+            return None
+        return Meta(
+            operation=raw["operation"],
+            running=raw["running"] == "1",
+            total=int(raw["total"]),
+            batch_size=int(raw["batch_size"]),
+            shards=int(raw["shards"]),
+            plugin=raw["plugin"],
+            netconfig_id=raw["netconfig_id"],
+            failure=raw.get("failure", ""),
+            started_at=float(raw.get("started_at", 0)),
+            finished_at=float(raw.get("finished_at", 0)),
+        )
+
+    async def start_operation(self, config_id: str, operation: str) -> None:
+        """Mark an operation as running."""
+        await self.redis.hset(
+            self._k(config_id, "meta"),
+            mapping={
+                "operation": operation,
+                "running": "1",
+                "failure": "",
+                "started_at": time.time(),
+                "finished_at": 0,
+            },
+        )
+
+    async def finish_operation(self, config_id: str, failure: str = "") -> None:
+        """Mark the operation as over."""
+        await self.redis.hset(
+            self._k(config_id, "meta"),
+            mapping={"running": "0", "failure": failure, "finished_at": time.time()},
+        )
+
+    async def hosts(self, config_id: str) -> dict[str, dict[str, Any]]:
+        """Every host of the config: index, agent endpoint, VTEP, VM count, shard."""
+        raw = await self.hash_of(self._k(config_id, "hosts"))
+        return {name: json.loads(value) for name, value in raw.items()}
+
+    async def shard_hosts(self, config_id: str, shard: int) -> list[str]:
+        """The hosts of a shard, in order."""
+        return [str(h) for h in await self.redis.lrange(self._k(config_id, "shard", str(shard)), 0, -1)]
+
+    async def batch_names(self, config_id: str, host: str, batch: int, batch_size: int) -> list[str]:
+        """The VM names of batch `batch` of `host`."""
+        start = batch * batch_size
+        names = await self.redis.lrange(self._k(config_id, "order", host), start, start + batch_size - 1)
+        return [str(n) for n in names]
+
+    async def vms(self, config_id: str, host: str, names: Sequence[str] | None = None) -> list[VmRecord]:
+        """VM records of a host (all, or the named ones that exist)."""
+        key = self._k(config_id, "vms", host)
+        if names is None:
+            return [VmRecord.from_json(v) for v in (await self.hash_of(key)).values()]
+        if not names:
+            return []
+        values = await self.redis.hmget(key, list(names))
+        return [VmRecord.from_json(str(v)) for v in values if v is not None]
+
+    async def put_vms(self, config_id: str, host: str, records: Iterable[VmRecord]) -> None:
+        """Write VM records, keeping the status counts exact."""
+        args: list[str] = [host]
+        for record in records:
+            args += [record.name, record.to_json()]
+        if len(args) > 1:
+            keys = [
+                self._k(config_id, "vms", host),
+                self._k(config_id, "counts"),
+                self._k(config_id, "hostcounts"),
+                self._k(config_id, "errors"),
+            ]
+            await self._set_vms(keys=keys, args=args)
+
+    async def drop_vms(self, config_id: str, host: str, names: Sequence[str]) -> int:
+        """Remove VM records (deleted VMs), taking them out of the counts."""
+        if not names:
+            return 0
+        keys = [
+            self._k(config_id, "vms", host),
+            self._k(config_id, "counts"),
+            self._k(config_id, "hostcounts"),
+        ]
+        return int(await self._drop_vms(keys=keys, args=[host, *names]))
+
+    async def counts(self, config_id: str) -> dict[int, int]:
+        """VMs per status."""
+        raw = await self.hash_of(self._k(config_id, "counts"))
+        return {int(k): int(v) for k, v in raw.items() if int(v)}
+
+    async def host_counts(self, config_id: str) -> dict[str, dict[int, int]]:
+        """VMs per status per host."""
+        raw = await self.hash_of(self._k(config_id, "hostcounts"))
+        result: dict[str, dict[int, int]] = {}
+        for key, value in raw.items():
+            host, _, status = key.rpartition("|")
+            if int(value):
+                result.setdefault(host, {})[int(status)] = int(value)
+        return result
+
+    async def errors(self, config_id: str, limit: int = 20) -> list[str]:
+        """The first VM errors."""
+        return [str(e) for e in await self.redis.lrange(self._k(config_id, "errors"), 0, limit - 1)]
+
+    async def put_overlay(self, config_id: str, vni: int, host: str, entries: list[list[str]]) -> None:
+        """The VMs (ip, mac) a host has in a VNI, for the overlay programming."""
+        await self.redis.hset(self._k(config_id, "vni", str(vni)), host, json.dumps(entries))
+        await self.redis.sadd(self._k(config_id, "vnis"), str(vni))
+
+    async def overlay(self, config_id: str) -> dict[int, dict[str, list[list[str]]]]:
+        """VNI → host → [(ip, mac)] of every DONE VM."""
+        result: dict[int, dict[str, list[list[str]]]] = {}
+        for vni in await self.redis.smembers(self._k(config_id, "vnis")):
+            raw = await self.hash_of(self._k(config_id, "vni", str(vni)))
+            result[int(vni)] = {host: json.loads(value) for host, value in raw.items()}
+        return result
+
+    async def ids(self) -> list[str]:
+        """Every config with an inventory."""
+        return sorted(str(m) for m in await self.redis.smembers(self.key("ids")))
+
+    async def delete(self, config_id: str) -> int:
+        """Forget a config entirely; returns how many keys went."""
+        gone = await self.delete_under("cfg", config_id)
+        await self.redis.srem(self.key("ids"), config_id)
+        return gone

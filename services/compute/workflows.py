@@ -1,0 +1,183 @@
+"""Compute's Temporal workflows: one per operation, one child per shard of hosts.
+
+Only deterministic code here: the sandbox re-imports this module, so it imports nothing with I/O.
+A shard's history grows with hosts x batches (50 hosts x 8 batches of 250 = 2,000 VMs per host is
+~400 activities, ~1,300 events), far below Temporal's 51,200-event and 2,000-pending limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from services.compute.contracts import (
+        CREATE,
+        RANDOM,
+        RPS,
+        BatchFailure,
+        BatchInput,
+        BatchOutcome,
+        DeployInput,
+        DeployResult,
+        FinishInput,
+        HostBatches,
+        ShardInput,
+        ShardPlan,
+        ShardRef,
+    )
+
+BATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
+QUICK = timedelta(minutes=2)
+BATCH_TIMEOUT = timedelta(minutes=20)
+RANDOM_CONCURRENCY = 8
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost message of an activity failure."""
+    cause: BaseException | None = error
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return str(cause or error)
+
+
+@workflow.defn(name="compute.HostShard")
+class HostShardWorkflow:
+    """Creates or deletes the VMs of a shard of hosts, batch by batch, paced by the schedule."""
+
+    @workflow.run
+    async def run(self, shard: ShardInput) -> DeployResult:
+        """Run every batch of every host of the shard."""
+        plan: ShardPlan = await workflow.execute_activity(
+            "compute.shard_plan",
+            ShardRef(shard.config_id, shard.shard),
+            result_type=ShardPlan,
+            start_to_close_timeout=QUICK,
+            retry_policy=BATCH_RETRY,
+        )
+        jobs = [(h, b) for h in plan.hosts for b in range(h.batches)]
+        if shard.schedule.kind == RPS and shard.rps > 0:
+            outcomes = await self._paced(shard, jobs)
+        elif shard.schedule.kind == RANDOM:
+            random.Random(f"{shard.schedule.seed}:{shard.shard}").shuffle(jobs)
+            gate = asyncio.Semaphore(RANDOM_CONCURRENCY)
+
+            async def gated(host: HostBatches, batch: int) -> BatchOutcome:
+                async with gate:
+                    return await self._batch(shard, host.host, batch)
+
+            outcomes = await asyncio.gather(*(gated(h, b) for h, b in jobs))
+        else:  # SEQUENTIAL: each host's batches one after another, hosts side by side
+
+            async def host_batches(host: HostBatches) -> list[BatchOutcome]:
+                return [await self._batch(shard, host.host, b) for b in range(host.batches)]
+
+            per_host = await asyncio.gather(*(host_batches(h) for h in plan.hosts))
+            outcomes = [o for host in per_host for o in host]
+        return DeployResult(done=sum(o.done for o in outcomes), failed=sum(o.failed for o in outcomes))
+
+    async def _paced(self, shard: ShardInput, jobs: list[tuple[HostBatches, int]]) -> list[BatchOutcome]:
+        """Start batches so that VMs begin at `shard.rps` per second (durable timers, no busy waiting)."""
+        start = workflow.now()
+        started: list[asyncio.Task[BatchOutcome]] = []
+        vms_before = 0
+        for host, batch in jobs:
+            due = start + timedelta(seconds=vms_before / shard.rps)
+            wait = (due - workflow.now()).total_seconds()
+            if wait > 0:
+                await workflow.sleep(wait)
+            started.append(asyncio.create_task(self._batch(shard, host.host, batch)))
+            vms_before += host.batch_size
+        return list(await asyncio.gather(*started))
+
+    async def _batch(self, shard: ShardInput, host: str, batch: int) -> BatchOutcome:
+        activity = "compute.create_batch" if shard.operation == CREATE else "compute.delete_batch"
+        try:
+            outcome: BatchOutcome = await workflow.execute_activity(
+                activity,
+                BatchInput(shard.config_id, host, batch),
+                result_type=BatchOutcome,
+                start_to_close_timeout=BATCH_TIMEOUT,
+                retry_policy=BATCH_RETRY,
+            )
+            return outcome
+        except ActivityError as error:
+            # The batch failed as a whole (after retries, or permanently): its VMs carry the reason,
+            # and the other batches of the host go on.
+            failure = BatchFailure(shard.config_id, host, batch, shard.operation, _reason(error))
+            recorded: BatchOutcome = await workflow.execute_activity(
+                "compute.fail_batch",
+                failure,
+                result_type=BatchOutcome,
+                start_to_close_timeout=QUICK,
+                retry_policy=BATCH_RETRY,
+            )
+            return recorded
+
+
+@workflow.defn(name="compute.Deploy")
+class DeployComputeWorkflow:
+    """One create or delete of a compute config: the shards, then the overlay (create), then the end."""
+
+    @workflow.run
+    async def run(self, deploy: DeployInput) -> DeployResult:
+        """Run the operation."""
+        workflow_id = workflow.info().workflow_id
+        result = DeployResult()
+        failure = ""
+        try:
+            results = await asyncio.gather(
+                *(
+                    workflow.execute_child_workflow(
+                        HostShardWorkflow.run,
+                        ShardInput(
+                            deploy.config_id,
+                            deploy.operation,
+                            n,
+                            deploy.schedule,
+                            deploy.schedule.rps / deploy.shards,
+                        ),
+                        id=f"{workflow_id}-shard-{n}",
+                    )
+                    for n in range(deploy.shards)
+                )
+            )
+            result = DeployResult(done=sum(r.done for r in results), failed=sum(r.failed for r in results))
+            if deploy.operation == CREATE and result.done:
+                await workflow.execute_activity(
+                    "compute.overlay_index",
+                    deploy.config_id,
+                    start_to_close_timeout=timedelta(minutes=30),
+                    retry_policy=BATCH_RETRY,
+                )
+                await asyncio.gather(
+                    *(
+                        workflow.execute_activity(
+                            "compute.program_overlay",
+                            ShardRef(deploy.config_id, n),
+                            start_to_close_timeout=timedelta(hours=2),
+                            heartbeat_timeout=timedelta(minutes=5),
+                            retry_policy=BATCH_RETRY,
+                        )
+                        for n in range(deploy.shards)
+                    )
+                )
+        except (ActivityError, ChildWorkflowError, ApplicationError) as error:
+            failure = _reason(error)
+        await workflow.execute_activity(
+            "compute.finish",
+            FinishInput(deploy.config_id, deploy.operation, result.done, result.failed, failure),
+            start_to_close_timeout=QUICK,
+            retry_policy=BATCH_RETRY,
+        )
+        return result
