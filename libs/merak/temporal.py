@@ -62,3 +62,38 @@ async def connect_temporal(address: str, namespace: str, *, timeout: float = 30.
             if time.monotonic() >= deadline:
                 raise Unavailable(f"temporal at {address} is unreachable: {exc}") from exc
             await asyncio.sleep(0.5)
+
+
+class TemporalConnection:
+    """A Temporal client connected in the background, so a service can start before Temporal does."""
+
+    def __init__(self, address: str, namespace: str) -> None:
+        self.address = address
+        self.namespace = namespace
+        self._task: asyncio.Task[Client] | None = None
+
+    def start(self) -> None:
+        """Begin connecting (retrying until it works)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect(), name="temporal-connect")
+
+    async def _connect(self) -> Client:
+        while True:
+            try:
+                return await connect_temporal(self.address, self.namespace, timeout=30)
+            except Unavailable as exc:
+                log.warning("temporal_unreachable", address=self.address, error=exc.message)
+
+    async def client(self, timeout: float = 10.0) -> Client:
+        """The client; Unavailable when Temporal cannot be reached within `timeout`."""
+        self.start()
+        assert self._task is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            raise Unavailable(f"temporal at {self.address} is not reachable yet") from None
+
+    async def close(self) -> None:
+        """Stop connecting."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()

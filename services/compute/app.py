@@ -8,7 +8,7 @@ import grpc
 
 from merak.grpcserver import GrpcServer, run_server
 from merak.service import open_redis
-from merak.temporal import connect_temporal
+from merak.temporal import TemporalConnection
 from merak.v1 import network_pb2_grpc
 from services.compute.config import ComputeSettings
 from services.compute.manager import ComputeManager
@@ -20,7 +20,8 @@ from services.compute.worker import run_worker
 async def run(settings: ComputeSettings) -> None:
     """Serve the compute service until SIGTERM (with an in-process worker when asked)."""
     redis = await open_redis(settings.redis_url)
-    temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    temporal = TemporalConnection(settings.temporal_address, settings.temporal_namespace)
+    temporal.start()
     options = [("grpc.max_receive_message_length", 500 * 1024 * 1024)]
     network_channel = grpc.aio.insecure_channel(settings.network_address, options=options)
     store = ComputeStore(redis)
@@ -28,11 +29,13 @@ async def run(settings: ComputeSettings) -> None:
         store, temporal, network_pb2_grpc.MerakNetworkServiceStub(network_channel), settings
     )
     stop_worker = asyncio.Event()
-    worker = (
-        asyncio.create_task(run_worker(settings, temporal, store, stop_worker))
-        if settings.run_worker
-        else None
-    )
+    worker = None
+    if settings.run_worker:
+
+        async def embedded_worker() -> None:
+            await run_worker(settings, await temporal.client(timeout=3600), store, stop_worker)
+
+        worker = asyncio.create_task(embedded_worker())
 
     async def stop_embedded_worker() -> None:
         stop_worker.set()
@@ -49,5 +52,5 @@ async def run(settings: ComputeSettings) -> None:
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
         grace=settings.shutdown_grace,
-        cleanups=[stop_embedded_worker, close_network, redis.aclose],
+        cleanups=[stop_embedded_worker, close_network, temporal.close, redis.aclose],
     )

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import json_format
 from prometheus_client import Gauge
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from merak.logs import get_logger
+from merak.temporal import TemporalConnection
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
 from services.compute import inventory
 from services.compute.config import ComputeSettings
@@ -52,7 +53,7 @@ class ComputeManager:
     def __init__(
         self,
         store: ComputeStore,
-        temporal: Client,
+        temporal: TemporalConnection,
         network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
         settings: ComputeSettings,
     ) -> None:
@@ -174,8 +175,9 @@ class ComputeManager:
         meta = await self.store.meta(config.compute_config_id)
         shards = meta.shards if meta else 1
         schedule = Schedule(_SCHEDULES[config.vm_deploy.scheduler], config.rps, int(config.seed))
+        client = await self.temporal.client()
         try:
-            await self.temporal.start_workflow(
+            await client.start_workflow(
                 DeployComputeWorkflow.run,
                 DeployInput(config.compute_config_id, operation, shards, schedule),
                 id=self.workflow_id(config, operation),
@@ -268,7 +270,7 @@ class ComputeManager:
             )
             reply.vms.add(id="0 out of 0 done!")
             return reply
-        create = self.temporal.get_workflow_handle(self.workflow_id(config, CREATE))
+        create = (await self.temporal.client()).get_workflow_handle(self.workflow_id(config, CREATE))
         try:
             described = await create.describe()
             if described.status == WorkflowExecutionStatus.RUNNING:
