@@ -1,0 +1,99 @@
+"""The deploy types put the right number of VMs on the right hosts, reproducibly."""
+
+from __future__ import annotations
+
+import pytest
+
+from merak.errors import InvalidArgument
+from merak.v1 import common_pb2, compute_pb2
+from services.compute.inventory import hosts_from_pods, plan
+
+
+def config(
+    deploy_type: compute_pb2.VMDeployType.ValueType, hosts: int = 5, per_host: int = 10, seed: int = 0
+) -> compute_pb2.InternalComputeConfiguration:
+    """Merak's teste2e compute config: 1 VPC, 1 subnet, `per_host` VMs per host."""
+    cfg = compute_pb2.InternalComputeConfiguration(compute_config_id="c1", seed=seed)
+    for i in range(hosts):
+        cfg.pods.append(
+            common_pb2.InternalComputeInfo(name=f"vhost-{i}", agent_endpoint=f"unix:///x/{i}.sock")
+        )
+    cfg.vm_deploy.deploy_type = deploy_type
+    vpc = cfg.vm_deploy.vpcs.add(vpc_id="vpc-1", project_id="123456789", tenant_id="123456789")
+    vpc.subnets.add(subnet_id="sn-1", subnet_cidr="10.1.0.0/16", subnet_gw="10.1.0.1", number_vms=per_host)
+    return cfg
+
+
+def counts(cfg: compute_pb2.InternalComputeConfiguration) -> dict[str, int]:
+    planned = plan(cfg, hosts_from_pods(cfg.pods))
+    return {host: len(vms) for host, vms in planned.items()}
+
+
+def test_uniform_is_merak_teste2e() -> None:
+    cfg = config(compute_pb2.UNIFORM)
+    planned = plan(cfg, hosts_from_pods(cfg.pods))
+    assert {h: len(v) for h, v in planned.items()} == {f"vhost-{i}": 10 for i in range(5)}
+    assert [vm.name for vm in planned["vhost-0"]][:3] == ["v0-0-0", "v0-0-1", "v0-0-2"]
+    ids = [vm.vm_id for vms in planned.values() for vm in vms]
+    assert len(set(ids)) == 50  # unambiguous for any count, unlike Merak's v<vpc><subnet><index>
+
+
+def test_skew_keeps_the_total_and_is_skewed_and_reproducible() -> None:
+    first = counts(config(compute_pb2.SKEW, hosts=10, per_host=100, seed=7))
+    assert sum(first.values()) == 1000
+    assert max(first.values()) > 2 * 100  # the top host carries far more than a uniform share
+    assert counts(config(compute_pb2.SKEW, hosts=10, per_host=100, seed=7)) == first
+    assert counts(config(compute_pb2.SKEW, hosts=10, per_host=100, seed=8)) != first
+
+
+def test_random_keeps_the_total_and_follows_its_seed() -> None:
+    first = counts(config(compute_pb2.RANDOM, hosts=10, per_host=50, seed=1))
+    assert sum(first.values()) == 500
+    assert counts(config(compute_pb2.RANDOM, hosts=10, per_host=50, seed=1)) == first
+    assert counts(config(compute_pb2.RANDOM, hosts=10, per_host=50, seed=2)) != first
+
+
+def test_assign_takes_explicit_counts_per_host() -> None:
+    cfg = config(compute_pb2.ASSIGN, hosts=3)
+    for i, n in enumerate((4, 0, 7)):
+        cfg.vm_deploy.deploy_method.add(pod_ip=f"vhost-{i}", num_of_vm=n)
+    assert counts(cfg) == {"vhost-0": 4, "vhost-1": 0, "vhost-2": 7}
+
+
+def test_assign_counts_must_match_hosts() -> None:
+    cfg = config(compute_pb2.ASSIGN, hosts=3)
+    cfg.vm_deploy.deploy_method.add(pod_ip="vhost-0", num_of_vm=4)
+    with pytest.raises(InvalidArgument) as caught:
+        counts(cfg)
+    assert caught.value.field == "config.vm_deploy.deploy_method"
+
+
+def test_assign_names_unknown_hosts_and_subnets() -> None:
+    cfg = config(compute_pb2.ASSIGN, hosts=1)
+    cfg.vm_deploy.deploy_method.add(pod_ip="vhost-9", num_of_vm=1)
+    with pytest.raises(InvalidArgument) as caught:
+        counts(cfg)
+    assert caught.value.field == "config.vm_deploy.deploy_method[0].pod_ip"
+    cfg.vm_deploy.deploy_method[0].pod_ip = "vhost-0"
+    cfg.vm_deploy.deploy_method[0].subnets.append("sn-404")
+    with pytest.raises(InvalidArgument) as caught:
+        counts(cfg)
+    assert caught.value.field == "config.vm_deploy.deploy_method[0].subnets[0]"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda c: c.vm_deploy.vpcs[0].subnets[0].__setattr__("number_vms", 0), "config.vm_deploy.vpcs"),
+        (lambda c: c.vm_deploy.ClearField("vpcs"), "config.vm_deploy.vpcs"),
+        (lambda c: c.vm_deploy.vpcs[0].__setattr__("vpc_id", ""), "config.vm_deploy.vpcs[0].vpc_id"),
+        (lambda c: c.ClearField("pods"), "config.pods"),
+        (lambda c: c.pods[1].__setattr__("name", "vhost-0"), "config.pods[1].name"),
+    ],
+)
+def test_bad_input_names_the_field(change: object, field: str) -> None:
+    cfg = config(compute_pb2.UNIFORM)
+    change(cfg)  # type: ignore[operator]
+    with pytest.raises(InvalidArgument) as caught:
+        plan(cfg, hosts_from_pods(cfg.pods))
+    assert caught.value.field == field
