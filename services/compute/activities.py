@@ -9,11 +9,12 @@ workflow records them on the batch's VMs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -50,6 +51,27 @@ PERMANENT = {
     grpc.StatusCode.UNIMPLEMENTED,
 }
 MAX_MESSAGE = 500 * 1024 * 1024
+
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(interval: float = HEARTBEAT_SECONDS) -> AsyncIterator[None]:
+    """Heartbeat while the block runs, so a dead worker's activity is retried within the heartbeat timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _raise(exc: grpc.aio.AioRpcError, what: str) -> None:
@@ -122,6 +144,10 @@ class ComputeActivities:
     async def create_batch(self, batch: BatchInput) -> BatchOutcome:
         """Create one batch of VMs of one host (addresses first, then the agent's batch create)."""
         self._count_retry()
+        async with heartbeating():
+            return await self._create_batch(batch)
+
+    async def _create_batch(self, batch: BatchInput) -> BatchOutcome:
         records, host, plugin, netconfig_id = await self._batch(batch)
         todo = [r for r in records if r.status != common_pb2.DONE]
         if todo:
@@ -276,6 +302,10 @@ class ComputeActivities:
     async def delete_batch(self, batch: BatchInput) -> BatchOutcome:
         """Delete one batch of VMs: in the agent, their addresses, then their records."""
         self._count_retry()
+        async with heartbeating():
+            return await self._delete_batch(batch)
+
+    async def _delete_batch(self, batch: BatchInput) -> BatchOutcome:
         records, host, plugin, netconfig_id = await self._batch(batch)
         if not records:
             return BatchOutcome()
@@ -341,6 +371,15 @@ class ComputeActivities:
         self._count_retry()
         hosts = await self.store.hosts(ref.config_id)
         overlay = await self.store.overlay(ref.config_id)
+        async with heartbeating():
+            return await self._program_overlay(ref, hosts, overlay)
+
+    async def _program_overlay(
+        self,
+        ref: ShardRef,
+        hosts: dict[str, dict[str, object]],
+        overlay: dict[int, dict[str, list[list[str]]]],
+    ) -> int:
         calls = 0
         for name in await self.store.shard_hosts(ref.config_id, ref.shard):
             agent = self._agent(str(hosts[name]["endpoint"]))
@@ -363,7 +402,6 @@ class ComputeActivities:
                 except grpc.aio.AioRpcError as exc:
                     _raise(exc, f"agent SetVpcPeers on {name}")
                 calls += 1
-                activity.heartbeat(calls)
         return calls
 
     @activity.defn(name="compute.finish")

@@ -44,6 +44,10 @@ def fingerprint(config: compute_pb2.InternalComputeConfiguration) -> str:
     for pod in copy.pods:
         pod.ClearField("status")
         pod.ClearField("operation_type")
+    for vpc in copy.vm_deploy.vpcs:
+        for subnet in vpc.subnets:  # filled in from the network service; they change as VMs come
+            subnet.ClearField("allocated")
+            subnet.ClearField("capacity")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -40,6 +40,8 @@ BATCH_RETRY = RetryPolicy(
 )
 QUICK = timedelta(minutes=2)
 BATCH_TIMEOUT = timedelta(minutes=20)
+# Batch activities heartbeat every few seconds: work lost with a dead worker is retried this soon.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 RANDOM_CONCURRENCY = 8
 
 
@@ -108,6 +110,7 @@ class HostShardWorkflow:
                 BatchInput(shard.config_id, host, batch),
                 result_type=BatchOutcome,
                 start_to_close_timeout=BATCH_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=BATCH_RETRY,
             )
             return outcome
@@ -166,7 +169,7 @@ class DeployComputeWorkflow:
                             "compute.program_overlay",
                             ShardRef(deploy.config_id, n),
                             start_to_close_timeout=timedelta(hours=2),
-                            heartbeat_timeout=timedelta(minutes=5),
+                            heartbeat_timeout=HEARTBEAT_TIMEOUT,
                             retry_policy=BATCH_RETRY,
                         )
                         for n in range(deploy.shards)

@@ -10,3 +10,18 @@ class NetworkSettings(ServiceSettings):
 
     grpc_port: int = GRPC_PORTS["network"]
     metrics_port: int = METRICS_PORTS["network"]
+    # The VNI pool of the native plugin, shared by every network config of this service.
+    vni_min: int = 4096
+    vni_max: int = 2**24 - 1
+    # Alcor's NodePorts, used when a network config names its Alcor host without a port
+    # (as Merak's `alcorIp` entry does). A URL with a port sends every call there (Alcor's API
+    # gateway, or a single fake in tests).
+    alcor_vpc_port: int = 30001
+    alcor_subnet_port: int = 30002
+    alcor_router_port: int = 30003
+    alcor_node_port: int = 30007
+    alcor_sg_port: int = 30008
+    # Merak's HTTP timeout for Alcor calls, in seconds.
+    alcor_timeout: float = 20.0
+    # The gRPC port of Alcor's agent (ACA) on each registered node, as Merak registered it.
+    alcor_aca_port: int = 50001

@@ -1,4 +1,4 @@
-"""gRPC servicer of the network service."""
+"""gRPC servicer of the network service: Merak's NetConfigHandler and the port RPCs over the manager."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 import grpc
 
-from merak.errors import Unimplemented
+from merak.errors import InvalidArgument
 from merak.grpcserver import ServiceRegistration
-from merak.v1 import network_pb2, network_pb2_grpc
+from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
+from services.network.manager import NetworkManager
+from services.network.models import NetworkState, NetworkView, PortRequest
 
 SERVICE_NAME = "network.MerakNetworkService"
 _grpc = network_pb2_grpc
@@ -17,23 +19,110 @@ _grpc = network_pb2_grpc
 class NetworkServicer(_grpc.MerakNetworkServiceServicer):
     """network.MerakNetworkService."""
 
+    def __init__(self, manager: NetworkManager) -> None:
+        self.manager = manager
+
     async def NetConfigHandler(
         self, request: network_pb2.InternalNetConfigInfo, context: grpc.aio.ServicerContext[Any, Any]
     ) -> network_pb2.ReturnNetworkMessage:
-        """network.MerakNetworkService/NetConfigHandler."""
-        raise Unimplemented("NetConfigHandler is not implemented yet")
+        """CREATE / INFO / DELETE / UPDATE of a network config."""
+        op = request.operation_type
+        config = request.config
+        if op == common_pb2.CREATE:
+            return network_reply(await self.manager.create(config), "CREATE done")
+        if op == common_pb2.INFO:
+            return network_reply(await self.manager.info(config.netconfig_id), "INFO done")
+        if op == common_pb2.DELETE:
+            state = await self.manager.delete(config.netconfig_id)
+            if state is None:
+                return network_pb2.ReturnNetworkMessage(
+                    return_code=common_pb2.OK,
+                    return_message=f"DELETE done: network config {config.netconfig_id!r} did not exist",
+                )
+            return network_reply(NetworkView(state, {}), "DELETE done")
+        if op == common_pb2.UPDATE:
+            return network_reply(await self.manager.update(config), "UPDATE done")
+        raise InvalidArgument(
+            "operation_type",
+            f"{common_pb2.OperationType.Name(op)} is not a network operation; "
+            "use CREATE, INFO, DELETE or UPDATE",
+        )
 
     async def AllocatePorts(
         self, request: network_pb2.AllocatePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> network_pb2.AllocatePortsReply:
-        """network.MerakNetworkService/AllocatePorts."""
-        raise Unimplemented("AllocatePorts is not implemented yet")
+        """An address, MAC and gateway per VM port, in request order; idempotent per vm_id."""
+        requests = [
+            PortRequest(p.vm_id.strip(), p.vpc_id.strip(), p.subnet_id.strip()) for p in request.ports
+        ]
+        allocations = await self.manager.allocate_ports(request.netconfig_id, requests)
+        reply = network_pb2.AllocatePortsReply()
+        for a in allocations:
+            reply.ports.add(
+                vm_id=a.vm_id, vpc_id=a.vpc_id, subnet_id=a.subnet_id, ip=a.ip, prefix_len=a.prefix_len,
+                mac=a.mac, gateway=a.gateway, vni=a.vni, gateway_mac=a.gateway_mac, cidr=a.cidr,
+            )  # fmt: skip
+        return reply
 
     async def ReleasePorts(
         self, request: network_pb2.ReleasePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> network_pb2.ReleasePortsReply:
-        """network.MerakNetworkService/ReleasePorts."""
-        raise Unimplemented("ReleasePorts is not implemented yet")
+        """Give VMs' addresses back; unknown vm_ids are ignored."""
+        released = await self.manager.release_ports(request.netconfig_id, [v.strip() for v in request.vm_ids])
+        return network_pb2.ReleasePortsReply(released=released)
+
+
+def network_reply(view: NetworkView, done: str) -> network_pb2.ReturnNetworkMessage:
+    """Merak's reply shape (vpcs, security_group_ids) plus groups with rules, routers, nodes and plugin."""
+    state = view.state
+    counts = state.counts()
+    reply = network_pb2.ReturnNetworkMessage(
+        return_code=common_pb2.OK,
+        return_message=(
+            f"{done}: network config {state.netconfig_id!r} ({state.plugin}): {counts['vpc']} VPCs, "
+            f"{counts['subnet']} subnets, {counts['security_group']} security groups, "
+            f"{counts['router']} routers, {counts['node']} nodes"
+        ),
+        plugin=state.plugin,
+    )
+    reply.vpcs.extend(_vpc_infos(state, view.allocated))
+    reply.security_group_ids.extend(g.id for g in state.security_groups)
+    for group in state.security_groups:
+        info = reply.security_groups.add(
+            id=group.id, name=group.name, tenant_id=group.tenant_id, project_id=group.project_id,
+            apply_to=group.apply_to,
+        )  # fmt: skip
+        for rule in group.rules:
+            info.rules.add(
+                id=rule.id, name=rule.name, description=rule.description, ethertype=rule.ethertype,
+                direction=rule.direction, protocol=rule.protocol, port_range=rule.port_range,
+                remote_group_id=rule.remote_group_id, remote_ip_prefix=rule.remote_ip_prefix,
+            )  # fmt: skip
+    for router in state.routers:
+        reply.routers.add(id=router.id, name=router.name, subnets=router.subnet_ids)
+    for node in state.nodes:
+        reply.computes.add(
+            id=node.id, name=node.name, datapath_ip=node.datapath_ip, container_ip=node.container_ip,
+            mac=node.mac, veth=node.veth, hostname=node.hostname,
+        )  # fmt: skip
+    return reply
+
+
+def _vpc_infos(state: NetworkState, allocated: dict[int, int]) -> list[common_pb2.InternalVpcInfo]:
+    infos = []
+    for vpc in state.vpcs:
+        info = common_pb2.InternalVpcInfo(
+            vpc_id=vpc.id, tenant_id=vpc.tenant_id, project_id=vpc.project_id, vpc_cidr=vpc.cidr,
+            vni=vpc.vni, gateway_mac=vpc.gateway_mac,
+        )  # fmt: skip
+        for subnet in vpc.subnets:
+            info.subnets.add(
+                subnet_id=subnet.id, subnet_cidr=subnet.cidr, subnet_gw=subnet.gateway,
+                number_vms=subnet.number_vms, allocated=allocated.get(subnet.slot, 0),
+                capacity=subnet.capacity,
+            )  # fmt: skip
+        infos.append(info)
+    return infos
 
 
 def registration(servicer: NetworkServicer) -> ServiceRegistration:

@@ -1,26 +1,49 @@
-"""A small fake of Alcor's REST API (port manager for now), answering as alcor-reference.md says.
+"""A small fake of Alcor's REST API, answering with the status codes and bodies alcor-reference.md gives.
 
-It records every request (method, path, JSON body) so tests can assert exactly what was sent.
+It covers what Merak calls: the node manager (bulk registration, delete), the VPC, subnet, route and
+security-group managers (groups and rules), and the port manager. It records every request (listener,
+method, path, JSON body) so tests can assert exactly what was sent.
+
+Alcor runs one microservice per port. `FakeAlcor()` serves every path on one port (as behind Alcor's
+API gateway); `FakeAlcor(services=ALCOR_SERVICES)` opens one listener per service, each answering only
+its own paths (404 otherwise, like a call sent to the wrong microservice), all sharing one state.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import threading
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+ALCOR_SERVICES = ("vpc", "subnet", "router", "node", "sg", "port")
 
 
 @dataclass
 class Recorded:
-    """One request the fake received."""
+    """One request the fake received; `service` is the listener's service ("" on the single port)."""
 
     method: str
     path: str
     body: Any
+    service: str = ""
+
+
+@dataclass
+class FailRule:
+    """Answer the first request matching `method` and containing `path_part` with `status`."""
+
+    method: str
+    path_part: str
+    status: int
+    message: str = "forced by test"
 
 
 @dataclass
@@ -29,13 +52,57 @@ class AlcorState:
 
     requests: list[Recorded] = field(default_factory=list)
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vpcs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subnets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routers: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_host: int = 2  # the gateway takes .1 at subnet creation, so ports start at .2
+    next_segment: int = 4096
     fail_next: list[int] = field(default_factory=list)  # status codes to answer, one per request
+    fail_rules: list[FailRule] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def objects(self) -> int:
+        """How many objects (other than ports) Alcor holds."""
+        return sum(
+            len(d) for d in (self.nodes, self.vpcs, self.subnets, self.groups, self.rules, self.routers)
+        )
+
+
+class _Reply(Exception):
+    """An answer decided deep in a handler."""
+
+    def __init__(self, status: int, body: Any = None, message: str = "") -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.message = message
+
+
+def _error(status: int, message: str) -> _Reply:
+    return _Reply(status, message=message)
+
+
+def _service_of(parts: list[str]) -> str:
+    if parts and parts[0] == "nodes":
+        return "node"
+    if len(parts) >= 3 and parts[0] == "project":
+        return {
+            "vpcs": "vpc",
+            "subnets": "subnet",
+            "routers": "router",
+            "security-groups": "sg",
+            "security-group-rules": "sg",
+            "ports": "port",
+        }.get(parts[2], "")
+    return ""
 
 
 class _Handler(BaseHTTPRequestHandler):
     state: AlcorState
+    service: str
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -46,28 +113,305 @@ class _Handler(BaseHTTPRequestHandler):
         return json.loads(raw) if raw else None
 
     def _answer(self, status: int, body: Any = None) -> None:
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
 
+    def _spring_error(self, status: int, message: str) -> None:
+        """Spring Boot's default error body."""
+        self._answer(
+            status,
+            {
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "status": status,
+                "error": HTTPStatus(status).phrase,
+                "message": message,
+                "path": self.path,
+            },
+        )
+
     def _handle(self, method: str) -> None:
         body = self._body() if method in ("POST", "PUT") else None
         state = self.state
         with state.lock:
-            state.requests.append(Recorded(method, self.path, copy.deepcopy(body)))
+            state.requests.append(Recorded(method, self.path, copy.deepcopy(body), self.service))
             if state.fail_next:
                 self._answer(
                     state.fail_next.pop(0), {"status": 500, "error": "forced", "message": "forced by test"}
                 )
                 return
+            for rule in state.fail_rules:
+                if rule.method == method and rule.path_part in self.path:
+                    state.fail_rules.remove(rule)
+                    self._spring_error(rule.status, rule.message)
+                    return
             parts = self.path.strip("/").split("/")
-            if len(parts) >= 3 and parts[0] == "project" and parts[2] == "ports":
-                self._ports(method, parts[1], parts[3] if len(parts) > 3 else "", body)
+            service = _service_of(parts)
+            if not service or (self.service and service != self.service):
+                self._answer(404, {"status": 404, "error": "Not Found", "path": self.path})
                 return
-            self._answer(404, {"status": 404, "error": "Not Found", "path": self.path})
+            try:
+                if service == "port":
+                    self._ports(method, parts[1], parts[3] if len(parts) > 3 else "", body)
+                    return
+                handler = getattr(self, f"_{service}")
+                status, reply = handler(method, parts, body)
+            except _Reply as reply_:
+                if reply_.message:
+                    self._spring_error(reply_.status, reply_.message)
+                else:
+                    self._answer(reply_.status, reply_.body)
+                return
+            self._answer(status, reply)
+
+    # --- node manager ------------------------------------------------------------------------
+
+    def _node(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        state = self.state
+        if method == "POST" and parts == ["nodes", "bulk"]:
+            infos = (body or {}).get("host_infos")
+            if not infos:  # null or empty: Alcor reads host_infos.get(0)
+                raise _error(500, "host_infos is empty")
+            echoed = []
+            for n, info in enumerate(infos):
+                state.nodes[info["node_id"]] = dict(info)
+                echoed.append({**info, "ncm_uri": "null/bulk" if n == 0 else None})
+            return 200, echoed
+        if method == "DELETE" and len(parts) == 2:
+            if state.nodes.pop(parts[1], None) is None:
+                raise _error(500, f"Node Id {parts[1]} not existing")
+            return 200, f"{{Node(Node) Id: {parts[1]}}}".encode()
+        raise _error(405, "Method Not Allowed")
+
+    # --- VPC manager -------------------------------------------------------------------------
+
+    def _vpc(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        state = self.state
+        project = parts[1]
+        vpc_id = parts[3] if len(parts) > 3 else ""
+        if method == "POST" and not vpc_id:
+            network = (body or {}).get("network")
+            if network is None:
+                raise _error(500, "NullPointerException")
+            vpc = dict(network)
+            vpc["id"] = vpc.get("id") or str(uuid.uuid4())
+            vpc["project_id"] = project
+            vpc["tenant_id"] = vpc.get("tenant_id") or project
+            vpc["provider:segmentation_id"] = state.next_segment
+            vpc["status"] = "ACTIVE"
+            vpc["subnets"] = None
+            state.next_segment += 1
+            state.vpcs[vpc["id"]] = vpc
+            return 201, {"network": vpc}
+        if method == "GET" and vpc_id:
+            return 200, {"network": state.vpcs.get(vpc_id)}
+        if method == "DELETE" and vpc_id:
+            if vpc_id not in state.vpcs:
+                return 200, {"id": None}
+            if any(s["network_id"] == vpc_id for s in state.subnets.values()):
+                raise _error(500, "SubnetsNotEmptyException")
+            del state.vpcs[vpc_id]
+            return 200, {"id": vpc_id}
+        raise _error(405, "Method Not Allowed")
+
+    # --- subnet manager ----------------------------------------------------------------------
+
+    def _subnet(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        state = self.state
+        project = parts[1]
+        subnet_id = parts[3] if len(parts) > 3 else ""
+        if method == "POST" and not subnet_id:
+            request = (body or {}).get("subnet") or {}
+            if not request.get("network_id") or not request.get("cidr"):
+                raise _error(500, "ResourceNotValidException")
+            cidr = ipaddress.IPv4Network(request["cidr"])
+            gateway = request.get("gateway_ip") or str(cidr.network_address + 1)
+            if ipaddress.IPv4Address(gateway) not in list(cidr.hosts()):
+                raise _error(500, "GatewayIpUnsupported")
+            vpc = state.vpcs.get(request["network_id"])
+            if vpc is None:
+                raise _error(500, "FallbackException")
+            if vpc.get("cidr") and not cidr.subnet_of(ipaddress.IPv4Network(vpc["cidr"])):
+                raise _error(500, "CidrNotWithinNetworkCidr")
+            for other in state.subnets.values():
+                if other["network_id"] == vpc["id"] and cidr.overlaps(ipaddress.IPv4Network(other["cidr"])):
+                    raise _error(500, "CidrOverlapWithOtherSubnets")
+            if not 16 <= cidr.prefixlen <= 28:
+                raise _error(500, "verifyCidrBlock")
+            subnet = dict(request)
+            subnet.update(
+                id=request.get("id") or str(uuid.uuid4()), project_id=project,
+                tenant_id=request.get("tenant_id") or project, gateway_ip=gateway, attached_router_id=None,
+            )  # fmt: skip
+            subnet["gateway_port_detail"] = {
+                "gateway_macAddress": "aa:bb:cc:00:00:01",
+                "gateway_port_id": str(uuid.uuid4()),
+            }
+            state.subnets[subnet["id"]] = subnet
+            return 201, {"subnet": subnet}
+        if method == "GET" and subnet_id:
+            return 200, {"subnet": state.subnets.get(subnet_id)}
+        if method == "DELETE" and subnet_id:
+            existing = state.subnets.get(subnet_id)
+            if existing is None:
+                return 200, {"id": None}
+            if existing.get("attached_router_id"):
+                raise _error(409, "SubnetBindRouter")
+            if any(
+                f.get("subnet_id") == subnet_id
+                for p in state.ports.values()
+                for f in p.get("fixed_ips") or []
+            ):
+                raise _error(409, "HavePortInSubnet")
+            del state.subnets[subnet_id]
+            return 200, {"id": subnet_id}
+        raise _error(405, "Method Not Allowed")
+
+    # --- route manager -----------------------------------------------------------------------
+
+    def _router(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        state = self.state
+        project = parts[1]
+        router_id = parts[3] if len(parts) > 3 else ""
+        action = parts[4] if len(parts) > 4 else ""
+        if method == "POST" and not router_id:
+            request = (body or {}).get("router")
+            if request is None:
+                raise _error(500, "NullPointerException")
+            if request.get("status") not in (None, "ACTIVE", "DOWN", "BUILD", "ERROR"):
+                raise _error(500, "ResourceNotValidException")
+            router = dict(request)
+            router.update(
+                id=request.get("id") or str(uuid.uuid4()), project_id=project,
+                tenant_id=request.get("tenant_id") or project, status="ACTIVE", gateway_ports=[],
+            )  # fmt: skip
+            state.routers[router["id"]] = router
+            return 200, {"router": router}  # no @ResponseStatus: 200, not 201
+        if method == "PUT" and action in ("add_router_interface", "remove_router_interface"):
+            return self._interface(action, router_id, body or {})
+        if method == "DELETE" and router_id and not action:
+            existing = state.routers.get(router_id)
+            if existing is None:
+                return 200, {"id": None}
+            if existing["gateway_ports"]:
+                raise _error(409, "RouterHasAttachedInterfaces")
+            del state.routers[router_id]
+            return 200, {"id": router_id}
+        raise _error(405, "Method Not Allowed")
+
+    def _interface(self, action: str, router_id: str, request: dict[str, Any]) -> tuple[int, Any]:
+        state = self.state
+        nulls = dict.fromkeys(
+            ("id", "network_id", "port_id", "subnet_id", "subnet_ids", "project_id", "tenant_id", "tags")
+        )
+        router = state.routers.get(router_id)
+        if request.get("subnet_id") and request.get("port_id"):
+            raise _error(400, "SpecifyBothSubnetIDAndPortID")
+        if router is None:
+            raise _error(500 if action == "add_router_interface" else 404, "RouterUnavailable")
+        subnet = state.subnets.get(request.get("subnet_id") or "")
+        if subnet is None:
+            return 200, nulls
+        port_id = subnet["gateway_port_detail"]["gateway_port_id"]
+        if action == "add_router_interface":
+            if subnet.get("attached_router_id"):
+                raise _error(409, "PortIsAlreadyInUse")
+            if router.get("owner") and router["owner"] != subnet["network_id"]:
+                raise _error(409, "RouterHasMultipleVPCs")
+            router["owner"] = subnet["network_id"]
+            router["gateway_ports"].append(port_id)
+            subnet["attached_router_id"] = router_id
+        else:
+            if subnet.get("attached_router_id") is None:
+                raise _error(500, "subnet is not attached")
+            subnet["attached_router_id"] = ""
+            if port_id in router["gateway_ports"]:
+                router["gateway_ports"].remove(port_id)
+        return 200, {
+            "id": router_id, "network_id": subnet["network_id"], "port_id": port_id,
+            "subnet_id": subnet["id"], "subnet_ids": [subnet["id"]], "project_id": subnet["project_id"],
+            "tenant_id": subnet["project_id"], "tags": [],
+        }  # fmt: skip
+
+    # --- security group manager --------------------------------------------------------------
+
+    def _sg(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
+        project = parts[1]
+        item = parts[3] if len(parts) > 3 else ""
+        if parts[2] == "security-group-rules":
+            return self._rule(method, project, item, body)
+        state = self.state
+        if method == "POST" and not item:
+            request = (body or {}).get("security_group")
+            if request is None:
+                raise _error(412, "SecurityGroupRequired")
+            if any(not isinstance(r, dict) for r in request.get("security_group_rules") or []):
+                raise _Reply(400, {"status": 400, "error": "Bad Request"})
+            if request.get("name") == "default":
+                raise _error(412, "DefaultSecurityGroupExists")
+            group = dict(request)
+            group.update(id=request.get("id") or str(uuid.uuid4()), project_id=project)
+            group["tenant_id"] = request.get("tenant_id") or project
+            # Alcor drops the rules sent and makes two egress rules of its own.
+            group["security_group_rules"] = [
+                {
+                    "id": str(uuid.uuid4()),
+                    "security_group_id": group["id"],
+                    "direction": "egress",
+                    "ethertype": e,
+                }
+                for e in ("IPv4", "IPv6")
+            ]
+            state.groups[group["id"]] = group
+            return 201, {"security_group": group}
+        if method == "GET" and item:
+            if item not in state.groups:
+                raise _error(412, "SecurityGroupNotFound")
+            return 200, {"security_group": state.groups[item]}
+        if method == "DELETE" and item:
+            if state.groups.pop(item, None) is None:
+                raise _error(412, "SecurityGroupRequired")
+            for rule_id in [r for r, rule in state.rules.items() if rule["security_group_id"] == item]:
+                del state.rules[rule_id]
+            return 200, None
+        raise _error(405, "Method Not Allowed")
+
+    def _rule(self, method: str, project: str, rule_id: str, body: Any) -> tuple[int, Any]:
+        state = self.state
+        if method == "POST" and not rule_id:
+            request = (body or {}).get("security_group_rule")
+            if request is None or not request.get("security_group_id") or not request.get("direction"):
+                raise _error(412, "SecurityGroupRuleRequired")
+            low, high = request.get("port_range_min"), request.get("port_range_max")
+            if (low is not None or high is not None) and not request.get("protocol"):
+                raise _error(412, "PortRangeWithoutProtocol")
+            if request.get("protocol") in ("tcp", "udp") and (
+                low is None or high is None or not 1 <= low <= high <= 65535
+            ):
+                raise _error(412, "PortRangeInvalid")
+            prefix = request.get("remote_ip_prefix")
+            if prefix:
+                version = ipaddress.ip_network(prefix).version
+                if f"IPv{version}" != request.get("ethertype"):
+                    raise _error(409, "RemoteIpPrefixEtherTypeConflict")
+                if request.get("remote_group_id"):
+                    raise _error(409, "RemoteIpPrefixRemoteGroupIdConflict")
+            remote = request.get("remote_group_id")
+            if request["security_group_id"] not in state.groups or (remote and remote not in state.groups):
+                raise _error(412, "SecurityGroupNotFound")
+            rule = {**request, "id": request.get("id") or str(uuid.uuid4()), "project_id": project}
+            state.rules[rule["id"]] = rule
+            return 201, {"security_group_rule": rule}
+        if method == "DELETE" and rule_id:
+            if state.rules.pop(rule_id, None) is None:
+                raise _error(412, "SecurityGroupRuleNotFound")
+            return 200, None
+        raise _error(405, "Method Not Allowed")
+
+    # --- port manager ------------------------------------------------------------------------
 
     def _ports(self, method: str, project: str, port_id: str, body: Any) -> None:
         state = self.state
@@ -121,21 +465,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeAlcor:
-    """A fake Alcor on 127.0.0.1 (a free port), served by a thread until `stop`."""
+    """A fake Alcor on 127.0.0.1 (free ports), served by threads until `stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: Sequence[str] = ()) -> None:
         self.state = AlcorState()
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+        for service in services or ("",):
+            handler = type("Handler", (_Handler,), {"state": self.state, "service": service})
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            # A short poll interval keeps `stop` quick (shutdown waits for one poll per listener).
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+            self.servers[service] = server
+
+    def port_of(self, service: str = "") -> int:
+        """The port a service listens on ("" on the single-port fake)."""
+        return int(self.servers[service].server_address[1])
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:43123."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        """Base URL of the single-port fake, e.g. http://127.0.0.1:43123."""
+        return f"http://127.0.0.1:{self.port_of(next(iter(self.servers)))}"
 
     def stop(self) -> None:
         """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers.values():
+            server.shutdown()
+            server.server_close()

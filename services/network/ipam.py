@@ -1,0 +1,133 @@
+"""Addresses for VM ports from the native plugin's subnets: batches, idempotent per VM, race-free in Redis."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from prometheus_client import Counter
+
+from merak.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.network.models import NetworkState, PortAllocation, PortRequest, SubnetState, VpcState, port_mac
+from services.network.store import AllocationFailure, NetworkStore, SubnetPool
+
+ALLOCATED = Counter("merak_network_ipam_allocated_total", "Addresses handed out to VM ports.")
+RELEASED = Counter("merak_network_ipam_released_total", "Addresses given back by VM ports.")
+
+
+class Ipam:
+    """Port addresses of a network config: one bitmap per subnet and a vm_id → address hash (store)."""
+
+    def __init__(self, store: NetworkStore) -> None:
+        self.store = store
+
+    async def allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
+        """One address per request, in order; a VM that has one gets the same one back."""
+        targets = _targets(state, requests)
+        pools: list[SubnetPool] = []
+        pool_of: dict[int, int] = {}
+        pairs: list[tuple[str, int]] = []
+        for request, (_, subnet) in zip(requests, targets, strict=True):
+            if subnet.slot not in pool_of:
+                pool_of[subnet.slot] = len(pools)
+                pools.append(SubnetPool(subnet.slot, subnet.capacity))
+            pairs.append((request.vm_id, pool_of[subnet.slot]))
+        outcome = await self.store.allocate(state.netconfig_id, pools, pairs)
+        if isinstance(outcome, AllocationFailure):
+            raise _failure(state, outcome, requests, targets, pools)
+        ALLOCATED.inc(sum(1 for value in outcome if value.startswith("+")))
+        return [
+            _allocation(request, vpc, subnet, value.lstrip("+"))
+            for request, (vpc, subnet), value in zip(requests, targets, outcome, strict=True)
+        ]
+
+    async def release(self, state: NetworkState, vm_ids: Sequence[str]) -> int:
+        """Give back the addresses of these VMs; ids without one are ignored."""
+        unique = list(dict.fromkeys(v for v in vm_ids if v))
+        held = [
+            (vm_id, value)
+            for vm_id, value in zip(unique, await self.store.lookup(state.netconfig_id, unique), strict=True)
+            if value is not None
+        ]
+        released = await self.store.release(state.netconfig_id, held)
+        RELEASED.inc(released)
+        return released
+
+    async def allocated(self, state: NetworkState) -> dict[int, int]:
+        """Addresses handed out per subnet slot."""
+        return await self.store.allocated(state.netconfig_id)
+
+
+def _targets(state: NetworkState, requests: Sequence[PortRequest]) -> list[tuple[VpcState, SubnetState]]:
+    """The subnet each request asks for; InvalidArgument names the first bad request."""
+    vpcs = {vpc.id: vpc for vpc in state.vpcs}
+    subnets = {subnet.id: (vpc, subnet) for vpc, subnet in state.subnets()}
+    where = f"network config {state.netconfig_id!r}"
+    targets = []
+    for i, request in enumerate(requests):
+        field = f"ports[{i}]"
+        if not request.vm_id:
+            raise InvalidArgument(f"{field}.vm_id", "required")
+        if request.vpc_id and request.vpc_id not in vpcs:
+            raise InvalidArgument(f"{field}.vpc_id", f"unknown VPC {request.vpc_id!r} in {where}")
+        if request.subnet_id:
+            found = subnets.get(request.subnet_id)
+            if found is None or (request.vpc_id and found[0].id != request.vpc_id):
+                inside = f"VPC {request.vpc_id!r} of {where}" if request.vpc_id else where
+                raise InvalidArgument(
+                    f"{field}.subnet_id", f"unknown subnet {request.subnet_id!r} in {inside}"
+                )
+            targets.append(found)
+        elif request.vpc_id and len(vpcs[request.vpc_id].subnets) == 1:
+            vpc = vpcs[request.vpc_id]
+            targets.append((vpc, vpc.subnets[0]))
+        else:
+            raise InvalidArgument(f"{field}.subnet_id", "required (unless the VPC has exactly one subnet)")
+    return targets
+
+
+def _allocation(request: PortRequest, vpc: VpcState, subnet: SubnetState, value: str) -> PortAllocation:
+    offset = int(value.partition(":")[2])
+    ip = str(subnet.network.network_address + offset)
+    return PortAllocation(
+        vm_id=request.vm_id,
+        vpc_id=vpc.id,
+        subnet_id=subnet.id,
+        ip=ip,
+        prefix_len=subnet.prefix_len,
+        mac=port_mac(vpc.vni, ip),
+        gateway=subnet.gateway,
+        vni=vpc.vni,
+        gateway_mac=vpc.gateway_mac,
+        cidr=subnet.cidr,
+    )
+
+
+def _failure(
+    state: NetworkState,
+    failure: AllocationFailure,
+    requests: Sequence[PortRequest],
+    targets: list[tuple[VpcState, SubnetState]],
+    pools: list[SubnetPool],
+) -> Exception:
+    if failure.reason == "MISSING":
+        return NotFound(f"network config {state.netconfig_id!r} does not exist")
+    if failure.reason == "CONFLICT":
+        request = requests[failure.index]
+        slot, _, offset = failure.detail.partition(":")
+        held = next((s for _, s in state.subnets() if str(s.slot) == slot), None)
+        where = (
+            f"{ipaddress.IPv4Address(int(held.network.network_address) + int(offset))} in subnet {held.id!r}"
+            if held is not None
+            else "an address in another subnet"
+        )
+        return FailedPrecondition(
+            f"ports[{failure.index}].subnet_id: VM {request.vm_id!r} holds {where}; "
+            "release it before asking for another subnet"
+        )
+    pool = pools[failure.index]
+    vpc, subnet = next(t for t in targets if t[1].slot == pool.slot)
+    return ResourceExhausted(
+        f"subnet {subnet.id!r} ({subnet.cidr}) of VPC {vpc.id!r} has only {failure.detail} free "
+        f"addresses (of {subnet.capacity}); nothing was allocated"
+    )

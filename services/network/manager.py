@@ -1,0 +1,204 @@
+"""Network config lifecycle: validate everything, make it through the plugin, store it in one step."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from prometheus_client import Gauge
+
+from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from merak.logs import get_logger
+from merak.v1 import common_pb2, network_pb2
+from services.network.ipam import Ipam
+from services.network.models import NetworkState, NetworkView, PortAllocation, PortRequest, SubnetState
+from services.network.plugins import DeleteProgress, NetworkPlugin, PluginRegistry
+from services.network.spec import check_extends, spec_from_proto
+from services.network.store import NetworkStore
+
+log = get_logger(__name__)
+
+OBJECTS = Gauge(
+    "merak_network_objects",
+    "Objects held by the network configs of this service, by plugin and kind.",
+    ["plugin", "kind"],
+)
+
+_ALCOR_PORTS = "with the alcor plugin, ports come from Alcor through the agent's PRECREATE"
+
+
+class NetworkManager:
+    """Implements CREATE / INFO / DELETE / UPDATE of network configs, and port addresses."""
+
+    def __init__(self, store: NetworkStore, plugins: PluginRegistry, ipam: Ipam) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.ipam = ipam
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, netconfig_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(netconfig_id, asyncio.Lock())
+
+    async def load(self) -> None:
+        """Count what the stored network configs hold (a restarted service carries on with them)."""
+        for netconfig_id in await self.store.ids():
+            state = await self.store.state(netconfig_id)
+            if state is not None:
+                _count(state, 1)
+
+    # --- CREATE --------------------------------------------------------------------------------
+
+    async def create(self, config: network_pb2.InternalNetConfigConfiguration) -> NetworkView:
+        """Make the network config; the same request again is a no-op, a different one ALREADY_EXISTS."""
+        spec = spec_from_proto(config)
+        plugin = self.plugins.get(spec.plugin)
+        plugin.check(spec)
+        async with self._lock(spec.netconfig_id):
+            existing = await self.store.get(spec.netconfig_id)
+            if existing is not None:
+                return await self._same_or_conflict(existing.config, existing.state, config)
+            state = await plugin.apply(spec, None)
+            try:
+                created = await self.store.create(config, state, _ipam_subnets(plugin, state, None))
+            except BaseException:
+                await plugin.remove(state, best_effort=True)
+                raise
+            if not created:  # another process stored this id between our read and our write
+                await plugin.remove(state, best_effort=True)
+                existing = await self.store.get(spec.netconfig_id)
+                if existing is None:
+                    raise FailedPrecondition(f"network config {spec.netconfig_id!r} is changing; try again")
+                return await self._same_or_conflict(existing.config, existing.state, config)
+        _count(state, 1)
+        log.info(
+            "network_config_created", netconfig_id=spec.netconfig_id, plugin=plugin.name, **state.counts()
+        )
+        return await self.view(state)
+
+    async def _same_or_conflict(
+        self,
+        stored: network_pb2.InternalNetConfigConfiguration,
+        state: NetworkState,
+        config: network_pb2.InternalNetConfigConfiguration,
+    ) -> NetworkView:
+        if spec_from_proto(stored) != spec_from_proto(config):
+            raise AlreadyExists(
+                f"network config {config.netconfig_id!r} exists with a different configuration; "
+                "DELETE it first, UPDATE it, or use another netconfig_id"
+            )
+        return await self.view(state)
+
+    # --- INFO ----------------------------------------------------------------------------------
+
+    async def info(self, netconfig_id: str) -> NetworkView:
+        """The network config as it is now, with address counts per subnet."""
+        return await self.view(await self._state(netconfig_id, "config.netconfig_id"))
+
+    async def view(self, state: NetworkState) -> NetworkView:
+        """A state with its address counts."""
+        allocated = await self.ipam.allocated(state) if self.plugins.get(state.plugin).allocates_ports else {}
+        return NetworkView(state, allocated)
+
+    async def _state(self, netconfig_id: str, field: str) -> NetworkState:
+        if not netconfig_id.strip():
+            raise InvalidArgument(field, "required")
+        state = await self.store.state(netconfig_id)
+        if state is None:
+            raise NotFound(f"network config {netconfig_id!r} does not exist")
+        return state
+
+    # --- DELETE --------------------------------------------------------------------------------
+
+    async def delete(self, netconfig_id: str) -> NetworkState | None:
+        """Remove everything the config made and forget it; None when there was nothing (not an error)."""
+        if not netconfig_id.strip():
+            raise InvalidArgument("config.netconfig_id", "required")
+        async with self._lock(netconfig_id):
+            state = await self.store.state(netconfig_id)
+            if state is None:
+                return None
+            plugin = self.plugins.get(state.plugin)
+
+            async def record(step: str) -> None:
+                await self.store.mark_deleted(netconfig_id, step)
+
+            done = await self.store.deleted_steps(netconfig_id)
+            await plugin.remove(state, progress=DeleteProgress(done, record))
+            removed = await self.store.delete(netconfig_id)
+        self._locks.pop(netconfig_id, None)
+        if removed is not None:
+            _count(removed, -1)
+        log.info("network_config_deleted", netconfig_id=netconfig_id, plugin=state.plugin, **state.counts())
+        return state
+
+    # --- UPDATE --------------------------------------------------------------------------------
+
+    async def update(self, config: network_pb2.InternalNetConfigConfiguration) -> NetworkView:
+        """Add VPCs, subnets, security groups, routers and nodes to an existing config (FULL messages)."""
+        if config.message_type == common_pb2.DELTA:
+            raise Unimplemented(
+                "UPDATE with message_type DELTA is not implemented; send the FULL configuration"
+            )
+        spec = spec_from_proto(config)
+        async with self._lock(spec.netconfig_id):
+            stored = await self.store.get(spec.netconfig_id)
+            if stored is None:
+                raise NotFound(f"network config {spec.netconfig_id!r} does not exist")
+            old = spec_from_proto(stored.config)
+            check_extends(old, spec)
+            plugin = self.plugins.get(stored.state.plugin)
+            plugin.check(spec)
+            if spec == old:
+                return await self.view(stored.state)
+            state = await plugin.apply(spec, stored.state)
+            try:
+                await self.store.replace(
+                    config, stored.state, state, _ipam_subnets(plugin, state, stored.state)
+                )
+            except BaseException:
+                await plugin.remove(state, stored.state, best_effort=True)
+                raise
+        _count(stored.state, -1)
+        _count(state, 1)
+        log.info(
+            "network_config_updated", netconfig_id=spec.netconfig_id, plugin=plugin.name, **state.counts()
+        )
+        return await self.view(state)
+
+    # --- ports ---------------------------------------------------------------------------------
+
+    async def allocate_ports(
+        self, netconfig_id: str, requests: Sequence[PortRequest]
+    ) -> list[PortAllocation]:
+        """An address per request, in order, from the native plugin's IPAM."""
+        state = await self._state(netconfig_id, "netconfig_id")
+        self._require_ipam(state)
+        return await self.ipam.allocate(state, requests)
+
+    async def release_ports(self, netconfig_id: str, vm_ids: Sequence[str]) -> int:
+        """Give back the addresses of these VMs; returns how many were held."""
+        state = await self._state(netconfig_id, "netconfig_id")
+        self._require_ipam(state)
+        return await self.ipam.release(state, vm_ids)
+
+    def _require_ipam(self, state: NetworkState) -> None:
+        if not self.plugins.get(state.plugin).allocates_ports:
+            raise FailedPrecondition(
+                f"network config {state.netconfig_id!r} uses the {state.plugin} plugin; {_ALCOR_PORTS}"
+            )
+
+
+def _ipam_subnets(
+    plugin: NetworkPlugin, state: NetworkState, before: NetworkState | None
+) -> list[SubnetState]:
+    """Subnets whose address bitmaps must be made now: the new ones, when the plugin hands out ports."""
+    if not plugin.allocates_ports:
+        return []
+    known = {s.slot for _, s in before.subnets()} if before else set()
+    return [s for _, s in state.subnets() if s.slot not in known]
+
+
+def _count(state: NetworkState, sign: int) -> None:
+    OBJECTS.labels(state.plugin, "network_config").inc(sign)
+    for kind, n in state.counts().items():
+        OBJECTS.labels(state.plugin, kind).inc(sign * n)

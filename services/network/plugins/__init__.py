@@ -1,0 +1,104 @@
+"""The control plane under test behind one interface, chosen per network config: native or alcor."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Histogram
+
+from merak.errors import InvalidArgument
+from merak.metrics import RPC_LATENCY_BUCKETS
+from services.network.models import NetworkSpec, NetworkState
+
+PLUGIN_SECONDS = Histogram(
+    "merak_network_plugin_call_seconds",
+    "Time of one call of a network plugin into its control plane, by plugin and operation.",
+    ["plugin", "operation"],
+    buckets=RPC_LATENCY_BUCKETS,
+)
+
+
+@contextmanager
+def timed(plugin: str, operation: str) -> Iterator[None]:
+    """Record how long the block took as one plugin call."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        PLUGIN_SECONDS.labels(plugin, operation).observe(time.perf_counter() - start)
+
+
+class DeleteProgress:
+    """The steps of a DELETE already done in the control plane, and where to record new ones."""
+
+    def __init__(
+        self, done: set[str] | None = None, record: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
+        self.done = set(done or ())
+        self._record = record
+
+    async def mark(self, step: str) -> None:
+        """Note that `step` is done (and persist it, so a retried DELETE skips it)."""
+        self.done.add(step)
+        if self._record is not None:
+            await self._record(step)
+
+
+class NetworkPlugin(abc.ABC):
+    """Makes and removes a network config's objects in one control plane."""
+
+    name: str
+    # Whether VM addresses come from this service's IPAM (AllocatePorts) rather than the control plane.
+    allocates_ports: bool = False
+
+    def check(self, spec: NetworkSpec) -> None:  # noqa: B027 - optional hook
+        """Raise InvalidArgument when this control plane cannot take `spec` (before anything is made)."""
+
+    @abc.abstractmethod
+    async def apply(self, spec: NetworkSpec, current: NetworkState | None) -> NetworkState:
+        """Make what `spec` holds beyond `current` (None on CREATE); undo this call's work on failure."""
+
+    @abc.abstractmethod
+    async def remove(
+        self,
+        state: NetworkState,
+        keep: NetworkState | None = None,
+        progress: DeleteProgress | None = None,
+        *,
+        best_effort: bool = False,
+    ) -> None:
+        """Remove what `state` holds beyond `keep` (None: everything), skipping steps already done."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the plugin holds."""
+
+
+class PluginRegistry:
+    """Plugins by name; an unknown name is an error that lists the known ones."""
+
+    def __init__(self) -> None:
+        self._plugins: dict[str, NetworkPlugin] = {}
+
+    def register(self, plugin: NetworkPlugin) -> None:
+        """Make `plugin` available under its name."""
+        self._plugins[plugin.name] = plugin
+
+    @property
+    def names(self) -> list[str]:
+        """Known plugin names, sorted."""
+        return sorted(self._plugins)
+
+    def get(self, name: str, field: str = "config.plugin") -> NetworkPlugin:
+        """The plugin called `name`."""
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            raise InvalidArgument(field, f"unknown plugin {name!r}; known: {', '.join(self.names)}")
+        return plugin
+
+    async def close(self) -> None:
+        """Close every plugin."""
+        for plugin in self._plugins.values():
+            await plugin.close()

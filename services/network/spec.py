@@ -1,0 +1,433 @@
+"""A network config request turned into a validated NetworkSpec; every error names its field. No I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from merak.errors import InvalidArgument
+from merak.v1 import common_pb2, network_pb2
+from services.network.models import (
+    NetworkSpec,
+    Node,
+    RouterSpec,
+    RuleSpec,
+    SecurityGroupSpec,
+    SubnetSpec,
+    VpcSpec,
+)
+
+# Merak's service entry that names the Alcor host of a network config.
+ALCOR_SERVICE_CMD = "alcorIp"
+ALCOR_SERVICE_WHERE = "NETWORK"
+DEFAULT_PLUGIN = "native"
+
+# A subnet's bitmap has one bit per address: /8 is 2 MiB, the largest we keep. /30 leaves one VM address.
+MIN_SUBNET_PREFIX = 8
+MAX_SUBNET_PREFIX = 30
+
+_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6")
+_PORT_RANGES = {"tcp": (1, 65535), "udp": (1, 65535), "icmp": (0, 255), "icmpv6": (0, 255)}
+
+_NETWORK = "config.network"
+
+
+@dataclass(frozen=True, slots=True)
+class AlcorUrl:
+    """The Alcor address of a network config: a host, and a port when every service answers on one."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+
+    def base(self, port: int) -> str:
+        """The base URL of the service on `port`, unless the URL fixed a port of its own."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port or port}{self.path}"
+
+
+def parse_alcor_url(url: str, field: str = "config.services.url") -> AlcorUrl:
+    """`10.0.0.5` (Merak's form), `10.0.0.5:9009` or `http://host[:port][/path]`."""
+    text = url.strip()
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgument(field, f"{url!r} has a bad port: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(field, f"{url!r} is not an Alcor host (e.g. 10.0.0.5 or http://10.0.0.5:9009)")
+    return AlcorUrl(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[str, str]:
+    """The plugin of a network config and its Alcor URL ("" unless the plugin is alcor)."""
+    alcor_url, url_field = "", ""
+    for i, service in enumerate(config.services):
+        if (
+            service.cmd == ALCOR_SERVICE_CMD
+            and service.where_to_run.strip().upper() == ALCOR_SERVICE_WHERE
+            and service.url.strip()
+        ):
+            alcor_url, url_field = service.url.strip(), f"config.services[{i}].url"
+            break
+    plugin = config.plugin.strip().lower() or ("alcor" if alcor_url else DEFAULT_PLUGIN)
+    if plugin != "alcor":
+        return plugin, ""
+    if not alcor_url:
+        raise InvalidArgument(
+            "config.services",
+            "the alcor plugin needs the Alcor host: a service with cmd 'alcorIp', "
+            "where_to_run 'NETWORK' and the host as url",
+        )
+    parse_alcor_url(alcor_url, url_field)
+    return plugin, alcor_url
+
+
+def spec_from_proto(config: network_pb2.InternalNetConfigConfiguration) -> NetworkSpec:
+    """Validate a network config; raises InvalidArgument naming the first bad field."""
+    netconfig_id = config.netconfig_id.strip()
+    if not netconfig_id:
+        raise InvalidArgument("config.netconfig_id", "required")
+    plugin, alcor_url = resolve_plugin(config)
+    network = config.network
+    if not network.vpcs:
+        raise InvalidArgument(f"{_NETWORK}.vpcs", "at least one VPC is required")
+    first = network.vpcs[0]
+    ids = _Ids()
+    vpcs = tuple(
+        _vpc(f"{_NETWORK}.vpcs[{i}]", vpc, first.tenant_id, first.project_id, ids)
+        for i, vpc in enumerate(network.vpcs)
+    )
+    groups = _security_groups(network.security_groups, vpcs[0], ids)
+    routers = _routers(network.routers, vpcs, ids)
+    nodes = _nodes(config.computes)
+    return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes)
+
+
+class _Ids:
+    """Ids given in the request, which must be unique per kind within the config."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def claim(self, kind: str, value: str, field: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        holder = self.seen.setdefault((kind, value), field)
+        if holder != field:
+            owner = holder.removeprefix(_NETWORK + ".").rpartition(".")[0]
+            raise InvalidArgument(field, f"{value!r} is already the id of {owner}")
+        return value
+
+
+def _network(field: str, text: str) -> ipaddress.IPv4Network:
+    value = text.strip()
+    if "/" not in value:
+        raise InvalidArgument(field, f"{text!r} is not a CIDR (expected a.b.c.d/len)")
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"{text!r} is not a valid CIDR: {exc}") from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise InvalidArgument(field, f"{text!r}: only IPv4 is supported")
+    return network
+
+
+def _vpc(field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str, ids: _Ids) -> VpcSpec:
+    cidr = _network(f"{field}.vpc_cidr", vpc.vpc_cidr)
+    if cidr.prefixlen > MAX_SUBNET_PREFIX:
+        raise InvalidArgument(f"{field}.vpc_cidr", f"{cidr} is too small for a subnet (at most /30)")
+    vpc_id = ids.claim("vpc", vpc.vpc_id, f"{field}.vpc_id")
+    subnets: list[SubnetSpec] = []
+    networks: list[ipaddress.IPv4Network] = []
+    for j, subnet in enumerate(vpc.subnets):
+        sfield = f"{field}.subnets[{j}]"
+        network = _network(f"{sfield}.subnet_cidr", subnet.subnet_cidr)
+        if not network.subnet_of(cidr):
+            raise InvalidArgument(f"{sfield}.subnet_cidr", f"{network} is outside the VPC CIDR {cidr}")
+        if not MIN_SUBNET_PREFIX <= network.prefixlen <= MAX_SUBNET_PREFIX:
+            raise InvalidArgument(
+                f"{sfield}.subnet_cidr",
+                f"{network}: the prefix length must be between /{MIN_SUBNET_PREFIX} and /{MAX_SUBNET_PREFIX}",
+            )
+        for k, other in enumerate(networks):
+            if network.overlaps(other):
+                raise InvalidArgument(f"{sfield}.subnet_cidr", f"{network} overlaps subnets[{k}] ({other})")
+        networks.append(network)
+        subnets.append(
+            SubnetSpec(
+                id=ids.claim("subnet", subnet.subnet_id, f"{sfield}.subnet_id"),
+                cidr=str(network),
+                gateway=_gateway(f"{sfield}.subnet_gw", subnet.subnet_gw, network),
+                number_vms=subnet.number_vms,
+            )
+        )
+    return VpcSpec(
+        id=vpc_id,
+        tenant_id=vpc.tenant_id.strip() or tenant.strip(),
+        project_id=vpc.project_id.strip() or project.strip(),
+        cidr=str(cidr),
+        subnets=tuple(subnets),
+    )
+
+
+def _gateway(field: str, text: str, network: ipaddress.IPv4Network) -> str:
+    if not text.strip():
+        return str(network.network_address + 1)
+    try:
+        gateway = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        raise InvalidArgument(field, f"{text!r} is not an IPv4 address") from None
+    if gateway not in network or gateway in (network.network_address, network.broadcast_address):
+        raise InvalidArgument(field, f"{gateway} is not a host address of {network}")
+    return str(gateway)
+
+
+def _security_groups(
+    groups: Sequence[network_pb2.InternalSecurityGroupInfo], first_vpc: VpcSpec, ids: _Ids
+) -> tuple[SecurityGroupSpec, ...]:
+    by_id: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        group_id = ids.claim("security_group", group.id, f"{_NETWORK}.security_groups[{i}].id")
+        if group_id:
+            by_id[group_id] = i
+        if group.name.strip():
+            by_name.setdefault(group.name.strip(), []).append(i)
+    specs = []
+    for i, group in enumerate(groups):
+        field = f"{_NETWORK}.security_groups[{i}]"
+        rules = tuple(
+            _rule(f"{field}.rules[{k}]", rule, by_id, by_name, ids) for k, rule in enumerate(group.rules)
+        )
+        specs.append(
+            SecurityGroupSpec(
+                id=group.id.strip(),
+                name=group.name.strip(),
+                # Merak's scenario manager never copies these two into the request.
+                tenant_id=group.tenant_id.strip() or first_vpc.tenant_id,
+                project_id=group.project_id.strip() or first_vpc.project_id,
+                rules=rules,
+                apply_to=tuple(group.apply_to),
+            )
+        )
+    return tuple(specs)
+
+
+def _rule(
+    field: str,
+    rule: network_pb2.InternalSecurityGroupRulelnfo,
+    by_id: dict[str, int],
+    by_name: dict[str, list[int]],
+    ids: _Ids,
+) -> RuleSpec:
+    ethertype = {"": "IPv4", "ipv4": "IPv4", "ipv6": "IPv6"}.get(rule.ethertype.strip().lower())
+    if ethertype is None:
+        raise InvalidArgument(f"{field}.ethertype", f"{rule.ethertype!r} is not IPv4 or IPv6")
+    # Merak's scenario manager drops the direction; a rule without one guards traffic coming in.
+    direction = rule.direction.strip().lower() or "ingress"
+    if direction not in ("ingress", "egress"):
+        raise InvalidArgument(f"{field}.direction", f"{rule.direction!r} is not ingress or egress")
+    protocol = rule.protocol.strip().lower()
+    protocol = "" if protocol == "any" else protocol
+    if protocol and protocol not in _PROTOCOLS and not (protocol.isdigit() and int(protocol) <= 255):
+        raise InvalidArgument(
+            f"{field}.protocol", f"{rule.protocol!r} is not one of {', '.join(_PROTOCOLS)}, any, or 0-255"
+        )
+    if protocol == "icmpv6" and ethertype == "IPv4":
+        raise InvalidArgument(f"{field}.protocol", "icmpv6 needs ethertype IPv6")
+    port_min, port_max = _port_range(f"{field}.port_range", rule.port_range, protocol)
+    prefix = ""
+    if rule.remote_ip_prefix.strip():
+        try:
+            network = ipaddress.ip_network(rule.remote_ip_prefix.strip(), strict=False)
+        except ValueError:
+            raise InvalidArgument(
+                f"{field}.remote_ip_prefix", f"{rule.remote_ip_prefix!r} is not a CIDR"
+            ) from None
+        if f"IPv{network.version}" != ethertype:
+            raise InvalidArgument(f"{field}.remote_ip_prefix", f"{network} is not {ethertype}")
+        prefix = str(network)
+    remote_group: int | None = None
+    remote = rule.remote_group_id.strip()
+    if remote:
+        if prefix:
+            raise InvalidArgument(
+                f"{field}.remote_group_id", "give remote_group_id or remote_ip_prefix, not both"
+            )
+        named = by_name.get(remote, [])
+        if remote in by_id:
+            remote_group = by_id[remote]
+        elif len(named) == 1:
+            remote_group = named[0]
+        elif named:
+            raise InvalidArgument(
+                f"{field}.remote_group_id", f"{remote!r} names {len(named)} security groups; use an id"
+            )
+        else:
+            raise InvalidArgument(
+                f"{field}.remote_group_id",
+                f"unknown security group {remote!r} (give the id or name of a security group of this config)",
+            )
+    return RuleSpec(
+        id=ids.claim("rule", rule.id, f"{field}.id"),
+        name=rule.name.strip(),
+        description=rule.description,
+        ethertype=ethertype,
+        direction=direction,
+        protocol=protocol,
+        port_range="" if port_min is None else f"{port_min}-{port_max}",
+        port_min=port_min,
+        port_max=port_max,
+        remote_group=remote_group,
+        remote_ip_prefix=prefix,
+    )
+
+
+def _port_range(field: str, text: str, protocol: str) -> tuple[int | None, int | None]:
+    value = text.replace(" ", "")
+    if not value:
+        return None, None
+    low, dash, high = value.partition("-")
+    if not low.isdigit() or (dash and not high.isdigit()):
+        raise InvalidArgument(field, f"{text!r} is not a port or a range ('80' or '8000-8080')")
+    port_min = int(low)
+    port_max = int(high) if dash else port_min
+    if not protocol:
+        raise InvalidArgument(field, "a port range needs a protocol")
+    if protocol not in _PORT_RANGES:
+        raise InvalidArgument(field, f"port ranges apply to {', '.join(_PROTOCOLS)} only, not {protocol}")
+    lowest, highest = _PORT_RANGES[protocol]
+    if not (lowest <= port_min <= highest and lowest <= port_max <= highest):
+        raise InvalidArgument(field, f"{text!r}: {protocol} values lie in {lowest}-{highest}")
+    if protocol in ("tcp", "udp") and port_min > port_max:
+        raise InvalidArgument(field, f"{text!r}: the first port is above the last")
+    return port_min, port_max
+
+
+def _routers(
+    routers: Sequence[network_pb2.InternalRouterInfo], vpcs: tuple[VpcSpec, ...], ids: _Ids
+) -> tuple[RouterSpec, ...]:
+    specs: list[RouterSpec] = []
+    attached: dict[tuple[int, int], int] = {}
+    for r, router in enumerate(routers):
+        field = f"{_NETWORK}.routers[{r}]"
+        router_id = ids.claim("router", router.id, f"{field}.id")
+        if not router.subnets:
+            raise InvalidArgument(
+                f"{field}.subnets", "at least one subnet (its id, CIDR or gateway IP) is required"
+            )
+        candidates = [
+            _subnet_matches(f"{field}.subnets[{k}]", entry, vpcs) for k, entry in enumerate(router.subnets)
+        ]
+        common = set.intersection(*({v for v, _ in c} for c in candidates))
+        if not common:
+            named = sorted({v for c in candidates for v, _ in c})
+            raise InvalidArgument(
+                f"{field}.subnets",
+                f"names subnets of {' and '.join(f'vpcs[{v}]' for v in named)}; "
+                "a router joins the subnets of one VPC",
+            )
+        if len(common) > 1:
+            raise InvalidArgument(
+                f"{field}.subnets",
+                f"matches subnets in {' and '.join(f'vpcs[{v}]' for v in sorted(common))}; "
+                "name the subnets by id",
+            )
+        vpc = common.pop()
+        chosen: list[int] = []
+        for k, matches in enumerate(candidates):
+            subnet = next(s for v, s in matches if v == vpc)
+            if subnet in chosen:
+                raise InvalidArgument(f"{field}.subnets[{k}]", "names a subnet this router already joins")
+            holder = attached.setdefault((vpc, subnet), r)
+            if holder != r:
+                raise InvalidArgument(
+                    f"{field}.subnets[{k}]", f"vpcs[{vpc}].subnets[{subnet}] already joins routers[{holder}]"
+                )
+            chosen.append(subnet)
+        specs.append(RouterSpec(router_id, router.name.strip(), vpc, tuple(chosen)))
+    return tuple(specs)
+
+
+def _subnet_matches(field: str, entry: str, vpcs: tuple[VpcSpec, ...]) -> list[tuple[int, int]]:
+    """Subnets an entry of `router.subnets` can mean: Merak put CIDRs or gateway IPs there; ids work too."""
+    text = entry.strip()
+    cidr = ""
+    if "/" in text:
+        try:
+            cidr = str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            cidr = ""
+    matches = [
+        (v, s)
+        for v, vpc in enumerate(vpcs)
+        for s, subnet in enumerate(vpc.subnets)
+        if (text and text in (subnet.id, subnet.gateway, subnet.cidr)) or (cidr and cidr == subnet.cidr)
+    ]
+    if not matches:
+        raise InvalidArgument(
+            field, f"{entry!r} names no subnet of this config (give its id, CIDR or gateway IP)"
+        )
+    return matches
+
+
+def _nodes(computes: Sequence[common_pb2.InternalComputeInfo]) -> tuple[Node, ...]:
+    nodes: list[Node] = []
+    seen: dict[str, int] = {}
+    for i, compute in enumerate(computes):
+        field = f"config.computes[{i}]"
+        node_id = compute.id.strip() or compute.name.strip()
+        if not node_id:
+            raise InvalidArgument(f"{field}.id", "required (or a name)")
+        holder = seen.setdefault(node_id, i)
+        if holder != i:
+            raise InvalidArgument(f"{field}.id", f"{node_id!r} is already the id of computes[{holder}]")
+        for name in ("datapath_ip", "container_ip"):
+            value = getattr(compute, name).strip()
+            if value:
+                try:
+                    ipaddress.IPv4Address(value)
+                except ValueError:
+                    raise InvalidArgument(f"{field}.{name}", f"{value!r} is not an IPv4 address") from None
+        nodes.append(
+            Node(
+                id=node_id,
+                name=compute.name.strip() or node_id,
+                datapath_ip=compute.datapath_ip.strip(),
+                container_ip=compute.container_ip.strip(),
+                mac=compute.mac.strip(),
+                veth=compute.veth.strip(),
+                hostname=compute.hostname.strip(),
+            )
+        )
+    return tuple(nodes)
+
+
+def check_extends(old: NetworkSpec, new: NetworkSpec) -> None:
+    """UPDATE only adds: everything of `old` is in `new`, unchanged and at the same place."""
+    if (old.plugin, old.alcor_url) != (new.plugin, new.alcor_url):
+        raise InvalidArgument("config.plugin", "UPDATE cannot change the plugin or the Alcor host")
+    _prefix(f"{_NETWORK}.vpcs", old.vpcs, new.vpcs, nested=True)
+    _prefix(f"{_NETWORK}.security_groups", old.security_groups, new.security_groups)
+    _prefix(f"{_NETWORK}.routers", old.routers, new.routers)
+    _prefix("config.computes", old.nodes, new.nodes)
+
+
+def _prefix(field: str, old: Sequence[object], new: Sequence[object], *, nested: bool = False) -> None:
+    if len(new) < len(old):
+        raise InvalidArgument(field, f"UPDATE cannot remove items ({len(old)} exist, {len(new)} sent)")
+    for i, (was, sent) in enumerate(zip(old, new, strict=False)):
+        before, after = was, sent
+        if nested and isinstance(was, VpcSpec) and isinstance(sent, VpcSpec):
+            _prefix(f"{field}[{i}].subnets", was.subnets, sent.subnets)
+            before, after = replace(was, subnets=()), replace(sent, subnets=())
+        if before != after:
+            raise InvalidArgument(
+                f"{field}[{i}]",
+                "UPDATE cannot change what exists; it adds VPCs, subnets, security groups, routers and nodes",
+            )

@@ -1,0 +1,425 @@
+"""Every Redis key of the network service, and the Lua scripts that keep IPAM and VNIs race-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from google.protobuf import json_format
+from redis.exceptions import ResponseError, WatchError
+
+from merak.errors import FailedPrecondition
+from merak.store import RedisStore
+from merak.v1 import network_pb2
+from services.network.models import (
+    AlcorEndpoints,
+    NetworkState,
+    Node,
+    RouterState,
+    RuleState,
+    SecurityGroupState,
+    SubnetState,
+    VpcState,
+)
+
+PREFIX = "merak:network"
+
+# Hands out N addresses of several subnets in one step, all or nothing. A subnet's bitmap has one bit
+# per address (bit i = network address + i), with network, broadcast and gateway set at creation.
+# The ports hash maps vm_id -> "slot:offset", so asking again for a VM gives back its address; the
+# reply marks addresses handed out by this call with a leading "+".
+#   KEYS: state (must exist), ports hash, allocated-count hash, one bitmap per subnet group
+#   ARGV: k, k slots, k capacities, then (vm_id, group) pairs; groups count from 1
+# Errors: MISSING (config deleted), CONFLICT <pair index> <current> (a VM already holds an address in
+# another subnet), EXHAUSTED <group> <free>.
+_ALLOCATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('MISSING') end
+local k = tonumber(ARGV[1])
+local first = 2 + 2 * k
+local n = (#ARGV - first + 1) / 2
+local need, seen = {}, {}
+for g = 1, k do need[g] = 0 end
+for i = 0, n - 1 do
+  local vm, g = ARGV[first + 2 * i], tonumber(ARGV[first + 2 * i + 1])
+  local current = redis.call('HGET', KEYS[2], vm)
+  if current then
+    if string.match(current, '^(%d+):') ~= ARGV[1 + g] then
+      return redis.error_reply('CONFLICT ' .. i .. ' ' .. current)
+    end
+  elseif seen[vm] == nil then
+    seen[vm] = g
+    need[g] = need[g] + 1
+  elseif seen[vm] ~= g then
+    return redis.error_reply('CONFLICT ' .. i .. ' ')
+  end
+end
+for g = 1, k do
+  if need[g] > 0 then
+    local used = tonumber(redis.call('HGET', KEYS[3], ARGV[1 + g]) or '0')
+    local free = tonumber(ARGV[1 + k + g]) - used
+    if free < need[g] then return redis.error_reply('EXHAUSTED ' .. g .. ' ' .. free) end
+  end
+end
+local out, cursor = {}, {}
+for i = 0, n - 1 do
+  local vm, g = ARGV[first + 2 * i], tonumber(ARGV[first + 2 * i + 1])
+  local current = redis.call('HGET', KEYS[2], vm)
+  if current then
+    out[i + 1] = current
+  else
+    local pos = redis.call('BITPOS', KEYS[3 + g], 0, cursor[g] or 0)
+    redis.call('SETBIT', KEYS[3 + g], pos, 1)
+    cursor[g] = math.floor(pos / 8)
+    local value = ARGV[1 + g] .. ':' .. pos
+    redis.call('HSET', KEYS[2], vm, value)
+    redis.call('HINCRBY', KEYS[3], ARGV[1 + g], 1)
+    out[i + 1] = '+' .. value
+  end
+end
+return out
+"""
+
+# Gives addresses back, each only if the VM still holds the address the caller read (a concurrent
+# release of the same VM, followed by a new allocation of that address, must not free it again).
+#   KEYS: ports hash, allocated-count hash, one bitmap per slot
+#   ARGV: (vm_id, expected "slot:offset", bitmap index from 1) triples
+_RELEASE = """
+local released = 0
+for i = 1, #ARGV, 3 do
+  local vm, expected, b = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if redis.call('HGET', KEYS[1], vm) == expected then
+    local slot, offset = string.match(expected, '^(%d+):(%d+)$')
+    redis.call('HDEL', KEYS[1], vm)
+    redis.call('SETBIT', KEYS[2 + b], tonumber(offset), 0)
+    redis.call('HINCRBY', KEYS[2], slot, -1)
+    released = released + 1
+  end
+end
+return released
+"""
+
+# VNIs come from one pool shared by every network config: a hash vni -> owner and a cursor that walks
+# the range, so a released VNI is reused only after the others.
+#   KEYS: owners hash, cursor; ARGV: n, owner, lowest, highest
+_ALLOCATE_VNIS = """
+local n, owner = tonumber(ARGV[1]), ARGV[2]
+local low, high = tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[1]) + n > high - low + 1 then return redis.error_reply('EXHAUSTED') end
+local c = tonumber(redis.call('GET', KEYS[2]) or low)
+if c < low or c > high then c = low end
+local out = {}
+while #out < n do
+  if redis.call('HSETNX', KEYS[1], c, owner) == 1 then out[#out + 1] = c end
+  c = c + 1
+  if c > high then c = low end
+end
+redis.call('SET', KEYS[2], c)
+return out
+"""
+
+#   KEYS: owners hash; ARGV: owner, then VNIs
+_RELEASE_VNIS = """
+local released = 0
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    released = released + 1
+  end
+end
+return released
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNetwork:
+    """A network config as stored: the request as sent and what it built."""
+
+    config: network_pb2.InternalNetConfigConfiguration
+    state: NetworkState
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationFailure:
+    """Why an allocation handed out nothing: MISSING, CONFLICT (pair index) or EXHAUSTED (group index)."""
+
+    reason: str
+    index: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetPool:
+    """One subnet's part of an allocation: its slot and how many addresses it can hand out."""
+
+    slot: int
+    capacity: int
+
+
+class NetworkStore(RedisStore):
+    """Network configs in Redis: config, state, IPAM bitmaps and port hash per config; the VNI pool."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
+        super().__init__(redis, prefix)
+        self._allocate = redis.register_script(_ALLOCATE)
+        self._release = redis.register_script(_RELEASE)
+        self._allocate_vnis = redis.register_script(_ALLOCATE_VNIS)
+        self._release_vnis = redis.register_script(_RELEASE_VNIS)
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    @property
+    def _ids_key(self) -> str:
+        return self.key("ids")
+
+    def _nc(self, netconfig_id: str, *parts: str) -> str:
+        return self.key("nc", netconfig_id, *parts)
+
+    def _bitmap_key(self, netconfig_id: str, slot: int) -> str:
+        return self._nc(netconfig_id, "ipam", str(slot))
+
+    @property
+    def _vni_owners_key(self) -> str:
+        return self.key("vni", "owners")
+
+    @property
+    def _vni_cursor_key(self) -> str:
+        return self.key("vni", "cursor")
+
+    def _keys_of(self, state: NetworkState) -> list[str]:
+        netconfig_id = state.netconfig_id
+        keys = [self._nc(netconfig_id, part) for part in ("config", "state", "ports", "allocated", "deleted")]
+        keys += [self._bitmap_key(netconfig_id, subnet.slot) for _, subnet in state.subnets()]
+        return keys
+
+    # --- network configs -----------------------------------------------------------------------
+
+    async def get(self, netconfig_id: str) -> StoredNetwork | None:
+        """The stored network config, or None."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._nc(netconfig_id, "config"))
+            pipe.get(self._nc(netconfig_id, "state"))
+            raw_config, raw_state = await pipe.execute()
+        if raw_config is None or raw_state is None:
+            return None
+        config = json_format.Parse(raw_config, network_pb2.InternalNetConfigConfiguration())
+        return StoredNetwork(config, state_from_json(raw_state))
+
+    async def state(self, netconfig_id: str) -> NetworkState | None:
+        """Only the state of a network config (what AllocatePorts needs), or None."""
+        raw = await self.redis.get(self._nc(netconfig_id, "state"))
+        return None if raw is None else state_from_json(str(raw))
+
+    async def ids(self) -> list[str]:
+        """Every stored network config id."""
+        return sorted(str(m) for m in await self.redis.smembers(self._ids_key))
+
+    def _write(
+        self,
+        pipe: Any,
+        config: network_pb2.InternalNetConfigConfiguration,
+        state: NetworkState,
+        new_subnets: list[SubnetState],
+    ) -> None:
+        netconfig_id = state.netconfig_id
+        pipe.set(self._nc(netconfig_id, "config"), json_format.MessageToJson(config, indent=None))
+        pipe.set(self._nc(netconfig_id, "state"), state_to_json(state))
+        pipe.sadd(self._ids_key, netconfig_id)
+        for subnet in new_subnets:
+            key = self._bitmap_key(netconfig_id, subnet.slot)
+            for offset in sorted({0, subnet.size - 1, subnet.gateway_offset}):
+                pipe.setbit(key, offset, 1)
+
+    async def create(
+        self,
+        config: network_pb2.InternalNetConfigConfiguration,
+        state: NetworkState,
+        ipam_subnets: list[SubnetState],
+    ) -> bool:
+        """Store a new network config in one transaction; False when one with that id exists."""
+        config_key = self._nc(state.netconfig_id, "config")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(config_key)
+                if await pipe.exists(config_key):
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                self._write(pipe, config, state, ipam_subnets)
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
+
+    async def replace(
+        self,
+        config: network_pb2.InternalNetConfigConfiguration,
+        old: NetworkState,
+        new: NetworkState,
+        ipam_subnets: list[SubnetState],
+    ) -> None:
+        """Store the grown network config of an UPDATE, provided nobody changed it meanwhile."""
+        state_key = self._nc(old.netconfig_id, "state")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(state_key)
+                current = await pipe.get(state_key)
+                if current is None or state_from_json(str(current)) != old:
+                    raise FailedPrecondition(
+                        f"network config {old.netconfig_id!r} changed during the UPDATE; send it again"
+                    )
+                pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                self._write(pipe, config, new, ipam_subnets)
+                await pipe.execute()
+            except WatchError:
+                raise FailedPrecondition(
+                    f"network config {old.netconfig_id!r} changed during the UPDATE; send it again"
+                ) from None
+
+    async def delete(self, netconfig_id: str) -> NetworkState | None:
+        """Forget a network config and all its IPAM in one transaction; returns what was removed."""
+        state_key = self._nc(netconfig_id, "state")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(state_key)
+                    raw = await pipe.get(state_key)
+                    if raw is None:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                        await self.redis.delete(self._nc(netconfig_id, "config"))
+                        await self.redis.srem(self._ids_key, netconfig_id)
+                        return None
+                    state = state_from_json(str(raw))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    pipe.delete(*self._keys_of(state))
+                    pipe.srem(self._ids_key, netconfig_id)
+                    await pipe.execute()
+                    return state
+                except WatchError:
+                    continue
+
+    # --- Alcor DELETE progress -----------------------------------------------------------------
+
+    async def deleted_steps(self, netconfig_id: str) -> set[str]:
+        """The DELETE steps already done in the control plane for this config."""
+        return {str(m) for m in await self.redis.smembers(self._nc(netconfig_id, "deleted"))}
+
+    async def mark_deleted(self, netconfig_id: str, step: str) -> None:
+        """Record that one DELETE step is done, so a retried DELETE skips it."""
+        await self.redis.sadd(self._nc(netconfig_id, "deleted"), step)
+
+    # --- VNI pool ------------------------------------------------------------------------------
+
+    async def allocate_vnis(self, count: int, owner: str, lowest: int, highest: int) -> list[int] | None:
+        """`count` VNIs unused by any network config, or None when the pool is too small."""
+        if count == 0:
+            return []
+        try:
+            values = await self._allocate_vnis(
+                keys=[self._vni_owners_key, self._vni_cursor_key], args=[count, owner, lowest, highest]
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("EXHAUSTED"):
+                return None
+            raise
+        return [int(v) for v in values]
+
+    async def release_vnis(self, owner: str, vnis: list[int]) -> int:
+        """Give back the VNIs that `owner` holds; returns how many went back."""
+        if not vnis:
+            return 0
+        return int(await self._release_vnis(keys=[self._vni_owners_key], args=[owner, *vnis]))
+
+    async def vni_owner(self, vni: int) -> str | None:
+        """The network config that holds a VNI."""
+        owner = await self.redis.hget(self._vni_owners_key, str(vni))
+        return None if owner is None else str(owner)
+
+    # --- IPAM ----------------------------------------------------------------------------------
+
+    async def allocate(
+        self, netconfig_id: str, pools: list[SubnetPool], requests: list[tuple[str, int]]
+    ) -> list[str] | AllocationFailure:
+        """Addresses ("slot:offset", "+" first when new) for (vm_id, pool index) pairs, all or nothing."""
+        if not requests:
+            return []
+        keys = [
+            self._nc(netconfig_id, "state"),
+            self._nc(netconfig_id, "ports"),
+            self._nc(netconfig_id, "allocated"),
+            *(self._bitmap_key(netconfig_id, pool.slot) for pool in pools),
+        ]
+        args: list[str | int] = [len(pools), *(p.slot for p in pools), *(p.capacity for p in pools)]
+        for vm_id, pool in requests:
+            args += [vm_id, pool + 1]
+        try:
+            values = await self._allocate(keys=keys, args=args)
+        except ResponseError as exc:
+            reason, _, rest = str(exc).partition(" ")
+            if reason not in ("MISSING", "CONFLICT", "EXHAUSTED"):
+                raise
+            index, _, detail = rest.partition(" ")
+            return AllocationFailure(reason, int(index or 0) - (1 if reason == "EXHAUSTED" else 0), detail)
+        return [str(v) for v in values]
+
+    async def lookup(self, netconfig_id: str, vm_ids: list[str]) -> list[str | None]:
+        """The address ("slot:offset") each VM holds, or None."""
+        if not vm_ids:
+            return []
+        values = await self.redis.hmget(self._nc(netconfig_id, "ports"), vm_ids)
+        return [None if v is None else str(v) for v in values]
+
+    async def release(self, netconfig_id: str, held: list[tuple[str, str]]) -> int:
+        """Free the addresses (vm_id, "slot:offset") still held as read; returns how many were freed."""
+        if not held:
+            return 0
+        slots = sorted({int(value.partition(":")[0]) for _, value in held})
+        index = {slot: i + 1 for i, slot in enumerate(slots)}
+        keys = [
+            self._nc(netconfig_id, "ports"),
+            self._nc(netconfig_id, "allocated"),
+            *(self._bitmap_key(netconfig_id, slot) for slot in slots),
+        ]
+        args: list[str | int] = []
+        for vm_id, value in held:
+            args += [vm_id, value, index[int(value.partition(":")[0])]]
+        return int(await self._release(keys=keys, args=args))
+
+    async def allocated(self, netconfig_id: str) -> dict[int, int]:
+        """Addresses handed out per subnet slot."""
+        counts = await self.redis.hgetall(self._nc(netconfig_id, "allocated"))
+        return {int(slot): int(n) for slot, n in counts.items()}
+
+
+# --- state <-> JSON ------------------------------------------------------------------------------
+
+
+def state_to_json(state: NetworkState) -> str:
+    """The JSON form of a NetworkState."""
+    return json.dumps(asdict(state), separators=(",", ":"), sort_keys=True)
+
+
+def state_from_json(raw: str) -> NetworkState:
+    """A NetworkState from its JSON form."""
+    data = json.loads(raw)
+    return NetworkState(
+        netconfig_id=data["netconfig_id"],
+        plugin=data["plugin"],
+        vpcs=tuple(
+            VpcState(**{**vpc, "subnets": tuple(SubnetState(**s) for s in vpc["subnets"])})
+            for vpc in data["vpcs"]
+        ),
+        security_groups=tuple(
+            SecurityGroupState(
+                **{
+                    **sg,
+                    "rules": tuple(RuleState(**r) for r in sg["rules"]),
+                    "apply_to": tuple(sg["apply_to"]),
+                }
+            )
+            for sg in data["security_groups"]
+        ),
+        routers=tuple(RouterState(**{**r, "subnet_ids": tuple(r["subnet_ids"])}) for r in data["routers"]),
+        nodes=tuple(Node(**n) for n in data["nodes"]),
+        alcor=AlcorEndpoints(**data["alcor"]) if data.get("alcor") else None,
+    )

@@ -1,0 +1,352 @@
+"""Compute end to end: real topology (namespaces, agents), network IPAM, Temporal dev server, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from temporalio.testing import WorkflowEnvironment
+
+from merak import netns
+from merak.temporal import TemporalConnection
+from merak.testing import assert_eventually, unique_name
+from merak.testing.plugin import StartServer
+from merak.v1 import (
+    agent_pb2,
+    agent_pb2_grpc,
+    common_pb2,
+    compute_pb2,
+    compute_pb2_grpc,
+    network_pb2,
+    network_pb2_grpc,
+    topology_pb2,
+)
+from services.compute.config import ComputeSettings
+from services.compute.manager import ComputeManager
+from services.compute.server import ComputeServicer
+from services.compute.server import registration as compute_registration
+from services.compute.store import ComputeStore
+from services.compute.worker import run_worker
+from services.network.app import build_servicer as build_network_servicer
+from services.network.config import NetworkSettings
+from services.network.server import registration as network_registration
+from services.topology.app import build_backends
+from services.topology.backends.local import ns_prefix
+from services.topology.config import TopologySettings
+from services.topology.manager import TopologyManager
+from services.topology.store import TopologyStore
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@dataclass
+class Cloud:
+    """The services of one test, wired as the stack wires them."""
+
+    compute: compute_pb2_grpc.MerakComputeServiceAsyncStub
+    network: network_pb2_grpc.MerakNetworkServiceAsyncStub
+    topology: TopologyManager
+    redis: aioredis.Redis
+    settings: ComputeSettings
+    temporal_address: str
+    redis_url: str
+    prefix: str = ""
+    nodes: list[common_pb2.InternalComputeInfo] | None = None
+
+
+async def _topology(manager: TopologyManager, vhosts: int) -> list[common_pb2.InternalComputeInfo]:
+    config = topology_pb2.InternalTopologyConfiguration(
+        topology_id=unique_name("cmp-"),
+        topology_type=topology_pb2.TREE,
+        number_of_vhosts=vhosts,
+        vhost_per_rack=5,
+        ports_per_vswitch=5,
+        data_plane_cidr="10.220.0.0/24",
+    )
+    await manager.create(config)
+
+    async def ready() -> list[common_pb2.InternalComputeInfo] | None:
+        info = await manager.info(config.topology_id)
+        return (
+            list(info.compute_nodes)
+            if all(n.status == common_pb2.READY for n in info.compute_nodes)
+            else None
+        )
+
+    nodes: list[common_pb2.InternalComputeInfo] = await assert_eventually(
+        ready, timeout=60, message="topology"
+    )
+    return nodes
+
+
+@pytest.fixture
+async def cloud(
+    grpc_server: StartServer, redis_client: aioredis.Redis, redis_url: str, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Cloud]:
+    run_dir = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    topology = TopologyManager(TopologyStore(redis_client), build_backends(TopologySettings(run_dir=run_dir)))
+    network_address = await grpc_server(
+        [network_registration(build_network_servicer(redis_client, NetworkSettings()))]
+    )
+    target = temporal_env.client.service_client.config.target_host
+    settings = ComputeSettings(
+        network_address=network_address,
+        task_queue=f"compute-{unique_name('')}",
+        temporal_address=target,
+        temporal_namespace=temporal_env.client.namespace,
+        batch_size=20,
+        hosts_per_shard=2,
+    )
+    temporal = TemporalConnection(target, temporal_env.client.namespace)
+    async with grpc.aio.insecure_channel(network_address) as network_channel:
+        network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
+        manager = ComputeManager(ComputeStore(redis_client), temporal, network, settings)
+        compute_address = await grpc_server([compute_registration(ComputeServicer(manager))])
+        async with grpc.aio.insecure_channel(compute_address) as channel:
+            yield Cloud(
+                compute_pb2_grpc.MerakComputeServiceStub(channel),
+                network,
+                topology,
+                redis_client,
+                settings,
+                target,
+                redis_url,
+            )
+        await temporal.close()
+    for topology_id in await topology.store.ids():
+        await topology.delete(topology_id)
+    await topology.close()
+    await topology.backends.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def worker(cloud: Cloud, temporal_env: WorkflowEnvironment) -> AsyncIterator[None]:
+    """A compute worker inside the test process."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_worker(cloud.settings, temporal_env.client, ComputeStore(cloud.redis), stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def _network(cloud: Cloud, netconfig_id: str) -> network_pb2.ReturnNetworkMessage:
+    """Merak's teste2e network config: 1 VPC 10.1.0.0/16, 1 subnet 10.1.0.0/16 gw 10.1.0.1, 1 SG."""
+    config = network_pb2.InternalNetConfigConfiguration(netconfig_id=netconfig_id)
+    vpc = config.network.vpcs.add(tenant_id="123456789", project_id="123456789", vpc_cidr="10.1.0.0/16")
+    vpc.subnets.add(subnet_cidr="10.1.0.0/16", subnet_gw="10.1.0.1", number_vms=50)
+    config.network.security_groups.add(name="sg-1", tenant_id="123456789", project_id="123456789")
+    return await cloud.network.NetConfigHandler(
+        network_pb2.InternalNetConfigInfo(operation_type=common_pb2.CREATE, config=config)
+    )
+
+
+def _compute(
+    config_id: str,
+    netconfig_id: str,
+    nodes: list[common_pb2.InternalComputeInfo],
+    network: network_pb2.ReturnNetworkMessage,
+    per_host: int,
+) -> compute_pb2.InternalComputeConfigInfo:
+    config = compute_pb2.InternalComputeConfiguration(compute_config_id=config_id, netconfig_id=netconfig_id)
+    config.pods.extend(nodes)
+    config.vm_deploy.deploy_type = compute_pb2.UNIFORM
+    config.vm_deploy.secgroups.extend(network.security_group_ids)
+    for vpc in network.vpcs:
+        added = config.vm_deploy.vpcs.add(
+            vpc_id=vpc.vpc_id, project_id=vpc.project_id, tenant_id=vpc.tenant_id
+        )
+        for subnet in vpc.subnets:
+            added.subnets.add(subnet_id=subnet.subnet_id, number_vms=per_host)
+    return compute_pb2.InternalComputeConfigInfo(operation_type=common_pb2.CREATE, config=config)
+
+
+async def _watch(cloud: Cloud, config_id: str) -> list[compute_pb2.ComputeProgress]:
+    seen = []
+    async for progress in cloud.compute.WatchProgress(
+        compute_pb2.WatchProgressRequest(compute_config_id=config_id)
+    ):
+        seen.append(progress)
+    return seen
+
+
+async def _vms_in_agents(nodes: list[common_pb2.InternalComputeInfo]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for node in nodes:
+        async with grpc.aio.insecure_channel(node.agent_endpoint) as channel:
+            listed = await agent_pb2_grpc.MerakAgentServiceStub(channel).ListVms(
+                agent_pb2.ListVmsRequest(vhost=node.name)
+            )
+        found[node.name] = {vm.name: vm.ip for vm in listed.vms}
+    return found
+
+
+async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: None) -> None:
+    nodes = await _topology(cloud.topology, 5)
+    netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
+    network = await _network(cloud, netconfig_id)
+    reply = await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=10))
+    assert reply.vms[0].id == "Started deployment for 50 VMs"
+
+    seen = await _watch(cloud, config_id)
+    dones = [p.done for p in seen]
+    assert dones == sorted(dones), "progress must be monotone"
+    assert seen[-1].finished and seen[-1].done == 50 and seen[-1].error == 0, seen[-1]
+    info = await cloud.compute.ComputeHandler(
+        compute_pb2.InternalComputeConfigInfo(
+            operation_type=common_pb2.INFO,
+            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+        )
+    )
+    assert info.vms[0].id == "50 out of 50 done!"
+
+    in_agents = await _vms_in_agents(nodes)
+    assert {h: len(v) for h, v in in_agents.items()} == {n.name: 10 for n in nodes}
+    ips = [ip for vms in in_agents.values() for ip in vms.values()]
+    assert len(set(ips)) == 50 and all(ip.startswith("10.1.") for ip in ips)
+
+    # Across hosts, through the overlay compute programmed.
+    first, last = nodes[0], nodes[-1]
+    async with grpc.aio.insecure_channel(first.agent_endpoint) as channel:
+        pinged = await agent_pb2_grpc.MerakAgentServiceStub(channel).Ping(
+            agent_pb2.PingRequest(
+                vhost=first.name,
+                vm="v0-0-0",
+                destinations=list(in_agents[last.name].values()),
+                retry_seconds=5,
+            )
+        )
+    assert pinged.failed == 0, [(r.destination, r.error) for r in pinged.results if not r.ok]
+
+    # Deploying twice creates nothing new.
+    again = await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=10))
+    assert again.progress.done == 50
+    assert await _vms_in_agents(nodes) == in_agents
+
+    await cloud.compute.ComputeHandler(
+        compute_pb2.InternalComputeConfigInfo(
+            operation_type=common_pb2.DELETE,
+            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+        )
+    )
+    await _watch(cloud, config_id)
+    assert all(not vms for vms in (await _vms_in_agents(nodes)).values())
+    short = nodes[0].agent_endpoint.split("/")[-2]
+    assert [n for n in netns.list_names(ns_prefix(short)) if n[len(ns_prefix(short))].isdigit()] == []
+    assert await cloud.redis.keys("merak:compute:*") == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("zero", "config.vm_deploy.vpcs"),
+        ("unknown_vpc", "config.vm_deploy.vpcs[0].vpc_id"),
+        ("unknown_subnet", "config.vm_deploy.vpcs[0].subnets[0].subnet_id"),
+        ("too_many", "config.vm_deploy.vpcs[0].subnets[0]"),
+        ("assign", "config.vm_deploy.deploy_method"),
+    ],
+)
+async def test_bad_input_starts_nothing(cloud: Cloud, change: str, field: str) -> None:
+    nodes = [
+        common_pb2.InternalComputeInfo(name=f"vhost-{i}", agent_endpoint=f"unix:///nowhere/{i}")
+        for i in range(3)
+    ]
+    netconfig_id = unique_name("net-")
+    network = await _network(cloud, netconfig_id)
+    request = _compute(unique_name("cmp-"), netconfig_id, nodes, network, per_host=10)
+    subnet = request.config.vm_deploy.vpcs[0].subnets[0]
+    if change == "zero":
+        subnet.number_vms = 0
+    elif change == "unknown_vpc":
+        request.config.vm_deploy.vpcs[0].vpc_id = "vpc-404"
+    elif change == "unknown_subnet":
+        subnet.subnet_id = "subnet-404"
+    elif change == "too_many":
+        subnet.number_vms = 30_000  # 90,000 VMs in a /16
+    else:
+        request.config.vm_deploy.deploy_type = compute_pb2.ASSIGN
+        request.config.vm_deploy.deploy_method.add(num_of_vm=5)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await cloud.compute.ComputeHandler(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert (caught.value.details() or "").startswith(field), caught.value.details()
+    assert await cloud.redis.keys("merak:compute:*") == []
+
+
+@pytest.fixture
+def worker_process(cloud: Cloud) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Compute worker processes started by the test (killed at the end whatever happens)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start_worker(cloud: Cloud) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MERAK_REDIS_URL": cloud.redis_url,
+        "MERAK_TEMPORAL_ADDRESS": cloud.temporal_address,
+        "MERAK_TEMPORAL_NAMESPACE": cloud.settings.temporal_namespace,
+        "MERAK_TASK_QUEUE": cloud.settings.task_queue,
+        "MERAK_NETWORK_ADDRESS": cloud.settings.network_address,
+        "MERAK_BATCH_SIZE": str(cloud.settings.batch_size),
+        "MERAK_WORKER_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.compute.worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_killing_the_worker_mid_deployment_loses_and_duplicates_nothing(
+    cloud: Cloud, worker_process: list[subprocess.Popen[bytes]]
+) -> None:
+    nodes = await _topology(cloud.topology, 5)
+    netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
+    network = await _network(cloud, netconfig_id)
+    worker_process.append(_start_worker(cloud))
+    await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=100))
+
+    async def some_done() -> bool:
+        info = await cloud.compute.ComputeHandler(
+            compute_pb2.InternalComputeConfigInfo(
+                operation_type=common_pb2.INFO,
+                config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+            )
+        )
+        return 40 <= info.progress.done < 400
+
+    under_way: bool = await assert_eventually(
+        some_done, timeout=120, interval=0.02, message="deployment under way"
+    )
+    assert under_way
+    worker_process[0].send_signal(signal.SIGKILL)
+    worker_process[0].wait()
+    started = time.monotonic()
+    worker_process.append(_start_worker(cloud))
+    seen = await _watch(cloud, config_id)
+    assert seen[-1].done == 500 and seen[-1].error == 0, (seen[-1], time.monotonic() - started)
+    in_agents = await _vms_in_agents(nodes)
+    assert sum(len(v) for v in in_agents.values()) == 500
+    assert len({ip for vms in in_agents.values() for ip in vms.values()}) == 500
