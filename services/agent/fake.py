@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Sequence
 
@@ -92,9 +93,20 @@ class FakeDataplane:
                 ]
             local = {vm.ip for vm in self._vms.values() if vm.vni == source.vni}
             remote = set(self._neighbors.get(source.vni, {}))
+            vpc = self._vpcs.get(source.vni)
+            subnets = [ipaddress.IPv4Network(s.cidr) for s in vpc.subnets] if vpc else []
+
+        def reachable(dest: str) -> bool:
+            # Nothing is programmed for fake vhosts at scale, so the VPC's own address space stands in
+            # for "a VM of this VPC": another VPC's addresses stay unreachable (isolation).
+            if dest in local or dest in remote:
+                return True
+            address = ipaddress.IPv4Address(dest)
+            return any(address in subnet for subnet in subnets)
+
         return [
             PingResult(dest, ok=True, rtt_ms=0.0)
-            if dest in local or dest in remote
+            if reachable(dest)
             else PingResult(dest, ok=False, rtt_ms=None, error="unreachable (fake dataplane)")
             for dest in dests
         ]

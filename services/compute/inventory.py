@@ -20,6 +20,7 @@ class Host:
     index: int
     agent_endpoint: str
     datapath_ip: str
+    fake: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def hosts_from_pods(pods: Sequence[common_pb2.InternalComputeInfo]) -> list[Host
         endpoint = pod.agent_endpoint or (f"{pod.container_ip}:40054" if pod.container_ip else "")
         if not endpoint:
             raise InvalidArgument(f"config.pods[{i}].agent_endpoint", "required (or container_ip, as Merak)")
-        hosts.append(Host(pod.name, i, endpoint, pod.datapath_ip))
+        hosts.append(Host(pod.name, i, endpoint, pod.datapath_ip, fake=pod.dataplane == "fake"))
     return hosts
 
 

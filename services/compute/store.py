@@ -161,6 +161,7 @@ class ComputeStore(RedisStore):
                     host.name,
                     json.dumps(
                         {
+                            "fake": host.fake,
                             "index": host.index,
                             "endpoint": host.agent_endpoint,
                             "vtep": host.datapath_ip,
