@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import re
 import sys
 
 import grpc
@@ -10,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints, grpc_healthy
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
 console = Console()
 
@@ -82,6 +86,53 @@ def cmd_demo(settings: StackSettings) -> int:
     return 1 if failed else 0
 
 
+def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, command: list[str]) -> int:
+    """Run `command` inside a VM's namespace (or the vhost's, with vm "-"): `ip netns exec`, no shell."""
+    if not command:
+        console.print("[red]error:[/red] no command: merak exec vhost-0 v0-0-0 -- ip addr")
+        return 2
+    for what, name in (("vhost", vhost), ("vm", vm)):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}|-", name):
+            console.print(f"[red]error:[/red] {what} {name!r} is not a valid name")
+            return 2
+    address = f"127.0.0.1:{settings.grpc_port('topology')}"
+    with grpc.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 500 * 1024 * 1024)]
+    ) as ch:
+        stub = topology_pb2_grpc.MerakTopologyServiceStub(ch)
+        try:
+            if not topology_id:
+                listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=10).topologies
+                if len(listed) != 1:
+                    running = ", ".join(t.topology_id for t in listed) or "none"
+                    console.print(f"[red]error:[/red] pick a topology with --topology (running: {running})")
+                    return 2
+                topology_id = listed[0].topology_id
+            info = stub.TopologyHandler(
+                topology_pb2.InternalTopologyInfo(
+                    operation_type=common_pb2.INFO,
+                    config=topology_pb2.InternalTopologyConfiguration(topology_id=topology_id),
+                ),
+                timeout=30,
+            )
+        except grpc.RpcError as exc:
+            console.print(f"[red]error:[/red] topology service at {address}: {exc}")
+            return 1
+    names = [node.name for node in info.compute_nodes]
+    if vhost not in names:
+        console.print(f"[red]error:[/red] no vhost {vhost!r} in topology {topology_id}")
+        return 2
+    if info.compute_nodes[0].dataplane == "fake":
+        console.print("[red]error:[/red] the topology's dataplane is fake: there is nothing to exec into")
+        return 2
+    short = hashlib.sha1(topology_id.encode()).hexdigest()[:6]
+    namespace = f"mk-{short}-{vhost}" if vm == "-" else f"mk-{short}-{names.index(vhost)}-{vm}"
+    if not os.path.exists(f"/run/netns/{namespace}"):
+        console.print(f"[red]error:[/red] {namespace} does not exist (no VM {vm!r} on {vhost}?)")
+        return 2
+    os.execvp("ip", ["ip", "netns", "exec", namespace, *command])  # replaces this process
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script `merak`."""
     parser = argparse.ArgumentParser(prog="merak", description="Merak in Python: local cloud emulator stack")
@@ -93,8 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("status", help="show what runs")
     sub.add_parser("demo", help="bring the stack up and run the end-to-end demo")
+    run = sub.add_parser(
+        "exec", help="run a command inside an emulated VM: merak exec vhost-0 v0-0-0 -- ip addr"
+    )
+    run.add_argument("--topology", default="", help="topology id (default: the only one running)")
+    run.add_argument("vhost")
+    run.add_argument("vm", help='VM name, or "-" for the vhost itself')
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     settings = StackSettings()
+    if args.command == "exec":
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
     if args.command == "down":
         return cmd_down(settings, keep_labs=args.keep_labs)
     commands = {"up": cmd_up, "status": cmd_status, "demo": cmd_demo}

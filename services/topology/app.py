@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from merak.grpcserver import GrpcServer, run_server
 from merak.service import open_redis
+from merak.v1 import topology_pb2
 from services.topology.backends import BackendRegistry
+from services.topology.backends.kubernetes import ImageLookup, KubernetesBackend, KubernetesOptions, Resources
 from services.topology.backends.local import LocalBackend
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
@@ -12,8 +16,8 @@ from services.topology.server import TopologyServicer, registration
 from services.topology.store import TopologyStore
 
 
-def build_backends(settings: TopologySettings) -> BackendRegistry:
-    """Every backend this process can use."""
+def build_backends(settings: TopologySettings, store: TopologyStore | None = None) -> BackendRegistry:
+    """Every backend this process can use; each is built on first use (no cluster needed until then)."""
     registry = BackendRegistry()
     registry.register(
         "local",
@@ -25,14 +29,62 @@ def build_backends(settings: TopologySettings) -> BackendRegistry:
             agent_env={"MERAK_STATE_DIR": str(settings.state_dir), "MERAK_LOG_LEVEL": settings.log_level},
         ),
     )
+    registry.register(
+        "kubernetes",
+        lambda: KubernetesBackend(
+            kubernetes_options(settings), images=_stored_images(store) if store is not None else None
+        ),
+    )
     return registry
+
+
+def kubernetes_options(settings: TopologySettings) -> KubernetesOptions:
+    """The kubernetes backend's options from the `MERAK_KUBERNETES_*` settings."""
+    return KubernetesOptions(
+        kubeconfig=settings.kubeconfig,
+        context=settings.kubernetes_context,
+        namespace_prefix=settings.kubernetes_namespace_prefix,
+        vhost_image=settings.kubernetes_vhost_image,
+        switch_image=settings.kubernetes_switch_image,
+        image_pull_policy=settings.kubernetes_image_pull_policy,
+        vhost_resources=Resources(
+            settings.kubernetes_vhost_cpu,
+            settings.kubernetes_vhost_memory,
+            settings.kubernetes_vhost_cpu_limit,
+            settings.kubernetes_vhost_memory_limit,
+        ),
+        switch_resources=Resources(
+            settings.kubernetes_switch_cpu,
+            settings.kubernetes_switch_memory,
+            settings.kubernetes_switch_cpu_limit,
+            settings.kubernetes_switch_memory_limit,
+        ),
+        agent_env={"MERAK_LOG_LEVEL": settings.log_level, **settings.kubernetes_agent_env},
+        max_vhosts=settings.kubernetes_max_vhosts,
+        ready_timeout=settings.kubernetes_ready_timeout,
+        delete_timeout=settings.kubernetes_delete_timeout,
+        poll_interval=settings.kubernetes_poll_interval,
+        api_workers=settings.kubernetes_api_workers,
+        request_timeout=settings.kubernetes_request_timeout,
+    )
+
+
+def _stored_images(store: TopologyStore) -> ImageLookup:
+    """The `images` of a stored topology config (the backend sees the generated graph, not the request)."""
+
+    async def images(topology_id: str) -> Sequence[topology_pb2.InternalTopologyImage]:
+        record = await store.get(topology_id)
+        return list(record.config.images) if record is not None else []
+
+    return images
 
 
 async def run(settings: TopologySettings) -> None:
     """Serve the topology service until SIGTERM; running topologies stay up across restarts."""
     redis = await open_redis(settings.redis_url)
-    backends = build_backends(settings)
-    manager = TopologyManager(TopologyStore(redis), backends)
+    store = TopologyStore(redis)
+    backends = build_backends(settings, store)
+    manager = TopologyManager(store, backends)
     await manager.resume()
     server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))])
     await run_server(
