@@ -84,7 +84,7 @@ async def run(settings: TopologySettings) -> None:
     redis = await open_redis(settings.redis_url)
     store = TopologyStore(redis)
     backends = build_backends(settings, store)
-    manager = TopologyManager(store, backends)
+    manager = TopologyManager(store, backends, settings.default_backend)
     await manager.resume()
     server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))])
     await run_server(

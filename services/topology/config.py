@@ -14,6 +14,8 @@ class TopologySettings(ServiceSettings):
 
     grpc_port: int = GRPC_PORTS["topology"]
     metrics_port: int = METRICS_PORTS["topology"]
+    # The backend of topologies whose config names none ("local", or "kubernetes" on a cluster).
+    default_backend: str = "local"
     # Where the local backend keeps agent sockets, pid files and logs (default: <state_dir>/run/topologies).
     run_dir: Path | None = None
     # Up to this many vhosts, each vhost gets its own agent inside its namespace; beyond, agents serve groups.

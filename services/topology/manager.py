@@ -51,9 +51,12 @@ class _Entry:
 class TopologyManager:
     """Implements CREATE / INFO / DELETE of topologies over a store and the backends."""
 
-    def __init__(self, store: st.TopologyStore, backends: BackendRegistry) -> None:
+    def __init__(
+        self, store: st.TopologyStore, backends: BackendRegistry, default_backend: str = "local"
+    ) -> None:
         self.store = store
         self.backends = backends
+        self.default_backend = default_backend
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -66,6 +69,8 @@ class TopologyManager:
         self, config: topology_pb2.InternalTopologyConfiguration
     ) -> topology_pb2.ReturnTopologyMessage:
         """Validate, store and start building; returns the vhosts at once (DEPLOYING)."""
+        if not config.backend:
+            config.backend = self.default_backend
         spec = spec_from_proto(config)
         backend = self.backends.get(spec.backend)
         backend.check(spec)
