@@ -1,0 +1,429 @@
+"""`teste2e`: Merak's end-to-end test against a running stack, over the scenario service's gRPC API.
+
+Builds Merak's e2e scenario (by default 5 hosts x 10 VMs, 1 VPC, 1 subnet), deploys topology,
+network and compute with live progress, runs the ping-all test, prints a summary, writes a JSON
+report and tears everything down (unless --keep), checking that nothing is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
+
+console = Console(stderr=True)
+MAX_MESSAGE = 500 * 1024 * 1024
+READY = scenario_pb2.READY
+FAILED = scenario_pb2.FAILED
+
+
+class E2EError(Exception):
+    """A phase failed; the message says which and why."""
+
+
+@dataclass
+class Options:
+    """What to build and where."""
+
+    scenario_address: str = "localhost:40050"
+    topology_address: str = "localhost:40052"
+    hosts: int = 5
+    vms_per_host: int = 10
+    vpcs: int = 1
+    subnets: int = 1
+    vhosts_per_rack: int = 5
+    racks: int = 0
+    ports_per_switch: int = 5
+    backend: str = "local"
+    dataplane: str = "real"
+    plugin: str = "native"
+    alcor_ip: str = ""
+    max_pairs: int = 0
+    keep: bool = False
+    report: Path = Path("teste2e-report.json")
+    timeout: float = 1800.0
+    name: str = ""
+
+
+@dataclass
+class Report:
+    """What happened, for the summary and the JSON report."""
+
+    options: dict[str, Any]
+    ids: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    vms: int = 0
+    vms_done: int = 0
+    test: dict[str, Any] = field(default_factory=dict)
+    teardown: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Everything passed."""
+        return not self.errors
+
+
+def subnet_plan(vpc: int, subnets: int, vms_per_subnet: int) -> list[tuple[str, str]]:
+    """(cidr, gateway) of each subnet of VPC `vpc` (10.<vpc+1>.0.0/16 cut in equal parts)."""
+    bits = math.ceil(math.log2(subnets)) if subnets > 1 else 0
+    prefix = 16 + bits
+    capacity = 2 ** (32 - prefix) - 3  # network, broadcast and gateway
+    if vms_per_subnet > capacity:
+        raise E2EError(f"{vms_per_subnet} VMs per subnet do not fit a /{prefix}; use fewer subnets or VPCs")
+    step = 2 ** (32 - prefix)
+    plan = []
+    for j in range(subnets):
+        base = (10 << 24) | ((vpc + 1) << 16) | (j * step)
+        cidr = f"{base >> 24}.{base >> 16 & 255}.{base >> 8 & 255}.{base & 255}/{prefix}"
+        gateway = f"{base >> 24}.{base >> 16 & 255}.{base >> 8 & 255}.{(base & 255) + 1}"
+        plan.append((cidr, gateway))
+    return plan
+
+
+def build_configs(opts: Options, tag: str) -> dict[str, Any]:
+    """Merak's teste2e configs (merak-reference §7), sized by the options."""
+    racks = opts.racks or math.ceil(opts.hosts / opts.vhosts_per_rack)
+    cidr = "10.200.0.0/16" if opts.hosts < 60_000 else "10.0.0.0/8"
+    topology = scenario_pb2.TopologyConfig(
+        name=f"Top-{tag}", type=topology_pb2.TREE, number_of_vhosts=opts.hosts, number_of_racks=racks,
+        vhosts_per_rack=opts.vhosts_per_rack, ports_per_vswitch=opts.ports_per_switch, data_plane_cidr=cidr,
+        backend=opts.backend, dataplane=opts.dataplane,
+    )  # fmt: skip
+    topology.images.add(id="image-1", name="ACA", registry="meraksim/merak-agent:dev")
+    topology.images.add(id="image-2", name="OVS", registry="yanmo96/ovs_only:latest")
+    total = opts.hosts * opts.vms_per_host
+    per_vpc = total // opts.vpcs
+    network = scenario_pb2.NetworkConfig(
+        name=f"network-{tag}", number_of_vpcs=opts.vpcs, number_of_subnet_per_vpc=opts.subnets,
+        number_of_security_groups=1, plugin=opts.plugin,
+    )  # fmt: skip
+    vpc_infos = []
+    for v in range(opts.vpcs):
+        vpc = scenario_pb2.VpcInfo(
+            tenant_id="123456789",
+            project_id="123456789",
+            vpc_cidr=f"10.{v + 1}.0.0/16",
+            number_of_subnets=opts.subnets,
+        )
+        for cidr_s, gateway in subnet_plan(v, opts.subnets, per_vpc // opts.subnets):
+            vpc.subnet_info.add(
+                subnet_cidr=cidr_s, subnet_gateway=gateway, number_of_vms=per_vpc // opts.subnets
+            )
+        network.vpcs.append(vpc)
+        vpc_infos.append(vpc)
+    network.security_groups.add(name="sg-1", tenant_id="123456789", project_id="123456789")
+    service = scenario_pb2.ServiceConfig(name=f"service-{tag}")
+    if opts.alcor_ip:
+        service.services.add(name="alcorIp", cmd="alcorIp", url=opts.alcor_ip, where_to_run="NETWORK")
+    compute = scenario_pb2.ComputeConfig(
+        name=f"compute-{tag}", number_of_compute_nodes=opts.hosts, number_of_port_per_vm=1,
+        vm_deploy_type=compute_pb2.UNIFORM, scheduler=compute_pb2.SEQUENTIAL, number_of_vm_per_vpc=per_vpc,
+    )  # fmt: skip
+    compute.vpc_info.extend(vpc_infos)
+    test = scenario_pb2.TestConfig(name=f"test-{tag}")
+    test.tests.add(
+        id="test-1", name="pingall", cmd="ping", when_to_run="after:VM_CREATED", where_to_run="AGENT"
+    )
+    return {"topology": topology, "network": network, "service": service, "compute": compute, "test": test}
+
+
+def short_id(topology_id: str) -> str:
+    """The short id in the local backend's namespace names (`mk-<short>-…`)."""
+    return hashlib.sha1(topology_id.encode()).hexdigest()[:6]
+
+
+class Runner:
+    """One teste2e run."""
+
+    def __init__(self, opts: Options, channel: grpc.aio.Channel) -> None:
+        self.opts = opts
+        self.stub = scenario_pb2_grpc.MerakScenarioServiceStub(channel)
+        tag = opts.name or f"e2e-{int(time.time())}-{os.getpid()}"
+        self.report = Report(options={k: str(v) for k, v in vars(opts).items()})
+        self.configs = build_configs(opts, tag)
+        self.scenario_id = ""
+
+    async def run(self) -> Report:
+        """Create, deploy, test; always tear down unless --keep."""
+        try:
+            await self._create()
+            await self._deploy(scenario_pb2.TOPOLOGY, "topology")
+            await self._deploy(scenario_pb2.NETWORK, "network")
+            await self._deploy(scenario_pb2.COMPUTE, "compute")
+            await self._test()
+        except (E2EError, grpc.aio.AioRpcError) as exc:
+            self.report.errors.append(_describe(exc))
+        except asyncio.CancelledError:
+            self.report.errors.append("interrupted")
+            await self._teardown()
+            raise
+        if not self.opts.keep:
+            await self._teardown()
+        return self.report
+
+    async def _create(self) -> None:
+        started = time.perf_counter()
+        ids = self.report.ids
+        ids["topology"] = (await self.stub.CreateTopologyConfig(self.configs["topology"])).id
+        ids["network"] = (await self.stub.CreateNetworkConfig(self.configs["network"])).id
+        ids["service"] = (await self.stub.CreateServiceConfig(self.configs["service"])).id
+        ids["compute"] = (await self.stub.CreateComputeConfig(self.configs["compute"])).id
+        ids["test"] = (await self.stub.CreateTestConfig(self.configs["test"])).id
+        scenario = await self.stub.CreateScenario(
+            scenario_pb2.Scenario(
+                name="scenario-test-1",
+                project_id="123456789",
+                topology_id=ids["topology"],
+                service_config_id=ids["service"],
+                network_config_id=ids["network"],
+                compute_config_id=ids["compute"],
+                test_config_id=ids["test"],
+            )
+        )
+        self.scenario_id = self.report.ids["scenario"] = scenario.id
+        self.report.phases["create configs"] = time.perf_counter() - started
+        console.print(f"scenario [bold]{scenario.id}[/bold] created")
+
+    async def _action(self, service: int, action: int) -> scenario_pb2.ScenarioActionReply:
+        request = scenario_pb2.ScenarioActionRequest(
+            scenario_id=self.scenario_id,
+            service=scenario_pb2.ServiceAction(service_name=service, action=action),  # type: ignore[arg-type]
+        )
+        reply: scenario_pb2.ScenarioActionReply = await self.stub.ScenarioAction(
+            request, timeout=self.opts.timeout
+        )
+        return reply
+
+    async def _deploy(self, service: int, name: str) -> None:
+        started = time.perf_counter()
+        reply = await self._action(service, scenario_pb2.DEPLOY)
+        console.print(f"DEPLOY {name}: {reply.return_message}")
+        if reply.service_status != READY:
+            await self._follow(name)
+        self.report.phases[f"deploy {name}"] = time.perf_counter() - started
+
+    async def _follow(self, name: str) -> None:
+        """Follow the scenario live until the service leaves DEPLOYING; fail if it did not get READY."""
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        status = scenario_pb2.NONE
+        with Progress(*columns, console=console, transient=False) as bars:
+            bar = bars.add_task(name, total=None)
+            stream = self.stub.WatchScenario(
+                scenario_pb2.WatchScenarioRequest(scenario_id=self.scenario_id), timeout=self.opts.timeout
+            )
+            async for progress in stream:
+                status = getattr(progress, f"{name}_status")
+                if name == "topology" and progress.topology.total:
+                    bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
+                elif name == "compute" and progress.compute.total:
+                    done = progress.compute.done
+                    bars.update(bar, total=progress.compute.total, completed=done + progress.compute.error)
+                    self.report.vms, self.report.vms_done = progress.compute.total, done
+        if status != READY:
+            reply = await self._action(
+                {
+                    "topology": scenario_pb2.TOPOLOGY,
+                    "network": scenario_pb2.NETWORK,
+                    "compute": scenario_pb2.COMPUTE,
+                }[name],
+                scenario_pb2.CHECK,
+            )
+            raise E2EError(f"{name} is {scenario_pb2.ServiceStatus.Name(status)}: {reply.return_message}")
+
+    async def _test(self) -> None:
+        started = time.perf_counter()
+        report = await self.stub.RunTest(
+            scenario_pb2.RunTestRequest(scenario_id=self.scenario_id, max_pairs=self.opts.max_pairs),
+            timeout=self.opts.timeout,
+        )
+        self.report.phases["ping test"] = time.perf_counter() - started
+        self.report.test = json_format.MessageToDict(report, preserving_proto_field_name=True)
+        console.print(f"ping-all: {report.return_message}")
+        if report.failed or report.isolation_violated:
+            for pair in list(report.failures)[:10] + list(report.isolation_violations)[:10]:
+                console.print(f"  [red]{pair.src_vm}@{pair.src_vhost} → {pair.dst_ip}[/red]: {pair.reason}")
+            raise E2EError(
+                f"ping test: {report.failed} pairs failed, {report.isolation_violated} isolation violations"
+            )
+        if not report.pairs_tried:
+            raise E2EError("ping test: no pair was tried")
+
+    async def _teardown(self) -> None:
+        if not self.scenario_id:
+            return
+        started = time.perf_counter()
+        try:
+            await self.stub.DeleteScenario(
+                scenario_pb2.DeleteScenarioRequest(id=self.scenario_id, teardown=True),
+                timeout=self.opts.timeout,
+            )
+            for kind, method in (("topology", "DeleteTopologyConfig"), ("network", "DeleteNetworkConfig"),
+                                 ("service", "DeleteServiceConfig"), ("compute", "DeleteComputeConfig"),
+                                 ("test", "DeleteTestConfig")):  # fmt: skip
+                await getattr(self.stub, method)(scenario_pb2.DeleteRequest(id=self.report.ids[kind]))
+        except grpc.aio.AioRpcError as exc:
+            self.report.errors.append(f"teardown: {_describe(exc)}")
+        self.report.phases["teardown"] = time.perf_counter() - started
+        self.report.teardown = await self._leftovers()
+        if any(self.report.teardown.values()):
+            self.report.errors.append(f"left behind: {self.report.teardown}")
+        else:
+            console.print("teardown verified: nothing left")
+
+    async def _leftovers(self) -> dict[str, Any]:
+        """What is still there after the teardown: the topology (asked of its service) and namespaces."""
+        topology_id = self.report.ids.get("topology", "")
+        left: dict[str, Any] = {}
+        try:
+            async with grpc.aio.insecure_channel(self.opts.topology_address) as channel:
+                listed = await topology_pb2_grpc.MerakTopologyServiceStub(channel).ListTopologies(
+                    topology_pb2.ListTopologiesRequest(), timeout=30
+                )
+            left["topologies"] = [t.topology_id for t in listed.topologies if t.topology_id == topology_id]
+        except grpc.aio.AioRpcError as exc:
+            console.print(
+                f"[yellow]could not ask the topology service ({exc.code().name}); not checked[/yellow]"
+            )
+        if topology_id:
+            left["namespaces"] = await asyncio.to_thread(local_namespaces, topology_id)
+        return {k: v for k, v in left.items() if v}
+
+
+def local_namespaces(topology_id: str) -> list[str]:
+    """Namespaces of the topology on this machine (the local backend), if any are left."""
+    if not os.path.isdir("/run/netns"):
+        return []
+    prefix = f"mk-{short_id(topology_id)}-"
+    return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))[:10]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
+
+
+def print_summary(report: Report) -> None:
+    """Phase durations, VMs/s, ping pairs."""
+    table = Table(title="teste2e summary")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for phase, seconds in report.phases.items():
+        table.add_row(phase, f"{seconds:.1f}")
+    console.print(table)
+    compute = report.phases.get("deploy compute")
+    if compute and report.vms_done:
+        console.print(
+            f"VMs: {report.vms_done} of {report.vms} created, {report.vms_done / compute:.0f} VMs/s"
+        )
+    if report.test:
+        test = report.test
+        console.print(
+            f"ping pairs: {test.get('passed', 0)} passed, {test.get('failed', 0)} failed of "
+            f"{test.get('pairs_tried', 0)} tried; isolation held for {test.get('isolation_held', 0)} of "
+            f"{test.get('isolation_pairs_tried', 0)} cross-VPC pairs; "
+            f"RTT p50 {test.get('rtt_p50_ms', 0):.2f} ms, p99 {test.get('rtt_p99_ms', 0):.2f} ms"
+        )
+    for error in report.errors:
+        console.print(f"[red]FAILED[/red] {error}")
+    if report.ok:
+        console.print("[green]teste2e passed[/green]")
+
+
+def parse(argv: list[str] | None) -> Options:
+    """Command line → options."""
+    parser = argparse.ArgumentParser(prog="teste2e", description=__doc__)
+    defaults = Options()
+    parser.add_argument("--scenario-address", default=defaults.scenario_address)
+    parser.add_argument(
+        "--topology-address", default=defaults.topology_address, help="to verify the teardown"
+    )
+    parser.add_argument("--hosts", type=int, default=defaults.hosts)
+    parser.add_argument("--vms-per-host", type=int, default=defaults.vms_per_host)
+    parser.add_argument("--vpcs", type=int, default=defaults.vpcs)
+    parser.add_argument("--subnets", type=int, default=defaults.subnets, help="subnets per VPC")
+    parser.add_argument("--racks", type=int, default=defaults.racks, help="0: as many as needed")
+    parser.add_argument("--vhosts-per-rack", type=int, default=defaults.vhosts_per_rack)
+    parser.add_argument("--ports-per-switch", type=int, default=defaults.ports_per_switch)
+    parser.add_argument("--backend", default=defaults.backend, choices=["local", "kubernetes"])
+    parser.add_argument("--dataplane", default=defaults.dataplane, choices=["real", "fake"])
+    parser.add_argument("--plugin", default=defaults.plugin, choices=["native", "alcor"])
+    parser.add_argument("--alcor-ip", default="", help="Alcor's address (with --plugin alcor)")
+    parser.add_argument("--max-pairs", type=int, default=0, help="ping sample size (0: every pair)")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up")
+    parser.add_argument("--report", type=Path, default=defaults.report, help="JSON report path")
+    parser.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds per phase")
+    parser.add_argument("--name", default="", help="name tag of the configs")
+    args = parser.parse_args(argv)
+    if (
+        min(
+            args.hosts,
+            args.vms_per_host,
+            args.vpcs,
+            args.subnets,
+            args.vhosts_per_rack,
+            args.ports_per_switch,
+        )
+        < 1
+    ):
+        parser.error("counts must be at least 1")
+    if args.hosts * args.vms_per_host % args.vpcs:
+        parser.error("hosts x vms-per-host must divide evenly among the VPCs")
+    return Options(**{k: v for k, v in vars(args).items()})
+
+
+async def main_async(opts: Options) -> Report:
+    """Run with Ctrl-C tearing down what was created."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+    ]
+    async with grpc.aio.insecure_channel(opts.scenario_address, options=options) as channel:
+        runner = Runner(opts, channel)
+        task = asyncio.create_task(runner.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return runner.report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `teste2e`; exit 0 only when every phase passed and nothing was left behind."""
+    opts = parse(argv)
+    report = asyncio.run(main_async(opts))
+    opts.report.write_text(json.dumps(vars(report) | {"ok": report.ok}, indent=2, default=str))
+    print_summary(report)
+    console.print(f"report: {opts.report}")
+    if opts.keep and report.ok:
+        console.print(
+            f"lab kept (scenario {report.ids.get('scenario')}); look around: `ip netns list`, "
+            f"`merak exec vhost-0 v0-0-0 -- ip addr`; tear it down with "
+            f'grpcurl -plaintext -d \'{{"id":"{report.ids.get("scenario")}","teardown":true}}\' '
+            f"{opts.scenario_address} scenario.MerakScenarioService/DeleteScenario"
+        )
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+"""The connectivity test (Merak's `pingall`): VMs ping each other through the agents; VPCs stay isolated."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from prometheus_client import Counter
+
+from merak.errors import FailedPrecondition, InvalidArgument
+from merak.logs import get_logger
+from merak.v1 import agent_pb2, common_pb2, scenario_pb2
+from services.scenario.clients import AgentChannels, ServiceError
+
+log = get_logger(__name__)
+
+TEST_PAIRS = Counter(
+    "merak_scenario_test_pairs_total",
+    "Pairs tried by connectivity tests: kind connectivity or isolation, result as expected or not.",
+    ["kind", "result"],
+)
+
+DEFAULT_TEST_NAME = "pingall"
+# Merak's agents listen here when a compute node names only its pod IP.
+AGENT_PORT = 40054
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Vm:
+    """A VM found through its agent."""
+
+    vhost: str
+    name: str
+    ip: str
+    vpc_id: str
+    endpoint: str
+
+
+@dataclass
+class Sample:
+    """The pairs to try: same-VPC pairs (expected to pass) and cross-VPC pairs (expected to fail)."""
+
+    connectivity: list[Pair] = field(default_factory=list)
+    isolation: list[Pair] = field(default_factory=list)
+    connectivity_total: int = 0
+    isolation_total: int = 0
+
+
+class _Groups:
+    """VM indexes by VPC, by vhost and by both; and each VPC's addresses."""
+
+    def __init__(self, vms: Sequence[Vm]) -> None:
+        self.vms = vms
+        self.by_vpc: dict[str, list[int]] = defaultdict(list)
+        self.by_host: dict[str, list[int]] = defaultdict(list)
+        self.by_vpc_host: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.ips_by_vpc: dict[str, set[str]] = defaultdict(set)
+        for i, vm in enumerate(vms):
+            self.by_vpc[vm.vpc_id].append(i)
+            self.by_host[vm.vhost].append(i)
+            self.by_vpc_host[(vm.vpc_id, vm.vhost)].append(i)
+            self.ips_by_vpc[vm.vpc_id].add(vm.ip)
+
+    def ambiguous(self, src: int, dst: int) -> bool:
+        """A cross-VPC destination whose address also exists in the source's VPC reaches that VM instead."""
+        return self.vms[dst].ip in self.ips_by_vpc[self.vms[src].vpc_id]
+
+    def same_host(self, src: int, dst: int) -> bool:
+        """Both VMs sit on one vhost."""
+        return self.vms[src].vhost == self.vms[dst].vhost
+
+
+@dataclass(frozen=True)
+class _PairClass:
+    """One class of pairs: how many there are, how to draw one at random, how to list them all."""
+
+    count: int
+    draw: Callable[[random.Random], Pair | None]
+    every: Callable[[], Iterator[Pair]]
+
+
+def _classes(groups: _Groups) -> tuple[_PairClass, _PairClass, _PairClass, _PairClass]:
+    """Same VPC across hosts, same VPC on one host, across VPCs and hosts, across VPCs on one host."""
+    vms = groups.vms
+    n = len(vms)
+    same_vpc = sum(len(g) * (len(g) - 1) for g in groups.by_vpc.values())
+    same_vpc_host = sum(len(g) * (len(g) - 1) for g in groups.by_vpc_host.values())
+    same_host = sum(len(g) * (len(g) - 1) for g in groups.by_host.values())
+    cross_vpc_same_host = same_host - same_vpc_host
+    cross_vpc_cross_host = n * (n - 1) - same_vpc - cross_vpc_same_host
+
+    def draw_vpc_cross_host(rng: random.Random) -> Pair | None:
+        src = rng.randrange(n)
+        dst = rng.choice(groups.by_vpc[vms[src].vpc_id])
+        return (src, dst) if not groups.same_host(src, dst) else None
+
+    def every_vpc_cross_host() -> Iterator[Pair]:
+        for src, vm in enumerate(vms):
+            yield from ((src, d) for d in groups.by_vpc[vm.vpc_id] if not groups.same_host(src, d))
+
+    def draw_vpc_same_host(rng: random.Random) -> Pair | None:
+        src = rng.randrange(n)
+        dst = rng.choice(groups.by_vpc_host[(vms[src].vpc_id, vms[src].vhost)])
+        return (src, dst) if dst != src else None
+
+    def every_vpc_same_host() -> Iterator[Pair]:
+        for src, vm in enumerate(vms):
+            yield from ((src, d) for d in groups.by_vpc_host[(vm.vpc_id, vm.vhost)] if d != src)
+
+    def draw_cross_vpc_cross_host(rng: random.Random) -> Pair | None:
+        src, dst = rng.randrange(n), rng.randrange(n)
+        if vms[src].vpc_id == vms[dst].vpc_id or groups.same_host(src, dst) or groups.ambiguous(src, dst):
+            return None
+        return src, dst
+
+    def every_cross_vpc_cross_host() -> Iterator[Pair]:
+        for src, vm in enumerate(vms):
+            for vpc, members in groups.by_vpc.items():
+                if vpc != vm.vpc_id:
+                    yield from (
+                        (src, d)
+                        for d in members
+                        if not groups.same_host(src, d) and not groups.ambiguous(src, d)
+                    )
+
+    def draw_cross_vpc_same_host(rng: random.Random) -> Pair | None:
+        src = rng.randrange(n)
+        dst = rng.choice(groups.by_host[vms[src].vhost])
+        if vms[src].vpc_id == vms[dst].vpc_id or groups.ambiguous(src, dst):
+            return None
+        return src, dst
+
+    def every_cross_vpc_same_host() -> Iterator[Pair]:
+        for src, vm in enumerate(vms):
+            yield from (
+                (src, d)
+                for d in groups.by_host[vm.vhost]
+                if vms[d].vpc_id != vm.vpc_id and not groups.ambiguous(src, d)
+            )
+
+    return (
+        _PairClass(same_vpc - same_vpc_host, draw_vpc_cross_host, every_vpc_cross_host),
+        _PairClass(same_vpc_host, draw_vpc_same_host, every_vpc_same_host),
+        _PairClass(cross_vpc_cross_host, draw_cross_vpc_cross_host, every_cross_vpc_cross_host),
+        _PairClass(cross_vpc_same_host, draw_cross_vpc_same_host, every_cross_vpc_same_host),
+    )
+
+
+def _take(rng: random.Random, pairs: _PairClass, wanted: int) -> list[Pair]:
+    """Up to `wanted` distinct pairs of a class, at random (all of them when there are no more)."""
+    if wanted <= 0 or pairs.count == 0:
+        return []
+    if wanted >= pairs.count:
+        return list(pairs.every())
+    if 2 * wanted >= pairs.count:
+        # Few enough to list; drawing at random would mostly hit pairs already taken.
+        return rng.sample(list(pairs.every()), min(wanted, pairs.count))
+    taken: set[Pair] = set()
+    attempts = 100 * wanted + 1000
+    while len(taken) < wanted and attempts > 0:
+        attempts -= 1
+        pair = pairs.draw(rng)
+        if pair is not None:
+            taken.add(pair)
+    return sorted(taken)
+
+
+def sample_pairs(vms: Sequence[Vm], max_pairs: int, seed: int, limit: int) -> Sample:
+    """The pairs to try: all of them, or a sample (the same for the same seed) when `max_pairs` is lower.
+
+    The sample splits `max_pairs` between same-VPC and cross-VPC pairs in proportion (at least one
+    cross-VPC pair when there are any), and prefers pairs across vhosts, which go through the overlay.
+    """
+    groups = _Groups(vms)
+    cross_host, same_host, iso_cross, iso_same = _classes(groups)
+    conn_total = cross_host.count + same_host.count
+    iso_total = iso_cross.count + iso_same.count
+    total = conn_total + iso_total
+    sample = Sample(connectivity_total=conn_total, isolation_total=iso_total)
+    if max_pairs == 0 or max_pairs >= total:
+        if total > limit:
+            raise InvalidArgument(
+                "max_pairs",
+                f"{len(vms)} VMs make {total} pairs, more than {limit}; give max_pairs to take a sample",
+            )
+        sample.connectivity = sorted([*cross_host.every(), *same_host.every()])
+        sample.isolation = sorted([*iso_cross.every(), *iso_same.every()])
+        return sample
+    iso_budget = round(max_pairs * iso_total / total)
+    if iso_total and not iso_budget and max_pairs >= 2:
+        iso_budget = 1
+    conn_budget = max_pairs - iso_budget
+    # Whatever one kind cannot use goes to the other.
+    if conn_budget > conn_total:
+        iso_budget, conn_budget = iso_budget + conn_budget - conn_total, conn_total
+    if iso_budget > iso_total:
+        conn_budget, iso_budget = conn_budget + iso_budget - iso_total, iso_total
+    rng = random.Random(seed)
+    across = _take(rng, cross_host, conn_budget)
+    sample.connectivity = sorted(across + _take(rng, same_host, conn_budget - len(across)))
+    iso_across = _take(rng, iso_cross, iso_budget)
+    sample.isolation = sorted(iso_across + _take(rng, iso_same, iso_budget - len(iso_across)))
+    return sample
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of sorted values (0 for none)."""
+    if not ordered:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def name_of_test(test_config: scenario_pb2.TestConfig | None) -> str:
+    """The test of the test config this run stands for: the first ping test, else Merak's "pingall"."""
+    if test_config is not None:
+        for test in test_config.tests:
+            if "ping" in f"{test.name} {test.cmd}".lower():
+                return test.name or DEFAULT_TEST_NAME
+    return DEFAULT_TEST_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    dst: int
+    ok: bool
+    rtt_ms: float
+    error: str
+
+
+@dataclass(frozen=True)
+class PingOptions:
+    """How a run pings: echo timeout, same-VPC retry window, agent calls in flight, failures listed."""
+
+    max_pairs: int
+    seed: int
+    timeout: float
+    retry: float
+    concurrency: int
+    listed_failures: int
+    pair_limit: int
+    call_timeout: float
+
+
+class ConnectivityTest:
+    """One run: find the VMs through the agents, ping the sampled pairs grouped by source VM, report."""
+
+    def __init__(self, options: PingOptions) -> None:
+        self.options = options
+
+    async def run(
+        self,
+        scenario: scenario_pb2.Scenario,
+        test_config: scenario_pb2.TestConfig | None,
+        nodes: Sequence[common_pb2.InternalComputeInfo],
+    ) -> scenario_pb2.TestReport:
+        """Ping and report; agents that fail count as failed pairs, not as a failed RPC."""
+        started = time.monotonic()
+        options = self.options
+        semaphore = asyncio.Semaphore(max(1, options.concurrency))
+        async with AgentChannels() as agents:
+            listed = await asyncio.gather(*(self._list_vms(agents, semaphore, node) for node in nodes))
+            dataplane = next((d for d, _ in listed if d), "")
+            found = [vm for _, vms in listed for vm in vms]
+            vms = [vm for vm in found if vm.ip]
+            sample = sample_pairs(vms, options.max_pairs, options.seed, options.pair_limit)
+            conn_by_src: dict[int, list[int]] = defaultdict(list)
+            iso_by_src: dict[int, list[int]] = defaultdict(list)
+            for src, dst in sample.connectivity:
+                conn_by_src[src].append(dst)
+            for src, dst in sample.isolation:
+                iso_by_src[src].append(dst)
+            # Isolation pairs get one try: a fresh port that is late would pass, not fail.
+            calls = [
+                self._ping(
+                    agents=agents, semaphore=semaphore, vms=vms, src=src, dsts=dsts, retry=options.retry
+                )
+                for src, dsts in conn_by_src.items()
+            ] + [
+                self._ping(agents=agents, semaphore=semaphore, vms=vms, src=src, dsts=dsts, retry=0.0)
+                for src, dsts in iso_by_src.items()
+            ]
+            outcomes = await asyncio.gather(*calls)
+        conn_results = outcomes[: len(conn_by_src)]
+        iso_results = outcomes[len(conn_by_src) :]
+        report = scenario_pb2.TestReport(
+            scenario_id=scenario.id,
+            test_config_id=scenario.test_config_id,
+            test_name=name_of_test(test_config),
+            dataplane=dataplane,
+            vhosts=len(nodes),
+            vms=len(found),
+            vms_without_address=len(found) - len(vms),
+            pairs_total=sample.connectivity_total,
+            pairs_tried=len(sample.connectivity),
+            cross_host_pairs=sum(1 for s, d in sample.connectivity if vms[s].vhost != vms[d].vhost),
+            isolation_pairs_total=sample.isolation_total,
+            isolation_pairs_tried=len(sample.isolation),
+            seed=options.seed,
+        )
+        rtts: list[float] = []
+        failures: list[scenario_pb2.PairResult] = []
+        violations: list[scenario_pb2.PairResult] = []
+        for src, results in zip(conn_by_src, conn_results, strict=True):
+            for outcome in results:
+                if outcome.ok:
+                    report.passed += 1
+                    rtts.append(outcome.rtt_ms)
+                else:
+                    report.failed += 1
+                    failures.append(_pair(vms, src, outcome, outcome.error or "no reply"))
+        for src, results in zip(iso_by_src, iso_results, strict=True):
+            for outcome in results:
+                if outcome.ok:
+                    report.isolation_violated += 1
+                    violations.append(_pair(vms, src, outcome, "reached a VM of another VPC"))
+                else:
+                    report.isolation_held += 1
+        listed_failures = options.listed_failures
+        report.failures.extend(sorted(failures, key=_pair_key)[:listed_failures])
+        report.isolation_violations.extend(sorted(violations, key=_pair_key)[:listed_failures])
+        rtts.sort()
+        report.rtt_p50_ms = round(percentile(rtts, 50), 3)
+        report.rtt_p90_ms = round(percentile(rtts, 90), 3)
+        report.rtt_p99_ms = round(percentile(rtts, 99), 3)
+        report.rtt_max_ms = round(rtts[-1], 3) if rtts else 0.0
+        report.elapsed_seconds = round(time.monotonic() - started, 3)
+        report.return_message = (
+            f"{report.test_name}: {report.passed} of {report.pairs_tried} pairs passed "
+            f"({report.cross_host_pairs} across vhosts); isolation held for {report.isolation_held} of "
+            f"{report.isolation_pairs_tried} pairs"
+        )
+        TEST_PAIRS.labels("connectivity", "passed").inc(report.passed)
+        TEST_PAIRS.labels("connectivity", "failed").inc(report.failed)
+        TEST_PAIRS.labels("isolation", "held").inc(report.isolation_held)
+        TEST_PAIRS.labels("isolation", "violated").inc(report.isolation_violated)
+        log.info(
+            "connectivity_test_done",
+            scenario_id=scenario.id,
+            vms=report.vms,
+            pairs=report.pairs_tried,
+            passed=report.passed,
+            failed=report.failed,
+            isolation_held=report.isolation_held,
+            isolation_violated=report.isolation_violated,
+            elapsed_seconds=report.elapsed_seconds,
+        )
+        return report
+
+    async def _list_vms(
+        self, agents: AgentChannels, semaphore: asyncio.Semaphore, node: common_pb2.InternalComputeInfo
+    ) -> tuple[str, list[Vm]]:
+        endpoint = node.agent_endpoint or (f"{node.container_ip}:{AGENT_PORT}" if node.container_ip else "")
+        if not endpoint:
+            raise FailedPrecondition(f"vhost {node.name!r} has no agent endpoint; CHECK topology")
+        async with semaphore:
+            try:
+                reply = await agents.stub(endpoint).ListVms(
+                    agent_pb2.ListVmsRequest(vhost=node.name), timeout=self.options.call_timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise ServiceError(
+                    "agent",
+                    exc.code(),
+                    f"agent of vhost {node.name!r} at {endpoint}: {exc.code().name}: {exc.details()}",
+                ) from None
+        return reply.dataplane, [Vm(node.name, vm.name, vm.ip, vm.vpc_id, endpoint) for vm in reply.vms]
+
+    async def _ping(
+        self,
+        *,
+        agents: AgentChannels,
+        semaphore: asyncio.Semaphore,
+        vms: Sequence[Vm],
+        src: int,
+        dsts: Sequence[int],
+        retry: float,
+    ) -> list[_Outcome]:
+        source = vms[src]
+        destinations = list(dict.fromkeys(vms[d].ip for d in dsts))
+        request = agent_pb2.PingRequest(
+            vhost=source.vhost,
+            vm=source.name,
+            destinations=destinations,
+            timeout_seconds=self.options.timeout,
+            retry_seconds=retry,
+        )
+        # The agent retries for `retry` seconds, then waits for the last echo.
+        deadline = retry + 2 * self.options.timeout + 30
+        async with semaphore:
+            try:
+                reply = await agents.stub(source.endpoint).Ping(request, timeout=deadline)
+            except grpc.aio.AioRpcError as exc:
+                reason = f"agent of vhost {source.vhost!r}: {exc.code().name}: {exc.details()}"
+                return [_Outcome(d, False, 0.0, reason) for d in dsts]
+        by_ip = {r.destination: r for r in reply.results}
+        outcomes = []
+        for d in dsts:
+            result = by_ip.get(vms[d].ip)
+            if result is None:
+                outcomes.append(_Outcome(d, False, 0.0, "the agent returned no result"))
+            else:
+                outcomes.append(_Outcome(d, result.ok, result.rtt_ms, result.error))
+        return outcomes
+
+
+def _pair(vms: Sequence[Vm], src: int, outcome: _Outcome, reason: str) -> scenario_pb2.PairResult:
+    s, d = vms[src], vms[outcome.dst]
+    return scenario_pb2.PairResult(
+        src_vhost=s.vhost,
+        src_vm=s.name,
+        src_ip=s.ip,
+        src_vpc_id=s.vpc_id,
+        dst_vhost=d.vhost,
+        dst_vm=d.name,
+        dst_ip=d.ip,
+        dst_vpc_id=d.vpc_id,
+        reason=reason,
+        rtt_ms=outcome.rtt_ms,
+    )
+
+
+def _pair_key(pair: scenario_pb2.PairResult) -> tuple[str, str, str, str]:
+    return pair.src_vhost, pair.src_vm, pair.dst_vhost, pair.dst_vm

@@ -1,0 +1,234 @@
+"""Early checks of configs and scenarios; each error names its field. Deep checks stay with the services."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from merak.errors import InvalidArgument
+from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
+from services.scenario.models import (
+    COMPUTE_CONFIG,
+    NETWORK_CONFIG,
+    REFERENCE_FIELDS,
+    SCENARIO,
+    TOPOLOGY_CONFIG,
+    Kind,
+    deploy_type,
+)
+
+MAX_ID = 64
+_ID = re.compile(r"[A-Za-z0-9._-]+")
+BACKENDS = ("local", "kubernetes")
+DATAPLANES = ("real", "fake")
+PLUGINS = ("native", "alcor")
+# Merak sends one port per VM, and so does compute.
+MAX_PORTS_PER_VM = 1
+
+
+def check_id(field: str, value: str) -> None:
+    """Ids become keys and names elsewhere (topology ids, workflow ids): [A-Za-z0-9._-], at most 64."""
+    if len(value) > MAX_ID:
+        raise InvalidArgument(field, f"at most {MAX_ID} characters, got {len(value)}")
+    if not _ID.fullmatch(value):
+        raise InvalidArgument(field, f"only letters, digits, '.', '_' and '-' allowed: {value!r}")
+
+
+def validate(kind: Kind[Any], entity: Any) -> None:
+    """Raise InvalidArgument naming the first bad field of an entity about to be stored."""
+    if kind is TOPOLOGY_CONFIG:
+        topology_config(entity)
+    elif kind is NETWORK_CONFIG:
+        network_config(entity)
+    elif kind is COMPUTE_CONFIG:
+        compute_config(entity)
+    elif kind is SCENARIO:
+        scenario(entity)
+
+
+def _enum_name(enum: Any, value: int) -> str | None:
+    try:
+        name: str = enum.Name(value)
+    except ValueError:
+        return None
+    return name
+
+
+def _cidr(field: str, text: str, *, strict: bool) -> ipaddress.IPv4Network:
+    example = "e.g. 10.1.0.0/16"
+    if "/" not in text:
+        raise InvalidArgument(field, f"{text!r} is not a CIDR ({example})")
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=strict)
+    except ValueError as exc:
+        raise InvalidArgument(field, f"{text!r} is not a valid CIDR: {exc}") from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise InvalidArgument(field, f"{text!r}: only IPv4 is supported")
+    return network
+
+
+def _ipv4(field: str, text: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        raise InvalidArgument(field, f"{text!r} is not an IPv4 address") from None
+
+
+def topology_config(config: scenario_pb2.TopologyConfig) -> None:
+    """Counts Merak needs, the data-plane CIDR, the backend and data plane, custom nodes and links."""
+    if _enum_name(topology_pb2.TopologyType, config.type) is None:
+        known = ", ".join(topology_pb2.TopologyType.keys())
+        raise InvalidArgument("type", f"unknown topology type {int(config.type)}; known: {known}")
+    if config.backend and config.backend not in BACKENDS:
+        raise InvalidArgument("backend", f"unknown backend {config.backend!r}; known: {', '.join(BACKENDS)}")
+    if config.dataplane and config.dataplane not in DATAPLANES:
+        raise InvalidArgument("dataplane", f"must be 'real' or 'fake', got {config.dataplane!r}")
+    for i, ip in enumerate(config.control_plane_gateway_ips):
+        _ipv4(f"control_plane_gateway_ips[{i}]", ip)
+    cidr = _cidr("data_plane_cidr", config.data_plane_cidr, strict=False) if config.data_plane_cidr else None
+    if config.type == topology_pb2.CUSTOM:
+        _custom_nodes(config)
+        return
+    if config.number_of_vhosts < 1:
+        raise InvalidArgument("number_of_vhosts", "must be at least 1")
+    if cidr is None:
+        raise InvalidArgument("data_plane_cidr", "required (e.g. 10.200.0.0/16)")
+    # The network and broadcast addresses are not given to vhosts.
+    capacity = max(cidr.num_addresses - 2, 0)
+    if capacity < config.number_of_vhosts:
+        raise InvalidArgument(
+            "data_plane_cidr",
+            f"{cidr} holds {capacity} vhost addresses, but number_of_vhosts is {config.number_of_vhosts}",
+        )
+    if config.type == topology_pb2.TREE:
+        if config.vhosts_per_rack < 1:
+            raise InvalidArgument("vhosts_per_rack", "must be at least 1 for a TREE topology")
+        if config.ports_per_vswitch < 2:
+            raise InvalidArgument("ports_per_vswitch", "must be at least 2 for a TREE topology")
+
+
+def _custom_nodes(config: scenario_pb2.TopologyConfig) -> None:
+    names: set[str] = set()
+    for i, vnode in enumerate(config.vnodes):
+        if not vnode.name:
+            raise InvalidArgument(f"vnodes[{i}].name", "required")
+        if vnode.name in names:
+            raise InvalidArgument(f"vnodes[{i}].name", f"duplicate vnode {vnode.name!r}")
+        names.add(vnode.name)
+        if _enum_name(topology_pb2.VNodeType, vnode.type) is None:
+            raise InvalidArgument(f"vnodes[{i}].type", f"unknown vnode type {int(vnode.type)}")
+        for k, nic in enumerate(vnode.nics):
+            if nic.ip:
+                address = nic.ip.partition("/")[0]
+                _ipv4(f"vnodes[{i}].nics[{k}].ip", address)
+    if not any(v.type == topology_pb2.VHOST for v in config.vnodes):
+        raise InvalidArgument("vnodes", "a CUSTOM topology needs at least one VHOST vnode")
+    for i, vlink in enumerate(config.vlinks):
+        for end in ("src", "dst"):
+            name = getattr(vlink, end)
+            if name not in names:
+                raise InvalidArgument(f"vlinks[{i}].{end}", f"unknown vnode {name!r}")
+
+
+def network_config(config: scenario_pb2.NetworkConfig) -> None:
+    """At least one VPC; CIDRs well formed, subnets inside their VPC and apart, gateways inside subnets."""
+    if config.plugin and config.plugin.lower() not in PLUGINS:
+        raise InvalidArgument("plugin", f"unknown plugin {config.plugin!r}; known: {', '.join(PLUGINS)}")
+    if not config.vpcs:
+        raise InvalidArgument("vpcs", "at least one VPC is required")
+    _vpcs("vpcs", config.vpcs, cidr_required=True)
+    for i, group in enumerate(config.security_groups):
+        for k, rule in enumerate(group.rules):
+            field = f"security_groups[{i}].rules[{k}]"
+            if rule.direction and rule.direction.lower() not in ("ingress", "egress"):
+                raise InvalidArgument(f"{field}.direction", f"{rule.direction!r} is not ingress or egress")
+            if rule.remote_ip_prefix:
+                try:
+                    ipaddress.ip_network(rule.remote_ip_prefix.strip(), strict=False)
+                except ValueError:
+                    raise InvalidArgument(
+                        f"{field}.remote_ip_prefix", f"{rule.remote_ip_prefix!r} is not a CIDR"
+                    ) from None
+
+
+def _vpcs(field: str, vpcs: Sequence[scenario_pb2.VpcInfo], *, cidr_required: bool) -> None:
+    for i, vpc in enumerate(vpcs):
+        where = f"{field}[{i}]"
+        if not vpc.vpc_cidr and not cidr_required:
+            continue
+        if not vpc.vpc_cidr:
+            raise InvalidArgument(f"{where}.vpc_cidr", "required (e.g. 10.1.0.0/16)")
+        vpc_cidr = _cidr(f"{where}.vpc_cidr", vpc.vpc_cidr, strict=True)
+        subnets: list[ipaddress.IPv4Network] = []
+        for j, subnet in enumerate(vpc.subnet_info):
+            sfield = f"{where}.subnet_info[{j}]"
+            if not subnet.subnet_cidr:
+                raise InvalidArgument(f"{sfield}.subnet_cidr", "required")
+            network = _cidr(f"{sfield}.subnet_cidr", subnet.subnet_cidr, strict=True)
+            if not network.subnet_of(vpc_cidr):
+                raise InvalidArgument(
+                    f"{sfield}.subnet_cidr", f"{network} is outside the VPC CIDR {vpc_cidr}"
+                )
+            for k, other in enumerate(subnets):
+                if network.overlaps(other):
+                    raise InvalidArgument(
+                        f"{sfield}.subnet_cidr", f"{network} overlaps subnet_info[{k}] ({other})"
+                    )
+            subnets.append(network)
+            if subnet.subnet_gateway:
+                gateway = _ipv4(f"{sfield}.subnet_gateway", subnet.subnet_gateway)
+                if gateway not in network or gateway in (network.network_address, network.broadcast_address):
+                    raise InvalidArgument(
+                        f"{sfield}.subnet_gateway", f"{gateway} is not a host address of {network}"
+                    )
+
+
+def compute_config(config: scenario_pb2.ComputeConfig) -> None:
+    """Deploy type and scheduler known; the counts Merak needs; RPS rate; ASSIGN's VMs per host."""
+    if _enum_name(compute_pb2.VMDeployType, config.vm_deploy_type) is None:
+        known = ", ".join(compute_pb2.VMDeployType.keys())
+        raise InvalidArgument(
+            "vm_deploy_type", f"unknown deploy type {int(config.vm_deploy_type)}; known: {known}"
+        )
+    if _enum_name(compute_pb2.VMScheduleType, config.scheduler) is None:
+        known = ", ".join(compute_pb2.VMScheduleType.keys())
+        raise InvalidArgument("scheduler", f"unknown scheduler {int(config.scheduler)}; known: {known}")
+    if config.number_of_port_per_vm > MAX_PORTS_PER_VM:
+        raise InvalidArgument(
+            "number_of_port_per_vm",
+            f"at most {MAX_PORTS_PER_VM} port per VM is supported, got {config.number_of_port_per_vm}",
+        )
+    if config.rps < 0:
+        raise InvalidArgument("rps", f"must not be negative, got {config.rps}")
+    if config.scheduler == compute_pb2.RPS and config.rps <= 0:
+        raise InvalidArgument("rps", "the RPS scheduler needs a target rate above 0 (VMs per second)")
+    nodes = config.number_of_compute_nodes
+    kind = deploy_type(config)
+    if kind == compute_pb2.ASSIGN:
+        if not any(config.vms_per_host):
+            raise InvalidArgument("vms_per_host", "every entry is 0: no VM to create")
+        if nodes and len(config.vms_per_host) != nodes:
+            raise InvalidArgument(
+                "vms_per_host", f"{len(config.vms_per_host)} entries, but number_of_compute_nodes is {nodes}"
+            )
+    else:
+        if config.number_of_vm_per_vpc < 1:
+            name = compute_pb2.VMDeployType.Name(kind)
+            raise InvalidArgument("number_of_vm_per_vpc", f"must be at least 1 for {name}")
+        if nodes and config.number_of_vm_per_vpc < nodes:
+            raise InvalidArgument(
+                "number_of_vm_per_vpc",
+                f"{config.number_of_vm_per_vpc} VMs per VPC over {nodes} compute nodes is 0 per node",
+            )
+    _vpcs("vpc_info", config.vpc_info, cidr_required=False)
+
+
+def scenario(entity: scenario_pb2.Scenario) -> None:
+    """A scenario names its five configs (that they exist is checked where it is stored)."""
+    for field, _kind in REFERENCE_FIELDS:
+        value = getattr(entity, field)
+        if not value:
+            raise InvalidArgument(field, "required")
+        check_id(field, value)

@@ -1,0 +1,356 @@
+"""Scenario end to end over gRPC: real topology (namespaces, agents), network, compute (Temporal)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from google.protobuf import field_mask_pb2
+from temporalio.testing import WorkflowEnvironment
+
+from merak import netns
+from merak.temporal import TemporalConnection
+from merak.testing import assert_eventually, unique_name
+from merak.testing.plugin import StartServer
+from merak.v1 import (
+    compute_pb2_grpc,
+    network_pb2_grpc,
+    scenario_pb2,
+    scenario_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
+from services.compute.config import ComputeSettings
+from services.compute.manager import ComputeManager
+from services.compute.server import ComputeServicer
+from services.compute.server import registration as compute_registration
+from services.compute.store import ComputeStore
+from services.compute.worker import run_worker
+from services.network.app import build_servicer as build_network_servicer
+from services.network.config import NetworkSettings
+from services.network.server import registration as network_registration
+from services.scenario.app import build_servicer
+from services.scenario.clients import ServiceClients, open_channel
+from services.scenario.config import ScenarioSettings
+from services.scenario.server import registration as scenario_registration
+from services.topology.app import build_backends
+from services.topology.backends.local import ns_prefix
+from services.topology.config import TopologySettings
+from services.topology.manager import TopologyManager
+from services.topology.models import TopologySpec
+from services.topology.server import TopologyServicer
+from services.topology.server import registration as topology_registration
+from services.topology.store import TopologyStore
+from tests.integration.scenario_lab import (
+    Stub,
+    act,
+    compute_config,
+    create_scenario,
+    network_config,
+    topology_config,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE
+DEPLOY, CHECK, DELETE = scenario_pb2.DEPLOY, scenario_pb2.CHECK, scenario_pb2.DELETE
+
+
+@dataclass
+class Stack:
+    """The four services of one test, wired as the local stack wires them."""
+
+    stub: Stub
+    redis: aioredis.Redis
+    run_dir: Path
+
+
+@pytest.fixture
+async def stack(
+    grpc_server: StartServer, redis_client: aioredis.Redis, temporal_env: WorkflowEnvironment
+) -> AsyncIterator[Stack]:
+    # Unix socket paths must stay under 108 bytes, so not under pytest's long tmp paths.
+    run_dir = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
+    topology = TopologyManager(TopologyStore(redis_client), build_backends(TopologySettings(run_dir=run_dir)))
+    topology_address = await grpc_server([topology_registration(TopologyServicer(topology))])
+    network_address = await grpc_server(
+        [network_registration(build_network_servicer(redis_client, NetworkSettings()))]
+    )
+    target = temporal_env.client.service_client.config.target_host
+    compute_settings = ComputeSettings(
+        network_address=network_address,
+        task_queue=f"compute-{unique_name('')}",
+        temporal_address=target,
+        temporal_namespace=temporal_env.client.namespace,
+        batch_size=20,
+        hosts_per_shard=2,
+    )
+    temporal = TemporalConnection(target, temporal_env.client.namespace)
+    channels = [open_channel(network_address)]
+    compute = ComputeManager(
+        ComputeStore(redis_client),
+        temporal,
+        network_pb2_grpc.MerakNetworkServiceStub(channels[0]),
+        compute_settings,
+    )
+    compute_address = await grpc_server([compute_registration(ComputeServicer(compute))])
+    stop_worker = asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(compute_settings, temporal_env.client, ComputeStore(redis_client), stop_worker)
+    )
+    channels += [open_channel(a) for a in (topology_address, network_address, compute_address)]
+    clients = ServiceClients(
+        topology_stub=topology_pb2_grpc.MerakTopologyServiceStub(channels[1]),
+        network_stub=network_pb2_grpc.MerakNetworkServiceStub(channels[2]),
+        compute_stub=compute_pb2_grpc.MerakComputeServiceStub(channels[3]),
+        timeout=60,
+        topology_address=topology_address,
+        network_address=network_address,
+        compute_address=compute_address,
+    )
+    settings = ScenarioSettings(teardown_timeout=60, watch_interval=0.2, test_retry=5)
+    scenario_address = await grpc_server(
+        [scenario_registration(build_servicer(redis_client, clients, settings))]
+    )
+    try:
+        async with grpc.aio.insecure_channel(scenario_address) as channel:
+            yield Stack(scenario_pb2_grpc.MerakScenarioServiceStub(channel), redis_client, run_dir)
+    finally:
+        stop_worker.set()
+        await worker
+        for channel in channels:
+            await channel.close(None)
+        await temporal.close()
+        # Whatever a failing test left behind goes.
+        for topology_id in await topology.store.ids():
+            await topology.delete(topology_id)
+        await topology.close()
+        await topology.backends.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def watch(stack: Stack, scenario_id: str) -> list[scenario_pb2.ScenarioProgress]:
+    """Every progress message until nothing is in a transition (bounded, so a hang fails the test)."""
+    request = scenario_pb2.WatchScenarioRequest(scenario_id=scenario_id)
+    return [p async for p in stack.stub.WatchScenario(request, timeout=90)]
+
+
+async def refused(call: Awaitable[object]) -> str:
+    """The details of a FAILED_PRECONDITION."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+    return caught.value.details() or ""
+
+
+# The network service's VNI allocator position: shared by every network config, not a scenario's state.
+SERVICE_WIDE_KEYS = {"merak:network:vni:cursor"}
+
+
+async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
+    """What a deleted scenario must not leave: namespaces, agent processes, Redis keys of the services."""
+    short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
+    pgrep = await asyncio.create_subprocess_exec(
+        "pgrep", "-af", str(stack.run_dir), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await pgrep.communicate()
+    keys = [
+        str(k)
+        for prefix in ("topology", "network", "compute")
+        for k in await stack.redis.keys(f"merak:{prefix}:*")
+        if str(k) not in SERVICE_WIDE_KEYS
+    ]
+    return {
+        "namespaces": netns.list_names(ns_prefix(short)),
+        "agents": [line for line in out.decode().splitlines() if "services.agent" in line],
+        "redis": sorted(keys),
+    }
+
+
+async def test_teste2e_scenario_deploys_pings_and_deletes_in_reverse(stack: Stack) -> None:
+    created = await create_scenario(stack.stub)
+    sid = created.scenario.id
+
+    reply = await act(stack.stub, sid, TOPOLOGY, DEPLOY)
+    assert reply.return_message.startswith("DEPLOY on Topology got - DONE: 0, READY: ")
+    assert [n.name for n in reply.topology.compute_nodes] == [f"vhost-{i}" for i in range(5)]
+    assert reply.service_status in (scenario_pb2.DEPLOYING, scenario_pb2.READY)
+    progress = await watch(stack, sid)
+    assert progress[-1].topology_status == scenario_pb2.READY, progress[-1]
+    assert any(p.topology.total == 5 for p in progress) or reply.service_status == scenario_pb2.READY
+    check = await act(stack.stub, sid, TOPOLOGY, CHECK)
+    assert check.return_message == (
+        "CHECK on Topology got - DONE: 0, READY: 5, DEPLOYING: 0, DELETING: 0, ERROR: 0, Others: 0"
+    )
+    assert (check.counts.ready, check.scenario_status) == (
+        5,
+        scenario_pb2.DONE,
+    )  # CHECK never means DEPLOYING
+
+    # Out of order: compute before network is refused and creates nothing.
+    details = await refused(act(stack.stub, sid, COMPUTE, DEPLOY))
+    assert details == "cannot DEPLOY compute: network is NONE; DEPLOY network first"
+    assert await stack.redis.keys("merak:compute:*") == []
+
+    reply = await act(stack.stub, sid, NETWORK, DEPLOY)
+    assert reply.return_message == "DEPLOY on Network done" and reply.service_status == scenario_pb2.READY
+    assert [v.vpc_cidr for v in reply.network.vpcs] in (["10.1.0.0/16"], [""])
+    assert len(reply.network.vpcs) == 1 and len(reply.network.vpcs[0].subnets) == 1
+
+    reply = await act(stack.stub, sid, COMPUTE, DEPLOY)
+    assert reply.return_message.startswith("DEPLOY on Compute got - ")
+    assert reply.compute.progress.total == 50
+    progress = await watch(stack, sid)
+    assert progress[-1].compute_status == scenario_pb2.READY and progress[-1].status == scenario_pb2.READY
+    relayed = [p.compute for p in progress if p.HasField("compute")]
+    assert relayed and relayed[-1].done == 50 and relayed[-1].finished
+    check = await act(stack.stub, sid, COMPUTE, CHECK)
+    assert check.return_message.startswith("CHECK on Compute got - DONE: 50, READY: 0, DEPLOYING: 0")
+    assert check.compute.vms[0].id == "50 out of 50 done!"
+
+    report = await stack.stub.RunTest(scenario_pb2.RunTestRequest(scenario_id=sid), timeout=120)
+    assert (report.vhosts, report.vms, report.dataplane, report.test_name) == (5, 50, "real", "pingall")
+    assert (report.pairs_total, report.pairs_tried, report.cross_host_pairs) == (2450, 2450, 2000)
+    assert report.passed == 2450 and report.failed == 0, list(report.failures)
+    assert report.isolation_pairs_tried == 0 and report.rtt_p50_ms > 0
+    assert report.rtt_p50_ms <= report.rtt_p90_ms <= report.rtt_p99_ms <= report.rtt_max_ms
+
+    # Out of order: the topology cannot go while compute is up; the scenario cannot go without teardown.
+    details = await refused(act(stack.stub, sid, TOPOLOGY, DELETE))
+    assert details == "cannot DELETE topology: compute is READY; DELETE compute first"
+    details = await refused(stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid)))
+    assert "DELETE compute, network, topology first, or delete it with teardown" in details
+
+    reply = await act(stack.stub, sid, COMPUTE, DELETE)
+    assert reply.service_status in (scenario_pb2.DELETING, scenario_pb2.NONE)
+    progress = await watch(stack, sid)
+    assert progress[-1].compute_status == scenario_pb2.NONE
+    reply = await act(stack.stub, sid, NETWORK, DELETE)
+    assert reply.return_message == "DELETE on Network done" and reply.service_status == scenario_pb2.NONE
+    reply = await act(stack.stub, sid, TOPOLOGY, DELETE)
+    assert (reply.service_status, reply.scenario_status) == (scenario_pb2.NONE, scenario_pb2.NONE)
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+    topology = await stack.stub.GetTopologyConfig(scenario_pb2.GetRequest(id=created.topology.id))
+    assert topology.status == scenario_pb2.NONE
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid))
+
+
+async def test_two_vpcs_two_subnets_stay_isolated_and_teardown_removes_everything(stack: Stack) -> None:
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=3, racks=1, per_rack=3, cidr="10.201.0.0/24"),
+        network=network_config(vpcs=2, subnets=2),
+        compute=compute_config(nodes=3, vms_per_vpc=12),  # 12 / 3 nodes / 2 subnets = 2 per subnet and node
+    )
+    sid = created.scenario.id
+    await act(stack.stub, sid, TOPOLOGY, DEPLOY)
+    await watch(stack, sid)
+    reply = await act(stack.stub, sid, NETWORK, DEPLOY)
+    assert [len(v.subnets) for v in reply.network.vpcs] == [2, 2]
+    await act(stack.stub, sid, COMPUTE, DEPLOY)
+    progress = await watch(stack, sid)
+    assert progress[-1].compute_status == scenario_pb2.READY, progress[-1]
+
+    report = await stack.stub.RunTest(scenario_pb2.RunTestRequest(scenario_id=sid), timeout=120)
+    assert report.vms == 24
+    assert (report.pairs_tried, report.passed, report.failed) == (264, 264, 0), list(report.failures)
+    assert (report.isolation_pairs_tried, report.isolation_held, report.isolation_violated) == (288, 288, 0)
+    assert "isolation held for 288 of 288 pairs" in report.return_message
+
+    sampled = await stack.stub.RunTest(scenario_pb2.RunTestRequest(scenario_id=sid, max_pairs=40, seed=3))
+    assert sampled.pairs_tried + sampled.isolation_pairs_tried == 40
+    assert sampled.failed == 0 and sampled.isolation_violated == 0
+    assert sampled.cross_host_pairs == sampled.pairs_tried  # cross-host pairs come first
+
+    async def delete_with_teardown() -> scenario_pb2.DeleteReply:
+        request = scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True)
+        return await stack.stub.DeleteScenario(request, timeout=120)
+
+    async def deleting_compute() -> scenario_pb2.Scenario | None:
+        scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+        return scenario if scenario.compute_status == scenario_pb2.DELETING else None
+
+    teardown = asyncio.create_task(delete_with_teardown())
+
+    seen: scenario_pb2.Scenario = await assert_eventually(
+        deleting_compute, timeout=30, interval=0.01, message="teardown under way"
+    )
+    assert seen.network_status == scenario_pb2.READY  # the teardown waits for compute before the network
+    # One changing action at a time per scenario: the teardown holds it.
+    details = await refused(act(stack.stub, sid, TOPOLOGY, DELETE))
+    assert details == f"scenario {sid!r} is busy: DeleteScenario is running; try again when it returns"
+    await teardown
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+
+async def test_errors_of_the_services_reach_the_caller_unchanged_and_nothing_is_deployed(
+    stack: Stack,
+) -> None:
+    # The topology service does not build MESH topologies: its INVALID_ARGUMENT comes back as it is.
+    mesh = topology_config(vhosts=2, cidr="10.202.0.0/24")
+    mesh.type = topology_pb2.MESH
+    created = await create_scenario(stack.stub, topology=mesh)
+    sid = created.scenario.id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await act(stack.stub, sid, TOPOLOGY, DEPLOY)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("config.topology_type: MESH is not supported")
+    scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    assert scenario.topology_status == scenario_pb2.FAILED
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True))
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+    # Merak's teste2e router names no subnet ("string"): the network service says which field.
+    network = network_config(subnets=2)
+    network.routers.add(name="router-1", subnet_gateways=["string"])
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=2, cidr="10.203.0.0/24", dataplane="fake"),
+        network=network,
+    )
+    sid = created.scenario.id
+    await act(stack.stub, sid, TOPOLOGY, DEPLOY)
+    await watch(stack, sid)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await act(stack.stub, sid, NETWORK, DEPLOY)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("config.network.routers[0].subnets[0]: "), (
+        caught.value.details()
+    )
+    assert await stack.redis.keys("merak:network:nc:*") == []
+
+    # Fixed; then 3 VMs per VPC over 2 nodes and 2 subnets is 0 per subnet and node: refused before compute.
+    await stack.stub.UpdateNetworkConfig(
+        scenario_pb2.UpdateNetworkConfigRequest(
+            config=scenario_pb2.NetworkConfig(id=created.network.id),
+            update_mask=field_mask_pb2.FieldMask(paths=["routers"]),
+        )
+    )
+    await act(stack.stub, sid, NETWORK, DEPLOY)
+    await stack.stub.UpdateComputeConfig(
+        scenario_pb2.UpdateComputeConfigRequest(
+            config=scenario_pb2.ComputeConfig(
+                id=created.compute.id, number_of_compute_nodes=2, number_of_vm_per_vpc=3
+            )
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await act(stack.stub, sid, COMPUTE, DEPLOY)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("number_of_vm_per_vpc: "), caught.value.details()
+    scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    assert scenario.compute_status == scenario_pb2.NONE
+    assert await stack.redis.keys("merak:compute:*") == []
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True))
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
