@@ -227,8 +227,11 @@ def components(settings: StackSettings) -> list[Component]:
         marker="services.compute.worker",
     )
     for component in services:
-        if component.name == "compute":
+        if component.name in ("compute", "scenario"):
             component.env["MERAK_NETWORK_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('network')}"
+        if component.name == "scenario":
+            component.env["MERAK_TOPOLOGY_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('topology')}"
+            component.env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
     return [redis, temporal, *services, worker]
 
 

@@ -119,7 +119,8 @@ redis.call('SET', KEYS[2], c)
 return out
 """
 
-#   KEYS: owners hash; ARGV: owner, then VNIs
+#   KEYS: owners hash, cursor; ARGV: owner, then VNIs. With no VNI left in use the cursor goes too:
+#   a network service whose configs are all deleted leaves no key behind.
 _RELEASE_VNIS = """
 local released = 0
 for i = 2, #ARGV do
@@ -128,6 +129,7 @@ for i = 2, #ARGV do
     released = released + 1
   end
 end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return released
 """
 
@@ -328,7 +330,8 @@ class NetworkStore(RedisStore):
         """Give back the VNIs that `owner` holds; returns how many went back."""
         if not vnis:
             return 0
-        return int(await self._release_vnis(keys=[self._vni_owners_key], args=[owner, *vnis]))
+        keys = [self._vni_owners_key, self._vni_cursor_key]
+        return int(await self._release_vnis(keys=keys, args=[owner, *vnis]))
 
     async def vni_owner(self, vni: int) -> str | None:
         """The network config that holds a VNI."""

@@ -150,10 +150,6 @@ async def refused(call: Awaitable[object]) -> str:
     return caught.value.details() or ""
 
 
-# The network service's VNI allocator position: shared by every network config, not a scenario's state.
-SERVICE_WIDE_KEYS = {"merak:network:vni:cursor"}
-
-
 async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
     """What a deleted scenario must not leave: namespaces, agent processes, Redis keys of the services."""
     short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
@@ -165,7 +161,6 @@ async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
         str(k)
         for prefix in ("topology", "network", "compute")
         for k in await stack.redis.keys(f"merak:{prefix}:*")
-        if str(k) not in SERVICE_WIDE_KEYS
     ]
     return {
         "namespaces": netns.list_names(ns_prefix(short)),
