@@ -12,6 +12,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from merak import teste2e
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints, grpc_healthy
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
@@ -74,16 +75,34 @@ def cmd_status(settings: StackSettings) -> int:
     return 0 if _print_status(LocalStack(settings)) else 3
 
 
-def cmd_demo(settings: StackSettings) -> int:
-    """Bring the stack up and check every service's health over gRPC."""
+def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
+    """Bring the stack up, run Merak's e2e scenario (5 hosts x 10 VMs, ping-all), leave the stack up."""
     if cmd_up(settings) != 0:
         return 1
-    ports = {name: settings.grpc_port(name) for name in SERVICES}
-    failed = [name for name, port in ports.items() if not grpc_healthy(f"127.0.0.1:{port}")]
-    for name, port in ports.items():
-        mark = "[red]FAIL[/red]" if name in failed else "[green]SERVING[/green]"
-        console.print(f"health {name:<9} localhost:{port}  {mark}")
-    return 1 if failed else 0
+    failed = [name for name in SERVICES if not grpc_healthy(f"127.0.0.1:{settings.grpc_port(name)}")]
+    if failed:
+        console.print(f"[red]error:[/red] not serving: {', '.join(failed)}")
+        return 1
+    argv = [
+        "--scenario-address", f"localhost:{settings.grpc_port('scenario')}",
+        "--topology-address", f"localhost:{settings.grpc_port('topology')}",
+        "--report", str(settings.state_dir / "teste2e-report.json"),
+        *extra,
+    ]  # fmt: skip
+    code = teste2e.main(argv)
+    console.print(
+        "\n[bold]Look around[/bold] (the stack is still up; `merak down` stops it):\n"
+        f"  Temporal UI (every workflow): http://localhost:{settings.temporal_ui_port}, namespace merak\n"
+        f"  grpcurl -plaintext localhost:{settings.grpc_port('scenario')} list\n"
+        f"  grpcurl -plaintext localhost:{settings.grpc_port('topology')} "
+        "topology.MerakTopologyService/ListTopologies\n"
+        "  keep the lab to explore it: merak demo --keep   (or teste2e --keep)\n"
+        "  then: ip netns list | grep mk-          # emulated hosts, switches, VMs\n"
+        "        merak exec vhost-0 v0-0-0 -- ip addr          # inside a VM\n"
+        "        merak exec vhost-0 v0-0-0 -- ping -c 2 10.1.0.12\n"
+        f"  metrics: curl -s localhost:{settings.metrics_port('compute-worker')}/metrics | grep merak_"
+    )
+    return code
 
 
 def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, command: list[str]) -> int:
@@ -143,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-labs", action="store_true", help="leave running topologies (agents, namespaces)"
     )
     sub.add_parser("status", help="show what runs")
-    sub.add_parser("demo", help="bring the stack up and run the end-to-end demo")
+    demo = sub.add_parser("demo", help="bring the stack up and run the end-to-end demo (5 hosts x 10 VMs)")
+    demo.add_argument("teste2e_args", nargs=argparse.REMAINDER, help="options passed to teste2e, e.g. --keep")
     run = sub.add_parser(
         "exec", help="run a command inside an emulated VM: merak exec vhost-0 v0-0-0 -- ip addr"
     )
@@ -158,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
     if args.command == "down":
         return cmd_down(settings, keep_labs=args.keep_labs)
-    commands = {"up": cmd_up, "status": cmd_status, "demo": cmd_demo}
+    if args.command == "demo":
+        return cmd_demo(settings, [a for a in args.teste2e_args if a != "--"])
+    commands = {"up": cmd_up, "status": cmd_status}
     return commands[args.command](settings)
 
 
