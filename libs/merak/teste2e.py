@@ -385,8 +385,10 @@ def parse(argv: list[str] | None) -> Options:
         < 1
     ):
         parser.error("counts must be at least 1")
-    if args.hosts * args.vms_per_host % args.vpcs:
-        parser.error("hosts x vms-per-host must divide evenly among the VPCs")
+    if args.vms_per_host % (args.vpcs * args.subnets):
+        # Merak's scenario manager divides with a floor (VMs per VPC / hosts / subnets): refuse counts
+        # that would silently create fewer VMs than asked.
+        parser.error("--vms-per-host must be a multiple of --vpcs x --subnets")
     return Options(**{k: v for k, v in vars(args).items()})
 
 
