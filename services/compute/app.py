@@ -42,6 +42,11 @@ async def run(settings: ComputeSettings) -> None:
         if worker is not None:
             await worker
 
+    gauges = asyncio.create_task(manager.refresh_gauges_forever())
+
+    async def stop_gauges() -> None:
+        gauges.cancel()
+
     async def close_network() -> None:
         await network_channel.close(None)
 
@@ -52,5 +57,5 @@ async def run(settings: ComputeSettings) -> None:
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
         grace=settings.shutdown_grace,
-        cleanups=[stop_embedded_worker, close_network, temporal.close, redis.aclose],
+        cleanups=[stop_gauges, stop_embedded_worker, close_network, temporal.close, redis.aclose],
     )

@@ -223,8 +223,6 @@ class ComputeManager:
             if unfinished or error:
                 progress.hosts.add(host=host, total=total, done=done, error=error)
         progress.errors.extend(await self.store.errors(config_id))
-        for status, n in counts.items():
-            VMS_BY_STATUS.labels(_STATUS_NAMES.get(status, "NONE")).set(n)
         return progress
 
     async def info(self, config_id: str) -> compute_pb2.ReturnComputeMessage:
@@ -291,14 +289,27 @@ class ComputeManager:
         reply.return_message = "Successfully started all delete workflows!"
         return reply
 
-    async def running_operations(self) -> int:
-        """How many configs have an operation in progress (for the gauge)."""
+    async def refresh_gauges(self) -> None:
+        """Operations running and VMs by status, over every compute config (Prometheus gauges)."""
         running = 0
+        totals: dict[int, int] = defaultdict(int)
         for config_id in await self.store.ids():
             meta = await self.store.meta(config_id)
             running += bool(meta and meta.running)
+            for status, n in (await self.store.counts(config_id)).items():
+                totals[status] += n
         OPERATIONS_RUNNING.set(running)
-        return running
+        for status, name in _STATUS_NAMES.items():
+            VMS_BY_STATUS.labels(name).set(totals.get(status, 0))
+
+    async def refresh_gauges_forever(self, interval: float = 5.0) -> None:
+        """Keep the gauges current while the service runs."""
+        while True:
+            try:
+                await self.refresh_gauges()
+            except Exception:  # a metrics refresh must never stop the service
+                log.warning("compute_gauges_refresh_failed", exc_info=True)
+            await asyncio.sleep(interval)
 
     def describe(self, config: compute_pb2.InternalComputeConfiguration) -> str:
         """JSON of a config (for logs)."""
