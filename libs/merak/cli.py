@@ -162,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-labs", action="store_true", help="leave running topologies (agents, namespaces)"
     )
     sub.add_parser("status", help="show what runs")
-    demo = sub.add_parser("demo", help="bring the stack up and run the end-to-end demo (5 hosts x 10 VMs)")
-    demo.add_argument("teste2e_args", nargs=argparse.REMAINDER, help="options passed to teste2e, e.g. --keep")
+    sub.add_parser(
+        "demo",
+        help="stack up + the end-to-end demo (5 hosts x 10 VMs); teste2e options pass through",
+    )
     run = sub.add_parser(
         "exec", help="run a command inside an emulated VM: merak exec vhost-0 v0-0-0 -- ip addr"
     )
@@ -171,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("vhost")
     run.add_argument("vm", help='VM name, or "-" for the vhost itself')
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
-    args = parser.parse_args(argv)
+    # `merak demo --keep --hosts 3`: options argparse does not know belong to teste2e.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     settings = StackSettings()
     if args.command == "exec":
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         return cmd_down(settings, keep_labs=args.keep_labs)
     if args.command == "demo":
-        return cmd_demo(settings, [a for a in args.teste2e_args if a != "--"])
+        return cmd_demo(settings, [a for a in unknown if a != "--"])
     commands = {"up": cmd_up, "status": cmd_status}
     return commands[args.command](settings)
 

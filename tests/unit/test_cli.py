@@ -1,0 +1,37 @@
+"""The `merak` command line: options after `demo` reach teste2e unchanged, others are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from merak import cli
+from merak.localstack import StackSettings
+
+
+def test_demo_passes_teste2e_options_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_demo(_settings: StackSettings, extra: list[str]) -> int:
+        seen.append(extra)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_demo", fake_demo)
+    assert cli.main(["demo"]) == 0
+    assert cli.main(["demo", "--keep"]) == 0
+    assert cli.main(["demo", "--hosts", "3", "--keep", "--", "--vpcs", "1"]) == 0
+    assert seen == [[], ["--keep"], ["--hosts", "3", "--keep", "--vpcs", "1"]]
+
+
+def test_unknown_options_of_other_commands_are_refused() -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["status", "--bogus"])
+    assert caught.value.code == 2
+
+
+def test_teste2e_refuses_uneven_vm_counts() -> None:
+    from merak import teste2e  # noqa: PLC0415
+
+    with pytest.raises(SystemExit):
+        teste2e.parse(["--vms-per-host", "6", "--vpcs", "2", "--subnets", "2"])
+    opts = teste2e.parse(["--vms-per-host", "8", "--vpcs", "2", "--subnets", "2"])
+    assert (opts.vms_per_host, opts.vpcs, opts.subnets) == (8, 2, 2)
