@@ -30,6 +30,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from merak import netns
 from merak.errors import AlreadyExists, FailedPrecondition, NotFound
 from merak.logs import get_logger
+from services.agent import netlink_bulk
 from services.agent.models import Neighbor, PingResult, VmResult, VmSpec, VpcSpec
 
 log = get_logger(__name__)
@@ -685,23 +686,25 @@ class Dataplane:
         """Install each remote VM's neighbour entry on br0 and its FDB entries on vx<vni> (replacing)."""
         for neighbor in neighbors:
             validate_neighbor(neighbor)
-        with self._lock, self._vpc(vni) as (ipr, vpc):
+        with self._lock, self._vpc(vni) as (_ipr, vpc):
+            entries: list[netlink_bulk.Entry] = []
             for n in neighbors:
                 mac = n.mac.lower()
-                ipr.neigh("replace", ifindex=vpc.bridge, dst=n.ip, lladdr=mac, state=NUD_PERMANENT)
+                entries.append(netlink_bulk.neighbor(vpc.bridge, n.ip, mac))
                 if n.vtep == self.underlay_ip:
                     continue  # a local VM: the bridge finds it on its port
-                ipr.fdb(
-                    "replace",
-                    ifindex=vpc.vxlan,
-                    lladdr=mac,
-                    dst=n.vtep,
-                    state=NUD_PERMANENT | NUD_NOARP,
-                    flags=NTF_SELF,
-                )
+                entries.append(netlink_bulk.fdb_remote(vpc.vxlan, mac, n.vtep))
                 # Routed frames reach us with the anycast gateway MAC as source, so the bridge
                 # never learns remote MACs; a static entry keeps it from flooding them locally.
-                ipr.fdb("replace", ifindex=vpc.vxlan, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER)
+                entries.append(netlink_bulk.fdb_static(vpc.vxlan, mac))
+            # Three entries per remote VM, for every VM of the VPC: sent in bulk, not one by one.
+            with netlink_bulk.route_socket(self.vpc_ns(vni)) as sock:
+                failed = netlink_bulk.apply(sock, entries)
+            if failed:
+                entry, reason = failed[0]
+                raise OSError(
+                    f"{len(failed)} neighbour/fdb entries refused, e.g. {entry.lladdr} {entry.dst}: {reason}"
+                )
 
     def remove_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None:
         """Remove what `push_neighbors` installed for these VMs; entries of a VM now at another VTEP stay."""

@@ -1,0 +1,77 @@
+"""Bulk neighbour/FDB entries land in the kernel, re-applying changes nothing, refusals are reported."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from pyroute2 import IPRoute
+
+from merak import netns
+from merak.testing.plugin import MakeNetns
+from services.agent import netlink_bulk
+
+pytestmark = pytest.mark.root
+
+
+def _bridge_and_vxlan(ns: str) -> tuple[int, int]:
+    def setup() -> tuple[int, int]:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname="br0", kind="bridge")
+            ipr.link("add", ifname="vx9", kind="vxlan", vxlan_id=9, vxlan_port=4789, vxlan_learning=0)
+            bridge = ipr.link_lookup(ifname="br0")[0]
+            vxlan = ipr.link_lookup(ifname="vx9")[0]
+            ipr.link("set", index=vxlan, master=bridge)
+            for index in (bridge, vxlan):
+                ipr.link("set", index=index, state="up")
+            return int(bridge), int(vxlan)
+
+    return netns.run_in(ns, setup)
+
+
+def _counts(ns: str, bridge: int, vxlan: int) -> tuple[int, int]:
+    def count() -> tuple[int, int]:
+        with IPRoute() as ipr:
+            neigh = sum(
+                1
+                for e in ipr.neigh("dump", family=socket.AF_INET)
+                if e["ifindex"] == bridge and str(e.get_attr("NDA_DST")).startswith("10.9.")
+            )
+            fdb = sum(
+                1
+                for e in ipr.fdb("dump")
+                if e["ifindex"] == vxlan and e.get("lladdr", "").startswith("02:77")
+            )
+            return neigh, fdb
+
+    return netns.run_in(ns, count)
+
+
+def test_bulk_entries_land_and_replace(make_netns: MakeNetns) -> None:
+    ns = make_netns()
+    bridge, vxlan = _bridge_and_vxlan(ns)
+    entries = []
+    for i in range(1500):
+        mac = f"02:77:00:00:{i >> 8:02x}:{i & 255:02x}"
+        ip = f"10.9.{i >> 8}.{i & 255}"
+        entries += [
+            netlink_bulk.neighbor(bridge, ip, mac),
+            netlink_bulk.fdb_remote(vxlan, mac, "192.0.2.7"),
+            netlink_bulk.fdb_static(vxlan, mac),
+        ]
+    with netlink_bulk.route_socket(ns) as sock:
+        assert netlink_bulk.apply(sock, entries) == []
+        assert netlink_bulk.apply(sock, entries) == []  # replace: the same again is fine
+    neigh, fdb = _counts(ns, bridge, vxlan)
+    assert neigh == 1500
+    assert fdb == 3000  # per MAC: the VXLAN's remote entry and the bridge's static one
+
+
+def test_refused_entries_are_reported(make_netns: MakeNetns) -> None:
+    ns = make_netns()
+    bridge, _vxlan = _bridge_and_vxlan(ns)
+    good = netlink_bulk.neighbor(bridge, "10.9.0.1", "02:77:00:00:00:01")
+    bad = netlink_bulk.neighbor(bridge + 1000, "10.9.0.2", "02:77:00:00:00:02")
+    with netlink_bulk.route_socket(ns) as sock:
+        failed = netlink_bulk.apply(sock, [good, bad])
+    assert failed == [(bad, "ENODEV")]
