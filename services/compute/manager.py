@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import json_format
 from prometheus_client import Gauge
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -310,7 +309,3 @@ class ComputeManager:
             except Exception:  # a metrics refresh must never stop the service
                 log.warning("compute_gauges_refresh_failed", exc_info=True)
             await asyncio.sleep(interval)
-
-    def describe(self, config: compute_pb2.InternalComputeConfiguration) -> str:
-        """JSON of a config (for logs)."""
-        return json_format.MessageToJson(config, indent=None)
