@@ -23,7 +23,7 @@ from merak.testing import free_port
 
 
 async def one(settings: StackSettings, hosts: int, per_host: int, dataplane: str) -> tuple[int, float] | None:
-    """Run teste2e at one size; (VMs done, compute phase seconds), or None when it failed."""
+    """Run teste2e at one size; (VMs done, compute phase seconds), or None when no VM was deployed."""
     argv = [
         "--scenario-address",
         f"localhost:{settings.grpc_port('scenario')}",
@@ -49,6 +49,7 @@ async def one(settings: StackSettings, hosts: int, per_host: int, dataplane: str
     print(f"  {dataplane}: {hosts} vhosts x {per_host} VMs: {phases}")
     if not report.ok:
         print(f"  FAILED: {report.errors}")
+    if "deploy compute" not in report.phases or not report.vms_done:
         return None
     return report.vms_done, report.phases["deploy compute"]
 

@@ -81,21 +81,26 @@ class Report:
         return not self.errors
 
 
+def vpc_block(vpc: int, vms: int) -> tuple[int, int]:
+    """(base address, prefix) of VPC `vpc`: 10.<vpc+1>.0.0/16, or <vpc+20>.0.0.0/8 when a /16 is too small."""
+    if vms <= 60_000:
+        return (10 << 24) | ((vpc + 1) << 16), 16
+    return (vpc + 20) << 24, 8  # VPC address space is private to its namespaces: any block will do
+
+
+def _dotted(address: int) -> str:
+    return ".".join(str(address >> shift & 255) for shift in (24, 16, 8, 0))
+
+
 def subnet_plan(vpc: int, subnets: int, vms_per_subnet: int) -> list[tuple[str, str]]:
-    """(cidr, gateway) of each subnet of VPC `vpc` (10.<vpc+1>.0.0/16 cut in equal parts)."""
-    bits = math.ceil(math.log2(subnets)) if subnets > 1 else 0
-    prefix = 16 + bits
+    """(cidr, gateway) of each subnet of VPC `vpc`: its block cut in equal parts."""
+    base, vpc_prefix = vpc_block(vpc, vms_per_subnet * subnets)
+    prefix = vpc_prefix + (math.ceil(math.log2(subnets)) if subnets > 1 else 0)
     capacity = 2 ** (32 - prefix) - 3  # network, broadcast and gateway
     if vms_per_subnet > capacity:
         raise E2EError(f"{vms_per_subnet} VMs per subnet do not fit a /{prefix}; use fewer subnets or VPCs")
     step = 2 ** (32 - prefix)
-    plan = []
-    for j in range(subnets):
-        base = (10 << 24) | ((vpc + 1) << 16) | (j * step)
-        cidr = f"{base >> 24}.{base >> 16 & 255}.{base >> 8 & 255}.{base & 255}/{prefix}"
-        gateway = f"{base >> 24}.{base >> 16 & 255}.{base >> 8 & 255}.{(base & 255) + 1}"
-        plan.append((cidr, gateway))
-    return plan
+    return [(f"{_dotted(base + j * step)}/{prefix}", _dotted(base + j * step + 1)) for j in range(subnets)]
 
 
 def build_configs(opts: Options, tag: str) -> dict[str, Any]:

@@ -35,3 +35,14 @@ def test_teste2e_refuses_uneven_vm_counts() -> None:
         teste2e.parse(["--vms-per-host", "6", "--vpcs", "2", "--subnets", "2"])
     opts = teste2e.parse(["--vms-per-host", "8", "--vpcs", "2", "--subnets", "2"])
     assert (opts.vms_per_host, opts.vpcs, opts.subnets) == (8, 2, 2)
+
+
+def test_teste2e_subnets_fit_their_vms() -> None:
+    from merak import teste2e  # noqa: PLC0415
+
+    assert teste2e.subnet_plan(0, 1, 50) == [("10.1.0.0/16", "10.1.0.1")]
+    assert teste2e.subnet_plan(1, 2, 10) == [("10.2.0.0/17", "10.2.0.1"), ("10.2.128.0/17", "10.2.128.1")]
+    # A million VMs do not fit a /16: the VPC gets a /8 of its own.
+    assert teste2e.subnet_plan(0, 1, 1_000_000) == [("20.0.0.0/8", "20.0.0.1")]
+    with pytest.raises(teste2e.E2EError):
+        teste2e.subnet_plan(0, 256, 70_000)
