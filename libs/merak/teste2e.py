@@ -122,10 +122,11 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
     )  # fmt: skip
     vpc_infos = []
     for v in range(opts.vpcs):
+        base, prefix = vpc_block(v, per_vpc)
         vpc = scenario_pb2.VpcInfo(
             tenant_id="123456789",
             project_id="123456789",
-            vpc_cidr=f"10.{v + 1}.0.0/16",
+            vpc_cidr=f"{_dotted(base)}/{prefix}",
             number_of_subnets=opts.subnets,
         )
         for cidr_s, gateway in subnet_plan(v, opts.subnets, per_vpc // opts.subnets):

@@ -46,3 +46,16 @@ def test_teste2e_subnets_fit_their_vms() -> None:
     assert teste2e.subnet_plan(0, 1, 1_000_000) == [("20.0.0.0/8", "20.0.0.1")]
     with pytest.raises(teste2e.E2EError):
         teste2e.subnet_plan(0, 256, 70_000)
+
+
+def test_teste2e_vpc_cidr_holds_its_subnets() -> None:
+    import ipaddress  # noqa: PLC0415
+
+    from merak import teste2e  # noqa: PLC0415
+
+    for hosts, per_host in ((5, 10), (10_000, 100)):
+        opts = teste2e.parse(["--hosts", str(hosts), "--vms-per-host", str(per_host)])
+        network = teste2e.build_configs(opts, "t")["network"]
+        vpc = ipaddress.ip_network(network.vpcs[0].vpc_cidr)
+        for subnet in network.vpcs[0].subnet_info:
+            assert ipaddress.ip_network(subnet.subnet_cidr).subnet_of(vpc)  # type: ignore[arg-type]
