@@ -17,6 +17,7 @@ from services.compute.inventory import Host, PlannedVm
 
 PREFIX = "merak:compute"
 MAX_ERRORS = 100
+INVENTORY_CHUNK_VMS = 5_000
 
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
 # retried activity writes the same status twice.
@@ -151,8 +152,52 @@ class ComputeStore(RedisStore):
         shards = max(1, -(-len(hosts) // hosts_per_shard))
         total = sum(len(v) for v in planned.values())
         secgroups = list(config.vm_deploy.secgroups)
+        try:
+            # Chunks of a few thousand VMs: one pipeline of a million records (~200 MB) times out.
+            chunk: list[Host] = []
+            for host in hosts:
+                chunk.append(host)
+                if sum(len(planned[h.name]) for h in chunk) >= INVENTORY_CHUNK_VMS:
+                    await self._write_hosts(config_id, chunk, planned, secgroups, hosts_per_shard)
+                    chunk = []
+            if chunk:
+                await self._write_hosts(config_id, chunk, planned, secgroups, hosts_per_shard)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k(config_id, "counts"), str(common_pb2.DEPLOYING), total)
+                now = time.time()
+                pipe.hset(
+                    self._k(config_id, "meta"),
+                    mapping={
+                        "operation": "create",
+                        "running": "1",
+                        "total": total,
+                        "batch_size": batch_size,
+                        "shards": shards,
+                        "plugin": plugin,
+                        "netconfig_id": config.netconfig_id,
+                        "failure": "",
+                        "started_at": now,
+                        "finished_at": 0,
+                    },
+                )
+                pipe.sadd(self.key("ids"), config_id)
+                # Written last: an inventory exists (exists()) only once it is complete.
+                pipe.set(self._k(config_id, "config"), json_format.MessageToJson(config, indent=None))
+                await pipe.execute()
+        except BaseException:
+            await self.delete(config_id)
+            raise
+        return shards
+
+    async def _write_hosts(
+        self,
+        config_id: str,
+        hosts: Sequence[Host],
+        planned: dict[str, list[PlannedVm]],
+        secgroups: list[str],
+        hosts_per_shard: int,
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._k(config_id, "config"), json_format.MessageToJson(config, indent=None))
             for host in hosts:
                 shard = host.index // hosts_per_shard
                 vms = planned[host.name]
@@ -191,26 +236,7 @@ class ComputeStore(RedisStore):
                 pipe.hset(self._k(config_id, "vms", host.name), mapping=records)  # type: ignore[arg-type]
                 pipe.rpush(self._k(config_id, "order", host.name), *[vm.name for vm in vms])
                 pipe.hset(self._k(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", len(vms))
-            pipe.hset(self._k(config_id, "counts"), str(common_pb2.DEPLOYING), total)
-            now = time.time()
-            pipe.hset(
-                self._k(config_id, "meta"),
-                mapping={
-                    "operation": "create",
-                    "running": "1",
-                    "total": total,
-                    "batch_size": batch_size,
-                    "shards": shards,
-                    "plugin": plugin,
-                    "netconfig_id": config.netconfig_id,
-                    "failure": "",
-                    "started_at": now,
-                    "finished_at": 0,
-                },
-            )
-            pipe.sadd(self.key("ids"), config_id)
             await pipe.execute()
-        return shards
 
     async def meta(self, config_id: str) -> Meta | None:
         """The operation state."""
