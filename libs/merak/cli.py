@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from merak import teste2e
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints, grpc_healthy
+from merak.naming import topology_short_id
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
 console = Console()
@@ -144,7 +144,7 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
     if info.compute_nodes[0].dataplane == "fake":
         console.print("[red]error:[/red] the topology's dataplane is fake: there is nothing to exec into")
         return 2
-    short = hashlib.sha1(topology_id.encode()).hexdigest()[:6]
+    short = topology_short_id(topology_id)
     namespace = f"mk-{short}-{vhost}" if vm == "-" else f"mk-{short}-{names.index(vhost)}-{vm}"
     if not os.path.exists(f"/run/netns/{namespace}"):
         console.print(f"[red]error:[/red] {namespace} does not exist (no VM {vm!r} on {vhost}?)")

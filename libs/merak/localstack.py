@@ -29,6 +29,7 @@ from merak.config import (
     TEMPORAL_UI_PORT,
     CommonSettings,
 )
+from merak.procs import alive, pid_from_file
 from merak.temporal import temporal_cli_path
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
@@ -269,11 +270,7 @@ class LocalStack:
 
     def running_pid(self, component: Component) -> int | None:
         """The pid of the component if its pid file names a live process that is ours."""
-        try:
-            pid = int(self.pid_file(component).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _is_ours(pid, component.marker) else None
+        return pid_from_file(self.pid_file(component), component.marker)
 
     def status(self) -> list[ComponentState]:
         """Every component: pid, alive, healthy."""
@@ -397,7 +394,7 @@ class LocalStack:
             return False
         _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 _signal_group(pid, signal.SIGKILL)
                 break
@@ -415,31 +412,6 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    if state == "Z":  # exited; its parent (often init, which may reap late) has not reaped it yet
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
-
-
-def _is_ours(pid: int, marker: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except FileNotFoundError:
-        return False
-    return _alive(pid) and (not marker or marker in cmdline)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

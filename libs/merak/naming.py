@@ -15,3 +15,8 @@ def vni_for_vpc(vpc_id: str) -> int:
 def gateway_mac(vni: int) -> str:
     """The anycast gateway MAC of a VPC: the same on every vhost, different per VNI."""
     return "0e:" + ":".join(f"{b:02x}" for b in (vni.to_bytes(3, "big") + b"\x00\x01"))
+
+
+def topology_short_id(topology_id: str) -> str:
+    """The 6 hex digits that name a topology's kernel objects (`mk-<short id>-…` namespaces)."""
+    return hashlib.sha1(topology_id.encode()).hexdigest()[:6]

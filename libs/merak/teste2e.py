@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
 
 console = Console(stderr=True)
@@ -149,11 +149,6 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
         id="test-1", name="pingall", cmd="ping", when_to_run="after:VM_CREATED", where_to_run="AGENT"
     )
     return {"topology": topology, "network": network, "service": service, "compute": compute, "test": test}
-
-
-def short_id(topology_id: str) -> str:
-    """The short id in the local backend's namespace names (`mk-<short>-…`)."""
-    return hashlib.sha1(topology_id.encode()).hexdigest()[:6]
 
 
 class Runner:
@@ -317,7 +312,7 @@ def local_namespaces(topology_id: str) -> list[str]:
     """Namespaces of the topology on this machine (the local backend), if any are left."""
     if not os.path.isdir("/run/netns"):
         return []
-    prefix = f"mk-{short_id(topology_id)}-"
+    prefix = f"mk-{topology_short_id(topology_id)}-"
     return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))[:10]
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from merak.naming import topology_short_id
 
 
 class NodeKind(StrEnum):
@@ -98,7 +99,7 @@ class TopologySpec:
     def short_id(self) -> str:
         """Six hex chars derived from the topology id, short enough for kernel object names."""
         # A hash, not a prefix (Merak used id[:5]): ids sharing a prefix must not collide.
-        return hashlib.sha1(self.topology_id.encode()).hexdigest()[:6]
+        return topology_short_id(self.topology_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import redis
 
 from merak import netns, teste2e
 from merak.localstack import LocalStack, StackSettings
+from merak.naming import topology_short_id
 from merak.testing import free_port
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -57,7 +58,7 @@ async def run_teste2e(settings: StackSettings, *extra: str) -> teste2e.Report:
 
 def leftovers(settings: StackSettings, report: teste2e.Report) -> dict[str, list[str]]:
     """Namespaces of the run's topology, agent processes of the stack, Redis keys of the services."""
-    short = teste2e.short_id(report.ids["topology"])
+    short = topology_short_id(report.ids["topology"])
     agents = subprocess.run(
         ["pgrep", "-af", f"{settings.state_dir}/run/topologies"], capture_output=True, text=True, check=False
     ).stdout.splitlines()

@@ -16,7 +16,8 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak import netns
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, _alive
+from merak.localstack import SERVICES, LocalStack, StackError, StackSettings
+from merak.procs import alive
 from merak.testing import free_port, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.models import TopologySpec
@@ -99,7 +100,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
 
     stopped = stack.down()
     assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, "compute-worker"])
-    assert not any(_alive(pid) for pid in pids.values() if pid)
+    assert not any(alive(pid) for pid in pids.values() if pid)
     assert not any(s.running for s in stack.status())
     assert stack.down() == []
 

@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from merak import netns
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.logs import get_logger
+from merak.procs import pid_from_file
 from merak.v1 import common_pb2
 from services.topology.backends import (
     DestroyReport,
@@ -456,17 +457,7 @@ async def _false() -> bool:
 
 
 def _agent_pid(plan: AgentPlan) -> int | None:
-    return _pid_if_ours(plan.pid_file, str(plan.vhosts_file))
-
-
-def _pid_if_ours(pid_file: Path, marker: str) -> int | None:
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid if marker in cmdline and state != "Z" else None
+    return pid_from_file(plan.pid_file, str(plan.vhosts_file))
 
 
 def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
@@ -475,13 +466,13 @@ def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
         return 0
     pids = []
     for pid_file in run_dir.glob("agent-*.pid"):
-        pid = _pid_if_ours(pid_file, str(pid_file.with_suffix(".json")))
+        pid = pid_from_file(pid_file, str(pid_file.with_suffix(".json")))
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             pids.append((pid_file, pid))
     deadline = time.monotonic() + timeout
     for pid_file, pid in pids:
-        while _pid_if_ours(pid_file, str(pid_file.with_suffix(".json"))) is not None:
+        while pid_from_file(pid_file, str(pid_file.with_suffix(".json"))) is not None:
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 break
