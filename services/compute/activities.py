@@ -32,7 +32,7 @@ from services.compute.contracts import (
     ShardPlan,
     ShardRef,
 )
-from services.compute.store import ComputeStore, VmRecord
+from services.compute.store import ComputeStore, Meta, VmRecord
 
 log = get_logger(__name__)
 
@@ -131,14 +131,14 @@ class ComputeActivities:
             [HostBatches(n, math.ceil(hosts[n]["count"] / meta.batch_size), meta.batch_size) for n in names]
         )
 
-    async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], dict[str, object], str, str]:
+    async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], dict[str, object], Meta]:
         meta = await self.store.meta(batch.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {batch.config_id} is gone", non_retryable=True)
         host = (await self.store.hosts(batch.config_id))[batch.host]
         names = await self.store.batch_names(batch.config_id, batch.host, batch.batch, meta.batch_size)
         records = await self.store.vms(batch.config_id, batch.host, names)
-        return records, host, meta.plugin, meta.netconfig_id
+        return records, host, meta
 
     @activity.defn(name="compute.create_batch")
     async def create_batch(self, batch: BatchInput) -> BatchOutcome:
@@ -148,7 +148,8 @@ class ComputeActivities:
             return await self._create_batch(batch)
 
     async def _create_batch(self, batch: BatchInput) -> BatchOutcome:
-        records, host, plugin, netconfig_id = await self._batch(batch)
+        records, host, meta = await self._batch(batch)
+        plugin, netconfig_id = meta.plugin, meta.netconfig_id
         todo = [r for r in records if r.status != common_pb2.DONE]
         if todo:
             agent = self._agent(str(host["endpoint"]))
@@ -157,8 +158,7 @@ class ComputeActivities:
             else:
                 await self._create_native(agent, batch.host, netconfig_id, todo)
             await self.store.put_vms(batch.config_id, batch.host, todo)
-            meta = await self.store.meta(batch.config_id)
-            elapsed = time.time() - (meta.started_at if meta else time.time())
+            elapsed = time.time() - meta.started_at
             for record in todo:
                 if record.status == common_pb2.DONE:
                     VM_CREATE_SECONDS.observe(elapsed)
@@ -306,7 +306,8 @@ class ComputeActivities:
             return await self._delete_batch(batch)
 
     async def _delete_batch(self, batch: BatchInput) -> BatchOutcome:
-        records, host, plugin, netconfig_id = await self._batch(batch)
+        records, host, meta = await self._batch(batch)
+        plugin, netconfig_id = meta.plugin, meta.netconfig_id
         if not records:
             return BatchOutcome()
         for record in records:
