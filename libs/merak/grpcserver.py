@@ -48,6 +48,7 @@ class _Call:
         self.start = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.details = ""
+        self._finished = False
 
     async def fail(self, exc: BaseException) -> None:
         """Turn an exception from a handler into a gRPC status, logging unexpected ones once."""
@@ -62,10 +63,16 @@ class _Call:
         self.code, self.details = code, details
         if code is grpc.StatusCode.INTERNAL:
             log.exception("rpc_unexpected_error", grpc_service=self.service, grpc_method=self.method)
+        # abort() sends the status at once: record the call first, so a client never sees an error
+        # that the metrics and the log do not show yet.
+        self.finish()
         await self.context.abort(code, details)
 
     def finish(self) -> None:
-        """Record metrics and write the one log line of this RPC."""
+        """Record metrics and write the one log line of this RPC (once)."""
+        if self._finished:
+            return
+        self._finished = True
         elapsed = time.perf_counter() - self.start
         GRPC_HANDLED.labels(self.service, self.method, self.code.name).inc()
         GRPC_HANDLING_SECONDS.labels(self.service, self.method).observe(elapsed)
