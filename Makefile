@@ -13,6 +13,7 @@ install: apt venv proto ## system packages, virtualenv, generated protos
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

@@ -1,17 +1,20 @@
-"""`merak`: run the local stack (up / down / status) and the demo."""
+"""`merak`: run the local stack (up / down / status), check the machine (doctor), the demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
+from dataclasses import asdict
 
 import grpc
 from rich.console import Console
 from rich.table import Table
 
 from merak import teste2e
+from merak.doctor import Plan, failures, run_checks
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints, grpc_healthy
 from merak.naming import topology_short_id
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -105,6 +108,40 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
     return code
 
 
+STATUS_STYLE = {"ok": "green", "raise": "cyan", "info": "dim", "warn": "yellow", "fail": "red"}
+
+
+def cmd_doctor(plan: Plan, as_json: bool = False) -> int:
+    """Check this machine for a lab of `plan`'s size; exit 1 only when the product cannot work."""
+    checks = run_checks(plan)
+    if as_json:
+        print(json.dumps({"plan": asdict(plan), "checks": [c.as_dict() for c in checks]}, indent=2))
+        return 1 if failures(checks) else 0
+    table = Table(title=f"merak doctor: this machine, for a lab of {plan}", title_justify="left")
+    for column in ("area", "check", "status", "current", "needed"):
+        table.add_column(column, no_wrap=column != "current", overflow="fold")
+    table.add_column("what it means", overflow="fold")
+    for check in checks:
+        style = STATUS_STYLE[check.status]
+        table.add_row(
+            check.area, check.name, f"[{style}]{check.status}[/{style}]", check.current, check.needed,
+            check.meaning,
+        )  # fmt: skip
+    wide = Console(width=max(console.width, 132))
+    wide.print(table)
+    counts = {status: sum(c.status == status for c in checks) for status in STATUS_STYLE}
+    wide.print(", ".join(f"{n} {status}" for status, n in counts.items() if n))
+    wide.print(
+        "raise: too low for this lab; `merak up` and every lab that needs more raise it (root; never lower)\n"
+        "info: missing, nothing uses it; warn: missing, a feature is lost; fail: the product cannot work"
+    )
+    failed = failures(checks)
+    if failed:
+        console.print(f"[red]unusable:[/red] {', '.join(c.name for c in failed)}")
+        return 1
+    return 0
+
+
 def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, command: list[str]) -> int:
     """Run `command` inside a VM's namespace (or the vhost's, with vm "-"): `ip netns exec`, no shell."""
     if not command:
@@ -162,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-labs", action="store_true", help="leave running topologies (agents, namespaces)"
     )
     sub.add_parser("status", help="show what runs")
+    doctor = sub.add_parser(
+        "doctor", help="check this machine: root, kernel features, sysctls, binaries, memory"
+    )
+    defaults = Plan()
+    doctor.add_argument("--vhosts", type=int, default=defaults.vhosts, help="size the checks for this lab")
+    doctor.add_argument("--vms", type=int, default=defaults.vms, help="VMs in that lab, all vhosts together")
+    doctor.add_argument("--vpcs", type=int, default=defaults.vpcs)
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     sub.add_parser(
         "demo",
         help="stack up + the end-to-end demo (5 hosts x 10 VMs); teste2e options pass through",
@@ -181,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
+    if args.command == "doctor":
+        return cmd_doctor(Plan(vhosts=args.vhosts, vms=args.vms, vpcs=args.vpcs), as_json=args.json)
     if args.command == "down":
         return cmd_down(settings, keep_labs=args.keep_labs)
     if args.command == "demo":

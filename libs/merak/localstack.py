@@ -29,6 +29,8 @@ from merak.config import (
     TEMPORAL_UI_PORT,
     CommonSettings,
 )
+from merak.doctor import Plan, failures, run_checks
+from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
 from merak.temporal import temporal_cli_path
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -50,6 +52,14 @@ class StackSettings(CommonSettings):
     start_timeout: float = 90.0
     # Added to every service's gRPC and metrics port, so a second stack (or a test) can run beside one.
     port_offset: int = 0
+    # The lab `up` sizes the machine for (the demo's); labs raise the kernel settings further as they grow.
+    plan_vhosts: int = 5
+    plan_vms: int = 50
+
+    @property
+    def plan(self) -> Plan:
+        """The lab size `up` prepares this machine for."""
+        return Plan(vhosts=self.plan_vhosts, vms=self.plan_vms)
 
     def grpc_port(self, service: str) -> int:
         """The gRPC port of `service` in this stack."""
@@ -282,8 +292,37 @@ class LocalStack:
             )
         return states
 
+    def preflight(self) -> Sizing:
+        """`merak doctor`'s checks (a failure refuses the start), then the kernel settings for the plan."""
+        plan = self.settings.plan
+        checks = run_checks(plan)
+        for check in checks:
+            if check.status in ("warn", "fail"):
+                self.out(f"doctor: {check.status}: {check.name}: {check.current} ({check.meaning})")
+        failed = failures(checks)
+        if failed:
+            raise StackError(
+                "this machine cannot run the stack: "
+                + "; ".join(f"{c.name}: {c.current} ({c.meaning})" for c in failed)
+                + ". `merak doctor` shows every check."
+            )
+        if os.geteuid() != 0:
+            return Sizing()
+        tuner = HostTuner()
+        try:
+            sizing = tuner.ensure(plan.namespaces, reason="merak up")
+        finally:
+            tuner.close()
+        for change in sizing.changes:
+            self.out(f"host: raised {change} (sized for a lab of {plan}; bigger labs raise it further)")
+        for short in sizing.shortfalls:
+            self.out(f"host: cannot raise {short}")
+        return sizing
+
     def up(self) -> list[ComponentState]:
-        """Start what is not running, wait until everything is healthy; harmless when already up."""
+        """Check the machine, start what is not running, wait until everything is healthy; harmless
+        when already up."""
+        self.preflight()
         for directory in (
             self.settings.run_dir,
             self.settings.log_dir,

@@ -130,6 +130,23 @@ def entered(name: str) -> Iterator[None]:
         _check(_libc.setns(root, CLONE_NEWNET), "setns back to the root namespace")
 
 
+@contextlib.contextmanager
+def entered_fd(fd: int) -> Iterator[None]:
+    """Move the calling thread into the namespace `fd` refers to for the block, then back where it was."""
+    back = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(back).st_ino == os.fstat(fd).st_ino:
+            yield  # already there: no setns, which would need CAP_SYS_ADMIN
+            return
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns into a saved namespace")
+        try:
+            yield
+        finally:
+            _check(_libc.setns(back, CLONE_NEWNET), "setns back")
+    finally:
+        os.close(back)
+
+
 def enter_for_good(name: str) -> None:
     """Move the calling thread into namespace `name` and stay (threads it starts later follow)."""
     fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from merak.config import ServiceSettings
 from merak.errors import Unavailable
+from merak.host import raise_open_files
 from merak.logs import configure_logging, get_logger
 from merak.store import REDIS_ERRORS, connect_redis
 
@@ -24,6 +25,9 @@ def main_for(name: str, settings_type: type[S], run: Callable[[S], Coroutine[Any
     """Entry point body of `python -m services.<name>`: parse settings (env + CLI), log, run."""
     settings = settings_type(_cli_parse_args=True)  # type: ignore[call-arg]  # pydantic-settings init kwarg
     configure_logging(settings.log_level, settings.log_format, service=name)
+    raised = raise_open_files()
+    if raised is not None:
+        log.info("open_files_raised", before=raised[0], after=raised[1])
     # SIGINT before the signal handlers are installed ends the process quietly.
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))

@@ -7,6 +7,7 @@ from grpc_health.v1 import health_pb2
 from merak import netns
 from merak.errors import FailedPrecondition
 from merak.grpcserver import GrpcServer, run_server
+from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.metrics import serve_metrics
 from services.agent.alcor import AlcorPorts
@@ -23,6 +24,8 @@ async def run(settings: AgentSettings) -> None:
     metrics = (
         serve_metrics(settings.metrics_port, settings.metrics_host) if settings.metrics_port >= 0 else None
     )
+    # Built before entering a vhost namespace: the neighbour-table sysctls show only in the first one.
+    host = HostTuner()
     if settings.netns:
         netns.enter_for_good(settings.netns)
     vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
@@ -30,7 +33,7 @@ async def run(settings: AgentSettings) -> None:
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
     alcor = AlcorPorts(settings.alcor_url) if settings.alcor_url else None
-    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers)
+    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers, host=host)
     server = GrpcServer(settings.listen_address(), [registration(servicer)])
 
     async def mark_vhosts_serving() -> None:

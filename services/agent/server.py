@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.grpcserver import ServiceRegistration
+from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
@@ -67,9 +68,18 @@ def _reason(error: str) -> str:
 class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     """agent.MerakAgentService for the vhosts of this agent."""
 
-    def __init__(self, vhosts: VhostSet, *, alcor: AlcorPorts | None = None, workers: int = 4) -> None:
+    def __init__(
+        self,
+        vhosts: VhostSet,
+        *,
+        alcor: AlcorPorts | None = None,
+        workers: int = 4,
+        host: HostTuner | None = None,
+    ) -> None:
         self.vhosts = vhosts
         self.alcor = alcor
+        # Real VMs share the machine's neighbour table and namespace limit: sized before they grow.
+        self.host = host
         self._planes: dict[str, Plane] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # Subnets whose gateway each (vhost, VNI) serves: ensure_vpc converges to the whole set.
@@ -78,8 +88,10 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-netns")
 
     async def close(self) -> None:
-        """Stop the worker threads and the Alcor client."""
+        """Stop the worker threads, release the host tuner, close the Alcor client."""
         self._executor.shutdown(wait=True)
+        if self.host is not None:
+            self.host.close()
         if self.alcor is not None:
             await self.alcor.close()
 
@@ -112,6 +124,11 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         # Kernel work blocks and enters namespaces (per thread): never on the event loop's thread.
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
+    async def _size_host(self, new_namespaces: int, reason: str) -> None:
+        host = self.host
+        if host is not None and self.vhosts.dataplane == "real":
+            await self._run(partial(host.ensure_for_new, new_namespaces, reason=reason))
+
     def _vpc_with_known_subnets(self, vhost: Vhost, vpc: VpcSpec) -> VpcSpec:
         known = self._subnets.setdefault((vhost.name, vpc.vni), {})
         known.update((s.cidr, s) for s in vpc.subnets)
@@ -136,6 +153,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     ) -> agent_pb2.CreateVmsReply:
         plane = self._plane(vhost)
         started = time.perf_counter()
+        await self._size_host(len(specs) + len(vpcs), "vms created")
         async with self._lock(vhost):
             for vpc in vpcs:
                 merged = self._vpc_with_known_subnets(vhost, vpc)
@@ -226,6 +244,9 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         added = [_neighbor(f"neighbors[{i}]", n) for i, n in enumerate(request.neighbors)]
         removed = [_neighbor(f"removed_neighbors[{i}]", n) for i, n in enumerate(request.removed_neighbors)]
         vni = request.vni
+        # The overlay is programmed once every VM of the lab exists: the namespaces present now are
+        # the lab the VMs' neighbour tables must hold.
+        await self._size_host(0, "vpc peers set")
         async with self._lock(vhost):
             await self._run(partial(plane.set_vni_peers, vni, vteps))
             if removed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from merak.grpcserver import GrpcServer, run_server
+from merak.host import HostTuner
 from merak.service import open_redis
 from merak.v1 import topology_pb2
 from services.topology.backends import BackendRegistry
@@ -27,6 +28,7 @@ def build_backends(settings: TopologySettings, store: TopologyStore | None = Non
             fake_vhosts_per_agent=settings.fake_vhosts_per_agent,
             workers=settings.netns_workers,
             agent_env={"MERAK_STATE_DIR": str(settings.state_dir), "MERAK_LOG_LEVEL": settings.log_level},
+            host=HostTuner(),
         ),
     )
     registry.register(

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 from temporalio.testing import WorkflowEnvironment
 
-from merak import netns
+from merak import host, netns
+from merak.naming import topology_short_id
 from merak.temporal import TemporalConnection
 from merak.testing import assert_eventually, unique_name
 from merak.testing.plugin import StartServer
@@ -169,7 +170,11 @@ async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
     }
 
 
-async def test_teste2e_scenario_deploys_pings_and_deletes_in_reverse(stack: Stack) -> None:
+async def test_teste2e_scenario_deploys_pings_and_deletes_in_reverse(
+    stack: Stack, kernel_defaults: dict[str, int]
+) -> None:
+    # From the kernel's neighbour thresholds (128/512/1024), as on a fresh machine: 2,450 ping pairs
+    # overflow them unless the topology service and the agents raise them, which this test shows.
     created = await create_scenario(stack.stub)
     sid = created.scenario.id
 
@@ -209,6 +214,12 @@ async def test_teste2e_scenario_deploys_pings_and_deletes_in_reverse(stack: Stac
     check = await act(stack.stub, sid, COMPUTE, CHECK)
     assert check.return_message.startswith("CHECK on Compute got - DONE: 50, READY: 0, DEPLOYING: 0")
     assert check.compute.vms[0].id == "50 out of 50 done!"
+
+    lab = netns.list_names(ns_prefix(topology_short_id(created.topology.id)))
+    assert len(lab) >= 60  # VMs, vhosts, VPC namespaces, switches
+    needed = host.needed_values(len(lab))
+    for name, before in kernel_defaults.items():
+        assert (host.read_sysctl(name) or 0) >= max(needed[name], before + 1), name
 
     report = await stack.stub.RunTest(scenario_pb2.RunTestRequest(scenario_id=sid), timeout=120)
     assert (report.vhosts, report.vms, report.dataplane, report.test_name) == (5, 50, "real", "pingall")

@@ -16,6 +16,7 @@ from pyroute2 import netns as pyroute2_netns
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from merak import host
 from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.temporal import ensure_namespace, temporal_cli_path
 from merak.testing import free_port, is_root, unique_name
@@ -167,3 +168,22 @@ def make_netns() -> Iterator[MakeNetns]:
         for name in created:
             if name in pyroute2_netns.listnetns():
                 pyroute2_netns.remove(name)
+
+
+@pytest.fixture
+def kernel_defaults() -> Iterator[dict[str, int]]:
+    """Put the neighbour-table thresholds back to the kernel defaults (128/512/1024) for the test, as on
+    a fresh machine, so the test shows the product raises them itself; what was there comes back after.
+    """
+    if not is_root():
+        pytest.skip("needs root to write /proc/sys")
+    found = {name: host.read_sysctl(name) for name in host.NEIGH_THRESH}
+    for name, default in zip(host.NEIGH_THRESH, host.NEIGH_DEFAULTS, strict=True):
+        host.sysctl_path(name).write_text(f"{default}\n")
+    try:
+        yield dict(zip(host.NEIGH_THRESH, host.NEIGH_DEFAULTS, strict=True))
+    finally:
+        for name in host.NEIGH_THRESH:
+            before = found[name]
+            if before is not None:
+                host.sysctl_path(name).write_text(f"{before}\n")

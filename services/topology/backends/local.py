@@ -31,6 +31,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from merak import netns
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
+from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.procs import pid_from_file
 from merak.v1 import common_pb2
@@ -119,8 +120,11 @@ class LocalBackend(TopologyBackend):
         workers: int = 4,
         agent_env: dict[str, str] | None = None,
         agent_start_timeout: float = 120.0,
+        host: HostTuner | None = None,
     ) -> None:
         self.run_root = run_root
+        # Sizes the machine-wide kernel settings (neighbour table, namespace limit) before a build.
+        self.host = host
         self.max_agents = max_agents
         self.fake_vhosts_per_agent = fake_vhosts_per_agent
         self.workers = workers
@@ -185,7 +189,14 @@ class LocalBackend(TopologyBackend):
         run_dir = self.run_dir(spec.short_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         if spec.dataplane == "real":
-            await asyncio.get_running_loop().run_in_executor(None, self._build_kernel, topology)
+            loop = asyncio.get_running_loop()
+            if self.host is not None:
+                host = self.host
+                await loop.run_in_executor(
+                    None,
+                    lambda: host.ensure_for_new(len(topology.nodes), reason=f"topology {spec.topology_id}"),
+                )
+            await loop.run_in_executor(None, self._build_kernel, topology)
             log.info(
                 "topology_kernel_built",
                 topology_id=spec.topology_id,
@@ -365,8 +376,10 @@ class LocalBackend(TopologyBackend):
         return DestroyReport(namespaces=len(names), processes=stopped)
 
     async def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads, release the host tuner."""
         self._pool.shutdown(wait=True)
+        if self.host is not None:
+            self.host.close()
 
 
 # --- kernel work, run by worker threads inside the namespace concerned --------------------------

