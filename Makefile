@@ -11,8 +11,10 @@ APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck
 
 install: apt venv proto ## system packages, virtualenv, generated protos
 
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+apt: ## Debian packages that are missing (a removed package whose config files remain counts as missing)
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
