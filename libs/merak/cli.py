@@ -22,6 +22,11 @@ from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 console = Console()
 
 
+def _say(line: str) -> None:
+    """One line of `up`/`down` progress, never wrapped (paths and settings stay whole for copying)."""
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def _print_status(stack: LocalStack) -> bool:
     table = Table(title="merak local stack")
     for column in ("component", "pid", "state", "ports"):
@@ -51,7 +56,7 @@ def _print_endpoints(settings: StackSettings) -> None:
 
 def cmd_up(settings: StackSettings) -> int:
     """Start the stack and print where everything answers."""
-    stack = LocalStack(settings, out=console.print)
+    stack = LocalStack(settings, out=_say)
     try:
         stack.up()
     except StackError as exc:
@@ -65,7 +70,7 @@ def cmd_up(settings: StackSettings) -> int:
 def cmd_down(settings: StackSettings, keep_labs: bool = False) -> int:
     """Delete running labs, then stop what `up` started."""
     try:
-        stopped = LocalStack(settings, out=console.print).down(keep_labs=keep_labs)
+        stopped = LocalStack(settings, out=_say).down(keep_labs=keep_labs)
     except grpc.RpcError as exc:
         console.print(f"[red]error:[/red] deleting the labs failed: {exc}; nothing was stopped")
         return 1
