@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 
 import grpc
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.table import Table
 
@@ -122,9 +123,11 @@ def cmd_doctor(plan: Plan, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps({"plan": asdict(plan), "checks": [c.as_dict() for c in checks]}, indent=2))
         return 1 if failures(checks) else 0
-    table = Table(title=f"merak doctor: this machine, for a lab of {plan}", title_justify="left")
+    table = Table(
+        title=f"merak doctor: this machine, for a lab of {plan}", title_justify="left", box=SIMPLE_HEAD
+    )
     for column in ("area", "check", "status", "current", "needed"):
-        table.add_column(column, no_wrap=column != "current", overflow="fold")
+        table.add_column(column, no_wrap=True)
     table.add_column("what it means", overflow="fold")
     for check in checks:
         style = STATUS_STYLE[check.status]
@@ -132,7 +135,7 @@ def cmd_doctor(plan: Plan, as_json: bool = False) -> int:
             check.area, check.name, f"[{style}]{check.status}[/{style}]", check.current, check.needed,
             check.meaning,
         )  # fmt: skip
-    wide = Console(width=max(console.width, 132))
+    wide = Console(width=max(console.width, 160))
     wide.print(table)
     counts = {status: sum(c.status == status for c in checks) for status in STATUS_STYLE}
     wide.print(", ".join(f"{n} {status}" for status, n in counts.items() if n))

@@ -138,7 +138,7 @@ def _qdisc(kind: str, **kwargs: Any) -> Callable[[Any, str], None]:
 def _nftables(_ipr: Any, ns: str) -> None:
     nft = shutil.which("nft")
     if nft is None:
-        raise FileNotFoundError("no nft tool (Debian package nftables)")
+        raise FileNotFoundError("no nft tool")
     # nsenter (util-linux) runs nft inside the scratch namespace, so nothing touches this machine's rules.
     done = subprocess.run(
         ["nsenter", f"--net={netns.path_of(ns)}", nft, "add", "table", "inet", "merak_doctor"],
@@ -167,7 +167,7 @@ FEATURES: tuple[_Feature, ...] = (
         _qdisc("tbf", rate="1mbit", burst=32000, latency="400ms"),
     ),
     _Feature("netem", False, "not used yet (delay, jitter)", _qdisc("netem", delay=1000)),
-    _Feature("nftables", False, "not used yet (loss, partitions)", _nftables),
+    _Feature("nftables", False, "not used yet (loss, partitions; apt: nftables)", _nftables),
     _Feature(
         "vrf",
         False,
