@@ -26,9 +26,9 @@ import grpc
 from pyroute2 import IPRoute
 
 from merak import netns
+from merak.grpcclient import health_serving
 from merak.naming import gateway_mac
 from merak.v1 import agent_pb2, agent_pb2_grpc
-from services.topology.backends.local import agent_healthy
 
 UNDERLAY_IP = "192.168.251.1"
 VNI = 4242
@@ -79,7 +79,7 @@ async def run_ours(count: int, batch: int, work: Path, prefix: str) -> float:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while not await agent_healthy(endpoint):
+        while not await health_serving(endpoint):
             if agent.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError("agent did not start")
             await asyncio.sleep(0.05)

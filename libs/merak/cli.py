@@ -16,7 +16,8 @@ from rich.table import Table
 
 from merak import teste2e
 from merak.doctor import Plan, failures, run_checks
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints, grpc_healthy
+from merak.grpcclient import health_serving_blocking, open_blocking_channel
+from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
 from merak.naming import topology_short_id
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
@@ -88,7 +89,9 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
     """Bring the stack up, run Merak's e2e scenario (5 hosts x 10 VMs, ping-all), leave the stack up."""
     if cmd_up(settings) != 0:
         return 1
-    failed = [name for name in SERVICES if not grpc_healthy(f"127.0.0.1:{settings.grpc_port(name)}")]
+    failed = [
+        name for name in SERVICES if not health_serving_blocking(f"127.0.0.1:{settings.grpc_port(name)}")
+    ]
     if failed:
         console.print(f"[red]error:[/red] not serving: {', '.join(failed)}")
         return 1
@@ -160,9 +163,7 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
             console.print(f"[red]error:[/red] {what} {name!r} is not a valid name")
             return 2
     address = f"127.0.0.1:{settings.grpc_port('topology')}"
-    with grpc.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 500 * 1024 * 1024)]
-    ) as ch:
+    with open_blocking_channel(address) as ch:
         stub = topology_pb2_grpc.MerakTopologyServiceStub(ch)
         try:
             if not topology_id:

@@ -75,3 +75,23 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
+# Codes a retry cannot fix: the same request fails the same way. A workflow turns a call that ended
+# with one of them into a non-retryable failure; every other code (UNAVAILABLE, DEADLINE_EXCEEDED,
+# INTERNAL, ...) is retried with backoff.
+PERMANENT_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def is_permanent(code: grpc.StatusCode) -> bool:
+    """True when retrying a call that failed with `code` cannot succeed (Temporal: non-retryable)."""
+    return code in PERMANENT_CODES

@@ -15,12 +15,12 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from merak.errors import status_for
+from merak.grpcclient import CHANNEL_OPTIONS
 from merak.logs import get_logger
 from merak.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, MetricsServer, serve_metrics
 
 log = get_logger(__name__)
 
-MAX_MESSAGE_BYTES = 500 * 1024 * 1024  # as Merak's compute and agent servers
 _QUIET_SERVICES = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 ServiceRegistrar = Callable[[grpc.aio.Server], None]
@@ -171,8 +171,7 @@ class GrpcServer:
         self.server = grpc.aio.server(
             interceptors=[ObservabilityInterceptor()],
             options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                *CHANNEL_OPTIONS,
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 90_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

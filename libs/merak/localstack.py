@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic_settings import SettingsConfigDict
 
 from merak.config import (
@@ -30,6 +28,7 @@ from merak.config import (
     CommonSettings,
 )
 from merak.doctor import Plan, failures, run_checks
+from merak.grpcclient import health_serving_blocking, open_blocking_channel
 from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
 from merak.temporal import temporal_cli_path
@@ -130,18 +129,6 @@ def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
     return False
 
 
-def grpc_healthy(address: str, service: str = "", timeout: float = 1.0) -> bool:
-    """True when the gRPC health service at `address` reports `service` SERVING."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-
-
 def redis_healthy(port: int) -> bool:
     """True when Redis answers PING on `port`."""
     try:
@@ -199,7 +186,7 @@ def components(settings: StackSettings) -> list[Component]:
             "warn",
         ),
         ports={"grpc": settings.temporal_port, "ui": settings.temporal_ui_port},
-        health=lambda: grpc_healthy(settings.temporal_address, TEMPORAL_HEALTH_SERVICE),
+        health=lambda: health_serving_blocking(settings.temporal_address, TEMPORAL_HEALTH_SERVICE),
         marker="start-dev",
     )
     common_env = {
@@ -256,7 +243,7 @@ def http_ok(url: str) -> bool:
 
 
 def _service_health(port: int) -> Callable[[], bool]:
-    return lambda: grpc_healthy(f"127.0.0.1:{port}")
+    return lambda: health_serving_blocking(f"127.0.0.1:{port}")
 
 
 class LocalStack:
@@ -363,7 +350,7 @@ class LocalStack:
             return []
         address = f"127.0.0.1:{self.settings.grpc_port('topology')}"
         deleted = []
-        with grpc.insecure_channel(address) as channel:
+        with open_blocking_channel(address) as channel:
             stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
             for summary in stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies:
                 request = topology_pb2.InternalTopologyInfo(

@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from merak.grpcclient import open_channel
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
 
 console = Console(stderr=True)
-MAX_MESSAGE = 500 * 1024 * 1024
 READY = scenario_pb2.READY
 FAILED = scenario_pb2.FAILED
 
@@ -294,7 +294,7 @@ class Runner:
         topology_id = self.report.ids.get("topology", "")
         left: dict[str, Any] = {}
         try:
-            async with grpc.aio.insecure_channel(self.opts.topology_address) as channel:
+            async with open_channel(self.opts.topology_address) as channel:
                 listed = await topology_pb2_grpc.MerakTopologyServiceStub(channel).ListTopologies(
                     topology_pb2.ListTopologiesRequest(), timeout=30
                 )
@@ -395,11 +395,7 @@ def parse(argv: list[str] | None) -> Options:
 
 async def main_async(opts: Options) -> Report:
     """Run with Ctrl-C tearing down what was created."""
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-    ]
-    async with grpc.aio.insecure_channel(opts.scenario_address, options=options) as channel:
+    async with open_channel(opts.scenario_address) as channel:
         runner = Runner(opts, channel)
         task = asyncio.create_task(runner.run())
         loop = asyncio.get_running_loop()

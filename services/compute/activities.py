@@ -21,6 +21,8 @@ from prometheus_client import Counter, Histogram
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from merak.errors import is_permanent
+from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
 from services.compute.contracts import (
@@ -42,15 +44,6 @@ VM_CREATE_SECONDS = Histogram(
     "Time from the start of a deployment until a VM is DONE.",
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
-PERMANENT = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
-MAX_MESSAGE = 500 * 1024 * 1024
 
 
 HEARTBEAT_SECONDS = 5.0
@@ -77,9 +70,7 @@ async def heartbeating(interval: float = HEARTBEAT_SECONDS) -> AsyncIterator[Non
 def _raise(exc: grpc.aio.AioRpcError, what: str) -> None:
     """A permanent gRPC error becomes a non-retryable failure; others are retried by Temporal."""
     message = f"{what}: {exc.code().name}: {exc.details()}"
-    if exc.code() in PERMANENT:
-        raise ApplicationError(message, type=exc.code().name, non_retryable=True) from exc
-    raise ApplicationError(message, type=exc.code().name) from exc
+    raise ApplicationError(message, type=exc.code().name, non_retryable=is_permanent(exc.code())) from exc
 
 
 class ComputeActivities:
@@ -95,23 +86,14 @@ class ComputeActivities:
         self.store = store
         self.network = network
         self.agent_timeout = agent_timeout
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._agents = ChannelPool()
 
     def _agent(self, endpoint: str) -> agent_pb2_grpc.MerakAgentServiceAsyncStub:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            options = [
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ]
-            channel = self._channels[endpoint] = grpc.aio.insecure_channel(endpoint, options=options)
-        return agent_pb2_grpc.MerakAgentServiceStub(channel)
+        return agent_pb2_grpc.MerakAgentServiceStub(self._agents.channel(endpoint))
 
     async def close(self) -> None:
         """Close the agent channels."""
-        for channel in self._channels.values():
-            await channel.close(None)
-        self._channels.clear()
+        await self._agents.close()
 
     @staticmethod
     def _count_retry() -> None:
@@ -271,7 +253,7 @@ class ComputeActivities:
                     record.remote, record.device = pre.port.remoteid, pre.port.deviceid
                 made = await agent.PortHandler(port(record, common_pb2.CREATE), timeout=self.agent_timeout)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in PERMANENT:
+                if not is_permanent(exc.code()):
                     raise
                 record.status, record.error = common_pb2.ERROR, f"{exc.code().name}: {exc.details()}"
                 return

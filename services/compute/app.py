@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
+from merak.grpcclient import open_channel
 from merak.grpcserver import GrpcServer, run_server
 from merak.service import open_redis
 from merak.temporal import TemporalConnection
@@ -22,8 +21,7 @@ async def run(settings: ComputeSettings) -> None:
     redis = await open_redis(settings.redis_url)
     temporal = TemporalConnection(settings.temporal_address, settings.temporal_namespace)
     temporal.start()
-    options = [("grpc.max_receive_message_length", 500 * 1024 * 1024)]
-    network_channel = grpc.aio.insecure_channel(settings.network_address, options=options)
+    network_channel = open_channel(settings.network_address)
     store = ComputeStore(redis)
     manager = ComputeManager(
         store, temporal, network_pb2_grpc.MerakNetworkServiceStub(network_channel), settings

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import grpc
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from merak.config import METRICS_PORTS
+from merak.grpcclient import open_channel
 from merak.grpcserver import wait_for_signal
 from merak.logs import get_logger
 from merak.metrics import serve_metrics
@@ -42,8 +42,7 @@ async def run_worker(
     settings: ComputeSettings, client: Client, store: ComputeStore, stop: asyncio.Event
 ) -> None:
     """Run a worker until `stop` is set, then let running activities finish."""
-    options = [("grpc.max_receive_message_length", 500 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(settings.network_address, options=options) as channel:
+    async with open_channel(settings.network_address) as channel:
         activities = ComputeActivities(
             store, network_pb2_grpc.MerakNetworkServiceStub(channel), agent_timeout=settings.agent_timeout
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from merak.grpcclient import open_channel
 from merak.grpcserver import GrpcServer, run_server
 from merak.service import open_redis
 from merak.v1 import compute_pb2_grpc, network_pb2_grpc, topology_pb2_grpc
-from services.scenario.clients import ServiceClients, open_channel
+from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager

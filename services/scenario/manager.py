@@ -12,10 +12,11 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, NotFound
+from merak.grpcclient import ServiceError
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario import states, translate
-from services.scenario.clients import ServiceClients, ServiceError
+from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.models import (
     COMPUTE,

@@ -14,9 +14,9 @@ import grpc
 from prometheus_client import Counter
 
 from merak.errors import FailedPrecondition, InvalidArgument
+from merak.grpcclient import ChannelPool, ServiceError
 from merak.logs import get_logger
-from merak.v1 import agent_pb2, common_pb2, scenario_pb2
-from services.scenario.clients import AgentChannels, ServiceError
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scenario_pb2
 
 log = get_logger(__name__)
 
@@ -266,7 +266,7 @@ class ConnectivityTest:
         started = time.monotonic()
         options = self.options
         semaphore = asyncio.Semaphore(max(1, options.concurrency))
-        async with AgentChannels() as agents:
+        async with ChannelPool() as agents:
             listed = await asyncio.gather(*(self._list_vms(agents, semaphore, node) for node in nodes))
             dataplane = next((d for d, _ in listed if d), "")
             found = [vm for _, vms in listed for vm in vms]
@@ -356,14 +356,14 @@ class ConnectivityTest:
         return report
 
     async def _list_vms(
-        self, agents: AgentChannels, semaphore: asyncio.Semaphore, node: common_pb2.InternalComputeInfo
+        self, agents: ChannelPool, semaphore: asyncio.Semaphore, node: common_pb2.InternalComputeInfo
     ) -> tuple[str, list[Vm]]:
         endpoint = node.agent_endpoint or (f"{node.container_ip}:{AGENT_PORT}" if node.container_ip else "")
         if not endpoint:
             raise FailedPrecondition(f"vhost {node.name!r} has no agent endpoint; CHECK topology")
         async with semaphore:
             try:
-                reply = await agents.stub(endpoint).ListVms(
+                reply = await _agent(agents, endpoint).ListVms(
                     agent_pb2.ListVmsRequest(vhost=node.name), timeout=self.options.call_timeout
                 )
             except grpc.aio.AioRpcError as exc:
@@ -377,7 +377,7 @@ class ConnectivityTest:
     async def _ping(
         self,
         *,
-        agents: AgentChannels,
+        agents: ChannelPool,
         semaphore: asyncio.Semaphore,
         vms: Sequence[Vm],
         src: int,
@@ -397,7 +397,7 @@ class ConnectivityTest:
         deadline = retry + 2 * self.options.timeout + 30
         async with semaphore:
             try:
-                reply = await agents.stub(source.endpoint).Ping(request, timeout=deadline)
+                reply = await _agent(agents, source.endpoint).Ping(request, timeout=deadline)
             except grpc.aio.AioRpcError as exc:
                 reason = f"agent of vhost {source.vhost!r}: {exc.code().name}: {exc.details()}"
                 return [_Outcome(d, False, 0.0, reason) for d in dsts]
@@ -430,3 +430,8 @@ def _pair(vms: Sequence[Vm], src: int, outcome: _Outcome, reason: str) -> scenar
 
 def _pair_key(pair: scenario_pb2.PairResult) -> tuple[str, str, str, str]:
     return pair.src_vhost, pair.src_vm, pair.dst_vhost, pair.dst_vm
+
+
+def _agent(pool: ChannelPool, endpoint: str) -> agent_pb2_grpc.MerakAgentServiceAsyncStub:
+    """The agent at `endpoint` ("unix:///…/agent.sock" or "host:port"), over the pool's channel."""
+    return agent_pb2_grpc.MerakAgentServiceStub(pool.channel(endpoint))

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from merak.localstack import grpc_healthy
+from merak.grpcclient import health_serving_blocking
 from merak.testing import free_port
 from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -157,7 +157,7 @@ def standalone_agent() -> Iterator[tuple[int, int]]:
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 20
-            while not grpc_healthy(f"127.0.0.1:{port}"):
+            while not health_serving_blocking(f"127.0.0.1:{port}"):
                 assert proc.poll() is None and time.monotonic() < deadline, "agent did not start"
                 time.sleep(0.05)
             yield port, proc.pid

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 from prometheus_client import REGISTRY
 
+from merak.grpcclient import open_channel
 from merak.testing.plugin import StartServer
 from merak.v1 import (
     compute_pb2,
@@ -22,7 +23,7 @@ from merak.v1 import (
     topology_pb2_grpc,
 )
 from services.scenario.app import build_servicer
-from services.scenario.clients import ServiceClients, open_channel
+from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.server import registration
 from tests.integration.scenario_lab import (

@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2
 from temporalio.testing import WorkflowEnvironment
 
 from merak import host, netns
+from merak.grpcclient import open_channel
 from merak.naming import topology_short_id
 from merak.temporal import TemporalConnection
 from merak.testing import assert_eventually, unique_name
@@ -38,7 +39,7 @@ from services.network.app import build_servicer as build_network_servicer
 from services.network.config import NetworkSettings
 from services.network.server import registration as network_registration
 from services.scenario.app import build_servicer
-from services.scenario.clients import ServiceClients, open_channel
+from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.server import registration as scenario_registration
 from services.topology.app import build_backends

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from merak.localstack import grpc_healthy
+from merak.grpcclient import health_serving_blocking
 from merak.testing import free_port
 
 SERVICES = {
@@ -52,7 +52,7 @@ def service_process(request: pytest.FixtureRequest, redis_url: str) -> Iterator[
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        _wait(lambda: grpc_healthy(f"127.0.0.1:{grpc_port}"), proc)
+        _wait(lambda: health_serving_blocking(f"127.0.0.1:{grpc_port}"), proc)
         yield name, grpc_port, metrics_port
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from merak import netns
+from merak.grpcclient import open_channel
 from merak.testing import assert_eventually, unique_name
 from merak.testing.plugin import StartServer
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -27,8 +28,6 @@ from services.topology.server import TopologyServicer, registration
 from services.topology.store import TopologyStore
 
 pytestmark = pytest.mark.root
-
-MAX_MESSAGE = 500 * 1024 * 1024
 
 
 @dataclass
@@ -64,8 +63,7 @@ async def _serve(
 async def lab(grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path) -> AsyncIterator[Lab]:
     settings = TopologySettings(run_dir=run_dir, max_agents=4, fake_vhosts_per_agent=25_000)
     address, manager = await _serve(grpc_server, redis_client, settings)
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
+    async with open_channel(address) as channel:
         stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
         try:
             yield Lab(stub, redis_client, settings, address)

@@ -67,7 +67,10 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def grpc_healthy_from(namespace: str, address: str) -> bool:
-    probe = f"import sys; from merak.localstack import grpc_healthy; sys.exit(not grpc_healthy({address!r}))"
+    probe = (
+        "import sys; from merak.grpcclient import health_serving_blocking as ok; "
+        f"sys.exit(not ok({address!r}))"
+    )
     done = subprocess.run(
         ["nsenter", f"--net=/run/netns/{namespace}", sys.executable, "-c", probe],
         capture_output=True,

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from merak import netns
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
+from merak.grpcclient import health_serving
 from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.procs import pid_from_file
@@ -317,7 +316,7 @@ class LocalBackend(TopologyBackend):
 
     async def _wait_agent(self, plan: AgentPlan, proc: subprocess.Popen[bytes] | None) -> None:
         deadline = time.monotonic() + self.agent_start_timeout
-        while not await agent_healthy(plan.endpoint):
+        while not await health_serving(plan.endpoint):
             exited = proc.poll() is not None if proc is not None else _agent_pid(plan) is None
             if exited:
                 raise Unavailable(f"agent {plan.index} exited during start-up; see {plan.log_file}")
@@ -333,7 +332,7 @@ class LocalBackend(TopologyBackend):
         plans = self.plan_agents(topology)
         present = set(netns.list_names(ns_prefix(spec.short_id))) if spec.dataplane == "real" else None
         healthy = await asyncio.gather(
-            *(agent_healthy(p.endpoint) if _agent_pid(p) is not None else _false() for p in plans)
+            *(health_serving(p.endpoint) if _agent_pid(p) is not None else _false() for p in plans)
         )
         result: dict[str, VhostRuntime] = {}
         for plan, ok in zip(plans, healthy, strict=True):
@@ -451,18 +450,6 @@ def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
 
 
 # --- agents --------------------------------------------------------------------------------------
-
-
-async def agent_healthy(endpoint: str, timeout: float = 1.0) -> bool:
-    """True when the agent at `endpoint` answers its health check with SERVING."""
-    try:
-        async with grpc.aio.insecure_channel(endpoint) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
-            )
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.aio.AioRpcError:
-        return False
 
 
 async def _false() -> bool:

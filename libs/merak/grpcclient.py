@@ -1,0 +1,89 @@
+"""gRPC clients: channel options, a pooled channel cache, a callee's error mapped, the health probe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from merak.errors import MerakError
+
+MAX_MESSAGE_BYTES = 500 * 1024 * 1024  # as Merak's servers and clients
+CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+)
+# Codes that mean the service was not reached or did not answer in time: they say which service.
+TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    """A plaintext asyncio channel with Merak's 500 MiB message limits ("host:port" or "unix:///path")."""
+    return grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+
+
+def open_blocking_channel(address: str) -> grpc.Channel:
+    """The same, for synchronous code (the command line)."""
+    return grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+
+
+class ServiceError(MerakError):
+    """A call to another service failed; carries that service's status code and message unchanged."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.code = code
+
+
+def service_error(service: str, address: str, exc: grpc.aio.AioRpcError) -> ServiceError:
+    """The error a failed call becomes: the callee's INVALID_ARGUMENT etc. reach our caller as they are."""
+    code, details = exc.code(), exc.details() or ""
+    if code in TRANSPORT_CODES:
+        details = f"{service} service at {address}: {details or code.name}"
+    return ServiceError(service, code, details)
+
+
+class ChannelPool:
+    """Channels by address, opened on first use and closed together (agents, one per endpoint)."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """The channel to `address`, opened once."""
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = open_channel(address)
+        return channel
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close(None)
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
+async def health_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
+    """True when the gRPC health service at `address` reports `service` SERVING."""
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+
+
+def health_serving_blocking(address: str, service: str = "", timeout: float = 1.0) -> bool:
+    """`health_serving` for synchronous code (no event loop running in this thread)."""
+    return asyncio.run(health_serving(address, service, timeout))
