@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.topology.backends.kubernetes import SWITCH_SCRIPT, VHOST_SCRIPT
+from services.topology.backends.kubernetes.objects import SWITCH_SCRIPT, VHOST_SCRIPT
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deployments" / "docker"

@@ -10,13 +10,9 @@ import pytest
 
 from merak.errors import FailedPrecondition
 from merak.v1 import common_pb2
-from services.topology.backends.kubernetes import (
-    AGENT_PORT,
-    LABEL_ROLE,
-    KubernetesApiError,
-    KubernetesBackend,
-    build_objects,
-)
+from services.topology.backends.kubernetes import KubernetesBackend
+from services.topology.backends.kubernetes.api import KubernetesApiError
+from services.topology.backends.kubernetes.objects import AGENT_PORT, LABEL_ROLE, build_objects
 from tests.kubernetes.conftest import Cluster, e2e_topology
 
 

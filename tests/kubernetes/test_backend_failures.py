@@ -13,12 +13,8 @@ import pytest
 from merak.errors import DeadlineExceeded, FailedPrecondition, Unavailable, status_for
 from merak.testing import free_port
 from merak.v1 import common_pb2
-from services.topology.backends.kubernetes import (
-    KubernetesApiError,
-    KubernetesBackend,
-    KubernetesOptions,
-    load_configuration,
-)
+from services.topology.backends.kubernetes import KubernetesBackend, KubernetesOptions
+from services.topology.backends.kubernetes.api import KubernetesApiError, load_configuration
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.kubernetes.conftest import FAKE_OPTIONS, e2e_topology, fake_configuration
 

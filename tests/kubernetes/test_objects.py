@@ -16,13 +16,13 @@ import yaml
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.v1 import topology_pb2
 from services.agent.vhosts import VhostSet
-from services.topology.backends.kubernetes import (
+from services.topology.backends.kubernetes import KubernetesBackend
+from services.topology.backends.kubernetes.objects import (
     AGENT_PORT,
     ANNOTATION_TOPOLOGY_ID,
     LABEL_ROLE,
     LABEL_TOPOLOGY,
     Images,
-    KubernetesBackend,
     KubernetesOptions,
     Resources,
     TopologyObjects,

@@ -21,7 +21,7 @@ import pytest
 from merak import netns
 from merak.testing import assert_eventually, unique_name
 from merak.testing.plugin import MakeNetns
-from services.topology.backends.kubernetes import (
+from services.topology.backends.kubernetes.objects import (
     AGENT_PORT,
     SWITCH_SCRIPT,
     VHOST_SCRIPT,
