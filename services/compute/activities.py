@@ -21,11 +21,12 @@ from prometheus_client import Counter, Histogram
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from merak.errors import is_permanent
 from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
-from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2_grpc
 from services.compute.contracts import (
+    DELETE,
+    ActivityName,
     BatchFailure,
     BatchInput,
     BatchOutcome,
@@ -34,7 +35,8 @@ from services.compute.contracts import (
     ShardPlan,
     ShardRef,
 )
-from services.compute.store import ComputeStore, Meta, VmRecord
+from services.compute.plugins import PLUGINS, VmPlugin, raise_activity_error
+from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
 
@@ -67,12 +69,6 @@ async def heartbeating(interval: float = HEARTBEAT_SECONDS) -> AsyncIterator[Non
             await task
 
 
-def _raise(exc: grpc.aio.AioRpcError, what: str) -> None:
-    """A permanent gRPC error becomes a non-retryable failure; others are retried by Temporal."""
-    message = f"{what}: {exc.code().name}: {exc.details()}"
-    raise ApplicationError(message, type=exc.code().name, non_retryable=is_permanent(exc.code())) from exc
-
-
 class ComputeActivities:
     """The activities, with their dependencies: the inventory, the network service, agent channels."""
 
@@ -86,7 +82,14 @@ class ComputeActivities:
         self.store = store
         self.network = network
         self.agent_timeout = agent_timeout
+        self.plugins = {name: kind(network, agent_timeout) for name, kind in PLUGINS.items()}
         self._agents = ChannelPool()
+
+    def _plugin(self, name: str) -> VmPlugin:
+        plugin = self.plugins.get(name)
+        if plugin is None:
+            raise ApplicationError(f"unknown plugin {name!r}", non_retryable=True)
+        return plugin
 
     def _agent(self, endpoint: str) -> agent_pb2_grpc.MerakAgentServiceAsyncStub:
         return agent_pb2_grpc.MerakAgentServiceStub(self._agents.channel(endpoint))
@@ -101,7 +104,7 @@ class ComputeActivities:
         if info.attempt > 1:
             RETRIES.labels(info.activity_type).inc()
 
-    @activity.defn(name="compute.shard_plan")
+    @activity.defn(name=ActivityName.SHARD_PLAN)
     async def shard_plan(self, ref: ShardRef) -> ShardPlan:
         """The hosts of a shard and their batch counts."""
         meta = await self.store.meta(ref.config_id)
@@ -110,10 +113,10 @@ class ComputeActivities:
         hosts = await self.store.hosts(ref.config_id)
         names = await self.store.shard_hosts(ref.config_id, ref.shard)
         return ShardPlan(
-            [HostBatches(n, math.ceil(hosts[n]["count"] / meta.batch_size), meta.batch_size) for n in names]
+            [HostBatches(n, math.ceil(hosts[n].count / meta.batch_size), meta.batch_size) for n in names]
         )
 
-    async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], dict[str, object], Meta]:
+    async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], HostRecord, Meta]:
         meta = await self.store.meta(batch.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {batch.config_id} is gone", non_retryable=True)
@@ -122,7 +125,7 @@ class ComputeActivities:
         records = await self.store.vms(batch.config_id, batch.host, names)
         return records, host, meta
 
-    @activity.defn(name="compute.create_batch")
+    @activity.defn(name=ActivityName.CREATE_BATCH)
     async def create_batch(self, batch: BatchInput) -> BatchOutcome:
         """Create one batch of VMs of one host (addresses first, then the agent's batch create)."""
         self._count_retry()
@@ -131,14 +134,10 @@ class ComputeActivities:
 
     async def _create_batch(self, batch: BatchInput) -> BatchOutcome:
         records, host, meta = await self._batch(batch)
-        plugin, netconfig_id = meta.plugin, meta.netconfig_id
         todo = [r for r in records if r.status != common_pb2.DONE]
         if todo:
-            agent = self._agent(str(host["endpoint"]))
-            if plugin == "alcor":
-                await self._create_alcor(agent, batch.host, todo)
-            else:
-                await self._create_native(agent, batch.host, netconfig_id, todo)
+            agent = self._agent(host.endpoint)
+            await self._plugin(meta.plugin).create(agent, batch.host, meta.netconfig_id, todo)
             await self.store.put_vms(batch.config_id, batch.host, todo)
             elapsed = time.time() - meta.started_at
             for record in todo:
@@ -156,117 +155,7 @@ class ComputeActivities:
         )
         return BatchOutcome(done=done, failed=len(records) - done)
 
-    async def _create_native(
-        self,
-        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
-        host: str,
-        netconfig_id: str,
-        todo: list[VmRecord],
-    ) -> None:
-        request = network_pb2.AllocatePortsRequest(
-            netconfig_id=netconfig_id,
-            ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
-        )
-        try:
-            allocated = await self.network.AllocatePorts(request, timeout=120)
-        except grpc.aio.AioRpcError as exc:
-            _raise(exc, "network AllocatePorts")
-        subnets: dict[int, dict[str, str]] = defaultdict(dict)
-        vpcs: dict[int, tuple[str, str]] = {}
-        for record, port in zip(todo, allocated.ports, strict=True):
-            record.ip, record.mac, record.prefix, record.vni = port.ip, port.mac, port.prefix_len, port.vni
-            record.gmac, record.gw, record.cidr = port.gateway_mac, port.gateway, port.cidr
-            subnets[port.vni][port.cidr] = port.gateway
-            vpcs[port.vni] = (port.vpc_id, port.gateway_mac)
-        create = agent_pb2.CreateVmsRequest(
-            vhost=host,
-            vpcs=[
-                agent_pb2.VpcSpec(
-                    vpc_id=vpc_id,
-                    vni=vni,
-                    gateway_mac=gmac,
-                    subnets=[
-                        agent_pb2.SubnetGateway(cidr=c, gateway=g) for c, g in sorted(subnets[vni].items())
-                    ],
-                )
-                for vni, (vpc_id, gmac) in sorted(vpcs.items())
-            ],
-            vms=[
-                agent_pb2.VmSpec(
-                    name=r.name,
-                    vpc_id=r.vpc,
-                    vni=r.vni,
-                    ip=r.ip,
-                    prefix_len=r.prefix,
-                    mac=r.mac,
-                    gateway=r.gw,
-                    id=r.id,
-                    subnet_id=r.subnet,
-                )
-                for r in todo
-            ],
-        )
-        try:
-            reply = await agent.CreateVms(create, timeout=self.agent_timeout)
-        except grpc.aio.AioRpcError as exc:
-            _raise(exc, f"agent CreateVms on {host}")
-        results = {r.name: r for r in reply.results}
-        for record in todo:
-            result = results.get(record.name)
-            record.status = common_pb2.DONE if result is not None and result.ok else common_pb2.ERROR
-            record.error = (
-                "" if result is not None and result.ok else (result.error if result else "no result")
-            )
-
-    async def _create_alcor(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, todo: list[VmRecord]
-    ) -> None:
-        """Merak's flow: PRECREATE (Alcor port: IP, MAC, port id), then CREATE (bind + build)."""
-
-        def port(record: VmRecord, op: common_pb2.OperationType.ValueType) -> agent_pb2.InternalPortConfig:
-            return agent_pb2.InternalPortConfig(
-                operation_type=op,
-                id=record.id,
-                name=record.name,
-                vpcid=record.vpc,
-                tenantid=record.tenant,
-                projectid=record.project,
-                subnetid=record.subnet,
-                gw=record.gw,
-                sg=record.sgs[0] if record.sgs else "",
-                cidr=record.cidr,
-                hostname=host,
-                remoteid=record.remote,
-                deviceid=record.device,
-                ip=record.ip,
-                mac=record.mac,
-                vhost=host,
-            )
-
-        async def one(record: VmRecord) -> None:
-            try:
-                if not record.remote:
-                    pre = await agent.PortHandler(
-                        port(record, common_pb2.PRECREATE), timeout=self.agent_timeout
-                    )
-                    record.ip, record.mac = pre.port.ip, pre.port.mac
-                    record.remote, record.device = pre.port.remoteid, pre.port.deviceid
-                made = await agent.PortHandler(port(record, common_pb2.CREATE), timeout=self.agent_timeout)
-            except grpc.aio.AioRpcError as exc:
-                if not is_permanent(exc.code()):
-                    raise
-                record.status, record.error = common_pb2.ERROR, f"{exc.code().name}: {exc.details()}"
-                return
-            ok = made.return_code == common_pb2.OK
-            record.status = common_pb2.DONE if ok else common_pb2.ERROR
-            record.error = "" if ok else made.return_message
-
-        try:
-            await asyncio.gather(*(one(r) for r in todo))
-        except grpc.aio.AioRpcError as exc:
-            _raise(exc, f"agent PortHandler on {host}")
-
-    @activity.defn(name="compute.fail_batch")
+    @activity.defn(name=ActivityName.FAIL_BATCH)
     async def fail_batch(self, failure: BatchFailure) -> BatchOutcome:
         """Record a batch that failed as a whole: its unfinished VMs become ERROR with the reason."""
         meta = await self.store.meta(failure.config_id)
@@ -274,13 +163,13 @@ class ComputeActivities:
             return BatchOutcome()
         names = await self.store.batch_names(failure.config_id, failure.host, failure.batch, meta.batch_size)
         records = await self.store.vms(failure.config_id, failure.host, names)
-        todo = [r for r in records if r.status != common_pb2.DONE or failure.operation == "delete"]
+        todo = [r for r in records if r.status != common_pb2.DONE or failure.operation == DELETE]
         for record in todo:
             record.status, record.error = common_pb2.ERROR, failure.reason
         await self.store.put_vms(failure.config_id, failure.host, todo)
         return BatchOutcome(done=len(records) - len(todo), failed=len(todo))
 
-    @activity.defn(name="compute.delete_batch")
+    @activity.defn(name=ActivityName.DELETE_BATCH)
     async def delete_batch(self, batch: BatchInput) -> BatchOutcome:
         """Delete one batch of VMs: in the agent, their addresses, then their records."""
         self._count_retry()
@@ -289,58 +178,30 @@ class ComputeActivities:
 
     async def _delete_batch(self, batch: BatchInput) -> BatchOutcome:
         records, host, meta = await self._batch(batch)
-        plugin, netconfig_id = meta.plugin, meta.netconfig_id
         if not records:
             return BatchOutcome()
+        plugin = self._plugin(meta.plugin)
         for record in records:
             record.status, record.error = common_pb2.DELETING, ""
         await self.store.put_vms(batch.config_id, batch.host, records)
-        endpoint = str(host["endpoint"])
-        agent = self._agent(endpoint)
         try:
-            if plugin == "alcor":
-                for record in records:
-                    request = agent_pb2.InternalPortConfig(
-                        operation_type=common_pb2.DELETE,
-                        id=record.id,
-                        name=record.name,
-                        projectid=record.project,
-                        remoteid=record.remote,
-                        deviceid=record.device,
-                        vhost=batch.host,
-                    )
-                    await agent.PortHandler(request, timeout=self.agent_timeout)
-            else:
-                names = [r.name for r in records]
-                await agent.DeleteVms(
-                    agent_pb2.DeleteVmsRequest(vhost=batch.host, names=names), timeout=self.agent_timeout
-                )
+            await plugin.delete(self._agent(host.endpoint), batch.host, records)
         except grpc.aio.AioRpcError as exc:
-            if not _host_is_gone(endpoint, exc):
-                _raise(exc, f"agent delete on {batch.host}")
-            log.info("agent_gone_vms_gone_with_it", host=batch.host, endpoint=endpoint)
-        if plugin != "alcor":
-            try:
-                await self.network.ReleasePorts(
-                    network_pb2.ReleasePortsRequest(
-                        netconfig_id=netconfig_id, vm_ids=[r.id for r in records]
-                    ),
-                    timeout=120,
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:  # the network config went first: nothing to free
-                    _raise(exc, "network ReleasePorts")
+            if not _host_is_gone(host.endpoint, exc):
+                raise_activity_error(exc, f"agent delete on {batch.host}")
+            log.info("agent_gone_vms_gone_with_it", host=batch.host, endpoint=host.endpoint)
+        await plugin.release(meta.netconfig_id, records)
         await self.store.drop_vms(batch.config_id, batch.host, [r.name for r in records])
         return BatchOutcome(done=len(records))
 
-    @activity.defn(name="compute.overlay_index")
+    @activity.defn(name=ActivityName.OVERLAY_INDEX)
     async def overlay_index(self, config_id: str) -> int:
         """Group the DONE VMs by VNI and host for the overlay programming; returns the VNI count."""
         hosts = await self.store.hosts(config_id)
         vnis: set[int] = set()
         # Fake vhosts have no kernel to program, and pushing every VM to every vhost is O(VMs x hosts):
         # at 10,000 fake hosts that is the whole cost of a deployment, for nothing.
-        for host in [name for name, info in hosts.items() if not info.get("fake")]:
+        for host in [name for name, info in hosts.items() if not info.fake]:
             by_vni: dict[int, list[list[str]]] = defaultdict(list)
             for record in await self.store.vms(config_id, host):
                 if record.status == common_pb2.DONE and record.vni:
@@ -350,7 +211,7 @@ class ComputeActivities:
                 vnis.add(vni)
         return len(vnis)
 
-    @activity.defn(name="compute.program_overlay")
+    @activity.defn(name=ActivityName.PROGRAM_OVERLAY)
     async def program_overlay(self, ref: ShardRef) -> int:
         """Tell each host of the shard which vhosts share its VNIs and push their VMs (DESIGN §5)."""
         self._count_retry()
@@ -362,12 +223,12 @@ class ComputeActivities:
     async def _program_overlay(
         self,
         ref: ShardRef,
-        hosts: dict[str, dict[str, object]],
+        hosts: dict[str, HostRecord],
         overlay: dict[int, dict[str, list[list[str]]]],
     ) -> int:
         calls = 0
         for name in await self.store.shard_hosts(ref.config_id, ref.shard):
-            agent = self._agent(str(hosts[name]["endpoint"]))
+            agent = self._agent(hosts[name].endpoint)
             for vni, members in overlay.items():
                 if name not in members:
                     continue
@@ -375,9 +236,9 @@ class ComputeActivities:
                 request = agent_pb2.SetVpcPeersRequest(
                     vhost=name,
                     vni=vni,
-                    vteps=sorted({str(hosts[h]["vtep"]) for h in others if hosts[h]["vtep"]}),
+                    vteps=sorted({hosts[h].vtep for h in others if hosts[h].vtep}),
                     neighbors=[
-                        agent_pb2.Neighbor(ip=ip, mac=mac, vtep=str(hosts[h]["vtep"]))
+                        agent_pb2.Neighbor(ip=ip, mac=mac, vtep=hosts[h].vtep)
                         for h in others
                         for ip, mac in members[h]
                     ],
@@ -385,14 +246,14 @@ class ComputeActivities:
                 try:
                     await agent.SetVpcPeers(request, timeout=self.agent_timeout)
                 except grpc.aio.AioRpcError as exc:
-                    _raise(exc, f"agent SetVpcPeers on {name}")
+                    raise_activity_error(exc, f"agent SetVpcPeers on {name}")
                 calls += 1
         return calls
 
-    @activity.defn(name="compute.finish")
+    @activity.defn(name=ActivityName.FINISH)
     async def finish(self, result: FinishInput) -> None:
         """The end of an operation: a clean delete forgets the config; anything else records the outcome."""
-        if result.operation == "delete" and not result.failed and not result.failure:
+        if result.operation == DELETE and not result.failed and not result.failure:
             await self.store.delete(result.config_id)
             log.info("compute_deleted", config_id=result.config_id, vms=result.done)
             return

@@ -6,9 +6,38 @@ Payloads carry ids and counts, never VM lists: activities read the inventory fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-CREATE = "create"
-DELETE = "delete"
+
+class Operation(StrEnum):
+    """What a deployment does to the VMs of a compute config (payloads carry the string)."""
+
+    CREATE = "create"
+    DELETE = "delete"
+
+
+CREATE = Operation.CREATE
+DELETE = Operation.DELETE
+
+
+class PluginName(StrEnum):
+    """How VMs get their addresses: our IPAM (native) or Alcor's port manager through the agents."""
+
+    NATIVE = "native"
+    ALCOR = "alcor"
+
+
+class ActivityName(StrEnum):
+    """Every activity's registered name, shared by the workflows that call and the worker that serves."""
+
+    SHARD_PLAN = "compute.shard_plan"
+    CREATE_BATCH = "compute.create_batch"
+    FAIL_BATCH = "compute.fail_batch"
+    DELETE_BATCH = "compute.delete_batch"
+    OVERLAY_INDEX = "compute.overlay_index"
+    PROGRAM_OVERLAY = "compute.program_overlay"
+    FINISH = "compute.finish"
+
 
 SEQUENTIAL = "sequential"
 RPS = "rps"

@@ -21,6 +21,7 @@ from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
 from services.compute import inventory
 from services.compute.config import ComputeSettings
 from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
+from services.compute.plugins import plugin_type
 from services.compute.store import ComputeStore
 from services.compute.workflows import DeployComputeWorkflow
 
@@ -78,9 +79,7 @@ class ComputeManager:
         """Validate, write the inventory, start the deployment; returns at once with the progress."""
         if not config.compute_config_id:
             raise InvalidArgument("config.compute_config_id", "required")
-        plugin = config.plugin or "native"
-        if plugin not in ("native", "alcor"):
-            raise InvalidArgument("config.plugin", f"unknown plugin {plugin!r}; known: alcor, native")
+        plugin = plugin_type(config.plugin)
         if config.vm_deploy.scheduler not in _SCHEDULES:
             raise InvalidArgument(
                 "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
@@ -88,10 +87,10 @@ class ComputeManager:
         if config.vm_deploy.scheduler == compute_pb2.RPS and config.rps <= 0:
             raise InvalidArgument("config.rps", "the RPS scheduler needs a target rate above 0")
         hosts = inventory.hosts_from_pods(config.pods)
-        if plugin == "native":
+        if plugin.needs_network_config:
             await self._complete_from_network(config)
         planned = inventory.plan(config, hosts)
-        if plugin == "native":
+        if plugin.needs_network_config:
             await self._check_capacity(config, planned)
         config_id = config.compute_config_id
         if await self.store.exists(config_id):
@@ -112,11 +111,13 @@ class ComputeManager:
                 planned,
                 hosts_per_shard=self.settings.hosts_per_shard,
                 batch_size=self.settings.batch_size,
-                plugin=plugin,
+                plugin=plugin.name,
             )
         await self._start(config, CREATE)
         total = sum(len(v) for v in planned.values())
-        log.info("compute_create_started", config_id=config_id, vms=total, hosts=len(hosts), plugin=plugin)
+        log.info(
+            "compute_create_started", config_id=config_id, vms=total, hosts=len(hosts), plugin=plugin.name
+        )
         reply = await self.info(config_id)
         reply.return_message = "Successfully started all create workflows!"
         reply.vms[0].id = f"Started deployment for {total} VMs"

@@ -6,13 +6,14 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from string import Template
 
 import redis.asyncio as aioredis
 from google.protobuf import json_format
 
 from merak.store import RedisStore
 from merak.v1 import common_pb2, compute_pb2
+from services.compute.contracts import CREATE
 from services.compute.inventory import Host, PlannedVm
 
 PREFIX = "merak:compute"
@@ -20,8 +21,8 @@ MAX_ERRORS = 100
 INVENTORY_CHUNK_VMS = 5_000
 
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
-# retried activity writes the same status twice.
-_SET_VMS = """
+# retried activity writes the same status twice. $-names are filled in from the constants below.
+_SET_VMS = Template("""
 local vms, counts, hostcounts, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local host = ARGV[1]
 for i = 2, #ARGV, 2 do
@@ -38,13 +39,13 @@ for i = 2, #ARGV, 2 do
     redis.call('HINCRBY', counts, new, 1)
     redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
     local err = cjson.decode(record)['error']
-    if new == '5' and err and err ~= '' and redis.call('LLEN', errors) < 100 then
+    if new == '$error_status' and err and err ~= '' and redis.call('LLEN', errors) < $max_errors then
       redis.call('RPUSH', errors, name .. ': ' .. err)
     end
   end
 end
 return 1
-"""
+""").substitute(error_status=common_pb2.ERROR, max_errors=MAX_ERRORS)
 
 # Removes VM records, taking them out of the counts.
 _DROP_VMS = """
@@ -63,6 +64,27 @@ for i = 2, #ARGV do
 end
 return gone
 """
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """One host of a compute config, as stored (JSON under the host's name)."""
+
+    index: int
+    endpoint: str  # the agent's gRPC target
+    vtep: str  # the vhost's data-plane address
+    count: int  # VMs planned on it
+    shard: int
+    fake: bool = False
+
+    def to_json(self) -> str:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> HostRecord:
+        """Parse a stored record."""
+        return cls(**json.loads(raw))
 
 
 @dataclass
@@ -168,7 +190,7 @@ class ComputeStore(RedisStore):
                 pipe.hset(
                     self._k(config_id, "meta"),
                     mapping={
-                        "operation": "create",
+                        "operation": CREATE,
                         "running": "1",
                         "total": total,
                         "batch_size": batch_size,
@@ -201,20 +223,15 @@ class ComputeStore(RedisStore):
             for host in hosts:
                 shard = host.index // hosts_per_shard
                 vms = planned[host.name]
-                pipe.hset(
-                    self._k(config_id, "hosts"),
-                    host.name,
-                    json.dumps(
-                        {
-                            "fake": host.fake,
-                            "index": host.index,
-                            "endpoint": host.agent_endpoint,
-                            "vtep": host.datapath_ip,
-                            "count": len(vms),
-                            "shard": shard,
-                        }
-                    ),
+                record = HostRecord(
+                    index=host.index,
+                    endpoint=host.agent_endpoint,
+                    vtep=host.datapath_ip,
+                    count=len(vms),
+                    shard=shard,
+                    fake=host.fake,
                 )
+                pipe.hset(self._k(config_id, "hosts"), host.name, record.to_json())
                 pipe.rpush(self._k(config_id, "shard", str(shard)), host.name)
                 if not vms:
                     continue
@@ -276,10 +293,10 @@ class ComputeStore(RedisStore):
             mapping={"running": "0", "failure": failure, "finished_at": time.time()},
         )
 
-    async def hosts(self, config_id: str) -> dict[str, dict[str, Any]]:
-        """Every host of the config: index, agent endpoint, VTEP, VM count, shard."""
+    async def hosts(self, config_id: str) -> dict[str, HostRecord]:
+        """Every host of the config by name."""
         raw = await self.hash_of(self._k(config_id, "hosts"))
-        return {name: json.loads(value) for name, value in raw.items()}
+        return {name: HostRecord.from_json(value) for name, value in raw.items()}
 
     async def shard_hosts(self, config_id: str, shard: int) -> list[str]:
         """The hosts of a shard, in order."""

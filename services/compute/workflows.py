@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         CREATE,
         RANDOM,
         RPS,
+        ActivityName,
         BatchFailure,
         BatchInput,
         BatchOutcome,
@@ -61,7 +62,7 @@ class HostShardWorkflow:
     async def run(self, shard: ShardInput) -> DeployResult:
         """Run every batch of every host of the shard."""
         plan: ShardPlan = await workflow.execute_activity(
-            "compute.shard_plan",
+            ActivityName.SHARD_PLAN,
             ShardRef(shard.config_id, shard.shard),
             result_type=ShardPlan,
             start_to_close_timeout=QUICK,
@@ -103,7 +104,7 @@ class HostShardWorkflow:
         return list(await asyncio.gather(*started))
 
     async def _batch(self, shard: ShardInput, host: str, batch: int) -> BatchOutcome:
-        activity = "compute.create_batch" if shard.operation == CREATE else "compute.delete_batch"
+        activity = ActivityName.CREATE_BATCH if shard.operation == CREATE else ActivityName.DELETE_BATCH
         try:
             outcome: BatchOutcome = await workflow.execute_activity(
                 activity,
@@ -119,7 +120,7 @@ class HostShardWorkflow:
             # and the other batches of the host go on.
             failure = BatchFailure(shard.config_id, host, batch, shard.operation, _reason(error))
             recorded: BatchOutcome = await workflow.execute_activity(
-                "compute.fail_batch",
+                ActivityName.FAIL_BATCH,
                 failure,
                 result_type=BatchOutcome,
                 start_to_close_timeout=QUICK,
@@ -158,7 +159,7 @@ class DeployComputeWorkflow:
             result = DeployResult(done=sum(r.done for r in results), failed=sum(r.failed for r in results))
             if deploy.operation == CREATE and result.done:
                 await workflow.execute_activity(
-                    "compute.overlay_index",
+                    ActivityName.OVERLAY_INDEX,
                     deploy.config_id,
                     start_to_close_timeout=timedelta(minutes=30),
                     retry_policy=BATCH_RETRY,
@@ -166,7 +167,7 @@ class DeployComputeWorkflow:
                 await asyncio.gather(
                     *(
                         workflow.execute_activity(
-                            "compute.program_overlay",
+                            ActivityName.PROGRAM_OVERLAY,
                             ShardRef(deploy.config_id, n),
                             start_to_close_timeout=timedelta(hours=2),
                             heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -178,7 +179,7 @@ class DeployComputeWorkflow:
         except (ActivityError, ChildWorkflowError, ApplicationError) as error:
             failure = _reason(error)
         await workflow.execute_activity(
-            "compute.finish",
+            ActivityName.FINISH,
             FinishInput(deploy.config_id, deploy.operation, result.done, result.failed, failure),
             start_to_close_timeout=QUICK,
             retry_policy=BATCH_RETRY,

@@ -1,0 +1,231 @@
+"""How VMs are created and deleted, per plugin: native (our IPAM + the agents' batch API) or Alcor
+(Merak's PRECREATE -> CREATE through the agents, which call Alcor's port manager). A registry picks one.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections import defaultdict
+from typing import ClassVar, NoReturn
+
+import grpc
+from temporalio.exceptions import ApplicationError
+
+from merak.errors import InvalidArgument, is_permanent
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
+from services.compute.contracts import PluginName
+from services.compute.store import VmRecord
+
+ADDRESS_TIMEOUT = 120.0
+
+
+def raise_activity_error(exc: grpc.aio.AioRpcError, what: str) -> NoReturn:
+    """A permanent gRPC error becomes a non-retryable failure; others are retried by Temporal."""
+    message = f"{what}: {exc.code().name}: {exc.details()}"
+    raise ApplicationError(message, type=exc.code().name, non_retryable=is_permanent(exc.code())) from exc
+
+
+class VmPlugin(abc.ABC):
+    """Creates and deletes one host's batch of VMs; records carry the outcome (status, error, addresses)."""
+
+    name: ClassVar[PluginName]
+    # The plugin's addresses come from one of our network configs (checked at CREATE).
+    needs_network_config: ClassVar[bool]
+
+    def __init__(self, network: network_pb2_grpc.MerakNetworkServiceAsyncStub, agent_timeout: float) -> None:
+        self.network = network
+        self.agent_timeout = agent_timeout
+
+    @abc.abstractmethod
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        netconfig_id: str,
+        todo: list[VmRecord],
+    ) -> None:
+        """Create the VMs of `todo` on `host`; a transient failure raises (the activity is retried)."""
+
+    @abc.abstractmethod
+    async def delete(
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+    ) -> None:
+        """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
+
+    async def release(self, netconfig_id: str, records: list[VmRecord]) -> None:  # noqa: B027 - optional
+        """Give the VMs' addresses back, where this plugin took them."""
+
+
+class NativeVms(VmPlugin):
+    """Addresses from our network service's IPAM, then the agent's batch CreateVms."""
+
+    name = PluginName.NATIVE
+    needs_network_config = True
+
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        netconfig_id: str,
+        todo: list[VmRecord],
+    ) -> None:
+        """Allocate the batch's ports (idempotent per VM id), then create the VMs in one call."""
+        request = network_pb2.AllocatePortsRequest(
+            netconfig_id=netconfig_id,
+            ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
+        )
+        try:
+            allocated = await self.network.AllocatePorts(request, timeout=ADDRESS_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            raise_activity_error(exc, "network AllocatePorts")
+        subnets: dict[int, dict[str, str]] = defaultdict(dict)
+        vpcs: dict[int, tuple[str, str]] = {}
+        for record, port in zip(todo, allocated.ports, strict=True):
+            record.ip, record.mac, record.prefix, record.vni = port.ip, port.mac, port.prefix_len, port.vni
+            record.gmac, record.gw, record.cidr = port.gateway_mac, port.gateway, port.cidr
+            subnets[port.vni][port.cidr] = port.gateway
+            vpcs[port.vni] = (port.vpc_id, port.gateway_mac)
+        create = agent_pb2.CreateVmsRequest(
+            vhost=host,
+            vpcs=[
+                agent_pb2.VpcSpec(
+                    vpc_id=vpc_id,
+                    vni=vni,
+                    gateway_mac=gmac,
+                    subnets=[
+                        agent_pb2.SubnetGateway(cidr=c, gateway=g) for c, g in sorted(subnets[vni].items())
+                    ],
+                )
+                for vni, (vpc_id, gmac) in sorted(vpcs.items())
+            ],
+            vms=[
+                agent_pb2.VmSpec(
+                    name=r.name,
+                    vpc_id=r.vpc,
+                    vni=r.vni,
+                    ip=r.ip,
+                    prefix_len=r.prefix,
+                    mac=r.mac,
+                    gateway=r.gw,
+                    id=r.id,
+                    subnet_id=r.subnet,
+                )
+                for r in todo
+            ],
+        )
+        try:
+            reply = await agent.CreateVms(create, timeout=self.agent_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise_activity_error(exc, f"agent CreateVms on {host}")
+        results = {r.name: r for r in reply.results}
+        for record in todo:
+            result = results.get(record.name)
+            record.status = common_pb2.DONE if result is not None and result.ok else common_pb2.ERROR
+            record.error = (
+                "" if result is not None and result.ok else (result.error if result else "no result")
+            )
+
+    async def delete(
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+    ) -> None:
+        """One DeleteVms call for the batch."""
+        names = [r.name for r in records]
+        await agent.DeleteVms(agent_pb2.DeleteVmsRequest(vhost=host, names=names), timeout=self.agent_timeout)
+
+    async def release(self, netconfig_id: str, records: list[VmRecord]) -> None:
+        """Free the batch's addresses in the IPAM."""
+        try:
+            await self.network.ReleasePorts(
+                network_pb2.ReleasePortsRequest(netconfig_id=netconfig_id, vm_ids=[r.id for r in records]),
+                timeout=ADDRESS_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # the network config went first: nothing to free
+                raise_activity_error(exc, "network ReleasePorts")
+
+
+class AlcorVms(VmPlugin):
+    """Merak's flow: PRECREATE (Alcor port: IP, MAC, port id), then CREATE (bind + build), per VM."""
+
+    name = PluginName.ALCOR
+    needs_network_config = False
+
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        netconfig_id: str,
+        todo: list[VmRecord],
+    ) -> None:
+        """Each VM through PortHandler; a permanent error marks that VM ERROR, a transient one retries."""
+
+        def port(record: VmRecord, op: common_pb2.OperationType.ValueType) -> agent_pb2.InternalPortConfig:
+            return agent_pb2.InternalPortConfig(
+                operation_type=op,
+                id=record.id,
+                name=record.name,
+                vpcid=record.vpc,
+                tenantid=record.tenant,
+                projectid=record.project,
+                subnetid=record.subnet,
+                gw=record.gw,
+                sg=record.sgs[0] if record.sgs else "",
+                cidr=record.cidr,
+                hostname=host,
+                remoteid=record.remote,
+                deviceid=record.device,
+                ip=record.ip,
+                mac=record.mac,
+                vhost=host,
+            )
+
+        async def one(record: VmRecord) -> None:
+            try:
+                if not record.remote:
+                    pre = await agent.PortHandler(
+                        port(record, common_pb2.PRECREATE), timeout=self.agent_timeout
+                    )
+                    record.ip, record.mac = pre.port.ip, pre.port.mac
+                    record.remote, record.device = pre.port.remoteid, pre.port.deviceid
+                made = await agent.PortHandler(port(record, common_pb2.CREATE), timeout=self.agent_timeout)
+            except grpc.aio.AioRpcError as exc:
+                if not is_permanent(exc.code()):
+                    raise
+                record.status, record.error = common_pb2.ERROR, f"{exc.code().name}: {exc.details()}"
+                return
+            ok = made.return_code == common_pb2.OK
+            record.status = common_pb2.DONE if ok else common_pb2.ERROR
+            record.error = "" if ok else made.return_message
+
+        try:
+            await asyncio.gather(*(one(r) for r in todo))
+        except grpc.aio.AioRpcError as exc:
+            raise_activity_error(exc, f"agent PortHandler on {host}")
+
+    async def delete(
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+    ) -> None:
+        """PortHandler DELETE per VM (the agent removes the Alcor port and the VM)."""
+        for record in records:
+            request = agent_pb2.InternalPortConfig(
+                operation_type=common_pb2.DELETE,
+                id=record.id,
+                name=record.name,
+                projectid=record.project,
+                remoteid=record.remote,
+                deviceid=record.device,
+                vhost=host,
+            )
+            await agent.PortHandler(request, timeout=self.agent_timeout)
+
+
+PLUGINS: dict[str, type[VmPlugin]] = {cls.name: cls for cls in (NativeVms, AlcorVms)}
+
+
+def plugin_type(name: str, field: str = "config.plugin") -> type[VmPlugin]:
+    """The plugin called `name` ("" = native); an unknown name is an error that lists the known ones."""
+    found = PLUGINS.get(name or PluginName.NATIVE)
+    if found is None:
+        raise InvalidArgument(field, f"unknown plugin {name!r}; known: {', '.join(sorted(PLUGINS))}")
+    return found
