@@ -37,6 +37,7 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: ## the whole suite (needs root for the network-namespace tests)
 	$(BIN)/pytest -q
