@@ -12,6 +12,7 @@ from merak.logs import get_logger
 from merak.metrics import serve_metrics
 from services.agent.alcor import AlcorPorts
 from services.agent.config import AgentSettings
+from services.agent.planes import known_planes
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
 
@@ -29,11 +30,13 @@ async def run(settings: AgentSettings) -> None:
     if settings.netns:
         netns.enter_for_good(settings.netns)
     vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
-    missing = vhosts.missing_namespaces()
+    planes = known_planes()
+    # An agent must not serve a broken vhost: a plane in the kernel needs the vhost's namespace.
+    missing = vhosts.missing_namespaces() if planes.get(vhosts.dataplane).touches_kernel else []
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
     alcor = AlcorPorts(settings.alcor_url) if settings.alcor_url else None
-    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers, host=host)
+    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers, host=host, planes=planes)
     server = GrpcServer(settings.listen_address(), [registration(servicer)])
 
     async def mark_vhosts_serving() -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
@@ -20,9 +20,9 @@ from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
 from services.agent.alcor import AlcorPorts
-from services.agent.dataplane import Dataplane, host_ifname, validate_neighbor, validate_vm, validate_vpc
-from services.agent.fake import FakeDataplane
-from services.agent.models import Neighbor, PingResult, SubnetSpec, VmResult, VmSpec, VpcSpec
+from services.agent.models import Neighbor, PingResult, SubnetSpec, VmSpec, VpcSpec
+from services.agent.planes import Plane, PlaneRegistry, known_planes
+from services.agent.validation import host_ifname, validate_neighbor, validate_vm, validate_vpc
 from services.agent.vhosts import Vhost, VhostSet
 
 log = get_logger(__name__)
@@ -40,20 +40,6 @@ VM_SECONDS = Histogram(
 FAILURES = Counter(
     "merak_agent_vm_failures_total", "VM operations that failed, by reason.", ["operation", "reason"]
 )
-
-
-class Plane(Protocol):
-    """What the agent needs from a vhost's data plane (real: `Dataplane`, fake: `FakeDataplane`)."""
-
-    def ensure_vpc(self, vpc: VpcSpec) -> None: ...
-    def create_vms(self, specs: Sequence[VmSpec]) -> list[VmResult]: ...
-    def delete_vms(self, names: Sequence[str]) -> list[VmResult]: ...
-    def list_vms(self) -> list[str]: ...
-    def set_vni_peers(self, vni: int, vteps: Sequence[str]) -> None: ...
-    def push_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None: ...
-    def remove_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None: ...
-    def ping(self, vm_name: str, dests: Sequence[str], timeout: float = 1.0) -> list[PingResult]: ...
-    def destroy(self) -> None: ...
 
 
 def _reason(error: str) -> str:
@@ -75,8 +61,11 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         alcor: AlcorPorts | None = None,
         workers: int = 4,
         host: HostTuner | None = None,
+        planes: PlaneRegistry | None = None,
     ) -> None:
         self.vhosts = vhosts
+        # Resolved up front: an unknown dataplane fails the agent at start, not its first request.
+        self._plane_kind = (planes if planes is not None else known_planes()).get(vhosts.dataplane)
         self.alcor = alcor
         # Real VMs share the machine's neighbour table and namespace limit: sized before they grow.
         self.host = host
@@ -109,11 +98,8 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     def _plane(self, vhost: Vhost) -> Plane:
         plane = self._planes.get(vhost.name)
         if plane is None:
-            if self.vhosts.dataplane == "real":
-                plane = Dataplane(vhost.netns, vhost.vm_ns_prefix, vhost.datapath_ip, vhost.nic)
-                VMS.inc(len(plane.list_vms()))  # VMs from before a restart
-            else:
-                plane = FakeDataplane()
+            plane = self._plane_kind.build(vhost)
+            VMS.inc(len(plane.list_vms()))  # VMs from before a restart (a fake plane starts empty)
             self._planes[vhost.name] = plane
         return plane
 
@@ -126,7 +112,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
 
     async def _size_host(self, new_namespaces: int, reason: str) -> None:
         host = self.host
-        if host is not None and self.vhosts.dataplane == "real":
+        if host is not None and self._plane_kind.touches_kernel:
             await self._run(partial(host.ensure_for_new, new_namespaces, reason=reason))
 
     def _vpc_with_known_subnets(self, vhost: Vhost, vpc: VpcSpec) -> VpcSpec:

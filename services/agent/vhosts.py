@@ -45,9 +45,7 @@ class VhostSet:
         return cls("", "fake", {name: Vhost(name, 0, "", f"standalone-{name}", "", 0, "", "")})
 
     def missing_namespaces(self) -> list[str]:
-        """Namespaces of real vhosts that do not exist (an agent must not serve a broken vhost)."""
-        if self.dataplane != "real":
-            return []
+        """Namespaces of the vhosts that do not exist (ask only when their plane touches the kernel)."""
         return [v.netns for v in self.vhosts.values() if not netns.exists(v.netns)]
 
     def get(self, name: str, field: str = "vhost") -> Vhost:

@@ -18,20 +18,12 @@ from merak import netns
 from merak.errors import FailedPrecondition, NotFound
 from merak.testing import unique_name
 from merak.testing.plugin import MakeNetns
-from services.agent import dataplane
-from services.agent.dataplane import (
-    NTF_MASTER,
-    NTF_SELF,
-    NUD_PERMANENT,
-    VXLAN_PORT,
-    ZERO_MAC,
-    Dataplane,
-    host_ifname,
-    ping_from,
-    validate_vm,
-    validate_vpc,
-)
+from services.agent import kernel
+from services.agent.icmp import ping_from
 from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
+from services.agent.netlink_bulk import NTF_MASTER, NTF_SELF, NUD_PERMANENT
+from services.agent.planes.real import VXLAN_PORT, Dataplane
+from services.agent.validation import ZERO_MAC, host_ifname, validate_vm, validate_vpc
 
 pytestmark = pytest.mark.root
 
@@ -511,9 +503,9 @@ def test_proc_sys_net_follows_the_threads_namespace(make_netns: MakeNetns) -> No
     first, second = make_netns(), make_netns()
     for one, other in ((first, second), (second, first)):
         with netns.entered(one):
-            dataplane._set_sysctl("net/ipv4/ip_forward", "1")
+            kernel.set_sysctl("net/ipv4/ip_forward", "1")
         with netns.entered(other):
-            dataplane._set_sysctl("net/ipv4/ip_forward", "0")
+            kernel.set_sysctl("net/ipv4/ip_forward", "0")
         assert (
             read_sysctl_elsewhere(one, "net/ipv4/ip_forward"),
             read_sysctl_elsewhere(other, "net/ipv4/ip_forward"),
@@ -531,7 +523,7 @@ def test_proc_sys_net_per_namespace_from_two_threads_at_once(make_netns: MakeNet
         for _ in range(50):
             barrier.wait()
             with netns.entered(ns):
-                dataplane._set_sysctl("net/ipv4/ip_forward", value)
+                kernel.set_sysctl("net/ipv4/ip_forward", value)
 
     threads = [
         threading.Thread(target=write, args=(ns, value)) for ns, value in zip(spaces, "10", strict=True)
@@ -551,7 +543,7 @@ def test_ping_helper_on_namespace_local_addresses(make_netns: MakeNetns) -> None
     assert not unroutable.ok and "unreachable" in unroutable.error.lower(), unroutable
 
     with netns.entered(ns):
-        dataplane._set_sysctl("net/ipv4/icmp_echo_ignore_all", "1")
+        kernel.set_sysctl("net/ipv4/icmp_echo_ignore_all", "1")
     started = time.monotonic()
     (silent,) = ping_from(ns, ["127.0.0.1"], timeout=0.3, retries=2, interval=0.1)
     elapsed = time.monotonic() - started

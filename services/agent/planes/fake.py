@@ -6,8 +6,8 @@ import ipaddress
 import threading
 from collections.abc import Sequence
 
-from services.agent.dataplane import validate_neighbor, validate_vm, validate_vpc
 from services.agent.models import Neighbor, PingResult, VmResult, VmSpec, VpcSpec
+from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
 
 
 class FakeDataplane:
