@@ -13,11 +13,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in its stubs
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from merak.errors import status_for
 from merak.grpcclient import CHANNEL_OPTIONS
 from merak.logs import get_logger
-from merak.metrics import GRPC_HANDLED, GRPC_HANDLING_SECONDS, MetricsServer, serve_metrics
+from merak.metrics import GrpcMetrics, MetricsServer, serve_metrics
 
 log = get_logger(__name__)
 
@@ -42,8 +43,11 @@ def _split_method(full: str) -> tuple[str, str]:
 class _Call:
     """Bookkeeping of one RPC: status, duration, the canonical log line and the metrics."""
 
-    def __init__(self, full_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self, full_method: str, context: grpc.aio.ServicerContext[Any, Any], metrics: GrpcMetrics
+    ) -> None:
         self.service, self.method = _split_method(full_method)
+        self.metrics = metrics
         self.context = context
         self.start = time.perf_counter()
         self.code = grpc.StatusCode.OK
@@ -74,8 +78,8 @@ class _Call:
             return
         self._finished = True
         elapsed = time.perf_counter() - self.start
-        GRPC_HANDLED.labels(self.service, self.method, self.code.name).inc()
-        GRPC_HANDLING_SECONDS.labels(self.service, self.method).observe(elapsed)
+        self.metrics.handled.labels(self.service, self.method, self.code.name).inc()
+        self.metrics.handling_seconds.labels(self.service, self.method).observe(elapsed)
         fields: dict[str, Any] = {
             "grpc_service": self.service,
             "grpc_method": self.method,
@@ -95,6 +99,9 @@ class _Call:
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # stubs' generic
     """Per-RPC metrics, one log line per RPC, and domain errors mapped to status codes."""
 
+    def __init__(self, metrics: GrpcMetrics) -> None:
+        self.metrics = metrics
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -106,32 +113,32 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         full_method: str = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(full_method, handler.unary_unary),
+                _wrap_unary(full_method, handler.unary_unary, self.metrics),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(full_method, handler.unary_stream),
+                _wrap_stream(full_method, handler.unary_stream, self.metrics),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(full_method, handler.stream_unary),
+                _wrap_unary(full_method, handler.stream_unary, self.metrics),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(full_method, handler.stream_stream),
+            _wrap_stream(full_method, handler.stream_stream, self.metrics),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
-def _wrap_unary(full_method: str, behavior: Any) -> Any:
+def _wrap_unary(full_method: str, behavior: Any, metrics: GrpcMetrics) -> Any:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(full_method, context)
+        call = _Call(full_method, context, metrics)
         try:
             return await behavior(request, context)
         except BaseException as exc:
@@ -143,9 +150,9 @@ def _wrap_unary(full_method: str, behavior: Any) -> Any:
     return wrapped
 
 
-def _wrap_stream(full_method: str, behavior: Any) -> Any:
+def _wrap_stream(full_method: str, behavior: Any, metrics: GrpcMetrics) -> Any:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = _Call(full_method, context)
+        call = _Call(full_method, context, metrics)
         try:
             result = behavior(request, context)
             if hasattr(result, "__aiter__"):
@@ -164,12 +171,19 @@ def _wrap_stream(full_method: str, behavior: Any) -> Any:
 class GrpcServer:
     """A grpc.aio server with health checking, server reflection, metrics and error mapping."""
 
-    def __init__(self, address: str, registrations: Sequence[ServiceRegistration]) -> None:
+    def __init__(
+        self,
+        address: str,
+        registrations: Sequence[ServiceRegistration],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.address = address
         self.registrations = list(registrations)
+        # The process's registry (its /metrics), or one of its own for a server built on the side.
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ObservabilityInterceptor()],
+            interceptors=[ObservabilityInterceptor(GrpcMetrics.create(self.registry))],
             options=[
                 *CHANNEL_OPTIONS,
                 ("grpc.keepalive_time_ms", 30_000),
@@ -258,7 +272,7 @@ async def run_server(
     """
     metrics = metrics_server
     if metrics is None and metrics_port is not None:
-        metrics = serve_metrics(metrics_port, metrics_host)
+        metrics = serve_metrics(metrics_port, metrics_host, server.registry)
     await server.start()
     if on_started is not None:
         await on_started()

@@ -1,4 +1,8 @@
-"""Prometheus metrics shared by every process, and the `/metrics` HTTP endpoint."""
+"""Prometheus: the gRPC server metrics, and the `/metrics` HTTP endpoint of a process's own registry.
+
+Every process builds one `CollectorRegistry` in its composition root and hands it to what it builds;
+nothing registers on the global registry, so two services in one process (tests) never collide.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -20,17 +23,32 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstre
 
 RPC_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-GRPC_HANDLED = Counter(
-    "merak_grpc_server_handled_total",
-    "gRPC calls completed by this server, by service, method and status code.",
-    ["grpc_service", "grpc_method", "grpc_code"],
-)
-GRPC_HANDLING_SECONDS = Histogram(
-    "merak_grpc_server_handling_seconds",
-    "Time from receiving a gRPC call to finishing it.",
-    ["grpc_service", "grpc_method"],
-    buckets=RPC_LATENCY_BUCKETS,
-)
+
+@dataclass(frozen=True, slots=True)
+class GrpcMetrics:
+    """Per-RPC metrics of a gRPC server, on the registry of the process that serves it."""
+
+    handled: Counter
+    handling_seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> GrpcMetrics:
+        """Register the server metrics on `registry`."""
+        return cls(
+            handled=Counter(
+                "merak_grpc_server_handled_total",
+                "gRPC calls completed by this server, by service, method and status code.",
+                ["grpc_service", "grpc_method", "grpc_code"],
+                registry=registry,
+            ),
+            handling_seconds=Histogram(
+                "merak_grpc_server_handling_seconds",
+                "Time from receiving a gRPC call to finishing it.",
+                ["grpc_service", "grpc_method"],
+                buckets=RPC_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+        )
 
 
 @dataclass
@@ -52,7 +70,7 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> MetricsServer:
+def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> MetricsServer:
     """Serve Prometheus metrics over HTTP on `host:port` (port 0 picks a free one)."""
     server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(server, thread)

@@ -1,4 +1,9 @@
-"""The common start-up of a service process: settings → logging → serve until SIGTERM."""
+"""The common start-up of a service process: settings → logging → build → serve until SIGTERM.
+
+A composition root (`services/<name>/app.py`) builds everything first — Redis and Temporal clients,
+the manager, the servicer, its metrics on a registry of its own — into a `BuiltService`; `serve`
+then only serves it. Tests build the same way and serve on port 0.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,69 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from merak.config import ServiceSettings
 from merak.errors import Unavailable
+from merak.grpcserver import Cleanup, GrpcServer, run_server
 from merak.host import raise_open_files
 from merak.logs import configure_logging, get_logger
+from merak.metrics import MetricsServer
 from merak.store import REDIS_ERRORS, connect_redis
 
 log = get_logger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
+R = TypeVar("R")
+
+
+@dataclass
+class BuiltService(Generic[R]):
+    """What a composition root built, ready to serve; `root` is the service's main object (its manager)."""
+
+    name: str
+    server: GrpcServer
+    root: R
+    # Run in order after the server stopped (background tasks, clients, Redis).
+    cleanups: list[Cleanup] = field(default_factory=list)
+    on_started: Cleanup | None = None
+    # A /metrics endpoint the root had to open itself (the agent, before it enters a namespace).
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The process's Prometheus registry (served on /metrics)."""
+        return self.server.registry
+
+    async def close(self) -> None:
+        """Run the cleanups once (for a service that was started by hand, as tests do)."""
+        cleanups, self.cleanups = self.cleanups, []
+        for cleanup in cleanups:
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("cleanup_failed", service=self.name)
+
+
+async def serve(service: BuiltService[Any], settings: ServiceSettings) -> None:
+    """Serve a built service until SIGTERM, with its /metrics endpoint; then drain and clean up."""
+    await run_server(
+        service.name,
+        service.server,
+        # A negative port turns the endpoint off.
+        metrics_port=settings.metrics_port
+        if service.metrics_server is None and settings.metrics_port >= 0
+        else None,
+        metrics_host=settings.metrics_host,
+        metrics_server=service.metrics_server,
+        grace=settings.shutdown_grace,
+        cleanups=service.cleanups,
+        on_started=service.on_started,
+    )
 
 
 def main_for(name: str, settings_type: type[S], run: Callable[[S], Coroutine[Any, Any, None]]) -> None:

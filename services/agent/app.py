@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from grpc_health.v1 import health_pb2
+from prometheus_client import CollectorRegistry
 
 from merak import netns
 from merak.errors import FailedPrecondition
-from merak.grpcserver import GrpcServer, run_server
+from merak.grpcserver import GrpcServer
 from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.metrics import serve_metrics
+from merak.service import BuiltService, serve
 from services.agent.alcor import AlcorPorts
 from services.agent.config import AgentSettings
+from services.agent.metrics import AgentMetrics
 from services.agent.planes import known_planes
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
@@ -19,13 +22,19 @@ from services.agent.vhosts import VhostSet
 log = get_logger(__name__)
 
 
-async def run(settings: AgentSettings) -> None:
-    """Serve the agent until SIGTERM."""
-    # Opened before entering a vhost namespace, so the metrics socket stays reachable on this machine.
-    metrics = (
-        serve_metrics(settings.metrics_port, settings.metrics_host) if settings.metrics_port >= 0 else None
+async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
+    """The vhosts this agent serves, their planes, the servicer, the server.
+
+    The metrics endpoint and the host tuner are opened first, in this machine's namespace: the agent
+    then moves into its vhost's namespace for good (when it serves one vhost).
+    """
+    registry = CollectorRegistry()
+    metrics_server = (
+        serve_metrics(settings.metrics_port, settings.metrics_host, registry)
+        if settings.metrics_port >= 0
+        else None
     )
-    # Built before entering a vhost namespace: the neighbour-table sysctls show only in the first one.
+    # The neighbour-table sysctls show only in the first network namespace.
     host = HostTuner()
     if settings.netns:
         netns.enter_for_good(settings.netns)
@@ -36,8 +45,15 @@ async def run(settings: AgentSettings) -> None:
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
     alcor = AlcorPorts(settings.alcor_url) if settings.alcor_url else None
-    servicer = AgentServicer(vhosts, alcor=alcor, workers=settings.workers, host=host, planes=planes)
-    server = GrpcServer(settings.listen_address(), [registration(servicer)])
+    servicer = AgentServicer(
+        vhosts,
+        alcor=alcor,
+        workers=settings.workers,
+        host=host,
+        planes=planes,
+        metrics=AgentMetrics.create(registry),
+    )
+    server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
 
     async def mark_vhosts_serving() -> None:
         # One health entry per vhost, so a caller can ask about the vhost it cares about.
@@ -51,12 +67,16 @@ async def run(settings: AgentSettings) -> None:
             mode="alcor" if alcor else "native",
         )
 
-    await run_server(
+    return BuiltService(
         "agent",
         server,
-        metrics_port=None,
-        metrics_server=metrics,
-        grace=settings.shutdown_grace,
-        on_started=mark_vhosts_serving,
+        servicer,
         cleanups=[servicer.close],
+        on_started=mark_vhosts_serving,
+        metrics_server=metrics_server,
     )
+
+
+async def run(settings: AgentSettings) -> None:
+    """Serve the agent until SIGTERM."""
+    await serve(await build(settings), settings)

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.grpcserver import ServiceRegistration
@@ -20,6 +20,7 @@ from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
 from services.agent.alcor import AlcorPorts
+from services.agent.metrics import AgentMetrics
 from services.agent.models import Neighbor, PingResult, SubnetSpec, VmSpec, VpcSpec
 from services.agent.planes import Plane, PlaneRegistry, known_planes
 from services.agent.validation import host_ifname, validate_neighbor, validate_vm, validate_vpc
@@ -29,17 +30,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = "agent.MerakAgentService"
-
-VMS = Gauge("merak_agent_vms", "VMs present in the vhosts this agent serves.")
-VM_SECONDS = Histogram(
-    "merak_agent_vm_operation_seconds",
-    "Time per VM of a create or delete batch (batch time / VMs in it).",
-    ["operation"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
-)
-FAILURES = Counter(
-    "merak_agent_vm_failures_total", "VM operations that failed, by reason.", ["operation", "reason"]
-)
 
 
 def _reason(error: str) -> str:
@@ -62,8 +52,11 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         workers: int = 4,
         host: HostTuner | None = None,
         planes: PlaneRegistry | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.vhosts = vhosts
+        # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
+        self.metrics = metrics if metrics is not None else AgentMetrics.create(CollectorRegistry())
         # Resolved up front: an unknown dataplane fails the agent at start, not its first request.
         self._plane_kind = (planes if planes is not None else known_planes()).get(vhosts.dataplane)
         self.alcor = alcor
@@ -99,7 +92,9 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         plane = self._planes.get(vhost.name)
         if plane is None:
             plane = self._plane_kind.build(vhost)
-            VMS.inc(len(plane.list_vms()))  # VMs from before a restart (a fake plane starts empty)
+            self.metrics.vms.inc(
+                len(plane.list_vms())
+            )  # VMs from before a restart (a fake plane starts empty)
             self._planes[vhost.name] = plane
         return plane
 
@@ -163,11 +158,11 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
                     reply.existing += 1
             else:
                 reply.failed += 1
-                FAILURES.labels("create", _reason(result.error)).inc()
-        VMS.inc(reply.created)
+                self.metrics.failures.labels("create", _reason(result.error)).inc()
+        self.metrics.vms.inc(reply.created)
         elapsed = time.perf_counter() - started
         if specs:
-            VM_SECONDS.labels("create").observe(elapsed / len(specs))
+            self.metrics.vm_seconds.labels("create").observe(elapsed / len(specs))
         log.info(
             "vms_created",
             vhost=vhost.name,
@@ -211,10 +206,10 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
                 gone += result.created  # created=True here means "it existed and is gone"
             else:
                 reply.failed += 1
-                FAILURES.labels("delete", _reason(result.error)).inc()
-        VMS.dec(gone)
+                self.metrics.failures.labels("delete", _reason(result.error)).inc()
+        self.metrics.vms.dec(gone)
         if names:
-            VM_SECONDS.labels("delete").observe((time.perf_counter() - started) / len(names))
+            self.metrics.vm_seconds.labels("delete").observe((time.perf_counter() - started) / len(names))
         log.info(
             "vms_deleted", vhost=vhost.name, requested=len(names), deleted=reply.deleted, failed=reply.failed
         )

@@ -17,7 +17,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-from prometheus_client import Counter, Histogram
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -35,17 +34,11 @@ from services.compute.contracts import (
     ShardPlan,
     ShardRef,
 )
+from services.compute.metrics import WorkerMetrics
 from services.compute.plugins import PLUGINS, VmPlugin, raise_activity_error
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
-
-RETRIES = Counter("merak_compute_activity_retries_total", "Activity attempts after the first.", ["activity"])
-VM_CREATE_SECONDS = Histogram(
-    "merak_compute_vm_create_seconds",
-    "Time from the start of a deployment until a VM is DONE.",
-    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
-)
 
 
 HEARTBEAT_SECONDS = 5.0
@@ -76,11 +69,13 @@ class ComputeActivities:
         self,
         store: ComputeStore,
         network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
+        metrics: WorkerMetrics,
         *,
         agent_timeout: float = 600.0,
     ) -> None:
         self.store = store
         self.network = network
+        self.metrics = metrics
         self.agent_timeout = agent_timeout
         self.plugins = {name: kind(network, agent_timeout) for name, kind in PLUGINS.items()}
         self._agents = ChannelPool()
@@ -98,11 +93,10 @@ class ComputeActivities:
         """Close the agent channels."""
         await self._agents.close()
 
-    @staticmethod
-    def _count_retry() -> None:
+    def _count_retry(self) -> None:
         info = activity.info()
         if info.attempt > 1:
-            RETRIES.labels(info.activity_type).inc()
+            self.metrics.retries.labels(info.activity_type).inc()
 
     @activity.defn(name=ActivityName.SHARD_PLAN)
     async def shard_plan(self, ref: ShardRef) -> ShardPlan:
@@ -142,7 +136,7 @@ class ComputeActivities:
             elapsed = time.time() - meta.started_at
             for record in todo:
                 if record.status == common_pb2.DONE:
-                    VM_CREATE_SECONDS.observe(elapsed)
+                    self.metrics.vm_create_seconds.observe(elapsed)
         done = sum(r.status == common_pb2.DONE for r in records)
         log.info(
             "batch_created",

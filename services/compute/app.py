@@ -1,59 +1,152 @@
-"""Composition root of the compute service: store, Temporal, network client, manager, optional worker."""
+"""Composition root of compute, for the service and for the worker: each is built first, then served.
+
+The service: Redis, the Temporal connection, the network client, the manager, the server (and, with
+`MERAK_RUN_WORKER`, a worker in the same process). The worker process (`python -m
+services.compute.worker`): Redis, a Temporal client, the network client, the activities, the worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+from temporalio.client import Client
+from temporalio.worker import Worker
 
 from merak.grpcclient import open_channel
-from merak.grpcserver import GrpcServer, run_server
-from merak.service import open_redis
-from merak.temporal import TemporalConnection
+from merak.grpcserver import GrpcServer, wait_for_signal
+from merak.logs import get_logger
+from merak.metrics import serve_metrics
+from merak.service import BuiltService, open_redis, serve
+from merak.temporal import TemporalConnection, connect_temporal
 from merak.v1 import network_pb2_grpc
+from services.compute.activities import ComputeActivities, all_activities
 from services.compute.config import ComputeSettings
 from services.compute.manager import ComputeManager
+from services.compute.metrics import ComputeMetrics, WorkerMetrics
 from services.compute.server import ComputeServicer, registration
 from services.compute.store import ComputeStore
-from services.compute.worker import run_worker
+from services.compute.workflows import DeployComputeWorkflow, HostShardWorkflow
+
+log = get_logger(__name__)
 
 
-async def run(settings: ComputeSettings) -> None:
-    """Serve the compute service until SIGTERM (with an in-process worker when asked)."""
+@dataclass
+class ComputeWorker:
+    """A Temporal worker on the compute task queue with its activities; `run` until `stop` is set."""
+
+    worker: Worker
+    activities: ComputeActivities
+    settings: ComputeSettings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Poll the task queue until `stop` is set, then let running activities finish."""
+        log.info(
+            "compute_worker_started",
+            task_queue=self.settings.task_queue,
+            concurrency=self.settings.concurrency,
+        )
+        try:
+            async with self.worker:
+                await self.stop.wait()
+        finally:
+            await self.activities.close()
+        log.info("compute_worker_stopped")
+
+
+def build_worker(
+    settings: ComputeSettings,
+    client: Client,
+    store: ComputeStore,
+    network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
+    registry: CollectorRegistry,
+) -> ComputeWorker:
+    """The activities and a worker with the knobs of Merak's worker (without its parsing bugs)."""
+    activities = ComputeActivities(
+        store, network, WorkerMetrics.create(registry), agent_timeout=settings.agent_timeout
+    )
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[DeployComputeWorkflow, HostShardWorkflow],
+        activities=list(all_activities(activities)),  # type: ignore[arg-type]  # bound methods are callables
+        max_concurrent_activities=settings.concurrency,
+        max_concurrent_workflow_tasks=settings.concurrent_workflows,
+        max_activities_per_second=settings.activities_per_second or None,
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace),
+    )
+    return ComputeWorker(worker, activities, settings)
+
+
+async def build(settings: ComputeSettings) -> BuiltService[ComputeManager]:
+    """The compute service; its gauge loop and optional worker start once it serves."""
+    registry = CollectorRegistry()
     redis = await open_redis(settings.redis_url)
     temporal = TemporalConnection(settings.temporal_address, settings.temporal_namespace)
     temporal.start()
     network_channel = open_channel(settings.network_address)
+    network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
     store = ComputeStore(redis)
-    manager = ComputeManager(
-        store, temporal, network_pb2_grpc.MerakNetworkServiceStub(network_channel), settings
-    )
+    manager = ComputeManager(store, temporal, network, settings, ComputeMetrics.create(registry))
+    background: dict[str, asyncio.Task[None]] = {}
     stop_worker = asyncio.Event()
-    worker = None
-    if settings.run_worker:
 
-        async def embedded_worker() -> None:
-            await run_worker(settings, await temporal.client(timeout=3600), store, stop_worker)
+    async def start_background() -> None:
+        background["gauges"] = asyncio.create_task(manager.refresh_gauges_forever())
+        if settings.run_worker:
 
-        worker = asyncio.create_task(embedded_worker())
+            async def embedded_worker() -> None:
+                client = await temporal.client(timeout=3600)
+                worker = build_worker(settings, client, store, network, registry)
+                worker.stop = stop_worker
+                await worker.run()
 
-    async def stop_embedded_worker() -> None:
-        stop_worker.set()
-        if worker is not None:
-            await worker
+            background["worker"] = asyncio.create_task(embedded_worker())
 
-    gauges = asyncio.create_task(manager.refresh_gauges_forever())
-
-    async def stop_gauges() -> None:
-        gauges.cancel()
+    async def stop_background() -> None:
+        stop_worker.set()  # the worker drains its running activities; the gauge loop just stops
+        if "gauges" in background:
+            background["gauges"].cancel()
+        for task in background.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def close_network() -> None:
         await network_channel.close(None)
 
-    server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))])
-    await run_server(
+    server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))], registry)
+    return BuiltService(
         "compute",
         server,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        grace=settings.shutdown_grace,
-        cleanups=[stop_gauges, stop_embedded_worker, close_network, temporal.close, redis.aclose],
+        manager,
+        cleanups=[stop_background, close_network, temporal.close, redis.aclose],
+        on_started=start_background,
     )
+
+
+async def run(settings: ComputeSettings) -> None:
+    """Serve the compute service until SIGTERM (with an in-process worker when asked)."""
+    await serve(await build(settings), settings)
+
+
+async def run_worker_process(settings: ComputeSettings) -> None:
+    """The worker process: metrics, Redis, Temporal, the network client, the worker; until SIGTERM."""
+    registry = CollectorRegistry()
+    redis = await open_redis(settings.redis_url)
+    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    async with open_channel(settings.network_address) as channel:
+        network = network_pb2_grpc.MerakNetworkServiceStub(channel)
+        worker = build_worker(settings, client, ComputeStore(redis), network, registry)
+        metrics = serve_metrics(settings.worker_metrics_port, settings.metrics_host, registry)
+        running = asyncio.create_task(worker.run())
+        signal_or_exit = asyncio.create_task(wait_for_signal())
+        await asyncio.wait({running, signal_or_exit}, return_when=asyncio.FIRST_COMPLETED)
+        worker.stop.set()
+        signal_or_exit.cancel()
+        await running
+    await redis.aclose()
+    metrics.stop()

@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import grpc
-from prometheus_client import Gauge
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
@@ -21,14 +20,13 @@ from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
 from services.compute import inventory
 from services.compute.config import ComputeSettings
 from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
+from services.compute.metrics import ComputeMetrics
 from services.compute.plugins import plugin_type
 from services.compute.store import ComputeStore
 from services.compute.workflows import DeployComputeWorkflow
 
 log = get_logger(__name__)
 
-VMS_BY_STATUS = Gauge("merak_compute_vms", "VMs of the compute configs, by status.", ["status"])
-OPERATIONS_RUNNING = Gauge("merak_compute_operations_running", "Create or delete operations running.")
 _STATUS_NAMES = {int(v): n for n, v in common_pb2.Status.items()}
 _SCHEDULES = {compute_pb2.SEQUENTIAL: SEQUENTIAL, compute_pb2.RPS: RPS, compute_pb2.RANDOM_SCHEDULE: RANDOM}
 
@@ -60,11 +58,13 @@ class ComputeManager:
         temporal: TemporalConnection,
         network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
         settings: ComputeSettings,
+        metrics: ComputeMetrics,
     ) -> None:
         self.store = store
         self.temporal = temporal
         self.network = network
         self.settings = settings
+        self.metrics = metrics
 
     def workflow_id(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> str:
         """Deterministic per scenario, config and operation: a repeated DEPLOY finds the same workflow."""
@@ -298,9 +298,9 @@ class ComputeManager:
             running += bool(meta and meta.running)
             for status, n in (await self.store.counts(config_id)).items():
                 totals[status] += n
-        OPERATIONS_RUNNING.set(running)
+        self.metrics.operations_running.set(running)
         for status, name in _STATUS_NAMES.items():
-            VMS_BY_STATUS.labels(name).set(totals.get(status, 0))
+            self.metrics.vms_by_status.labels(name).set(totals.get(status, 0))
 
     async def refresh_gauges_forever(self, interval: float = 5.0) -> None:
         """Keep the gauges current while the service runs."""

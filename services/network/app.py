@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
-from merak.grpcserver import GrpcServer, run_server
-from merak.service import open_redis
+from merak.grpcserver import GrpcServer
+from merak.service import BuiltService, open_redis, serve
 from services.network.config import NetworkSettings
 from services.network.ipam import Ipam
 from services.network.manager import NetworkManager
+from services.network.metrics import NetworkMetrics
 from services.network.plugins import PluginRegistry
 from services.network.plugins.alcor import AlcorPlugin, AlcorPorts
 from services.network.plugins.native import NativePlugin
@@ -16,12 +17,13 @@ from services.network.server import NetworkServicer, registration
 from services.network.store import NetworkStore
 
 
-def build_plugins(settings: NetworkSettings, store: NetworkStore) -> PluginRegistry:
+def build_plugins(settings: NetworkSettings, store: NetworkStore, metrics: NetworkMetrics) -> PluginRegistry:
     """Every plugin this process can use."""
     registry = PluginRegistry()
-    registry.register(NativePlugin(store, vni_min=settings.vni_min, vni_max=settings.vni_max))
+    registry.register(NativePlugin(store, metrics, vni_min=settings.vni_min, vni_max=settings.vni_max))
     registry.register(
         AlcorPlugin(
+            metrics,
             ports=AlcorPorts(
                 vpc=settings.alcor_vpc_port,
                 subnet=settings.alcor_subnet_port,
@@ -36,28 +38,18 @@ def build_plugins(settings: NetworkSettings, store: NetworkStore) -> PluginRegis
     return registry
 
 
-def build_manager(settings: NetworkSettings, store: NetworkStore) -> NetworkManager:
-    """The manager with its plugins and IPAM over `store`."""
-    return NetworkManager(store, build_plugins(settings, store), Ipam(store))
-
-
-def build_servicer(redis: aioredis.Redis, settings: NetworkSettings) -> NetworkServicer:
-    """The servicer over a Redis client, for a server of one's own (tests, an embedding process)."""
-    return NetworkServicer(build_manager(settings, NetworkStore(redis)))
+async def build(settings: NetworkSettings) -> BuiltService[NetworkManager]:
+    """Redis, the plugins, the IPAM and the manager (its counts loaded from Redis), the server."""
+    registry = CollectorRegistry()
+    metrics = NetworkMetrics.create(registry)
+    redis = await open_redis(settings.redis_url)
+    store = NetworkStore(redis)
+    manager = NetworkManager(store, build_plugins(settings, store, metrics), Ipam(store, metrics), metrics)
+    await manager.load()
+    server = GrpcServer(settings.listen_address(), [registration(NetworkServicer(manager))], registry)
+    return BuiltService("network", server, manager, cleanups=[manager.plugins.close, redis.aclose])
 
 
 async def run(settings: NetworkSettings) -> None:
     """Serve the network service until SIGTERM; network configs live in Redis across restarts."""
-    redis = await open_redis(settings.redis_url)
-    servicer = build_servicer(redis, settings)
-    manager = servicer.manager
-    await manager.load()
-    server = GrpcServer(settings.listen_address(), [registration(servicer)])
-    await run_server(
-        "network",
-        server,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        grace=settings.shutdown_grace,
-        cleanups=[manager.plugins.close, redis.aclose],
-    )
+    await serve(await build(settings), settings)

@@ -5,21 +5,18 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from prometheus_client import Counter
-
 from merak.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from services.network.metrics import NetworkMetrics
 from services.network.models import NetworkState, PortAllocation, PortRequest, SubnetState, VpcState, port_mac
 from services.network.store import AllocationFailure, NetworkStore, SubnetPool
-
-ALLOCATED = Counter("merak_network_ipam_allocated_total", "Addresses handed out to VM ports.")
-RELEASED = Counter("merak_network_ipam_released_total", "Addresses given back by VM ports.")
 
 
 class Ipam:
     """Port addresses of a network config: one bitmap per subnet and a vm_id → address hash (store)."""
 
-    def __init__(self, store: NetworkStore) -> None:
+    def __init__(self, store: NetworkStore, metrics: NetworkMetrics) -> None:
         self.store = store
+        self.metrics = metrics
 
     async def allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
         """One address per request, in order; a VM that has one gets the same one back."""
@@ -35,7 +32,7 @@ class Ipam:
         outcome = await self.store.allocate(state.netconfig_id, pools, pairs)
         if isinstance(outcome, AllocationFailure):
             raise _failure(state, outcome, requests, targets, pools)
-        ALLOCATED.inc(sum(1 for value in outcome if value.startswith("+")))
+        self.metrics.allocated.inc(sum(1 for value in outcome if value.startswith("+")))
         return [
             _allocation(request, vpc, subnet, value.lstrip("+"))
             for request, (vpc, subnet), value in zip(requests, targets, outcome, strict=True)
@@ -50,7 +47,7 @@ class Ipam:
             if value is not None
         ]
         released = await self.store.release(state.netconfig_id, held)
-        RELEASED.inc(released)
+        self.metrics.released.inc(released)
         return released
 
     async def allocated(self, state: NetworkState) -> dict[int, int]:

@@ -11,6 +11,7 @@ from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Not
 from merak.logs import get_logger
 from merak.v1 import common_pb2, network_pb2
 from services.network.ipam import Ipam
+from services.network.metrics import NetworkMetrics
 from services.network.models import NetworkState, NetworkView, PortAllocation, PortRequest, SubnetState
 from services.network.plugins import DeleteProgress, NetworkPlugin, PluginRegistry
 from services.network.spec import check_extends, spec_from_proto
@@ -18,22 +19,19 @@ from services.network.store import NetworkStore
 
 log = get_logger(__name__)
 
-OBJECTS = Gauge(
-    "merak_network_objects",
-    "Objects held by the network configs of this service, by plugin and kind.",
-    ["plugin", "kind"],
-)
-
 _ALCOR_PORTS = "with the alcor plugin, ports come from Alcor through the agent's PRECREATE"
 
 
 class NetworkManager:
     """Implements CREATE / INFO / DELETE / UPDATE of network configs, and port addresses."""
 
-    def __init__(self, store: NetworkStore, plugins: PluginRegistry, ipam: Ipam) -> None:
+    def __init__(
+        self, store: NetworkStore, plugins: PluginRegistry, ipam: Ipam, metrics: NetworkMetrics
+    ) -> None:
         self.store = store
         self.plugins = plugins
         self.ipam = ipam
+        self.metrics = metrics
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _lock(self, netconfig_id: str) -> asyncio.Lock:
@@ -44,7 +42,7 @@ class NetworkManager:
         for netconfig_id in await self.store.ids():
             state = await self.store.state(netconfig_id)
             if state is not None:
-                _count(state, 1)
+                _count(self.metrics.objects, state, 1)
 
     # --- CREATE --------------------------------------------------------------------------------
 
@@ -69,7 +67,7 @@ class NetworkManager:
                 if existing is None:
                     raise FailedPrecondition(f"network config {spec.netconfig_id!r} is changing; try again")
                 return await self._same_or_conflict(existing.config, existing.state, config)
-        _count(state, 1)
+        _count(self.metrics.objects, state, 1)
         log.info(
             "network_config_created", netconfig_id=spec.netconfig_id, plugin=plugin.name, **state.counts()
         )
@@ -127,7 +125,7 @@ class NetworkManager:
             removed = await self.store.delete(netconfig_id)
         self._locks.pop(netconfig_id, None)
         if removed is not None:
-            _count(removed, -1)
+            _count(self.metrics.objects, removed, -1)
         log.info("network_config_deleted", netconfig_id=netconfig_id, plugin=state.plugin, **state.counts())
         return state
 
@@ -158,8 +156,8 @@ class NetworkManager:
             except BaseException:
                 await plugin.remove(state, stored.state, best_effort=True)
                 raise
-        _count(stored.state, -1)
-        _count(state, 1)
+        _count(self.metrics.objects, stored.state, -1)
+        _count(self.metrics.objects, state, 1)
         log.info(
             "network_config_updated", netconfig_id=spec.netconfig_id, plugin=plugin.name, **state.counts()
         )
@@ -198,7 +196,7 @@ def _ipam_subnets(
     return [s for _, s in state.subnets() if s.slot not in known]
 
 
-def _count(state: NetworkState, sign: int) -> None:
-    OBJECTS.labels(state.plugin, "network_config").inc(sign)
+def _count(objects: Gauge, state: NetworkState, sign: int) -> None:
+    objects.labels(state.plugin, "network_config").inc(sign)
     for kind, n in state.counts().items():
-        OBJECTS.labels(state.plugin, kind).inc(sign * n)
+        objects.labels(state.plugin, kind).inc(sign * n)

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from merak.grpcclient import open_channel
-from merak.grpcserver import GrpcServer, run_server
-from merak.service import open_redis
+from merak.grpcserver import GrpcServer
+from merak.service import BuiltService, open_redis, serve
 from merak.v1 import compute_pb2_grpc, network_pb2_grpc, topology_pb2_grpc
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager
+from services.scenario.metrics import ScenarioMetrics
 from services.scenario.server import ScenarioServicer, registration
 from services.scenario.store import ScenarioStore
 
 
-def build_servicer(
-    redis: aioredis.Redis, clients: ServiceClients, settings: ScenarioSettings
-) -> ScenarioServicer:
-    """The servicer over a Redis client and the clients of the three services."""
-    store = ScenarioStore(redis)
-    return ScenarioServicer(EntityManager(store), ScenarioManager(store, clients, settings))
-
-
-async def run(settings: ScenarioSettings) -> None:
-    """Serve the scenario service until SIGTERM."""
+async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
+    """Redis, the clients of topology, network and compute, the managers, the server."""
+    registry = CollectorRegistry()
     redis = await open_redis(settings.redis_url)
     channels = [
         open_channel(settings.topology_address),
@@ -47,12 +41,13 @@ async def run(settings: ScenarioSettings) -> None:
         for channel in channels:
             await channel.close(None)
 
-    server = GrpcServer(settings.listen_address(), [registration(build_servicer(redis, clients, settings))])
-    await run_server(
-        "scenario",
-        server,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        grace=settings.shutdown_grace,
-        cleanups=[close_channels, redis.aclose],
-    )
+    store = ScenarioStore(redis)
+    manager = ScenarioManager(store, clients, settings, ScenarioMetrics.create(registry))
+    servicer = ScenarioServicer(EntityManager(store), manager)
+    server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
+    return BuiltService("scenario", server, manager, cleanups=[close_channels, redis.aclose])
+
+
+async def run(settings: ScenarioSettings) -> None:
+    """Serve the scenario service until SIGTERM."""
+    await serve(await build(settings), settings)

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
-from prometheus_client import Counter, Histogram
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, NotFound
 from merak.grpcclient import ServiceError
@@ -18,6 +17,7 @@ from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topolog
 from services.scenario import states, translate
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
+from services.scenario.metrics import ScenarioMetrics
 from services.scenario.models import (
     COMPUTE,
     COMPUTE_CONFIG,
@@ -47,18 +47,6 @@ from services.scenario.pingall import ConnectivityTest, PingOptions
 from services.scenario.store import ScenarioStore
 
 log = get_logger(__name__)
-
-ACTIONS = Counter(
-    "merak_scenario_actions_total",
-    "Scenario actions, by service, action and outcome (ok, or the gRPC status code).",
-    ["service", "action", "outcome"],
-)
-ACTION_SECONDS = Histogram(
-    "merak_scenario_action_seconds",
-    "Time to run a scenario action, waiting for the service it calls.",
-    ["service", "action"],
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-)
 
 _ACTIONS = (scenario_pb2.DEPLOY, scenario_pb2.CHECK, scenario_pb2.DELETE, scenario_pb2.UPDATE)
 # An UPDATE the service turned down leaves the service as it was.
@@ -110,10 +98,17 @@ class ScenarioManager:
     never wait: they write a status only if it is still the one they started from.
     """
 
-    def __init__(self, store: ScenarioStore, clients: ServiceClients, settings: ScenarioSettings) -> None:
+    def __init__(
+        self,
+        store: ScenarioStore,
+        clients: ServiceClients,
+        settings: ScenarioSettings,
+        metrics: ScenarioMetrics,
+    ) -> None:
         self.store = store
         self.clients = clients
         self.settings = settings
+        self.metrics = metrics
         self._busy: dict[str, str] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------
@@ -183,8 +178,8 @@ class ScenarioManager:
             raise
         finally:
             name = action_name(action)
-            ACTIONS.labels(service.label, name, _outcome(failure)).inc()
-            ACTION_SECONDS.labels(service.label, name).observe(time.perf_counter() - started)
+            self.metrics.actions.labels(service.label, name, _outcome(failure)).inc()
+            self.metrics.action_seconds.labels(service.label, name).observe(time.perf_counter() - started)
 
     # --- what the services say ---------------------------------------------------------------
 
@@ -665,7 +660,9 @@ class ScenarioManager:
             pair_limit=settings.test_max_pairs,
             call_timeout=settings.call_timeout,
         )
-        return await ConnectivityTest(options).run(scenario, test_config, list(topology.compute_nodes))
+        report = await ConnectivityTest(options).run(scenario, test_config, list(topology.compute_nodes))
+        self.metrics.record_test(report)
+        return report
 
 
 def _progress(

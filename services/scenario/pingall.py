@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from prometheus_client import Counter
 
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.grpcclient import ChannelPool, ServiceError
@@ -19,12 +18,6 @@ from merak.logs import get_logger
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scenario_pb2
 
 log = get_logger(__name__)
-
-TEST_PAIRS = Counter(
-    "merak_scenario_test_pairs_total",
-    "Pairs tried by connectivity tests: kind connectivity or isolation, result as expected or not.",
-    ["kind", "result"],
-)
 
 DEFAULT_TEST_NAME = "pingall"
 # Merak's agents listen here when a compute node names only its pod IP.
@@ -338,10 +331,6 @@ class ConnectivityTest:
             f"({report.cross_host_pairs} across vhosts); isolation held for {report.isolation_held} of "
             f"{report.isolation_pairs_tried} pairs"
         )
-        TEST_PAIRS.labels("connectivity", "passed").inc(report.passed)
-        TEST_PAIRS.labels("connectivity", "failed").inc(report.failed)
-        TEST_PAIRS.labels("isolation", "held").inc(report.isolation_held)
-        TEST_PAIRS.labels("isolation", "violated").inc(report.isolation_violated)
         log.info(
             "connectivity_test_done",
             scenario_id=scenario.id,

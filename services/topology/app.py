@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from merak.grpcserver import GrpcServer, run_server
+from prometheus_client import CollectorRegistry
+
+from merak.grpcserver import GrpcServer
 from merak.host import HostTuner
-from merak.service import open_redis
+from merak.service import BuiltService, open_redis, serve
 from merak.v1 import topology_pb2
 from services.topology.backends import BackendRegistry
 from services.topology.backends.kubernetes import ImageLookup, KubernetesBackend, KubernetesOptions, Resources
 from services.topology.backends.local import LocalBackend
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
+from services.topology.metrics import TopologyMetrics
 from services.topology.server import TopologyServicer, registration
 from services.topology.store import TopologyStore
 
@@ -81,19 +84,18 @@ def _stored_images(store: TopologyStore) -> ImageLookup:
     return images
 
 
-async def run(settings: TopologySettings) -> None:
-    """Serve the topology service until SIGTERM; running topologies stay up across restarts."""
+async def build(settings: TopologySettings) -> BuiltService[TopologyManager]:
+    """Redis, the backends, the manager (resuming the topologies Redis knows), the server."""
+    registry = CollectorRegistry()
     redis = await open_redis(settings.redis_url)
     store = TopologyStore(redis)
     backends = build_backends(settings, store)
-    manager = TopologyManager(store, backends, settings.default_backend)
+    manager = TopologyManager(store, backends, TopologyMetrics.create(registry), settings.default_backend)
     await manager.resume()
-    server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))])
-    await run_server(
-        "topology",
-        server,
-        metrics_port=settings.metrics_port,
-        metrics_host=settings.metrics_host,
-        grace=settings.shutdown_grace,
-        cleanups=[manager.close, backends.close, redis.aclose],
-    )
+    server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))], registry)
+    return BuiltService("topology", server, manager, cleanups=[manager.close, backends.close, redis.aclose])
+
+
+async def run(settings: TopologySettings) -> None:
+    """Serve the topology service until SIGTERM; running topologies stay up across restarts."""
+    await serve(await build(settings), settings)

@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import Gauge, Histogram
-
 from merak.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -23,19 +21,10 @@ from merak.v1 import common_pb2, topology_pb2
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
 from services.topology.generator import generate, spec_from_proto
+from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec, vhost_mac
 
 log = get_logger(__name__)
-
-BUILD_SECONDS = Histogram(
-    "merak_topology_build_seconds",
-    "Time to deploy a topology until every vhost is ready.",
-    ["backend", "dataplane"],
-    buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600),
-)
-NAMESPACES = Gauge("merak_topology_namespaces", "Network namespaces of the topologies this service manages.")
-LINKS = Gauge("merak_topology_links", "Links (veth pairs) of the topologies this service manages.")
-TOPOLOGIES = Gauge("merak_topology_topologies", "Topologies this service manages, by status.", ["status"])
 
 _STATUS_NAMES: dict[int, str] = {int(value): name for name, value in common_pb2.Status.items()}
 
@@ -52,9 +41,14 @@ class TopologyManager:
     """Implements CREATE / INFO / DELETE of topologies over a store and the backends."""
 
     def __init__(
-        self, store: st.TopologyStore, backends: BackendRegistry, default_backend: str = "local"
+        self,
+        store: st.TopologyStore,
+        backends: BackendRegistry,
+        metrics: TopologyMetrics,
+        default_backend: str = "local",
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.backends = backends
         self.default_backend = default_backend
         self._entries: dict[str, _Entry] = {}
@@ -122,7 +116,7 @@ class TopologyManager:
             await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
             return
         await self.store.set_status(spec.topology_id, st.READY, built=True)
-        BUILD_SECONDS.labels(spec.backend, spec.dataplane).observe(time.perf_counter() - started)
+        self.metrics.build_seconds.labels(spec.backend, spec.dataplane).observe(time.perf_counter() - started)
         self._update_gauges()
 
     async def resume(self) -> None:
@@ -245,11 +239,11 @@ class TopologyManager:
         links = sum(
             len(e.topology.links) for e in self._entries.values() if e.topology.spec.dataplane == "real"
         )
-        NAMESPACES.set(nodes)
-        LINKS.set(links)
+        self.metrics.namespaces.set(nodes)
+        self.metrics.links.set(links)
         running = sum(1 for e in self._entries.values() if e.task is not None and not e.task.done())
-        TOPOLOGIES.labels("deploying").set(running)
-        TOPOLOGIES.labels("deployed").set(len(self._entries) - running)
+        self.metrics.topologies.labels("deploying").set(running)
+        self.metrics.topologies.labels("deployed").set(len(self._entries) - running)
 
 
 def _vhost_id(spec: TopologySpec, name: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from merak.config import GRPC_PORTS, METRICS_PORTS, REDIS_PORT, TEMPORAL_PORT, TEMPORAL_UI_PORT
 from merak.metrics import serve_metrics
@@ -154,7 +155,7 @@ async def test_the_grpc_health_one_liners_work(name: str, grpc_server: StartServ
 
 def test_the_worker_health_check_reads_its_metrics() -> None:
     port = free_port()
-    metrics = serve_metrics(port, "127.0.0.1")
+    metrics = serve_metrics(port, "127.0.0.1", CollectorRegistry())
     try:
         assert run(health_command("compute-worker", port)).returncode == 0
     finally:

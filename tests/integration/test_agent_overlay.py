@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from merak import netns
 from merak.naming import gateway_mac
 from merak.testing import assert_eventually, unique_name
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, topology_pb2
-from services.topology.app import build_backends
 from services.topology.backends.local import ns_prefix
-from services.topology.config import TopologySettings
-from services.topology.manager import TopologyManager
-from services.topology.store import TopologyStore
+from tests.stack import ServiceStack
 
 pytestmark = pytest.mark.root
 
@@ -47,9 +40,8 @@ class Lab:
 
 
 @pytest.fixture
-async def lab(redis_client: aioredis.Redis) -> AsyncIterator[Lab]:
-    run_dir = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
-    manager = TopologyManager(TopologyStore(redis_client), build_backends(TopologySettings(run_dir=run_dir)))
+async def lab(services: ServiceStack) -> AsyncIterator[Lab]:
+    manager = await services.topology()
     config = topology_pb2.InternalTopologyConfiguration(
         topology_id=unique_name("agent-"), topology_type=topology_pb2.TREE, number_of_vhosts=2,
         vhost_per_rack=2, ports_per_vswitch=2, data_plane_cidr="10.210.0.0/24",
@@ -76,9 +68,6 @@ async def lab(redis_client: aioredis.Redis) -> AsyncIterator[Lab]:
         for vhost in vhosts:
             await vhost.channel.close(None)
         await manager.delete(config.topology_id)
-        await manager.close()
-        await manager.backends.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def vm(name: str, vpc: str, vni: int, ip: str, *, prefix: int = 24, index: int) -> agent_pb2.VmSpec:

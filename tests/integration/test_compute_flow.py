@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from temporalio.testing import WorkflowEnvironment
 
 from merak import netns
-from merak.temporal import TemporalConnection
 from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import StartServer
 from merak.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -34,19 +27,9 @@ from merak.v1 import (
     topology_pb2,
 )
 from services.compute.config import ComputeSettings
-from services.compute.manager import ComputeManager
-from services.compute.server import ComputeServicer
-from services.compute.server import registration as compute_registration
-from services.compute.store import ComputeStore
-from services.compute.worker import run_worker
-from services.network.app import build_servicer as build_network_servicer
-from services.network.config import NetworkSettings
-from services.network.server import registration as network_registration
-from services.topology.app import build_backends
 from services.topology.backends.local import ns_prefix
-from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
-from services.topology.store import TopologyStore
+from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -92,58 +75,31 @@ async def _topology(manager: TopologyManager, vhosts: int) -> list[common_pb2.In
 
 
 @pytest.fixture
-async def cloud(
-    grpc_server: StartServer, redis_client: aioredis.Redis, redis_url: str, temporal_env: WorkflowEnvironment
-) -> AsyncIterator[Cloud]:
-    run_dir = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
-    topology = TopologyManager(TopologyStore(redis_client), build_backends(TopologySettings(run_dir=run_dir)))
-    network_address = await grpc_server(
-        [network_registration(build_network_servicer(redis_client, NetworkSettings()))]
-    )
-    target = temporal_env.client.service_client.config.target_host
-    settings = ComputeSettings(
-        network_address=network_address,
-        task_queue=f"compute-{unique_name('')}",
-        temporal_address=target,
-        temporal_namespace=temporal_env.client.namespace,
-        batch_size=20,
-        hosts_per_shard=2,
-    )
-    temporal = TemporalConnection(target, temporal_env.client.namespace)
-    async with grpc.aio.insecure_channel(network_address) as network_channel:
-        network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
-        manager = ComputeManager(ComputeStore(redis_client), temporal, network, settings)
-        compute_address = await grpc_server([compute_registration(ComputeServicer(manager))])
-        async with grpc.aio.insecure_channel(compute_address) as channel:
-            yield Cloud(
-                compute_pb2_grpc.MerakComputeServiceStub(channel),
-                network,
-                topology,
-                redis_client,
-                settings,
-                target,
-                redis_url,
-            )
-        await temporal.close()
-    for topology_id in await topology.store.ids():
-        await topology.delete(topology_id)
-    await topology.close()
-    await topology.backends.close()
-    shutil.rmtree(run_dir, ignore_errors=True)
+async def cloud(temporal_services: ServiceStack, redis_client: aioredis.Redis) -> AsyncIterator[Cloud]:
+    services = temporal_services
+    topology = await services.topology()
+    await services.network()
+    await services.compute()
+    async with (
+        grpc.aio.insecure_channel(services.addresses["network"]) as network_channel,
+        grpc.aio.insecure_channel(services.addresses["compute"]) as channel,
+    ):
+        settings = services.compute_settings()
+        yield Cloud(
+            compute_pb2_grpc.MerakComputeServiceStub(channel),
+            network_pb2_grpc.MerakNetworkServiceStub(network_channel),
+            topology,
+            redis_client,
+            settings,
+            settings.temporal_address,
+            services.redis_url,
+        )
 
 
 @pytest.fixture
-async def worker(cloud: Cloud, temporal_env: WorkflowEnvironment) -> AsyncIterator[None]:
+async def worker(cloud: Cloud, temporal_services: ServiceStack) -> None:
     """A compute worker inside the test process."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_worker(cloud.settings, temporal_env.client, ComputeStore(cloud.redis), stop)
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
+    await temporal_services.worker()
 
 
 async def _network(cloud: Cloud, netconfig_id: str) -> network_pb2.ReturnNetworkMessage:

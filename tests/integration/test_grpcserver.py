@@ -9,13 +9,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from merak.errors import InvalidArgument, NotFound
 from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.testing import assert_eventually
-from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
@@ -44,14 +43,24 @@ class ScriptedAgent(AgentServicer):
 
 
 @pytest.fixture
-async def agent_stub(grpc_server: StartServer) -> AsyncIterator[agent_pb2_grpc.MerakAgentServiceAsyncStub]:
-    address = await grpc_server([registration(ScriptedAgent(VhostSet.standalone()))])
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield agent_pb2_grpc.MerakAgentServiceStub(channel)
+def registry() -> CollectorRegistry:
+    """The metrics of the test's server (a process's own registry)."""
+    return CollectorRegistry()
 
 
-def _handled(method: str, code: str) -> float:
-    value = REGISTRY.get_sample_value(
+@pytest.fixture
+async def agent_stub(registry: CollectorRegistry) -> AsyncIterator[agent_pb2_grpc.MerakAgentServiceAsyncStub]:
+    server = GrpcServer("127.0.0.1:0", [registration(ScriptedAgent(VhostSet.standalone()))], registry)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield agent_pb2_grpc.MerakAgentServiceStub(channel)
+    finally:
+        await server.stop(0)
+
+
+def _handled(registry: CollectorRegistry, method: str, code: str) -> float:
+    value = registry.get_sample_value(
         "merak_grpc_server_handled_total",
         {"grpc_service": "agent.MerakAgentService", "grpc_method": method, "grpc_code": code},
     )
@@ -68,15 +77,19 @@ def _handled(method: str, code: str) -> float:
     ],
 )
 async def test_errors_become_status_codes(
-    agent_stub: agent_pb2_grpc.MerakAgentServiceAsyncStub, name: str, code: grpc.StatusCode, details: str
+    agent_stub: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+    registry: CollectorRegistry,
+    name: str,
+    code: grpc.StatusCode,
+    details: str,
 ) -> None:
-    before = _handled("PortHandler", code.name)
+    before = _handled(registry, "PortHandler", code.name)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await agent_stub.PortHandler(agent_pb2.InternalPortConfig(name=name))
     assert caught.value.code() == code
     assert caught.value.details() == details
     # A handler's own context.abort() sends the status before the interceptor can count it.
-    await assert_eventually(lambda: _handled("PortHandler", code.name) == before + 1, timeout=5)
+    await assert_eventually(lambda: _handled(registry, "PortHandler", code.name) == before + 1, timeout=5)
 
 
 async def test_unexpected_error_logs_one_traceback(

@@ -9,15 +9,13 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from merak.testing import free_port
-from merak.testing.plugin import StartServer
+from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
-from services.network.app import build_manager
+from services.network.app import build
 from services.network.config import NetworkSettings
-from services.network.server import NetworkServicer, registration
-from services.network.store import NetworkStore
 from tests.fakes.alcor import FailRule, FakeAlcor
 
 NC = "alcor-net-1"
@@ -32,6 +30,15 @@ class AlcorNet:
     stub: network_pb2_grpc.MerakNetworkServiceAsyncStub
     redis: aioredis.Redis
     alcor: FakeAlcor
+    registry: CollectorRegistry
+
+
+@dataclass
+class AlcorNetworkService:
+    """A served network service: its stub, and its metrics."""
+
+    stub: network_pb2_grpc.MerakNetworkServiceAsyncStub
+    registry: CollectorRegistry
 
 
 @pytest.fixture
@@ -43,26 +50,35 @@ def alcor() -> Iterator[FakeAlcor]:
         fake.stop()
 
 
-def _settings(alcor: FakeAlcor) -> NetworkSettings:
+def _local(redis_url: str, **settings: Any) -> NetworkSettings:
+    """A network service on 127.0.0.1:0 over the test's Redis."""
+    return NetworkSettings(host="127.0.0.1", grpc_port=0, redis_url=redis_url, **settings)
+
+
+def _settings(alcor: FakeAlcor, redis_url: str) -> NetworkSettings:
     # The plugin's per-service ports point at the fake's listeners; the config names only the host.
-    return NetworkSettings(
+    return _local(
+        redis_url,
         alcor_vpc_port=alcor.port_of("vpc"), alcor_subnet_port=alcor.port_of("subnet"),
         alcor_router_port=alcor.port_of("router"), alcor_node_port=alcor.port_of("node"),
         alcor_sg_port=alcor.port_of("sg"), alcor_timeout=5.0,
     )  # fmt: skip
 
 
-async def _serve(grpc_server: StartServer, redis: aioredis.Redis, settings: NetworkSettings) -> Any:
-    manager = build_manager(settings, NetworkStore(redis))
-    address = await grpc_server([registration(NetworkServicer(manager))])
-    return network_pb2_grpc.MerakNetworkServiceStub(grpc.aio.insecure_channel(address))
+async def _serve(serve_built: ServeBuilt, settings: NetworkSettings) -> AlcorNetworkService:
+    built = await build(settings)
+    address = await serve_built(built)
+    return AlcorNetworkService(
+        network_pb2_grpc.MerakNetworkServiceStub(grpc.aio.insecure_channel(address)), built.registry
+    )
 
 
 @pytest.fixture
 async def net(
-    grpc_server: StartServer, redis_client: aioredis.Redis, alcor: FakeAlcor
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str, alcor: FakeAlcor
 ) -> AsyncIterator[AlcorNet]:
-    yield AlcorNet(await _serve(grpc_server, redis_client, _settings(alcor)), redis_client, alcor)
+    served = await _serve(serve_built, _settings(alcor, redis_url))
+    yield AlcorNet(served.stub, redis_client, alcor, served.registry)
 
 
 def config(host: str = "127.0.0.1", computes: int = 2) -> network_pb2.InternalNetConfigConfiguration:
@@ -192,7 +208,7 @@ def _delete_requests(reply: network_pb2.ReturnNetworkMessage) -> list[tuple[str,
 
 
 async def test_full_cycle_sends_every_request_in_order(net: AlcorNet) -> None:
-    calls_before = REGISTRY.get_sample_value(
+    calls_before = net.registry.get_sample_value(
         "merak_network_plugin_call_seconds_count", {"plugin": "alcor", "operation": "create_subnet"}
     )
     created = await net.stub.NetConfigHandler(op(common_pb2.CREATE, config()))
@@ -208,7 +224,7 @@ async def test_full_cycle_sends_every_request_in_order(net: AlcorNet) -> None:
     assert [r.id for g in created.security_groups for r in g.rules] == list(net.alcor.state.rules)
     assert list(created.routers[0].subnets) == [s.subnet_id for s in vpc.subnets]
     assert (
-        REGISTRY.get_sample_value(
+        net.registry.get_sample_value(
             "merak_network_plugin_call_seconds_count", {"plugin": "alcor", "operation": "create_subnet"}
         )
         == (calls_before or 0) + 2
@@ -266,8 +282,10 @@ async def test_alcor_4xx_is_failed_precondition_with_its_message(net: AlcorNet) 
     assert await net.redis.keys("*") == []
 
 
-async def test_alcor_down_is_unavailable(grpc_server: StartServer, redis_client: aioredis.Redis) -> None:
-    stub = await _serve(grpc_server, redis_client, NetworkSettings(alcor_timeout=2.0))
+async def test_alcor_down_is_unavailable(
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    stub = (await _serve(serve_built, _local(redis_url, alcor_timeout=2.0))).stub
     code, details = await _code(
         stub.NetConfigHandler(op(common_pb2.CREATE, config(f"http://127.0.0.1:{free_port()}")))
     )
@@ -308,12 +326,10 @@ async def test_update_makes_only_what_is_new(net: AlcorNet) -> None:
     assert net.alcor.state.objects() == 0
 
 
-async def test_a_url_with_a_port_sends_every_call_there(
-    grpc_server: StartServer, redis_client: aioredis.Redis
-) -> None:
+async def test_a_url_with_a_port_sends_every_call_there(serve_built: ServeBuilt, redis_url: str) -> None:
     gateway = FakeAlcor()  # one port for every service, as Alcor's API gateway
     try:
-        stub = await _serve(grpc_server, redis_client, NetworkSettings())
+        stub = (await _serve(serve_built, _local(redis_url))).stub
         explicit = config(gateway.url)
         explicit.plugin = "alcor"
         created = await stub.NetConfigHandler(op(common_pb2.CREATE, explicit))

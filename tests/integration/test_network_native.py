@@ -6,20 +6,19 @@ import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from merak.naming import gateway_mac
-from merak.testing.plugin import StartServer
+from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
-from services.network.app import build_manager
+from services.network.app import build
 from services.network.config import NetworkSettings
 from services.network.manager import NetworkManager
-from services.network.server import NetworkServicer, registration
-from services.network.store import NetworkStore
 
 TESTE2E = "network-config-1"
 PROJECT = "123456789"
@@ -32,19 +31,24 @@ class Net:
     stub: network_pb2_grpc.MerakNetworkServiceAsyncStub
     redis: aioredis.Redis
     manager: NetworkManager
+    registry: CollectorRegistry
 
 
-async def _serve(grpc_server: StartServer, redis: aioredis.Redis, settings: NetworkSettings) -> Net:
-    manager = build_manager(settings, NetworkStore(redis))
-    await manager.load()
-    address = await grpc_server([registration(NetworkServicer(manager))])
+async def _serve(serve_built: ServeBuilt, redis: aioredis.Redis, settings: NetworkSettings) -> Net:
+    built = await build(settings)
+    address = await serve_built(built)
     channel = grpc.aio.insecure_channel(address)
-    return Net(network_pb2_grpc.MerakNetworkServiceStub(channel), redis, manager)
+    return Net(network_pb2_grpc.MerakNetworkServiceStub(channel), redis, built.root, built.registry)
+
+
+def _local(redis_url: str, **settings: Any) -> NetworkSettings:
+    """A network service on 127.0.0.1:0 over the test's Redis."""
+    return NetworkSettings(host="127.0.0.1", grpc_port=0, redis_url=redis_url, **settings)
 
 
 @pytest.fixture
-async def net(grpc_server: StartServer, redis_client: aioredis.Redis) -> AsyncIterator[Net]:
-    yield await _serve(grpc_server, redis_client, NetworkSettings())
+async def net(serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str) -> AsyncIterator[Net]:
+    yield await _serve(serve_built, redis_client, _local(redis_url))
 
 
 def vpc(
@@ -312,9 +316,9 @@ async def test_running_out_is_resource_exhausted_and_allocates_nothing(net: Net)
 
 
 async def test_vni_pool_is_shared_by_every_network_config(
-    grpc_server: StartServer, redis_client: aioredis.Redis
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    small = await _serve(grpc_server, redis_client, NetworkSettings(vni_min=5000, vni_max=5002))
+    small = await _serve(serve_built, redis_client, _local(redis_url, vni_min=5000, vni_max=5002))
     two = config("a", [vpc("10.1.0.0/16"), vpc("10.2.0.0/16")], groups=[], computes=0)
     await small.stub.NetConfigHandler(op(common_pb2.CREATE, two))
     code, details = await _code(
@@ -444,18 +448,19 @@ async def test_update_adds_vpcs_subnets_groups_and_refuses_changes(net: Net) -> 
     assert await net.redis.hlen("merak:network:vni:owners") == 0
 
 
-async def test_state_survives_a_restart(grpc_server: StartServer, redis_client: aioredis.Redis) -> None:
-    first = await _serve(grpc_server, redis_client, NetworkSettings())
+async def test_state_survives_a_restart(
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str
+) -> None:
+    first = await _serve(serve_built, redis_client, _local(redis_url))
     created = await first.stub.NetConfigHandler(op(common_pb2.CREATE, config()))
     vpc_id, subnet_id = created.vpcs[0].vpc_id, created.vpcs[0].subnets[0].subnet_id
     port = await first.stub.AllocatePorts(ports(TESTE2E, vpc_id, subnet_id, ["vm-0"]))
-    gauge = REGISTRY.get_sample_value("merak_network_objects", {"plugin": "native", "kind": "vpc"})
+    gauge = first.registry.get_sample_value("merak_network_objects", {"plugin": "native", "kind": "vpc"})
+    assert gauge == 1
 
-    second = await _serve(grpc_server, redis_client, NetworkSettings())
-    assert (
-        REGISTRY.get_sample_value("merak_network_objects", {"plugin": "native", "kind": "vpc"})
-        == (gauge or 0) + 1
-    )
+    # A restarted service (a process of its own, so a registry of its own) counts what Redis holds.
+    second = await _serve(serve_built, redis_client, _local(redis_url))
+    assert second.registry.get_sample_value("merak_network_objects", {"plugin": "native", "kind": "vpc"}) == 1
     info = await second.stub.NetConfigHandler(op(common_pb2.INFO, ident(TESTE2E)))
     assert (info.vpcs[0].vpc_id, info.vpcs[0].vni) == (vpc_id, created.vpcs[0].vni)
     assert info.vpcs[0].subnets[0].allocated == 1
@@ -466,7 +471,7 @@ async def test_state_survives_a_restart(grpc_server: StartServer, redis_client: 
 
 async def test_metrics_count_objects_allocations_and_plugin_calls(net: Net) -> None:
     def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
+        return net.registry.get_sample_value(name, labels) or 0.0
 
     vpcs_before = sample("merak_network_objects", plugin="native", kind="vpc")
     subnets_before = sample("merak_network_objects", plugin="native", kind="subnet")

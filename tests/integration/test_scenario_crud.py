@@ -9,23 +9,17 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
-from merak.grpcclient import open_channel
-from merak.testing.plugin import StartServer
+from merak.testing.plugin import ServeBuilt
 from merak.v1 import (
     compute_pb2,
-    compute_pb2_grpc,
-    network_pb2_grpc,
     scenario_pb2,
     scenario_pb2_grpc,
     topology_pb2,
-    topology_pb2_grpc,
 )
-from services.scenario.app import build_servicer
-from services.scenario.clients import ServiceClients
+from services.scenario.app import build
 from services.scenario.config import ScenarioSettings
-from services.scenario.server import registration
 from tests.integration.scenario_lab import (
     Stub,
     act,
@@ -42,21 +36,20 @@ NOWHERE = "127.0.0.1:1"
 
 
 @pytest.fixture
-async def stub(grpc_server: StartServer, redis_client: aioredis.Redis) -> AsyncIterator[Stub]:
-    nowhere = open_channel(NOWHERE)
-    clients = ServiceClients(
-        topology_stub=topology_pb2_grpc.MerakTopologyServiceStub(nowhere),
-        network_stub=network_pb2_grpc.MerakNetworkServiceStub(nowhere),
-        compute_stub=compute_pb2_grpc.MerakComputeServiceStub(nowhere),
-        timeout=2,
-        topology_address=NOWHERE,
-        network_address=NOWHERE,
-        compute_address=NOWHERE,
-    )
-    address = await grpc_server([registration(build_servicer(redis_client, clients, ScenarioSettings()))])
-    async with grpc.aio.insecure_channel(address) as channel:
+async def scenario_service(serve_built: ServeBuilt, redis_url: str) -> tuple[str, CollectorRegistry]:
+    """The scenario service alone: where it listens, and its metrics."""
+    settings = ScenarioSettings(
+        host="127.0.0.1", grpc_port=0, redis_url=redis_url, call_timeout=2,
+        topology_address=NOWHERE, network_address=NOWHERE, compute_address=NOWHERE,
+    )  # fmt: skip
+    built = await build(settings)
+    return await serve_built(built), built.registry
+
+
+@pytest.fixture
+async def stub(scenario_service: tuple[str, CollectorRegistry]) -> AsyncIterator[Stub]:
+    async with grpc.aio.insecure_channel(scenario_service[0]) as channel:
         yield scenario_pb2_grpc.MerakScenarioServiceStub(channel)
-    await nowhere.close(None)
 
 
 async def _code(call: Any) -> tuple[grpc.StatusCode, str]:
@@ -303,20 +296,23 @@ async def test_malformed_configs_name_the_field(
     assert await redis_client.keys("*") == []
 
 
-def _actions(service: str, action: str, outcome: str) -> float:
+def _actions(registry: CollectorRegistry, service: str, action: str, outcome: str) -> float:
     labels = {"service": service, "action": action, "outcome": outcome}
-    return REGISTRY.get_sample_value("merak_scenario_actions_total", labels) or 0.0
+    return registry.get_sample_value("merak_scenario_actions_total", labels) or 0.0
 
 
-async def test_refused_actions_touch_no_service(stub: Stub) -> None:
+async def test_refused_actions_touch_no_service(
+    stub: Stub, scenario_service: tuple[str, CollectorRegistry]
+) -> None:
+    registry = scenario_service[1]
     scenario = (await create_scenario(stub)).scenario
-    refused_before = _actions("compute", "DEPLOY", "failed_precondition")
+    refused_before = _actions(registry, "compute", "DEPLOY", "failed_precondition")
     code, details = await _code(act(stub, scenario.id, scenario_pb2.COMPUTE, scenario_pb2.DEPLOY))
     assert (code, details) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "cannot DEPLOY compute: topology is NONE; DEPLOY topology first",
     )
-    assert _actions("compute", "DEPLOY", "failed_precondition") == refused_before + 1
+    assert _actions(registry, "compute", "DEPLOY", "failed_precondition") == refused_before + 1
     code, details = await _code(act(stub, scenario.id, scenario_pb2.TOPOLOGY, scenario_pb2.DELETE))
     assert (code, details) == (
         grpc.StatusCode.FAILED_PRECONDITION,

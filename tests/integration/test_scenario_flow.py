@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,43 +11,17 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
-from temporalio.testing import WorkflowEnvironment
 
 from merak import host, netns
-from merak.grpcclient import open_channel
 from merak.naming import topology_short_id
-from merak.temporal import TemporalConnection
-from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import StartServer
+from merak.testing import assert_eventually
 from merak.v1 import (
-    compute_pb2_grpc,
-    network_pb2_grpc,
     scenario_pb2,
     scenario_pb2_grpc,
     topology_pb2,
-    topology_pb2_grpc,
 )
-from services.compute.config import ComputeSettings
-from services.compute.manager import ComputeManager
-from services.compute.server import ComputeServicer
-from services.compute.server import registration as compute_registration
-from services.compute.store import ComputeStore
-from services.compute.worker import run_worker
-from services.network.app import build_servicer as build_network_servicer
-from services.network.config import NetworkSettings
-from services.network.server import registration as network_registration
-from services.scenario.app import build_servicer
-from services.scenario.clients import ServiceClients
-from services.scenario.config import ScenarioSettings
-from services.scenario.server import registration as scenario_registration
-from services.topology.app import build_backends
 from services.topology.backends.local import ns_prefix
-from services.topology.config import TopologySettings
-from services.topology.manager import TopologyManager
 from services.topology.models import TopologySpec
-from services.topology.server import TopologyServicer
-from services.topology.server import registration as topology_registration
-from services.topology.store import TopologyStore
 from tests.integration.scenario_lab import (
     Stub,
     act,
@@ -58,6 +30,7 @@ from tests.integration.scenario_lab import (
     network_config,
     topology_config,
 )
+from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -75,67 +48,11 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(
-    grpc_server: StartServer, redis_client: aioredis.Redis, temporal_env: WorkflowEnvironment
-) -> AsyncIterator[Stack]:
-    # Unix socket paths must stay under 108 bytes, so not under pytest's long tmp paths.
-    run_dir = Path(tempfile.mkdtemp(prefix="mk", dir="/tmp"))
-    topology = TopologyManager(TopologyStore(redis_client), build_backends(TopologySettings(run_dir=run_dir)))
-    topology_address = await grpc_server([topology_registration(TopologyServicer(topology))])
-    network_address = await grpc_server(
-        [network_registration(build_network_servicer(redis_client, NetworkSettings()))]
-    )
-    target = temporal_env.client.service_client.config.target_host
-    compute_settings = ComputeSettings(
-        network_address=network_address,
-        task_queue=f"compute-{unique_name('')}",
-        temporal_address=target,
-        temporal_namespace=temporal_env.client.namespace,
-        batch_size=20,
-        hosts_per_shard=2,
-    )
-    temporal = TemporalConnection(target, temporal_env.client.namespace)
-    channels = [open_channel(network_address)]
-    compute = ComputeManager(
-        ComputeStore(redis_client),
-        temporal,
-        network_pb2_grpc.MerakNetworkServiceStub(channels[0]),
-        compute_settings,
-    )
-    compute_address = await grpc_server([compute_registration(ComputeServicer(compute))])
-    stop_worker = asyncio.Event()
-    worker = asyncio.create_task(
-        run_worker(compute_settings, temporal_env.client, ComputeStore(redis_client), stop_worker)
-    )
-    channels += [open_channel(a) for a in (topology_address, network_address, compute_address)]
-    clients = ServiceClients(
-        topology_stub=topology_pb2_grpc.MerakTopologyServiceStub(channels[1]),
-        network_stub=network_pb2_grpc.MerakNetworkServiceStub(channels[2]),
-        compute_stub=compute_pb2_grpc.MerakComputeServiceStub(channels[3]),
-        timeout=60,
-        topology_address=topology_address,
-        network_address=network_address,
-        compute_address=compute_address,
-    )
-    settings = ScenarioSettings(teardown_timeout=60, watch_interval=0.2, test_retry=5)
-    scenario_address = await grpc_server(
-        [scenario_registration(build_servicer(redis_client, clients, settings))]
-    )
-    try:
-        async with grpc.aio.insecure_channel(scenario_address) as channel:
-            yield Stack(scenario_pb2_grpc.MerakScenarioServiceStub(channel), redis_client, run_dir)
-    finally:
-        stop_worker.set()
-        await worker
-        for channel in channels:
-            await channel.close(None)
-        await temporal.close()
-        # Whatever a failing test left behind goes.
-        for topology_id in await topology.store.ids():
-            await topology.delete(topology_id)
-        await topology.close()
-        await topology.backends.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+async def stack(temporal_services: ServiceStack, redis_client: aioredis.Redis) -> AsyncIterator[Stack]:
+    services = temporal_services
+    await services.everything(teardown_timeout=60, watch_interval=0.2, test_retry=5)
+    async with grpc.aio.insecure_channel(services.addresses["scenario"]) as channel:
+        yield Stack(scenario_pb2_grpc.MerakScenarioServiceStub(channel), redis_client, services.run_dir)
 
 
 async def watch(stack: Stack, scenario_id: str) -> list[scenario_pb2.ScenarioProgress]:

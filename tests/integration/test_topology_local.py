@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -16,16 +17,15 @@ import redis.asyncio as aioredis
 
 from merak import netns
 from merak.grpcclient import open_channel
+from merak.service import BuiltService
 from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import StartServer
+from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
-from services.topology.app import build_backends
+from services.topology.app import build
 from services.topology.backends.local import ns_prefix
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
 from services.topology.models import TopologySpec
-from services.topology.server import TopologyServicer, registration
-from services.topology.store import TopologyStore
 
 pytestmark = pytest.mark.root
 
@@ -40,6 +40,11 @@ class Lab:
     address: str
 
 
+def _local(redis_url: str, **settings: Any) -> TopologySettings:
+    """A topology service on 127.0.0.1:0 over the test's Redis."""
+    return TopologySettings(host="127.0.0.1", grpc_port=0, redis_url=redis_url, **settings)
+
+
 @pytest.fixture
 def run_dir() -> Iterator[Path]:
     # Unix socket paths must stay under 108 bytes, so not under pytest's long tmp paths.
@@ -51,18 +56,20 @@ def run_dir() -> Iterator[Path]:
 
 
 async def _serve(
-    grpc_server: StartServer, redis_client: aioredis.Redis, settings: TopologySettings
-) -> tuple[str, TopologyManager]:
-    manager = TopologyManager(TopologyStore(redis_client), build_backends(settings))
-    await manager.resume()
-    address = await grpc_server([registration(TopologyServicer(manager))])
-    return address, manager
+    serve_built: ServeBuilt, settings: TopologySettings
+) -> tuple[str, BuiltService[TopologyManager]]:
+    """A topology service as its process builds it, on 127.0.0.1:0."""
+    built = await build(settings)
+    return await serve_built(built), built
 
 
 @pytest.fixture
-async def lab(grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path) -> AsyncIterator[Lab]:
-    settings = TopologySettings(run_dir=run_dir, max_agents=4, fake_vhosts_per_agent=25_000)
-    address, manager = await _serve(grpc_server, redis_client, settings)
+async def lab(
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str, run_dir: Path
+) -> AsyncIterator[Lab]:
+    settings = _local(redis_url, run_dir=run_dir, max_agents=4, fake_vhosts_per_agent=25_000)
+    address, built = await _serve(serve_built, settings)
+    manager = built.root
     async with open_channel(address) as channel:
         stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
         try:
@@ -71,8 +78,6 @@ async def lab(grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: P
             # Whatever a failing test left behind goes: every topology this service knows.
             for topology_id in await manager.store.ids():
                 await manager.delete(topology_id)
-            await manager.close()
-            await manager.backends.close()
 
 
 def tree(
@@ -176,10 +181,11 @@ async def test_teste2e_topology_deploys_pings_and_deletes_cleanly(lab: Lab) -> N
 
 
 async def test_agent_per_vhost_runs_inside_its_namespace(
-    grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str, run_dir: Path
 ) -> None:
-    settings = TopologySettings(run_dir=run_dir, max_agents=16)
-    address, manager = await _serve(grpc_server, redis_client, settings)
+    settings = _local(redis_url, run_dir=run_dir, max_agents=16)
+    address, built = await _serve(serve_built, settings)
+    manager = built.root
     config = tree(unique_name("t-"), vhosts=3)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
@@ -196,8 +202,6 @@ async def test_agent_per_vhost_runs_inside_its_namespace(
                 }
     finally:
         await manager.delete(config.topology_id)
-        await manager.close()
-        await manager.backends.close()
 
 
 async def test_uneven_racks_and_small_cidr(lab: Lab) -> None:
@@ -301,20 +305,20 @@ async def test_fake_topology_of_100k_vhosts_reaches_ready(lab: Lab) -> None:
 
 
 async def test_restart_keeps_topologies_manageable(
-    grpc_server: StartServer, redis_client: aioredis.Redis, run_dir: Path
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str, run_dir: Path
 ) -> None:
-    settings = TopologySettings(run_dir=run_dir, max_agents=2)
-    address, manager = await _serve(grpc_server, redis_client, settings)
+    settings = _local(redis_url, run_dir=run_dir, max_agents=2)
+    address, built = await _serve(serve_built, settings)
     config = tree(unique_name("t-"), vhosts=3)
     async with grpc.aio.insecure_channel(address) as channel:
         lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
         await call(lab.stub, common_pb2.CREATE, config)
         await wait_ready(lab, config)
-    await manager.close()
-    await manager.backends.close()
+    await built.server.stop(0)
+    await built.close()
 
     # A new service process: same Redis, same run directory.
-    address, manager = await _serve(grpc_server, redis_client, settings)
+    address, built = await _serve(serve_built, settings)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
@@ -324,5 +328,5 @@ async def test_restart_keeps_topologies_manageable(
         assert netns.list_names(ns_prefix(short_of(config.topology_id))) == []
         assert agent_processes(settings.topology_run_dir()) == []
     finally:
-        await manager.close()
-        await manager.backends.close()
+        await built.server.stop(0)
+        await built.close()

@@ -8,16 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 
 from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import StartServer
+from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
-from services.topology.app import build_backends
+from services.topology.app import build
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
-from services.topology.server import TopologyServicer, registration
-from services.topology.store import TopologyStore
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.kubernetes.conftest import e2e_config
 
@@ -31,18 +28,19 @@ class Service:
 
 
 async def _start(
-    grpc_server: StartServer, redis_client: aioredis.Redis, settings: TopologySettings
+    serve_built: ServeBuilt, redis_url: str, settings: TopologySettings
 ) -> tuple[topology_pb2_grpc.MerakTopologyServiceAsyncStub, TopologyManager, grpc.aio.Channel]:
-    store = TopologyStore(redis_client)
-    manager = TopologyManager(store, build_backends(settings, store))
-    address = await grpc_server([registration(TopologyServicer(manager))])
-    channel = grpc.aio.insecure_channel(address)
-    return topology_pb2_grpc.MerakTopologyServiceStub(channel), manager, channel
+    """The topology service as its process builds it (127.0.0.1:0, the test's Redis)."""
+    built = await build(
+        settings.model_copy(update={"host": "127.0.0.1", "grpc_port": 0, "redis_url": redis_url})
+    )
+    channel = grpc.aio.insecure_channel(await serve_built(built))
+    return topology_pb2_grpc.MerakTopologyServiceStub(channel), built.root, channel
 
 
 @pytest.fixture
 async def service(
-    grpc_server: StartServer, redis_client: aioredis.Redis, fake_api: FakeKubernetes, tmp_path: Path
+    serve_built: ServeBuilt, redis_url: str, fake_api: FakeKubernetes, tmp_path: Path
 ) -> AsyncIterator[Service]:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(fake_api.kubeconfig())
@@ -54,14 +52,12 @@ async def service(
         kubernetes_delete_timeout=10,
         kubernetes_vhost_image="registry.example/merak:1.0",
     )
-    stub, manager, channel = await _start(grpc_server, redis_client, settings)
+    stub, manager, channel = await _start(serve_built, redis_url, settings)
     try:
         yield Service(stub, fake_api)
     finally:
         for topology_id in await manager.store.ids():
             await manager.delete(topology_id)
-        await manager.close()
-        await manager.backends.close()
         await channel.close(None)
 
 
@@ -121,13 +117,11 @@ async def test_settings_images_are_the_default(service: Service) -> None:
 
 
 async def test_without_a_cluster_the_kubernetes_backend_is_a_failed_precondition_and_local_still_works(
-    grpc_server: StartServer, redis_client: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve_built: ServeBuilt, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    stub, manager, channel = await _start(
-        grpc_server, redis_client, TopologySettings(run_dir=tmp_path / "run")
-    )
+    stub, manager, channel = await _start(serve_built, redis_url, TopologySettings(run_dir=tmp_path / "run"))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call(stub, common_pb2.CREATE, e2e_config(unique_name("k-")))
@@ -141,6 +135,4 @@ async def test_without_a_cluster_the_kubernetes_backend_is_a_failed_precondition
         assert reply.return_code == common_pb2.OK
         await call(stub, common_pb2.DELETE, local)
     finally:
-        await manager.close()
-        await manager.backends.close()
         await channel.close(None)

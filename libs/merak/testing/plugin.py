@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -18,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from merak import host
 from merak.grpcserver import GrpcServer, ServiceRegistration
+from merak.service import BuiltService
 from merak.temporal import ensure_namespace, temporal_cli_path
 from merak.testing import free_port, is_root, unique_name
 
@@ -187,3 +189,27 @@ def kernel_defaults() -> Iterator[dict[str, int]]:
             before = found[name]
             if before is not None:
                 host.sysctl_path(name).write_text(f"{before}\n")
+
+
+ServeBuilt = Callable[[BuiltService[Any]], Awaitable[str]]
+
+
+@pytest_asyncio.fixture
+async def serve_built() -> AsyncIterator[ServeBuilt]:
+    """Serve services built by their composition roots (listening on 127.0.0.1:0 as their settings say);
+    returns each one's address; every one is stopped and cleaned up after the test."""
+    started: list[BuiltService[Any]] = []
+
+    async def start(service: BuiltService[Any]) -> str:
+        port = await service.server.start()
+        started.append(service)
+        if service.on_started is not None:
+            await service.on_started()
+        return f"127.0.0.1:{port}" if port else service.server.address
+
+    try:
+        yield start
+    finally:
+        for service in reversed(started):
+            await service.server.stop(0)
+            await service.close()

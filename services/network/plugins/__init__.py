@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import abc
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-
-from prometheus_client import Histogram
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from merak.errors import InvalidArgument
-from merak.metrics import RPC_LATENCY_BUCKETS
+from services.network.metrics import NetworkMetrics
 from services.network.models import NetworkSpec, NetworkState
-
-PLUGIN_SECONDS = Histogram(
-    "merak_network_plugin_call_seconds",
-    "Time of one call of a network plugin into its control plane, by plugin and operation.",
-    ["plugin", "operation"],
-    buckets=RPC_LATENCY_BUCKETS,
-)
-
-
-@contextmanager
-def timed(plugin: str, operation: str) -> Iterator[None]:
-    """Record how long the block took as one plugin call."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        PLUGIN_SECONDS.labels(plugin, operation).observe(time.perf_counter() - start)
 
 
 class DeleteProgress:
@@ -53,6 +33,13 @@ class NetworkPlugin(abc.ABC):
     name: str
     # Whether VM addresses come from this service's IPAM (AllocatePorts) rather than the control plane.
     allocates_ports: bool = False
+
+    def __init__(self, metrics: NetworkMetrics) -> None:
+        self.metrics = metrics
+
+    def timed(self, operation: str) -> AbstractContextManager[None]:
+        """Time the block as one call of this plugin into its control plane."""
+        return self.metrics.timed(self.name, operation)
 
     def check(self, spec: NetworkSpec) -> None:  # noqa: B027 - optional hook
         """Raise InvalidArgument when this control plane cannot take `spec` (before anything is made)."""

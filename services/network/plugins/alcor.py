@@ -11,6 +11,7 @@ import httpx
 
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable
 from merak.logs import get_logger
+from services.network.metrics import NetworkMetrics
 from services.network.models import (
     AlcorEndpoints,
     NetworkSpec,
@@ -26,7 +27,7 @@ from services.network.models import (
     VpcSpec,
     VpcState,
 )
-from services.network.plugins import DeleteProgress, NetworkPlugin, timed
+from services.network.plugins import DeleteProgress, NetworkPlugin
 from services.network.spec import parse_alcor_url
 
 log = get_logger(__name__)
@@ -254,12 +255,14 @@ class AlcorPlugin(NetworkPlugin):
 
     def __init__(
         self,
+        metrics: NetworkMetrics,
         *,
         ports: AlcorPorts | None = None,
         timeout: float = 20.0,
         aca_port: int = 50001,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(metrics)
         self.ports = ports or AlcorPorts()
         self.timeout = timeout
         self.aca_port = aca_port
@@ -302,7 +305,7 @@ class AlcorPlugin(NetworkPlugin):
         gone: tuple[int, ...] = (),
     ) -> Any:
         """One Alcor call; any 2xx is success (as Merak), `gone` codes mean "already removed"."""
-        with timed(self.name, operation):
+        with self.timed(operation):
             try:
                 response = await client.request(method, url, json=body)
             except httpx.HTTPError as exc:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from merak.errors import ResourceExhausted
 from merak.naming import gateway_mac
+from services.network.metrics import NetworkMetrics
 from services.network.models import (
     NetworkSpec,
     NetworkState,
@@ -16,7 +17,7 @@ from services.network.models import (
     SubnetState,
     VpcState,
 )
-from services.network.plugins import DeleteProgress, NetworkPlugin, timed
+from services.network.plugins import DeleteProgress, NetworkPlugin
 from services.network.store import NetworkStore
 
 
@@ -30,14 +31,15 @@ class NativePlugin(NetworkPlugin):
     name = "native"
     allocates_ports = True
 
-    def __init__(self, store: NetworkStore, *, vni_min: int, vni_max: int) -> None:
+    def __init__(self, store: NetworkStore, metrics: NetworkMetrics, *, vni_min: int, vni_max: int) -> None:
+        super().__init__(metrics)
         self.store = store
         self.vni_min = vni_min
         self.vni_max = vni_max
 
     async def apply(self, spec: NetworkSpec, current: NetworkState | None) -> NetworkState:
         """Ids for what is new, VNIs for new VPCs; existing objects stay as they are."""
-        with timed(self.name, "apply"):
+        with self.timed("apply"):
             return await self._apply(spec, current)
 
     async def _apply(self, spec: NetworkSpec, current: NetworkState | None) -> NetworkState:
@@ -127,5 +129,5 @@ class NativePlugin(NetworkPlugin):
     ) -> None:
         """Give the VNIs of the VPCs beyond `keep` back to the pool (only those this config holds)."""
         kept = len(keep.vpcs) if keep else 0
-        with timed(self.name, "remove"):
+        with self.timed("remove"):
             await self.store.release_vnis(state.netconfig_id, [vpc.vni for vpc in state.vpcs[kept:]])
