@@ -1,0 +1,9 @@
+"""Every test of the project lives here, in the folder of the real parts it needs.
+
+- unit/<package>/: no server, socket, process or namespace: models, generators, validation, CLI parsing.
+- integration/: real parts in the test process: Redis, the Temporal dev server, gRPC on port 0,
+  network namespaces; services built by their own composition roots (tests/stack.py).
+- e2e/: the local stack as processes, driven as a user drives it.
+- deploy/: the Dockerfile, the compose file and the Kubernetes manifests, checked against schemas.
+- kubernetes/: the Kubernetes backend against the fake API server (or a cluster with KUBECONFIG).
+"""
