@@ -126,9 +126,7 @@ class ComputeManager:
     async def _complete_from_network(self, config: compute_pb2.InternalComputeConfiguration) -> None:
         """Check the VPCs and subnets against the network config; fill in CIDRs and gateways."""
         if not config.netconfig_id:
-            raise InvalidArgument(
-                "config.netconfig_id", "required with the native plugin (the network config)"
-            )
+            config.netconfig_id = await self._netconfig_of(config)
         request = network_pb2.InternalNetConfigInfo(
             operation_type=common_pb2.INFO,
             config=network_pb2.InternalNetConfigConfiguration(netconfig_id=config.netconfig_id),
@@ -157,6 +155,23 @@ class ComputeManager:
                     )
                 subnet.subnet_cidr, subnet.subnet_gw = found.subnet_cidr, found.subnet_gw
                 subnet.capacity, subnet.allocated = found.capacity, found.allocated
+
+    async def _netconfig_of(self, config: compute_pb2.InternalComputeConfiguration) -> str:
+        """Merak's compute request names VPCs, not a network config: the one that holds them."""
+        vpc_ids = [vpc.vpc_id for vpc in config.vm_deploy.vpcs]
+        if not any(vpc_ids):
+            raise InvalidArgument(
+                "config.netconfig_id", "required with the native plugin when no VPC id is given"
+            )
+        try:
+            reply = await self.network.FindNetConfig(
+                network_pb2.FindNetConfigRequest(vpc_ids=vpc_ids), timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise InvalidArgument("config.vm_deploy.vpcs", exc.details() or exc.code().name) from None
+            raise Unavailable(f"network service: {exc.code().name}: {exc.details()}") from exc
+        return reply.netconfig_id
 
     async def _check_capacity(
         self, config: compute_pb2.InternalComputeConfiguration, planned: dict[str, list[inventory.PlannedVm]]

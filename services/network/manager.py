@@ -165,6 +165,27 @@ class NetworkManager:
 
     # --- ports ---------------------------------------------------------------------------------
 
+    async def find(self, vpc_ids: Sequence[str]) -> str:
+        """The network config holding every one of these VPCs; NOT_FOUND, or INVALID_ARGUMENT when they
+        are spread over several configs."""
+        wanted = {v for v in vpc_ids if v}
+        if not wanted:
+            raise InvalidArgument("vpc_ids", "required")
+        owners: dict[str, set[str]] = {}
+        for netconfig_id in await self.store.ids():
+            state = await self.store.state(netconfig_id)
+            held = {vpc.id for vpc in state.vpcs} & wanted if state is not None else set()
+            if held:
+                owners[netconfig_id] = held
+        whole = [n for n, held in owners.items() if held == wanted]
+        if len(whole) == 1:
+            return whole[0]
+        if not owners:
+            raise NotFound(f"no network config holds VPC {sorted(wanted)[0]!r}")
+        raise InvalidArgument(
+            "vpc_ids", f"the VPCs are not all in one network config (found in {', '.join(sorted(owners))})"
+        )
+
     async def allocate_ports(
         self, netconfig_id: str, requests: Sequence[PortRequest]
     ) -> list[PortAllocation]:

@@ -48,6 +48,13 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
             "use CREATE, INFO, DELETE or UPDATE",
         )
 
+    async def FindNetConfig(
+        self, request: network_pb2.FindNetConfigRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> network_pb2.FindNetConfigReply:
+        """The network config that holds the VPCs named."""
+        netconfig_id = await self.manager.find([v.strip() for v in request.vpc_ids])
+        return network_pb2.FindNetConfigReply(netconfig_id=netconfig_id)
+
     async def AllocatePorts(
         self, request: network_pb2.AllocatePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> network_pb2.AllocatePortsReply:
