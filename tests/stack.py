@@ -124,15 +124,15 @@ class ServiceStack:
         """The scenario service, calling the topology, network and compute services of this stack."""
         built = await scenario_app.build(
             ScenarioSettings(
-                **LOCAL,
+                **{**LOCAL, "rest_port": 0, **settings},
                 redis_url=self.redis_url,
                 topology_address=self.addresses["topology"],
                 network_address=self.addresses["network"],
                 compute_address=self.addresses["compute"],
-                **settings,
             )
         )
         await self._serve(built)
+        self.addresses["rest"] = built.listeners["rest"]
         manager: ScenarioManager = built.root
         return manager
 

@@ -28,6 +28,8 @@ METRICS_PORTS: dict[str, int] = {
     "agent": 9054,
     "compute-worker": 9055,
 }
+# Merak's REST scenario manager (the scenario service serves it beside its gRPC API).
+REST_PORT = 3000
 REDIS_PORT = 40059
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233

@@ -22,6 +22,7 @@ from merak.config import (
     GRPC_PORTS,
     METRICS_PORTS,
     REDIS_PORT,
+    REST_PORT,
     TEMPORAL_NAMESPACE,
     TEMPORAL_PORT,
     TEMPORAL_UI_PORT,
@@ -63,6 +64,11 @@ class StackSettings(CommonSettings):
     def grpc_port(self, service: str) -> int:
         """The gRPC port of `service` in this stack."""
         return GRPC_PORTS[service] + self.port_offset
+
+    @property
+    def rest_port(self) -> int:
+        """Merak's REST API (the scenario service)."""
+        return REST_PORT + self.port_offset
 
     def metrics_port(self, service: str) -> int:
         """The metrics port of `service` (or "compute-worker") in this stack."""
@@ -230,6 +236,8 @@ def components(settings: StackSettings) -> list[Component]:
         if component.name == "scenario":
             component.env["MERAK_TOPOLOGY_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('topology')}"
             component.env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
+            component.env["MERAK_REST_PORT"] = str(settings.rest_port)
+            component.ports["rest"] = settings.rest_port
     return [redis, temporal, *services, worker]
 
 
@@ -454,6 +462,7 @@ def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
         for name in ("scenario", "compute", "topology", "network", "agent")
     ]
     rows += [
+        ("scenario REST", f"http://localhost:{settings.rest_port}/api (OpenAPI docs: /swagger/)"),
         ("compute worker", f"metrics :{settings.metrics_port('compute-worker')}/metrics"),
         ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
         ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),

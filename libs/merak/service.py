@@ -43,6 +43,8 @@ class BuiltService(Generic[R]):
     on_started: Cleanup | None = None
     # A /metrics endpoint the root had to open itself (the agent, before it enters a namespace).
     metrics_server: MetricsServer | None = None
+    # Other listeners of the service by name (the scenario service's "rest"), host:port.
+    listeners: dict[str, str] = field(default_factory=dict)
 
     @property
     def registry(self) -> CollectorRegistry:

@@ -1,4 +1,4 @@
-"""Composition root of the scenario service: Redis, channels to topology/network/compute, managers, server."""
+"""Composition root of the scenario service: Redis, clients of the other services, managers, gRPC + REST."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from services.scenario.config import ScenarioSettings
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager
 from services.scenario.metrics import ScenarioMetrics
+from services.scenario.rest.app import create_app
+from services.scenario.rest.server import RestServer
 from services.scenario.server import ScenarioServicer, registration
 from services.scenario.store import ScenarioStore
 
@@ -42,10 +44,20 @@ async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
             await channel.close(None)
 
     store = ScenarioStore(redis)
+    entities = EntityManager(store)
     manager = ScenarioManager(store, clients, settings, ScenarioMetrics.create(registry))
-    servicer = ScenarioServicer(EntityManager(store), manager)
-    server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
-    return BuiltService("scenario", server, manager, cleanups=[close_channels, redis.aclose])
+    server = GrpcServer(
+        settings.listen_address(), [registration(ScenarioServicer(entities, manager))], registry
+    )
+    built = BuiltService("scenario", server, manager, cleanups=[close_channels, redis.aclose])
+    if settings.rest_port >= 0:
+        rest = RestServer(
+            create_app(entities, manager, registry), settings.rest_host or settings.host, settings.rest_port
+        )
+        built.on_started = rest.start
+        built.cleanups.insert(0, rest.stop)
+        built.listeners["rest"] = rest.address
+    return built
 
 
 async def run(settings: ScenarioSettings) -> None:

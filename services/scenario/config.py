@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from merak.config import GRPC_PORTS, METRICS_PORTS, ServiceSettings
+from merak.config import GRPC_PORTS, METRICS_PORTS, REST_PORT, ServiceSettings
 
 
 class ScenarioSettings(ServiceSettings):
@@ -10,6 +10,9 @@ class ScenarioSettings(ServiceSettings):
 
     grpc_port: int = GRPC_PORTS["scenario"]
     metrics_port: int = METRICS_PORTS["scenario"]
+    # Merak's REST API; a negative port turns it off. Its host defaults to the gRPC host.
+    rest_port: int = REST_PORT
+    rest_host: str = ""
     topology_address: str = f"localhost:{GRPC_PORTS['topology']}"
     network_address: str = f"localhost:{GRPC_PORTS['network']}"
     compute_address: str = f"localhost:{GRPC_PORTS['compute']}"

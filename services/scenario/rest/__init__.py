@@ -1,0 +1,1 @@
+"""Merak's REST scenario manager, served by the scenario service beside its gRPC API."""

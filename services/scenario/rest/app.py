@@ -1,0 +1,310 @@
+"""Merak's REST scenario manager (:3000) over the same managers as the gRPC API.
+
+Routes, envelope `{status, message, data}`, server-assigned 32-hex ids, fixed messages and the
+synchronous `POST /api/scenarios/actions` follow merak-rest-reference.md; where this differs from
+Merak (its quirks), the README's REST section says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel
+
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound
+from merak.logs import get_logger
+from merak.metrics import RPC_LATENCY_BUCKETS
+from merak.v1 import scenario_pb2
+from services.scenario.entities import EntityManager
+from services.scenario.manager import ScenarioManager
+from services.scenario.models import (
+    COMPUTE_CONFIG,
+    NETWORK_CONFIG,
+    SCENARIO,
+    SERVICE_CONFIG,
+    TEST_CONFIG,
+    TOPOLOGY_CONFIG,
+    Kind,
+)
+from services.scenario.rest import models
+
+log = get_logger(__name__)
+
+OK, FAILED = "OK", "FAILED"
+ACTION_FAILED = "Scenario Action Failed."
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RestKind:
+    """One REST collection: its path, what it stores, its body, and Merak's fixed messages."""
+
+    path: str
+    kind: Kind[Any]
+    body: type[BaseModel]
+    created: str
+    not_found: str
+    deleted: str
+
+
+KINDS: tuple[RestKind, ...] = (
+    RestKind(
+        "topologies", TOPOLOGY_CONFIG, models.Topology,
+        "Topology Has been created successfully.", "Topology not found!", "Topology has been deleted!",
+    ),
+    RestKind(
+        "network-config", NETWORK_CONFIG, models.Network,
+        "Network config has been created successfully.", "Network config not found!",
+        "Network config has been deleted!",
+    ),
+    RestKind(
+        "service-config", SERVICE_CONFIG, models.ServiceConfig,
+        "Service config has been created successfully.", "Service config not found!",
+        "Service config has been deleted!",
+    ),
+    RestKind(
+        "compute-config", COMPUTE_CONFIG, models.Compute,
+        "Compute config has been created successfully.", "Compute config not found!",
+        "Compute config has been deleted!",
+    ),
+    RestKind(
+        "test-config", TEST_CONFIG, models.TestConfig,
+        "Test config has been created successfully.", "Test config not found!",
+        "Test config has been deleted!",
+    ),
+    RestKind(
+        "scenarios", SCENARIO, models.Scenario,
+        "Scenario Has been created successfully.", "Scenario not found!", "Scenario has been deleted!",
+    ),
+)  # fmt: skip
+
+# A new scenario's references, checked in Merak's order, with Merak's messages.
+SCENARIO_REFERENCES: tuple[tuple[str, Kind[Any], str], ...] = (
+    ("topology_id", TOPOLOGY_CONFIG, "topology not found"),
+    ("service_config_id", SERVICE_CONFIG, "service config not found"),
+    ("network_config_id", NETWORK_CONFIG, "network config not found"),
+    ("compute_config_id", COMPUTE_CONFIG, "compute config not found"),
+    ("test_config_id", TEST_CONFIG, "test config not found"),
+)
+SERVICE_NAMES = {
+    "topology": scenario_pb2.TOPOLOGY,
+    "network": scenario_pb2.NETWORK,
+    "compute": scenario_pb2.COMPUTE,
+}
+ACTIONS = {
+    "DEPLOY": scenario_pb2.DEPLOY,
+    "CHECK": scenario_pb2.CHECK,
+    "DELETE": scenario_pb2.DELETE,
+    "UPDATE": scenario_pb2.UPDATE,
+}  # fmt: skip
+
+
+def envelope(status: str, message: str, data: Any = None, code: int = 200) -> JSONResponse:
+    """Merak's reply: `{"data": …, "message": …, "status": "OK"|"FAILED"}`."""
+    return JSONResponse({"data": data, "message": message, "status": status}, status_code=code)
+
+
+def failure(exc: MerakError, not_found: str) -> JSONResponse:
+    """A domain error as Merak's FAILED envelope; the message says why (Merak only logged it)."""
+    if isinstance(exc, NotFound):
+        return envelope(FAILED, not_found, code=404)
+    if isinstance(exc, InvalidArgument):
+        return envelope(FAILED, exc.message, code=400)
+    if isinstance(exc, FailedPrecondition):
+        return envelope(FAILED, exc.message, code=409)
+    return envelope(FAILED, exc.message, code=500)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpMetrics:
+    """Requests of the REST API, by route template (never ids), method and status code."""
+
+    requests: Counter
+    seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
+        """Register the metrics on `registry`."""
+        return cls(
+            requests=Counter(
+                "merak_http_requests_total",
+                "REST requests, by method, route and status code.",
+                ["method", "route", "code"],
+                registry=registry,
+            ),
+            seconds=Histogram(
+                "merak_http_request_seconds",
+                "Time to answer a REST request, by method and route.",
+                ["method", "route"],
+                buckets=RPC_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+        )
+
+
+def create_app(entities: EntityManager, manager: ScenarioManager, registry: CollectorRegistry) -> FastAPI:
+    """The REST API over the scenario service's managers."""
+    app = FastAPI(
+        title="Merak scenario manager",
+        description="Merak's REST API (scenarios, configs, actions), served by the scenario service.",
+        version="1",
+        docs_url="/swagger/",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    metrics = HttpMetrics.create(registry)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.seconds.labels(request.method, template).observe(elapsed)
+        log.info(
+            "http",
+            method=request.method,
+            route=template,
+            status=response.status_code,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'] if p != 'body')}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return envelope(FAILED, problems or "the body is not valid JSON", code=400)
+
+    @app.get("/", response_class=PlainTextResponse, include_in_schema=False)
+    async def root() -> str:
+        return "OK"
+
+    @app.get("/api", response_class=PlainTextResponse, include_in_schema=False)
+    async def welcome() -> str:
+        return "Welcome to Merak - Cloud Emulator"
+
+    _action_route(app, entities, manager)
+    for rest in KINDS:
+        _crud_routes(app, rest, entities, manager)
+    return app
+
+
+def _route(
+    app: FastAPI, method: str, path: str, handler: Callable[..., Awaitable[Any]], summary: str
+) -> None:
+    """`path` and `path/` (Fiber matched both)."""
+    app.add_api_route(path, handler, methods=[method], summary=summary)
+    app.add_api_route(path + "/", handler, methods=[method], include_in_schema=False)
+
+
+def _crud_routes(app: FastAPI, rest: RestKind, entities: EntityManager, manager: ScenarioManager) -> None:
+    kind, body_type, base = rest.kind, rest.body, f"/api/{rest.path}"
+
+    async def create(body: BaseModel) -> JSONResponse:
+        message, _ = models.to_proto(body)
+        try:
+            if kind is SCENARIO:
+                for field, ref_kind, missing in SCENARIO_REFERENCES:
+                    ref = getattr(message, field)
+                    if not ref or await entities.store.get(ref_kind, ref) is None:
+                        return envelope(FAILED, missing, code=404)
+            created = await entities.create(kind, message)
+        except MerakError as exc:
+            return failure(exc, rest.not_found)
+        return envelope(OK, rest.created, models.to_json(created))
+
+    async def list_all() -> JSONResponse:
+        items: list[Any] = []
+        token = ""
+        while True:
+            page, token = await entities.list(kind, PAGE, token)
+            items += page
+            if not token:
+                break
+        return envelope(OK, "OK", [models.to_json(item) for item in items])
+
+    async def get(entity_id: str) -> JSONResponse:
+        try:
+            return envelope(OK, "OK", models.to_json(await entities.get(kind, entity_id)))
+        except MerakError as exc:
+            return failure(exc, rest.not_found)
+
+    async def update(entity_id: str, body: BaseModel) -> JSONResponse:
+        message, fields = models.to_proto(body, set(body.model_fields_set))
+        try:
+            if not fields:
+                return envelope(OK, "OK", models.to_json(await entities.get(kind, entity_id)))
+            message.id = entity_id  # type: ignore[attr-defined]  # every entity has an id
+            updated = await entities.update(kind, message, fields, "body")
+        except MerakError as exc:
+            return failure(exc, rest.not_found)
+        return envelope(OK, "OK", models.to_json(updated))
+
+    async def delete(entity_id: str, teardown: bool = False) -> JSONResponse:
+        try:
+            if kind is SCENARIO:
+                await manager.delete_scenario(entity_id, teardown)
+            else:
+                await entities.delete(kind, entity_id)
+        except MerakError as exc:
+            return failure(exc, rest.not_found)
+        return envelope(OK, rest.deleted)
+
+    # The handlers' body type is per kind: FastAPI reads it from the annotations, which must be the
+    # class itself (this module's annotations are strings, and `body_type` is local).
+    create.__annotations__["body"] = body_type
+    update.__annotations__["body"] = body_type
+    label = kind.label
+    _route(app, "POST", base, create, f"create a {label} (the id is assigned)")
+    _route(app, "GET", base, list_all, f"every {label}")
+    _route(app, "GET", base + "/{entity_id}", get, f"one {label}")
+    _route(app, "PUT", base + "/{entity_id}", update, f"update the fields given of a {label}")
+    _route(app, "DELETE", base + "/{entity_id}", delete, f"delete a {label}")
+
+
+def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManager) -> None:
+    async def action(body: models.ScenarioAction) -> JSONResponse:
+        echo = {
+            "scenario_id": body.scenario_id,
+            "service": {
+                "service_name": body.service.service_name,
+                "action": body.service.action,
+                "status": "",
+            },
+        }
+        service = SERVICE_NAMES.get(body.service.service_name.strip().lower())
+        if service is None:
+            known = ", ".join(SERVICE_NAMES)
+            why = f"unknown service_name {body.service.service_name!r}; known: {known}"
+            return envelope(FAILED, f"{ACTION_FAILED} {why}", echo, code=400)
+        verb = ACTIONS.get(body.service.action)
+        if verb is None:
+            why = f"unknown action {body.service.action!r}; known: {', '.join(ACTIONS)}"
+            return envelope(FAILED, f"{ACTION_FAILED} {why}", echo, code=400)
+        try:
+            await entities.get(SCENARIO, body.scenario_id)
+        except MerakError:
+            return envelope(FAILED, "Scenario not found!", code=404)
+        try:
+            reply = await manager.action(body.scenario_id, service, verb)
+        except NotFound as exc:
+            return envelope(FAILED, f"{ACTION_FAILED} {exc.message}", echo, code=404)
+        except MerakError as exc:
+            return envelope(FAILED, f"{ACTION_FAILED} {exc.message}", echo, code=500)
+        which = reply.WhichOneof("reply")
+        data = models.reply_json(getattr(reply, which)) if which else None
+        return envelope(OK, f"Action successfully - {reply.return_message}", data)
+
+    _route(app, "POST", "/api/scenarios/actions", action, "DEPLOY, CHECK, DELETE or UPDATE one service")
