@@ -15,7 +15,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from merak.config import GRPC_PORTS, METRICS_PORTS, REDIS_PORT, TEMPORAL_PORT, TEMPORAL_UI_PORT
+from merak.config import (
+    GRPC_PORTS,
+    METRICS_PORTS,
+    REDIS_PORT,
+    REST_PORT,
+    TEMPORAL_PORT,
+    TEMPORAL_UI_PORT,
+)
 from merak.metrics import serve_metrics
 from merak.testing import free_port
 from merak.testing.plugin import StartServer
@@ -83,10 +90,14 @@ def test_ports_are_the_readme_table() -> None:
         env = service(name)["environment"]
         assert int(env["MERAK_GRPC_PORT"]) == GRPC_PORTS[name]
         assert int(env["MERAK_METRICS_PORT"]) == METRICS_PORTS[name]
+        rest = {REST_PORT: REST_PORT} if name == "scenario" else {}
         assert published(name) == {
             GRPC_PORTS[name]: GRPC_PORTS[name],
             METRICS_PORTS[name]: METRICS_PORTS[name],
+            **rest,
         }
+        if rest:
+            assert int(env["MERAK_REST_PORT"]) == REST_PORT
     worker = METRICS_PORTS["compute-worker"]
     assert int(service("compute-worker")["environment"]["MERAK_WORKER_METRICS_PORT"]) == worker
     assert published("compute-worker") == {worker: worker}

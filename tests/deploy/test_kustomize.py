@@ -71,7 +71,9 @@ def test_every_service_selects_pods_and_names_their_ports(overlay: str) -> None:
     objects = render(overlay)
     deployments = of_kind(objects, "Deployment")
     services = of_kind(objects, "Service")
-    assert set(services) == {*MERAK_SERVICES, "redis", "temporal"}
+    # scenario-manager-service: Merak's name for the REST API, where Merak's teste2e looks for it.
+    assert set(services) == {*MERAK_SERVICES, "redis", "temporal", "scenario-manager-service"}
+    assert services["scenario-manager-service"]["spec"]["ports"][0]["nodePort"] == 32000
     for name, service in services.items():
         selector = service["spec"]["selector"]
         matching = [
