@@ -109,8 +109,12 @@ class EntityManager:
     def __init__(self, store: ScenarioStore) -> None:
         self.store = store
 
-    async def create(self, kind: Kind[M], entity: M) -> M:
-        """Store a new entity: id generated (uuid4 hex) or checked, statuses NONE, timestamps now."""
+    async def create(self, kind: Kind[M], entity: M, *, check: bool = True) -> M:
+        """Store a new entity: id generated (uuid4 hex) or checked, statuses NONE, timestamps now.
+
+        `check` False stores a config as given (Merak's REST API did; DEPLOY checks it then); a
+        scenario's references are checked either way.
+        """
         result = kind.copy(entity)
         # Every kind has an id and timestamps; Message does not say so.
         fields: Any = result
@@ -123,7 +127,8 @@ class EntityManager:
         stamp = now()
         fields.created_at.CopyFrom(stamp)
         fields.updated_at.CopyFrom(stamp)
-        validate.validate(kind, result)
+        if check or kind is SCENARIO:
+            validate.validate(kind, result)
         refs = references(result) if isinstance(result, scenario_pb2.Scenario) else []
         await self.store.create(kind, result, refs)
         return result
@@ -145,7 +150,9 @@ class EntityManager:
         items, last = await self.store.page(kind, after, page_size or DEFAULT_PAGE_SIZE)
         return items, encode_page_token(kind, last) if last else ""
 
-    async def update(self, kind: Kind[M], entity: M, paths: Sequence[str], field: str) -> M:
+    async def update(
+        self, kind: Kind[M], entity: M, paths: Sequence[str], field: str, *, check: bool = True
+    ) -> M:
         """Replace the fields named by `paths` (or every non-empty one); errors name `field`.<name>."""
         entity_id: str = cast(Any, entity).id
         if not entity_id:
@@ -156,7 +163,8 @@ class EntityManager:
             if isinstance(updated, scenario_pb2.Scenario) and isinstance(stored, scenario_pb2.Scenario):
                 _check_reference_change(stored, updated)
             try:
-                validate.validate(kind, updated)
+                if check or kind is SCENARIO:
+                    validate.validate(kind, updated)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{field}.{exc.field}", exc.problem) from None
             cast(Any, updated).updated_at.CopyFrom(now())

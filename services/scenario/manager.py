@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -14,7 +15,7 @@ from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, 
 from merak.grpcclient import ServiceError
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
-from services.scenario import states, translate
+from services.scenario import states, translate, validate
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
 from services.scenario.metrics import ScenarioMetrics
@@ -78,6 +79,14 @@ class Configs:
     compute: scenario_pb2.ComputeConfig
     service: scenario_pb2.ServiceConfig | None
     test: scenario_pb2.TestConfig | None
+
+
+def _check_config(service: Service, config: Any) -> None:
+    """The config about to be deployed must be valid (REST stores Merak's bodies unchecked, as Merak did)."""
+    try:
+        validate.validate(service.config_kind, config)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{service.config_kind.label} {config.id}: {exc.field}", exc.problem) from None
 
 
 def _outcome(exc: BaseException | None) -> str:
@@ -299,6 +308,8 @@ class ScenarioManager:
             scenario = await self._refresh_transitional(await self._scenario(scenario_id), owner=True)
             states.check_action(scenario, service, action)
             configs = await self._configs(scenario)
+            if action in (scenario_pb2.DEPLOY, scenario_pb2.UPDATE):
+                _check_config(service, getattr(configs, service.label))
             if action == scenario_pb2.DEPLOY:
                 await self._check_not_deployed_elsewhere(scenario, service)
             return await self._run(scenario, configs, service, action)

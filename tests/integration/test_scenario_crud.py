@@ -39,7 +39,7 @@ NOWHERE = "127.0.0.1:1"
 async def scenario_service(serve_built: ServeBuilt, redis_url: str) -> tuple[str, CollectorRegistry]:
     """The scenario service alone: where it listens, and its metrics."""
     settings = ScenarioSettings(
-        host="127.0.0.1", grpc_port=0, redis_url=redis_url, call_timeout=2,
+        host="127.0.0.1", grpc_port=0, rest_port=-1, redis_url=redis_url, call_timeout=2,
         topology_address=NOWHERE, network_address=NOWHERE, compute_address=NOWHERE,
     )  # fmt: skip
     built = await build(settings)

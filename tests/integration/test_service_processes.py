@@ -45,9 +45,11 @@ def _wait(check: object, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 def service_process(request: pytest.FixtureRequest, redis_url: str) -> Iterator[tuple[str, int, int]]:
     name: str = request.param
     grpc_port, metrics_port = free_port(), free_port()
+    # The scenario service also serves Merak's REST API (off its default :3000, which may be taken).
+    rest = ["--rest_port", str(free_port())] if name == "scenario" else []
     proc = subprocess.Popen(
         [sys.executable, "-m", f"services.{name}", "--grpc_port", str(grpc_port),
-         "--metrics_port", str(metrics_port), "--host", "127.0.0.1", "--redis_url", redis_url],
+         "--metrics_port", str(metrics_port), "--host", "127.0.0.1", "--redis_url", redis_url, *rest],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip

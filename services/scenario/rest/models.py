@@ -237,6 +237,14 @@ class ScenarioAction(_Body):
 
     scenario_id: str = ""
     service: ServiceAction = Field(default_factory=ServiceAction)
+    # The older shape of Merak's first Postman collection: a list, of which the first entry is taken.
+    services: list[ServiceAction] | None = None
+
+    def chosen(self) -> ServiceAction:
+        """`service`, or the first of `services` when `service` is not given."""
+        if not self.service.service_name and self.services:
+            return self.services[0]
+        return self.service
 
 
 # --- free text -> enums, as Merak's scenario manager mapped them (handler/message.go) --------------
