@@ -238,3 +238,34 @@ async def test_teste2e_over_rest_deploys_pings_and_leaves_nothing(temporal_servi
         "merak_http_requests_total", {"method": "POST", "route": "/api/scenarios/actions", "code": "200"}
     )
     assert posts is not None and posts >= 6  # deploy x3, checks, deletes
+
+
+async def test_placeholders_are_stored_and_refused_at_deploy(rest: tuple[httpx.AsyncClient, str]) -> None:
+    client, _ = rest
+    ids = await create_all(client)
+    # Merak's Postman bodies carry placeholders: stored as given, as Merak did ...
+    put = await client.put(
+        f"/api/topologies/{ids['topology']}", json={"control_plane_gateway_ips": ["string"]}
+    )
+    assert put.status_code == 200 and put.json()["data"]["control_plane_gateway_ips"] == ["string"]
+
+    async def act(service: str, action: str, older: bool = False) -> httpx.Response:
+        asked = {"service_name": service, "action": action}
+        body = {"scenario_id": ids["scenario"], **({"services": [asked]} if older else {"service": asked})}
+        return await client.post("/api/scenarios/actions", json=body)
+
+    # ... and refused when deployed, naming the field (here through the older `services` list).
+    reply = await act("topology", "DEPLOY", older=True)
+    assert reply.status_code == 500
+    assert reply.json()["message"] == (
+        f"Scenario Action Failed. topology config {ids['topology']}: control_plane_gateway_ips[0]: "
+        "'string' is not an IPv4 address"
+    )
+    assert (await client.get(f"/api/scenarios/{ids['scenario']}")).json()["data"]["topology_status"] == "NONE"
+    # A CHECK of what was never deployed: Merak's empty counts, which its teste2e parses.
+    reply = await act("compute", "CHECK")
+    assert reply.status_code == 200 and reply.json()["data"] == {"vms": [{"id": "0 out of 0 done!"}]}
+    assert reply.json()["message"] == (
+        "Action successfully - CHECK on Compute got - DONE: 0, READY: 0, DEPLOYING: 0, DELETING: 0, "
+        "ERROR: 0, Others: 0"
+    )
