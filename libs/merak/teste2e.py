@@ -285,6 +285,10 @@ class Runner:
                 await getattr(self.stub, method)(scenario_pb2.DeleteRequest(id=self.report.ids[kind]))
         except grpc.aio.AioRpcError as exc:
             self.report.errors.append(f"teardown: {_describe(exc)}")
+        await self._verify_teardown(started)
+
+    async def _verify_teardown(self, started: float) -> None:
+        """Record the teardown's duration, and fail the run if anything of it is left."""
         self.report.phases["teardown"] = time.perf_counter() - started
         self.report.teardown = await self._leftovers()
         if any(self.report.teardown.values()):
@@ -406,12 +410,7 @@ class RestRunner(Runner):
                 await self._call("DELETE", f"{path}/{self.report.ids[kind]}")
         except E2EError as exc:
             self.report.errors.append(f"teardown: {exc}")
-        self.report.phases["teardown"] = time.perf_counter() - started
-        self.report.teardown = await self._leftovers()
-        if any(self.report.teardown.values()):
-            self.report.errors.append(f"left behind: {self.report.teardown}")
-        else:
-            console.print("teardown verified: nothing left")
+        await self._verify_teardown(started)
 
     async def _delete_services(self) -> None:
         """DELETE compute (and wait until its VMs are gone), network, topology: Merak's order."""
