@@ -147,6 +147,11 @@ def entered_fd(fd: int) -> Iterator[None]:
         os.close(back)
 
 
+def enter_fd_for_good(fd: int) -> None:
+    """Move the calling thread into the namespace `fd` refers to, and stay (a worker thread's initializer)."""
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns into a saved namespace")
+
+
 def enter_for_good(name: str) -> None:
     """Move the calling thread into namespace `name` and stay (threads it starts later follow)."""
     fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)

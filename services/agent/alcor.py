@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit
 
 import httpx
 
-from merak.errors import FailedPrecondition, Unavailable
+from merak import netns
+from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 # Merak: the tap name is "tap" + the first 11 characters of Alcor's port id (ACA derives the same).
 TAP_ID_CHARS = 11
+MAX_URL = 512
+
+
+def check_alcor_url(field: str, url: str) -> str:
+    """An http(s) base URL with a host and nothing else odd (no credentials, query or fragment)."""
+    text = url.strip().rstrip("/")
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise InvalidArgument(field, f"{url[:100]!r} has a bad port") from None
+    if (
+        len(text) > MAX_URL
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or parts.query
+        or parts.fragment
+    ):
+        raise InvalidArgument(field, f"{url[:100]!r} is not an Alcor base URL (e.g. http://10.0.0.5:30006)")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +54,37 @@ class AlcorPort:
 
 
 class AlcorPorts:
-    """A client of Alcor's port manager (`<base_url>/project/<p>/ports`)."""
+    """A client of Alcor's port manager (`<base_url>/project/<p>/ports`).
+
+    Its connections leave from the management namespace (`netns_fd`: the namespace the agent started
+    in, the machine's), not from the vhost's, which has only the emulated data plane: a compute node
+    reaches its control plane over a management network. Calls run on threads that live there.
+    """
 
     def __init__(
-        self, base_url: str, *, timeout: float = 20.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        *,
+        timeout: float = 20.0,
+        netns_fd: int | None = None,
+        workers: int = 16,
     ):
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="alcor",
+            initializer=None if netns_fd is None else partial(netns.enter_fd_for_good, netns_fd),
+        )
 
     async def close(self) -> None:
-        """Close the HTTP connections."""
-        await self.client.aclose()
+        """Close the HTTP connections and the threads."""
+        self._pool.shutdown(wait=True)
+        self.client.close()
 
     async def _send(self, method: str, path: str, expect: int, body: object | None = None) -> httpx.Response:
+        call = partial(self.client.request, method, path, json=body)
         try:
-            response = await self.client.request(method, path, json=body)
+            response = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except httpx.HTTPError as exc:
             raise Unavailable(f"alcor port manager at {self.client.base_url} unreachable: {exc}") from exc
         if response.status_code != expect:

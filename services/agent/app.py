@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +38,8 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
     )
     # The neighbour-table sysctls show only in the first network namespace.
     host = HostTuner()
+    # The management network (where the control plane under test answers) is this namespace too.
+    management = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     if settings.netns:
         netns.enter_for_good(settings.netns)
     vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
@@ -44,7 +48,7 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
     missing = vhosts.missing_namespaces() if planes.get(vhosts.dataplane).touches_kernel else []
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
-    alcor = AlcorPorts(settings.alcor_url) if settings.alcor_url else None
+    alcor = AlcorPorts(settings.alcor_url, netns_fd=management) if settings.alcor_url else None
     servicer = AgentServicer(
         vhosts,
         alcor=alcor,
@@ -52,6 +56,7 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
         host=host,
         planes=planes,
         metrics=AgentMetrics.create(registry),
+        management_netns=management,
     )
     server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
 

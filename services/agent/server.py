@@ -19,7 +19,7 @@ from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
-from services.agent.alcor import AlcorPorts
+from services.agent.alcor import AlcorPorts, check_alcor_url
 from services.agent.metrics import AgentMetrics
 from services.agent.models import Neighbor, PingResult, SubnetSpec, VmSpec, VpcSpec
 from services.agent.planes import Plane, PlaneRegistry, known_planes
@@ -53,13 +53,18 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         host: HostTuner | None = None,
         planes: PlaneRegistry | None = None,
         metrics: AgentMetrics | None = None,
+        management_netns: int | None = None,
     ) -> None:
         self.vhosts = vhosts
         # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
         self.metrics = metrics if metrics is not None else AgentMetrics.create(CollectorRegistry())
         # Resolved up front: an unknown dataplane fails the agent at start, not its first request.
         self._plane_kind = (planes if planes is not None else known_planes()).get(vhosts.dataplane)
+        # The process override (MERAK_ALCOR_URL); otherwise each port request names its Alcor.
         self.alcor = alcor
+        self._alcor_clients: dict[str, AlcorPorts] = {}
+        # An fd of the namespace the agent started in: Alcor is reached from there.
+        self.management_netns = management_netns
         # Real VMs share the machine's neighbour table and namespace limit: sized before they grow.
         self.host = host
         self._planes: dict[str, Plane] = {}
@@ -76,6 +81,8 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             self.host.close()
         if self.alcor is not None:
             await self.alcor.close()
+        for client in self._alcor_clients.values():
+            await client.close()
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -296,13 +303,14 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         vhost = self._vhost(request.vhost or request.hostname)
         op = request.operation_type
         _check_vm_name("name", request.name)
+        alcor = self._alcor_for(request)
         if op == common_pb2.PRECREATE:
-            return await self._precreate(request)
+            return await self._precreate(request, alcor)
         if op == common_pb2.CREATE:
-            return await self._port_create(vhost, request)
+            return await self._port_create(vhost, request, alcor)
         if op == common_pb2.DELETE:
-            if self.alcor is not None and request.remoteid:
-                await self.alcor.delete(project_id=request.projectid, port_id=request.remoteid)
+            if alcor is not None and request.remoteid:
+                await alcor.delete(project_id=request.projectid, port_id=request.remoteid)
             await self._delete(vhost, [request.name])
             return agent_pb2.AgentReturnInfo(
                 return_code=common_pb2.OK,
@@ -310,16 +318,31 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
                 port=agent_pb2.ReturnPortInfo(id=request.id, status=common_pb2.DELETING),
             )
         if op == common_pb2.UPDATE:
-            if self.alcor is not None:
+            if alcor is not None:
                 raise FailedPrecondition("UPDATE of a port is not supported in alcor mode")
             await self._delete(vhost, [request.name])
-            return await self._port_create(vhost, request)
+            return await self._port_create(vhost, request, None)
         raise InvalidArgument(
             "operation_type", f"{common_pb2.OperationType.Name(op)} is not a port operation"
         )
 
-    async def _precreate(self, request: agent_pb2.InternalPortConfig) -> agent_pb2.AgentReturnInfo:
-        if self.alcor is None:  # native: addresses come from the network service; nothing to do yet
+    def _alcor_for(self, request: agent_pb2.InternalPortConfig) -> AlcorPorts | None:
+        """The port manager of this request: the process override (MERAK_ALCOR_URL), else the request's
+        `alcor_url` (one client per URL, kept), else none (native mode)."""
+        if self.alcor is not None:
+            return self.alcor
+        if not request.alcor_url:
+            return None
+        url = check_alcor_url("alcor_url", request.alcor_url)
+        client = self._alcor_clients.get(url)
+        if client is None:
+            client = self._alcor_clients[url] = AlcorPorts(url, netns_fd=self.management_netns)
+        return client
+
+    async def _precreate(
+        self, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
+    ) -> agent_pb2.AgentReturnInfo:
+        if alcor is None:  # native: addresses come from the network service; nothing to do yet
             return agent_pb2.AgentReturnInfo(
                 return_code=common_pb2.OK,
                 return_message="Precreate not needed in native mode",
@@ -328,7 +351,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         for field in ("vpcid", "subnetid", "projectid"):
             if not getattr(request, field):
                 raise InvalidArgument(field, "required for PRECREATE in alcor mode")
-        port = await self.alcor.create_minimal(
+        port = await alcor.create_minimal(
             project_id=request.projectid,
             tenant_id=request.tenantid,
             vpc_id=request.vpcid,
@@ -346,7 +369,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         )  # fmt: skip
 
     async def _port_create(
-        self, vhost: Vhost, request: agent_pb2.InternalPortConfig
+        self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
     ) -> agent_pb2.AgentReturnInfo:
         for field in ("vpcid", "ip", "mac", "gw", "cidr"):
             if not getattr(request, field):
@@ -355,10 +378,10 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             network = ipaddress.IPv4Network(request.cidr, strict=False)
         except ValueError:
             raise InvalidArgument("cidr", f"{request.cidr!r} is not an IPv4 network") from None
-        if self.alcor is not None:
+        if alcor is not None:
             if not request.remoteid:
                 raise InvalidArgument("remoteid", "required for CREATE in alcor mode (the PRECREATE port id)")
-            await self.alcor.bind(
+            await alcor.bind(
                 project_id=request.projectid, tenant_id=request.tenantid, port_id=request.remoteid,
                 vpc_id=request.vpcid, vm_name=request.name, host=request.hostname or vhost.name,
             )  # fmt: skip

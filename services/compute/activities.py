@@ -131,7 +131,7 @@ class ComputeActivities:
         todo = [r for r in records if r.status != common_pb2.DONE]
         if todo:
             agent = self._agent(host.endpoint)
-            await self._plugin(meta.plugin).create(agent, batch.host, meta.netconfig_id, todo)
+            await self._plugin(meta.plugin).create(agent, batch.host, meta, todo)
             await self.store.put_vms(batch.config_id, batch.host, todo)
             elapsed = time.time() - meta.started_at
             for record in todo:
@@ -179,12 +179,12 @@ class ComputeActivities:
             record.status, record.error = common_pb2.DELETING, ""
         await self.store.put_vms(batch.config_id, batch.host, records)
         try:
-            await plugin.delete(self._agent(host.endpoint), batch.host, records)
+            await plugin.delete(self._agent(host.endpoint), batch.host, meta, records)
         except grpc.aio.AioRpcError as exc:
             if not _host_is_gone(host.endpoint, exc):
                 raise_activity_error(exc, f"agent delete on {batch.host}")
             log.info("agent_gone_vms_gone_with_it", host=batch.host, endpoint=host.endpoint)
-        await plugin.release(meta.netconfig_id, records)
+        await plugin.release(meta, records)
         await self.store.drop_vms(batch.config_id, batch.host, [r.name for r in records])
         return BatchOutcome(done=len(records))
 

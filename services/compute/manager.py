@@ -80,6 +80,12 @@ class ComputeManager:
         if not config.compute_config_id:
             raise InvalidArgument("config.compute_config_id", "required")
         plugin = plugin_type(config.plugin)
+        if plugin.needs_alcor and not config.alcor_url:
+            raise InvalidArgument(
+                "config.alcor_url",
+                "required with the alcor plugin: Alcor's port manager, e.g. http://10.0.0.5:30006 "
+                "(a scenario takes it from its service config: aca-cmd -a <ip>, or the alcorIp entry)",
+            )
         if config.vm_deploy.scheduler not in _SCHEDULES:
             raise InvalidArgument(
                 "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"

@@ -13,9 +13,10 @@ import grpc
 from temporalio.exceptions import ApplicationError
 
 from merak.errors import InvalidArgument, is_permanent
+from merak.naming import vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
 from services.compute.contracts import PluginName
-from services.compute.store import VmRecord
+from services.compute.store import Meta, VmRecord
 
 ADDRESS_TIMEOUT = 120.0
 
@@ -32,6 +33,8 @@ class VmPlugin(abc.ABC):
     name: ClassVar[PluginName]
     # The plugin's addresses come from one of our network configs (checked at CREATE).
     needs_network_config: ClassVar[bool]
+    # The agents call Alcor's port manager (its URL travels with every port request).
+    needs_alcor: ClassVar[bool] = False
 
     def __init__(self, network: network_pb2_grpc.MerakNetworkServiceAsyncStub, agent_timeout: float) -> None:
         self.network = network
@@ -42,18 +45,18 @@ class VmPlugin(abc.ABC):
         self,
         agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
         host: str,
-        netconfig_id: str,
+        meta: Meta,
         todo: list[VmRecord],
     ) -> None:
         """Create the VMs of `todo` on `host`; a transient failure raises (the activity is retried)."""
 
     @abc.abstractmethod
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
     ) -> None:
         """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
 
-    async def release(self, netconfig_id: str, records: list[VmRecord]) -> None:  # noqa: B027 - optional
+    async def release(self, meta: Meta, records: list[VmRecord]) -> None:  # noqa: B027 - optional
         """Give the VMs' addresses back, where this plugin took them."""
 
 
@@ -67,12 +70,12 @@ class NativeVms(VmPlugin):
         self,
         agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
         host: str,
-        netconfig_id: str,
+        meta: Meta,
         todo: list[VmRecord],
     ) -> None:
         """Allocate the batch's ports (idempotent per VM id), then create the VMs in one call."""
         request = network_pb2.AllocatePortsRequest(
-            netconfig_id=netconfig_id,
+            netconfig_id=meta.netconfig_id,
             ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
         )
         try:
@@ -127,17 +130,19 @@ class NativeVms(VmPlugin):
             )
 
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
     ) -> None:
         """One DeleteVms call for the batch."""
         names = [r.name for r in records]
         await agent.DeleteVms(agent_pb2.DeleteVmsRequest(vhost=host, names=names), timeout=self.agent_timeout)
 
-    async def release(self, netconfig_id: str, records: list[VmRecord]) -> None:
+    async def release(self, meta: Meta, records: list[VmRecord]) -> None:
         """Free the batch's addresses in the IPAM."""
         try:
             await self.network.ReleasePorts(
-                network_pb2.ReleasePortsRequest(netconfig_id=netconfig_id, vm_ids=[r.id for r in records]),
+                network_pb2.ReleasePortsRequest(
+                    netconfig_id=meta.netconfig_id, vm_ids=[r.id for r in records]
+                ),
                 timeout=ADDRESS_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
@@ -150,12 +155,13 @@ class AlcorVms(VmPlugin):
 
     name = PluginName.ALCOR
     needs_network_config = False
+    needs_alcor = True
 
     async def create(
         self,
         agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
         host: str,
-        netconfig_id: str,
+        meta: Meta,
         todo: list[VmRecord],
     ) -> None:
         """Each VM through PortHandler; a permanent error marks that VM ERROR, a transient one retries."""
@@ -178,6 +184,7 @@ class AlcorVms(VmPlugin):
                 ip=record.ip,
                 mac=record.mac,
                 vhost=host,
+                alcor_url=meta.alcor_url,
             )
 
         async def one(record: VmRecord) -> None:
@@ -197,6 +204,8 @@ class AlcorVms(VmPlugin):
             ok = made.return_code == common_pb2.OK
             record.status = common_pb2.DONE if ok else common_pb2.ERROR
             record.error = "" if ok else made.return_message
+            # The agent puts the VM in the VPC's overlay under this VNI: the overlay step needs it.
+            record.vni = vni_for_vpc(record.vpc)
 
         try:
             await asyncio.gather(*(one(r) for r in todo))
@@ -204,7 +213,7 @@ class AlcorVms(VmPlugin):
             raise_activity_error(exc, f"agent PortHandler on {host}")
 
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, records: list[VmRecord]
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
     ) -> None:
         """PortHandler DELETE per VM (the agent removes the Alcor port and the VM)."""
         for record in records:
@@ -216,6 +225,7 @@ class AlcorVms(VmPlugin):
                 remoteid=record.remote,
                 deviceid=record.device,
                 vhost=host,
+                alcor_url=meta.alcor_url,
             )
             await agent.PortHandler(request, timeout=self.agent_timeout)
 

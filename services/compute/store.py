@@ -132,6 +132,8 @@ class Meta:
     shards: int
     plugin: str
     netconfig_id: str
+    # Alcor's port manager (alcor plugin).
+    alcor_url: str
     failure: str
     started_at: float
     finished_at: float
@@ -197,6 +199,7 @@ class ComputeStore(RedisStore):
                         "shards": shards,
                         "plugin": plugin,
                         "netconfig_id": config.netconfig_id,
+                        "alcor_url": config.alcor_url,
                         "failure": "",
                         "started_at": now,
                         "finished_at": 0,
@@ -268,6 +271,7 @@ class ComputeStore(RedisStore):
             shards=int(raw["shards"]),
             plugin=raw["plugin"],
             netconfig_id=raw["netconfig_id"],
+            alcor_url=raw.get("alcor_url", ""),
             failure=raw.get("failure", ""),
             started_at=float(raw.get("started_at", 0)),
             finished_at=float(raw.get("finished_at", 0)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
@@ -18,6 +19,42 @@ DEFAULT_PLUGIN = "native"
 TOPOLOGY_SERVICES = ("AGENT",)
 NETWORK_SERVICES = ("NETWORK",)
 COMPUTE_SERVICES = ("COMPUTE", "AGENT")
+
+
+# Merak's names for the Alcor endpoints in a service config, and Alcor's port-manager NodePort.
+ALCOR_SERVICE_CMD = "alcorIp"
+ACA_SERVICE_NAME = "aca-cmd"
+ALCOR_PORT_MANAGER_PORT = 30006
+
+
+def alcor_port_manager(config: scenario_pb2.ServiceConfig | None) -> str:
+    """Alcor's port manager for the agents, as Merak found it: the `-a <ip>` parameter of the `aca-cmd`
+    service, else the `alcorIp` service's host, on port 30006; an `alcorIp` URL that names a port (one
+    gateway for every Alcor service) is used as it is. "" when the service config names no Alcor."""
+    if config is None:
+        return ""
+    for service in config.services:
+        if service.name != ACA_SERVICE_NAME:
+            continue
+        tokens = " ".join(service.parameters).split()
+        for i, token in enumerate(tokens[:-1]):
+            if token == "-a":
+                return f"http://{tokens[i + 1]}:{ALCOR_PORT_MANAGER_PORT}"
+    for i, service in enumerate(config.services):
+        if service.cmd != ALCOR_SERVICE_CMD or not service.url.strip():
+            continue
+        text = service.url.strip()
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidArgument(f"service_config.services[{i}].url", f"{text!r} is not an Alcor host")
+        if port is not None:
+            return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        return f"{parts.scheme}://{parts.hostname}:{ALCOR_PORT_MANAGER_PORT}"
+    return ""
 
 
 def request_id() -> str:
@@ -215,6 +252,8 @@ def compute(
         rps=config.rps,
         scenario_id=scenario_id,
     )
+    if message.plugin == "alcor":
+        message.alcor_url = alcor_port_manager(service_config)
     message.pods.extend(pods)
     deploy = message.vm_deploy
     deploy.operation_type = common_pb2.CREATE

@@ -413,6 +413,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- port manager ------------------------------------------------------------------------
 
+    def _next_ip(self, fixed: dict[str, Any]) -> str:
+        """As Alcor's IP manager: the next free address of the port's subnet (the gateway excluded)."""
+        subnet = self.state.subnets.get(str(fixed.get("subnet_id", "")))
+        if subnet is None:
+            return f"10.0.0.{self.state.next_host}"
+        taken = {
+            ip["ip_address"]
+            for p in self.state.ports.values()
+            for ip in p.get("fixed_ips", [])
+            if "ip_address" in ip
+        } | {subnet["gateway_ip"]}
+        for address in ipaddress.IPv4Network(subnet["cidr"]).hosts():
+            if str(address) not in taken:
+                return str(address)
+        raise _error(500, "IpAddressNotEnough")
+
     def _ports(self, method: str, project: str, port_id: str, body: Any) -> None:
         state = self.state
         if method == "POST" and not port_id:
@@ -428,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
             host = state.next_host.to_bytes(3, "big")
             port.setdefault("mac_address", "aa:bb:cc:" + ":".join(f"{b:02x}" for b in host))
             fixed = port.get("fixed_ips") or [{}]
-            fixed[0] = {**fixed[0], "ip_address": fixed[0].get("ip_address") or f"10.0.0.{state.next_host}"}
+            fixed[0] = {**fixed[0], "ip_address": fixed[0].get("ip_address") or self._next_ip(fixed[0])}
             port["fixed_ips"] = fixed
             state.next_host += 1
             state.ports[port["id"]] = port

@@ -1,0 +1,53 @@
+"""Alcor end to end through the scenario: teste2e --plugin alcor against an Alcor-compatible server.
+
+The Alcor endpoint travels from the scenario's service config (the alcorIp entry) to the network
+service, and to compute and the agents (the port manager), per scenario; no process setting is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from merak import teste2e
+from tests.fakes.alcor import FakeAlcor
+from tests.stack import ServiceStack
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+def alcor() -> Iterator[FakeAlcor]:
+    fake = FakeAlcor()  # one port for every Alcor service, as behind Alcor's API gateway
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
+    temporal_services: ServiceStack, alcor: FakeAlcor
+) -> None:
+    services = temporal_services
+    await services.everything(teardown_timeout=60, watch_interval=0.2, test_retry=5)
+    opts = teste2e.parse(
+        [
+            "--plugin", "alcor", "--alcor-ip", alcor.url,
+            "--scenario-address", services.addresses["scenario"],
+            "--topology-address", services.addresses["topology"],
+            "--report", str(services.run_dir / "report.json"),
+        ]
+    )  # fmt: skip
+    report = await teste2e.main_async(opts)
+    assert report.ok, report.errors
+    assert (report.vms, report.vms_done) == (50, 50)
+    assert report.test["pairs_tried"] == 2450 and report.test["passed"] == 2450
+    seen = alcor.state.requests
+    created = [r for r in seen if r.method == "POST" and r.path.endswith("/ports")]
+    bound = [r for r in seen if r.method == "PUT" and "/ports/" in r.path]
+    removed = [r for r in seen if r.method == "DELETE" and "/ports/" in r.path]
+    # Every VM got its port from Alcor (PRECREATE), was bound to its host (CREATE), and went (DELETE).
+    assert (len(created), len(bound), len(removed)) == (50, 50, 50)
+    assert {r.body["port"]["binding:host_id"] for r in bound} == {f"vhost-{i}" for i in range(5)}
+    assert alcor.state.ports == {} and alcor.state.objects() == 0
