@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from merak import netns
-from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable
+from merak.logs import get_logger
+
+log = get_logger(__name__)
 
 # Merak: the tap name is "tap" + the first 11 characters of Alcor's port id (ACA derives the same).
 TAP_ID_CHARS = 11
 MAX_URL = 512
+
+
+def port_id_for(topology_id: str, vhost: str, vm: str) -> str:
+    """The Alcor port id of a VM: stable, so a retried create finds the port it already made."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"merak:{topology_id}/{vhost}/{vm}"))
 
 
 def check_alcor_url(field: str, url: str) -> str:
@@ -68,7 +78,12 @@ class AlcorPorts:
         timeout: float = 20.0,
         netns_fd: int | None = None,
         workers: int = 16,
+        attempts: int = 4,
+        backoff: float = 0.2,
     ):
+        # 4 attempts 0.2 s, 0.4 s, 0.8 s apart: a restarting Alcor pod, not an outage.
+        self.attempts = attempts
+        self.backoff = backoff
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
@@ -81,17 +96,43 @@ class AlcorPorts:
         self._pool.shutdown(wait=True)
         self.client.close()
 
-    async def _send(self, method: str, path: str, expect: int, body: object | None = None) -> httpx.Response:
+    async def _send(
+        self, operation: str, method: str, path: str, expect: int, body: object | None = None
+    ) -> httpx.Response:
+        """One call, retried with backoff (bounded) while Alcor is unreachable, times out or answers
+        5xx; any other unexpected status fails at once. Errors name the call and Alcor's status."""
         call = partial(self.client.request, method, path, json=body)
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await loop.run_in_executor(self._pool, call)
+            except httpx.HTTPError as exc:
+                problem: MerakError = Unavailable(
+                    f"alcor {operation} ({method} {self.client.base_url}{path}) failed: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+            else:
+                if response.status_code == expect:
+                    return response
+                detail = response.text[:300]
+                message = f"alcor {operation} ({method} {path}) answered {response.status_code}: {detail}"
+                if response.status_code < 500:
+                    raise FailedPrecondition(message)
+                problem = Unavailable(message)
+            if attempt == self.attempts:
+                raise problem
+            log.info("alcor_retry", operation=operation, attempt=attempt, error=problem.message)
+            await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _find(self, project_id: str, port_id: str) -> dict[str, Any] | None:
+        """The port with this id, or None (404)."""
         try:
-            response = await asyncio.get_running_loop().run_in_executor(self._pool, call)
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"alcor port manager at {self.client.base_url} unreachable: {exc}") from exc
-        if response.status_code != expect:
-            detail = response.text[:300]
-            error = Unavailable if response.status_code >= 500 else FailedPrecondition
-            raise error(f"alcor {method} {path} answered {response.status_code}, expected {expect}: {detail}")
-        return response
+            response = await self._send("get_port", "GET", f"/project/{project_id}/ports/{port_id}", 200)
+        except FailedPrecondition:
+            return None
+        port: dict[str, Any] = response.json()["port"]
+        return port
 
     async def create_minimal(
         self,
@@ -102,10 +143,16 @@ class AlcorPorts:
         subnet_id: str,
         security_group: str,
         device_id: str,
+        port_id: str,
     ) -> AlcorPort:
-        """PRECREATE: a port with only its network and subnet; Alcor picks IP and MAC (201)."""
+        """PRECREATE: a port with only its network and subnet; Alcor picks IP and MAC (201).
+
+        `port_id` is chosen by the caller (stable per VM), so a create that is retried, by this client
+        or by a retried activity, finds the port it made instead of making a second one.
+        """
         body = {
             "port": {
+                "id": port_id,
                 "admin_state_up": True,
                 "device_id": device_id,
                 "network_id": vpc_id,
@@ -114,14 +161,19 @@ class AlcorPorts:
                 "tenant_id": tenant_id,
             }
         }
-        response = await self._send("POST", f"/project/{project_id}/ports", 201, body)
+        port = await self._find(project_id, port_id)
+        if port is None:
+            response = await self._send("create_port", "POST", f"/project/{project_id}/ports", 201, body)
+            reply = response.json()
+            port = reply.get("port") if isinstance(reply, dict) else None
         try:
-            port = response.json()["port"]
             return AlcorPort(
-                port_id=port["id"], ip=port["fixed_ips"][0]["ip_address"], mac=port["mac_address"]
+                port_id=port["id"],  # type: ignore[index]  # None is caught below
+                ip=port["fixed_ips"][0]["ip_address"],  # type: ignore[index]
+                mac=port["mac_address"],  # type: ignore[index]
             )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise Unavailable(f"alcor port reply lacks id/ip/mac: {response.text[:300]}") from exc
+        except (KeyError, IndexError, TypeError) as exc:
+            raise Unavailable(f"alcor create_port reply lacks id/ip/mac: {str(port)[:300]}") from exc
 
     async def bind(
         self, *, project_id: str, tenant_id: str, port_id: str, vpc_id: str, vm_name: str, host: str
@@ -143,8 +195,12 @@ class AlcorPorts:
                 "binding:host_id": host,
             }
         }
-        await self._send("PUT", f"/project/{project_id}/ports/{port_id}", 200, body)
+        await self._send("bind_port", "PUT", f"/project/{project_id}/ports/{port_id}", 200, body)
 
     async def delete(self, *, project_id: str, port_id: str) -> None:
         """DELETE: release the port (200)."""
-        await self._send("DELETE", f"/project/{project_id}/ports/{port_id}", 200)
+        try:
+            await self._send("delete_port", "DELETE", f"/project/{project_id}/ports/{port_id}", 200)
+        except FailedPrecondition as exc:
+            if " answered 404" not in exc.message:
+                raise  # a 404 is a port already gone (a retried delete)

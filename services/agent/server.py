@@ -19,7 +19,7 @@ from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
-from services.agent.alcor import AlcorPorts, check_alcor_url
+from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for
 from services.agent.metrics import AgentMetrics
 from services.agent.models import Neighbor, PingResult, SubnetSpec, VmSpec, VpcSpec
 from services.agent.planes import Plane, PlaneRegistry, known_planes
@@ -305,7 +305,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         _check_vm_name("name", request.name)
         alcor = self._alcor_for(request)
         if op == common_pb2.PRECREATE:
-            return await self._precreate(request, alcor)
+            return await self._precreate(vhost, request, alcor)
         if op == common_pb2.CREATE:
             return await self._port_create(vhost, request, alcor)
         if op == common_pb2.DELETE:
@@ -340,7 +340,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         return client
 
     async def _precreate(
-        self, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
+        self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
     ) -> agent_pb2.AgentReturnInfo:
         if alcor is None:  # native: addresses come from the network service; nothing to do yet
             return agent_pb2.AgentReturnInfo(
@@ -358,6 +358,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             subnet_id=request.subnetid,
             security_group=request.sg,
             device_id=request.name,
+            port_id=port_id_for(self.vhosts.topology_id, vhost.name, request.name),
         )
         return agent_pb2.AgentReturnInfo(
             return_code=common_pb2.OK,

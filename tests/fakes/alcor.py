@@ -449,6 +449,11 @@ class _Handler(BaseHTTPRequestHandler):
             state.next_host += 1
             state.ports[port["id"]] = port
             self._answer(201, {"port": port})
+        elif method == "GET" and port_id:
+            if port_id not in state.ports:
+                self._answer(404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"})
+                return
+            self._answer(200, {"port": state.ports[port_id]})
         elif method == "PUT" and port_id:
             if port_id not in state.ports:
                 self._answer(404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"})

@@ -16,10 +16,10 @@ from merak.grpcclient import health_serving_blocking
 from merak.testing import free_port
 from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-from services.agent.alcor import AlcorPorts
+from services.agent.alcor import AlcorPorts, port_id_for
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
-from tests.fakes.alcor import FakeAlcor
+from tests.fakes.alcor import FailRule, FakeAlcor
 
 
 @pytest.fixture
@@ -63,10 +63,14 @@ async def test_alcor_port_lifecycle_sends_merak_requests(
     assert pre.port.mac.startswith("aa:bb:cc")
     assert pre.port.deviceid == "tap" + port_id[:11]
     assert pre.port.status == common_pb2.DEPLOYING
-    first = alcor.state.requests[0]
+    # The port id is the VM's (stable): Alcor is asked for it first, so a retry never makes a second.
+    assert port_id == port_id_for("", "vhost-0", "v000")
+    lookup, first = alcor.state.requests[0], alcor.state.requests[1]
+    assert (lookup.method, lookup.path) == ("GET", f"/project/123456789/ports/{port_id}")
     assert (first.method, first.path) == ("POST", "/project/123456789/ports")
     assert first.body == {
         "port": {
+            "id": port_id,
             "admin_state_up": True,
             "device_id": "v000",
             "network_id": "9192a4d4-ffff-4ece-b3f0-8d36e3d88000",
@@ -83,7 +87,7 @@ async def test_alcor_port_lifecycle_sends_merak_requests(
     )
     assert create.return_code == common_pb2.OK, create.return_message
     assert create.port.status == common_pb2.DONE
-    put = alcor.state.requests[1]
+    put = alcor.state.requests[2]
     assert (put.method, put.path) == ("PUT", f"/project/123456789/ports/{port_id}")
     assert put.body == {
         "port": {
@@ -106,26 +110,37 @@ async def test_alcor_port_lifecycle_sends_merak_requests(
 
     deleted = await alcor_agent.PortHandler(port_request(common_pb2.DELETE, remoteid=port_id))
     assert deleted.return_message == "Delete Success!"
-    last = alcor.state.requests[2]
+    last = alcor.state.requests[3]
     assert (last.method, last.path, last.body) == ("DELETE", f"/project/123456789/ports/{port_id}", None)
     assert alcor.state.ports == {}
     assert (await alcor_agent.ListVms(agent_pb2.ListVmsRequest(vhost="vhost-0"))).vms == []
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [(500, grpc.StatusCode.UNAVAILABLE), (412, grpc.StatusCode.FAILED_PRECONDITION)]
-)
-async def test_alcor_errors_become_status_codes(
-    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
-    alcor: FakeAlcor,
-    status: int,
-    code: grpc.StatusCode,
+async def test_alcor_failures_are_retried_then_named(
+    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, alcor: FakeAlcor
 ) -> None:
-    alcor.state.fail_next.append(status)
+    # A 5xx is retried with backoff: one port in the end.
+    alcor.state.fail_rules.append(FailRule("POST", "/ports", 500, "PortManagerBusy"))
+    pre = await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE))
+    assert pre.return_code == common_pb2.OK and list(alcor.state.ports) == [pre.port.remoteid]
+    # A retried PRECREATE (a retried activity) finds the port: still one, the same address.
+    again = await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE))
+    assert (again.port.remoteid, again.port.ip) == (pre.port.remoteid, pre.port.ip)
+    assert len(alcor.state.ports) == 1
+    # Retries are bounded: a 5xx that lasts is UNAVAILABLE, naming the call and Alcor's answer.
+    alcor.state.fail_rules.extend(FailRule("POST", "/ports", 503, "Down") for _ in range(4))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE))
-    assert caught.value.code() == code
-    assert f"answered {status}, expected 201" in (caught.value.details() or "")
+        await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE, name="v001"))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "alcor create_port (POST /project/123456789/ports) answered 503" in (caught.value.details() or "")
+    # A 4xx is not retried.
+    alcor.state.fail_rules.append(FailRule("POST", "/ports", 412, "NetworkIdRequired"))
+    posts = sum(r.method == "POST" for r in alcor.state.requests)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await alcor_agent.PortHandler(port_request(common_pb2.PRECREATE, name="v002"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "answered 412" in (caught.value.details() or "")
+    assert sum(r.method == "POST" for r in alcor.state.requests) == posts + 1
 
 
 async def test_create_needs_the_precreated_port(
