@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -97,7 +97,14 @@ class AlcorPorts:
         self.client.close()
 
     async def _send(
-        self, operation: str, method: str, path: str, expect: int, body: object | None = None
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        expect: int,
+        body: object | None = None,
+        *,
+        before_retry: Callable[[], Awaitable[httpx.Response | None]] | None = None,
     ) -> httpx.Response:
         """One call, retried with backoff (bounded) while Alcor is unreachable, times out or answers
         5xx; any other unexpected status fails at once. Errors name the call and Alcor's status."""
@@ -123,16 +130,11 @@ class AlcorPorts:
                 raise problem
             log.info("alcor_retry", operation=operation, attempt=attempt, error=problem.message)
             await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+            if before_retry is not None:
+                done = await before_retry()
+                if done is not None:
+                    return done
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    async def _find(self, project_id: str, port_id: str) -> dict[str, Any] | None:
-        """The port with this id, or None (404)."""
-        try:
-            response = await self._send("get_port", "GET", f"/project/{project_id}/ports/{port_id}", 200)
-        except FailedPrecondition:
-            return None
-        port: dict[str, Any] = response.json()["port"]
-        return port
 
     async def create_minimal(
         self,
@@ -148,7 +150,8 @@ class AlcorPorts:
         """PRECREATE: a port with only its network and subnet; Alcor picks IP and MAC (201).
 
         `port_id` is chosen by the caller (stable per VM), so a create that is retried, by this client
-        or by a retried activity, finds the port it made instead of making a second one.
+        or by a retried activity, finds the port it made instead of making a second one; the happy
+        path is one call.
         """
         body = {
             "port": {
@@ -161,11 +164,27 @@ class AlcorPorts:
                 "tenant_id": tenant_id,
             }
         }
-        port = await self._find(project_id, port_id)
-        if port is None:
-            response = await self._send("create_port", "POST", f"/project/{project_id}/ports", 201, body)
-            reply = response.json()
-            port = reply.get("port") if isinstance(reply, dict) else None
+        lookup = f"/project/{project_id}/ports/{port_id}"
+
+        async def made_already() -> httpx.Response | None:
+            # The failed attempt may have made the port (a lost reply): find it before posting again.
+            try:
+                return await self._send("get_port", "GET", lookup, 200)
+            except FailedPrecondition:
+                return None
+
+        try:
+            response = await self._send(
+                "create_port", "POST", f"/project/{project_id}/ports", 201, body, before_retry=made_already
+            )
+        except FailedPrecondition:
+            # A retried activity posts a port that exists (Alcor refuses the duplicate id): it is ours.
+            found = await made_already()
+            if found is None:
+                raise
+            response = found
+        reply = response.json()
+        port = reply.get("port") if isinstance(reply, dict) else None
         try:
             return AlcorPort(
                 port_id=port["id"],  # type: ignore[index]  # None is caught below

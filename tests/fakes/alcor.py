@@ -438,6 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
                     412, {"status": 412, "error": "Precondition Failed", "message": "NetworkIdRequired"}
                 )
                 return
+            if port.get("id") in state.ports:
+                self._answer(409, {"status": 409, "error": "Conflict", "message": "PortEntityExists"})
+                return
             port["id"] = port.get("id") or str(uuid.uuid4())
             port["project_id"] = project
             port.setdefault("tenant_id", project)
