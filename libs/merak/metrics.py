@@ -51,6 +51,48 @@ class GrpcMetrics:
         )
 
 
+# Alcor's services, as a label: what each call of the control plane under test went to.
+CONTROL_PLANE_SERVICES = ("port", "vpc", "subnet", "sg", "router", "node", "ipam")
+
+
+def control_plane_service(operation: str) -> str:
+    """The control-plane service an operation name calls (create_security_group_rule -> sg)."""
+    for keyword, service in (
+        ("security_group", "sg"), ("port", "port"), ("vpc", "vpc"), ("subnet", "subnet"),
+        ("router", "router"), ("node", "node"),
+    ):  # fmt: skip
+        if keyword in operation:
+            return service
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneMetrics:
+    """Every call into the control plane under test (Alcor's REST API, our native IPAM), timed."""
+
+    seconds: Histogram
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ControlPlaneMetrics:
+        """Register the histogram on `registry`."""
+        return cls(
+            Histogram(
+                "merak_control_plane_request_seconds",
+                "Calls into the control plane under test, by plugin, service, operation and status code "
+                "(HTTP status, a gRPC code name, or 'error' when no answer came).",
+                ["plugin", "service", "operation", "code"],
+                buckets=RPC_LATENCY_BUCKETS,
+                registry=registry,
+            )
+        )
+
+    def observe(self, plugin: str, operation: str, code: str, seconds: float, service: str = "") -> None:
+        """One call."""
+        self.seconds.labels(plugin, service or control_plane_service(operation), operation, code).observe(
+            seconds
+        )
+
+
 @dataclass
 class MetricsServer:
     """A running `/metrics` HTTP endpoint."""

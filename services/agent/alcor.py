@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ import httpx
 from merak import netns
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable
 from merak.logs import get_logger
+from merak.metrics import ControlPlaneMetrics
 
 log = get_logger(__name__)
 
@@ -80,16 +82,22 @@ class AlcorPorts:
         workers: int = 16,
         attempts: int = 4,
         backoff: float = 0.2,
+        metrics: ControlPlaneMetrics | None = None,
     ):
         # 4 attempts 0.2 s, 0.4 s, 0.8 s apart: a restarting Alcor pod, not an outage.
         self.attempts = attempts
         self.backoff = backoff
+        self.metrics = metrics
         self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="alcor",
             initializer=None if netns_fd is None else partial(netns.enter_fd_for_good, netns_fd),
         )
+
+    def _observe(self, operation: str, code: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe("alcor", operation, code, time.perf_counter() - started, service="port")
 
     async def close(self) -> None:
         """Close the HTTP connections and the threads."""
@@ -111,14 +119,17 @@ class AlcorPorts:
         call = partial(self.client.request, method, path, json=body)
         loop = asyncio.get_running_loop()
         for attempt in range(1, self.attempts + 1):
+            started = time.perf_counter()
             try:
                 response = await loop.run_in_executor(self._pool, call)
             except httpx.HTTPError as exc:
+                self._observe(operation, "error", started)
                 problem: MerakError = Unavailable(
                     f"alcor {operation} ({method} {self.client.base_url}{path}) failed: "
                     f"{type(exc).__name__}: {exc}"
                 )
             else:
+                self._observe(operation, str(response.status_code), started)
                 if response.status_code == expect:
                     return response
                 detail = response.text[:300]

@@ -48,14 +48,19 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
     missing = vhosts.missing_namespaces() if planes.get(vhosts.dataplane).touches_kernel else []
     if missing:
         raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
-    alcor = AlcorPorts(settings.alcor_url, netns_fd=management) if settings.alcor_url else None
+    metrics = AgentMetrics.create(registry)
+    alcor = (
+        AlcorPorts(settings.alcor_url, netns_fd=management, metrics=metrics.control_plane)
+        if settings.alcor_url
+        else None
+    )
     servicer = AgentServicer(
         vhosts,
         alcor=alcor,
         workers=settings.workers,
         host=host,
         planes=planes,
-        metrics=AgentMetrics.create(registry),
+        metrics=metrics,
         management_netns=management,
     )
     server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)

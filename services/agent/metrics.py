@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from merak.metrics import ControlPlaneMetrics
+
 
 @dataclass(frozen=True, slots=True)
 class AgentMetrics:
@@ -14,6 +16,7 @@ class AgentMetrics:
     vms: Gauge
     vm_seconds: Histogram
     failures: Counter
+    control_plane: ControlPlaneMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AgentMetrics:
@@ -33,4 +36,5 @@ class AgentMetrics:
                 ["operation", "reason"],
                 registry=registry,
             ),
+            control_plane=ControlPlaneMetrics.create(registry),
         )

@@ -336,7 +336,9 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         url = check_alcor_url("alcor_url", request.alcor_url)
         client = self._alcor_clients.get(url)
         if client is None:
-            client = self._alcor_clients[url] = AlcorPorts(url, netns_fd=self.management_netns)
+            client = self._alcor_clients[url] = AlcorPorts(
+                url, netns_fd=self.management_netns, metrics=self.metrics.control_plane
+            )
         return client
 
     async def _precreate(

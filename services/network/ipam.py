@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from merak.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound, ResourceExhausted
 from services.network.metrics import NetworkMetrics
 from services.network.models import NetworkState, PortAllocation, PortRequest, SubnetState, VpcState, port_mac
 from services.network.store import AllocationFailure, NetworkStore, SubnetPool
@@ -20,6 +22,10 @@ class Ipam:
 
     async def allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
         """One address per request, in order; a VM that has one gets the same one back."""
+        with self._timed("allocate_ports"):
+            return await self._allocate(state, requests)
+
+    async def _allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
         targets = _targets(state, requests)
         pools: list[SubnetPool] = []
         pool_of: dict[int, int] = {}
@@ -40,6 +46,27 @@ class Ipam:
 
     async def release(self, state: NetworkState, vm_ids: Sequence[str]) -> int:
         """Give back the addresses of these VMs; ids without one are ignored."""
+        with self._timed("release_ports"):
+            return await self._release(state, vm_ids)
+
+    @contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        """The native control plane is timed like Alcor's: one sample per call, with its outcome."""
+        started, code = time.perf_counter(), "OK"
+        try:
+            yield
+        except MerakError as exc:
+            code = exc.code.name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.metrics.control_plane.observe(
+                "native", operation, code, time.perf_counter() - started, service="ipam"
+            )
+
+    async def _release(self, state: NetworkState, vm_ids: Sequence[str]) -> int:
         unique = list(dict.fromkeys(v for v in vm_ids if v))
         held = [
             (vm_id, value)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from merak.metrics import RPC_LATENCY_BUCKETS
+from merak.metrics import RPC_LATENCY_BUCKETS, ControlPlaneMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class NetworkMetrics:
     allocated: Counter
     released: Counter
     plugin_seconds: Histogram
+    control_plane: ControlPlaneMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NetworkMetrics:
@@ -44,6 +45,7 @@ class NetworkMetrics:
                 buckets=RPC_LATENCY_BUCKETS,
                 registry=registry,
             ),
+            control_plane=ControlPlaneMetrics.create(registry),
         )
 
     @contextmanager

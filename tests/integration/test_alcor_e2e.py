@@ -51,3 +51,10 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     assert (len(created), len(bound), len(removed)) == (50, 50, 50)
     assert {r.body["port"]["binding:host_id"] for r in bound} == {f"vhost-{i}" for i in range(5)}
     assert alcor.state.ports == {} and alcor.state.objects() == 0
+    # Every call into the control plane under test is timed, by service, operation and status code.
+    network = services.registry("network")
+    for service, operation, code in (("vpc", "create_vpc", "201"), ("subnet", "create_subnet", "201"),
+                                     ("node", "register_nodes", "200")):  # fmt: skip
+        labels = {"plugin": "alcor", "service": service, "operation": operation, "code": code}
+        count = network.get_sample_value("merak_control_plane_request_seconds_count", labels)
+        assert count is not None and count >= 1, (labels, count)

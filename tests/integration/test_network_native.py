@@ -489,6 +489,8 @@ async def test_metrics_count_objects_allocations_and_plugin_calls(net: Net) -> N
     await net.stub.AllocatePorts(ports(TESTE2E, vpc_id, subnet_id, ["a", "b", "c"]))
     await net.stub.AllocatePorts(ports(TESTE2E, vpc_id, subnet_id, ["a", "d"]))
     assert sample("merak_network_ipam_allocated_total") == allocated_before + 4
+    timed = {"plugin": "native", "service": "ipam", "operation": "allocate_ports", "code": "OK"}
+    assert sample("merak_control_plane_request_seconds_count", **timed) == 2
     await net.stub.ReleasePorts(network_pb2.ReleasePortsRequest(netconfig_id=TESTE2E, vm_ids=["a", "zz"]))
     assert sample("merak_network_ipam_released_total") == released_before + 1
     await net.stub.NetConfigHandler(op(common_pb2.DELETE, ident(TESTE2E)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -305,11 +306,15 @@ class AlcorPlugin(NetworkPlugin):
         gone: tuple[int, ...] = (),
     ) -> Any:
         """One Alcor call; any 2xx is success (as Merak), `gone` codes mean "already removed"."""
+        started = time.perf_counter()
         with self.timed(operation):
             try:
                 response = await client.request(method, url, json=body)
             except httpx.HTTPError as exc:
+                self.metrics.control_plane.observe("alcor", operation, "error", time.perf_counter() - started)
                 raise Unavailable(f"alcor {method} {url} failed: {type(exc).__name__}: {exc}") from exc
+        code = str(response.status_code)
+        self.metrics.control_plane.observe("alcor", operation, code, time.perf_counter() - started)
         if response.status_code in gone:
             log.info("alcor_already_gone", method=method, url=url, status=response.status_code)
             return None
