@@ -214,3 +214,31 @@ async def test_fake_agent_holds_100k_vms_under_1_gib(standalone_agent: tuple[int
         assert listed.dataplane == "fake"
     rss = _rss_bytes(pid)
     assert rss < 1024**3, f"RSS {rss / 1024**2:.0f} MiB"
+
+
+async def test_each_port_request_goes_to_the_alcor_it_names(grpc_server: StartServer) -> None:
+    # No process-wide Alcor: two scenarios' VMs on one agent reach two different Alcors.
+    first, second = FakeAlcor(), FakeAlcor()
+    servicer = AgentServicer(VhostSet.standalone("vhost-0"))
+    try:
+        address = await grpc_server([registration(servicer)])
+        async with grpc.aio.insecure_channel(address) as channel:
+            agent = agent_pb2_grpc.MerakAgentServiceStub(channel)
+            one = await agent.PortHandler(
+                port_request(common_pb2.PRECREATE, name="v000", alcor_url=first.url)
+            )
+            two = await agent.PortHandler(
+                port_request(common_pb2.PRECREATE, name="v001", alcor_url=second.url)
+            )
+            assert list(first.state.ports) == [one.port.remoteid]
+            assert list(second.state.ports) == [two.port.remoteid]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await agent.PortHandler(
+                    port_request(common_pb2.PRECREATE, name="v002", alcor_url="file:///etc/passwd")
+                )
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (caught.value.details() or "").startswith("alcor_url: ")
+    finally:
+        await servicer.close()
+        first.stop()
+        second.stop()
