@@ -171,3 +171,23 @@ def test_summary_strings_are_merak_s() -> None:
     # teste2e reads the READY count this way.
     assert int(translate.summary("CHECK", "Topology", counts).split(",")[1].split(":")[1]) == 3
     assert translate.network_summary("DEPLOY") == "DEPLOY on Network done"
+
+
+def test_alcor_port_manager_comes_from_the_service_config_as_merak_found_it() -> None:
+    def config(*services: scenario_pb2.Service) -> scenario_pb2.ServiceConfig:
+        return scenario_pb2.ServiceConfig(services=list(services))
+
+    alcor_ip = scenario_pb2.Service(name="alcorIp", cmd="alcorIp", url="10.0.0.5", where_to_run="NETWORK")
+    aca = scenario_pb2.Service(
+        name="aca-cmd", cmd="/aca", parameters=["-d", "-a 10.0.0.9", "-p 30014"], where_to_run="AGENT"
+    )
+    assert translate.alcor_port_manager(None) == ""
+    assert translate.alcor_port_manager(config()) == ""
+    assert translate.alcor_port_manager(config(alcor_ip)) == "http://10.0.0.5:30006"
+    # ACA's -a names the host the agents talk to (Merak's RemoteServer): it wins.
+    assert translate.alcor_port_manager(config(alcor_ip, aca)) == "http://10.0.0.9:30006"
+    # An alcorIp URL with a port is one gateway for every Alcor service: used as it is.
+    gateway = scenario_pb2.Service(cmd="alcorIp", url="http://alcor.lab:9009/api/", where_to_run="NETWORK")
+    assert translate.alcor_port_manager(config(gateway)) == "http://alcor.lab:9009/api"
+    with pytest.raises(InvalidArgument, match=r"^service_config.services\[0\].url: "):
+        translate.alcor_port_manager(config(scenario_pb2.Service(cmd="alcorIp", url="ftp://x")))
