@@ -17,7 +17,9 @@ from rich.table import Table
 from merak import teste2e
 from merak.doctor import Plan, failures, run_checks
 from merak.grpcclient import health_serving_blocking, open_blocking_channel
+from merak.host import HostTuner
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
+from merak.logs import configure_logging
 from merak.naming import topology_short_id
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
@@ -120,8 +122,22 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
 STATUS_STYLE = {"ok": "green", "raise": "cyan", "info": "dim", "warn": "yellow", "fail": "red"}
 
 
-def cmd_doctor(plan: Plan, as_json: bool = False) -> int:
-    """Check this machine for a lab of `plan`'s size; exit 1 only when the product cannot work."""
+def cmd_doctor(plan: Plan, as_json: bool = False, fix: bool = False) -> int:
+    """Check this machine for a lab of `plan`'s size; exit 1 only when the product cannot work.
+
+    With `fix`, first raise what is too low for that lab (as `merak up` does): the way to prepare the
+    node of a container or pod, whose own network namespace does not show the neighbour thresholds.
+    """
+    if fix:
+        tuner = HostTuner()
+        try:
+            sizing = tuner.ensure(plan.namespaces, reason="merak doctor --fix")
+        finally:
+            tuner.close()
+        for change in sizing.changes:
+            _say(f"raised {change}")
+        for short in sizing.shortfalls:
+            _say(f"cannot raise {short}")
     checks = run_checks(plan)
     if as_json:
         print(json.dumps({"plan": asdict(plan), "checks": [c.as_dict() for c in checks]}, indent=2))
@@ -216,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--vms", type=int, default=defaults.vms, help="VMs in that lab, all vhosts together")
     doctor.add_argument("--vpcs", type=int, default=defaults.vpcs)
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.add_argument(
+        "--fix", action="store_true", help="raise the kernel settings that are too low for that lab (root)"
+    )
     sub.add_parser(
         "demo",
         help="stack up + the end-to-end demo (5 hosts x 10 VMs); teste2e options pass through",
@@ -229,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     # `merak demo --keep --hosts 3`: options argparse does not know belong to teste2e.
     args, unknown = parser.parse_known_args(argv)
+    # What the command does is printed for people; the library's logs only when something is wrong.
+    configure_logging("WARNING", "console", service="merak")
     if unknown and args.command != "demo":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     settings = StackSettings()
@@ -236,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
     if args.command == "doctor":
-        return cmd_doctor(Plan(vhosts=args.vhosts, vms=args.vms, vpcs=args.vpcs), as_json=args.json)
+        plan = Plan(vhosts=args.vhosts, vms=args.vms, vpcs=args.vpcs)
+        return cmd_doctor(plan, as_json=args.json, fix=args.fix)
     if args.command == "down":
         return cmd_down(settings, keep_labs=args.keep_labs)
     if args.command == "demo":
