@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from merak import report_html
 from merak.grpcclient import open_channel
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -63,6 +64,8 @@ class Options:
     name: str = ""
     # Merak's REST API (http://host:3000): configs and actions go there, as Merak's teste2e sent them.
     rest: str = ""
+    # One self-contained HTML page with the results and their plots.
+    html: Path | None = None
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Report:
     vms: int = 0
     vms_done: int = 0
     test: dict[str, Any] = field(default_factory=dict)
+    # The control plane's results (compute's GetResults: requests, latencies, rates, time to ready).
+    results: dict[str, Any] = field(default_factory=dict)
     teardown: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -172,6 +177,7 @@ class Runner:
             await self._deploy(scenario_pb2.TOPOLOGY, "topology")
             await self._deploy(scenario_pb2.NETWORK, "network")
             await self._deploy(scenario_pb2.COMPUTE, "compute")
+            await self._results()
             await self._test()
         except (E2EError, grpc.aio.AioRpcError) as exc:
             self.report.errors.append(_describe(exc))
@@ -251,6 +257,16 @@ class Runner:
                 scenario_pb2.CHECK,
             )
             raise E2EError(f"{name} is {scenario_pb2.ServiceStatus.Name(status)}: {reply.return_message}")
+
+    async def _results(self) -> None:
+        """What the control plane did for this run's VMs, kept for the report."""
+        results = await self.stub.GetResults(scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id))
+        self.report.results = json_format.MessageToDict(results, preserving_proto_field_name=True)
+        for op in results.operations:
+            console.print(
+                f"control plane: {op.plugin} {op.operation}: {op.requests} requests, {op.rate:.0f}/s, "
+                f"p50 {op.latency.p50_ms:.1f} ms, p99 {op.latency.p99_ms:.1f} ms, {op.errors} errors"
+            )
 
     async def _test(self) -> None:
         started = time.perf_counter()
@@ -500,6 +516,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--rest", default="", help="Merak's REST API (e.g. http://localhost:3000): drive the run over it"
     )
+    parser.add_argument(
+        "--html", type=Path, default=None, help="write the report as one HTML page with plots"
+    )
     args = parser.parse_args(argv)
     if (
         min(
@@ -538,7 +557,11 @@ def main(argv: list[str] | None = None) -> int:
     """Console script `teste2e`; exit 0 only when every phase passed and nothing was left behind."""
     opts = parse(argv)
     report = asyncio.run(main_async(opts))
-    opts.report.write_text(json.dumps(vars(report) | {"ok": report.ok}, indent=2, default=str))
+    document = vars(report) | {"ok": report.ok}
+    opts.report.write_text(json.dumps(document, indent=2, default=str))
+    if opts.html is not None:
+        opts.html.write_text(report_html.render(json.loads(json.dumps(document, default=str))))
+        console.print(f"html report: {opts.html}")
     print_summary(report)
     console.print(f"report: {opts.report}")
     if opts.keep and report.ok:

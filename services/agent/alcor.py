@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
@@ -19,6 +20,10 @@ from merak.logs import get_logger
 from merak.metrics import ControlPlaneMetrics
 
 log = get_logger(__name__)
+
+# The Alcor calls of the request being served, (operation, code, seconds): the agent returns them,
+# so the compute service can keep the control plane's results per scenario.
+recorded_calls: ContextVar[list[tuple[str, str, float]] | None] = ContextVar("recorded_calls", default=None)
 
 # Merak: the tap name is "tap" + the first 11 characters of Alcor's port id (ACA derives the same).
 TAP_ID_CHARS = 11
@@ -96,8 +101,12 @@ class AlcorPorts:
         )
 
     def _observe(self, operation: str, code: str, started: float) -> None:
+        seconds = time.perf_counter() - started
         if self.metrics is not None:
-            self.metrics.observe("alcor", operation, code, time.perf_counter() - started, service="port")
+            self.metrics.observe("alcor", operation, code, seconds, service="port")
+        calls = recorded_calls.get()
+        if calls is not None:
+            calls.append((operation, code, seconds))
 
     async def close(self) -> None:
         """Close the HTTP connections and the threads."""

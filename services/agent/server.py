@@ -19,7 +19,7 @@ from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
-from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for
+from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for, recorded_calls
 from services.agent.metrics import AgentMetrics
 from services.agent.models import Neighbor, PingResult, SubnetSpec, VmSpec, VpcSpec
 from services.agent.planes import Plane, PlaneRegistry, known_planes
@@ -299,7 +299,19 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     async def PortHandler(
         self, request: agent_pb2.InternalPortConfig, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_pb2.AgentReturnInfo:
-        """PRECREATE / CREATE / DELETE / UPDATE of one VM port, as Merak's agent (without its MODE bug)."""
+        """PRECREATE / CREATE / DELETE / UPDATE of one VM port, as Merak's agent (without its MODE bug);
+        the reply lists the calls made into Alcor, timed."""
+        calls: list[tuple[str, str, float]] = []
+        token = recorded_calls.set(calls)
+        try:
+            reply = await self._port_handler(request)
+        finally:
+            recorded_calls.reset(token)
+        for operation, code, seconds in calls:
+            reply.calls.add(operation=operation, code=code, seconds=seconds)
+        return reply
+
+    async def _port_handler(self, request: agent_pb2.InternalPortConfig) -> agent_pb2.AgentReturnInfo:
         vhost = self._vhost(request.vhost or request.hostname)
         op = request.operation_type
         _check_vm_name("name", request.name)

@@ -35,7 +35,7 @@ from services.compute.contracts import (
     ShardRef,
 )
 from services.compute.metrics import WorkerMetrics
-from services.compute.plugins import PLUGINS, VmPlugin, raise_activity_error
+from services.compute.plugins import PLUGINS, Calls, VmPlugin, raise_activity_error
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
@@ -86,6 +86,13 @@ class ComputeActivities:
             raise ApplicationError(f"unknown plugin {name!r}", non_retryable=True)
         return plugin
 
+    async def _record(self, config_id: str, meta: Meta, calls: Calls) -> None:
+        """The control plane's calls of a batch, into the config's results (stamped: seconds since start)."""
+        at = time.time() - meta.started_at
+        await self.store.record_results(
+            config_id, meta.plugin, [(c.operation, c.code, c.seconds, at) for c in calls]
+        )
+
     def _agent(self, endpoint: str) -> agent_pb2_grpc.MerakAgentServiceAsyncStub:
         return agent_pb2_grpc.MerakAgentServiceStub(self._agents.channel(endpoint))
 
@@ -131,12 +138,17 @@ class ComputeActivities:
         todo = [r for r in records if r.status != common_pb2.DONE]
         if todo:
             agent = self._agent(host.endpoint)
-            await self._plugin(meta.plugin).create(agent, batch.host, meta, todo)
+            calls: Calls = []
+            try:
+                await self._plugin(meta.plugin).create(agent, batch.host, meta, todo, calls)
+            finally:
+                await self._record(batch.config_id, meta, calls)
             await self.store.put_vms(batch.config_id, batch.host, todo)
             elapsed = time.time() - meta.started_at
-            for record in todo:
-                if record.status == common_pb2.DONE:
-                    self.metrics.vm_create_seconds.observe(elapsed)
+            ready = [elapsed for record in todo if record.status == common_pb2.DONE]
+            for _ in ready:
+                self.metrics.vm_create_seconds.observe(elapsed)
+            await self.store.record_results(batch.config_id, meta.plugin, [], ready)
         done = sum(r.status == common_pb2.DONE for r in records)
         log.info(
             "batch_created",
@@ -178,13 +190,18 @@ class ComputeActivities:
         for record in records:
             record.status, record.error = common_pb2.DELETING, ""
         await self.store.put_vms(batch.config_id, batch.host, records)
+        calls: Calls = []
         try:
-            await plugin.delete(self._agent(host.endpoint), batch.host, meta, records)
+            await plugin.delete(self._agent(host.endpoint), batch.host, meta, records, calls)
         except grpc.aio.AioRpcError as exc:
             if not _host_is_gone(host.endpoint, exc):
+                await self._record(batch.config_id, meta, calls)
                 raise_activity_error(exc, f"agent delete on {batch.host}")
             log.info("agent_gone_vms_gone_with_it", host=batch.host, endpoint=host.endpoint)
-        await plugin.release(meta, records)
+        try:
+            await plugin.release(meta, records, calls)
+        finally:
+            await self._record(batch.config_id, meta, calls)
         await self.store.drop_vms(batch.config_id, batch.host, [r.name for r in records])
         return BatchOutcome(done=len(records))
 

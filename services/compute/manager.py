@@ -17,7 +17,7 @@ from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from merak.logs import get_logger
 from merak.temporal import TemporalConnection
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
-from services.compute import inventory
+from services.compute import inventory, results
 from services.compute.config import ComputeSettings
 from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
 from services.compute.metrics import ComputeMetrics
@@ -215,6 +215,24 @@ class ComputeManager:
             raise Unavailable(f"temporal: {exc}") from exc
 
     # --- INFO and progress -------------------------------------------------------------------
+
+    async def results(self, config_id: str) -> compute_pb2.ComputeResults:
+        """Requests, codes, latencies and rates of the control plane's calls; time to VM ready."""
+        meta = await self.store.meta(config_id)
+        config = await self.store.config(config_id)
+        if meta is None or config is None:
+            raise NotFound(f"compute config {config_id!r} does not exist")
+        raw_calls, ready = await self.store.results(config_id)
+        samples = [s for s in (results.parse_call(raw) for raw in raw_calls) if s is not None]
+        return results.build(
+            config_id,
+            plugin=meta.plugin,
+            operation=meta.operation.upper(),
+            vms=meta.total,
+            requested_rps=config.rps,
+            calls=samples,
+            ready=ready,
+        )
 
     async def progress(self, config_id: str) -> compute_pb2.ComputeProgress:
         """Counts per status, hosts not finished, first errors."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
 import grpc
@@ -19,6 +21,23 @@ from services.compute.contracts import PluginName
 from services.compute.store import Meta, VmRecord
 
 ADDRESS_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call into the control plane under test, for the scenario's results."""
+
+    operation: str
+    code: str
+    seconds: float
+
+
+Calls = list[Call]
+
+
+def agent_calls(reply: agent_pb2.AgentReturnInfo) -> Calls:
+    """The Alcor calls an agent made for a port request."""
+    return [Call(c.operation, c.code, c.seconds) for c in reply.calls]
 
 
 def raise_activity_error(exc: grpc.aio.AioRpcError, what: str) -> NoReturn:
@@ -47,16 +66,22 @@ class VmPlugin(abc.ABC):
         host: str,
         meta: Meta,
         todo: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """Create the VMs of `todo` on `host`; a transient failure raises (the activity is retried)."""
 
     @abc.abstractmethod
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        records: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
 
-    async def release(self, meta: Meta, records: list[VmRecord]) -> None:  # noqa: B027 - optional
+    async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:  # noqa: B027
         """Give the VMs' addresses back, where this plugin took them."""
 
 
@@ -72,16 +97,20 @@ class NativeVms(VmPlugin):
         host: str,
         meta: Meta,
         todo: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """Allocate the batch's ports (idempotent per VM id), then create the VMs in one call."""
         request = network_pb2.AllocatePortsRequest(
             netconfig_id=meta.netconfig_id,
             ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
         )
+        started = time.perf_counter()
         try:
             allocated = await self.network.AllocatePorts(request, timeout=ADDRESS_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
+            calls.append(Call("allocate_ports", exc.code().name, time.perf_counter() - started))
             raise_activity_error(exc, "network AllocatePorts")
+        calls.append(Call("allocate_ports", "OK", time.perf_counter() - started))
         subnets: dict[int, dict[str, str]] = defaultdict(dict)
         vpcs: dict[int, tuple[str, str]] = {}
         for record, port in zip(todo, allocated.ports, strict=True):
@@ -130,14 +159,20 @@ class NativeVms(VmPlugin):
             )
 
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        records: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """One DeleteVms call for the batch."""
         names = [r.name for r in records]
         await agent.DeleteVms(agent_pb2.DeleteVmsRequest(vhost=host, names=names), timeout=self.agent_timeout)
 
-    async def release(self, meta: Meta, records: list[VmRecord]) -> None:
+    async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:
         """Free the batch's addresses in the IPAM."""
+        started = time.perf_counter()
         try:
             await self.network.ReleasePorts(
                 network_pb2.ReleasePortsRequest(
@@ -145,7 +180,9 @@ class NativeVms(VmPlugin):
                 ),
                 timeout=ADDRESS_TIMEOUT,
             )
+            calls.append(Call("release_ports", "OK", time.perf_counter() - started))
         except grpc.aio.AioRpcError as exc:
+            calls.append(Call("release_ports", exc.code().name, time.perf_counter() - started))
             if exc.code() != grpc.StatusCode.NOT_FOUND:  # the network config went first: nothing to free
                 raise_activity_error(exc, "network ReleasePorts")
 
@@ -163,6 +200,7 @@ class AlcorVms(VmPlugin):
         host: str,
         meta: Meta,
         todo: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """Each VM through PortHandler; a permanent error marks that VM ERROR, a transient one retries."""
 
@@ -193,9 +231,11 @@ class AlcorVms(VmPlugin):
                     pre = await agent.PortHandler(
                         port(record, common_pb2.PRECREATE), timeout=self.agent_timeout
                     )
+                    calls.extend(agent_calls(pre))
                     record.ip, record.mac = pre.port.ip, pre.port.mac
                     record.remote, record.device = pre.port.remoteid, pre.port.deviceid
                 made = await agent.PortHandler(port(record, common_pb2.CREATE), timeout=self.agent_timeout)
+                calls.extend(agent_calls(made))
             except grpc.aio.AioRpcError as exc:
                 if not is_permanent(exc.code()):
                     raise
@@ -213,7 +253,12 @@ class AlcorVms(VmPlugin):
             raise_activity_error(exc, f"agent PortHandler on {host}")
 
     async def delete(
-        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, records: list[VmRecord]
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        records: list[VmRecord],
+        calls: Calls,
     ) -> None:
         """PortHandler DELETE per VM (the agent removes the Alcor port and the VM)."""
         for record in records:
@@ -227,7 +272,7 @@ class AlcorVms(VmPlugin):
                 vhost=host,
                 alcor_url=meta.alcor_url,
             )
-            await agent.PortHandler(request, timeout=self.agent_timeout)
+            calls.extend(agent_calls(await agent.PortHandler(request, timeout=self.agent_timeout)))
 
 
 PLUGINS: dict[str, type[VmPlugin]] = {cls.name: cls for cls in (NativeVms, AlcorVms)}

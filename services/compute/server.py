@@ -49,6 +49,14 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
         async for progress in self.manager.watch(request.compute_config_id):
             yield progress
 
+    async def GetResults(
+        self, request: compute_pb2.GetResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> compute_pb2.ComputeResults:
+        """The control plane's results for this compute config's VMs."""
+        if not request.compute_config_id:
+            raise InvalidArgument("compute_config_id", "required")
+        return await self.manager.results(request.compute_config_id)
+
 
 def registration(servicer: ComputeServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""

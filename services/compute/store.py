@@ -19,6 +19,8 @@ from services.compute.inventory import Host, PlannedVm
 PREFIX = "merak:compute"
 MAX_ERRORS = 100
 INVENTORY_CHUNK_VMS = 5_000
+# Samples kept per compute config for its results (calls, VM ready times): ~40 bytes each.
+RESULT_SAMPLES = 2_000_000
 
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
 # retried activity writes the same status twice. $-names are filled in from the constants below.
@@ -365,6 +367,34 @@ class ComputeStore(RedisStore):
     async def errors(self, config_id: str, limit: int = 20) -> list[str]:
         """The first VM errors."""
         return [str(e) for e in await self.redis.lrange(self._k(config_id, "errors"), 0, limit - 1)]
+
+    async def record_results(
+        self,
+        config_id: str,
+        plugin: str,
+        calls: Sequence[tuple[str, str, float, float]],
+        ready: Sequence[float] = (),
+    ) -> None:
+        """Keep the control plane's calls (operation, code, seconds, at: seconds since the operation
+        started) and VM ready offsets for the results; the newest RESULT_SAMPLES of each are kept."""
+        if not calls and not ready:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if calls:
+                key = self._k(config_id, "calls")
+                pipe.rpush(key, *[f"{plugin}|{op}|{code}|{sec:.6f}|{at:.3f}" for op, code, sec, at in calls])
+                pipe.ltrim(key, -RESULT_SAMPLES, -1)
+            if ready:
+                key = self._k(config_id, "ready")
+                pipe.rpush(key, *[f"{at:.3f}" for at in ready])
+                pipe.ltrim(key, -RESULT_SAMPLES, -1)
+            await pipe.execute()
+
+    async def results(self, config_id: str) -> tuple[list[str], list[float]]:
+        """The kept calls ("plugin|operation|code|seconds|at") and VM ready offsets."""
+        calls = [str(c) for c in await self.redis.lrange(self._k(config_id, "calls"), 0, -1)]
+        ready = [float(r) for r in await self.redis.lrange(self._k(config_id, "ready"), 0, -1)]
+        return calls, ready
 
     async def put_overlay(self, config_id: str, vni: int, host: str, entries: list[list[str]]) -> None:
         """The VMs (ip, mac) a host has in a VNI, for the overlay programming."""

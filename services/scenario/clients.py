@@ -55,6 +55,15 @@ class ServiceClients:
         except grpc.aio.AioRpcError as exc:
             raise service_error("compute", self.compute_address, exc) from None
 
+    async def compute_results(self, compute_config_id: str) -> compute_pb2.ComputeResults:
+        """compute.MerakComputeService/GetResults."""
+        try:
+            return await self.compute_stub.GetResults(
+                compute_pb2.GetResultsRequest(compute_config_id=compute_config_id), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise service_error("compute", self.compute_address, exc) from None
+
     async def compute_progress(
         self, compute_config_id: str, timeout: float | None
     ) -> AsyncIterator[compute_pb2.ComputeProgress]:

@@ -641,6 +641,18 @@ class ScenarioManager:
 
     # --- connectivity test -------------------------------------------------------------------
 
+    async def results(self, scenario_id: str) -> compute_pb2.ComputeResults:
+        """The compute service's results for the scenario's compute config."""
+        if not scenario_id:
+            raise InvalidArgument("scenario_id", "required")
+        scenario = await self._scenario(scenario_id)
+        if status_of(scenario, COMPUTE) == scenario_pb2.NONE:
+            raise FailedPrecondition(
+                f"scenario {scenario_id!r} has no VMs deployed ({describe_statuses(scenario)}); "
+                "DEPLOY compute first"
+            )
+        return await self.clients.compute_results(scenario.compute_config_id)
+
     async def run_test(self, request: scenario_pb2.RunTestRequest) -> scenario_pb2.TestReport:
         """Merak's pingall test config, run through the agents; compute must be READY."""
         if not request.scenario_id:

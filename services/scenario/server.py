@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from merak.grpcserver import ServiceRegistration
-from merak.v1 import scenario_pb2, scenario_pb2_grpc
+from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager
 from services.scenario.models import (
@@ -242,6 +242,12 @@ class ScenarioServicer(_grpc.MerakScenarioServiceServicer):
     ) -> scenario_pb2.TestReport:
         """The connectivity test: VMs ping each other through the agents."""
         return await self.manager.run_test(request)
+
+    async def GetResults(
+        self, request: scenario_pb2.GetResultsRequest, context: Context
+    ) -> compute_pb2.ComputeResults:
+        """The control plane's results for the scenario's VMs."""
+        return await self.manager.results(request.scenario_id)
 
 
 def registration(servicer: ScenarioServicer) -> ServiceRegistration:

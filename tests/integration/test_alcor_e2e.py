@@ -37,10 +37,21 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
             "--scenario-address", services.addresses["scenario"],
             "--topology-address", services.addresses["topology"],
             "--report", str(services.run_dir / "report.json"),
+            "--html", str(services.run_dir / "report.html"),
         ]
     )  # fmt: skip
     report = await teste2e.main_async(opts)
     assert report.ok, report.errors
+    # The control plane's results: every Alcor port call the agents made, timed, by operation.
+    results = report.results
+    assert (results["plugin"], results["vms"], results["vms_ready"]) == ("alcor", 50, 50)
+    operations = {op["operation"]: op for op in results["operations"]}
+    assert operations["create_port"]["requests"] == 50 and operations["create_port"]["codes"] == {"201": 50}
+    assert operations["bind_port"]["requests"] == 50 and operations["bind_port"]["codes"] == {"200": 50}
+    assert (
+        0 < operations["create_port"]["latency"]["p50_ms"] <= operations["create_port"]["latency"]["max_ms"]
+    )
+    assert results["time_to_ready"]["count"] == 50 and results["ready_per_second"]
     assert (report.vms, report.vms_done) == (50, 50)
     assert report.test["pairs_tried"] == 2450 and report.test["passed"] == 2450
     seen = alcor.state.requests

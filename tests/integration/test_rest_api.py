@@ -269,3 +269,13 @@ async def test_placeholders_are_stored_and_refused_at_deploy(rest: tuple[httpx.A
         "Action successfully - CHECK on Compute got - DONE: 0, READY: 0, DEPLOYING: 0, DELETING: 0, "
         "ERROR: 0, Others: 0"
     )
+
+
+async def test_results_need_deployed_vms(rest: tuple[httpx.AsyncClient, str]) -> None:
+    client, _ = rest
+    ids = await create_all(client)
+    reply = await client.get(f"/api/scenarios/{ids['scenario']}/results")
+    assert reply.status_code == 409 and reply.json()["status"] == "FAILED"
+    assert "has no VMs deployed" in reply.json()["message"]
+    reply = await client.get("/api/scenarios/nope/results")
+    assert (reply.status_code, reply.json()["message"]) == (404, "Scenario not found!")

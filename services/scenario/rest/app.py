@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
@@ -316,3 +317,12 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
         return envelope(OK, f"Action successfully - {reply.return_message}", data)
 
     _route(app, "POST", "/api/scenarios/actions", action, "DEPLOY, CHECK, DELETE or UPDATE one service")
+
+    async def results(scenario_id: str) -> JSONResponse:
+        try:
+            reply = await manager.results(scenario_id)
+        except MerakError as exc:
+            return failure(exc, "Scenario not found!")
+        return envelope(OK, "OK", json_format.MessageToDict(reply, preserving_proto_field_name=True))
+
+    _route(app, "GET", "/api/scenarios/{scenario_id}/results", results, "the control plane's results")

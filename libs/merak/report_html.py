@@ -1,0 +1,114 @@
+"""teste2e's report as one self-contained HTML page: the run, the control plane's results, SVG plots."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from typing import Any
+
+WIDTH, HEIGHT, PAD = 640, 220, 40
+
+
+def _points(series: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    return [(float(p.get("second", 0.0)), float(p.get("value", 0.0))) for p in series]
+
+
+def line_chart(title: str, unit: str, series: Sequence[dict[str, Any]]) -> str:
+    """An SVG line chart of (second, value) points, with its axes labelled."""
+    points = _points(series)
+    head = f"<figure><figcaption>{html.escape(title)}</figcaption>"
+    if not points:
+        return head + "<p>no data</p></figure>"
+    max_x = max(x for x, _ in points) or 1.0
+    max_y = max(y for _, y in points) or 1.0
+
+    def at(x: float, y: float) -> str:
+        return (
+            f"{PAD + x / max_x * (WIDTH - 2 * PAD):.1f},{HEIGHT - PAD - y / max_y * (HEIGHT - 2 * PAD):.1f}"
+        )
+
+    path = " ".join(at(x, y) for x, y in points)
+    return (
+        head + f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img">'
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>'
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{path}"/>'
+        f'<text x="{PAD}" y="{PAD - 8}" font-size="12">{max_y:.4g} {html.escape(unit)}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" font-size="12" '
+        f'text-anchor="end">{max_x:.4g} s</text>'
+        f'<text x="{PAD}" y="{HEIGHT - PAD + 16}" font-size="12">0</text>'
+        "</svg></figure>"
+    )
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The whole page."""
+    results: dict[str, Any] = report.get("results") or {}
+    test: dict[str, Any] = report.get("test") or {}
+    phases = [(name, f"{seconds:.1f}") for name, seconds in (report.get("phases") or {}).items()]
+    operations = [
+        (
+            op.get("plugin", ""), op.get("operation", ""), op.get("requests", 0), f"{op.get('rate', 0):.1f}",
+            op.get("latency", {}).get("p50_ms", 0), op.get("latency", {}).get("p90_ms", 0),
+            op.get("latency", {}).get("p99_ms", 0), op.get("latency", {}).get("max_ms", 0),
+            op.get("errors", 0), json.dumps(op.get("codes", {}), sort_keys=True),
+        )
+        for op in results.get("operations", [])
+    ]  # fmt: skip
+    ready = results.get("time_to_ready", {})
+    status = "passed" if report.get("ok") else "FAILED"
+    summary = [
+        ("result", status),
+        ("VMs ready", f"{results.get('vms_ready', report.get('vms_done', 0))} of {results.get('vms', 0)}"),
+        ("achieved VMs/s", results.get("achieved_vms_per_second", 0)),
+        ("requested rate (VMs/s, 0 = unpaced)", results.get("requested_rps", 0)),
+        ("time to VM ready p50 / p99 / max (ms)",
+         f"{ready.get('p50_ms', 0)} / {ready.get('p99_ms', 0)} / {ready.get('max_ms', 0)}"),
+        ("ping pairs passed", f"{test.get('passed', 0)} of {test.get('pairs_tried', 0)}"),
+        ("errors", "; ".join(report.get("errors") or []) or "none"),
+    ]  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}figure{margin:1em 0}"
+        "figcaption{font-weight:bold}"
+    )
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<title>merak teste2e report</title><style>{style}</style></head><body>"
+        f"<h1>merak teste2e: {html.escape(status)}</h1>"
+        + _table(["", ""], summary)
+        + "<h2>Control plane under test</h2>"
+        + _table(
+            [
+                "plugin",
+                "operation",
+                "requests",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+                "errors",
+                "codes",
+            ],
+            operations,
+        )
+        + line_chart(
+            "Control-plane latency over time (p50 per interval)", "ms", results.get("latency_p50_ms", [])
+        )
+        + line_chart("VMs ready per second", "VMs/s", results.get("ready_per_second", []))
+        + line_chart("Control-plane errors per second", "errors/s", results.get("errors_per_second", []))
+        + "<h2>Phases</h2>"
+        + _table(["phase", "seconds"], phases)
+        + "</body></html>"
+    )
