@@ -48,7 +48,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if any(headers) else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -86,7 +87,7 @@ def render(report: dict[str, Any]) -> str:
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
         f"<title>merak teste2e report</title><style>{style}</style></head><body>"
         f"<h1>merak teste2e: {html.escape(status)}</h1>"
-        + _table(["", ""], summary)
+        + _table([], summary)
         + "<h2>Control plane under test</h2>"
         + _table(
             [
