@@ -248,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
     # `merak demo --keep --hosts 3`: options argparse does not know belong to teste2e.
     args, unknown = parser.parse_known_args(argv)
-    # What the command does is printed for people; the library's logs only when something is wrong.
-    configure_logging("WARNING", "console", service="merak")
     if unknown and args.command != "demo":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     settings = StackSettings()
@@ -267,5 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     return commands[args.command](settings)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `merak` program: what a command does is printed for people, logs only when something is
+    wrong (set up here, not in `main`, so that calling `main` leaves a host process's logging alone)."""
+    configure_logging("WARNING", "console", service="merak")
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
