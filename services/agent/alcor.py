@@ -100,8 +100,18 @@ class AlcorPorts:
             initializer=None if netns_fd is None else partial(netns.enter_fd_for_good, netns_fd),
         )
 
-    def _observe(self, operation: str, code: str, started: float) -> None:
-        seconds = time.perf_counter() - started
+    def _timed_request(
+        self, method: str, path: str, body: object | None
+    ) -> tuple[httpx.Response | httpx.HTTPError, float]:
+        """One HTTP request on a worker thread, timed there: the wait for a free thread is not Alcor's."""
+        started = time.perf_counter()
+        try:
+            response: httpx.Response | httpx.HTTPError = self.client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            response = exc
+        return response, time.perf_counter() - started
+
+    def _observe(self, operation: str, code: str, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.observe("alcor", operation, code, seconds, service="port")
         calls = recorded_calls.get()
@@ -125,20 +135,18 @@ class AlcorPorts:
     ) -> httpx.Response:
         """One call, retried with backoff (bounded) while Alcor is unreachable, times out or answers
         5xx; any other unexpected status fails at once. Errors name the call and Alcor's status."""
-        call = partial(self.client.request, method, path, json=body)
+        call = partial(self._timed_request, method, path, body)
         loop = asyncio.get_running_loop()
         for attempt in range(1, self.attempts + 1):
-            started = time.perf_counter()
-            try:
-                response = await loop.run_in_executor(self._pool, call)
-            except httpx.HTTPError as exc:
-                self._observe(operation, "error", started)
+            response, seconds = await loop.run_in_executor(self._pool, call)
+            if isinstance(response, httpx.HTTPError):
+                self._observe(operation, "error", seconds)
                 problem: MerakError = Unavailable(
                     f"alcor {operation} ({method} {self.client.base_url}{path}) failed: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(response).__name__}: {response}"
                 )
             else:
-                self._observe(operation, str(response.status_code), started)
+                self._observe(operation, str(response.status_code), seconds)
                 if response.status_code == expect:
                     return response
                 detail = response.text[:300]
