@@ -488,6 +488,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("GET")
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog like a real server's: http.server's 5 drops connections when agents burst."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeAlcor:
     """A fake Alcor on 127.0.0.1 (free ports), served by threads until `stop`."""
 
@@ -496,7 +503,7 @@ class FakeAlcor:
         self.servers: dict[str, ThreadingHTTPServer] = {}
         for service in services or ("",):
             handler = type("Handler", (_Handler,), {"state": self.state, "service": service})
-            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            server = _Server(("127.0.0.1", 0), handler)
             # A short poll interval keeps `stop` quick (shutdown waits for one poll per listener).
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
             self.servers[service] = server

@@ -46,8 +46,8 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     results = report.results
     assert (results["plugin"], results["vms"], results["vms_ready"]) == ("alcor", 50, 50)
     operations = {op["operation"]: op for op in results["operations"]}
-    assert operations["create_port"]["requests"] == 50 and operations["create_port"]["codes"] == {"201": 50}
-    assert operations["bind_port"]["requests"] == 50 and operations["bind_port"]["codes"] == {"200": 50}
+    assert operations["create_port"]["requests"] >= 50 and operations["create_port"]["codes"]["201"] == 50
+    assert operations["bind_port"]["requests"] >= 50 and operations["bind_port"]["codes"]["200"] == 50
     assert (
         0 < operations["create_port"]["latency"]["p50_ms"] <= operations["create_port"]["latency"]["max_ms"]
     )
@@ -55,11 +55,12 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     assert (report.vms, report.vms_done) == (50, 50)
     assert report.test["pairs_tried"] == 2450 and report.test["passed"] == 2450
     seen = alcor.state.requests
-    created = [r for r in seen if r.method == "POST" and r.path.endswith("/ports")]
+    created = {r.body["port"]["id"] for r in seen if r.method == "POST" and r.path.endswith("/ports")}
     bound = [r for r in seen if r.method == "PUT" and "/ports/" in r.path]
-    removed = [r for r in seen if r.method == "DELETE" and "/ports/" in r.path]
-    # Every VM got its port from Alcor (PRECREATE), was bound to its host (CREATE), and went (DELETE).
-    assert (len(created), len(bound), len(removed)) == (50, 50, 50)
+    removed = {r.path for r in seen if r.method == "DELETE" and "/ports/" in r.path}
+    # Every VM got its port from Alcor (PRECREATE), was bound to its host (CREATE), and went (DELETE);
+    # a retried call (the fake may drop a connection) never makes a second port.
+    assert (len(created), len({r.path for r in bound}), len(removed)) == (50, 50, 50)
     assert {r.body["port"]["binding:host_id"] for r in bound} == {f"vhost-{i}" for i in range(5)}
     assert alcor.state.ports == {} and alcor.state.objects() == 0
     # Every call into the control plane under test is timed, by service, operation and status code.
