@@ -129,11 +129,8 @@ def cmd_doctor(plan: Plan, as_json: bool = False, fix: bool = False) -> int:
     node of a container or pod, whose own network namespace does not show the neighbour thresholds.
     """
     if fix:
-        tuner = HostTuner()
-        try:
+        with HostTuner() as tuner:
             sizing = tuner.ensure(plan.namespaces, reason="merak doctor --fix")
-        finally:
-            tuner.close()
         for change in sizing.changes:
             _say(f"raised {change}")
         for short in sizing.shortfalls:

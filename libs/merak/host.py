@@ -182,20 +182,32 @@ class HostTuner:
         root: Path = PROC_SYS,
         lock_file: Path = LOCK_FILE,
         netns_dir: Path = netns.NETNS_DIR,
+        netns_fd: int | None = None,
     ) -> None:
+        """`netns_fd`: a handle of the first namespace that the caller keeps and closes (an agent also
+        reaches Alcor from there); without one the tuner opens its own, of the calling thread's."""
         self.root = root
         self.lock_file = lock_file
         self.netns_dir = netns_dir
-        self._ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self._owns_fd = netns_fd is None
+        self._ns_fd = (
+            os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC) if netns_fd is None else netns_fd
+        )
         self._sized_for = 0
         self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the namespace handle."""
-        if self._ns_fd >= 0:
+        """Release the namespace handle (when it opened it)."""
+        if self._owns_fd and self._ns_fd >= 0:
             os.close(self._ns_fd)
-            self._ns_fd = -1
+        self._ns_fd = -1
+
+    def __enter__(self) -> HostTuner:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def present_namespaces(self) -> int:
         """How many named network namespaces this machine has now."""

@@ -303,11 +303,8 @@ class LocalStack:
             )
         if os.geteuid() != 0:
             return Sizing()
-        tuner = HostTuner()
-        try:
+        with HostTuner() as tuner:
             sizing = tuner.ensure(plan.namespaces, reason="merak up")
-        finally:
-            tuner.close()
         for change in sizing.changes:
             self.out(f"host: raised {change} (sized for a lab of {plan}; bigger labs raise it further)")
         for short in sizing.shortfalls:

@@ -36,10 +36,10 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
         if settings.metrics_port >= 0
         else None
     )
-    # The neighbour-table sysctls show only in the first network namespace.
-    host = HostTuner()
-    # The management network (where the control plane under test answers) is this namespace too.
+    # This namespace is the machine's: the only one that shows the neighbour-table sysctls, and the
+    # management network where the control plane under test answers.
     management = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    host = HostTuner(netns_fd=management)
     if settings.netns:
         netns.enter_for_good(settings.netns)
     vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
@@ -77,11 +77,14 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             mode="alcor" if alcor else "native",
         )
 
+    async def close_management() -> None:
+        os.close(management)
+
     return BuiltService(
         "agent",
         server,
         servicer,
-        cleanups=[servicer.close],
+        cleanups=[servicer.close, close_management],
         on_started=mark_vhosts_serving,
         metrics_server=metrics_server,
     )
