@@ -52,7 +52,7 @@ async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
     built = BuiltService("scenario", server, manager, cleanups=[close_channels, redis.aclose])
     if settings.rest_port >= 0:
         rest = RestServer(
-            create_app(entities, manager, registry), settings.rest_host or settings.host, settings.rest_port
+            create_app(entities, manager), settings.rest_host or settings.host, settings.rest_port
         )
         built.on_started = rest.start
         built.cleanups.insert(0, rest.stop)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from merak.metrics import RPC_LATENCY_BUCKETS
 from merak.v1 import scenario_pb2
 
 
@@ -16,6 +17,9 @@ class ScenarioMetrics:
     actions: Counter
     action_seconds: Histogram
     test_pairs: Counter
+    # Merak's REST API, by route template (never ids), method and status code.
+    http_requests: Counter
+    http_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ScenarioMetrics:
@@ -38,6 +42,19 @@ class ScenarioMetrics:
                 "merak_scenario_test_pairs_total",
                 "Pairs tried by connectivity tests, by kind (connectivity, isolation) and result.",
                 ["kind", "result"],
+                registry=registry,
+            ),
+            http_requests=Counter(
+                "merak_http_requests_total",
+                "REST requests, by method, route and status code.",
+                ["method", "route", "code"],
+                registry=registry,
+            ),
+            http_seconds=Histogram(
+                "merak_http_request_seconds",
+                "Time to answer a REST request, by method and route.",
+                ["method", "route"],
+                buckets=RPC_LATENCY_BUCKETS,
                 registry=registry,
             ),
         )

@@ -16,12 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from google.protobuf import json_format
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound
 from merak.logs import get_logger
-from merak.metrics import RPC_LATENCY_BUCKETS
 from merak.v1 import scenario_pb2
 from services.scenario import translate
 from services.scenario.entities import EntityManager
@@ -127,34 +125,7 @@ def failure(exc: MerakError, not_found: str) -> JSONResponse:
     return envelope(FAILED, exc.message, code=500)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpMetrics:
-    """Requests of the REST API, by route template (never ids), method and status code."""
-
-    requests: Counter
-    seconds: Histogram
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> HttpMetrics:
-        """Register the metrics on `registry`."""
-        return cls(
-            requests=Counter(
-                "merak_http_requests_total",
-                "REST requests, by method, route and status code.",
-                ["method", "route", "code"],
-                registry=registry,
-            ),
-            seconds=Histogram(
-                "merak_http_request_seconds",
-                "Time to answer a REST request, by method and route.",
-                ["method", "route"],
-                buckets=RPC_LATENCY_BUCKETS,
-                registry=registry,
-            ),
-        )
-
-
-def create_app(entities: EntityManager, manager: ScenarioManager, registry: CollectorRegistry) -> FastAPI:
+def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
     """The REST API over the scenario service's managers."""
     app = FastAPI(
         title="Merak scenario manager",
@@ -164,7 +135,7 @@ def create_app(entities: EntityManager, manager: ScenarioManager, registry: Coll
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    metrics = HttpMetrics.create(registry)
+    metrics = manager.metrics
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -173,8 +144,8 @@ def create_app(entities: EntityManager, manager: ScenarioManager, registry: Coll
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         elapsed = time.perf_counter() - started
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        metrics.seconds.labels(request.method, template).observe(elapsed)
+        metrics.http_requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.http_seconds.labels(request.method, template).observe(elapsed)
         log.info(
             "http",
             method=request.method,
