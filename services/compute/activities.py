@@ -86,12 +86,14 @@ class ComputeActivities:
             raise ApplicationError(f"unknown plugin {name!r}", non_retryable=True)
         return plugin
 
-    async def _record(self, config_id: str, meta: Meta, calls: Calls) -> None:
-        """The control plane's calls of a batch, into the config's results (stamped: seconds since start)."""
+    async def _record(self, config_id: str, meta: Meta, calls: Calls, ready: int = 0) -> float:
+        """A batch's control-plane calls and VMs made ready, into the config's results, stamped with
+        the seconds since the operation started (returned)."""
         at = time.time() - meta.started_at
         await self.store.record_results(
-            config_id, meta.plugin, [(c.operation, c.code, c.seconds, at) for c in calls]
+            config_id, meta.plugin, [(c.operation, c.code, c.seconds, at) for c in calls], [at] * ready
         )
+        return at
 
     def _agent(self, endpoint: str) -> agent_pb2_grpc.MerakAgentServiceAsyncStub:
         return agent_pb2_grpc.MerakAgentServiceStub(self._agents.channel(endpoint))
@@ -141,14 +143,14 @@ class ComputeActivities:
             calls: Calls = []
             try:
                 await self._plugin(meta.plugin).create(agent, batch.host, meta, todo, calls)
-            finally:
+            except BaseException:
                 await self._record(batch.config_id, meta, calls)
+                raise
             await self.store.put_vms(batch.config_id, batch.host, todo)
-            elapsed = time.time() - meta.started_at
-            ready = [elapsed for record in todo if record.status == common_pb2.DONE]
-            for _ in ready:
+            ready = sum(record.status == common_pb2.DONE for record in todo)
+            elapsed = await self._record(batch.config_id, meta, calls, ready)
+            for _ in range(ready):
                 self.metrics.vm_create_seconds.observe(elapsed)
-            await self.store.record_results(batch.config_id, meta.plugin, [], ready)
         done = sum(r.status == common_pb2.DONE for r in records)
         log.info(
             "batch_created",
