@@ -310,23 +310,11 @@ def _binary_checks() -> list[Check]:
     ]
     checks = []
     for name, path, missing_status, uses, fix in rows:
+        need = "required" if missing_status == "fail" else "optional"
         if path:
-            checks.append(
-                Check(
-                    "binary", name, "ok", path, "required" if missing_status == "fail" else "optional", uses
-                )
-            )
+            checks.append(Check("binary", name, "ok", path, need, uses))
         else:
-            checks.append(
-                Check(
-                    "binary",
-                    name,
-                    missing_status,
-                    "missing",
-                    "required" if missing_status == "fail" else "optional",
-                    f"disables: {uses}; {fix}",
-                )
-            )
+            checks.append(Check("binary", name, missing_status, "missing", need, f"disables: {uses}; {fix}"))
     return checks
 
 

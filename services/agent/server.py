@@ -99,9 +99,8 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         plane = self._planes.get(vhost.name)
         if plane is None:
             plane = self._plane_kind.build(vhost)
-            self.metrics.vms.inc(
-                len(plane.list_vms())
-            )  # VMs from before a restart (a fake plane starts empty)
+            # VMs from before a restart (a fake plane starts empty).
+            self.metrics.vms.inc(len(plane.list_vms()))
             self._planes[vhost.name] = plane
         return plane
 
