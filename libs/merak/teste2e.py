@@ -377,11 +377,15 @@ class RestRunner(Runner):
             "service_config_id": ids["service"], "network_config_id": ids["network"],
             "compute_config_id": ids["compute"], "test_config_id": ids["test"],
         }  # fmt: skip
-        self.scenario_id = ids["scenario"] = (await self._call("POST", "/api/scenarios", scenario))["data"][
-            "id"
-        ]
+        created = await self._call("POST", "/api/scenarios", scenario)
+        self.scenario_id = ids["scenario"] = created["data"]["id"]
         self.report.phases["create configs"] = time.perf_counter() - started
         console.print(f"scenario [bold]{self.scenario_id}[/bold] created over REST at {self.opts.rest}")
+
+    async def _status(self, name: str) -> str:
+        """The scenario's status of one service (NONE, DEPLOYING, READY, …)."""
+        scenario = (await self._call("GET", f"/api/scenarios/{self.scenario_id}"))["data"]
+        return str(scenario.get(f"{name}_status", ""))
 
     async def _rest_action(self, service: str, action: str) -> dict[str, Any]:
         body = {"scenario_id": self.scenario_id, "service": {"service_name": service, "action": action}}
@@ -404,8 +408,7 @@ class RestRunner(Runner):
         if name == "network":
             return True
         reply = await self._rest_action(name, "CHECK")
-        scenario = (await self._call("GET", f"/api/scenarios/{self.scenario_id}"))["data"]
-        if scenario.get(f"{name}_status") == "FAILED":
+        if await self._status(name) == "FAILED":
             raise E2EError(f"{name} FAILED: {reply['message']}")
         if name == "topology":
             ready = reply["message"].split(",")[1].split(":")[1].strip()
@@ -431,19 +434,13 @@ class RestRunner(Runner):
     async def _delete_services(self) -> None:
         """DELETE compute (and wait until its VMs are gone), network, topology: Merak's order."""
         for name in ("compute", "network", "topology"):
-            scenario = (await self._call("GET", f"/api/scenarios/{self.scenario_id}"))["data"]
-            if scenario.get(f"{name}_status") == "NONE":
+            if await self._status(name) == "NONE":
                 continue
             await self._rest_action(name, "DELETE")
             deadline = time.monotonic() + self.opts.timeout
-            while True:
-                scenario = (await self._call("GET", f"/api/scenarios/{self.scenario_id}"))["data"]
-                if scenario.get(f"{name}_status") == "NONE":
-                    break
+            while (status := await self._status(name)) != "NONE":
                 if time.monotonic() > deadline:
-                    raise E2EError(
-                        f"{name} still {scenario.get(f'{name}_status')} after {self.opts.timeout:.0f}s"
-                    )
+                    raise E2EError(f"{name} still {status} after {self.opts.timeout:.0f}s")
                 await asyncio.sleep(0.5)
                 await self._rest_action(name, "CHECK")
 
