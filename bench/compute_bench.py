@@ -17,20 +17,15 @@ import tempfile
 from pathlib import Path
 
 from bench.agent_bench import run_reference
+from bench.stack import private_stack, teste2e_argv
 from merak import teste2e
-from merak.localstack import LocalStack, StackSettings
-from merak.testing import free_port
+from merak.localstack import StackSettings
 
 
 async def one(settings: StackSettings, hosts: int, per_host: int, dataplane: str) -> tuple[int, float] | None:
     """Run teste2e at one size; (VMs done, compute phase seconds), or None when no VM was deployed."""
     argv = [
-        "--scenario-address",
-        f"localhost:{settings.grpc_port('scenario')}",
-        "--topology-address",
-        f"localhost:{settings.grpc_port('topology')}",
-        "--report",
-        str(settings.state_dir / f"report-{dataplane}.json"),
+        *teste2e_argv(settings, f"report-{dataplane}.json"),
         "--hosts",
         str(hosts),
         "--vms-per-host",
@@ -61,15 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fake-hosts", type=int, default=10_000)
     parser.add_argument("--vms", type=int, default=100, help="VMs per vhost")
     args = parser.parse_args(argv)
-    state = Path(tempfile.mkdtemp(prefix="mkc", dir="/tmp"))
-    settings = StackSettings(
-        state_dir=state,
-        port_offset=14000 + (os.getpid() % 400) * 10,
-        redis_port=free_port(),
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
-    )
-    stack = LocalStack(settings, out=lambda _line: None)
+    stack, settings = private_stack("mkc", 14000)
+    state = settings.state_dir
     results: dict[str, tuple[int, float]] = {}
     status = 0
     try:

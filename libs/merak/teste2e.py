@@ -58,6 +58,8 @@ class Options:
     plugin: str = "native"
     alcor_ip: str = ""
     max_pairs: int = 0
+    # VMs per second to start (Merak's RPS scheduler and `rps`); 0: as fast as the lab goes.
+    rps: float = 0.0
     keep: bool = False
     report: Path = Path("teste2e-report.json")
     timeout: float = 1800.0
@@ -149,7 +151,8 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
         service.services.add(name="alcorIp", cmd="alcorIp", url=opts.alcor_ip, where_to_run="NETWORK")
     compute = scenario_pb2.ComputeConfig(
         name=f"compute-{tag}", number_of_compute_nodes=opts.hosts, number_of_port_per_vm=1,
-        vm_deploy_type=compute_pb2.UNIFORM, scheduler=compute_pb2.SEQUENTIAL, number_of_vm_per_vpc=per_vpc,
+        vm_deploy_type=compute_pb2.UNIFORM, number_of_vm_per_vpc=per_vpc,
+        scheduler=compute_pb2.RPS if opts.rps > 0 else compute_pb2.SEQUENTIAL, rps=opts.rps,
     )  # fmt: skip
     compute.vpc_info.extend(vpc_infos)
     test = scenario_pb2.TestConfig(name=f"test-{tag}")
@@ -506,6 +509,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--plugin", default=defaults.plugin, choices=["native", "alcor"])
     parser.add_argument("--alcor-ip", default="", help="Alcor's address (with --plugin alcor)")
     parser.add_argument("--max-pairs", type=int, default=0, help="ping sample size (0: every pair)")
+    parser.add_argument(
+        "--rps", type=float, default=0.0, help="VMs started per second (Merak's RPS scheduler; 0: no pacing)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the lab up")
     parser.add_argument("--report", type=Path, default=defaults.report, help="JSON report path")
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds per phase")
@@ -529,6 +535,8 @@ def parse(argv: list[str] | None) -> Options:
         < 1
     ):
         parser.error("counts must be at least 1")
+    if args.rps < 0:
+        parser.error("--rps must be 0 (no pacing) or more")
     if args.vms_per_host % (args.vpcs * args.subnets):
         # Merak's scenario manager divides with a floor (VMs per VPC / hosts / subnets): refuse counts
         # that would silently create fewer VMs than asked.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry
 
-from merak.errors import FailedPrecondition, InvalidArgument
+from merak.errors import FailedPrecondition, InvalidArgument, status_for
 from merak.grpcserver import ServiceRegistration
 from merak.host import HostTuner
 from merak.logs import get_logger
@@ -30,6 +30,8 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = "agent.MerakAgentService"
+# Ports per PortHandlerBatch call (compute sends a batch of VMs, 250 by default).
+MAX_PORT_BATCH = 1000
 
 
 def _reason(error: str) -> str:
@@ -109,6 +111,10 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
 
     async def _run(self, func: Callable[[], T]) -> T:
         # Kernel work blocks and enters namespaces (per thread): never on the event loop's thread.
+        # A plane in memory is quicker than the hop to a thread, and a thread would compete with the
+        # loop for the interpreter while the loop times calls to the control plane.
+        if not self._plane_kind.touches_kernel:
+            return func()
         return await asyncio.get_running_loop().run_in_executor(self._executor, func)
 
     async def _size_host(self, new_namespaces: int, reason: str) -> None:
@@ -300,15 +306,69 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     ) -> agent_pb2.AgentReturnInfo:
         """PRECREATE / CREATE / DELETE / UPDATE of one VM port, as Merak's agent (without its MODE bug);
         the reply lists the calls made into Alcor, timed."""
-        calls: list[tuple[str, str, float]] = []
-        token = recorded_calls.set(calls)
-        try:
-            reply = await self._port_handler(request)
-        finally:
-            recorded_calls.reset(token)
-        for operation, code, seconds in calls:
-            reply.calls.add(operation=operation, code=code, seconds=seconds)
+        reply, calls = await _recorded(self._port_handler(request))
+        if isinstance(reply, BaseException):
+            raise reply
+        reply.calls.extend(calls)
         return reply
+
+    async def PortHandlerBatch(
+        self, request: agent_pb2.PortBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_pb2.PortBatchReply:
+        """PortHandler for many ports of one vhost and operation: Alcor's calls go out side by side, a
+        CREATE's VMs are made in one go; one result per port, each with its own status."""
+        ports = list(request.ports)
+        if len(ports) > MAX_PORT_BATCH:
+            raise InvalidArgument("ports", f"{len(ports)} ports: at most {MAX_PORT_BATCH} per call")
+        if not ports:
+            return agent_pb2.PortBatchReply()
+        first = ports[0]
+        for i, port in enumerate(ports):
+            if port.operation_type != first.operation_type:
+                raise InvalidArgument(f"ports[{i}].operation_type", "one operation per batch")
+            if (port.vhost or port.hostname) != (first.vhost or first.hostname):
+                raise InvalidArgument(f"ports[{i}].vhost", "one vhost per batch")
+        if first.operation_type == common_pb2.CREATE:
+            outcomes = await self._create_ports(self._vhost(first.vhost or first.hostname), ports)
+        else:
+            outcomes = list(await asyncio.gather(*(_recorded(self._port_handler(p)) for p in ports)))
+        reply = agent_pb2.PortBatchReply()
+        for outcome, calls in outcomes:
+            result = reply.results.add(calls=calls)
+            if isinstance(outcome, BaseException):
+                code, message = status_for(outcome)
+                result.code, result.message = code.name, message
+            else:
+                result.code = grpc.StatusCode.OK.name
+                result.reply.CopyFrom(outcome)
+        return reply
+
+    async def _create_ports(
+        self, vhost: Vhost, ports: list[agent_pb2.InternalPortConfig]
+    ) -> list[tuple[agent_pb2.AgentReturnInfo | BaseException, list[agent_pb2.ControlPlaneCall]]]:
+        """CREATE of many ports: each checked and bound in Alcor (side by side), then the VMs made in
+        one plane call."""
+
+        async def prepare(port: agent_pb2.InternalPortConfig) -> tuple[VpcSpec, VmSpec]:
+            _check_vm_name("name", port.name)
+            return await self._prepare_create(vhost, port, self._alcor_for(port))
+
+        prepared = await asyncio.gather(*(_recorded(prepare(p)) for p in ports))
+        ready = [
+            (p, specs) for p, (specs, _) in zip(ports, prepared, strict=True) if isinstance(specs, tuple)
+        ]
+        vpcs = list(dict.fromkeys(vpc for _, (vpc, _) in ready))  # one per VPC and subnet
+        made = await self._create(vhost, vpcs, [vm for _, (_, vm) in ready], {p.name: p.id for p, _ in ready})
+        results = {r.name: r for r in made.results}
+        outcomes: list[
+            tuple[agent_pb2.AgentReturnInfo | BaseException, list[agent_pb2.ControlPlaneCall]]
+        ] = []
+        for port, (specs, calls) in zip(ports, prepared, strict=True):
+            if isinstance(specs, tuple):
+                outcomes.append((_created_reply(port, specs[1], results[port.name]), calls))
+            else:
+                outcomes.append((specs, calls))
+        return outcomes
 
     async def _port_handler(self, request: agent_pb2.InternalPortConfig) -> agent_pb2.AgentReturnInfo:
         vhost = self._vhost(request.vhost or request.hostname)
@@ -385,6 +445,14 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     async def _port_create(
         self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
     ) -> agent_pb2.AgentReturnInfo:
+        vpc, spec = await self._prepare_create(vhost, request, alcor)
+        reply = await self._create(vhost, [vpc], [spec], {request.name: request.id})
+        return _created_reply(request, spec, reply.results[0])
+
+    async def _prepare_create(
+        self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
+    ) -> tuple[VpcSpec, VmSpec]:
+        """A CREATE checked, and its port bound in Alcor (alcor mode): the VPC and VM to make."""
         for field in ("vpcid", "ip", "mac", "gw", "cidr"):
             if not getattr(request, field):
                 raise InvalidArgument(field, "required for CREATE")
@@ -415,23 +483,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
                 request.gw,
             ),
         )
-        reply = await self._create(vhost, [vpc], [spec], {request.name: request.id})
-        result = reply.results[0]
-        if not result.ok:
-            code = common_pb2.FAILED
-            return agent_pb2.AgentReturnInfo(
-                return_code=code,
-                return_message=f"Create failed: {result.error}",
-                port=agent_pb2.ReturnPortInfo(id=request.id, status=common_pb2.ERROR),
-            )
-        return agent_pb2.AgentReturnInfo(
-            return_code=common_pb2.OK,
-            return_message="Create Success",
-            port=agent_pb2.ReturnPortInfo(
-                id=request.id, ip=request.ip, mac=spec.mac, remoteid=request.remoteid,
-                deviceid=request.deviceid or host_ifname(request.name), status=common_pb2.DONE,
-            ),
-        )  # fmt: skip
+        return vpc, spec
 
     async def BulkPortAdd(
         self, request: agent_pb2.BulkPorts, context: grpc.aio.ServicerContext[Any, Any]
@@ -462,6 +514,39 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
 
 
 # --- proto → model, with errors naming the field -----------------------------------------------
+
+
+def _created_reply(
+    request: agent_pb2.InternalPortConfig, spec: VmSpec, result: agent_pb2.VmResult
+) -> agent_pb2.AgentReturnInfo:
+    """PortHandler's answer to a CREATE, from the VM's result."""
+    if not result.ok:
+        return agent_pb2.AgentReturnInfo(
+            return_code=common_pb2.FAILED,
+            return_message=f"Create failed: {result.error}",
+            port=agent_pb2.ReturnPortInfo(id=request.id, status=common_pb2.ERROR),
+        )
+    return agent_pb2.AgentReturnInfo(
+        return_code=common_pb2.OK,
+        return_message="Create Success",
+        port=agent_pb2.ReturnPortInfo(
+            id=request.id, ip=request.ip, mac=spec.mac, remoteid=request.remoteid,
+            deviceid=request.deviceid or host_ifname(request.name), status=common_pb2.DONE,
+        ),
+    )  # fmt: skip
+
+
+async def _recorded(work: Awaitable[T]) -> tuple[T | Exception, list[agent_pb2.ControlPlaneCall]]:
+    """Run `work`, collecting the Alcor calls it makes (its outcome, or the exception it raised)."""
+    calls: list[tuple[str, str, float]] = []
+    token = recorded_calls.set(calls)
+    try:
+        outcome: T | Exception = await work
+    except Exception as exc:  # handed back: PortHandler raises it, a batch reports it for its port
+        outcome = exc
+    finally:
+        recorded_calls.reset(token)
+    return outcome, [agent_pb2.ControlPlaneCall(operation=o, code=c, seconds=t) for o, c, t in calls]
 
 
 def _check_vm_name(field: str, name: str) -> None:

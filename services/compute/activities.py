@@ -25,6 +25,7 @@ from merak.logs import get_logger
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2_grpc
 from services.compute.contracts import (
     DELETE,
+    PACE_LEAD,
     ActivityName,
     BatchFailure,
     BatchInput,
@@ -60,6 +61,14 @@ async def heartbeating(interval: float = HEARTBEAT_SECONDS) -> AsyncIterator[Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def wait_until(start_at: float) -> None:
+    """A paced batch waits for its time (at most PACE_LEAD and a second: a clock that jumped does not
+    hold it longer); an unpaced or retried one goes at once."""
+    delay = start_at - time.time()
+    if delay > 0:
+        await asyncio.sleep(min(delay, PACE_LEAD + 1.0))
 
 
 class ComputeActivities:
@@ -116,7 +125,10 @@ class ComputeActivities:
         hosts = await self.store.hosts(ref.config_id)
         names = await self.store.shard_hosts(ref.config_id, ref.shard)
         return ShardPlan(
-            [HostBatches(n, math.ceil(hosts[n].count / meta.batch_size), meta.batch_size) for n in names]
+            [
+                HostBatches(n, math.ceil(hosts[n].count / meta.batch_size), meta.batch_size, hosts[n].count)
+                for n in names
+            ]
         )
 
     async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], HostRecord, Meta]:
@@ -133,6 +145,7 @@ class ComputeActivities:
         """Create one batch of VMs of one host (addresses first, then the agent's batch create)."""
         self._count_retry()
         async with heartbeating():
+            await wait_until(batch.start_at)
             return await self._create_batch(batch)
 
     async def _create_batch(self, batch: BatchInput) -> BatchOutcome:
@@ -182,6 +195,7 @@ class ComputeActivities:
         """Delete one batch of VMs: in the agent, their addresses, then their records."""
         self._count_retry()
         async with heartbeating():
+            await wait_until(batch.start_at)
             return await self._delete_batch(batch)
 
     async def _delete_batch(self, batch: BatchInput) -> BatchOutcome:

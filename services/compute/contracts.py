@@ -90,6 +90,14 @@ class HostBatches:
     host: str
     batches: int
     batch_size: int
+    # The host's VM count (0 in a plan made before it was recorded: then every batch counts full).
+    vms: int = 0
+
+    def size_of(self, batch: int) -> int:
+        """How many VMs batch `batch` holds (the last one may be short)."""
+        if not self.vms:
+            return self.batch_size
+        return max(0, min(self.batch_size, self.vms - batch * self.batch_size))
 
 
 @dataclass
@@ -106,6 +114,14 @@ class BatchInput:
     config_id: str
     host: str
     batch: int
+    # Paced batches (the RPS scheduler): the wall-clock time (Unix seconds) at which to begin; the
+    # activity waits for it. Workflow timers fire about a second late, so the workflow starts a
+    # paced batch up to PACE_LEAD early and the activity keeps the sub-second time.
+    start_at: float = 0.0
+
+
+# How early a paced batch may be started by the workflow (see BatchInput.start_at).
+PACE_LEAD = 1.5
 
 
 @dataclass

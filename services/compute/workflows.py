@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from services.compute.contracts import (
         CREATE,
+        PACE_LEAD,
         RANDOM,
         RPS,
         ActivityName,
@@ -90,25 +91,28 @@ class HostShardWorkflow:
         return DeployResult(done=sum(o.done for o in outcomes), failed=sum(o.failed for o in outcomes))
 
     async def _paced(self, shard: ShardInput, jobs: list[tuple[HostBatches, int]]) -> list[BatchOutcome]:
-        """Start batches so that VMs begin at `shard.rps` per second (durable timers, no busy waiting)."""
+        """Start batches so that VMs begin at `shard.rps` per second: durable timers to within
+        PACE_LEAD of each batch's time (no busy waiting), the rest waited out by the activity."""
         start = workflow.now()
         started: list[asyncio.Task[BatchOutcome]] = []
-        vms_before = 0
-        for host, batch in jobs:
-            due = start + timedelta(seconds=vms_before / shard.rps)
-            wait = (due - workflow.now()).total_seconds()
+        for (host, batch), offset in zip(jobs, start_offsets(jobs, shard.rps), strict=True):
+            due = start + timedelta(seconds=offset)
+            wait = (due - workflow.now()).total_seconds() - PACE_LEAD
             if wait > 0:
                 await workflow.sleep(wait)
-            started.append(asyncio.create_task(self._batch(shard, host.host, batch)))
-            vms_before += host.batch_size
+            started.append(
+                asyncio.create_task(self._batch(shard, host.host, batch, start_at=due.timestamp()))
+            )
         return list(await asyncio.gather(*started))
 
-    async def _batch(self, shard: ShardInput, host: str, batch: int) -> BatchOutcome:
+    async def _batch(
+        self, shard: ShardInput, host: str, batch: int, *, start_at: float = 0.0
+    ) -> BatchOutcome:
         activity = ActivityName.CREATE_BATCH if shard.operation == CREATE else ActivityName.DELETE_BATCH
         try:
             outcome: BatchOutcome = await workflow.execute_activity(
                 activity,
-                BatchInput(shard.config_id, host, batch),
+                BatchInput(shard.config_id, host, batch, start_at),
                 result_type=BatchOutcome,
                 start_to_close_timeout=BATCH_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -127,6 +131,16 @@ class HostShardWorkflow:
                 retry_policy=BATCH_RETRY,
             )
             return recorded
+
+
+def start_offsets(jobs: list[tuple[HostBatches, int]], rps: float) -> list[float]:
+    """Seconds after the start at which each batch begins, so that VMs begin at `rps` per second:
+    a batch starts once the VMs of the batches before it have had their time."""
+    offsets, vms_before = [], 0
+    for host, batch in jobs:
+        offsets.append(vms_before / rps)
+        vms_before += host.size_of(batch)  # the VMs this batch really holds
+    return offsets
 
 
 @workflow.defn(name="compute.Deploy")

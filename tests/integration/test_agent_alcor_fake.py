@@ -14,12 +14,12 @@ import pytest
 
 from merak.grpcclient import health_serving_blocking
 from merak.testing import free_port
+from merak.testing.alcor import FailRule, FakeAlcor
 from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from services.agent.alcor import AlcorPorts, port_id_for
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
-from tests.fakes.alcor import FailRule, FakeAlcor
 
 
 @pytest.fixture
@@ -140,6 +140,61 @@ async def test_alcor_failures_are_retried_then_named(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "answered 412" in (caught.value.details() or "")
     assert sum(r.method == "POST" for r in alcor.state.requests) == posts + 1
+
+
+async def test_port_batch_handles_each_port_on_its_own(
+    alcor_agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, alcor: FakeAlcor
+) -> None:
+    names = ["v010", "v011", "v012"]
+    # PRECREATE: one port lacks its subnet; the others get Alcor's ports, each with its own timed call.
+    pre = await alcor_agent.PortHandlerBatch(
+        agent_pb2.PortBatchRequest(
+            ports=[
+                port_request(common_pb2.PRECREATE, name=n, id=n, **({"subnetid": ""} if n == "v011" else {}))
+                for n in names
+            ]
+        )
+    )
+    assert [r.code for r in pre.results] == ["OK", "INVALID_ARGUMENT", "OK"]
+    assert "subnetid" in pre.results[1].message
+    assert [[c.operation for c in r.calls] for r in pre.results] == [["create_port"], [], ["create_port"]]
+    assert {pre.results[0].reply.port.remoteid, pre.results[2].reply.port.remoteid} == set(alcor.state.ports)
+    # CREATE: Alcor refuses one bind (4xx, not retried); the other VM is made, both answered in order.
+    alcor.state.fail_rules.append(FailRule("PUT", pre.results[2].reply.port.remoteid, 412, "PortBusy"))
+    made = await alcor_agent.PortHandlerBatch(
+        agent_pb2.PortBatchRequest(
+            ports=[
+                port_request(
+                    common_pb2.CREATE,
+                    name=n,
+                    id=n,
+                    ip=r.reply.port.ip,
+                    mac=r.reply.port.mac,
+                    remoteid=r.reply.port.remoteid,
+                    deviceid=r.reply.port.deviceid,
+                )
+                for n, r in zip(names[::2], pre.results[::2], strict=True)
+            ]
+        )
+    )
+    assert [r.code for r in made.results] == ["OK", "FAILED_PRECONDITION"]
+    assert "answered 412" in made.results[1].message and "bind_port" in made.results[1].message
+    assert made.results[0].reply.port.status == common_pb2.DONE
+    assert [(c.operation, c.code) for c in made.results[1].calls] == [("bind_port", "412")]
+    listed = await alcor_agent.ListVms(agent_pb2.ListVmsRequest(vhost="vhost-0"))
+    assert [v.name for v in listed.vms] == ["v010"]
+    # One operation and one vhost per call; a mixed batch is refused as a whole, nothing done.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await alcor_agent.PortHandlerBatch(
+            agent_pb2.PortBatchRequest(
+                ports=[port_request(common_pb2.DELETE, name="v010"), port_request(common_pb2.PRECREATE)]
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ports[1].operation_type" in (caught.value.details() or "")
+    assert [v.name for v in (await alcor_agent.ListVms(agent_pb2.ListVmsRequest(vhost="vhost-0"))).vms] == [
+        "v010"
+    ]
 
 
 async def test_create_needs_the_precreated_port(

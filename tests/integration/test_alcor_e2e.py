@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from merak import teste2e
-from tests.fakes.alcor import FakeAlcor
+from merak.testing.alcor import FakeAlcor
 from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -1,29 +1,41 @@
-"""A small fake of Alcor's REST API, answering with the status codes and bodies alcor-reference.md gives.
+"""An Alcor-compatible REST server, answering with the status codes and bodies alcor-reference.md gives.
 
 It covers what Merak calls: the node manager (bulk registration, delete), the VPC, subnet, route and
 security-group managers (groups and rules), and the port manager. It records every request (listener,
-method, path, JSON body) so tests can assert exactly what was sent.
+method, path, JSON body) so tests can assert exactly what was sent, and can add latency to every
+answer (the benchmark's "control plane that takes 20 ms").
 
 Alcor runs one microservice per port. `FakeAlcor()` serves every path on one port (as behind Alcor's
 API gateway); `FakeAlcor(services=ALCOR_SERVICES)` opens one listener per service, each answering only
 its own paths (404 otherwise, like a call sent to the wrong microservice), all sharing one state.
+It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
+load test measures the emulator and not this stand-in.
+
+`python -m merak.testing.alcor --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
+`teste2e --plugin alcor --alcor-ip 127.0.0.1`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import copy
 import ipaddress
 import json
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from aiohttp import web
+
 ALCOR_SERVICES = ("vpc", "subnet", "router", "node", "sg", "port")
+# Where Alcor's services answer on a Kubernetes node (its NodePorts), as Merak reaches them.
+ALCOR_NODEPORTS = {"vpc": 30001, "subnet": 30002, "router": 30003, "port": 30006, "node": 30007, "sg": 30008}
 
 
 @dataclass
@@ -58,7 +70,14 @@ class AlcorState:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     routers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    next_host: int = 2  # the gateway takes .1 at subnet creation, so ports start at .2
+    next_host: int = 2  # a counter for MACs (and addresses of ports without a known subnet)
+    # Per subnet: the addresses in use, and where the next free-address search starts.
+    taken: dict[str, set[str]] = field(default_factory=dict)
+    cursor: dict[str, int] = field(default_factory=dict)
+    record: bool = True  # keep every request (tests); off for long load runs, `times` is kept anyway
+    # (time.monotonic(), method, Alcor service, seconds held) of every answered request: rates and
+    # latency as the server saw them (held: from the request's arrival to its answer, latency included).
+    times: list[tuple[float, str, str, float]] = field(default_factory=list)
     next_segment: int = 4096
     fail_next: list[int] = field(default_factory=list)  # status codes to answer, one per request
     fail_rules: list[FailRule] = field(default_factory=list)
@@ -100,72 +119,50 @@ def _service_of(parts: list[str]) -> str:
     return ""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    state: AlcorState
-    service: str
+def _spring_error(status: int, message: str, path: str) -> dict[str, Any]:
+    """Spring Boot's default error body."""
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "status": status,
+        "error": HTTPStatus(status).phrase,
+        "message": message,
+        "path": path,
+    }
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
 
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
+class _Api:
+    """Alcor's answers on one listener (`service`; "" answers every service), over a shared state."""
 
-    def _answer(self, status: int, body: Any = None) -> None:
-        payload = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+    def __init__(self, state: AlcorState, service: str) -> None:
+        self.state = state
+        self.service = service
 
-    def _spring_error(self, status: int, message: str) -> None:
-        """Spring Boot's default error body."""
-        self._answer(
-            status,
-            {
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "status": status,
-                "error": HTTPStatus(status).phrase,
-                "message": message,
-                "path": self.path,
-            },
-        )
-
-    def _handle(self, method: str) -> None:
-        body = self._body() if method in ("POST", "PUT") else None
+    def respond(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        """(status, JSON body, or bytes, or None) for one request."""
         state = self.state
         with state.lock:
-            state.requests.append(Recorded(method, self.path, copy.deepcopy(body), self.service))
-            if state.fail_next:
-                self._answer(
-                    state.fail_next.pop(0), {"status": 500, "error": "forced", "message": "forced by test"}
-                )
-                return
-            for rule in state.fail_rules:
-                if rule.method == method and rule.path_part in self.path:
-                    state.fail_rules.remove(rule)
-                    self._spring_error(rule.status, rule.message)
-                    return
-            parts = self.path.strip("/").split("/")
+            parts = path.strip("/").split("/")
             service = _service_of(parts)
+            if state.record:
+                state.requests.append(Recorded(method, path, copy.deepcopy(body), self.service))
+            if state.fail_next:
+                return state.fail_next.pop(0), {"status": 500, "error": "forced", "message": "forced by test"}
+            for rule in state.fail_rules:
+                if rule.method == method and rule.path_part in path:
+                    state.fail_rules.remove(rule)
+                    return rule.status, _spring_error(rule.status, rule.message, path)
             if not service or (self.service and service != self.service):
-                self._answer(404, {"status": 404, "error": "Not Found", "path": self.path})
-                return
+                return 404, {"status": 404, "error": "Not Found", "path": path}
             try:
                 if service == "port":
-                    self._ports(method, parts[1], parts[3] if len(parts) > 3 else "", body)
-                    return
+                    return self._ports(method, parts[1], parts[3] if len(parts) > 3 else "", body)
                 handler = getattr(self, f"_{service}")
                 status, reply = handler(method, parts, body)
             except _Reply as reply_:
                 if reply_.message:
-                    self._spring_error(reply_.status, reply_.message)
-                else:
-                    self._answer(reply_.status, reply_.body)
-                return
-            self._answer(status, reply)
+                    return reply_.status, _spring_error(reply_.status, reply_.message, path)
+                return reply_.status, reply_.body
+            return status, reply
 
     # --- node manager ------------------------------------------------------------------------
 
@@ -415,32 +412,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _next_ip(self, fixed: dict[str, Any]) -> str:
         """As Alcor's IP manager: the next free address of the port's subnet (the gateway excluded)."""
-        subnet = self.state.subnets.get(str(fixed.get("subnet_id", "")))
+        state = self.state
+        subnet_id = str(fixed.get("subnet_id", ""))
+        subnet = state.subnets.get(subnet_id)
         if subnet is None:
-            return f"10.0.0.{self.state.next_host}"
-        taken = {
-            ip["ip_address"]
-            for p in self.state.ports.values()
-            for ip in p.get("fixed_ips", [])
-            if "ip_address" in ip
-        } | {subnet["gateway_ip"]}
-        for address in ipaddress.IPv4Network(subnet["cidr"]).hosts():
-            if str(address) not in taken:
-                return str(address)
+            return f"10.0.0.{state.next_host}"
+        network = ipaddress.IPv4Network(subnet["cidr"])
+        taken = state.taken.setdefault(subnet_id, {subnet["gateway_ip"]})
+        first, size = int(network.network_address) + 1, network.num_addresses - 2
+        start = state.cursor.get(subnet_id, 0)
+        for step in range(size):  # from where the last search stopped: one step when nothing was freed
+            offset = (start + step) % size
+            address = str(ipaddress.IPv4Address(first + offset))
+            if address not in taken:
+                state.cursor[subnet_id] = offset + 1
+                return address
         raise _error(500, "IpAddressNotEnough")
 
-    def _ports(self, method: str, project: str, port_id: str, body: Any) -> None:
+    def _hold(self, port: dict[str, Any], held: bool) -> None:
+        """Mark a port's addresses taken (or free) in their subnets."""
+        for ip in port.get("fixed_ips") or []:
+            if "ip_address" not in ip:
+                continue
+            addresses = self.state.taken.setdefault(str(ip.get("subnet_id", "")), set())
+            if held:
+                addresses.add(ip["ip_address"])
+            else:
+                addresses.discard(ip["ip_address"])
+
+    def _ports(self, method: str, project: str, port_id: str, body: Any) -> tuple[int, Any]:
         state = self.state
+        missing = 404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"}
         if method == "POST" and not port_id:
             port = dict((body or {}).get("port") or {})
             if not port.get("network_id"):
-                self._answer(
-                    412, {"status": 412, "error": "Precondition Failed", "message": "NetworkIdRequired"}
-                )
-                return
+                return 412, {"status": 412, "error": "Precondition Failed", "message": "NetworkIdRequired"}
             if port.get("id") in state.ports:
-                self._answer(409, {"status": 409, "error": "Conflict", "message": "PortEntityExists"})
-                return
+                return 409, {"status": 409, "error": "Conflict", "message": "PortEntityExists"}
             port["id"] = port.get("id") or str(uuid.uuid4())
             port["project_id"] = project
             port.setdefault("tenant_id", project)
@@ -451,74 +459,141 @@ class _Handler(BaseHTTPRequestHandler):
             port["fixed_ips"] = fixed
             state.next_host += 1
             state.ports[port["id"]] = port
-            self._answer(201, {"port": port})
-        elif method == "GET" and port_id:
+            self._hold(port, True)
+            return 201, {"port": port}
+        if method == "GET" and port_id:
+            return (200, {"port": state.ports[port_id]}) if port_id in state.ports else missing
+        if method == "PUT" and port_id:
             if port_id not in state.ports:
-                self._answer(404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"})
-                return
-            self._answer(200, {"port": state.ports[port_id]})
-        elif method == "PUT" and port_id:
-            if port_id not in state.ports:
-                self._answer(404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"})
-                return
+                return missing
             merged = {
                 **state.ports[port_id],
                 **{k: v for k, v in ((body or {}).get("port") or {}).items() if v is not None},
             }
+            self._hold(state.ports[port_id], False)
+            self._hold(merged, True)
             state.ports[port_id] = merged
-            self._answer(200, {"port": merged})
-        elif method == "DELETE" and port_id:
-            if state.ports.pop(port_id, None) is None:
-                self._answer(404, {"status": 404, "error": "Not Found", "message": "PortEntityNotFound"})
-                return
-            self._answer(200)
-        else:
-            self._answer(405, {"status": 405, "error": "Method Not Allowed"})
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-
-class _Server(ThreadingHTTPServer):
-    """A listen backlog like a real server's: http.server's 5 drops connections when agents burst."""
-
-    request_queue_size = 1024
-    daemon_threads = True
+            return 200, {"port": merged}
+        if method == "DELETE" and port_id:
+            gone = state.ports.pop(port_id, None)
+            if gone is None:
+                return missing
+            self._hold(gone, False)
+            return 200, None
+        return 405, {"status": 405, "error": "Method Not Allowed"}
 
 
 class FakeAlcor:
-    """A fake Alcor on 127.0.0.1 (free ports), served by threads until `stop`."""
+    """An Alcor on `host` (free ports unless `ports` names them), served until `stop`.
 
-    def __init__(self, services: Sequence[str] = ()) -> None:
-        self.state = AlcorState()
-        self.servers: dict[str, ThreadingHTTPServer] = {}
-        for service in services or ("",):
-            handler = type("Handler", (_Handler,), {"state": self.state, "service": service})
-            server = _Server(("127.0.0.1", 0), handler)
-            # A short poll interval keeps `stop` quick (shutdown waits for one poll per listener).
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-            self.servers[service] = server
+    `latency` (seconds) is added before every answer, without holding anything up meanwhile.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[str] = (),
+        *,
+        host: str = "127.0.0.1",
+        ports: Mapping[str, int] | None = None,
+        latency: float = 0.0,
+        record: bool = True,
+    ) -> None:
+        self.state = AlcorState(record=record)
+        self.latency = latency
+        self.host = host
+        self._runners: list[web.ServerRunner] = []
+        self._ports: dict[str, int] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-alcor", daemon=True)
+        self._thread.start()
+        try:
+            for service in services or ("",):
+                wanted = (ports or {}).get(service, 0)
+                self._ports[service] = self._call(self._listen(_Api(self.state, service), wanted))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    async def _listen(self, api: _Api, port: int) -> int:
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            arrived = time.perf_counter()
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                return web.json_response(_spring_error(400, "JSON parse error", request.path_qs), status=400)
+            if self.latency > 0:
+                await asyncio.sleep(self.latency)
+            status, reply = api.respond(request.method, request.path_qs, body)
+            payload = (
+                b"" if reply is None else (reply if isinstance(reply, bytes) else json.dumps(reply).encode())
+            )
+            response = web.Response(status=status, body=payload, content_type="application/json")
+            await response.prepare(request)
+            await response.write_eof()
+            held = time.perf_counter() - arrived  # until the answer is on its way
+            with self.state.lock:
+                service = _service_of(request.path.strip("/").split("/"))
+                self.state.times.append((time.monotonic(), request.method, service, held))
+            return response
+
+        runner = web.ServerRunner(web.Server(handle), access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        # A listen backlog like a real server's: agents open many connections at once.
+        site = web.TCPSite(runner, self.host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        return int(runner.addresses[-1][1])
 
     def port_of(self, service: str = "") -> int:
         """The port a service listens on ("" on the single-port fake)."""
-        return int(self.servers[service].server_address[1])
+        return self._ports[service]
 
     @property
     def url(self) -> str:
         """Base URL of the single-port fake, e.g. http://127.0.0.1:43123."""
-        return f"http://127.0.0.1:{self.port_of(next(iter(self.servers)))}"
+        return f"http://{self.host}:{self.port_of(next(iter(self._ports)))}"
 
     def stop(self) -> None:
-        """Stop serving."""
-        for server in self.servers.values():
-            server.shutdown()
-            server.server_close()
+        """Stop serving (open connections are closed) and end the thread."""
+        if not self._thread.is_alive():
+            return
+        for runner in self._runners:
+            self._call(runner.cleanup())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m merak.testing.alcor`: serve a fake Alcor until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m merak.testing.alcor", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="one port for every service (default: free)")
+    parser.add_argument(
+        "--nodeports", action="store_true", help="one port per service, Alcor's NodePorts (30001-30008)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added before every answer")
+    args = parser.parse_args(argv)
+    if args.nodeports:
+        alcor = FakeAlcor(
+            ALCOR_SERVICES, host=args.host, ports=ALCOR_NODEPORTS, latency=args.latency_ms / 1000
+        )
+        where = ", ".join(f"{s} {alcor.port_of(s)}" for s in ALCOR_SERVICES)
+        print(f"fake Alcor on {args.host}: {where}", flush=True)
+    else:
+        alcor = FakeAlcor(host=args.host, ports={"": args.port}, latency=args.latency_ms / 1000)
+        print(f"fake Alcor on {alcor.url}", flush=True)
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    alcor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The emulator driving a control plane: the alcor plugin against an Alcor-compatible server.
+
+Starts a private local stack (as `merak up` does, on shifted ports, in a temporary state directory)
+and an Alcor-compatible server (merak.testing.alcor) in a process of its own, then runs teste2e with
+the alcor plugin and the fake dataplane twice:
+
+1. Zero latency, 100 vhosts x 100 VMs (configurable): every VM is a port create (POST) and a port
+   bind (PUT) in Alcor's port manager. Prints the port-manager requests/s the server saw: over the
+   whole create phase, and sustained (the median of its full seconds). Alcor's published port API
+   target is 1,300 requests/s: the emulator must drive at least that.
+2. With latency added on the server (20 ms by default), 100 vhosts x 10 VMs started at 200 VMs/s
+   (Merak's RPS scheduler): the p50 latency the emulator measured per operation must stay within
+   2 ms of what was added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import shutil
+import statistics
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.stack import private_stack, teste2e_argv
+from merak import teste2e
+from merak.localstack import StackSettings
+from merak.testing.alcor import FakeAlcor
+
+TARGET_RPS = 1300.0
+LATENCY_TOLERANCE_MS = 2.0
+
+
+def _serve(conn: Connection) -> None:
+    """The server process: answers Alcor's API, and its parent's commands on `conn`."""
+    alcor = FakeAlcor(record=False)
+    conn.send(alcor.url)
+    while True:
+        command, argument = conn.recv()
+        if command == "latency":
+            alcor.latency = float(argument)
+            conn.send(None)
+        elif command == "times":  # the requests answered since the last time asked
+            with alcor.state.lock:
+                times, alcor.state.times = alcor.state.times, []
+            conn.send(times)
+        else:
+            alcor.stop()
+            conn.send(None)
+            return
+
+
+class AlcorServer:
+    """An Alcor-compatible server in another process: it shares no interpreter with the benchmark."""
+
+    def __init__(self) -> None:
+        self._conn, child = multiprocessing.get_context("spawn").Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(child,), daemon=True
+        )
+        self._process.start()
+        self.url: str = self._conn.recv()
+
+    def _ask(self, command: str, argument: object = None) -> Any:
+        self._conn.send((command, argument))
+        return self._conn.recv()
+
+    def set_latency(self, seconds: float) -> None:
+        """Add `seconds` before every answer from now on."""
+        self._ask("latency", seconds)
+
+    def times(self) -> list[tuple[float, str, str, float]]:
+        """(time, method, service, seconds held) of the requests answered since the last call."""
+        times: list[tuple[float, str, str, float]] = self._ask("times")
+        return times
+
+    def stop(self) -> None:
+        """Stop the server and its process."""
+        if self._process.is_alive():
+            self._ask("stop")
+        self._process.join(timeout=10)
+
+
+@dataclass
+class Run:
+    """One teste2e run against the server."""
+
+    ok: bool
+    vms_done: int
+    compute_seconds: float
+    requests: int  # port-manager requests the server answered during the run
+    mean_rps: float  # over the span from the first to the last of them
+    sustained_rps: float  # median of the full seconds in that span
+    p50_ms: dict[str, float]  # as the emulator measured it, per operation
+    held_p50_ms: dict[str, float]  # how long the server held those requests (p50), per operation
+
+
+def port_rates(times: list[tuple[float, str, str, float]]) -> tuple[int, float, float]:
+    """Port creates and binds: (requests, mean/s over their span, median/s of the span's full seconds).
+
+    Teardown's deletes are not counted: they come after the last bind, at the rate of a teardown."""
+    stamps = sorted(t for t, method, service, _ in times if service == "port" and method in ("POST", "PUT"))
+    if len(stamps) < 2:
+        return len(stamps), 0.0, 0.0
+    first, span = stamps[0], stamps[-1] - stamps[0]
+    per_second = [0] * (int(span) + 1)
+    for stamp in stamps:
+        per_second[int(stamp - first)] += 1
+    full = per_second[:-1]  # the last second is partial
+    mean = len(stamps) / max(span, 1e-3)
+    return len(stamps), mean, float(statistics.median(full)) if full else mean  # under a second: the mean
+
+
+async def one(
+    settings: StackSettings, alcor: AlcorServer, hosts: int, per_host: int, tag: str, *, rps: float = 0.0
+) -> Run:
+    """teste2e with the alcor plugin on the fake dataplane; the server's view of the run."""
+    alcor.times()  # forget the requests before this run
+    argv = [
+        *teste2e_argv(settings, f"report-{tag}.json"),
+        "--plugin", "alcor", "--alcor-ip", alcor.url,
+        "--hosts", str(hosts), "--vms-per-host", str(per_host), "--dataplane", "fake",
+        "--vhosts-per-rack", "32", "--ports-per-switch", "32", "--max-pairs", "1000", "--rps", str(rps),
+    ]  # fmt: skip
+    report = await teste2e.main_async(teste2e.parse(argv))
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
+    print(f"  {tag}: {hosts} vhosts x {per_host} VMs: {phases}")
+    if not report.ok:
+        print(f"  FAILED: {report.errors[:3]}")
+    times = alcor.times()
+    requests, mean, sustained = port_rates(times)
+    operations: list[dict[str, Any]] = report.results.get("operations", [])
+    p50 = {op["operation"]: float(op["latency"]["p50_ms"]) for op in operations}
+    held = {
+        operation: statistics.median(h for _, m, service, h in times if service == "port" and m == method)
+        * 1000
+        for operation, method in (("create_port", "POST"), ("bind_port", "PUT"))
+        if any(service == "port" and m == method for _, m, service, _ in times)
+    }
+    return Run(
+        report.ok,
+        report.vms_done,
+        report.phases.get("deploy compute", 0.0),
+        requests,
+        mean,
+        sustained,
+        p50,
+        held,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the Alcor benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench alcor")
+    parser.add_argument("--hosts", type=int, default=100, help="vhosts of the zero-latency run")
+    parser.add_argument("--vms", type=int, default=100, help="VMs per vhost of the zero-latency run")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="added by the server in run 2")
+    parser.add_argument("--latency-hosts", type=int, default=100)
+    parser.add_argument("--latency-vms", type=int, default=10)
+    parser.add_argument("--latency-rps", type=float, default=200.0, help="VMs/s started in run 2")
+    args = parser.parse_args(argv)
+    stack, settings = private_stack("mka", 15000)
+    state = settings.state_dir
+    alcor = AlcorServer()
+    status = 0
+    try:
+        stack.up()
+        fast = asyncio.run(one(settings, alcor, args.hosts, args.vms, "zero-latency"))
+        alcor.set_latency(args.latency_ms / 1000)
+        slow = asyncio.run(
+            one(settings, alcor, args.latency_hosts, args.latency_vms, "latency", rps=args.latency_rps)
+        )
+    finally:
+        alcor.stop()
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+    print(
+        f"alcor zero latency: {fast.vms_done} VMs in {fast.compute_seconds:.1f}s; port manager "
+        f"{fast.requests} requests, {fast.mean_rps:.0f}/s over the create phase, "
+        f"{fast.sustained_rps:.0f}/s sustained (target {TARGET_RPS:.0f}/s): "
+        f"{'met' if fast.sustained_rps >= TARGET_RPS else 'MISSED'}"
+    )
+    for operation, p50 in sorted(slow.p50_ms.items()):
+        off = p50 - args.latency_ms
+        verdict = "within" if abs(off) <= LATENCY_TOLERANCE_MS else "NOT within"
+        held = slow.held_p50_ms.get(operation, 0.0)
+        print(
+            f"alcor {args.latency_ms:.0f} ms added: {operation} p50 {p50:.1f} ms measured by the emulator "
+            f"({off:+.1f} ms, {verdict} {LATENCY_TOLERANCE_MS:.0f} ms); the server held it {held:.1f} ms "
+            f"(p50, from its handler's start to its answer written); the other {p50 - held:+.1f} ms are the "
+            "way there and back: the agent's client, the server's own reading of the request, and the two "
+            "sharing this machine's CPUs"
+        )
+    if not (fast.ok and slow.ok):
+        status = 1
+    return status
