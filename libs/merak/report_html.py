@@ -23,18 +23,18 @@ def line_chart(title: str, unit: str, series: Sequence[dict[str, Any]]) -> str:
     max_x = max(x for x, _ in points) or 1.0
     max_y = max(y for _, y in points) or 1.0
 
-    def at(x: float, y: float) -> str:
-        return (
-            f"{PAD + x / max_x * (WIDTH - 2 * PAD):.1f},{HEIGHT - PAD - y / max_y * (HEIGHT - 2 * PAD):.1f}"
-        )
-
-    path = " ".join(at(x, y) for x, y in points)
+    placed = [
+        (PAD + x / max_x * (WIDTH - 2 * PAD), HEIGHT - PAD - y / max_y * (HEIGHT - 2 * PAD)) for x, y in points
+    ]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed)
+    # A dot per point too: a run that fits in one interval is one point, which a line does not show.
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1f77b4"/>' for x, y in placed)
     return (
         head + f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img">'
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{path}"/>'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{path}"/>{dots}'
         f'<text x="{PAD}" y="{PAD - 8}" font-size="12">{max_y:.4g} {html.escape(unit)}</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" font-size="12" '
         f'text-anchor="end">{max_x:.4g} s</text>'

@@ -27,6 +27,12 @@ def test_the_page_has_the_results_table_and_three_plots() -> None:
     assert not any(marker in page for marker in ("<script", "<link", " src=", " href="))
 
 
+def test_a_single_point_shows() -> None:
+    # A short run fits in one interval: one point, drawn as a dot (a line of one point is invisible).
+    chart = report_html.line_chart("VMs ready per second", "VMs/s", [{"second": 0, "value": 50}])
+    assert chart.count("<circle") == 1 and "50 VMs/s" in chart
+
+
 def test_text_is_escaped() -> None:
     page = report_html.render({"ok": False, "errors": ["<b>boom</b>"], "results": {}})
     assert "&lt;b&gt;boom&lt;/b&gt;" in page and "<b>boom" not in page
