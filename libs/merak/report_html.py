@@ -23,9 +23,8 @@ def line_chart(title: str, unit: str, series: Sequence[dict[str, Any]]) -> str:
     max_x = max(x for x, _ in points) or 1.0
     max_y = max(y for _, y in points) or 1.0
 
-    placed = [
-        (PAD + x / max_x * (WIDTH - 2 * PAD), HEIGHT - PAD - y / max_y * (HEIGHT - 2 * PAD)) for x, y in points
-    ]
+    span_x, span_y = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
+    placed = [(PAD + x / max_x * span_x, HEIGHT - PAD - y / max_y * span_y) for x, y in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed)
     # A dot per point too: a run that fits in one interval is one point, which a line does not show.
     dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1f77b4"/>' for x, y in placed)
