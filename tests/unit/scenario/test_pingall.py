@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.v1 import scenario_pb2
 from services.scenario.pingall import Vm, percentile, sample_pairs
 
 
@@ -65,3 +68,21 @@ def test_percentiles_by_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 90), percentile(values, 99)) == (50.0, 90.0, 99.0)
     assert percentile([], 50) == 0.0 and percentile([3.0], 99) == 3.0
+
+
+def test_a_hundred_thousand_vms_count_their_pairs_in_64_bits() -> None:
+    # 10^10 pairs: beyond 32 bits; the sample is drawn without listing them.
+    vms = [
+        Vm(
+            f"vhost-{i // 100}",
+            f"v{i % 100}",
+            str(ipaddress.IPv4Address(0x0A000002 + i)),
+            "vpc-0",
+            "unix:///x",
+        )
+        for i in range(100_000)
+    ]
+    sample = sample_pairs(vms, 1000, 7, 10_000)
+    assert sample.connectivity_total == 100_000 * 99_999 and len(sample.connectivity) == 1000
+    report = scenario_pb2.TestReport(pairs_total=sample.connectivity_total, pairs_tried=1000)
+    assert scenario_pb2.TestReport.FromString(report.SerializeToString()).pairs_total == 9_999_900_000
