@@ -144,6 +144,21 @@ async def test_overlay_across_two_vhosts(lab: Lab) -> None:
             assert pinged.failed == 0, [(r.destination, r.error) for r in pinged.results if not r.ok]
             assert pinged.passed == 19
 
+    # ARP for a VM the control plane pushed is answered by the bridge of the asking vhost (ARP
+    # suppression on the VXLAN port), not flooded to every VTEP: a pushed address that no VM holds
+    # still resolves, to the pushed MAC, and nothing answers the ping itself.
+    ghost = agent_pb2.Neighbor(ip="10.1.0.77", mac="02:aa:00:00:ff:77", vtep=h1.vtep)
+    await h0.stub.SetVpcPeers(
+        agent_pb2.SetVpcPeersRequest(vhost=h0.name, vni=VNI_A, vteps=[h1.vtep], neighbors=[ghost])
+    )
+    unanswered = await h0.stub.Ping(agent_pb2.PingRequest(vhost=h0.name, vm="v000", destinations=[ghost.ip]))
+    assert unanswered.failed == 1
+    resolved = subprocess.run(
+        ["ip", "netns", "exec", f"{lab.short}0-v000", "ip", "neigh", "show", ghost.ip],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"lladdr {ghost.mac}" in resolved, resolved
+
     # Routed through the distributed gateway: subnet 1 on h0 → subnet 2 on h1.
     routed = await h0.stub.Ping(
         agent_pb2.PingRequest(vhost=h0.name, vm="v000", destinations=["10.1.1.5"], retry_seconds=5)
