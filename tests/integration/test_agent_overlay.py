@@ -95,13 +95,15 @@ VPC_B_SPEC = agent_pb2.VpcSpec(
 )
 
 
-def fdb_entries(namespace: str) -> str:
+def in_namespace(namespace: str, *command: str) -> str:
+    """What a command prints, run inside a namespace."""
     return subprocess.run(
-        ["ip", "netns", "exec", namespace, "bridge", "fdb", "show"],
-        capture_output=True,
-        text=True,
-        check=False,
+        ["ip", "netns", "exec", namespace, *command], capture_output=True, text=True, check=False
     ).stdout
+
+
+def fdb_entries(namespace: str) -> str:
+    return in_namespace(namespace, "bridge", "fdb", "show")
 
 
 async def test_overlay_across_two_vhosts(lab: Lab) -> None:
@@ -153,10 +155,7 @@ async def test_overlay_across_two_vhosts(lab: Lab) -> None:
     )
     unanswered = await h0.stub.Ping(agent_pb2.PingRequest(vhost=h0.name, vm="v000", destinations=[ghost.ip]))
     assert unanswered.failed == 1
-    resolved = subprocess.run(
-        ["ip", "netns", "exec", f"{lab.short}0-v000", "ip", "neigh", "show", ghost.ip],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    resolved = in_namespace(f"{lab.short}0-v000", "ip", "neigh", "show", ghost.ip)
     assert f"lladdr {ghost.mac}" in resolved, resolved
 
     # Routed through the distributed gateway: subnet 1 on h0 → subnet 2 on h1.
