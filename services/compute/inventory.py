@@ -6,10 +6,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
 
 MAX_VMS = 10_000_000
+# A Linux bridge holds 1,023 ports (BR_MAX_PORTS is 1,024, port 0 unused); a VPC's bridge on a real vhost
+# has its VXLAN device on one, and a VM's veth on each of the others.
+MAX_REAL_VMS_PER_VPC_AND_VHOST = 1022
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,23 @@ def subnets_of(deploy: compute_pb2.InternalVMDeployInfo) -> list[tuple[SubnetRef
     return found
 
 
+def _check_real_capacity(hosts: Sequence[Host], counts: dict[str, dict[SubnetRef, int]]) -> None:
+    """Refuse, before anything is made, VMs that a real vhost cannot hold (a VPC's bridge ports)."""
+    for host in hosts:
+        if host.fake:
+            continue
+        per_vpc: dict[str, int] = {}
+        for ref, n in counts[host.name].items():
+            per_vpc[ref.vpc_id] = per_vpc.get(ref.vpc_id, 0) + n
+        for vpc_id, n in per_vpc.items():
+            if n > MAX_REAL_VMS_PER_VPC_AND_VHOST:
+                raise ResourceExhausted(
+                    f"config.vm_deploy: {n} VMs of VPC {vpc_id} on real vhost {host.name}; at most "
+                    f"{MAX_REAL_VMS_PER_VPC_AND_VHOST} fit (a Linux bridge holds 1,023 ports, one is the "
+                    "VPC's VXLAN device): use more vhosts, more VPCs, or the fake dataplane"
+                )
+
+
 def plan(
     config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host]
 ) -> dict[str, list[PlannedVm]]:
@@ -99,6 +119,10 @@ def plan(
     deploy = config.vm_deploy
     subnets = subnets_of(deploy)
     kind = deploy.deploy_type
+    if kind != compute_pb2.ASSIGN:  # the size is known before any VM is placed: check it first
+        requested = sum(per_host for _, per_host in subnets) * len(hosts)
+        if requested > MAX_VMS:
+            raise InvalidArgument("config.vm_deploy", f"{requested} VMs is more than {MAX_VMS}")
     counts: dict[str, dict[SubnetRef, int]] = {h.name: {} for h in hosts}
     if kind == compute_pb2.ASSIGN:
         _assign(deploy, hosts, subnets, counts)
@@ -123,6 +147,7 @@ def plan(
         )
     if total > MAX_VMS:
         raise InvalidArgument("config.vm_deploy", f"{total} VMs is more than {MAX_VMS}")
+    _check_real_capacity(hosts, counts)
     result: dict[str, list[PlannedVm]] = {}
     for host in hosts:
         vms = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
 from services.compute.inventory import hosts_from_pods, plan
 
@@ -97,3 +97,22 @@ def test_bad_input_names_the_field(change: object, field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         plan(cfg, hosts_from_pods(cfg.pods))
     assert caught.value.field == field
+
+
+def test_a_real_vhost_takes_no_more_vms_per_vpc_than_its_bridge_has_ports() -> None:
+    cfg = config(compute_pb2.UNIFORM, hosts=2, per_host=1022)
+    assert counts(cfg) == {"vhost-0": 1022, "vhost-1": 1022}
+    cfg = config(compute_pb2.UNIFORM, hosts=2, per_host=200_000)  # accepted, then failed at VM 1,023
+    with pytest.raises(ResourceExhausted, match="1022 fit"):
+        plan(cfg, hosts_from_pods(cfg.pods))
+    # The fake dataplane has no bridge: any count.
+    for pod in cfg.pods:
+        pod.dataplane = "fake"
+    assert counts(cfg) == {"vhost-0": 200_000, "vhost-1": 200_000}
+
+
+def test_the_size_is_refused_before_any_vm_is_placed() -> None:
+    # 2 x 10^7 VMs placed one by one (RANDOM) blocked the service for seconds before the refusal.
+    cfg = config(compute_pb2.RANDOM, hosts=1000, per_host=20_000)
+    with pytest.raises(InvalidArgument, match="more than"):
+        plan(cfg, hosts_from_pods(cfg.pods))
