@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from merak import report_html
+from merak import protojson, report_html
 from merak.grpcclient import open_channel
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -264,7 +264,7 @@ class Runner:
     async def _results(self) -> None:
         """What the control plane did for this run's VMs, kept for the report."""
         results = await self.stub.GetResults(scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id))
-        self.report.results = json_format.MessageToDict(results, preserving_proto_field_name=True)
+        self.report.results = protojson.to_dict(results)
         for op in results.operations:
             console.print(
                 f"control plane: {op.plugin} {op.operation}: {op.requests} requests, {op.rate:.0f}/s, "
@@ -278,7 +278,7 @@ class Runner:
             timeout=self.opts.timeout,
         )
         self.report.phases["ping test"] = time.perf_counter() - started
-        self.report.test = json_format.MessageToDict(report, preserving_proto_field_name=True)
+        self.report.test = protojson.to_dict(report)
         console.print(f"ping-all: {report.return_message}")
         if report.failed or report.isolation_violated:
             for pair in list(report.failures)[:10] + list(report.isolation_violations)[:10]:

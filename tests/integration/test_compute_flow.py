@@ -234,7 +234,9 @@ async def test_bad_input_starts_nothing(cloud: Cloud, change: str, field: str) -
     elif change == "unknown_subnet":
         subnet.subnet_id = "subnet-404"
     elif change == "too_many":
-        subnet.number_vms = 30_000  # 90,000 VMs in a /16
+        subnet.number_vms = 30_000  # 90,000 VMs in a /16 (fake vhosts: a real one holds 1,022 per VPC)
+        for pod in request.config.pods:
+            pod.dataplane = "fake"
     else:
         request.config.vm_deploy.deploy_type = compute_pb2.ASSIGN
         request.config.vm_deploy.deploy_method.add(num_of_vm=5)

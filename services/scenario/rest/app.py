@@ -15,9 +15,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from google.protobuf import json_format
 from pydantic import BaseModel
 
+from merak import protojson
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound
 from merak.logs import get_logger
 from merak.v1 import scenario_pb2
@@ -294,6 +294,6 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
             reply = await manager.results(scenario_id)
         except MerakError as exc:
             return failure(exc, "Scenario not found!")
-        return envelope(OK, "OK", json_format.MessageToDict(reply, preserving_proto_field_name=True))
+        return envelope(OK, "OK", protojson.to_dict(reply))
 
     _route(app, "GET", "/api/scenarios/{scenario_id}/results", results, "the control plane's results")
