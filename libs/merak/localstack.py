@@ -14,8 +14,10 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from merak.config import (
@@ -40,6 +42,11 @@ TEMPORAL_HEALTH_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 SERVICES = ("topology", "network", "compute", "scenario", "agent")
 
 
+def default_workers(cpus: int) -> int:
+    """Compute workers for a machine of `cpus` CPUs."""
+    return max(1, min(8, cpus // 2))
+
+
 class StackSettings(CommonSettings):
     """Where the local stack lives and which ports it takes (`MERAK_*` variables)."""
 
@@ -55,6 +62,14 @@ class StackSettings(CommonSettings):
     # The lab `up` sizes the machine for (the demo's); labs raise the kernel settings further as they grow.
     plan_vhosts: int = 5
     plan_vms: int = 50
+    # Compute worker processes (`MERAK_COMPUTE_WORKERS`): a worker keeps one CPU busy at a large
+    # deployment, and Temporal, Redis and the agents need the others: half the CPUs, 1 to 8.
+    compute_workers: int = Field(default_factory=lambda: default_workers(os.cpu_count() or 1), ge=1, le=64)
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The stack's compute worker components: compute-worker, compute-worker-2, …"""
+        return ["compute-worker", *(f"compute-worker-{i}" for i in range(2, self.compute_workers + 1))]
 
     @property
     def plan(self) -> Plan:
@@ -71,7 +86,9 @@ class StackSettings(CommonSettings):
         return REST_PORT + self.port_offset
 
     def metrics_port(self, service: str) -> int:
-        """The metrics port of `service` (or "compute-worker") in this stack."""
+        """The metrics port of `service` (or a compute worker: "compute-worker", "compute-worker-2", …)."""
+        if service.startswith("compute-worker-"):  # the n-th worker: ports after the first's
+            return METRICS_PORTS["compute-worker"] + int(service.rsplit("-", 1)[1]) - 1 + self.port_offset
         return METRICS_PORTS[service] + self.port_offset
 
     @property
@@ -217,19 +234,21 @@ def components(settings: StackSettings) -> list[Component]:
         )
         for name in SERVICES
     ]
-    worker_port = settings.metrics_port("compute-worker")
-    worker = Component(
-        name="compute-worker",
-        argv=(sys.executable, "-m", "services.compute.worker"),
-        ports={"metrics": worker_port},
-        health=lambda: http_ok(f"http://127.0.0.1:{worker_port}/metrics"),
-        env={
-            **common_env,
-            "MERAK_WORKER_METRICS_PORT": str(worker_port),
-            "MERAK_NETWORK_ADDRESS": f"127.0.0.1:{settings.grpc_port('network')}",
-        },
-        marker="services.compute.worker",
-    )
+    workers = [
+        Component(
+            name=name,
+            argv=(sys.executable, "-m", "services.compute.worker"),
+            ports={"metrics": settings.metrics_port(name)},
+            health=partial(http_ok, f"http://127.0.0.1:{settings.metrics_port(name)}/metrics"),
+            env={
+                **common_env,
+                "MERAK_WORKER_METRICS_PORT": str(settings.metrics_port(name)),
+                "MERAK_NETWORK_ADDRESS": f"127.0.0.1:{settings.grpc_port('network')}",
+            },
+            marker="services.compute.worker",
+        )
+        for name in settings.worker_names
+    ]
     for component in services:
         if component.name in ("compute", "scenario"):
             component.env["MERAK_NETWORK_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('network')}"
@@ -238,7 +257,7 @@ def components(settings: StackSettings) -> list[Component]:
             component.env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
             component.env["MERAK_REST_PORT"] = str(settings.rest_port)
             component.ports["rest"] = settings.rest_port
-    return [redis, temporal, *services, worker]
+    return [redis, temporal, *services, *workers]
 
 
 def http_ok(url: str) -> bool:
@@ -460,7 +479,10 @@ def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
     ]
     rows += [
         ("scenario REST", f"http://localhost:{settings.rest_port}/api (OpenAPI docs: /swagger/)"),
-        ("compute worker", f"metrics :{settings.metrics_port('compute-worker')}/metrics"),
+        *(
+            (name.replace("-", " "), f"metrics :{settings.metrics_port(name)}/metrics")
+            for name in settings.worker_names
+        ),
         ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
         ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
         ("redis", settings.redis_url),

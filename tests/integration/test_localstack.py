@@ -37,6 +37,7 @@ def settings() -> Iterator[StackSettings]:
         redis_port=free_port(),
         temporal_port=free_port(),
         temporal_ui_port=free_port(),
+        compute_workers=2,  # more than one worker process, each with its own metrics port
     )
     shutil.rmtree(state, ignore_errors=True)
 
@@ -59,7 +60,7 @@ def _reflected(address: str) -> set[str]:
 
 def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> None:
     states = stack.up()
-    assert [s.component.name for s in states] == ["redis", "temporal", *SERVICES, "compute-worker"]
+    assert [s.component.name for s in states] == ["redis", "temporal", *SERVICES, *settings.worker_names]
     assert all(s.healthy for s in states), [(s.component.name, s.running) for s in states]
     pids = {s.component.name: s.pid for s in states}
     for name in SERVICES:
@@ -99,7 +100,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     assert str(settings.state_dir) not in agents.stdout
 
     stopped = stack.down()
-    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, "compute-worker"])
+    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, *settings.worker_names])
     assert not any(alive(pid) for pid in pids.values() if pid)
     assert not any(s.running for s in stack.status())
     assert stack.down() == []

@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from merak.config import GRPC_PORTS
+from merak.localstack import StackSettings, default_workers
 from merak.logs import configure_logging, get_logger
 from services.topology.config import TopologySettings
 
@@ -39,3 +40,12 @@ def test_json_logs_route_stdlib(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[1]["event"] == "plain stdlib"
     assert lines[1]["logger"] == "some.library"
     assert lines[1]["level"] == "warning"
+
+
+def test_compute_workers_half_the_cpus_each_with_its_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [default_workers(n) for n in (1, 2, 4, 8, 64)] == [1, 1, 2, 4, 8]
+    monkeypatch.setenv("MERAK_COMPUTE_WORKERS", "3")
+    settings = StackSettings(port_offset=100)
+    assert settings.worker_names == ["compute-worker", "compute-worker-2", "compute-worker-3"]
+    ports = [settings.metrics_port(name) for name in settings.worker_names]
+    assert ports == [9155, 9156, 9157] and not set(ports) & {settings.metrics_port(s) for s in GRPC_PORTS}
