@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench.agent_bench import run_reference
-from bench.stack import private_stack, teste2e_argv
+from bench.stack import MemorySampler, private_stack, teste2e_argv
 from merak import teste2e
 from merak.localstack import StackSettings
 
@@ -59,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     stack, settings = private_stack("mkc", 14000)
     state = settings.state_dir
     results: dict[str, tuple[int, float]] = {}
+    memory: dict[str, MemorySampler] = {}
     status = 0
     try:
         stack.up()
         for dataplane, hosts in (("real", args.real_hosts), ("fake", args.fake_hosts)):
             if hosts:
-                outcome = asyncio.run(one(settings, hosts, args.vms, dataplane))
+                with MemorySampler(state) as sampler:
+                    outcome = asyncio.run(one(settings, hosts, args.vms, dataplane))
+                memory[dataplane] = sampler
                 if outcome is None:
                     status = 1
                 else:
@@ -85,5 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if dataplane == "real" and reference_rate:
             line += f"; ratio to ip -batch {done / seconds / reference_rate:.2f}"
         print(line)
+        sampled = memory[dataplane]
+        print(
+            f"{dataplane}: peak memory of the stack's processes {sampled.peak_rss_kib / 2**20:.2f} GiB; "
+            f"the machine's at most {sampled.peak_used_kib / 2**20:.2f} GiB above the start "
+            f"= {sampled.peak_used_kib / done:.0f} KiB per VM (kernel objects and processes)"
+        )
     shutil.rmtree(state, ignore_errors=True)
     return status

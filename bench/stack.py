@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from merak.localstack import LocalStack, StackSettings
@@ -29,3 +30,66 @@ def teste2e_argv(settings: StackSettings, report: str) -> list[str]:
         "--topology-address", f"localhost:{settings.grpc_port('topology')}",
         "--report", str(settings.state_dir / report),
     ]  # fmt: skip
+
+
+def _stack_pids(state_dir: Path) -> list[int]:
+    """Processes of the stack in `state_dir`: its path on their command line or in their environment."""
+    mark, env_mark = str(state_dir).encode(), f"MERAK_STATE_DIR={state_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if mark in (entry / "cmdline").read_bytes() or env_mark in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # gone, or not ours to read
+    return pids
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _available_kib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+class MemorySampler:
+    """Peak memory while a block runs: the stack's processes (RSS summed) and the machine's (what
+    MemAvailable lost since the start: kernel objects of real VMs included). Sampled every second."""
+
+    def __init__(self, state_dir: Path, interval: float = 1.0) -> None:
+        self.state_dir = state_dir
+        self.interval = interval
+        self.peak_rss_kib = 0
+        self.peak_used_kib = 0
+        self._start_available = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        self.peak_rss_kib = max(self.peak_rss_kib, sum(_rss_kib(p) for p in _stack_pids(self.state_dir)))
+        self.peak_used_kib = max(self.peak_used_kib, self._start_available - _available_kib())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._start_available = _available_kib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
