@@ -180,8 +180,13 @@ def components(settings: StackSettings) -> list[Component]:
             "yes",
             "--save",
             "",
+            # Safe by default: protected, and no runtime reconfiguration (CONFIG SET could make Redis
+            # write files where it likes); the stack's processes need neither.
             "--protected-mode",
-            "no",
+            "yes",
+            "--rename-command",
+            "CONFIG",
+            "",
             "--daemonize",
             "no",
         ),
@@ -218,6 +223,10 @@ def components(settings: StackSettings) -> list[Component]:
         "MERAK_STATE_DIR": str(state),
         "MERAK_LOG_FORMAT": "json",
         "MERAK_LOG_LEVEL": settings.log_level,
+        # gRPC, REST and metrics on this machine only (the agents the topology service starts too);
+        # containers and the cluster manifests set their own addresses.
+        "MERAK_HOST": settings.bind_host,
+        "MERAK_METRICS_HOST": settings.bind_host,
     }
     services = [
         Component(
