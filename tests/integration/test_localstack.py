@@ -93,11 +93,11 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
             assert time.monotonic() < deadline, "lab not READY"
             time.sleep(0.1)
     # Safe by default: every socket the stack and its lab's agents listen on is on loopback.
-    agents = subprocess.run(
+    lab_agents = subprocess.run(
         ["pgrep", "-f", f"services.agent .*{settings.state_dir}"], capture_output=True, text=True, check=False
     ).stdout.split()
-    ours = {str(pid) for pid in pids.values() if pid} | set(agents)
-    assert len(agents) == 2
+    ours = {str(pid) for pid in pids.values() if pid} | set(lab_agents)
+    assert len(lab_agents) == 2
     listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
     exposed = [
         line.split()[3]
@@ -106,7 +106,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
         and not line.split()[3].startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))
     ]
     assert exposed == []
-    assert any(f"pid={pid}," in line for pid in agents for line in listening.splitlines())  # agents' metrics
+    assert any(f"pid={pid}," in line for pid in lab_agents for line in listening.splitlines())  # metrics
     short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
     assert netns.list_names(f"mk-{short}-")
     assert stack.teardown_labs() == [topology_id]
