@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 
@@ -66,6 +68,16 @@ class DeadlineExceeded(MerakError):
     """Work did not finish within its deadline."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def enum_name(enum: Any, value: int) -> str:
+    """The name of an enum value for a message, e.g. "CREATE"; an unknown number (off the wire, from a
+    newer client) as "unknown value 42", so that naming a bad value never fails itself."""
+    try:
+        name: str = enum.Name(value)
+    except ValueError:
+        return f"unknown value {int(value)}"
+    return name
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry
 
-from merak.errors import FailedPrecondition, InvalidArgument, status_for
+from merak.errors import FailedPrecondition, InvalidArgument, enum_name, status_for
 from merak.grpcserver import ServiceRegistration
 from merak.host import HostTuner
 from merak.logs import get_logger
@@ -394,7 +394,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             await self._delete(vhost, [request.name])
             return await self._port_create(vhost, request, None)
         raise InvalidArgument(
-            "operation_type", f"{common_pb2.OperationType.Name(op)} is not a port operation"
+            "operation_type", f"{enum_name(common_pb2.OperationType, op)} is not a port operation"
         )
 
     def _alcor_for(self, request: agent_pb2.InternalPortConfig) -> AlcorPorts | None:

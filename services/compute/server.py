@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import InvalidArgument, Unimplemented
+from merak.errors import InvalidArgument, Unimplemented, enum_name
 from merak.grpcserver import ServiceRegistration
 from merak.v1 import common_pb2, compute_pb2, compute_pb2_grpc
 from services.compute.manager import ComputeManager
@@ -37,7 +37,7 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
                 "UPDATE of a compute config is not implemented yet; DELETE and CREATE it again"
             )
         raise InvalidArgument(
-            "operation_type", f"{common_pb2.OperationType.Name(op)} is not a compute operation"
+            "operation_type", f"{enum_name(common_pb2.OperationType, op)} is not a compute operation"
         )
 
     async def WatchProgress(

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, enum_name
 from merak.grpcserver import ServiceRegistration
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
 from services.network.manager import NetworkManager
@@ -44,7 +44,7 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
             return network_reply(await self.manager.update(config), "UPDATE done")
         raise InvalidArgument(
             "operation_type",
-            f"{common_pb2.OperationType.Name(op)} is not a network operation; "
+            f"{enum_name(common_pb2.OperationType, op)} is not a network operation; "
             "use CREATE, INFO, DELETE or UPDATE",
         )
 

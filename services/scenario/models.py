@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from merak.errors import enum_name
 from merak.v1 import compute_pb2, scenario_pb2
 
 Status: TypeAlias = scenario_pb2.ServiceStatus.ValueType
@@ -131,12 +132,12 @@ def deploy_type(config: scenario_pb2.ComputeConfig) -> compute_pb2.VMDeployType.
 
 def status_name(status: Status) -> str:
     """NONE, DEPLOYING, READY, ..."""
-    return scenario_pb2.ServiceStatus.Name(status)
+    return enum_name(scenario_pb2.ServiceStatus, status)
 
 
 def action_name(action: Action) -> str:
     """DEPLOY, CHECK, DELETE or UPDATE."""
-    return scenario_pb2.Action.Name(action)
+    return enum_name(scenario_pb2.Action, action)
 
 
 def status_of(scenario: scenario_pb2.Scenario, service: Service) -> Status:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, enum_name
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 from services.scenario.models import (
     COMPUTE_CONFIG,
@@ -215,7 +215,7 @@ def compute_config(config: scenario_pb2.ComputeConfig) -> None:
             )
     else:
         if config.number_of_vm_per_vpc < 1:
-            name = compute_pb2.VMDeployType.Name(kind)
+            name = enum_name(compute_pb2.VMDeployType, kind)
             raise InvalidArgument("number_of_vm_per_vpc", f"must be at least 1 for {name}")
         if nodes and config.number_of_vm_per_vpc < nodes:
             raise InvalidArgument(

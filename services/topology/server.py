@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import InvalidArgument, Unimplemented
+from merak.errors import InvalidArgument, Unimplemented, enum_name
 from merak.grpcserver import ServiceRegistration
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.manager import TopologyManager
@@ -37,7 +37,7 @@ class TopologyServicer(topology_pb2_grpc.MerakTopologyServiceServicer):
         if op == common_pb2.UPDATE:
             return await self.manager.update(config)
         raise InvalidArgument(
-            "operation_type", f"{common_pb2.OperationType.Name(op)} is not a topology operation; "
+            "operation_type", f"{enum_name(common_pb2.OperationType, op)} is not a topology operation; "
             "use CREATE, INFO, DELETE or UPDATE",
         )  # fmt: skip
 
