@@ -122,8 +122,8 @@ class ComputeActivities:
         meta = await self.store.meta(ref.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {ref.config_id} is gone", non_retryable=True)
-        hosts = await self.store.hosts(ref.config_id)
         names = await self.store.shard_hosts(ref.config_id, ref.shard)
+        hosts = await self.store.hosts_named(ref.config_id, names)
         return ShardPlan(
             [
                 HostBatches(n, math.ceil(hosts[n].count / meta.batch_size), meta.batch_size, hosts[n].count)
@@ -135,7 +135,12 @@ class ComputeActivities:
         meta = await self.store.meta(batch.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {batch.config_id} is gone", non_retryable=True)
-        host = (await self.store.hosts(batch.config_id))[batch.host]
+        found = await self.store.hosts_named(batch.config_id, [batch.host])
+        if batch.host not in found:
+            raise ApplicationError(
+                f"host {batch.host} is not in compute config {batch.config_id}", non_retryable=True
+            )
+        host = found[batch.host]
         names = await self.store.batch_names(batch.config_id, batch.host, batch.batch, meta.batch_size)
         records = await self.store.vms(batch.config_id, batch.host, names)
         return records, host, meta
