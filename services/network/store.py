@@ -168,6 +168,9 @@ class NetworkStore(RedisStore):
         self._release = redis.register_script(_RELEASE)
         self._allocate_vnis = redis.register_script(_ALLOCATE_VNIS)
         self._release_vnis = redis.register_script(_RELEASE_VNIS)
+        # The last state read per network config, with its stored text: compute asks for addresses once
+        # per batch, and a state with 10,000 nodes took longer to parse than the allocation itself.
+        self._parsed: dict[str, tuple[str, NetworkState]] = {}
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -211,7 +214,18 @@ class NetworkStore(RedisStore):
     async def state(self, netconfig_id: str) -> NetworkState | None:
         """Only the state of a network config (what AllocatePorts needs), or None."""
         raw = await self.redis.get(self._nc(netconfig_id, "state"))
-        return None if raw is None else state_from_json(str(raw))
+        if raw is None:
+            self._parsed.pop(netconfig_id, None)
+            return None
+        text = str(raw)
+        cached = self._parsed.get(netconfig_id)
+        if cached is not None and cached[0] == text:  # the same text: the same state (it is immutable)
+            return cached[1]
+        state = state_from_json(text)
+        if len(self._parsed) >= 64:  # a few configs are in use at a time; keep memory bounded
+            self._parsed.clear()
+        self._parsed[netconfig_id] = (text, state)
+        return state
 
     async def ids(self) -> list[str]:
         """Every stored network config id."""
