@@ -7,6 +7,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from merak.doctor import meminfo
 from merak.localstack import LocalStack, StackSettings
 from merak.testing import free_port
 
@@ -58,10 +59,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def _available_kib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
-    return 0
+    return meminfo().get("MemAvailable", 0) // 1024
 
 
 class MemorySampler:

@@ -318,7 +318,8 @@ def _binary_checks() -> list[Check]:
     return checks
 
 
-def _meminfo() -> dict[str, int]:
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes ({} when it cannot be read)."""
     values = {}
     try:
         with open("/proc/meminfo") as f:
@@ -336,7 +337,7 @@ def memory_needed(plan: Plan) -> int:
 
 
 def _memory_check(plan: Plan) -> Check:
-    available = _meminfo().get("MemAvailable")
+    available = meminfo().get("MemAvailable")
     needed = memory_needed(plan)
     gib = 1 << 30
     if available is None:

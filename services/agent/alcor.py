@@ -116,7 +116,7 @@ class AlcorPorts:
     reaches its control plane over a management network. The sockets are opened there; the requests
     run on the agent's event loop (aiohttp: about a tenth of the CPU per request of a thread-per-call
     client, and no second thread competing for the interpreter while a request is timed).
-    At most `connections` requests are in flight to one Alcor; each is timed from when it has one.
+    At most `connections` requests are in flight to one Alcor; each is timed from when it is written.
     """
 
     def __init__(
@@ -168,7 +168,7 @@ class AlcorPorts:
     async def _timed_request(
         self, method: str, path: str, body: object | None
     ) -> tuple[Reply | Exception, float]:
-        """One HTTP request, timed from when it has a connection slot."""
+        """One HTTP request, timed from when it is written (see _stamp_sent) until its answer is read."""
         session = self._client()
         async with self._slots:
             sent: list[float] = [time.perf_counter()]  # until the request is on the wire

@@ -32,6 +32,8 @@ T = TypeVar("T")
 SERVICE_NAME = "agent.MerakAgentService"
 # Ports per PortHandlerBatch call (compute sends a batch of VMs, 250 by default).
 MAX_PORT_BATCH = 1000
+# What became of one port of a batch (PortHandler's reply, or the error it raised) and its Alcor calls.
+PortOutcome = tuple[agent_pb2.AgentReturnInfo | Exception, list[agent_pb2.ControlPlaneCall]]
 
 
 def _reason(error: str) -> str:
@@ -345,7 +347,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
 
     async def _create_ports(
         self, vhost: Vhost, ports: list[agent_pb2.InternalPortConfig]
-    ) -> list[tuple[agent_pb2.AgentReturnInfo | BaseException, list[agent_pb2.ControlPlaneCall]]]:
+    ) -> list[PortOutcome]:
         """CREATE of many ports: each checked and bound in Alcor (side by side), then the VMs made in
         one plane call."""
 
@@ -360,9 +362,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         vpcs = list(dict.fromkeys(vpc for _, (vpc, _) in ready))  # one per VPC and subnet
         made = await self._create(vhost, vpcs, [vm for _, (_, vm) in ready], {p.name: p.id for p, _ in ready})
         results = {r.name: r for r in made.results}
-        outcomes: list[
-            tuple[agent_pb2.AgentReturnInfo | BaseException, list[agent_pb2.ControlPlaneCall]]
-        ] = []
+        outcomes: list[PortOutcome] = []
         for port, (specs, calls) in zip(ports, prepared, strict=True):
             if isinstance(specs, tuple):
                 outcomes.append((_created_reply(port, specs[1], results[port.name]), calls))

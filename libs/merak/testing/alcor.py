@@ -137,12 +137,15 @@ class _Api:
         self.state = state
         self.service = service
 
-    def respond(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        """(status, JSON body, or bytes, or None) for one request."""
+    def respond(self, method: str, path: str, body: Any) -> tuple[int, Any, str]:
+        """(status, JSON body, or bytes, or None) for one request, and the Alcor service it is for."""
+        parts = path.strip("/").split("/")
+        service = _service_of(parts)
+        return (*self._answer(method, path, parts, service, body), service)
+
+    def _answer(self, method: str, path: str, parts: list[str], service: str, body: Any) -> tuple[int, Any]:
         state = self.state
         with state.lock:
-            parts = path.strip("/").split("/")
-            service = _service_of(parts)
             if state.record:
                 state.requests.append(Recorded(method, path, copy.deepcopy(body), self.service))
             if state.fail_next:
@@ -527,7 +530,7 @@ class FakeAlcor:
                 return web.json_response(_spring_error(400, "JSON parse error", request.path_qs), status=400)
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
-            status, reply = api.respond(request.method, request.path_qs, body)
+            status, reply, service = api.respond(request.method, request.path_qs, body)
             payload = (
                 b"" if reply is None else (reply if isinstance(reply, bytes) else json.dumps(reply).encode())
             )
@@ -536,7 +539,6 @@ class FakeAlcor:
             await response.write_eof()
             held = time.perf_counter() - arrived  # until the answer is on its way
             with self.state.lock:
-                service = _service_of(request.path.strip("/").split("/"))
                 self.state.times.append((time.monotonic(), request.method, service, held))
             return response
 
