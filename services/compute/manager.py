@@ -29,6 +29,8 @@ log = get_logger(__name__)
 
 _STATUS_NAMES = {int(v): n for n, v in common_pb2.Status.items()}
 _SCHEDULES = {compute_pb2.SEQUENTIAL: SEQUENTIAL, compute_pb2.RPS: RPS, compute_pb2.RANDOM_SCHEDULE: RANDOM}
+# Hosts a progress message lists by name (how many there are in all is in hosts_unsettled).
+MAX_HOSTS_LISTED = 50
 
 
 def fingerprint(config: compute_pb2.InternalComputeConfiguration) -> str:
@@ -255,12 +257,15 @@ class ComputeManager:
             failure=meta.failure,
             elapsed_seconds=round((meta.finished_at or time.time()) - meta.started_at, 3),
         )
-        for host, per_status in sorted((await self.store.host_counts(config_id)).items()):
-            total = sum(per_status.values())
-            done, error = per_status.get(common_pb2.DONE, 0), per_status.get(common_pb2.ERROR, 0)
-            unfinished = done + error < total if meta.operation == CREATE else total > 0
-            if unfinished or error:
-                progress.hosts.add(host=host, total=total, done=done, error=error)
+        unsettled, listed = await self.store.unsettled_hosts(config_id, MAX_HOSTS_LISTED)
+        progress.hosts_unsettled = unsettled
+        for host, per_status in listed.items():
+            progress.hosts.add(
+                host=host,
+                total=sum(per_status.values()),
+                done=per_status.get(common_pb2.DONE, 0),
+                error=per_status.get(common_pb2.ERROR, 0),
+            )
         progress.errors.extend(await self.store.errors(config_id))
         return progress
 

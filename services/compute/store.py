@@ -22,11 +22,28 @@ INVENTORY_CHUNK_VMS = 5_000
 # Samples kept per compute config for its results (calls, VM ready times): ~40 bytes each.
 RESULT_SAMPLES = 2_000_000
 
+# A host is "unsettled" while it holds a VM record that is not DONE (being created or deleted, or in
+# ERROR): `open` counts those per host and `unsettled` (a sorted set, score 0, so ranged by name)
+# holds the hosts whose count is above zero. Progress reads its first hosts and its size, never
+# every host's counts.
+_SETTLE = """
+local function settle(open, unsettled, host, delta)
+  if delta == 0 then return end
+  if redis.call('HINCRBY', open, host, delta) > 0 then
+    redis.call('ZADD', unsettled, 0, host)
+  else
+    redis.call('HDEL', open, host)
+    redis.call('ZREM', unsettled, host)
+  end
+end
+"""
+
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
 # retried activity writes the same status twice. $-names are filled in from the constants below.
-_SET_VMS = Template("""
-local vms, counts, hostcounts, errors = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+_SET_VMS = _SETTLE + Template("""
+local vms, counts, hostcounts, errors, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local host = ARGV[1]
+local delta = 0
 for i = 2, #ARGV, 2 do
   local name, record = ARGV[i], ARGV[i + 1]
   local new = tostring(cjson.decode(record)['status'])
@@ -37,23 +54,26 @@ for i = 2, #ARGV, 2 do
     if before then
       redis.call('HINCRBY', counts, before, -1)
       redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+      if before ~= '$done_status' then delta = delta - 1 end
     end
     redis.call('HINCRBY', counts, new, 1)
     redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
+    if new ~= '$done_status' then delta = delta + 1 end
     local err = cjson.decode(record)['error']
     if new == '$error_status' and err and err ~= '' and redis.call('LLEN', errors) < $max_errors then
       redis.call('RPUSH', errors, name .. ': ' .. err)
     end
   end
 end
+settle(open, unsettled, host, delta)
 return 1
-""").substitute(error_status=common_pb2.ERROR, max_errors=MAX_ERRORS)
+""").substitute(error_status=common_pb2.ERROR, done_status=common_pb2.DONE, max_errors=MAX_ERRORS)
 
 # Removes VM records, taking them out of the counts.
-_DROP_VMS = """
-local vms, counts, hostcounts = KEYS[1], KEYS[2], KEYS[3]
+_DROP_VMS = _SETTLE + Template("""
+local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local host = ARGV[1]
-local gone = 0
+local gone, delta = 0, 0
 for i = 2, #ARGV do
   local old = redis.call('HGET', vms, ARGV[i])
   if old then
@@ -61,11 +81,13 @@ for i = 2, #ARGV do
     redis.call('HDEL', vms, ARGV[i])
     redis.call('HINCRBY', counts, before, -1)
     redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+    if before ~= '$done_status' then delta = delta - 1 end
     gone = gone + 1
   end
 end
+settle(open, unsettled, host, delta)
 return gone
-"""
+""").substitute(done_status=common_pb2.DONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +280,8 @@ class ComputeStore(RedisStore):
                 pipe.hset(self._k(config_id, "vms", host.name), mapping=records)  # type: ignore[arg-type]
                 pipe.rpush(self._k(config_id, "order", host.name), *[vm.name for vm in vms])
                 pipe.hset(self._k(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", len(vms))
+                pipe.hset(self._k(config_id, "open"), host.name, len(vms))
+                pipe.zadd(self._k(config_id, "unsettled"), {host.name: 0})
             await pipe.execute()
 
     async def meta(self, config_id: str) -> Meta | None:
@@ -344,6 +368,8 @@ class ComputeStore(RedisStore):
                 self._k(config_id, "counts"),
                 self._k(config_id, "hostcounts"),
                 self._k(config_id, "errors"),
+                self._k(config_id, "open"),
+                self._k(config_id, "unsettled"),
             ]
             await self._set_vms(keys=keys, args=args)
 
@@ -355,6 +381,8 @@ class ComputeStore(RedisStore):
             self._k(config_id, "vms", host),
             self._k(config_id, "counts"),
             self._k(config_id, "hostcounts"),
+            self._k(config_id, "open"),
+            self._k(config_id, "unsettled"),
         ]
         return int(await self._drop_vms(keys=keys, args=[host, *names]))
 
@@ -363,15 +391,24 @@ class ComputeStore(RedisStore):
         raw = await self.hash_of(self._k(config_id, "counts"))
         return {int(k): int(v) for k, v in raw.items() if int(v)}
 
-    async def host_counts(self, config_id: str) -> dict[str, dict[int, int]]:
-        """VMs per status per host."""
-        raw = await self.hash_of(self._k(config_id, "hostcounts"))
-        result: dict[str, dict[int, int]] = {}
-        for key, value in raw.items():
-            host, _, status = key.rpartition("|")
-            if int(value):
-                result.setdefault(host, {})[int(status)] = int(value)
-        return result
+    async def unsettled_hosts(self, config_id: str, limit: int) -> tuple[int, dict[str, dict[int, int]]]:
+        """How many hosts hold VMs that are not DONE, and the VMs per status of the first `limit` of
+        them by name: the size of the answer does not grow with the hosts of the config."""
+        key = self._k(config_id, "unsettled")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, limit - 1)
+            count, names = await pipe.execute()
+        names = [str(n) for n in names]
+        statuses = list(common_pb2.Status.values())
+        fields = [f"{host}|{status}" for host in names for status in statuses]
+        values = await self.redis.hmget(self._k(config_id, "hostcounts"), fields) if fields else []
+        result: dict[str, dict[int, int]] = {host: {} for host in names}
+        for key, value in zip(fields, values, strict=True):
+            if value is not None and int(value):
+                host, _, status = key.rpartition("|")
+                result[host][int(status)] = int(value)
+        return int(count), result
 
     async def errors(self, config_id: str, limit: int = 20) -> list[str]:
         """The first VM errors."""
