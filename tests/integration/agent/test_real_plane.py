@@ -245,12 +245,17 @@ def flood_list(vhost: Vhost, vni: int) -> set[str]:
     return {dst for mac, dst, _, _ in fdb(vhost.dp.vpc_ns(vni), f"vx{vni}") if mac == ZERO_MAC}
 
 
-def read_sysctl_elsewhere(ns: str, path: str) -> str:
-    """/proc/sys/<path> as another process inside namespace `ns` sees it."""
+def read_proc_elsewhere(ns: str, path: str) -> str:
+    """/proc/<path> as another process inside namespace `ns` sees it."""
     done = subprocess.run(
-        ["ip", "netns", "exec", ns, "cat", f"/proc/sys/{path}"], capture_output=True, text=True, check=True
+        ["ip", "netns", "exec", ns, "cat", f"/proc/{path}"], capture_output=True, text=True, check=True
     )
     return done.stdout.strip()
+
+
+def read_sysctl_elsewhere(ns: str, path: str) -> str:
+    """/proc/sys/<path> as another process inside namespace `ns` sees it."""
+    return read_proc_elsewhere(ns, f"sys/{path}")
 
 
 # ----------------------------------------------------------------------------- connectivity
@@ -275,6 +280,19 @@ def test_full_size_packets_cross_vhosts(world: World) -> None:
     # A 1500-byte packet only crosses if the VM's MTU leaves room for the VXLAN header.
     assert int(eth0(world.h0.dp.vm_ns("a0-0")).get("mtu")) == 1450
     assert_pings(world.h0, "a0-0", ["10.1.0.20", "10.1.1.20"], size=1472)
+
+
+def test_vms_send_no_ipv6(world: World) -> None:
+    # A VM's IPv6 chatter (router and neighbour solicitations, MLD reports) would be flooded to
+    # every VTEP of its VPC: its eth0 gets no IPv6 address and sends nothing.
+    for vhost, name in ((world.h0, "a0-0"), (world.h1, "a1-2")):
+        ns = vhost.dp.vm_ns(name)
+        index = eth0(ns)["index"]
+        addresses = in_ns(ns, lambda ipr: list(ipr.addr("dump", family=socket.AF_INET6)))
+        assert not [a for a in addresses if a["index"] == index]
+        counters = read_proc_elsewhere(ns, "net/dev_snmp6/eth0")
+        sent = {line.split()[0]: int(line.split()[1]) for line in counters.splitlines()}
+        assert sent["Ip6OutRequests"] == 0 and sent["Icmp6OutMsgs"] == 0
 
 
 def test_vpcs_with_overlapping_cidrs_are_isolated(world: World) -> None:
