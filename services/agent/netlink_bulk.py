@@ -3,13 +3,15 @@
 pyroute2 spends ~0.3 ms of Python per request (encode, wait, parse the ack). Pushing every remote
 VM of a VPC to a vhost is three requests per VM (DESIGN §5), so 10,000 VMs cost ~10 s per vhost
 that way; packed with `struct` and sent 64 KiB at a time, the same entries take a fraction of it.
+Only the last message of a window asks for an acknowledgement: the kernel handles a socket's
+messages in order and always answers a failure, so that one answer ends the window, and a recv
+per entry (a third of the time, 10,000 VMs) is saved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -71,13 +73,13 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def pack(entry: Entry, seq: int) -> bytes:
-    """The RTM_NEWNEIGH message (create or replace, acked) for one entry."""
+def pack(entry: Entry, seq: int, ack: bool = True) -> bytes:
+    """The RTM_NEWNEIGH message (create or replace; acknowledged when `ack`) for one entry."""
     body = _NDMSG.pack(entry.family, 0, 0, entry.ifindex, entry.state, entry.flags, 0)
     body += _attr(NDA_LLADDR, bytes.fromhex(entry.lladdr.replace(":", "")))
     if entry.dst:
-        body += _attr(NDA_DST, ipaddress.IPv4Address(entry.dst).packed)
-    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        body += _attr(NDA_DST, socket.inet_aton(entry.dst))
+    flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | (NLM_F_ACK if ack else 0)
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
 
 
@@ -94,17 +96,20 @@ def route_socket(ns: str) -> Iterator[socket.socket]:
         sock.close()
 
 
-def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 512) -> list[tuple[Entry, str]]:
-    """Send every entry (at most `window` unacked at a time); returns the ones that failed, with why."""
+def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 2048) -> list[tuple[Entry, str]]:
+    """Send every entry, `window` at a time; returns the ones that failed, with why.
+
+    A window's failures (one answer each) fit the socket's receive buffer: 2,048 small answers."""
     failures: list[tuple[Entry, str]] = []
     base = int.from_bytes(os.urandom(3), "big") << 8
     for start in range(0, len(entries), window):
-        pending = {base + start + i: entry for i, entry in enumerate(entries[start : start + window])}
-        # The kernel handles every message of a send in turn; a send carries whole messages only.
+        chunk = entries[start : start + window]
+        last = base + start + len(chunk) - 1
         batch: list[bytes] = []
         size = 0
-        for seq, entry in pending.items():
-            message = pack(entry, seq)
+        for i, entry in enumerate(chunk):
+            seq = base + start + i
+            message = pack(entry, seq, ack=seq == last)
             if batch and size + len(message) > _SEND_CHUNK:
                 sock.send(b"".join(batch))
                 batch, size = [], 0
@@ -112,15 +117,16 @@ def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 512) -> l
             size += len(message)
         if batch:
             sock.send(b"".join(batch))
-        while pending:
+        answered = False
+        while not answered:
             data = sock.recv(1 << 20)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if kind == NLMSG_ERROR and seq in pending:
+                if kind == NLMSG_ERROR and base + start <= seq <= last:
                     (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
-                    entry = pending.pop(seq)
                     if code:
-                        failures.append((entry, errno.errorcode.get(-code, str(-code))))
+                        failures.append((chunk[seq - base - start], errno.errorcode.get(-code, str(-code))))
+                    answered = answered or seq == last
                 offset += max(length, _NLMSGHDR.size) + (-length % 4)
     return failures

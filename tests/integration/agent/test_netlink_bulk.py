@@ -75,3 +75,23 @@ def test_refused_entries_are_reported(make_netns: MakeNetns) -> None:
     with netlink_bulk.route_socket(ns) as sock:
         failed = netlink_bulk.apply(sock, [good, bad])
     assert failed == [(bad, "ENODEV")]
+
+
+def test_failures_in_every_window_are_reported_once(make_netns: MakeNetns) -> None:
+    # Only a window's last message is acknowledged: a failure anywhere, that last message's own
+    # included, must still come back, and a window must not end before its failures are read.
+    ns = make_netns()
+    bridge, vxlan = _bridge_and_vxlan(ns)
+    bad_positions = {1, 3, 4, 9}
+    entries = [
+        netlink_bulk.neighbor(
+            bridge + 1000 if i in bad_positions else bridge, f"10.9.0.{i + 1}", f"02:77:00:00:00:{i:02x}"
+        )
+        for i in range(10)
+    ]
+    with netlink_bulk.route_socket(ns) as sock:
+        failed = netlink_bulk.apply(sock, entries, window=4)
+        assert failed == [(entries[i], "ENODEV") for i in sorted(bad_positions)]
+        assert netlink_bulk.apply(sock, entries[:1], window=4) == []  # nothing left over to misread
+    neigh, _fdb = _counts(ns, bridge, vxlan)
+    assert neigh == 10 - len(bad_positions)
