@@ -1,98 +1,130 @@
 """VM creation at scale through the whole product: a private local stack driven by teste2e.
 
 Starts a local stack of its own (processes, as `merak up` does, on shifted ports, in a temporary
-state directory), then runs teste2e: 100 vhosts x 100 VMs with the real dataplane and 10,000 vhosts x
-100 VMs with the fake one (both configurable). The compute phase — CREATE until every VM is DONE and
-the overlay is programmed — gives VMs/s. The real rate is compared with the `ip -batch` reference
-(bench/agent_bench.py) measured in the same run.
+state directory) and runs teste2e three times, ping sample and teardown included:
+- real, 100 vhosts x 100 VMs: the VM rate (the compute phase: CREATE until every VM is DONE and the
+  overlay is programmed), compared with iproute2 building the same lab (bench/reference.py) in the
+  same run, after the stack is down;
+- real, 200 vhosts x 100 VMs: the memory one real VM costs the machine (kernel objects and processes);
+- fake, 10,000 vhosts x 100 VMs: a million VMs, their time and the stack's peak memory.
+Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
-from bench.agent_bench import run_reference
+from bench.reference import ReferenceTimes, lab_reference, prefix_for, wait_quiet
 from bench.stack import MemorySampler, private_stack, teste2e_argv
 from merak import teste2e
 from merak.localstack import StackSettings
 
 
-async def one(settings: StackSettings, hosts: int, per_host: int, dataplane: str) -> tuple[int, float] | None:
-    """Run teste2e at one size; (VMs done, compute phase seconds), or None when no VM was deployed."""
+@dataclass
+class Run:
+    """One teste2e run's numbers."""
+
+    label: str
+    hosts: int
+    per_host: int
+    done: int = 0
+    seconds: float = 0.0
+    ping_passed: int = 0
+    ping_tried: int = 0
+    ok: bool = False
+    memory: MemorySampler | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+
+async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
+    """Run teste2e at one size and fill `run` in."""
     argv = [
-        *teste2e_argv(settings, f"report-{dataplane}.json"),
-        "--hosts",
-        str(hosts),
-        "--vms-per-host",
-        str(per_host),
-        "--dataplane",
-        dataplane,
-        "--vhosts-per-rack",
-        "32",
-        "--ports-per-switch",
-        "32",
-        "--max-pairs",
-        "1000",
-    ]
+        *teste2e_argv(settings, f"report-{run.label}.json"),
+        "--hosts", str(run.hosts),
+        "--vms-per-host", str(run.per_host),
+        "--dataplane", dataplane,
+        "--vhosts-per-rack", "32",
+        "--ports-per-switch", "32",
+        "--max-pairs", "1000",
+    ]  # fmt: skip
     report = await teste2e.main_async(teste2e.parse(argv))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
-    print(f"  {dataplane}: {hosts} vhosts x {per_host} VMs: {phases}")
+    print(f"  {run.label}: {run.hosts} vhosts x {run.per_host} VMs: {phases}")
     if not report.ok:
         print(f"  FAILED: {report.errors}")
-    if "deploy compute" not in report.phases or not report.vms_done:
-        return None
-    return report.vms_done, report.phases["deploy compute"]
+    run.ok = report.ok
+    run.done = report.vms_done
+    run.seconds = report.phases.get("deploy compute", 0.0)
+    run.ping_passed = int(report.test.get("passed", 0))
+    run.ping_tried = int(report.test.get("pairs_tried", 0))
+
+
+def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
+    """The benchmark's result lines."""
+    lines = []
+    for run in runs:
+        line = f"{run.label}: {run.done:,} VMs through compute in {run.seconds:.1f}s = {run.rate:,.0f} VMs/s"
+        if run.label == "real" and reference is not None:
+            reference_rate = run.done / reference.total
+            line += f"; iproute2 builds the same lab at {reference_rate:.0f} VMs/s"
+            line += f": ratio {run.rate / reference_rate:.2f}"
+        lines.append(line)
+        lines.append(f"{run.label}: ping sample {run.ping_passed:,} of {run.ping_tried:,} pairs passed")
+        memory = run.memory
+        if memory is not None and run.done:
+            lines.append(
+                f"{run.label}: peak memory of the stack's processes {memory.peak_rss_kib / 2**20:.2f} GiB; "
+                f"the machine's at most {memory.peak_used_kib / 2**20:.2f} GiB above the start = "
+                f"{memory.peak_used_kib / run.done:.0f} KiB per VM (kernel objects and processes)"
+            )
+    if reference is not None:
+        lines.append(
+            f"iproute2 reference: {reference.vms:.1f}s for the VMs, {reference.overlay:.1f}s for the overlay "
+            "(ip/bridge -batch, one call per namespace)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the compute benchmark."""
     parser = argparse.ArgumentParser(prog="python -m bench compute")
-    parser.add_argument("--real-hosts", type=int, default=100)
-    parser.add_argument("--fake-hosts", type=int, default=10_000)
+    parser.add_argument("--real-hosts", type=int, default=100, help="vhosts of the rate run (real)")
+    parser.add_argument("--memory-hosts", type=int, default=200, help="vhosts of the memory run (real)")
+    parser.add_argument("--fake-hosts", type=int, default=10_000, help="vhosts of the fake run")
     parser.add_argument("--vms", type=int, default=100, help="VMs per vhost")
     args = parser.parse_args(argv)
     stack, settings = private_stack("mkc", 14000)
-    state = settings.state_dir
-    results: dict[str, tuple[int, float]] = {}
-    memory: dict[str, MemorySampler] = {}
-    status = 0
+    runs = [
+        Run(label, hosts, args.vms)
+        for label, hosts in (
+            ("real", args.real_hosts),
+            ("real-memory", args.memory_hosts),
+            ("fake", args.fake_hosts),
+        )
+        if hosts
+    ]
     try:
         stack.up()
-        for dataplane, hosts in (("real", args.real_hosts), ("fake", args.fake_hosts)):
-            if hosts:
-                with MemorySampler(state) as sampler:
-                    outcome = asyncio.run(one(settings, hosts, args.vms, dataplane))
-                memory[dataplane] = sampler
-                if outcome is None:
-                    status = 1
-                else:
-                    results[dataplane] = outcome
+        for run in runs:
+            # The kernel frees a torn-down lab's namespaces in the background for minutes.
+            wait_quiet()
+            with MemorySampler(settings.state_dir) as sampler:
+                asyncio.run(one(settings, run, "fake" if run.label == "fake" else "real"))
+            run.memory = sampler
     finally:
         stack.down()
-    reference_rate = 0.0
-    if "real" in results:
-        work = Path(tempfile.mkdtemp(prefix="mkr", dir="/tmp"))
-        try:
-            count = 1000
-            reference_rate = count / run_reference(count, work, f"mkr{os.getpid()}")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print(f"ip -batch reference: {reference_rate:.0f} VMs/s (1,000 VMs in one namespace set)")
-    for dataplane, (done, seconds) in results.items():
-        line = f"{dataplane}: {done} VMs through compute in {seconds:.1f}s = {done / seconds:.0f} VMs/s"
-        if dataplane == "real" and reference_rate:
-            line += f"; ratio to ip -batch {done / seconds / reference_rate:.2f}"
-        print(line)
-        sampled = memory[dataplane]
-        print(
-            f"{dataplane}: peak memory of the stack's processes {sampled.peak_rss_kib / 2**20:.2f} GiB; "
-            f"the machine's at most {sampled.peak_used_kib / 2**20:.2f} GiB above the start "
-            f"= {sampled.peak_used_kib / done:.0f} KiB per VM (kernel objects and processes)"
-        )
-    shutil.rmtree(state, ignore_errors=True)
-    return status
+    reference = None
+    if any(r.label == "real" and r.done for r in runs):
+        wait_quiet()
+        reference = lab_reference(args.real_hosts, args.vms, prefix_for("mkr"))
+    print("compute benchmark:")
+    for line in summary(runs, reference):
+        print(f"  {line}")
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    return 0 if all(r.ok for r in runs) else 1
