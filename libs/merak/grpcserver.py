@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -276,6 +277,10 @@ async def run_server(
     await server.start()
     if on_started is not None:
         await on_started()
+    # What a started service holds (modules, its server and clients) lives as long as the process:
+    # out of the collector's way, a full collection walks only what requests made (an agent pushing
+    # 30,000 overlay entries spent ~40% of that CPU walking its own imports).
+    gc.freeze()
     log.info(
         "service_started",
         service=name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -143,6 +144,7 @@ async def run_worker_process(settings: ComputeSettings) -> None:
         worker = build_worker(settings, client, ComputeStore(redis), network, registry)
         metrics = serve_metrics(settings.worker_metrics_port, settings.metrics_host, registry)
         running = asyncio.create_task(worker.run())
+        gc.freeze()  # as a served service does (merak.grpcserver.run_server)
         signal_or_exit = asyncio.create_task(wait_for_signal())
         await asyncio.wait({running, signal_or_exit}, return_when=asyncio.FIRST_COMPLETED)
         worker.stop.set()
