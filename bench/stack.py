@@ -7,7 +7,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from merak.doctor import meminfo
+from merak.capacity import meminfo
 from merak.localstack import LocalStack, StackSettings
 from merak.testing import free_port
 

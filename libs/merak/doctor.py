@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pyroute2 import IPRoute
 
-from merak import host, netns
+from merak import capacity, host, netns
 from merak.temporal import temporal_cli_path
 
 # ok: fine. raise: too low, and the product raises it itself (as root) when a lab needs it.
@@ -29,9 +29,6 @@ from merak.temporal import temporal_cli_path
 # fail: the product cannot work.
 Status = Literal["ok", "raise", "info", "warn", "fail"]
 MIN_PYTHON = (3, 11)
-STACK_MEMORY = 1 << 30  # Redis, the Temporal dev server and six Python processes, measured ~0.9 GiB
-AGENT_MEMORY = 48 << 20  # one agent process
-VM_MEMORY = 64 << 10  # a VM's namespace, veth pair and neighbour entries in the kernel
 MIN_MEMORY = 512 << 20  # below this the stack does not start
 
 
@@ -318,26 +315,18 @@ def _binary_checks() -> list[Check]:
     return checks
 
 
-def meminfo() -> dict[str, int]:
-    """/proc/meminfo in bytes ({} when it cannot be read)."""
-    values = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                values[key] = int(rest.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return values
-
-
 def memory_needed(plan: Plan) -> int:
     """Bytes the stack and a lab of `plan`'s size need."""
-    return STACK_MEMORY + AGENT_MEMORY * min(plan.vhosts, 16) + VM_MEMORY * plan.vms
+    vms_per_vpc = -(-plan.vms // max(1, plan.vpcs))
+    return (
+        capacity.STACK_BYTES
+        + capacity.AGENT_BYTES * min(plan.vhosts, capacity.MAX_AGENTS)
+        + capacity.real_vms_bytes(vms_per_vpc, plan.vhosts) * max(1, plan.vpcs)
+    )
 
 
 def _memory_check(plan: Plan) -> Check:
-    available = meminfo().get("MemAvailable")
+    available = capacity.meminfo().get("MemAvailable")
     needed = memory_needed(plan)
     gib = 1 << 30
     if available is None:
@@ -345,7 +334,11 @@ def _memory_check(plan: Plan) -> Check:
             "memory", "available", "warn", "unknown", f"{needed / gib:.1f} GiB", "/proc/meminfo is unreadable"
         )
     status: Status = "ok" if available >= needed else ("fail" if available < MIN_MEMORY else "warn")
-    meaning = "stack ~1 GiB, 48 MiB an agent, 64 KiB a VM"
+    meaning = (
+        f"stack ~1 GiB, {capacity.AGENT_BYTES >> 20} MiB an agent, "
+        f"{capacity.REAL_VM_BYTES >> 10} KiB a VM, "
+        f"{capacity.OVERLAY_ENTRY_BYTES} B more per other vhost of its VPC"
+    )
     return Check(
         "memory",
         "available",

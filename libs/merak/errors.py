@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class MerakError(Exception):
@@ -86,6 +88,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        # The service's state store is down or restarting: a retry later succeeds.
+        return grpc.StatusCode.UNAVAILABLE, f"redis (the state store) is unavailable: {exc}"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
 
 

@@ -11,6 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from merak.errors import MerakError
 
 MAX_MESSAGE_BYTES = 500 * 1024 * 1024  # as Merak's servers and clients
+# What a server reads: the largest request of a lab this emulator makes is a few MB (a compute
+# config of 10,000 vhosts, an overlay push of 60,000 VMs to a vhost).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from merak.errors import status_for
-from merak.grpcclient import CHANNEL_OPTIONS
+from merak.grpcclient import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from merak.logs import get_logger
 from merak.metrics import GrpcMetrics, MetricsServer, serve_metrics
 
@@ -186,7 +186,10 @@ class GrpcServer:
         self.server = grpc.aio.server(
             interceptors=[ObservabilityInterceptor(GrpcMetrics.create(self.registry))],
             options=[
-                *CHANNEL_OPTIONS,
+                # Replies may be large (INFO of 10,000 vhosts); a request larger than this is
+                # refused RESOURCE_EXHAUSTED before it is read (500 MiB ones were accepted).
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 90_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

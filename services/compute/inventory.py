@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from merak import capacity
 from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
 
@@ -24,6 +25,11 @@ class Host:
     agent_endpoint: str
     datapath_ip: str
     fake: bool = False
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Its agent listens on a unix socket: the vhost is a namespace of this machine (local backend)."""
+        return self.agent_endpoint.startswith("unix:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,41 @@ def _check_real_capacity(hosts: Sequence[Host], counts: dict[str, dict[SubnetRef
                     f"{MAX_REAL_VMS_PER_VPC_AND_VHOST} fit (a Linux bridge holds 1,023 ports, one is the "
                     "VPC's VXLAN device): use more vhosts, more VPCs, or the fake dataplane"
                 )
+
+
+def check_machine_room(
+    hosts: Sequence[Host], planned: dict[str, list[PlannedVm]], room: capacity.MachineRoom | None
+) -> None:
+    """Refuse, before anything is made, real VMs this machine cannot hold (memory, namespaces)."""
+    vms_per_vpc: dict[str, int] = {}
+    vhosts_per_vpc: dict[str, int] = {}
+    for host in hosts:
+        if host.fake or not host.on_this_machine:
+            continue
+        here: dict[str, int] = {}
+        for vm in planned.get(host.name, ()):
+            here[vm.subnet.vpc_id] = here.get(vm.subnet.vpc_id, 0) + 1
+        for vpc_id, n in here.items():
+            vms_per_vpc[vpc_id] = vms_per_vpc.get(vpc_id, 0) + n
+            vhosts_per_vpc[vpc_id] = vhosts_per_vpc.get(vpc_id, 0) + 1
+    vms = sum(vms_per_vpc.values())
+    if room is None or not vms:
+        return
+    need = sum(capacity.real_vms_bytes(n, vhosts_per_vpc[vpc]) for vpc, n in vms_per_vpc.items())
+    if need > room.memory_bytes:
+        fit = vms * room.memory_bytes // need
+        raise ResourceExhausted(
+            f"config.vm_deploy: {vms:,} real VMs on this machine need ~{need / capacity.GIB:.1f} GiB of "
+            f"kernel memory (~{need // vms >> 10} KiB each, their overlay entries on the other vhosts "
+            f"included) and {room.memory_bytes / capacity.GIB:.1f} GiB is available beyond the reserve: "
+            f"about {fit:,} fit. Use fewer VMs, or the fake dataplane"
+        )
+    namespaces = vms + sum(vhosts_per_vpc.values())  # a namespace per VM, and per VPC on each vhost
+    if namespaces > room.namespaces:
+        raise ResourceExhausted(
+            f"config.vm_deploy: {vms:,} real VMs need {namespaces:,} network namespaces and this machine "
+            f"allows {room.namespaces:,} more (user.max_net_namespaces): use fewer VMs, or the fake dataplane"
+        )
 
 
 def plan(

@@ -6,14 +6,16 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
+from merak.capacity import MachineRoom
 from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from merak.ids import check_id
 from merak.logs import get_logger
 from merak.temporal import TemporalConnection
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
@@ -61,12 +63,16 @@ class ComputeManager:
         network: network_pb2_grpc.MerakNetworkServiceAsyncStub,
         settings: ComputeSettings,
         metrics: ComputeMetrics,
+        *,
+        machine_room: Callable[[], MachineRoom | None] = MachineRoom.now,
     ) -> None:
         self.store = store
         self.temporal = temporal
         self.network = network
         self.settings = settings
         self.metrics = metrics
+        # What this machine can still hold, asked before real VMs on it are created.
+        self.machine_room = machine_room
 
     def workflow_id(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> str:
         """Deterministic per scenario, config and operation: a repeated DEPLOY finds the same workflow."""
@@ -79,8 +85,7 @@ class ComputeManager:
         self, config: compute_pb2.InternalComputeConfiguration
     ) -> compute_pb2.ReturnComputeMessage:
         """Validate, write the inventory, start the deployment; returns at once with the progress."""
-        if not config.compute_config_id:
-            raise InvalidArgument("config.compute_config_id", "required")
+        check_id("config.compute_config_id", config.compute_config_id)
         plugin = plugin_type(config.plugin)
         if plugin.needs_alcor and not config.alcor_url:
             raise InvalidArgument(
@@ -113,6 +118,7 @@ class ComputeManager:
                 return await self.info(config_id)  # running, or nothing left to do
             await self.store.start_operation(config_id, CREATE)  # retry what failed
         else:
+            inventory.check_machine_room(hosts, planned, self.machine_room())
             await self.store.create(
                 config,
                 hosts,
@@ -271,8 +277,7 @@ class ComputeManager:
 
     async def info(self, config_id: str) -> compute_pb2.ReturnComputeMessage:
         """Merak's reply ("<done> out of <total> done!") plus the structured progress."""
-        if not config_id:
-            raise InvalidArgument("config.compute_config_id", "required")
+        check_id("config.compute_config_id", config_id)
         progress = await self.progress(config_id)
         reply = compute_pb2.ReturnComputeMessage(return_code=common_pb2.OK, return_message="Success!")
         reply.vms.add(id=f"{progress.done} out of {progress.total} done!")
@@ -307,8 +312,7 @@ class ComputeManager:
 
     async def delete(self, config_id: str) -> compute_pb2.ReturnComputeMessage:
         """Stop a running create, then delete every VM, address and record; returns at once."""
-        if not config_id:
-            raise InvalidArgument("config.compute_config_id", "required")
+        check_id("config.compute_config_id", config_id)
         config = await self.store.config(config_id)
         if config is None:
             reply = compute_pb2.ReturnComputeMessage(

@@ -9,6 +9,7 @@ import grpc
 
 from merak.errors import InvalidArgument, Unimplemented, enum_name
 from merak.grpcserver import ServiceRegistration
+from merak.ids import check_id
 from merak.v1 import common_pb2, compute_pb2, compute_pb2_grpc
 from services.compute.manager import ComputeManager
 
@@ -44,8 +45,7 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
         self, request: compute_pb2.WatchProgressRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[compute_pb2.ComputeProgress]:
         """Progress pushed on every change until the operation ends."""
-        if not request.compute_config_id:
-            raise InvalidArgument("compute_config_id", "required")
+        check_id("compute_config_id", request.compute_config_id)
         async for progress in self.manager.watch(request.compute_config_id):
             yield progress
 
@@ -53,8 +53,7 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
         self, request: compute_pb2.GetResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> compute_pb2.ComputeResults:
         """The control plane's results for this compute config's VMs."""
-        if not request.compute_config_id:
-            raise InvalidArgument("compute_config_id", "required")
+        check_id("compute_config_id", request.compute_config_id)
         return await self.manager.results(request.compute_config_id)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import Gauge
 
 from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from merak.ids import check_id
 from merak.logs import get_logger
 from merak.v1 import common_pb2, network_pb2
 from services.network.ipam import Ipam
@@ -98,8 +99,7 @@ class NetworkManager:
         return NetworkView(state, allocated)
 
     async def _state(self, netconfig_id: str, field: str) -> NetworkState:
-        if not netconfig_id.strip():
-            raise InvalidArgument(field, "required")
+        check_id(field, netconfig_id)
         state = await self.store.state(netconfig_id)
         if state is None:
             raise NotFound(f"network config {netconfig_id!r} does not exist")
@@ -109,8 +109,7 @@ class NetworkManager:
 
     async def delete(self, netconfig_id: str) -> NetworkState | None:
         """Remove everything the config made and forget it; None when there was nothing (not an error)."""
-        if not netconfig_id.strip():
-            raise InvalidArgument("config.netconfig_id", "required")
+        check_id("config.netconfig_id", netconfig_id)
         async with self._lock(netconfig_id):
             state = await self.store.state(netconfig_id)
             if state is None:

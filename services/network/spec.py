@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
+from merak.ids import check_id
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import (
     NetworkSpec,
@@ -88,9 +89,7 @@ def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[
 
 def spec_from_proto(config: network_pb2.InternalNetConfigConfiguration) -> NetworkSpec:
     """Validate a network config; raises InvalidArgument naming the first bad field."""
-    netconfig_id = config.netconfig_id.strip()
-    if not netconfig_id:
-        raise InvalidArgument("config.netconfig_id", "required")
+    netconfig_id = check_id("config.netconfig_id", config.netconfig_id)
     plugin, alcor_url = resolve_plugin(config)
     network = config.network
     if not network.vpcs:

@@ -11,6 +11,7 @@ from typing import Any, cast
 from google.protobuf.descriptor import FieldDescriptor
 
 from merak.errors import FailedPrecondition, InvalidArgument, NotFound
+from merak.ids import check_id
 from merak.v1 import scenario_pb2
 from services.scenario import validate
 from services.scenario.models import (
@@ -119,7 +120,7 @@ class EntityManager:
         # Every kind has an id and timestamps; Message does not say so.
         fields: Any = result
         if fields.id:
-            validate.check_id("id", fields.id)
+            check_id("id", fields.id)
         else:
             fields.id = uuid.uuid4().hex
         for name in STATUS_FIELDS & set(result.DESCRIPTOR.fields_by_name):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from merak.errors import InvalidArgument, enum_name
+from merak.ids import check_id
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 from services.scenario.models import (
     COMPUTE_CONFIG,
@@ -19,21 +19,11 @@ from services.scenario.models import (
     deploy_type,
 )
 
-MAX_ID = 64
-_ID = re.compile(r"[A-Za-z0-9._-]+")
 BACKENDS = ("local", "kubernetes")
 DATAPLANES = ("real", "fake")
 PLUGINS = ("native", "alcor")
 # Merak sends one port per VM, and so does compute.
 MAX_PORTS_PER_VM = 1
-
-
-def check_id(field: str, value: str) -> None:
-    """Ids become keys and names elsewhere (topology ids, workflow ids): [A-Za-z0-9._-], at most 64."""
-    if len(value) > MAX_ID:
-        raise InvalidArgument(field, f"at most {MAX_ID} characters, got {len(value)}")
-    if not _ID.fullmatch(value):
-        raise InvalidArgument(field, f"only letters, digits, '.', '_' and '-' allowed: {value!r}")
 
 
 def validate(kind: Kind[Any], entity: Any) -> None:

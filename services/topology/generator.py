@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from merak.errors import InvalidArgument
+from merak.ids import check_id
 from merak.v1 import topology_pb2
 from services.topology.models import (
     Link,
@@ -28,7 +29,6 @@ MAX_BRIDGE_PORTS = 1023
 MAX_DOWNLINKS = MAX_BRIDGE_PORTS - 1
 # IFNAMSIZ is 16 including the terminating NUL.
 MAX_IFNAME = 15
-MAX_TOPOLOGY_ID = 64
 MAX_NODE_NAME = 32
 
 SUPPORTED_TYPES = (
@@ -39,7 +39,6 @@ SUPPORTED_TYPES = (
 )
 DATAPLANES = ("real", "fake")
 
-_TOPOLOGY_ID = re.compile(r"[A-Za-z0-9._-]+")
 # Lowercase and digits only: names become kernel interface and namespace names on every backend.
 # A leading letter: namespaces `mk-<short>-<digit>…` belong to the VMs of vhost <digit…>.
 _NAME = re.compile(r"[a-z][a-z0-9-]*")
@@ -54,17 +53,7 @@ _VNODE_KINDS = {
 
 def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> TopologySpec:
     """Validate a topology request; InvalidArgument names the first offending field."""
-    topology_id = config.topology_id
-    if not topology_id:
-        raise InvalidArgument("config.topology_id", "required")
-    if len(topology_id) > MAX_TOPOLOGY_ID:
-        raise InvalidArgument(
-            "config.topology_id", f"at most {MAX_TOPOLOGY_ID} characters, got {len(topology_id)}"
-        )
-    if not _TOPOLOGY_ID.fullmatch(topology_id):
-        raise InvalidArgument(
-            "config.topology_id", f"only letters, digits, '.', '_' and '-' allowed: {topology_id!r}"
-        )
+    topology_id = check_id("config.topology_id", config.topology_id)
 
     kind = int(config.topology_type)
     if kind not in SUPPORTED_TYPES:

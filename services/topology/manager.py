@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from merak.errors import (
     AlreadyExists,
     FailedPrecondition,
-    InvalidArgument,
     MerakError,
     NotFound,
     Unimplemented,
 )
+from merak.ids import check_id
 from merak.logs import get_logger
 from merak.v1 import common_pb2, topology_pb2
 from services.topology import store as st
@@ -35,6 +35,8 @@ class _Entry:
 
     topology: Topology
     task: asyncio.Task[None] | None = None
+    # Keeps the agents running once the topology is built (restarts the ones that die).
+    supervisor: asyncio.Task[None] | None = None
 
 
 class TopologyManager:
@@ -118,6 +120,14 @@ class TopologyManager:
         await self.store.set_status(spec.topology_id, st.READY, built=True)
         self.metrics.build_seconds.labels(spec.backend, spec.dataplane).observe(time.perf_counter() - started)
         self._update_gauges()
+        self._supervise(topology, backend)
+
+    def _supervise(self, topology: Topology, backend: TopologyBackend) -> None:
+        entry = self._entries.get(topology.spec.topology_id)
+        if entry is not None and (entry.supervisor is None or entry.supervisor.done()):
+            entry.supervisor = asyncio.create_task(
+                backend.supervise(topology), name=f"supervise-{topology.spec.topology_id}"
+            )
 
     async def resume(self) -> None:
         """After a restart: finish deployments that were in progress (deploy is idempotent)."""
@@ -126,17 +136,18 @@ class TopologyManager:
             if record is None:
                 continue
             entry = await self._entry(record)
+            backend = self.backends.get(entry.topology.spec.backend)
             if record.status == st.DEPLOYING:
-                backend = self.backends.get(entry.topology.spec.backend)
                 entry.task = asyncio.create_task(self._build(entry.topology, backend))
                 log.info("topology_build_resumed", topology_id=topology_id)
+            elif record.built and record.status == st.READY:
+                self._supervise(entry.topology, backend)
         self._update_gauges()
 
     # --- INFO --------------------------------------------------------------------------------
 
     async def _record(self, topology_id: str) -> st.TopologyRecord:
-        if not topology_id:
-            raise InvalidArgument("config.topology_id", "required")
+        check_id("config.topology_id", topology_id)
         record = await self.store.get(topology_id)
         if record is None:
             raise NotFound(f"topology {topology_id!r} does not exist")
@@ -198,9 +209,10 @@ class TopologyManager:
             entry = await self._entry(record)
             spec = entry.topology.spec
             await self.store.set_status(topology_id, st.DELETING)
-            if entry.task is not None and not entry.task.done():
-                entry.task.cancel()
-                await asyncio.gather(entry.task, return_exceptions=True)
+            for task in (entry.task, entry.supervisor):  # the supervisor would restart the agents
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             report = await self.backends.get(spec.backend).destroy(spec)
             await self.store.delete(topology_id, spec.short_id)
             self._entries.pop(topology_id, None)
@@ -227,7 +239,12 @@ class TopologyManager:
 
     async def close(self) -> None:
         """Stop background builds (deployments resume after a restart); topologies keep running."""
-        tasks = [e.task for e in self._entries.values() if e.task is not None and not e.task.done()]
+        tasks = [
+            task
+            for e in self._entries.values()
+            for task in (e.task, e.supervisor)
+            if task is not None and not task.done()
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -276,6 +293,7 @@ def _compute_nodes(
                 backend=spec.backend,
                 topology_id=spec.topology_id,
                 datapath_prefix_len=int(prefix or 0),
+                status_detail=state.detail,
             )
         )
     return nodes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from merak import netns
+from merak.capacity import MachineRoom, real_vms_bytes
 from merak.testing import assert_eventually, unique_name
 from merak.v1 import (
     agent_pb2,
@@ -244,6 +246,27 @@ async def test_bad_input_starts_nothing(cloud: Cloud, change: str, field: str) -
         await cloud.compute.ComputeHandler(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert (caught.value.details() or "").startswith(field), caught.value.details()
+    assert await cloud.redis.keys("merak:compute:*") == []
+
+
+async def test_real_vms_this_machine_cannot_hold_are_refused_before_anything_is_made(cloud: Cloud) -> None:
+    # 600 real vhosts (unix-socket agents: this machine) x 100 VMs of one VPC: each VM costs its kernel
+    # objects plus its overlay entries on 599 other vhosts, ~50 GB in all.
+    room = MachineRoom.now()
+    hosts, per_host = 600, 100
+    if room is None or real_vms_bytes(hosts * per_host, hosts) <= room.memory_bytes:
+        pytest.skip("this machine could hold 60,000 real VMs on 600 vhosts")
+    nodes = [
+        common_pb2.InternalComputeInfo(name=f"vhost-{i}", agent_endpoint=f"unix:///nowhere/{i}")
+        for i in range(hosts)
+    ]
+    netconfig_id = unique_name("net-")
+    network = await _network(cloud, netconfig_id)
+    request = _compute(unique_name("cmp-"), netconfig_id, nodes, network, per_host=per_host)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await cloud.compute.ComputeHandler(request)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+    assert re.search(r"60,000 real VMs on this machine .* about [0-9,]+ fit", caught.value.details() or "")
     assert await cloud.redis.keys("merak:compute:*") == []
 
 

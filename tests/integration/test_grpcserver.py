@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from merak.errors import InvalidArgument, NotFound
+from merak.grpcclient import MAX_REQUEST_BYTES, open_channel
 from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.testing import assert_eventually
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -164,3 +165,22 @@ async def test_port_in_use_is_an_error() -> None:
 def test_registrations_name_real_services() -> None:
     registrations: list[ServiceRegistration] = [registration(AgentServicer(VhostSet.standalone()))]
     assert registrations[0].name == agent_pb2.DESCRIPTOR.services_by_name["MerakAgentService"].full_name
+
+
+async def test_a_request_over_the_size_limit_is_refused_before_it_is_read(
+    registry: CollectorRegistry,
+) -> None:
+    # Merak's 500 MiB applies to replies; a server reads at most MAX_REQUEST_BYTES of a request.
+    server = GrpcServer("127.0.0.1:0", [registration(ScriptedAgent(VhostSet.standalone()))], registry)
+    port = await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
+            stub = agent_pb2_grpc.MerakAgentServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.PortHandler(agent_pb2.InternalPortConfig(name="x" * (MAX_REQUEST_BYTES + 1)))
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
+            # Under the limit: read and handled (the scripted agent answers any other name).
+            reply = await stub.PortHandler(agent_pb2.InternalPortConfig(name="x" * (MAX_REQUEST_BYTES - 100)))
+            assert reply.return_code == common_pb2.OK
+    finally:
+        await server.stop(0)

@@ -67,6 +67,10 @@ class TopologyBackend(abc.ABC):
     def hosts(self) -> list[HostRuntime]:
         """The machines the emulation runs on."""
 
+    async def supervise(self, topology: Topology) -> None:  # noqa: B027 - optional hook
+        """Keep a deployed topology's agents running until cancelled (restart what died); a backend
+        whose platform restarts them (Kubernetes) has nothing to do."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release what the backend holds (not the topologies: they keep running)."""
 

@@ -9,6 +9,7 @@ With `dataplane: fake` nothing touches the kernel and a handful of agents serve 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +29,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from merak import netns
+from merak import capacity, netns
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.grpcclient import health_serving
 from merak.host import HostTuner
@@ -105,6 +107,24 @@ class AgentPlan:
         return self.run_dir / f"agent-{self.index}.log"
 
 
+class BuildStopped(Exception):
+    """A kernel build was told to stop (its topology is being deleted)."""
+
+
+async def _uninterrupted(loop: asyncio.AbstractEventLoop, work: Callable[[threading.Event], None]) -> None:
+    """Run `work(stop)` in a thread; when the caller is cancelled, set `stop` and wait for the thread
+    to end before the cancellation goes on: what the thread makes after a DELETE removed the
+    namespaces would be left behind for good (a CREATE then DELETE leaked its namespaces)."""
+    stop = threading.Event()
+    future = loop.run_in_executor(None, work, stop)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait({future})  # neither cancels the thread's future nor raises its error
+        raise
+
+
 class LocalBackend(TopologyBackend):
     """Namespaces, veth pairs and bridges on this machine; agents as local processes."""
 
@@ -114,7 +134,7 @@ class LocalBackend(TopologyBackend):
         self,
         run_root: Path,
         *,
-        max_agents: int = 16,
+        max_agents: int = capacity.MAX_AGENTS,
         fake_vhosts_per_agent: int = 25_000,
         workers: int = 4,
         agent_env: dict[str, str] | None = None,
@@ -133,6 +153,10 @@ class LocalBackend(TopologyBackend):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netns")
         # Agents this process started: polled so that exited ones are reaped, not left as zombies.
         self._children: list[subprocess.Popen[bytes]] = []
+        self._started: dict[Path, subprocess.Popen[bytes]] = {}  # the last one by pid file
+        # Why an agent is not running, by its pid file, while the supervisor brings it back.
+        self._down: dict[Path, str] = {}
+        self.restart_backoff = (1.0, 30.0)  # first and longest wait before restarting a dead agent
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -195,7 +219,7 @@ class LocalBackend(TopologyBackend):
                     None,
                     lambda: host.ensure_for_new(len(topology.nodes), reason=f"topology {spec.topology_id}"),
                 )
-            await loop.run_in_executor(None, self._build_kernel, topology)
+            await _uninterrupted(loop, lambda stop: self._build_kernel(topology, stop))
             log.info(
                 "topology_kernel_built",
                 topology_id=spec.topology_id,
@@ -221,12 +245,16 @@ class LocalBackend(TopologyBackend):
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _build_kernel(self, topology: Topology) -> None:
-        """Namespaces first, then bridges, then links from their a side, then the b sides and IPs."""
+    def _build_kernel(self, topology: Topology, stop: threading.Event) -> None:
+        """Namespaces first, then bridges, then links from their a side, then the b sides and IPs.
+
+        Stops before its next step once `stop` is set (a DELETE while it builds)."""
         short = topology.spec.short_id
         ns_of = {node.name: ns_name(short, node.name) for node in topology.nodes}
-        self._parallel(_create_ns, [(ns,) for ns in ns_of.values()])
-        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in topology.nodes], in_ns=True)
+        self._parallel(_create_ns, [(ns,) for ns in ns_of.values()], stop=stop)
+        self._parallel(
+            _prepare_node, [(ns_of[n.name], n.is_switch) for n in topology.nodes], in_ns=True, stop=stop
+        )
         by_a: dict[str, list[Link]] = defaultdict(list)
         by_b: dict[str, list[str]] = defaultdict(list)
         for link in topology.links:
@@ -236,6 +264,7 @@ class LocalBackend(TopologyBackend):
             _create_links,
             [(ns_of[a], topology.node(a).is_switch, links, ns_of) for a, links in by_a.items()],
             in_ns=True,
+            stop=stop,
         )
         vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
         jobs = []
@@ -246,19 +275,29 @@ class LocalBackend(TopologyBackend):
             index = vhost_index.get(node.name)
             mac = vhost_mac(short, index) if index is not None else ""
             jobs.append((ns_of[node.name], node, nics, mac))
-        self._parallel(_finish_node, jobs, in_ns=True)
+        self._parallel(_finish_node, jobs, in_ns=True, stop=stop)
 
     def _parallel(
-        self, func: Callable[..., None], jobs: Sequence[tuple[Any, ...]], in_ns: bool = False
+        self,
+        func: Callable[..., None],
+        jobs: Sequence[tuple[Any, ...]],
+        in_ns: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         def run(args: tuple[Any, ...]) -> None:
+            if stop is not None and stop.is_set():
+                raise BuildStopped
             if in_ns:
                 netns.run_in(args[0], lambda: func(*args))
             else:
                 func(*args)
 
-        # list() re-raises the first failure here.
-        list(self._pool.map(run, jobs))
+        # Every job ends before this returns (a failure must not leave others still making
+        # namespaces behind a DELETE); then the first failure is raised.
+        futures = [self._pool.submit(run, args) for args in jobs]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()
 
     def _start_agent(
         self, topology: Topology, plan: AgentPlan, vhost_index: dict[str, int]
@@ -312,6 +351,7 @@ class LocalBackend(TopologyBackend):
             )
         plan.pid_file.write_text(f"{proc.pid}\n")
         self._children.append(proc)
+        self._started[plan.pid_file] = proc
         return proc
 
     async def _wait_agent(self, plan: AgentPlan, proc: subprocess.Popen[bytes] | None) -> None:
@@ -323,6 +363,65 @@ class LocalBackend(TopologyBackend):
             if time.monotonic() > deadline:
                 raise Unavailable(f"agent {plan.index} not healthy after {self.agent_start_timeout:.0f}s")
             await asyncio.sleep(0.05)
+
+    # --- supervise ---------------------------------------------------------------------------
+
+    async def supervise(self, topology: Topology, interval: float = 0.5) -> None:
+        """Restart the topology's agents that died (crash, OOM, kill), waiting longer after each
+        restart that did not last (1 s doubling to 30 s); INFO says why a vhost is not READY."""
+        plans = self.plan_agents(topology)
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        first, longest = self.restart_backoff
+        wait = dict.fromkeys((p.index for p in plans), first)
+        due: dict[int, float] = {}
+        restarts: dict[int, int] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                for plan in plans:
+                    if _agent_pid(plan) is not None:
+                        if plan.pid_file in self._down and await health_serving(plan.endpoint):
+                            self._down.pop(plan.pid_file, None)
+                        continue
+                    if plan.index not in due:
+                        reason = self._exit_reason(plan)
+                        due[plan.index] = now + wait[plan.index]
+                        self._down[plan.pid_file] = (
+                            f"agent {reason}; restarting in {wait[plan.index]:.0f}s "
+                            f"(restarts so far: {restarts.get(plan.index, 0)})"
+                        )
+                        log.warning(
+                            "agent_died",
+                            topology_id=topology.spec.topology_id,
+                            agent=plan.index,
+                            reason=reason,
+                            restart_in=wait[plan.index],
+                        )
+                    elif now >= due[plan.index]:
+                        del due[plan.index]
+                        restarts[plan.index] = restarts.get(plan.index, 0) + 1
+                        wait[plan.index] = min(longest, wait[plan.index] * 2)
+                        self._start_agent(topology, plan, vhost_index)
+                        log.info(
+                            "agent_restarted",
+                            topology_id=topology.spec.topology_id,
+                            agent=plan.index,
+                            restarts=restarts[plan.index],
+                        )
+                await asyncio.sleep(interval)
+        finally:
+            for plan in plans:
+                self._down.pop(plan.pid_file, None)
+
+    def _exit_reason(self, plan: AgentPlan) -> str:
+        """How the agent of `plan` ended, when this process started it."""
+        proc = self._started.get(plan.pid_file)
+        code = proc.poll() if proc is not None else None
+        if code is None:
+            return "not running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
 
     # --- inspect -----------------------------------------------------------------------------
 
@@ -344,7 +443,8 @@ class LocalBackend(TopologyBackend):
                     status, detail = common_pb2.DEPLOYING, ""
                 else:
                     status = common_pb2.ERROR
-                    detail = "namespace missing" if missing_ns else "agent not running"
+                    down = self._down.get(plan.pid_file) or f"agent {self._exit_reason(plan)}"
+                    detail = "namespace missing" if missing_ns else down
                 result[name] = VhostRuntime(
                     status=status,
                     agent_endpoint=plan.endpoint,
@@ -364,6 +464,8 @@ class LocalBackend(TopologyBackend):
         run_dir = self.run_dir(spec.short_id)
         stopped = await asyncio.get_running_loop().run_in_executor(None, _stop_agents, run_dir)
         self._children = [proc for proc in self._children if proc.poll() is None]
+        for pid_file in [f for f in self._started if f.parent == run_dir]:
+            del self._started[pid_file]
         names = netns.list_names(ns_prefix(spec.short_id))
         for name in names:
             netns.remove(name)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from merak.capacity import GIB, MachineRoom, real_vms_bytes
 from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
-from services.compute.inventory import hosts_from_pods, plan
+from services.compute.inventory import check_machine_room, hosts_from_pods, plan
 
 
 def config(
@@ -116,3 +117,28 @@ def test_the_size_is_refused_before_any_vm_is_placed() -> None:
     cfg = config(compute_pb2.RANDOM, hosts=1000, per_host=20_000)
     with pytest.raises(InvalidArgument, match="more than"):
         plan(cfg, hosts_from_pods(cfg.pods))
+
+
+def test_real_vms_this_machine_cannot_hold_are_refused_with_how_many_fit() -> None:
+    cfg = config(compute_pb2.UNIFORM, hosts=200, per_host=100)  # 20,000 real VMs, unix-socket agents
+    hosts = hosts_from_pods(cfg.pods)
+    planned = plan(cfg, hosts)
+    need = real_vms_bytes(20_000, 200)
+    check_machine_room(hosts, planned, MachineRoom(memory_bytes=need, namespaces=20_200))
+    with pytest.raises(ResourceExhausted, match=r"20,000 real VMs .* about 10,000 fit"):
+        check_machine_room(hosts, planned, MachineRoom(memory_bytes=need // 2, namespaces=10**6))
+    with pytest.raises(ResourceExhausted, match="20,200 network namespaces"):
+        check_machine_room(hosts, planned, MachineRoom(memory_bytes=100 * GIB, namespaces=20_199))
+    check_machine_room(hosts, planned, None)  # /proc could not tell: nothing to go by
+
+
+def test_only_real_vhosts_of_this_machine_count() -> None:
+    cfg = config(compute_pb2.UNIFORM, hosts=4, per_host=100)
+    cfg.pods[0].dataplane = "fake"
+    cfg.pods[1].agent_endpoint = "10.0.0.7:40054"  # a pod of a cluster: its node's memory, not ours
+    hosts = hosts_from_pods(cfg.pods)
+    planned = plan(cfg, hosts)
+    room = MachineRoom(memory_bytes=real_vms_bytes(200, 2), namespaces=202)
+    check_machine_room(hosts, planned, room)
+    with pytest.raises(ResourceExhausted, match="200 real VMs"):
+        check_machine_room(hosts, planned, MachineRoom(room.memory_bytes - 1, 202))
