@@ -335,9 +335,8 @@ def _memory_check(plan: Plan) -> Check:
         )
     status: Status = "ok" if available >= needed else ("fail" if available < MIN_MEMORY else "warn")
     meaning = (
-        f"stack ~1 GiB, {capacity.AGENT_BYTES >> 20} MiB an agent, "
-        f"{capacity.REAL_VM_BYTES >> 10} KiB a VM, "
-        f"{capacity.OVERLAY_ENTRY_BYTES} B more per other vhost of its VPC"
+        f"stack ~1 GiB, {capacity.AGENT_BYTES >> 20} MiB an agent, {capacity.REAL_VM_BYTES >> 10} KiB a VM "
+        f"+ {capacity.OVERLAY_ENTRY_BYTES >> 10} KiB per vhost"
     )
     return Check(
         "memory",
