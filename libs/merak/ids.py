@@ -1,5 +1,6 @@
-"""The one rule for the ids clients give (topology, network config, compute config, scenario):
-they become Redis keys, workflow ids and namespace names, so they are short and plain."""
+"""Bounds on what clients give: ids (topology, network config, compute config, scenario) become
+Redis keys, workflow ids and namespace names, so they are short and plain; a ping's waits are
+bounded so that one test cannot hold an agent's workers for an hour."""
 
 from __future__ import annotations
 
@@ -20,3 +21,18 @@ def check_id(field: str, value: str) -> str:
     if not _ID.fullmatch(value):
         raise InvalidArgument(field, f"only letters, digits, '.', '_' and '-' allowed: {value[:MAX_ID]!r}")
     return value
+
+
+# A ping waits at most this long for each reply, and retries a silent destination at most this long.
+MAX_PING_TIMEOUT_SECONDS = 30.0
+MAX_PING_RETRY_SECONDS = 120.0
+
+
+def check_ping_waits(timeout: float, retry: float, prefix: str = "") -> None:
+    """InvalidArgument unless 0 <= timeout <= 30 and 0 <= retry <= 120 (seconds; 0: the default)."""
+    for name, value, most in (
+        ("timeout_seconds", timeout, MAX_PING_TIMEOUT_SECONDS),
+        ("retry_seconds", retry, MAX_PING_RETRY_SECONDS),
+    ):
+        if not 0 <= value <= most:  # NaN fails too
+            raise InvalidArgument(f"{prefix}{name}", f"must be between 0 and {most:.0f}, got {value}")

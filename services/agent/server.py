@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from merak.errors import FailedPrecondition, InvalidArgument, enum_name, status_for
 from merak.grpcserver import ServiceRegistration
 from merak.host import HostTuner
+from merak.ids import check_ping_waits
 from merak.logs import get_logger
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, ntest_pb2
@@ -271,6 +272,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         """ICMP echo from inside a VM, retried for `retry_seconds` while a destination stays silent."""
         vhost = self._vhost(request.vhost)
         _check_vm_name("vm", request.vm)
+        check_ping_waits(request.timeout_seconds, request.retry_seconds)
         dests = [_ipv4(f"destinations[{i}]", d) for i, d in enumerate(request.destinations)]
         results = await self._ping(
             vhost, request.vm, dests, request.timeout_seconds or 1.0, request.retry_seconds

@@ -13,6 +13,7 @@ import grpc
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, NotFound
 from merak.grpcclient import ServiceError
+from merak.ids import check_ping_waits
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario import states, translate, validate
@@ -657,10 +658,7 @@ class ScenarioManager:
         """Merak's pingall test config, run through the agents; compute must be READY."""
         if not request.scenario_id:
             raise InvalidArgument("scenario_id", "required")
-        if request.timeout_seconds < 0:
-            raise InvalidArgument("timeout_seconds", f"must not be negative, got {request.timeout_seconds}")
-        if request.retry_seconds < 0:
-            raise InvalidArgument("retry_seconds", f"must not be negative, got {request.retry_seconds}")
+        check_ping_waits(request.timeout_seconds, request.retry_seconds)
         scenario = await self._refresh_transitional(await self._scenario(request.scenario_id), owner=False)
         compute = status_of(scenario, COMPUTE)
         if compute != scenario_pb2.READY:
