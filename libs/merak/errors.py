@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
@@ -80,6 +81,29 @@ def enum_name(enum: Any, value: int) -> str:
     except ValueError:
         return f"unknown value {int(value)}"
     return name
+
+
+REMOTE_WORDS = 160
+
+
+def remote_words(body: bytes) -> str:
+    """What a remote service said in an error reply, fit to repeat to our caller: the `error` and
+    `message` of a JSON object (Spring's, Alcor's), each cut to 160 printable characters; any other
+    body is described, not quoted (a listener at a wrong URL may answer with anything, secrets too)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        words = []
+        for key in ("error", "message"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                text = "".join(c if c.isprintable() else " " for c in value)[:REMOTE_WORDS]
+                words.append(text)
+        if words:
+            return ": ".join(dict.fromkeys(words))
+    return f"a {len(body)}-byte body that is not an Alcor error (not shown)" if body else "an empty body"
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

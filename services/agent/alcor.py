@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from merak import netns
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable, remote_words
 from merak.logs import get_logger
 from merak.metrics import ControlPlaneMetrics
 
@@ -84,11 +84,6 @@ class Reply:
 
     status: int
     body: bytes
-
-    @property
-    def text(self) -> str:
-        """The body as text (for error messages)."""
-        return self.body.decode(errors="replace")
 
     def json(self) -> Any:
         """The body as JSON (None when it is not JSON)."""
@@ -218,7 +213,9 @@ class AlcorPorts:
                 self._observe(operation, str(reply.status), seconds)
                 if reply.status == expect:
                     return reply
-                message = f"alcor {operation} ({method} {path}) answered {reply.status}: {reply.text[:300]}"
+                message = (
+                    f"alcor {operation} ({method} {path}) answered {reply.status}: {remote_words(reply.body)}"
+                )
                 if reply.status < 500:
                     raise FailedPrecondition(message)
                 problem = Unavailable(message)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable, remote_words
 from merak.logs import get_logger
 from services.network.metrics import NetworkMetrics
 from services.network.models import (
@@ -66,16 +66,8 @@ def _path(*segments: str) -> str:
 
 
 def _message(response: httpx.Response) -> str:
-    """Alcor's own words from an error reply (Spring's {"error", "message"} body), or the raw text."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("error", "message") if body.get(k)]
-        if parts:
-            return ": ".join(dict.fromkeys(parts))
-    return response.text[:300] or response.reason_phrase
+    """Alcor's own words from an error reply (Spring's {"error", "message"} body); never the raw body."""
+    return remote_words(response.content) if response.content else response.reason_phrase
 
 
 def _id_from(reply: Any, wrapper: str, what: str) -> str:
