@@ -89,6 +89,8 @@ class ServiceStack:
         temporal = self._temporal()
         options: dict[str, Any] = {
             "network_address": self.addresses["network"],
+            # Compute asks the topology service which agents it started (start topology first).
+            "topology_address": self.addresses.get("topology", "127.0.0.1:1"),
             "task_queue": self.task_queue,
             "temporal_address": temporal.service_client.config.target_host,
             "temporal_namespace": temporal.namespace,

@@ -106,10 +106,21 @@ def remote_words(body: bytes) -> str:
     return f"a {len(body)}-byte body that is not an Alcor error (not shown)" if body else "an empty body"
 
 
+MAX_DETAILS = 1000
+
+
+def _bounded(message: str) -> str:
+    """A status message of at most ~1,000 characters: errors quote what they were given, and a
+    client's 2,000-character id should not come back whole in every reply."""
+    if len(message) <= MAX_DETAILS:
+        return message
+    return f"{message[:MAX_DETAILS]}… ({len(message):,} characters)"
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message an exception becomes at the API boundary."""
     if isinstance(exc, MerakError):
-        return exc.code, exc.message
+        return exc.code, _bounded(exc.message)
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented"
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):

@@ -261,8 +261,8 @@ def components(settings: StackSettings) -> list[Component]:
     for component in services:
         if component.name in ("compute", "scenario"):
             component.env["MERAK_NETWORK_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('network')}"
-        if component.name == "scenario":
             component.env["MERAK_TOPOLOGY_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('topology')}"
+        if component.name == "scenario":
             component.env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
             component.env["MERAK_REST_PORT"] = str(settings.rest_port)
             component.ports["rest"] = settings.rest_port

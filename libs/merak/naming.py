@@ -13,7 +13,9 @@ def vni_for_vpc(vpc_id: str) -> int:
 
 
 def gateway_mac(vni: int) -> str:
-    """The anycast gateway MAC of a VPC: the same on every vhost, different per VNI."""
+    """The anycast gateway MAC of a VPC: the same on every vhost, different per VNI (24 bits)."""
+    if not 0 <= vni < 1 << 24:
+        raise ValueError(f"vni: {vni} is not a 24-bit VXLAN network identifier")
     return "0e:" + ":".join(f"{b:02x}" for b in (vni.to_bytes(3, "big") + b"\x00\x01"))
 
 

@@ -579,9 +579,11 @@ def _vm_from_proto(field: str, vm: agent_pb2.VmSpec) -> VmSpec:
 
 def _vpc_from_proto(field: str, vpc: agent_pb2.VpcSpec) -> VpcSpec:
     subnets = tuple(SubnetSpec(s.cidr, s.gateway) for s in vpc.subnets)
-    return _checked_vpc(
-        field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, (vpc.gateway_mac or gateway_mac(vpc.vni)).lower())
-    )
+    try:
+        mac = vpc.gateway_mac or gateway_mac(vpc.vni)
+    except ValueError as exc:  # a VNI beyond 24 bits (the VPC check would say so, after this)
+        raise InvalidArgument(field, str(exc)) from None
+    return _checked_vpc(field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, mac.lower()))
 
 
 def _ipv4(field: str, text: str) -> str:

@@ -23,7 +23,7 @@ from merak.logs import get_logger
 from merak.metrics import serve_metrics
 from merak.service import BuiltService, open_redis, serve
 from merak.temporal import TemporalConnection, connect_temporal
-from merak.v1 import network_pb2_grpc
+from merak.v1 import network_pb2_grpc, topology_pb2_grpc
 from services.compute.activities import ComputeActivities, all_activities
 from services.compute.config import ComputeSettings
 from services.compute.manager import ComputeManager
@@ -91,8 +91,16 @@ async def build(settings: ComputeSettings) -> BuiltService[ComputeManager]:
     temporal.start()
     network_channel = open_channel(settings.network_address)
     network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
+    topology_channel = open_channel(settings.topology_address)
     store = ComputeStore(redis)
-    manager = ComputeManager(store, temporal, network, settings, ComputeMetrics.create(registry))
+    manager = ComputeManager(
+        store,
+        temporal,
+        network,
+        settings,
+        ComputeMetrics.create(registry),
+        topology=topology_pb2_grpc.MerakTopologyServiceStub(topology_channel),
+    )
     background: dict[str, asyncio.Task[None]] = {}
     stop_worker = asyncio.Event()
 
@@ -118,6 +126,7 @@ async def build(settings: ComputeSettings) -> BuiltService[ComputeManager]:
 
     async def close_network() -> None:
         await network_channel.close(None)
+        await topology_channel.close(None)
 
     server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))], registry)
     return BuiltService(

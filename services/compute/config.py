@@ -12,6 +12,9 @@ class ComputeSettings(ServiceSettings):
     metrics_port: int = METRICS_PORTS["compute"]
     worker_metrics_port: int = METRICS_PORTS["compute-worker"]
     network_address: str = f"127.0.0.1:{GRPC_PORTS['network']}"
+    # Asked which agents it started: compute connects only to those (a request cannot point it at
+    # any address).
+    topology_address: str = f"127.0.0.1:{GRPC_PORTS['topology']}"
     task_queue: str = "merak-compute"
     # Also run a Temporal worker inside the compute process (the small local stack can do without
     # a separate `python -m services.compute.worker`).

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 from temporalio.client import WorkflowExecutionStatus
@@ -18,7 +18,7 @@ from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from merak.ids import check_id
 from merak.logs import get_logger
 from merak.temporal import TemporalConnection
-from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc
+from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.compute import inventory, results
 from services.compute.config import ComputeSettings
 from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
@@ -64,6 +64,7 @@ class ComputeManager:
         settings: ComputeSettings,
         metrics: ComputeMetrics,
         *,
+        topology: topology_pb2_grpc.MerakTopologyServiceAsyncStub | None = None,
         machine_room: Callable[[], MachineRoom | None] = MachineRoom.now,
     ) -> None:
         self.store = store
@@ -73,6 +74,9 @@ class ComputeManager:
         self.metrics = metrics
         # What this machine can still hold, asked before real VMs on it are created.
         self.machine_room = machine_room
+        # Which agents the topology service started (None: every endpoint is trusted, for tests
+        # that serve compute alone).
+        self.topology = topology
 
     def workflow_id(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> str:
         """Deterministic per scenario, config and operation: a repeated DEPLOY finds the same workflow."""
@@ -119,6 +123,7 @@ class ComputeManager:
             await self.store.start_operation(config_id, CREATE)  # retry what failed
         else:
             inventory.check_machine_room(hosts, planned, self.machine_room())
+            await self._check_endpoints(config.pods, hosts)
             await self.store.create(
                 config,
                 hosts,
@@ -136,6 +141,41 @@ class ComputeManager:
         reply.return_message = "Successfully started all create workflows!"
         reply.vms[0].id = f"Started deployment for {total} VMs"
         return reply
+
+    async def _check_endpoints(
+        self, pods: Sequence[common_pb2.InternalComputeInfo], hosts: Sequence[inventory.Host]
+    ) -> None:
+        """Refuse an agent endpoint the topology service did not issue: compute would connect to it."""
+        if self.topology is None:
+            return
+        topology_ids = {pod.topology_id for pod in pods}
+        try:
+            if "" in topology_ids:  # Merak's clients name no topology: any of them
+                listed = await self.topology.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30)
+                topology_ids = {t.topology_id for t in listed.topologies}
+            issued: set[str] = set()
+            for topology_id in sorted(topology_ids):
+                request = topology_pb2.InternalTopologyInfo(
+                    operation_type=common_pb2.INFO,
+                    config=topology_pb2.InternalTopologyConfiguration(topology_id=topology_id),
+                )
+                try:
+                    reply = await self.topology.TopologyHandler(request, timeout=60)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                        continue
+                    raise
+                issued.update(node.agent_endpoint for node in reply.compute_nodes if node.agent_endpoint)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"cannot ask the topology service which agents it started: {exc.code().name} {exc.details()}"
+            ) from exc
+        for i, host in enumerate(hosts):
+            if host.agent_endpoint not in issued:
+                raise InvalidArgument(
+                    f"config.pods[{i}].agent_endpoint",
+                    f"{host.agent_endpoint[:200]!r} is not an agent the topology service started",
+                )
 
     async def _complete_from_network(self, config: compute_pb2.InternalComputeConfiguration) -> None:
         """Check the VPCs and subnets against the network config; fill in CIDRs and gateways."""

@@ -218,6 +218,8 @@ async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: N
         ("unknown_subnet", "config.vm_deploy.vpcs[0].subnets[0].subnet_id"),
         ("too_many", "config.vm_deploy.vpcs[0].subnets[0]"),
         ("assign", "config.vm_deploy.deploy_method"),
+        # Nothing else wrong: compute would connect wherever a request points it.
+        ("endpoint", "config.pods[0].agent_endpoint"),
     ],
 )
 async def test_bad_input_starts_nothing(cloud: Cloud, change: str, field: str) -> None:
@@ -239,7 +241,7 @@ async def test_bad_input_starts_nothing(cloud: Cloud, change: str, field: str) -
         subnet.number_vms = 30_000  # 90,000 VMs in a /16 (fake vhosts: a real one holds 1,022 per VPC)
         for pod in request.config.pods:
             pod.dataplane = "fake"
-    else:
+    elif change == "assign":
         request.config.vm_deploy.deploy_type = compute_pb2.ASSIGN
         request.config.vm_deploy.deploy_method.add(num_of_vm=5)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

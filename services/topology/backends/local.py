@@ -379,7 +379,7 @@ class LocalBackend(TopologyBackend):
             while True:
                 now = time.monotonic()
                 for plan in plans:
-                    if _agent_pid(plan) is not None:
+                    if self._agent_running(plan):
                         if plan.pid_file in self._down and await health_serving(plan.endpoint):
                             self._down.pop(plan.pid_file, None)
                         continue
@@ -413,6 +413,15 @@ class LocalBackend(TopologyBackend):
             for plan in plans:
                 self._down.pop(plan.pid_file, None)
 
+    def _agent_running(self, plan: AgentPlan) -> bool:
+        """The agent of `plan` runs. For an agent this process started, its Popen decides: it keeps
+        the exit status (`_agent_pid` reaps a dead process it finds, and reads an exiting one's
+        command line as empty, before it can be waited for)."""
+        proc = self._started.get(plan.pid_file)
+        if proc is not None:
+            return proc.poll() is None
+        return _agent_pid(plan) is not None
+
     def _exit_reason(self, plan: AgentPlan) -> str:
         """How the agent of `plan` ended, when this process started it."""
         proc = self._started.get(plan.pid_file)
@@ -431,7 +440,7 @@ class LocalBackend(TopologyBackend):
         plans = self.plan_agents(topology)
         present = set(netns.list_names(ns_prefix(spec.short_id))) if spec.dataplane == "real" else None
         healthy = await asyncio.gather(
-            *(health_serving(p.endpoint) if _agent_pid(p) is not None else _false() for p in plans)
+            *(health_serving(p.endpoint) if self._agent_running(p) else _false() for p in plans)
         )
         result: dict[str, VhostRuntime] = {}
         for plan, ok in zip(plans, healthy, strict=True):
