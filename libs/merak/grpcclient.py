@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from merak.errors import MerakError
+
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 500 * 1024 * 1024  # as Merak's servers and clients
 # What a server reads: the largest request of a lab this emulator makes is a few MB (a compute
@@ -47,6 +51,32 @@ def service_error(service: str, address: str, exc: grpc.aio.AioRpcError) -> Serv
     if code in TRANSPORT_CODES:
         details = f"{service} service at {address}: {details or code.name}"
     return ServiceError(service, code, details)
+
+
+async def retry_unavailable(
+    call: Callable[[float], Awaitable[T]],
+    *,
+    timeout: float,
+    first_wait: float = 0.25,
+    longest_wait: float = 5.0,
+    on_retry: Callable[[grpc.aio.AioRpcError, float], None] | None = None,
+) -> T:
+    """`call(seconds left)` again while it fails UNAVAILABLE (a service restarting, Redis behind it
+    restarting), waiting 0.25 s doubling to 5 s, until `timeout` seconds have gone by; then the last
+    error is raised. Only for idempotent calls: an UNAVAILABLE request may have been carried out."""
+    deadline = time.monotonic() + timeout
+    wait = first_wait
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return await call(max(left, 0.001))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + wait >= deadline:
+                raise
+            if on_retry is not None:
+                on_retry(exc, wait)
+            await asyncio.sleep(wait)
+            wait = min(longest_wait, wait * 2)
 
 
 class ChannelPool:

@@ -15,9 +15,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -27,13 +29,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from merak import protojson, report_html
-from merak.grpcclient import open_channel
+from merak.grpcclient import open_channel, retry_unavailable
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
 
 console = Console(stderr=True)
 READY = scenario_pb2.READY
 FAILED = scenario_pb2.FAILED
+T = TypeVar("T")
 
 
 class E2EError(Exception):
@@ -220,10 +223,20 @@ class Runner:
             scenario_id=self.scenario_id,
             service=scenario_pb2.ServiceAction(service_name=service, action=action),  # type: ignore[arg-type]
         )
-        reply: scenario_pb2.ScenarioActionReply = await self.stub.ScenarioAction(
-            request, timeout=self.opts.timeout
+        reply: scenario_pb2.ScenarioActionReply = await self._retried(
+            lambda left: self.stub.ScenarioAction(request, timeout=left)
         )
         return reply
+
+    async def _retried(self, call: Callable[[float], Awaitable[T]]) -> T:
+        """An idempotent call, made again while the scenario service answers UNAVAILABLE (restarting)."""
+
+        def say(exc: grpc.aio.AioRpcError, wait: float) -> None:
+            console.print(
+                f"[yellow]scenario service unavailable ({exc.details()}); again in {wait:.1f}s[/yellow]"
+            )
+
+        return await retry_unavailable(call, timeout=self.opts.timeout, on_retry=say)
 
     async def _deploy(self, service: int, name: str) -> None:
         started = time.perf_counter()
@@ -239,17 +252,26 @@ class Runner:
         status = scenario_pb2.NONE
         with Progress(*columns, console=console, transient=False) as bars:
             bar = bars.add_task(name, total=None)
-            stream = self.stub.WatchScenario(
-                scenario_pb2.WatchScenarioRequest(scenario_id=self.scenario_id), timeout=self.opts.timeout
-            )
-            async for progress in stream:
-                status = getattr(progress, f"{name}_status")
-                if name == "topology" and progress.topology.total:
-                    bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
-                elif name == "compute" and progress.compute.total:
-                    done = progress.compute.done
-                    bars.update(bar, total=progress.compute.total, completed=done + progress.compute.error)
-                    self.report.vms, self.report.vms_done = progress.compute.total, done
+
+            async def watch(left: float) -> scenario_pb2.ServiceStatus.ValueType:
+                """Follow the stream to its end; a broken stream (UNAVAILABLE) is opened again."""
+                seen: scenario_pb2.ServiceStatus.ValueType = scenario_pb2.NONE
+                stream = self.stub.WatchScenario(
+                    scenario_pb2.WatchScenarioRequest(scenario_id=self.scenario_id), timeout=left
+                )
+                async for progress in stream:
+                    seen = getattr(progress, f"{name}_status")
+                    if name == "topology" and progress.topology.total:
+                        bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
+                    elif name == "compute" and progress.compute.total:
+                        done = progress.compute.done
+                        bars.update(
+                            bar, total=progress.compute.total, completed=done + progress.compute.error
+                        )
+                        self.report.vms, self.report.vms_done = progress.compute.total, done
+                return seen
+
+            status = await self._retried(watch)
         if status != READY:
             reply = await self._action(
                 {
@@ -263,7 +285,8 @@ class Runner:
 
     async def _results(self) -> None:
         """What the control plane did for this run's VMs, kept for the report."""
-        results = await self.stub.GetResults(scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id))
+        request = scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id)
+        results = await self._retried(lambda left: self.stub.GetResults(request, timeout=left))
         self.report.results = protojson.to_dict(results)
         for op in results.operations:
             console.print(
@@ -273,10 +296,8 @@ class Runner:
 
     async def _test(self) -> None:
         started = time.perf_counter()
-        report = await self.stub.RunTest(
-            scenario_pb2.RunTestRequest(scenario_id=self.scenario_id, max_pairs=self.opts.max_pairs),
-            timeout=self.opts.timeout,
-        )
+        request = scenario_pb2.RunTestRequest(scenario_id=self.scenario_id, max_pairs=self.opts.max_pairs)
+        report = await self._retried(lambda left: self.stub.RunTest(request, timeout=left))
         self.report.phases["ping test"] = time.perf_counter() - started
         self.report.test = protojson.to_dict(report)
         console.print(f"ping-all: {report.return_message}")
@@ -294,17 +315,18 @@ class Runner:
             return
         started = time.perf_counter()
         try:
-            await self.stub.DeleteScenario(
-                scenario_pb2.DeleteScenarioRequest(id=self.scenario_id, teardown=True),
-                timeout=self.opts.timeout,
-            )
+            request = scenario_pb2.DeleteScenarioRequest(id=self.scenario_id, teardown=True)
+            await self._retried(lambda left: self.stub.DeleteScenario(request, timeout=left))
             for kind, method in (("topology", "DeleteTopologyConfig"), ("network", "DeleteNetworkConfig"),
                                  ("service", "DeleteServiceConfig"), ("compute", "DeleteComputeConfig"),
                                  ("test", "DeleteTestConfig")):  # fmt: skip
-                await getattr(self.stub, method)(scenario_pb2.DeleteRequest(id=self.report.ids[kind]))
+                await self._retried(partial(self._delete_config, method, self.report.ids[kind]))
         except grpc.aio.AioRpcError as exc:
             self.report.errors.append(f"teardown: {_describe(exc)}")
         await self._verify_teardown(started)
+
+    async def _delete_config(self, method: str, config_id: str, left: float) -> None:
+        await getattr(self.stub, method)(scenario_pb2.DeleteRequest(id=config_id), timeout=left)
 
     async def _verify_teardown(self, started: float) -> None:
         """Record the teardown's duration, and fail the run if anything of it is left."""

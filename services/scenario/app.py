@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry
 
 from merak.grpcclient import open_channel
@@ -49,14 +51,29 @@ async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
     server = GrpcServer(
         settings.listen_address(), [registration(ScenarioServicer(entities, manager))], registry
     )
-    built = BuiltService("scenario", server, manager, cleanups=[close_channels, redis.aclose])
+    background: list[asyncio.Task[list[str]]] = []
+
+    async def stop_reconcile() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    built = BuiltService("scenario", server, manager, cleanups=[stop_reconcile, close_channels, redis.aclose])
+    rest = None
     if settings.rest_port >= 0:
         rest = RestServer(
             create_app(entities, manager), settings.rest_host or settings.host, settings.rest_port
         )
-        built.on_started = rest.start
         built.cleanups.insert(0, rest.stop)
         built.listeners["rest"] = rest.address
+
+    async def started() -> None:
+        if rest is not None:
+            await rest.start()
+        # Scenarios whose labs went away while we were down stop saying they are deployed.
+        background.append(asyncio.create_task(manager.reconcile(), name="scenario-reconcile"))
+
+    built.on_started = started
     return built
 
 

@@ -1,4 +1,7 @@
-"""gRPC clients of topology, network and compute; their errors keep their code and message."""
+"""gRPC clients of topology, network and compute; their errors keep their code and message.
+
+Their handlers are idempotent (a repeated CREATE finds what the first made), so a call that fails
+UNAVAILABLE (the service or its Redis restarting) is made again within the call's deadline."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from merak.grpcclient import service_error
+from merak.grpcclient import retry_unavailable, service_error
 from merak.v1 import (
     compute_pb2,
     compute_pb2_grpc,
@@ -35,14 +38,18 @@ class ServiceClients:
     ) -> topology_pb2.ReturnTopologyMessage:
         """topology.MerakTopologyService/TopologyHandler."""
         try:
-            return await self.topology_stub.TopologyHandler(request, timeout=self.timeout)
+            return await retry_unavailable(
+                lambda left: self.topology_stub.TopologyHandler(request, timeout=left), timeout=self.timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise service_error("topology", self.topology_address, exc) from None
 
     async def network(self, request: network_pb2.InternalNetConfigInfo) -> network_pb2.ReturnNetworkMessage:
         """network.MerakNetworkService/NetConfigHandler."""
         try:
-            return await self.network_stub.NetConfigHandler(request, timeout=self.timeout)
+            return await retry_unavailable(
+                lambda left: self.network_stub.NetConfigHandler(request, timeout=left), timeout=self.timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise service_error("network", self.network_address, exc) from None
 
@@ -51,15 +58,18 @@ class ServiceClients:
     ) -> compute_pb2.ReturnComputeMessage:
         """compute.MerakComputeService/ComputeHandler."""
         try:
-            return await self.compute_stub.ComputeHandler(request, timeout=self.timeout)
+            return await retry_unavailable(
+                lambda left: self.compute_stub.ComputeHandler(request, timeout=left), timeout=self.timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise service_error("compute", self.compute_address, exc) from None
 
     async def compute_results(self, compute_config_id: str) -> compute_pb2.ComputeResults:
         """compute.MerakComputeService/GetResults."""
+        request = compute_pb2.GetResultsRequest(compute_config_id=compute_config_id)
         try:
-            return await self.compute_stub.GetResults(
-                compute_pb2.GetResultsRequest(compute_config_id=compute_config_id), timeout=self.timeout
+            return await retry_unavailable(
+                lambda left: self.compute_stub.GetResults(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise service_error("compute", self.compute_address, exc) from None
