@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from merak.errors import MerakError
+from merak.tls import TlsFiles, is_tcp
 
 T = TypeVar("T")
 
@@ -26,13 +27,20 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
 TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """A plaintext asyncio channel with Merak's 500 MiB message limits ("host:port" or "unix:///path")."""
-    return grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+def open_channel(address: str, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> grpc.aio.Channel:
+    """An asyncio channel with Merak's 500 MiB message limits ("host:port" or "unix:///path"): TLS
+    to a TCP address when the environment sets it up (merak.tls), plaintext otherwise."""
+    files = TlsFiles.from_env()
+    if files is not None and is_tcp(address):
+        return grpc.aio.secure_channel(address, files.channel_credentials(), options=list(options))
+    return grpc.aio.insecure_channel(address, options=list(options))
 
 
 def open_blocking_channel(address: str) -> grpc.Channel:
     """The same, for synchronous code (the command line)."""
+    files = TlsFiles.from_env()
+    if files is not None and is_tcp(address):
+        return grpc.secure_channel(address, files.channel_credentials(), options=list(CHANNEL_OPTIONS))
     return grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
 
 
@@ -108,7 +116,7 @@ class ChannelPool:
 async def health_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
     """True when the gRPC health service at `address` reports `service` SERVING."""
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address, options=()) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )

@@ -20,6 +20,7 @@ from merak.errors import status_for
 from merak.grpcclient import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from merak.logs import get_logger
 from merak.metrics import GrpcMetrics, MetricsServer, serve_metrics
+from merak.tls import TlsFiles, is_tcp
 
 log = get_logger(__name__)
 
@@ -213,7 +214,11 @@ class GrpcServer:
             registration.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(self.service_names, self.server)
-        self.port = self.server.add_insecure_port(self.address)
+        files = TlsFiles.from_env()
+        if files is not None and is_tcp(self.address):
+            self.port = self.server.add_secure_port(self.address, files.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(self.address)
         if self.port == 0 and not self.address.startswith("unix:"):
             raise OSError(f"cannot listen on {self.address}")
         await self.server.start()

@@ -1,0 +1,70 @@
+"""Optional TLS on every gRPC server and client over TCP, set by the environment of each process:
+
+- `MERAK_TLS_CERT`, `MERAK_TLS_KEY`: this process's certificate chain and key (PEM files). A server
+  presents them; a client presents them too when the servers ask for client certificates.
+- `MERAK_TLS_CA`: the CA bundle (PEM) that signed the servers' certificates (clients verify them) and,
+  with mutual TLS, the clients' ones (servers verify them).
+- `MERAK_TLS_CLIENT_AUTH=1`: servers require a client certificate signed by that CA (mTLS).
+
+Unset (the default), everything is plaintext, as Merak's services were. Unix-socket endpoints (the
+agents of the local backend) stay plaintext: only this machine's root can reach them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+ENV_CERT, ENV_KEY, ENV_CA, ENV_CLIENT_AUTH = (
+    "MERAK_TLS_CERT",
+    "MERAK_TLS_KEY",
+    "MERAK_TLS_CA",
+    "MERAK_TLS_CLIENT_AUTH",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM contents read once: this process's certificate and key, the CA, whether mTLS is required."""
+
+    cert: bytes | None
+    key: bytes | None
+    ca: bytes | None
+    client_auth: bool
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> TlsFiles | None:
+        """The files the environment names (None: TLS is off); a missing file is an error at start."""
+        env = os.environ if environ is None else environ
+        paths = {name: env.get(name, "") for name in (ENV_CERT, ENV_KEY, ENV_CA)}
+        if not any(paths.values()):
+            return None
+        if bool(paths[ENV_CERT]) != bool(paths[ENV_KEY]):
+            raise ValueError(f"{ENV_CERT} and {ENV_KEY} go together")
+        read = {name: Path(path).read_bytes() if path else None for name, path in paths.items()}
+        client_auth = env.get(ENV_CLIENT_AUTH, "").lower() in ("1", "true", "yes")
+        if client_auth and not read[ENV_CA]:
+            raise ValueError(f"{ENV_CLIENT_AUTH} needs {ENV_CA}: the CA that signs client certificates")
+        return cls(read[ENV_CERT], read[ENV_KEY], read[ENV_CA], client_auth)
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """What a server presents, and the client certificates it requires under mTLS."""
+        if self.cert is None or self.key is None:
+            raise ValueError(f"a TLS server needs {ENV_CERT} and {ENV_KEY}")
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)], root_certificates=self.ca, require_client_auth=self.client_auth
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """How a client verifies servers (the CA) and, when it has one, the certificate it presents."""
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
+def is_tcp(address: str) -> bool:
+    """TLS applies to TCP endpoints, not to unix sockets."""
+    return not address.startswith("unix:")
