@@ -21,6 +21,7 @@ from merak.host import HostTuner
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
 from merak.logs import configure_logging
 from merak.naming import topology_short_id
+from merak.tls import ENV_CA, ENV_CERT, ENV_KEY, TlsFiles
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 
 console = Console()
@@ -55,7 +56,18 @@ def _print_endpoints(settings: StackSettings) -> None:
     for name, where in endpoints(settings):
         table.add_row(name, where)
     console.print(table)
-    console.print("try: grpcurl -plaintext localhost:40050 list")
+    console.print(f"try: grpcurl {_grpcurl_security()} localhost:{settings.grpc_port('scenario')} list")
+
+
+def _grpcurl_security() -> str:
+    """grpcurl's flags for this environment's TLS settings (merak.tls)."""
+    files = TlsFiles.from_env()
+    if files is None:
+        return "-plaintext"
+    flags = [f"-cacert {os.environ[ENV_CA]}"] if os.environ.get(ENV_CA) else []
+    if files.client_auth:
+        flags += [f"-cert {os.environ[ENV_CERT]}", f"-key {os.environ[ENV_KEY]}"]
+    return " ".join(flags) or "-insecure"
 
 
 def cmd_up(settings: StackSettings) -> int:
@@ -107,8 +119,8 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
     console.print(
         "\n[bold]Look around[/bold] (the stack is still up; `merak down` stops it):\n"
         f"  Temporal UI (every workflow): http://localhost:{settings.temporal_ui_port}, namespace merak\n"
-        f"  grpcurl -plaintext localhost:{settings.grpc_port('scenario')} list\n"
-        f"  grpcurl -plaintext localhost:{settings.grpc_port('topology')} "
+        f"  grpcurl {_grpcurl_security()} localhost:{settings.grpc_port('scenario')} list\n"
+        f"  grpcurl {_grpcurl_security()} localhost:{settings.grpc_port('topology')} "
         "topology.MerakTopologyService/ListTopologies\n"
         "  keep the lab to explore it: merak demo --keep   (or teste2e --keep)\n"
         "  then: ip netns list | grep mk-          # emulated hosts, switches, VMs\n"

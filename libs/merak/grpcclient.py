@@ -27,10 +27,13 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
 TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def open_channel(address: str, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS) -> grpc.aio.Channel:
+def open_channel(
+    address: str, options: Sequence[tuple[str, int]] = CHANNEL_OPTIONS, *, ours: bool = True
+) -> grpc.aio.Channel:
     """An asyncio channel with Merak's 500 MiB message limits ("host:port" or "unix:///path"): TLS
-    to a TCP address when the environment sets it up (merak.tls), plaintext otherwise."""
-    files = TlsFiles.from_env()
+    to a TCP address of ours when the environment sets it up (merak.tls), plaintext otherwise (and
+    to what is not ours: the Temporal dev server)."""
+    files = TlsFiles.from_env() if ours else None
     if files is not None and is_tcp(address):
         return grpc.aio.secure_channel(address, files.channel_credentials(), options=list(options))
     return grpc.aio.insecure_channel(address, options=list(options))
@@ -113,10 +116,11 @@ class ChannelPool:
         await self.close()
 
 
-async def health_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
-    """True when the gRPC health service at `address` reports `service` SERVING."""
+async def health_serving(address: str, service: str = "", timeout: float = 1.0, *, ours: bool = True) -> bool:
+    """True when the gRPC health service at `address` reports `service` SERVING (`ours`: one of our
+    servers, TLS when it is on; else plaintext)."""
     try:
-        async with open_channel(address, options=()) as channel:
+        async with open_channel(address, options=(), ours=ours) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
@@ -125,6 +129,8 @@ async def health_serving(address: str, service: str = "", timeout: float = 1.0) 
         return False
 
 
-def health_serving_blocking(address: str, service: str = "", timeout: float = 1.0) -> bool:
+def health_serving_blocking(
+    address: str, service: str = "", timeout: float = 1.0, *, ours: bool = True
+) -> bool:
     """`health_serving` for synchronous code (no event loop running in this thread)."""
-    return asyncio.run(health_serving(address, service, timeout))
+    return asyncio.run(health_serving(address, service, timeout, ours=ours))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import signal
@@ -139,16 +138,20 @@ class StackError(Exception):
     """The stack cannot start or stop as asked; the message says why."""
 
 
-def port_in_use(port: int, host: str = "0.0.0.0") -> bool:
-    """True when something listens on (or holds) `port`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def port_in_use(port: int) -> bool:
+    """True when a socket listens on TCP `port` (any address, IPv4 or IPv6). Not a trial bind: the
+    ports sit in the kernel's ephemeral range, and a closed client connection that used one as its
+    source port (TIME-WAIT) makes a bind fail for a minute although a server can listen there."""
+    listen = "0A"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == listen and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
-            raise
     return False
 
 
@@ -214,7 +217,9 @@ def components(settings: StackSettings) -> list[Component]:
             "warn",
         ),
         ports={"grpc": settings.temporal_port, "ui": settings.temporal_ui_port},
-        health=lambda: health_serving_blocking(settings.temporal_address, TEMPORAL_HEALTH_SERVICE),
+        health=lambda: health_serving_blocking(
+            settings.temporal_address, TEMPORAL_HEALTH_SERVICE, ours=False
+        ),
         marker="start-dev",
     )
     common_env = {

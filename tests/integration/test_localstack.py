@@ -16,7 +16,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak import netns
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings
+from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, port_in_use
 from merak.procs import alive
 from merak.testing import free_port, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -129,3 +129,22 @@ def test_port_taken_says_which_and_starts_nothing(stack: LocalStack, settings: S
             stack.up()
     assert not any(s.running for s in stack.status())
     assert not list((settings.state_dir / "run").glob("*.pid"))
+
+
+def test_a_port_left_in_time_wait_by_a_client_is_not_taken() -> None:
+    # The stack's ports lie in the kernel's ephemeral range: a finished client connection that used
+    # one as its source port sits in TIME-WAIT, a trial bind fails, yet a server can listen there.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.socket() as client:
+            client.connect(server.getsockname())
+            source_port = client.getsockname()[1]
+            accepted, _ = server.accept()
+            client.close()  # the side that closes first keeps the TIME-WAIT
+            accepted.close()
+    assert not port_in_use(source_port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        assert port_in_use(listener.getsockname()[1])
