@@ -63,3 +63,12 @@ class PingResult:
     ok: bool
     rtt_ms: float | None
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VmInfo:
+    """What the data plane itself holds of a VM (after an agent restart, its only record)."""
+
+    ip: str
+    mac: str
+    vpc_id: str

@@ -264,6 +264,11 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             vm = reply.vms.add(name=name, status=common_pb2.DONE)
             if spec is not None:
                 vm.ip, vm.mac, vm.vpc_id, vm.vni = spec.ip, spec.mac, spec.vpc_id, spec.vni
+                continue
+            # Made before this agent started (it was restarted): the data plane knows the rest.
+            info = await self._run(partial(plane.describe_vm, name))
+            if info is not None:
+                vm.ip, vm.mac, vm.vpc_id = info.ip, info.mac, info.vpc_id
         return reply
 
     async def Ping(

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -333,3 +334,48 @@ async def test_killing_the_worker_mid_deployment_loses_and_duplicates_nothing(
     in_agents = await _vms_in_agents(nodes)
     assert sum(len(v) for v in in_agents.values()) == 500
     assert len({ip for vms in in_agents.values() for ip in vms.values()}) == 500
+
+
+async def test_killing_an_agent_mid_deployment_loses_duplicates_and_leaks_nothing(
+    cloud: Cloud, worker: None
+) -> None:
+    # The topology service restarts the agent; compute's retried batch finds the VMs the dead agent
+    # made (they are namespaces) and makes the rest: exactly the VMs asked for, and DELETE removes all.
+    nodes = await _topology(cloud.topology, 4)
+    netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
+    network = await _network(cloud, netconfig_id)
+    await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=60))
+    victim = nodes[0]
+    pid_file = Path(victim.agent_endpoint.removeprefix("unix://")).with_suffix(".pid")
+
+    async def some_made() -> bool:
+        info = await cloud.compute.ComputeHandler(
+            compute_pb2.InternalComputeConfigInfo(
+                operation_type=common_pb2.INFO,
+                config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+            )
+        )
+        return 10 <= info.progress.done < 240
+
+    under_way: bool = await assert_eventually(
+        some_made, timeout=120, interval=0.02, message="deployment under way"
+    )
+    assert under_way
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    seen = await _watch(cloud, config_id)
+    assert (seen[-1].done, seen[-1].error) == (240, 0), seen[-1]
+    in_agents = await _vms_in_agents(nodes)
+    assert {name: len(vms) for name, vms in in_agents.items()} == {n.name: 60 for n in nodes}
+    assert len({ip for vms in in_agents.values() for ip in vms.values()}) == 240
+
+    await cloud.compute.ComputeHandler(
+        compute_pb2.InternalComputeConfigInfo(
+            operation_type=common_pb2.DELETE,
+            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+        )
+    )
+    await _watch(cloud, config_id)
+    assert all(not vms for vms in (await _vms_in_agents(nodes)).values())
+    short = nodes[0].agent_endpoint.split("/")[-2]
+    assert [n for n in netns.list_names(ns_prefix(short)) if n[len(ns_prefix(short))].isdigit()] == []
+    assert await cloud.redis.keys("merak:compute:*") == []

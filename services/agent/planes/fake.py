@@ -6,7 +6,7 @@ import ipaddress
 import threading
 from collections.abc import Sequence
 
-from services.agent.models import Neighbor, PingResult, VmResult, VmSpec, VpcSpec
+from services.agent.models import Neighbor, PingResult, VmInfo, VmResult, VmSpec, VpcSpec
 from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
 
 
@@ -61,6 +61,11 @@ class FakeDataplane:
     def vm_spec(self, name: str) -> VmSpec | None:
         """The spec a VM was created with."""
         return self._vms.get(name)
+
+    def describe_vm(self, name: str) -> VmInfo | None:
+        """The VM's address, MAC and VPC."""
+        spec = self._vms.get(name)
+        return None if spec is None else VmInfo(spec.ip, spec.mac, spec.vpc_id)
 
     def set_vni_peers(self, vni: int, vteps: Sequence[str]) -> None:
         """Record the flood list."""

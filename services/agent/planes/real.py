@@ -9,6 +9,7 @@ and is used and closed by that same thread (its socket stays in that namespace).
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 import threading
@@ -25,7 +26,7 @@ from merak.errors import AlreadyExists, FailedPrecondition, NotFound
 from merak.logs import get_logger
 from services.agent import kernel, netlink_bulk
 from services.agent.icmp import ping_from
-from services.agent.models import Neighbor, PingResult, VmResult, VmSpec, VpcSpec
+from services.agent.models import Neighbor, PingResult, VmInfo, VmResult, VmSpec, VpcSpec
 from services.agent.netlink_bulk import NTF_MASTER, NUD_NOARP
 from services.agent.validation import (
     MAX_IFNAME,
@@ -129,6 +130,14 @@ class Dataplane:
             for ns in netns.list_names(f"{self.prefix}-")
             if NAME_RE.match(ns[start:]) and not VPC_NS_RE.match(ns[start:])
         ]
+
+    def describe_vm(self, name: str) -> VmInfo | None:
+        """The VM's address, MAC and VPC as its namespace holds them (None: no such VM)."""
+        ns = self.vm_ns(name)
+        if not netns.exists(ns):
+            return None
+        state = _read_vm(ns)
+        return None if state is None else VmInfo(state.ip, state.mac, state.vpc_id)
 
     # ------------------------------------------------------------------ VPCs
 
@@ -312,10 +321,23 @@ class Dataplane:
         if netns.exists(ns):
             try:
                 state = _read_vm(ns)
-            except (OSError, NetlinkError) as exc:
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    return VmResult(
+                        spec.name, ok=False, error=f"cannot read the existing vm: {kernel.describe(exc)}"
+                    )
+                # The file of a namespace whose create was killed before its bind mount (setns
+                # says it is not a namespace): a leftover, like a namespace without eth0.
+                state = None
+            except NetlinkError as exc:
                 return VmResult(
                     spec.name, ok=False, error=f"cannot read the existing vm: {kernel.describe(exc)}"
                 )
+            if state is not None and _interrupted(state, spec):
+                # A create killed half-way (the agent died): what it made is removed and made again.
+                log.info("vm_rebuilt_after_interrupted_create", vhost=self.vhost_ns, vm=spec.name)
+                self._undo_vm(ipr, ns, host)
+                state = None
             if state is not None:
                 differences = _differences(state, spec)
                 link = vpc.links.get(host)
@@ -582,6 +604,17 @@ def _read_vm(ns: str) -> _VmState | None:
         mac=str(eth.get("address")).lower(),
         gateway=gateways[0] if gateways else "",
         vpc_id=str(eth.get("ifalias") or ""),
+    )
+
+
+def _interrupted(state: _VmState, spec: VmSpec) -> bool:
+    """The VM is one whose create stopped before its last step (the default route), and what it has
+    so far is the spec's: the same MAC, and an address and VPC that are the spec's or not set yet."""
+    return (
+        not state.gateway
+        and state.mac == spec.mac.lower()
+        and state.ip in ("", spec.ip)
+        and state.vpc_id in ("", spec.vpc_id)
     )
 
 

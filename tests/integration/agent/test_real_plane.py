@@ -458,6 +458,41 @@ def test_a_leftover_namespace_without_eth0_is_rebuilt(one: Vhost) -> None:
     assert str(eth0(dp.vm_ns("left")).get("address")) == "02:0f:00:00:00:01"
 
 
+def test_a_namespace_file_without_its_mount_is_rebuilt(one: Vhost) -> None:
+    # A create killed between making /run/netns/<name> and bind-mounting the namespace on it leaves
+    # a plain file: setns on it says EINVAL.
+    dp = one.dp
+    dp.ensure_vpc(VPC_A)
+    netns.path_of(dp.vm_ns("bare")).touch()
+    (result,) = dp.create_vms([vm("bare", VPC_A, "10.1.0.11", "02:0f:00:00:00:03")])
+    assert (result.ok, result.created) == (True, True), result.error
+    assert_pings(one, "bare", ["10.1.0.1"])
+
+
+@pytest.mark.parametrize("made", ["veth", "address"])
+def test_a_create_killed_half_way_is_rebuilt(one: Vhost, made: str) -> None:
+    # An agent killed while it created a VM leaves eth0 without its address or its default route;
+    # the retried create (by the restarted agent) rebuilds it instead of calling it a different VM.
+    dp = one.dp
+    dp.ensure_vpc(VPC_A)
+    spec = vm("half", VPC_A, "10.1.0.10", "02:0f:00:00:00:02")
+    assert dp.create_vms([spec])[0].created
+    ns = dp.vm_ns("half")
+
+    def undo(ipr: Any) -> None:
+        index = ipr.link("get", ifname="eth0")[0]["index"]
+        ipr.route("del", dst="0.0.0.0/0", gateway="10.1.0.1", oif=index)
+        if made == "veth":
+            ipr.addr("del", index=index, address="10.1.0.10", prefixlen=24)
+
+    in_ns(ns, undo)
+    (result,) = dp.create_vms([spec])
+    assert (result.ok, result.created) == (True, True), result.error
+    assert_pings(one, "half", ["10.1.0.1"])
+    info = dp.describe_vm("half")
+    assert info is not None and (info.ip, info.mac, info.vpc_id) == ("10.1.0.10", spec.mac, VPC_A.vpc_id)
+
+
 def test_ensure_vpc_converges_and_guards_its_vni(one: Vhost) -> None:
     dp = one.dp
     dp.ensure_vpc(VPC_A)
