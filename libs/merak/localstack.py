@@ -46,6 +46,10 @@ def default_workers(cpus: int) -> int:
     return max(1, min(8, cpus // 2))
 
 
+# Restarts the components that die (merak.supervise).
+SUPERVISOR = "supervisor"
+
+
 class StackSettings(CommonSettings):
     """Where the local stack lives and which ports it takes (`MERAK_*` variables)."""
 
@@ -271,7 +275,16 @@ def components(settings: StackSettings) -> list[Component]:
             component.env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
             component.env["MERAK_REST_PORT"] = str(settings.rest_port)
             component.ports["rest"] = settings.rest_port
-    return [redis, temporal, *services, *workers]
+    supervisor = Component(
+        name=SUPERVISOR,
+        argv=(sys.executable, "-m", "merak.supervise"),
+        ports={},
+        health=lambda: True,  # a process and its pid; it serves nothing
+        env={"MERAK_STACK_SETTINGS": settings.model_dump_json()},
+        marker="merak.supervise",
+    )
+    # The supervisor comes last: started when everything is up, stopped first by `down`.
+    return [redis, temporal, *services, *workers, supervisor]
 
 
 def http_ok(url: str) -> bool:
@@ -413,6 +426,10 @@ class LocalStack:
             if self._stop(component):
                 stopped.append(component.name)
         return stopped
+
+    def start_component(self, component: Component) -> None:
+        """Start one component (the supervisor restarts the ones that died)."""
+        self._start(component)
 
     def _start(self, component: Component) -> None:
         env = {**os.environ, **component.env}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -60,7 +61,9 @@ def _reflected(address: str) -> set[str]:
 
 def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> None:
     states = stack.up()
-    assert [s.component.name for s in states] == ["redis", "temporal", *SERVICES, *settings.worker_names]
+    assert [s.component.name for s in states] == [
+        "redis", "temporal", *SERVICES, *settings.worker_names, "supervisor"
+    ]  # fmt: skip
     assert all(s.healthy for s in states), [(s.component.name, s.running) for s in states]
     pids = {s.component.name: s.pid for s in states}
     for name in SERVICES:
@@ -73,6 +76,16 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
 
     again = stack.up()  # harmless: nothing restarted
     assert {s.component.name: s.pid for s in again} == pids
+
+    # A component that dies is started again by the supervisor (a worker, then Redis itself).
+    for name in ("compute-worker", "redis"):
+        victim = next(c for c in stack.components if c.name == name)
+        os.kill(pids[name] or 0, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (stack.running_pid(victim) in (None, pids[name])) or not victim.health():
+            assert time.monotonic() < deadline, f"{name} not restarted"
+            time.sleep(0.1)
+        pids[name] = stack.running_pid(victim)
 
     # A running lab is torn down by `down`: no agent and no namespace outlives the stack.
     topology_id = unique_name("stack-")
@@ -115,7 +128,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     assert str(settings.state_dir) not in agents.stdout
 
     stopped = stack.down()
-    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, *settings.worker_names])
+    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, *settings.worker_names, "supervisor"])
     assert not any(alive(pid) for pid in pids.values() if pid)
     assert not any(s.running for s in stack.status())
     assert stack.down() == []

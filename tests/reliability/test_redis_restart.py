@@ -40,6 +40,10 @@ async def test_calls_while_redis_is_down_are_unavailable_and_heal_when_it_is_bac
                 for _ in range(3):  # several pooled connections in use
                     assert await _info(stub) == grpc.StatusCode.NOT_FOUND
                 server.stop()
+                server.start()  # a restart nobody called during: the pooled connections are dead
+                for _ in range(3):  # was INTERNAL "Connection closed by server."
+                    assert await _info(stub) == grpc.StatusCode.NOT_FOUND
+                server.stop()
                 assert await _info(stub) == grpc.StatusCode.UNAVAILABLE  # was INTERNAL "ConnectionError"
                 assert await _info(stub) == grpc.StatusCode.UNAVAILABLE
                 server.start()
