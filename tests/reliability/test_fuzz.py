@@ -224,7 +224,7 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
     await stack.compute()
     await stack.scenario()
     agent = await _agent_server()
-    namespaces_before = set(netns.list_names(NS_PREFIX))
+    namespaces_before = set(netns.list_names(f"{NS_PREFIX}-"))
     try:
         services = {
             "scenario": (scenario_pb2, "MerakScenarioService"),
@@ -247,7 +247,7 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
         await agent.stop(0)
     # What valid drawn configs built is deleted with the stack (ServiceStack.close); nothing else.
     await stack.close()
-    assert set(netns.list_names(NS_PREFIX)) <= namespaces_before
+    assert set(netns.list_names(f"{NS_PREFIX}-")) <= namespaces_before
     assert threading.active_count() < 200
 
 
