@@ -18,8 +18,10 @@ from merak.errors import (
 from merak.ids import check_id
 from merak.logs import get_logger
 from merak.v1 import common_pb2, topology_pb2
+from services.topology import faults
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
+from services.topology.backends.impair import DeviceFaults
 from services.topology.generator import generate, spec_from_proto
 from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec, vhost_mac
@@ -230,6 +232,48 @@ class TopologyManager:
                 status=common_pb2.DELETING,
             )  # fmt: skip
         return reply
+
+    # --- faults ------------------------------------------------------------------------------
+
+    async def set_faults(self, request: topology_pb2.SetFaultsRequest) -> topology_pb2.FaultsReply:
+        """Make the lab suffer exactly what `request` lists; what it leaves out is healed."""
+        record = await self._record(request.topology_id)
+        entry = await self._entry(record)
+        spec = entry.topology.spec
+        wanted = faults.plan(entry.topology, request)  # bad input first, whatever the lab's state
+        if spec.dataplane != "real":
+            raise FailedPrecondition("a fake dataplane has no links to impair")
+        if not record.built or record.status != st.READY:
+            raise FailedPrecondition(
+                f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it"
+            )
+        backend = self.backends.get(spec.backend)
+        async with self._lock(spec.topology_id):
+            before = faults.plan(entry.topology, await self.store.faults(spec.topology_id))
+            healed = {node: dict.fromkeys(devices, DeviceFaults()) for node, devices in before.items()}
+            for node, devices in wanted.items():
+                healed.setdefault(node, {}).update(devices)
+            await backend.apply_faults(spec, healed)
+            stored = topology_pb2.SetFaultsRequest(topology_id=spec.topology_id)
+            stored.links.extend(request.links)
+            stored.partitions.extend(request.partitions)
+            await self.store.set_faults(stored)
+        log.info(
+            "topology_faults_set",
+            topology_id=spec.topology_id,
+            links=len(request.links),
+            partitions=len(request.partitions),
+            devices=sum(len(d) for d in wanted.values()),
+        )
+        return await self.list_faults(spec.topology_id)
+
+    async def list_faults(self, topology_id: str) -> topology_pb2.FaultsReply:
+        """The impairments the lab suffers now."""
+        await self._record(topology_id)
+        stored = await self.store.faults(topology_id)
+        return topology_pb2.FaultsReply(
+            topology_id=topology_id, links=list(stored.links), partitions=list(stored.partitions)
+        )
 
     async def update(
         self, config: topology_pb2.InternalTopologyConfiguration

@@ -55,6 +55,24 @@ class TopologyServicer(topology_pb2_grpc.MerakTopologyServiceServicer):
         """Every topology this service manages."""
         return await self.manager.list()
 
+    async def SetFaults(
+        self, request: topology_pb2.SetFaultsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> topology_pb2.FaultsReply:
+        """Impair the lab's links: exactly what the request lists."""
+        return await self.manager.set_faults(request)
+
+    async def ClearFaults(
+        self, request: topology_pb2.ClearFaultsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> topology_pb2.FaultsReply:
+        """Heal every link of the lab."""
+        return await self.manager.set_faults(topology_pb2.SetFaultsRequest(topology_id=request.topology_id))
+
+    async def ListFaults(
+        self, request: topology_pb2.ListFaultsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> topology_pb2.FaultsReply:
+        """The impairments the lab suffers now."""
+        return await self.manager.list_faults(request.topology_id)
+
 
 def registration(servicer: TopologyServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""

@@ -45,6 +45,23 @@ class TopologyStore(RedisStore):
     def _meta_key(self, topology_id: str) -> str:
         return self.key("topo", topology_id, "meta")
 
+    def _faults_key(self, topology_id: str) -> str:
+        return self.key("topo", topology_id, "faults")
+
+    async def faults(self, topology_id: str) -> topology_pb2.SetFaultsRequest:
+        """The impairments the lab suffers (the last SetFaults; empty when none)."""
+        raw = await self.redis.get(self._faults_key(topology_id))
+        request = topology_pb2.SetFaultsRequest(topology_id=topology_id)
+        if raw:
+            json_format.Parse(raw, request)
+        return request
+
+    async def set_faults(self, request: topology_pb2.SetFaultsRequest) -> None:
+        """Remember the impairments set (deleted with the topology)."""
+        await self.redis.set(
+            self._faults_key(request.topology_id), json_format.MessageToJson(request, indent=None)
+        )
+
     def _short_key(self, short_id: str) -> str:
         return self.key("short", short_id)
 
@@ -118,7 +135,9 @@ class TopologyStore(RedisStore):
     async def delete(self, topology_id: str, short_id: str) -> None:
         """Forget a topology (after its emulation is gone)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._config_key(topology_id), self._meta_key(topology_id))
+            pipe.delete(
+                self._config_key(topology_id), self._meta_key(topology_id), self._faults_key(topology_id)
+            )
             pipe.srem(self._ids_key, topology_id)
             await pipe.execute()
         # Release the short id only if this topology still holds it.

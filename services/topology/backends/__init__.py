@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from merak.errors import InvalidArgument
+from merak.errors import FailedPrecondition, InvalidArgument
 from merak.v1 import common_pb2
+from services.topology.backends.impair import DeviceFaults
 from services.topology.models import Topology, TopologySpec
 
 # Called with the names of vhosts that just became ready during a deployment.
@@ -66,6 +67,13 @@ class TopologyBackend(abc.ABC):
     @abc.abstractmethod
     def hosts(self) -> list[HostRuntime]:
         """The machines the emulation runs on."""
+
+    async def apply_faults(
+        self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]]
+    ) -> None:
+        """Make each node's devices suffer `faults` (node -> device -> faults; a device healed is
+        given DeviceFaults(), nothing); a node left out is not touched."""
+        raise FailedPrecondition(f"impairments are not built for the {self.name} backend (use local)")
 
     async def supervise(self, topology: Topology) -> None:  # noqa: B027 - optional hook
         """Keep a deployed topology's agents running until cancelled (restart what died); a backend

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,9 @@ from services.topology.backends import (
     ReadyCallback,
     TopologyBackend,
     VhostRuntime,
+    impair,
 )
+from services.topology.backends.impair import DeviceFaults
 from services.topology.models import Link, Node, Topology, TopologySpec, vhost_mac
 
 log = get_logger(__name__)
@@ -363,6 +365,19 @@ class LocalBackend(TopologyBackend):
             if time.monotonic() > deadline:
                 raise Unavailable(f"agent {plan.index} not healthy after {self.agent_start_timeout:.0f}s")
             await asyncio.sleep(0.05)
+
+    # --- faults ------------------------------------------------------------------------------
+
+    async def apply_faults(
+        self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]]
+    ) -> None:
+        """Each node's devices, in its namespace (backends/impair.py)."""
+        if spec.dataplane != "real":
+            raise FailedPrecondition("a fake dataplane has no links to impair")
+        loop = asyncio.get_running_loop()
+        for node, devices in sorted(faults.items()):
+            ns = ns_name(spec.short_id, node)
+            await loop.run_in_executor(self._pool, impair.apply, ns, dict(devices))
 
     # --- supervise ---------------------------------------------------------------------------
 

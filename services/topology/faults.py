@@ -1,0 +1,77 @@
+"""A lab's impairments as devices to set: from a SetFaultsRequest (links named by a node and one of
+its NICs, partitions between groups of vhosts) to what each node's devices must suffer. Pure: the
+local backend makes the kernel hold it (backends/impair.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import replace
+
+from merak.errors import InvalidArgument
+from merak.v1 import topology_pb2
+from services.topology.backends.impair import DeviceFaults
+from services.topology.models import Topology
+
+# node -> device -> what it suffers
+Plan = dict[str, dict[str, DeviceFaults]]
+MAX_FAULTS = 10_000
+
+
+def plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> Plan:
+    """What each device suffers; InvalidArgument naming the first bad field."""
+    if len(request.links) + len(request.partitions) > MAX_FAULTS:
+        raise InvalidArgument("links", f"at most {MAX_FAULTS} links and partitions in one request")
+    peers: dict[tuple[str, str], tuple[str, str]] = {}
+    for link in topology.links:
+        peers[(link.a_node, link.a_nic)] = (link.b_node, link.b_nic)
+        peers[(link.b_node, link.b_nic)] = (link.a_node, link.a_nic)
+    nodes = {node.name: node for node in topology.nodes}
+    result: defaultdict[str, dict[str, DeviceFaults]] = defaultdict(dict)
+    for i, fault in enumerate(request.links):
+        where = f"links[{i}]"
+        node = nodes.get(fault.node)
+        if node is None:
+            raise InvalidArgument(f"{where}.node", f"{fault.node[:64]!r} is not a node of the topology")
+        nic = fault.nic or (node.nics[0].name if not node.is_switch and node.nics else "")
+        if (fault.node, nic) not in peers:
+            names = ", ".join(n.name for n in node.nics)
+            raise InvalidArgument(
+                f"{where}.nic", f"{fault.nic[:64]!r} is not a linked NIC of {fault.node} ({names})"
+            )
+        faults = DeviceFaults(
+            down=fault.down,
+            rate_bps=fault.rate_bps,
+            loss_percent=fault.loss_percent,
+            delay_ms=fault.delay_ms,
+            jitter_ms=fault.jitter_ms,
+        )
+        faults.check(f"{where}.")
+        for end_node, end_nic in ((fault.node, nic), peers[(fault.node, nic)]):
+            if end_nic in result[end_node]:
+                raise InvalidArgument(where, f"the link of {end_node}/{end_nic} is listed twice")
+            result[end_node][end_nic] = faults
+    vhost_ip = {
+        node.name: str(ipaddress.IPv4Interface(node.nics[0].ip).ip)
+        for node in topology.vhosts()
+        if node.nics and node.nics[0].ip
+    }
+    for i, partition in enumerate(request.partitions):
+        sides = (list(partition.side_a), list(partition.side_b))
+        for side, members in zip(("side_a", "side_b"), sides, strict=True):
+            if not members:
+                raise InvalidArgument(f"partitions[{i}].{side}", "at least one vhost")
+            for member in members:
+                if member not in vhost_ip:
+                    raise InvalidArgument(
+                        f"partitions[{i}].{side}", f"{member[:64]!r} is not a vhost of the topology"
+                    )
+        if set(sides[0]) & set(sides[1]):
+            raise InvalidArgument(f"partitions[{i}]", "a vhost cannot be on both sides")
+        for own, other in (sides, sides[::-1]):
+            for name in own:
+                nic = nodes[name].nics[0].name
+                current = result[name].get(nic, DeviceFaults())
+                blocked = tuple(sorted({*current.blocked, *(vhost_ip[o] for o in other)}))
+                result[name][nic] = replace(current, blocked=blocked)
+    return dict(result)

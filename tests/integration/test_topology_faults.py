@@ -1,0 +1,130 @@
+"""Impairing a running lab through the topology service (SetFaults / ListFaults / ClearFaults): the
+kernel does what the request says, what a later request leaves out is healed, DELETE forgets it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import TypeAlias
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from merak.naming import topology_short_id
+from merak.testing import assert_eventually, unique_name
+from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from services.topology.backends.local import ns_name
+from tests.stack import ServiceStack
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+# The async stub type exists only in the generated stubs (.pyi).
+Stub: TypeAlias = "topology_pb2_grpc.MerakTopologyServiceAsyncStub"
+
+
+@pytest.fixture
+async def stub(services: ServiceStack) -> AsyncIterator[Stub]:
+    await services.topology()
+    async with grpc.aio.insecure_channel(services.addresses["topology"]) as channel:
+        yield topology_pb2_grpc.MerakTopologyServiceStub(channel)
+
+
+async def _lab(stub: Stub, vhosts: int = 3, dataplane: str = "") -> tuple[str, list[str]]:
+    config = topology_pb2.InternalTopologyConfiguration(
+        topology_id=unique_name("flt-"), topology_type=topology_pb2.TREE, number_of_vhosts=vhosts,
+        vhost_per_rack=vhosts, ports_per_vswitch=vhosts + 1, data_plane_cidr="10.224.0.0/24",
+        dataplane=dataplane,
+    )  # fmt: skip
+    await stub.TopologyHandler(
+        topology_pb2.InternalTopologyInfo(operation_type=common_pb2.CREATE, config=config)
+    )
+    info = topology_pb2.InternalTopologyInfo(operation_type=common_pb2.INFO, config=config)
+
+    async def ready() -> list[str] | None:
+        reply = await stub.TopologyHandler(info)
+        built = "topology READY" in reply.return_message and all(
+            n.status == common_pb2.READY for n in reply.compute_nodes
+        )
+        return [n.datapath_ip for n in reply.compute_nodes] if built else None
+
+    ips: list[str] = await assert_eventually(ready, timeout=60, message="lab ready")
+    return config.topology_id, ips
+
+
+def _reaches(topology_id: str, src: int, ip: str) -> bool:
+    ns = ns_name(topology_short_id(topology_id), f"vhost-{src}")
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+async def _delete(stub: Stub, topology_id: str) -> None:
+    config = topology_pb2.InternalTopologyConfiguration(topology_id=topology_id)
+    await stub.TopologyHandler(
+        topology_pb2.InternalTopologyInfo(operation_type=common_pb2.DELETE, config=config)
+    )
+
+
+async def test_faults_are_set_replaced_listed_and_cleared(stub: Stub, redis_client: aioredis.Redis) -> None:
+    topology_id, ips = await _lab(stub)
+    try:
+        assert all(_reaches(topology_id, 0, ip) for ip in ips[1:])
+        partition = topology_pb2.Partition(side_a=["vhost-0"], side_b=["vhost-1"])
+        reply = await stub.SetFaults(
+            topology_pb2.SetFaultsRequest(topology_id=topology_id, partitions=[partition])
+        )
+        assert list(reply.partitions) == [partition]
+        assert not _reaches(topology_id, 0, ips[1]) and not _reaches(topology_id, 1, ips[0])
+        assert _reaches(topology_id, 0, ips[2]) and _reaches(topology_id, 1, ips[2])
+
+        # Declarative: this request has no partition, so it heals it; vhost-2's link goes down.
+        down = topology_pb2.LinkFault(node="vhost-2", down=True)
+        await stub.SetFaults(topology_pb2.SetFaultsRequest(topology_id=topology_id, links=[down]))
+        assert _reaches(topology_id, 0, ips[1])
+        assert not _reaches(topology_id, 0, ips[2])
+        listed = await stub.ListFaults(topology_pb2.ListFaultsRequest(topology_id=topology_id))
+        assert (list(listed.links), list(listed.partitions)) == ([down], [])
+
+        await stub.ClearFaults(topology_pb2.ClearFaultsRequest(topology_id=topology_id))
+        assert all(_reaches(topology_id, 0, ip) for ip in ips[1:])
+    finally:
+        await _delete(stub, topology_id)
+    assert await redis_client.keys(f"merak:topology:topo:{topology_id}:*") == []
+
+
+async def test_bad_faults_are_refused_naming_the_field(stub: Stub) -> None:
+    topology_id, _ips = await _lab(stub, vhosts=2)
+    try:
+        link, both = topology_pb2.LinkFault, topology_pb2.Partition(side_a=["vhost-0"], side_b=["vhost-0"])
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        faults = partial(topology_pb2.SetFaultsRequest, topology_id=topology_id)
+        for request, code, field in (
+            (faults(links=[link(node="nope")]), invalid, "links[0].node"),
+            (faults(links=[link(node="vhost-0", loss_percent=200)]), invalid, "links[0].loss_percent"),
+            (faults(partitions=[both]), invalid, "partitions[0]"),
+            (topology_pb2.SetFaultsRequest(topology_id="missing"), grpc.StatusCode.NOT_FOUND, ""),
+        ):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SetFaults(request)
+            assert caught.value.code() == code, caught.value.details()
+            assert (caught.value.details() or "").startswith(field)
+        listed = await stub.ListFaults(topology_pb2.ListFaultsRequest(topology_id=topology_id))
+        assert not listed.links and not listed.partitions  # nothing half-set
+    finally:
+        await _delete(stub, topology_id)
+
+
+async def test_a_fake_lab_has_no_links_to_impair(stub: Stub) -> None:
+    topology_id, _ips = await _lab(stub, vhosts=2, dataplane="fake")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SetFaults(
+                topology_pb2.SetFaultsRequest(
+                    topology_id=topology_id, links=[topology_pb2.LinkFault(node="vhost-0")]
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await _delete(stub, topology_id)
