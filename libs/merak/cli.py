@@ -191,13 +191,9 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
     with open_blocking_channel(address) as ch:
         stub = topology_pb2_grpc.MerakTopologyServiceStub(ch)
         try:
+            topology_id = topology_id or _only_topology(stub)
             if not topology_id:
-                listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=10).topologies
-                if len(listed) != 1:
-                    running = ", ".join(t.topology_id for t in listed) or "none"
-                    console.print(f"[red]error:[/red] pick a topology with --topology (running: {running})")
-                    return 2
-                topology_id = listed[0].topology_id
+                return 2
             info = stub.TopologyHandler(
                 topology_pb2.InternalTopologyInfo(
                     operation_type=common_pb2.INFO,
@@ -221,6 +217,100 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
         console.print(f"[red]error:[/red] {namespace} does not exist (no VM {vm!r} on {vhost}?)")
         return 2
     os.execvp("ip", ["ip", "netns", "exec", namespace, *command])  # replaces this process
+
+
+def _only_topology(stub: topology_pb2_grpc.MerakTopologyServiceStub) -> str:
+    """The one running topology's id ("" after saying why there is not exactly one)."""
+    listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=10).topologies
+    if len(listed) != 1:
+        running = ", ".join(t.topology_id for t in listed) or "none"
+        console.print(f"[red]error:[/red] pick a topology with --topology (running: {running})")
+        return ""
+    return listed[0].topology_id
+
+
+_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_link_fault(text: str) -> topology_pb2.LinkFault:
+    """`vhost-2:loss=5,rate=10mbit,delay=20,jitter=5,down` (or `rack-1/r1-eth2:down`) as a LinkFault."""
+    where, _, settings = text.partition(":")
+    node, _, nic = where.partition("/")
+    fault = topology_pb2.LinkFault(node=node, nic=nic)
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            if key == "down" and not value:
+                fault.down = True
+            elif key == "loss":
+                fault.loss_percent = float(value.rstrip("%"))
+            elif key == "rate":
+                match = re.fullmatch(r"([0-9.]+)\s*([kmg]?)(?:bit|b)?(?:/s|ps)?", value.lower())
+                if match is None:
+                    raise ValueError(value)
+                fault.rate_bps = int(float(match.group(1)) * _RATE_UNITS[match.group(2)])
+            elif key in ("delay", "jitter"):
+                setattr(fault, f"{key}_ms", float(value.removesuffix("ms")))
+            else:
+                raise ValueError(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} in {text!r}: use down, loss=PERCENT, rate=10mbit, delay=MS, jitter=MS"
+            ) from None
+    return fault
+
+
+def parse_partition(text: str) -> topology_pb2.Partition:
+    """`vhost-0,vhost-1/vhost-2` as a Partition (two sides of vhosts, split by "/")."""
+    side_a, slash, side_b = text.partition("/")
+    if not slash or not side_a or not side_b:
+        raise argparse.ArgumentTypeError(f"{text!r}: use vhost-0,vhost-1/vhost-2 (the two sides, split by /)")
+    return topology_pb2.Partition(side_a=side_a.split(","), side_b=side_b.split(","))
+
+
+def cmd_fault(
+    settings: StackSettings,
+    action: str,
+    topology_id: str,
+    links: list[topology_pb2.LinkFault],
+    partitions: list[topology_pb2.Partition],
+) -> int:
+    """Set (exactly these), list or clear the impairments of a running lab."""
+    address = f"127.0.0.1:{settings.grpc_port('topology')}"
+    with open_blocking_channel(address) as channel:
+        stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        try:
+            topology_id = topology_id or _only_topology(stub)
+            if not topology_id:
+                return 2
+            if action == "set":
+                request = topology_pb2.SetFaultsRequest(
+                    topology_id=topology_id, links=links, partitions=partitions
+                )
+                reply = stub.SetFaults(request, timeout=120)
+            elif action == "clear":
+                reply = stub.ClearFaults(
+                    topology_pb2.ClearFaultsRequest(topology_id=topology_id), timeout=120
+                )
+            else:
+                reply = stub.ListFaults(topology_pb2.ListFaultsRequest(topology_id=topology_id), timeout=30)
+        except grpc.RpcError as exc:
+            console.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+            return 1
+    table = Table(title=f"faults of {topology_id}")
+    table.add_column("where")
+    table.add_column("what")
+    for link in reply.links:
+        what = [name for name, on in (("down", link.down),) if on]
+        what += [f"loss {link.loss_percent:g}%"] if link.loss_percent else []
+        what += [f"rate {link.rate_bps:,} bit/s"] if link.rate_bps else []
+        what += [f"delay {link.delay_ms:g} ms"] if link.delay_ms else []
+        what += [f"jitter {link.jitter_ms:g} ms"] if link.jitter_ms else []
+        table.add_row(f"link {link.node}{'/' + link.nic if link.nic else ''}", ", ".join(what) or "nothing")
+    for partition in reply.partitions:
+        table.add_row("partition", f"{', '.join(partition.side_a)} | {', '.join(partition.side_b)}")
+    console.print(table if reply.links or reply.partitions else f"{topology_id}: no faults")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +345,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("vhost")
     run.add_argument("vm", help='VM name, or "-" for the vhost itself')
     run.add_argument("argv", nargs=argparse.REMAINDER, help="the command, after --")
+    fault = sub.add_parser(
+        "fault",
+        help="impair a running lab: merak fault set --link vhost-2:loss=5 --partition vhost-0/vhost-1",
+    )
+    fault.add_argument(
+        "action", choices=["set", "list", "clear"], help="set exactly these faults; list; clear all"
+    )
+    fault.add_argument("--topology", default="", help="topology id (default: the only one running)")
+    fault.add_argument(
+        "--link", action="append", type=parse_link_fault, default=[], metavar="NODE[/NIC]:SETTINGS",
+        help="down, loss=PERCENT, rate=10mbit, delay=MS, jitter=MS (comma-separated); repeatable",
+    )  # fmt: skip
+    fault.add_argument(
+        "--partition", action="append", type=parse_partition, default=[], metavar="A1,A2/B1",
+        help="vhosts on each side of a partition; repeatable",
+    )  # fmt: skip
     # `merak demo --keep --hosts 3`: options argparse does not know belong to teste2e.
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "demo":
@@ -263,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
+    if args.command == "fault":
+        return cmd_fault(settings, args.action, args.topology, args.link, args.partition)
     if args.command == "doctor":
         plan = Plan(vhosts=args.vhosts, vms=args.vms, vpcs=args.vpcs)
         return cmd_doctor(plan, as_json=args.json, fix=args.fix)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from merak import cli
+from merak.cli import parse_link_fault, parse_partition
 from merak.localstack import StackSettings
 
 
@@ -59,3 +62,24 @@ def test_teste2e_vpc_cidr_holds_its_subnets() -> None:
         vpc = ipaddress.ip_network(network.vpcs[0].vpc_cidr)
         for subnet in network.vpcs[0].subnet_info:
             assert ipaddress.ip_network(subnet.subnet_cidr).subnet_of(vpc)  # type: ignore[arg-type]
+
+
+def test_fault_specs_parse_into_the_api_messages() -> None:
+    link = parse_link_fault("vhost-2:loss=5%,rate=10mbit,delay=20ms,jitter=5,down")
+    assert (link.node, link.nic, link.down, link.loss_percent, link.rate_bps) == (
+        "vhost-2",
+        "",
+        True,
+        5,
+        10**7,
+    )
+    assert (link.delay_ms, link.jitter_ms) == (20, 5)
+    assert parse_link_fault("rack-1/r1-eth2:down").nic == "r1-eth2"
+    assert parse_link_fault("vhost-0:rate=1.5Gbit/s").rate_bps == 1_500_000_000
+    partition = parse_partition("vhost-0,vhost-1/vhost-2")
+    assert (list(partition.side_a), list(partition.side_b)) == (["vhost-0", "vhost-1"], ["vhost-2"])
+    for bad in ("vhost-0:loss=lots", "vhost-0:rate=fast", "vhost-0:explode"):
+        with pytest.raises(argparse.ArgumentTypeError, match="use down"):
+            parse_link_fault(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="split by /"):
+        parse_partition("vhost-0,vhost-1")
