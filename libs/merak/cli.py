@@ -272,8 +272,7 @@ def cmd_fault(
     settings: StackSettings,
     action: str,
     topology_id: str,
-    links: list[topology_pb2.LinkFault],
-    partitions: list[topology_pb2.Partition],
+    request: topology_pb2.SetFaultsRequest,
 ) -> int:
     """Set (exactly these), list or clear the impairments of a running lab."""
     address = f"127.0.0.1:{settings.grpc_port('topology')}"
@@ -284,9 +283,7 @@ def cmd_fault(
             if not topology_id:
                 return 2
             if action == "set":
-                request = topology_pb2.SetFaultsRequest(
-                    topology_id=topology_id, links=links, partitions=partitions
-                )
+                request.topology_id = topology_id
                 reply = stub.SetFaults(request, timeout=120)
             elif action == "clear":
                 reply = stub.ClearFaults(
@@ -309,7 +306,12 @@ def cmd_fault(
         table.add_row(f"link {link.node}{'/' + link.nic if link.nic else ''}", ", ".join(what) or "nothing")
     for partition in reply.partitions:
         table.add_row("partition", f"{', '.join(partition.side_a)} | {', '.join(partition.side_b)}")
-    console.print(table if reply.links or reply.partitions else f"{topology_id}: no faults")
+    for host in reply.hosts:
+        table.add_row(
+            f"host {host.vhost}", topology_pb2.HostState.Name(host.state).removeprefix("HOST_").lower()
+        )
+    faulted = reply.links or reply.partitions or reply.hosts
+    console.print(table if faulted else f"{topology_id}: no faults")
     return 0
 
 
@@ -361,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         "--partition", action="append", type=parse_partition, default=[], metavar="A1,A2/B1",
         help="vhosts on each side of a partition; repeatable",
     )  # fmt: skip
+    fault.add_argument(
+        "--crash", action="append", default=[], metavar="VHOST", help="kill its agent, keep it down"
+    )
+    fault.add_argument("--freeze", action="append", default=[], metavar="VHOST", help="SIGSTOP its agent")
     # `merak demo --keep --hosts 3`: options argparse does not know belong to teste2e.
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "demo":
@@ -370,7 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
     if args.command == "fault":
-        return cmd_fault(settings, args.action, args.topology, args.link, args.partition)
+        hosts = [topology_pb2.HostFault(vhost=v, state=topology_pb2.HOST_CRASHED) for v in args.crash]
+        hosts += [topology_pb2.HostFault(vhost=v, state=topology_pb2.HOST_FROZEN) for v in args.freeze]
+        wanted = topology_pb2.SetFaultsRequest(links=args.link, partitions=args.partition, hosts=hosts)
+        return cmd_fault(settings, args.action, args.topology, wanted)
     if args.command == "doctor":
         plan = Plan(vhosts=args.vhosts, vms=args.vms, vpcs=args.vpcs)
         return cmd_doctor(plan, as_json=args.json, fix=args.fix)

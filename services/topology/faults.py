@@ -75,3 +75,20 @@ def plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> Plan:
                 blocked = tuple(sorted({*current.blocked, *(vhost_ip[o] for o in other)}))
                 result[name][nic] = replace(current, blocked=blocked)
     return dict(result)
+
+
+def host_plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> dict[str, int]:
+    """vhost -> HostState of the hosts the request faults (HOST_RUNNING ones left out)."""
+    vhosts = {node.name for node in topology.vhosts()}
+    known = set(topology_pb2.HostState.values())
+    states: dict[str, int] = {}
+    for i, fault in enumerate(request.hosts):
+        if fault.vhost not in vhosts:
+            raise InvalidArgument(f"hosts[{i}].vhost", f"{fault.vhost[:64]!r} is not a vhost of the topology")
+        if fault.state not in known:
+            raise InvalidArgument(f"hosts[{i}].state", f"unknown value {int(fault.state)}")
+        if fault.vhost in states:
+            raise InvalidArgument(f"hosts[{i}].vhost", f"{fault.vhost} is listed twice")
+        if fault.state != topology_pb2.HOST_RUNNING:
+            states[fault.vhost] = int(fault.state)
+    return states

@@ -241,6 +241,7 @@ class TopologyManager:
         entry = await self._entry(record)
         spec = entry.topology.spec
         wanted = faults.plan(entry.topology, request)  # bad input first, whatever the lab's state
+        hosts = faults.host_plan(entry.topology, request)
         if spec.dataplane != "real":
             raise FailedPrecondition("a fake dataplane has no links to impair")
         if not record.built or record.status != st.READY:
@@ -254,9 +255,11 @@ class TopologyManager:
             for node, devices in wanted.items():
                 healed.setdefault(node, {}).update(devices)
             await backend.apply_faults(spec, healed)
+            await backend.apply_host_faults(entry.topology, hosts)
             stored = topology_pb2.SetFaultsRequest(topology_id=spec.topology_id)
             stored.links.extend(request.links)
             stored.partitions.extend(request.partitions)
+            stored.hosts.extend(h for h in request.hosts if h.state != topology_pb2.HOST_RUNNING)
             await self.store.set_faults(stored)
         log.info(
             "topology_faults_set",
@@ -264,6 +267,7 @@ class TopologyManager:
             links=len(request.links),
             partitions=len(request.partitions),
             devices=sum(len(d) for d in wanted.values()),
+            hosts=len(hosts),
         )
         return await self.list_faults(spec.topology_id)
 
@@ -272,7 +276,10 @@ class TopologyManager:
         await self._record(topology_id)
         stored = await self.store.faults(topology_id)
         return topology_pb2.FaultsReply(
-            topology_id=topology_id, links=list(stored.links), partitions=list(stored.partitions)
+            topology_id=topology_id,
+            links=list(stored.links),
+            partitions=list(stored.partitions),
+            hosts=list(stored.hosts),
         )
 
     async def update(

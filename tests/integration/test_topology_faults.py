@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import TypeAlias
 
 import grpc
@@ -126,5 +127,52 @@ async def test_a_fake_lab_has_no_links_to_impair(stub: Stub) -> None:
                 )
             )
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await _delete(stub, topology_id)
+
+
+def _pid(node: common_pb2.InternalComputeInfo) -> int:
+    return int(Path(node.agent_endpoint.removeprefix("unix://")).with_suffix(".pid").read_text())
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stub) -> None:
+    topology_id, _ips = await _lab(stub)  # 3 vhosts, an agent each
+    config = topology_pb2.InternalTopologyConfiguration(topology_id=topology_id)
+    info = topology_pb2.InternalTopologyInfo(operation_type=common_pb2.INFO, config=config)
+    try:
+        nodes = list((await stub.TopologyHandler(info)).compute_nodes)
+        pids = [_pid(n) for n in nodes]
+        crash = topology_pb2.HostFault(vhost="vhost-1", state=topology_pb2.HOST_CRASHED)
+        freeze = topology_pb2.HostFault(vhost="vhost-2", state=topology_pb2.HOST_FROZEN)
+        reply = await stub.SetFaults(
+            topology_pb2.SetFaultsRequest(topology_id=topology_id, hosts=[crash, freeze])
+        )
+        assert list(reply.hosts) == [crash, freeze]
+        assert _state(pids[1]) in ("gone", "Z") and _state(pids[2]) == "T"
+        for _ in range(3):  # held down across the supervisor's 1 s restart delay
+            after = {n.name: n for n in (await stub.TopologyHandler(info)).compute_nodes}
+            assert after["vhost-0"].status == common_pb2.READY
+            assert after["vhost-1"].status == common_pb2.ERROR
+            assert "crashed by a host fault" in after["vhost-1"].status_detail
+            assert "frozen by a host fault" in after["vhost-2"].status_detail
+            assert _state(pids[1]) in ("gone", "Z")
+
+        await stub.ClearFaults(topology_pb2.ClearFaultsRequest(topology_id=topology_id))
+
+        async def all_ready() -> bool:
+            return all(n.status == common_pb2.READY for n in (await stub.TopologyHandler(info)).compute_nodes)
+
+        ready: bool = await assert_eventually(all_ready, timeout=30, message="agents back")
+        assert ready
+        back = list((await stub.TopologyHandler(info)).compute_nodes)
+        assert _pid(back[1]) != pids[1] and _pid(back[2]) == pids[2] and _state(pids[2]) in ("S", "R")
+        assert [n.status_detail for n in back] == ["", "", ""]
     finally:
         await _delete(stub, topology_id)

@@ -75,6 +75,12 @@ class TopologyBackend(abc.ABC):
         given DeviceFaults(), nothing); a node left out is not touched."""
         raise FailedPrecondition(f"impairments are not built for the {self.name} backend (use local)")
 
+    async def apply_host_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
+        """Make the agents of the vhosts in `states` crashed or frozen (topology.HostState); every
+        other vhost's agent runs."""
+        if states:
+            raise FailedPrecondition(f"host faults are not built for the {self.name} backend (use local)")
+
     async def supervise(self, topology: Topology) -> None:  # noqa: B027 - optional hook
         """Keep a deployed topology's agents running until cancelled (restart what died); a backend
         whose platform restarts them (Kubernetes) has nothing to do."""

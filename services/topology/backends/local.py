@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.grpcclient import health_serving
 from merak.host import HostTuner
 from merak.logs import get_logger
-from merak.procs import pid_from_file
-from merak.v1 import common_pb2
+from merak.procs import alive, pid_from_file
+from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends import (
     DestroyReport,
     HostRuntime,
@@ -159,6 +160,9 @@ class LocalBackend(TopologyBackend):
         # Why an agent is not running, by its pid file, while the supervisor brings it back.
         self._down: dict[Path, str] = {}
         self.restart_backoff = (1.0, 30.0)  # first and longest wait before restarting a dead agent
+        # Agents a host fault holds crashed or frozen (topology.HostState), by pid file: the
+        # supervisor leaves them alone.
+        self._held: dict[Path, int] = {}
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -379,6 +383,37 @@ class LocalBackend(TopologyBackend):
             ns = ns_name(spec.short_id, node)
             await loop.run_in_executor(self._pool, impair.apply, ns, dict(devices))
 
+    async def apply_host_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
+        """Crash (SIGKILL, kept down) or freeze (SIGSTOP) the agents serving the vhosts in `states`;
+        thaw and restart the others that a host fault held."""
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        for plan in self.plan_agents(topology):
+            wanted = max((states.get(v, topology_pb2.HOST_RUNNING) for v in plan.vhosts), default=0)
+            held = self._held.get(plan.pid_file, topology_pb2.HOST_RUNNING)
+            if wanted == held:
+                continue
+            pid = _agent_pid(plan)
+            if wanted == topology_pb2.HOST_RUNNING:
+                del self._held[plan.pid_file]
+                if pid is not None and held == topology_pb2.HOST_FROZEN:
+                    os.kill(pid, signal.SIGCONT)
+                elif pid is None:
+                    proc = self._start_agent(topology, plan, vhost_index)
+                    await self._wait_agent(plan, proc)
+                self._down.pop(plan.pid_file, None)
+                continue
+            self._held[plan.pid_file] = wanted
+            if pid is not None and held == topology_pb2.HOST_FROZEN:
+                os.kill(pid, signal.SIGCONT)  # a frozen agent that is now crashed
+            if pid is not None:
+                crash = wanted == topology_pb2.HOST_CRASHED
+                os.kill(pid, signal.SIGKILL if crash else signal.SIGSTOP)
+                # Returned only once it took effect: the process is gone, or stopped.
+                await _until(partial(_took_effect, pid, crash))
+            what = "crashed" if wanted == topology_pb2.HOST_CRASHED else "frozen"
+            self._down[plan.pid_file] = f"agent {what} by a host fault (vhosts {', '.join(plan.vhosts)})"
+            log.info("host_fault", topology_id=topology.spec.topology_id, agent=plan.index, state=what)
+
     # --- supervise ---------------------------------------------------------------------------
 
     async def supervise(self, topology: Topology, interval: float = 0.5) -> None:
@@ -394,6 +429,8 @@ class LocalBackend(TopologyBackend):
             while True:
                 now = time.monotonic()
                 for plan in plans:
+                    if plan.pid_file in self._held:
+                        continue  # a host fault keeps it crashed or frozen
                     if self._agent_running(plan):
                         if plan.pid_file in self._down and await health_serving(plan.endpoint):
                             self._down.pop(plan.pid_file, None)
@@ -426,7 +463,8 @@ class LocalBackend(TopologyBackend):
                 await asyncio.sleep(interval)
         finally:
             for plan in plans:
-                self._down.pop(plan.pid_file, None)
+                if plan.pid_file not in self._held:
+                    self._down.pop(plan.pid_file, None)
 
     def _agent_running(self, plan: AgentPlan) -> bool:
         """The agent of `plan` runs. For an agent this process started, its Popen decides: it keeps
@@ -490,6 +528,9 @@ class LocalBackend(TopologyBackend):
         self._children = [proc for proc in self._children if proc.poll() is None]
         for pid_file in [f for f in self._started if f.parent == run_dir]:
             del self._started[pid_file]
+        for pid_file in [f for f in self._held if f.parent == run_dir]:
+            del self._held[pid_file]
+            self._down.pop(pid_file, None)
         names = netns.list_names(ns_prefix(spec.short_id))
         for name in names:
             netns.remove(name)
@@ -586,6 +627,27 @@ def _agent_pid(plan: AgentPlan) -> int | None:
     return pid_from_file(plan.pid_file, str(plan.vhosts_file))
 
 
+def _took_effect(pid: int, crashed: bool) -> bool:
+    """The agent `pid` is gone (crashed) or stopped (frozen)."""
+    return not alive(pid) if crashed else _process_state(pid) in ("T", "t")
+
+
+def _process_state(pid: int) -> str:
+    """The one-letter state of a process (R, S, T, Z, …); "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise Unavailable(f"a host fault did not take effect within {timeout:.0f}s")
+        await asyncio.sleep(0.02)
+
+
 def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
     """SIGTERM every agent of the run directory (by pid file), SIGKILL stragglers; returns how many ran."""
     if not run_dir.exists():
@@ -594,6 +656,7 @@ def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
     for pid_file in run_dir.glob("agent-*.pid"):
         pid = pid_from_file(pid_file, str(pid_file.with_suffix(".json")))
         if pid is not None:
+            os.kill(pid, signal.SIGCONT)  # a frozen agent (a host fault) handles SIGTERM only once thawed
             os.kill(pid, signal.SIGTERM)
             pids.append((pid_file, pid))
     deadline = time.monotonic() + timeout
