@@ -147,7 +147,12 @@ def _keys(client: redis.Redis) -> set[bytes]:
     return set(client.scan_iter(count=1000))
 
 
-def fuzz_method(target: Target, method: pd.MethodDescriptor, redis_url: str) -> list[str]:
+SHORT_KEY = b"merak:topology:short:"
+
+
+def fuzz_method(
+    target: Target, method: pd.MethodDescriptor, redis_url: str, shorts: set[str] | None = None
+) -> list[str]:
     """Call `method` with drawn messages from this (non-event-loop) thread; the problems found."""
     request_cls = message_factory.GetMessageClass(method.input_type)
     reply_cls = message_factory.GetMessageClass(method.output_type)
@@ -178,6 +183,8 @@ def fuzz_method(target: Target, method: pd.MethodDescriptor, redis_url: str) -> 
         @given(messages(method.input_type))
         def run(request: Message) -> None:
             before = _keys(client)
+            if shorts is not None:  # the topologies a drawn CREATE made (their namespaces' prefix)
+                shorts.update(k[len(SHORT_KEY) :].decode() for k in before if k.startswith(SHORT_KEY))
             code = grpc.StatusCode.OK
             try:
                 if method.server_streaming:
@@ -207,6 +214,14 @@ def fuzz_method(target: Target, method: pd.MethodDescriptor, redis_url: str) -> 
     return problems
 
 
+async def _short_keys(redis_url: str) -> list[str]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return [str(k) for k in client.scan_iter(match="merak:topology:short:*")]
+    finally:
+        client.close()
+
+
 async def _agent_server() -> GrpcServer:
     server = GrpcServer(
         "127.0.0.1:0", [registration(AgentServicer(VhostSet.standalone()))], CollectorRegistry()
@@ -224,7 +239,7 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
     await stack.compute()
     await stack.scenario()
     agent = await _agent_server()
-    namespaces_before = set(netns.list_names(f"{NS_PREFIX}-"))
+    shorts: set[str] = set()
     try:
         services = {
             "scenario": (scenario_pb2, "MerakScenarioService"),
@@ -241,13 +256,15 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
         )
         problems: list[str] = []
         for target, method in _methods(targets):
-            problems += await asyncio.to_thread(fuzz_method, target, method, redis_url)
+            problems += await asyncio.to_thread(fuzz_method, target, method, redis_url, shorts)
         assert problems == [], "\n".join(problems)
     finally:
         await agent.stop(0)
-    # What valid drawn configs built is deleted with the stack (ServiceStack.close); nothing else.
+    # What valid drawn configs built is deleted with the stack (ServiceStack.close), or was by a drawn
+    # DELETE: no namespace of any topology the fuzz made is left (other tests' are not looked at).
+    shorts.update(k.removeprefix("merak:topology:short:") for k in await _short_keys(redis_url))
     await stack.close()
-    assert set(netns.list_names(f"{NS_PREFIX}-")) <= namespaces_before
+    assert [n for short in shorts for n in netns.list_names(f"{NS_PREFIX}-{short}-")] == []
     assert threading.active_count() < 200
 
 
