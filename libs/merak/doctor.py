@@ -160,11 +160,11 @@ FEATURES: tuple[_Feature, ...] = (
     _Feature(
         "tbf",
         False,
-        "not used yet (rate limits)",
+        "faults: rate limits (SetFaults)",
         _qdisc("tbf", rate="1mbit", burst=32000, latency="400ms"),
     ),
-    _Feature("netem", False, "not used yet (delay, jitter)", _qdisc("netem", delay=1000)),
-    _Feature("nftables", False, "not used yet (loss, partitions; apt: nftables)", _nftables),
+    _Feature("netem", False, "faults: delay, jitter (SetFaults)", _qdisc("netem", delay=1000)),
+    _Feature("nftables", False, "faults: loss, partitions (SetFaults; apt: nftables)", _nftables),
     _Feature(
         "vrf",
         False,
