@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import Message
 
 from merak.grpcclient import retry_unavailable, service_error
 from merak.v1 import (
@@ -43,6 +44,17 @@ class ServiceClients:
             )
         except grpc.aio.AioRpcError as exc:
             raise service_error("topology", self.topology_address, exc) from None
+
+    async def topology_faults(self, method: str, request: Message) -> topology_pb2.FaultsReply:
+        """topology.MerakTopologyService/SetFaults, ClearFaults or ListFaults (each idempotent)."""
+        call = getattr(self.topology_stub, method)
+        try:
+            reply: topology_pb2.FaultsReply = await retry_unavailable(
+                lambda left: call(request, timeout=left), timeout=self.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise service_error("topology", self.topology_address, exc) from None
+        return reply
 
     async def network(self, request: network_pb2.InternalNetConfigInfo) -> network_pb2.ReturnNetworkMessage:
         """network.MerakNetworkService/NetConfigHandler."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 import grpc
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -176,3 +177,33 @@ async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stu
         assert [n.status_detail for n in back] == ["", "", ""]
     finally:
         await _delete(stub, topology_id)
+
+
+async def test_faults_over_rest(temporal_services: ServiceStack) -> None:
+    services = temporal_services
+    await services.topology()
+    await services.network()
+    await services.compute()
+    await services.scenario()
+    async with grpc.aio.insecure_channel(services.addresses["topology"]) as channel:
+        topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        topology_id, ips = await _lab(topology, vhosts=2)
+        url = f"http://{services.addresses['rest']}/api/topologies/{topology_id}/faults"
+        try:
+            async with httpx.AsyncClient(timeout=60) as http:
+                body = {"partitions": [{"side_a": ["vhost-0"], "side_b": ["vhost-1"]}]}
+                put = await http.put(url, json=body)
+                assert put.status_code == 200, put.text
+                assert put.json()["data"]["partitions"] == body["partitions"]
+                assert not _reaches(topology_id, 0, ips[1])
+                assert (await http.get(url)).json()["data"]["partitions"] == body["partitions"]
+                assert (await http.delete(url)).status_code == 200
+                assert _reaches(topology_id, 0, ips[1])
+                bad = await http.put(url, json={"links": [{"node": "nope"}]})
+                assert (bad.status_code, bad.json()["status"]) == (400, "FAILED"), bad.text
+                assert "links[0].node" in bad.json()["message"]
+                assert (await http.put(url, content=b"{not json")).status_code == 400
+                missing = await http.get(url.replace(topology_id, "no-such-lab"))
+                assert missing.status_code == 404
+        finally:
+            await _delete(topology, topology_id)

@@ -12,15 +12,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from pydantic import BaseModel
 
 from merak import protojson
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound
+from merak.grpcclient import ServiceError
 from merak.logs import get_logger
-from merak.v1 import scenario_pb2
+from merak.v1 import scenario_pb2, topology_pb2
 from services.scenario import translate
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager
@@ -297,3 +301,44 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
         return envelope(OK, "OK", protojson.to_dict(reply))
 
     _route(app, "GET", "/api/scenarios/{scenario_id}/results", results, "the control plane's results")
+    _faults_routes(app, manager)
+
+
+# A callee's status as an HTTP code (the topology service's, for the faults routes).
+_HTTP_CODES = {
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+
+
+def _faults_routes(app: FastAPI, manager: ScenarioManager) -> None:
+    """A running lab's impairments (the topology service's SetFaults / ListFaults / ClearFaults)."""
+
+    async def call(method: str, request: Message) -> JSONResponse:
+        try:
+            reply = await manager.clients.topology_faults(method, request)
+        except ServiceError as exc:
+            return envelope(FAILED, exc.message, code=_HTTP_CODES.get(exc.code, 502))
+        return envelope(OK, "OK", protojson.to_dict(reply))
+
+    async def show(topology_id: str) -> JSONResponse:
+        return await call("ListFaults", topology_pb2.ListFaultsRequest(topology_id=topology_id))
+
+    async def replace(topology_id: str, request: Request) -> JSONResponse:
+        wanted = topology_pb2.SetFaultsRequest()
+        try:
+            json_format.Parse(await request.body() or b"{}", wanted)
+        except json_format.ParseError as exc:
+            return envelope(FAILED, f"body: {str(exc)[:300]}", code=400)
+        wanted.topology_id = topology_id
+        return await call("SetFaults", wanted)
+
+    async def clear(topology_id: str) -> JSONResponse:
+        return await call("ClearFaults", topology_pb2.ClearFaultsRequest(topology_id=topology_id))
+
+    path = "/api/topologies/{topology_id}/faults"
+    _route(app, "GET", path, show, "the impairments a running lab suffers")
+    _route(app, "PUT", path, replace, "make the lab suffer exactly these impairments (SetFaultsRequest JSON)")
+    _route(app, "DELETE", path, clear, "heal the lab")
