@@ -33,18 +33,24 @@ def open_channel(
     """An asyncio channel with Merak's 500 MiB message limits ("host:port" or "unix:///path"): TLS
     to a TCP address of ours when the environment sets it up (merak.tls), plaintext otherwise (and
     to what is not ours: the Temporal dev server)."""
-    files = TlsFiles.from_env() if ours else None
-    if files is not None and is_tcp(address):
-        return grpc.aio.secure_channel(address, files.channel_credentials(), options=list(options))
+    credentials = _tls_credentials(address) if ours else None
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=list(options))
     return grpc.aio.insecure_channel(address, options=list(options))
 
 
 def open_blocking_channel(address: str) -> grpc.Channel:
     """The same, for synchronous code (the command line)."""
-    files = TlsFiles.from_env()
-    if files is not None and is_tcp(address):
-        return grpc.secure_channel(address, files.channel_credentials(), options=list(CHANNEL_OPTIONS))
+    credentials = _tls_credentials(address)
+    if credentials is not None:
+        return grpc.secure_channel(address, credentials, options=list(CHANNEL_OPTIONS))
     return grpc.insecure_channel(address, options=list(CHANNEL_OPTIONS))
+
+
+def _tls_credentials(address: str) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a TCP `address` when the environment sets TLS up (merak.tls), else None."""
+    files = TlsFiles.from_env()
+    return files.channel_credentials() if files is not None and is_tcp(address) else None
 
 
 class ServiceError(MerakError):

@@ -7,12 +7,22 @@ import os
 from pathlib import Path
 
 
+def process_state(pid: int) -> str:
+    """The one-letter state of a process (R, S, T, Z, …); "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""
+
+
 def alive(pid: int) -> bool:
     """True while `pid` runs; an exited, not yet reaped process (zombie) counts as gone."""
     try:
         os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
+    except ProcessLookupError:
+        return False
+    state = process_state(pid)
+    if not state:
         return False
     if state == "Z":  # its parent (often init, which may reap late) has not reaped it yet
         with contextlib.suppress(ChildProcessError):

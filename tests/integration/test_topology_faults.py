@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from merak.naming import topology_short_id
+from merak.procs import process_state
 from merak.testing import assert_eventually, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.backends.local import ns_name
@@ -136,13 +137,6 @@ def _pid(node: common_pb2.InternalComputeInfo) -> int:
     return int(Path(node.agent_endpoint.removeprefix("unix://")).with_suffix(".pid").read_text())
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "gone"
-
-
 async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stub) -> None:
     topology_id, _ips = await _lab(stub)  # 3 vhosts, an agent each
     config = topology_pb2.InternalTopologyConfiguration(topology_id=topology_id)
@@ -156,14 +150,14 @@ async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stu
             topology_pb2.SetFaultsRequest(topology_id=topology_id, hosts=[crash, freeze])
         )
         assert list(reply.hosts) == [crash, freeze]
-        assert _state(pids[1]) in ("gone", "Z") and _state(pids[2]) == "T"
+        assert process_state(pids[1]) in ("", "Z") and process_state(pids[2]) == "T"
         for _ in range(3):  # held down across the supervisor's 1 s restart delay
             after = {n.name: n for n in (await stub.TopologyHandler(info)).compute_nodes}
             assert after["vhost-0"].status == common_pb2.READY
             assert after["vhost-1"].status == common_pb2.ERROR
             assert "crashed by a host fault" in after["vhost-1"].status_detail
             assert "frozen by a host fault" in after["vhost-2"].status_detail
-            assert _state(pids[1]) in ("gone", "Z")
+            assert process_state(pids[1]) in ("", "Z")
 
         await stub.ClearFaults(topology_pb2.ClearFaultsRequest(topology_id=topology_id))
 
@@ -173,7 +167,7 @@ async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stu
         ready: bool = await assert_eventually(all_ready, timeout=30, message="agents back")
         assert ready
         back = list((await stub.TopologyHandler(info)).compute_nodes)
-        assert _pid(back[1]) != pids[1] and _pid(back[2]) == pids[2] and _state(pids[2]) in ("S", "R")
+        assert _pid(back[1]) != pids[1] and _pid(back[2]) == pids[2] and process_state(pids[2]) in ("S", "R")
         assert [n.status_detail for n in back] == ["", "", ""]
     finally:
         await _delete(stub, topology_id)

@@ -35,7 +35,7 @@ from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.grpcclient import health_serving
 from merak.host import HostTuner
 from merak.logs import get_logger
-from merak.procs import alive, pid_from_file
+from merak.procs import alive, pid_from_file, process_state
 from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends import (
     DestroyReport,
@@ -629,15 +629,7 @@ def _agent_pid(plan: AgentPlan) -> int | None:
 
 def _took_effect(pid: int, crashed: bool) -> bool:
     """The agent `pid` is gone (crashed) or stopped (frozen)."""
-    return not alive(pid) if crashed else _process_state(pid) in ("T", "t")
-
-
-def _process_state(pid: int) -> str:
-    """The one-letter state of a process (R, S, T, Z, …); "" when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return ""
+    return not alive(pid) if crashed else process_state(pid) in ("T", "t")
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
