@@ -156,6 +156,24 @@ async def _vms_in_agents(nodes: list[common_pb2.InternalComputeInfo]) -> dict[st
     return found
 
 
+async def _until_done_between(cloud: Cloud, config_id: str, low: int, high: int) -> None:
+    """Wait until the deployment is under way: low <= VMs done < high (to kill something mid-way)."""
+
+    async def under_way() -> bool:
+        info = await cloud.compute.ComputeHandler(
+            compute_pb2.InternalComputeConfigInfo(
+                operation_type=common_pb2.INFO,
+                config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+            )
+        )
+        return low <= info.progress.done < high
+
+    reached: bool = await assert_eventually(
+        under_way, timeout=120, interval=0.02, message="deployment under way"
+    )
+    assert reached
+
+
 async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: None) -> None:
     nodes = await _topology(cloud.topology, 5)
     netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
@@ -312,19 +330,7 @@ async def test_killing_the_worker_mid_deployment_loses_and_duplicates_nothing(
     worker_process.append(_start_worker(cloud))
     await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=100))
 
-    async def some_done() -> bool:
-        info = await cloud.compute.ComputeHandler(
-            compute_pb2.InternalComputeConfigInfo(
-                operation_type=common_pb2.INFO,
-                config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
-            )
-        )
-        return 40 <= info.progress.done < 400
-
-    under_way: bool = await assert_eventually(
-        some_done, timeout=120, interval=0.02, message="deployment under way"
-    )
-    assert under_way
+    await _until_done_between(cloud, config_id, 40, 400)
     worker_process[0].send_signal(signal.SIGKILL)
     worker_process[0].wait()
     started = time.monotonic()
@@ -348,19 +354,7 @@ async def test_killing_an_agent_mid_deployment_loses_duplicates_and_leaks_nothin
     victim = nodes[0]
     pid_file = Path(victim.agent_endpoint.removeprefix("unix://")).with_suffix(".pid")
 
-    async def some_made() -> bool:
-        info = await cloud.compute.ComputeHandler(
-            compute_pb2.InternalComputeConfigInfo(
-                operation_type=common_pb2.INFO,
-                config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
-            )
-        )
-        return 10 <= info.progress.done < 240
-
-    under_way: bool = await assert_eventually(
-        some_made, timeout=120, interval=0.02, message="deployment under way"
-    )
-    assert under_way
+    await _until_done_between(cloud, config_id, 10, 240)
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     seen = await _watch(cloud, config_id)
     assert (seen[-1].done, seen[-1].error) == (240, 0), seen[-1]
