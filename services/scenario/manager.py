@@ -495,20 +495,19 @@ class ScenarioManager:
 
     # --- deleting a scenario -----------------------------------------------------------------
 
-    async def reconcile(self, *, wait_for_topology: float = 120.0) -> list[str]:
+    async def reconcile(self) -> list[str]:
         """At start: a scenario whose topology no longer exists (deleted behind its back: `merak down`,
         a machine that restarted) stops saying it is deployed. Its compute config is deleted (its VMs
         went with the lab; compute frees their addresses) and topology and compute say NONE. Returns
         the ids of the scenarios it changed."""
         changed: list[str] = []
         after = ""
-        deadline = time.monotonic() + wait_for_topology
         while True:
             scenarios, after = await self.store.page(SCENARIO, after, 200)
             for scenario in scenarios:
                 if status_of(scenario, TOPOLOGY) == scenario_pb2.NONE or scenario.id in self._busy:
                     continue
-                if await self._topology_exists(scenario, deadline):
+                if await self._topology_exists(scenario):
                     continue
                 with self._exclusive(scenario.id, "reconcile"):
                     await self._forget_lab(scenario)
@@ -516,21 +515,16 @@ class ScenarioManager:
             if not after:
                 return changed
 
-    async def _topology_exists(self, scenario: scenario_pb2.Scenario, deadline: float) -> bool:
-        """Asks the topology service; it may be starting with us (UNAVAILABLE until `deadline`)."""
-        wait = 0.5
-        while True:
-            try:
-                await self.clients.topology(translate.topology_ref(scenario.topology_id, common_pb2.INFO))
-                return True
-            except ServiceError as exc:
-                if exc.code == grpc.StatusCode.NOT_FOUND:
-                    return False
-                if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() + wait > deadline:
-                    log.warning("scenario_reconcile_skipped", scenario_id=scenario.id, error=exc.message)
-                    return True  # cannot tell: leave it as it is
-                await asyncio.sleep(wait)
-                wait = min(5.0, wait * 2)
+    async def _topology_exists(self, scenario: scenario_pb2.Scenario) -> bool:
+        """Asks the topology service (its client waits out UNAVAILABLE: it may be starting with us)."""
+        try:
+            await self.clients.topology(translate.topology_ref(scenario.topology_id, common_pb2.INFO))
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            log.warning("scenario_reconcile_skipped", scenario_id=scenario.id, error=exc.message)
+            # cannot tell: leave it as it is
+        return True
 
     async def _forget_lab(self, scenario: scenario_pb2.Scenario) -> None:
         was = describe_statuses(scenario)
