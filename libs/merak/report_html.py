@@ -14,23 +14,44 @@ def _points(series: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
     return [(float(p.get("second", 0.0)), float(p.get("value", 0.0))) for p in series]
 
 
-def line_chart(title: str, unit: str, series: Sequence[dict[str, Any]]) -> str:
-    """An SVG line chart of (second, value) points, with its axes labelled."""
+def _windows(faults: Sequence[dict[str, Any]]) -> list[tuple[float, float | None, str]]:
+    """(start, end or None while it lasts, label) of each fault window."""
+    return [
+        (
+            float(f.get("start_second", 0.0)),
+            float(f.get("end_second", 0.0)) if f.get("ended") else None,
+            f"{f.get('name', '')}: {f.get('description', '')}",
+        )
+        for f in faults
+    ]
+
+
+def line_chart(
+    title: str, unit: str, series: Sequence[dict[str, Any]], faults: Sequence[dict[str, Any]] = ()
+) -> str:
+    """An SVG line chart of (second, value) points, with its axes labelled; each fault's window shaded."""
     points = _points(series)
     head = f"<figure><figcaption>{html.escape(title)}</figcaption>"
     if not points:
         return head + "<p>no data</p></figure>"
-    max_x = max(x for x, _ in points) or 1.0
+    windows = _windows(faults)
+    max_x = max([x for x, _ in points] + [end or start for start, end, _ in windows]) or 1.0
     max_y = max(y for _, y in points) or 1.0
 
     span_x, span_y = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
+    shaded = "".join(
+        f'<rect class="fault" x="{PAD + start / max_x * span_x:.1f}" y="{PAD}" '
+        f'width="{max(2.0, ((end if end is not None else max_x) - start) / max_x * span_x):.1f}" '
+        f'height="{span_y}" fill="#d62728" fill-opacity="0.15"><title>{html.escape(label)}</title></rect>'
+        for start, end, label in windows
+    )
     placed = [(PAD + x / max_x * span_x, HEIGHT - PAD - y / max_y * span_y) for x, y in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed)
     # A dot per point too: a run that fits in one interval is one point, which a line does not show.
     dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#1f77b4"/>' for x, y in placed)
     return (
         head + f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img">'
-        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>'
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#fff"/>{shaded}'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#444"/>'
         f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{path}"/>{dots}'
@@ -64,6 +85,16 @@ def render(report: dict[str, Any]) -> str:
             op.get("errors", 0), json.dumps(op.get("codes", {}), sort_keys=True),
         )
         for op in results.get("operations", [])
+    ]  # fmt: skip
+    faults = results.get("faults", [])
+    fault_rows = [
+        (
+            f.get("name", ""), f.get("occurrence", 0), f.get("description", ""),
+            f"{f.get('start_second', 0.0):.1f}",
+            f"{f.get('end_second', 0.0):.1f}" if f.get("ended") else "still on",
+            f.get("error", "") or "none",
+        )
+        for f in faults
     ]  # fmt: skip
     ready = results.get("time_to_ready", {})
     status = "passed" if report.get("ok") else "FAILED"
@@ -104,10 +135,21 @@ def render(report: dict[str, Any]) -> str:
             operations,
         )
         + line_chart(
-            "Control-plane latency over time (p50 per interval)", "ms", results.get("latency_p50_ms", [])
+            "Control-plane latency over time (p50 per interval)",
+            "ms",
+            results.get("latency_p50_ms", []),
+            faults,
         )
-        + line_chart("VMs ready per second", "VMs/s", results.get("ready_per_second", []))
-        + line_chart("Control-plane errors per second", "errors/s", results.get("errors_per_second", []))
+        + line_chart("VMs ready per second", "VMs/s", results.get("ready_per_second", []), faults)
+        + line_chart(
+            "Control-plane errors per second", "errors/s", results.get("errors_per_second", []), faults
+        )
+        + (
+            "<h2>Faults (shaded on the plots)</h2>"
+            + _table(["fault", "occurrence", "what", "from s", "to s", "error"], fault_rows)
+            if fault_rows
+            else ""
+        )
         + "<h2>Phases</h2>"
         + _table(["phase", "seconds"], phases)
         + "</body></html>"

@@ -272,7 +272,7 @@ class ComputeManager:
             raise NotFound(f"compute config {config_id!r} does not exist")
         raw_calls, ready = await self.store.results(config_id)
         samples = [s for s in (results.parse_call(raw) for raw in raw_calls) if s is not None]
-        return results.build(
+        built = results.build(
             config_id,
             plugin=meta.plugin,
             operation=meta.operation.upper(),
@@ -281,6 +281,8 @@ class ComputeManager:
             calls=samples,
             ready=ready,
         )
+        built.started_at.FromNanoseconds(int(meta.started_at * 1e9))
+        return built
 
     async def progress(self, config_id: str) -> compute_pb2.ComputeProgress:
         """Counts per status, hosts not finished, first errors."""

@@ -58,7 +58,9 @@ async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
 
-    built = BuiltService("scenario", server, manager, cleanups=[stop_reconcile, close_channels, redis.aclose])
+    built = BuiltService(
+        "scenario", server, manager, cleanups=[stop_reconcile, manager.close, close_channels, redis.aclose]
+    )
     rest = None
     if settings.rest_port >= 0:
         rest = RestServer(

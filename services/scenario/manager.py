@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, NotFound
 from merak.grpcclient import ServiceError
 from merak.ids import check_ping_waits
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
-from services.scenario import states, translate, validate
+from services.scenario import faults, states, translate, validate
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
+from services.scenario.faultrun import FaultRun, FaultRunRecord
 from services.scenario.metrics import ScenarioMetrics
 from services.scenario.models import (
     COMPUTE,
@@ -120,6 +122,8 @@ class ScenarioManager:
         self.settings = settings
         self.metrics = metrics
         self._busy: dict[str, str] = {}
+        # Fault schedules running in this process, by scenario.
+        self._fault_runs: dict[str, FaultRun] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -371,6 +375,7 @@ class ScenarioManager:
     ) -> scenario_pb2.ScenarioActionReply:
         previous = status_of(scenario, TOPOLOGY)
         if action == scenario_pb2.DELETE:
+            await self.stop_faults(scenario.id, heal=False)  # the lab goes, its faults with it
             request = translate.topology_ref(scenario.topology_id, common_pb2.DELETE)
             transition: Status = scenario_pb2.DELETING
         else:
@@ -440,14 +445,18 @@ class ScenarioManager:
                 nodes=nodes,
                 deployed_network=network,
             )
+            await self._check_schedule(scenario, configs.test)
             transition: Status = scenario_pb2.DEPLOYING
         elif action == scenario_pb2.DELETE:
+            # The lab heals before its VMs go: a crashed host's agent must be back to delete them.
+            await self.stop_faults(scenario.id, heal=True)
             request = translate.compute_ref(scenario.compute_config_id, scenario.id, common_pb2.DELETE)
             transition = scenario_pb2.DELETING
         else:
             request = translate.compute_ref(scenario.compute_config_id, scenario.id, common_pb2.UPDATE)
             transition = scenario_pb2.UPDATING
         await self._set_status(scenario.id, COMPUTE, transition)
+        asked = time.time()
         try:
             reply = await self.clients.compute(request)
         except ServiceError as exc:
@@ -467,7 +476,89 @@ class ScenarioManager:
             status = scenario_pb2.NONE if action == scenario_pb2.DELETE else transition
             counts = scenario_pb2.StatusCounts()
         scenario = await self._set_status(scenario.id, COMPUTE, status)
+        started = status in (scenario_pb2.DEPLOYING, scenario_pb2.READY)
+        if action == scenario_pb2.DEPLOY and started and configs.test and configs.test.fault_schedule:
+            await self._start_faults(scenario, configs.test, asked)
         return self._reply(action, COMPUTE, scenario, Observation(status, counts, compute=reply))
+
+    # --- fault schedules ---------------------------------------------------------------------
+
+    async def _check_schedule(
+        self, scenario: scenario_pb2.Scenario, test: scenario_pb2.TestConfig | None
+    ) -> None:
+        """The test config's fault schedule must be valid and each fault possible in this lab (asked of
+        the topology service, which changes nothing), before compute creates a VM."""
+        if test is None or not test.fault_schedule:
+            return
+        prefix = f"test config {test.id}: fault_schedule"
+        faults.check(test.fault_schedule, prefix)
+        for i, fault in enumerate(test.fault_schedule):
+            try:
+                await self.clients.topology_faults("SetFaults", faults.single(scenario.topology_id, fault))
+            except ServiceError as exc:
+                kind = fault.WhichOneof("fault") or ""
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    field, _, problem = faults.schedule_field(i, kind, exc.message, prefix).partition(": ")
+                    raise InvalidArgument(field, problem) from None
+                if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise FailedPrecondition(
+                        f"{prefix}[{i}] ({faults.describe(fault)}) cannot run in this lab: {exc.message}"
+                    ) from None
+                raise
+
+    async def _start_faults(
+        self, scenario: scenario_pb2.Scenario, test: scenario_pb2.TestConfig, origin: float
+    ) -> None:
+        """Run the schedule from `origin` (when compute was asked), over the lab's own faults."""
+        await self.stop_faults(scenario.id, heal=True)
+        base = await self.clients.topology_faults(
+            "ListFaults", topology_pb2.ListFaultsRequest(topology_id=scenario.topology_id)
+        )
+        record = FaultRunRecord(
+            scenario.topology_id,
+            origin,
+            base=json_format.MessageToDict(base, preserving_proto_field_name=True),
+        )
+        run = FaultRun(scenario.id, record, faults.expand(test.fault_schedule), self.clients, self.store)
+        await self.store.save_fault_run(scenario.id, record.to_json())
+        self._fault_runs[scenario.id] = run
+        run.start()
+        log.info("scenario_faults_started", scenario_id=scenario.id, faults=len(test.fault_schedule))
+
+    async def stop_faults(self, scenario_id: str, *, heal: bool) -> None:
+        """End the scenario's fault schedule; with `heal`, the lab keeps only its own faults."""
+        run = self._fault_runs.pop(scenario_id, None)
+        if run is not None:
+            await run.stop(heal=heal)
+
+    async def close(self) -> None:
+        """On shutdown: every running schedule stops and its lab heals (a restart would heal it too)."""
+        for scenario_id in list(self._fault_runs):
+            await self.stop_faults(scenario_id, heal=True)
+
+    async def heal_abandoned(self) -> list[str]:
+        """At start: a schedule recorded as running but run by no one (the service stopped while it
+        ran) ends now and its lab goes back to its own faults. Returns the scenarios it healed."""
+        healed: list[str] = []
+        for scenario_id in await self.store.fault_run_ids():
+            raw = await self.store.fault_run(scenario_id)
+            if raw is None or scenario_id in self._fault_runs:
+                continue
+            record = FaultRunRecord.from_json(raw)
+            if not record.running:
+                continue
+            request = faults.lab_faults(record.topology_id, record.base_faults(), [])
+            error = ""
+            try:
+                await self.clients.topology_faults("SetFaults", request)
+            except ServiceError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    error = exc.message
+            record.heal(time.time(), f"the scenario service restarted: healed then {error}".strip())
+            await self.store.save_fault_run(scenario_id, record.to_json())
+            log.warning("scenario_faults_healed_at_start", scenario_id=scenario_id, error=error)
+            healed.append(scenario_id)
+        return healed
 
     def _reply(
         self, action: Action, service: Service, scenario: scenario_pb2.Scenario, observation: Observation
@@ -501,6 +592,7 @@ class ScenarioManager:
         went with the lab; compute frees their addresses) and topology and compute say NONE. Returns
         the ids of the scenarios it changed."""
         changed: list[str] = []
+        await self.heal_abandoned()
         after = ""
         while True:
             scenarios, after = await self.store.page(SCENARIO, after, 200)
@@ -528,6 +620,7 @@ class ScenarioManager:
 
     async def _forget_lab(self, scenario: scenario_pb2.Scenario) -> None:
         was = describe_statuses(scenario)
+        await self.stop_faults(scenario.id, heal=False)
         if status_of(scenario, COMPUTE) != scenario_pb2.NONE:
             try:
                 scenario = await self._teardown(scenario, COMPUTE)
@@ -567,6 +660,7 @@ class ScenarioManager:
                     )
 
             await self.store.delete(SCENARIO, scenario_id, still_deployed)
+            await self.store.delete_fault_run(scenario_id)
         log.info("scenario_deleted", scenario_id=scenario_id, teardown=teardown)
 
     async def _teardown(self, scenario: scenario_pb2.Scenario, service: Service) -> scenario_pb2.Scenario:
@@ -635,13 +729,24 @@ class ScenarioManager:
         first = _progress(scenario)
         changed(first)
         yield first
+        # A schedule that ended before the watch began is history, not news.
+        windows: dict[str, tuple[Any, ...]] = {}
+        if not await self._faults_running(scenario_id):
+            await self._fault_events(scenario, windows)
         while True:
             found = await self.store.get(SCENARIO, scenario_id)
             if found is None:
                 return
             scenario = found
+            for event in await self._fault_events(scenario, windows):
+                yield event
             moving = [s for s in SERVICES if status_of(scenario, s) in TRANSITIONAL]
             if not moving:
+                if await self._faults_running(scenario_id):
+                    await asyncio.sleep(self.settings.watch_interval)
+                    continue
+                for event in await self._fault_events(scenario, windows):
+                    yield event
                 final = _progress(scenario)
                 if changed(final):
                     yield final
@@ -655,7 +760,9 @@ class ScenarioManager:
                 continue
             service = moving[0]
             if service is COMPUTE:
-                async for progress in self._relay_compute(scenario):
+                async for progress in self._with_fault_events(
+                    self._relay_compute(scenario), scenario, windows
+                ):
                     if changed(progress):
                         yield progress
                 scenario, _ = await self._refresh(scenario, COMPUTE)
@@ -672,6 +779,65 @@ class ScenarioManager:
                 yield progress
             if status_of(scenario, service) in TRANSITIONAL:
                 await asyncio.sleep(self.settings.watch_interval)
+
+    async def _faults_running(self, scenario_id: str) -> bool:
+        raw = await self.store.fault_run(scenario_id)
+        return bool(raw and raw.get("running"))
+
+    async def _fault_events(
+        self, scenario: scenario_pb2.Scenario, seen: dict[str, tuple[Any, ...]]
+    ) -> list[scenario_pb2.ScenarioProgress]:
+        """A progress for each window of the scenario's schedule that began or ended since `seen`."""
+        raw = await self.store.fault_run(scenario.id)
+        if raw is None:
+            return []
+        record = FaultRunRecord.from_json(raw)
+        events = []
+        for key, window in sorted(record.windows.items(), key=lambda kv: (kv[1].start or 0.0, kv[0])):
+            state = (window.start, window.end, window.error)
+            if window.start is None or seen.get(key) == state:
+                continue
+            seen[key] = state
+            shown = window.window(record.origin)
+            events.append(_progress(scenario, fault=shown, message=faults.window_message(shown)))
+        return events
+
+    async def _with_fault_events(
+        self,
+        source: AsyncIterator[scenario_pb2.ScenarioProgress],
+        scenario: scenario_pb2.Scenario,
+        seen: dict[str, tuple[Any, ...]],
+    ) -> AsyncIterator[scenario_pb2.ScenarioProgress]:
+        """`source`'s progress, with the fault schedule's events (looked at every watch interval) between."""
+        queue: asyncio.Queue[scenario_pb2.ScenarioProgress | None] = asyncio.Queue()
+
+        async def relay() -> None:
+            try:
+                async for item in source:
+                    await queue.put(item)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(relay())
+        interval = self.settings.watch_interval
+        next_look = time.monotonic()
+        try:
+            while True:
+                if time.monotonic() >= next_look:
+                    next_look = time.monotonic() + interval
+                    for event in await self._fault_events(scenario, seen):
+                        yield event
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, next_look - time.monotonic()))
+                except TimeoutError:
+                    continue
+                if item is None:
+                    break
+                yield item
+            await task  # its error, if it failed
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _relay_compute(
         self, scenario: scenario_pb2.Scenario
@@ -701,7 +867,13 @@ class ScenarioManager:
                 f"scenario {scenario_id!r} has no VMs deployed ({describe_statuses(scenario)}); "
                 "DEPLOY compute first"
             )
-        return await self.clients.compute_results(scenario.compute_config_id)
+        results = await self.clients.compute_results(scenario.compute_config_id)
+        raw = await self.store.fault_run(scenario_id)
+        if raw is not None:
+            record = FaultRunRecord.from_json(raw)
+            origin = results.started_at.ToSeconds() + results.started_at.nanos / 1e9
+            results.faults.extend(record.fault_windows(origin if results.HasField("started_at") else None))
+        return results
 
     async def run_test(self, request: scenario_pb2.RunTestRequest) -> scenario_pb2.TestReport:
         """Merak's pingall test config, run through the agents; compute must be READY."""
@@ -740,6 +912,7 @@ def _progress(
     *,
     topology: scenario_pb2.StatusCounts | None = None,
     compute: compute_pb2.ComputeProgress | None = None,
+    fault: compute_pb2.FaultWindow | None = None,
     message: str = "",
 ) -> scenario_pb2.ScenarioProgress:
     progress = scenario_pb2.ScenarioProgress(
@@ -754,4 +927,6 @@ def _progress(
         progress.topology.CopyFrom(topology)
     if compute is not None:
         progress.compute.CopyFrom(compute)
+    if fault is not None:
+        progress.fault.CopyFrom(fault)
     return progress

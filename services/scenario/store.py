@@ -27,6 +27,7 @@ PREFIX = "merak:scenario"
 #   merak:scenario:<kind>:<id>            the entity, as protobuf JSON
 #   merak:scenario:index:<kind>           sorted set of the ids of a kind (score 0: ordered by id)
 #   merak:scenario:refs:<kind>:<id>       set of the scenarios that refer to a config
+#   merak:scenario:faults:<scenario id>   the scenario's fault schedule as it ran (JSON, faultrun.py)
 
 
 def _text(raw: bytes | str) -> str:
@@ -79,6 +80,24 @@ class ScenarioStore(RedisStore):
         # An entity deleted between the two reads is simply not listed.
         items = [self._load(kind, raw) for raw in raws if raw is not None]
         return items, ids[-1] if more else ""
+
+    async def fault_run(self, scenario_id: str) -> dict[str, Any] | None:
+        """The scenario's fault schedule as it ran, or None."""
+        found: dict[str, Any] | None = await self.get_json(self.key("faults", scenario_id))
+        return found
+
+    async def save_fault_run(self, scenario_id: str, run: dict[str, Any]) -> None:
+        """Replace the scenario's fault schedule record."""
+        await self.set_json(self.key("faults", scenario_id), run)
+
+    async def delete_fault_run(self, scenario_id: str) -> None:
+        """Forget the scenario's fault schedule."""
+        await self.redis.delete(self.key("faults", scenario_id))
+
+    async def fault_run_ids(self) -> list[str]:
+        """The scenarios with a fault schedule record."""
+        prefix = self.key("faults", "")
+        return sorted(k.removeprefix(prefix) for k in await self.keys_under("faults"))
 
     async def scenarios_using(self, kind: Kind[Any], config_id: str) -> list[str]:
         """Ids of the scenarios that refer to a config."""

@@ -9,11 +9,13 @@ from typing import Any
 from merak.errors import InvalidArgument, enum_name
 from merak.ids import check_id
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
+from services.scenario import faults
 from services.scenario.models import (
     COMPUTE_CONFIG,
     NETWORK_CONFIG,
     REFERENCE_FIELDS,
     SCENARIO,
+    TEST_CONFIG,
     TOPOLOGY_CONFIG,
     Kind,
     deploy_type,
@@ -36,6 +38,8 @@ def validate(kind: Kind[Any], entity: Any) -> None:
         compute_config(entity)
     elif kind is SCENARIO:
         scenario(entity)
+    elif kind is TEST_CONFIG:
+        faults.check(entity.fault_schedule)
 
 
 def _enum_name(enum: Any, value: int) -> str | None:

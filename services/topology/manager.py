@@ -249,6 +249,9 @@ class TopologyManager:
                 f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it"
             )
         backend = self.backends.get(spec.backend)
+        if request.validate_only:
+            await backend.check_faults(spec, wanted, hosts)
+            return await self.list_faults(spec.topology_id)
         async with self._lock(spec.topology_id):
             before = faults.plan(entry.topology, await self.store.faults(spec.topology_id))
             healed = {node: dict.fromkeys(devices, DeviceFaults()) for node, devices in before.items()}

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeAlias
 
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from merak import netns
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2
+from services.topology.backends.local import ns_prefix
+from services.topology.models import TopologySpec
+from tests.stack import ServiceStack
 
 # The async stub type exists only in the generated stubs (.pyi).
 Stub: TypeAlias = "scenario_pb2_grpc.MerakScenarioServiceAsyncStub"
@@ -118,13 +129,14 @@ async def create_scenario(
     topology: scenario_pb2.TopologyConfig | None = None,
     network: scenario_pb2.NetworkConfig | None = None,
     compute: scenario_pb2.ComputeConfig | None = None,
+    test: scenario_pb2.TestConfig | None = None,
 ) -> Created:
     """Create the five configs and a scenario that refers to them."""
     topo = await stub.CreateTopologyConfig(topology or topology_config())
     net = await stub.CreateNetworkConfig(network or network_config())
     cmp = await stub.CreateComputeConfig(compute or compute_config())
     svc = await stub.CreateServiceConfig(service_config())
-    tst = await stub.CreateTestConfig(pingall_config())
+    tst = await stub.CreateTestConfig(test or pingall_config())
     scenario = await stub.CreateScenario(
         scenario_pb2.Scenario(
             name="scenario-test-1",
@@ -151,3 +163,46 @@ async def act(
             scenario_id=scenario_id, service=scenario_pb2.ServiceAction(service_name=service, action=action)
         )
     )
+
+
+@dataclass
+class Stack:
+    """The four services of one test, wired as the local stack wires them."""
+
+    stub: Stub
+    redis: aioredis.Redis
+    run_dir: Path
+    services: ServiceStack
+
+
+async def watch(stack: Stack, scenario_id: str) -> list[scenario_pb2.ScenarioProgress]:
+    """Every progress message until nothing is in a transition (bounded, so a hang fails the test)."""
+    request = scenario_pb2.WatchScenarioRequest(scenario_id=scenario_id)
+    return [p async for p in stack.stub.WatchScenario(request, timeout=90)]
+
+
+async def refused(call: Awaitable[object]) -> str:
+    """The details of a FAILED_PRECONDITION."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+    return caught.value.details() or ""
+
+
+async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
+    """What a deleted scenario must not leave: namespaces, agent processes, Redis keys of the services."""
+    short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
+    pgrep = await asyncio.create_subprocess_exec(
+        "pgrep", "-af", str(stack.run_dir), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await pgrep.communicate()
+    keys = [
+        str(k)
+        for prefix in ("topology", "network", "compute")
+        for k in await stack.redis.keys(f"merak:{prefix}:*")
+    ]
+    return {
+        "namespaces": netns.list_names(ns_prefix(short)),
+        "agents": [line for line in out.decode().splitlines() if "services.agent" in line],
+        "redis": sorted(keys),
+    }

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 
 from merak import host, netns
@@ -17,75 +13,25 @@ from merak.naming import topology_short_id
 from merak.testing import assert_eventually
 from merak.v1 import (
     scenario_pb2,
-    scenario_pb2_grpc,
     topology_pb2,
 )
 from services.topology.backends.local import ns_prefix
-from services.topology.models import TopologySpec
 from tests.integration.scenario_lab import (
-    Stub,
+    Stack,
     act,
     compute_config,
     create_scenario,
+    leftovers,
     network_config,
+    refused,
     topology_config,
+    watch,
 )
-from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE
 DEPLOY, CHECK, DELETE = scenario_pb2.DEPLOY, scenario_pb2.CHECK, scenario_pb2.DELETE
-
-
-@dataclass
-class Stack:
-    """The four services of one test, wired as the local stack wires them."""
-
-    stub: Stub
-    redis: aioredis.Redis
-    run_dir: Path
-
-
-@pytest.fixture
-async def stack(temporal_services: ServiceStack, redis_client: aioredis.Redis) -> AsyncIterator[Stack]:
-    services = temporal_services
-    await services.everything(teardown_timeout=60, watch_interval=0.2, test_retry=5)
-    async with grpc.aio.insecure_channel(services.addresses["scenario"]) as channel:
-        yield Stack(scenario_pb2_grpc.MerakScenarioServiceStub(channel), redis_client, services.run_dir)
-
-
-async def watch(stack: Stack, scenario_id: str) -> list[scenario_pb2.ScenarioProgress]:
-    """Every progress message until nothing is in a transition (bounded, so a hang fails the test)."""
-    request = scenario_pb2.WatchScenarioRequest(scenario_id=scenario_id)
-    return [p async for p in stack.stub.WatchScenario(request, timeout=90)]
-
-
-async def refused(call: Awaitable[object]) -> str:
-    """The details of a FAILED_PRECONDITION."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
-    return caught.value.details() or ""
-
-
-async def leftovers(stack: Stack, topology_id: str) -> dict[str, list[str]]:
-    """What a deleted scenario must not leave: namespaces, agent processes, Redis keys of the services."""
-    short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
-    pgrep = await asyncio.create_subprocess_exec(
-        "pgrep", "-af", str(stack.run_dir), stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await pgrep.communicate()
-    keys = [
-        str(k)
-        for prefix in ("topology", "network", "compute")
-        for k in await stack.redis.keys(f"merak:{prefix}:*")
-    ]
-    return {
-        "namespaces": netns.list_names(ns_prefix(short)),
-        "agents": [line for line in out.decode().splitlines() if "services.agent" in line],
-        "redis": sorted(keys),
-    }
 
 
 async def test_teste2e_scenario_deploys_pings_and_deletes_in_reverse(

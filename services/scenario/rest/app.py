@@ -193,8 +193,8 @@ def _crud_routes(app: FastAPI, rest: RestKind, entities: EntityManager, manager:
     kind, body_type, base = rest.kind, rest.body, f"/api/{rest.path}"
 
     async def create(body: BaseModel) -> JSONResponse:
-        message, _ = models.to_proto(body)
         try:
+            message, _ = models.to_proto(body)
             if kind is SCENARIO:
                 for field, ref_kind, missing in SCENARIO_REFERENCES:
                     ref = getattr(message, field)
@@ -222,8 +222,8 @@ def _crud_routes(app: FastAPI, rest: RestKind, entities: EntityManager, manager:
             return failure(exc, rest.not_found)
 
     async def update(entity_id: str, body: BaseModel) -> JSONResponse:
-        message, fields = models.to_proto(body, set(body.model_fields_set))
         try:
+            message, fields = models.to_proto(body, set(body.model_fields_set))
             if not fields:
                 return envelope(OK, "OK", models.to_json(await entities.get(kind, entity_id)))
             message.id = entity_id  # type: ignore[attr-defined]  # every entity has an id

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from merak.errors import InvalidArgument
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 
 UInt = Annotated[int, Field(ge=0, le=2**32 - 1)]
@@ -211,6 +212,8 @@ class TestConfig(_Entity):
 
     __test__ = False  # not a pytest class
     tests: list[Test] | None = None
+    # New (not Merak's): ScheduledFault objects as protobuf JSON, applied while compute deploys.
+    fault_schedule: list[dict[str, Any]] | None = None
 
 
 class Scenario(_Entity):
@@ -351,7 +354,10 @@ def to_proto(body: BaseModel, fields: set[str] | None = None) -> tuple[Message, 
     data = {k: v for k, v in data.items() if not (isinstance(v, str | list) and not v)}
     data = adapt(data)
     message = message_type()
-    json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise InvalidArgument("body", str(exc)[:300]) from None
     names = {f.name for f in message.DESCRIPTOR.fields}
     return message, sorted(k for k in data if k in names)
 

@@ -75,6 +75,16 @@ class TopologyBackend(abc.ABC):
         given DeviceFaults(), nothing); a node left out is not touched."""
         raise FailedPrecondition(f"impairments are not built for the {self.name} backend (use local)")
 
+    async def check_faults(
+        self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]], hosts: Mapping[str, int]
+    ) -> None:
+        """FailedPrecondition if `apply_faults` / `apply_host_faults` could not make the lab suffer
+        these (what this backend or kernel lacks); changes nothing."""
+        if faults:
+            await self.apply_faults(spec, {})
+        if hosts:
+            raise FailedPrecondition(f"host faults are not built for the {self.name} backend (use local)")
+
     async def apply_host_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
         """Make the agents of the vhosts in `states` crashed or frozen (topology.HostState); every
         other vhost's agent runs."""

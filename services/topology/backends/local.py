@@ -163,6 +163,7 @@ class LocalBackend(TopologyBackend):
         # Agents a host fault holds crashed or frozen (topology.HostState), by pid file: the
         # supervisor leaves them alone.
         self._held: dict[Path, int] = {}
+        self._netem: bool | None = None  # whether the kernel has netem, once probed
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -382,6 +383,23 @@ class LocalBackend(TopologyBackend):
         for node, devices in sorted(faults.items()):
             ns = ns_name(spec.short_id, node)
             await loop.run_in_executor(self._pool, impair.apply, ns, dict(devices))
+
+    async def check_faults(
+        self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]], hosts: Mapping[str, int]
+    ) -> None:
+        """Delay and jitter need netem (probed once on a scratch namespace)."""
+        if spec.dataplane != "real":
+            raise FailedPrecondition("a fake dataplane has no links to impair")
+        delayed = any(f.delay_ms or f.jitter_ms for devices in faults.values() for f in devices.values())
+        if delayed:
+            if self._netem is None:
+                self._netem = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, impair.netem_available
+                )
+            if not self._netem:
+                raise FailedPrecondition(
+                    "delay needs the kernel's netem qdisc (sch_netem), which this kernel lacks"
+                )
 
     async def apply_host_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
         """Crash (SIGKILL, kept down) or freeze (SIGSTOP) the agents serving the vhosts in `states`;

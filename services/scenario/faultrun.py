@@ -1,0 +1,187 @@
+"""A scenario's fault schedule, running: at each start and end the lab is asked (SetFaults) for its own
+faults plus the occurrences of that moment; every window is recorded for WatchScenario and the results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from merak.errors import MerakError
+from merak.logs import get_logger
+from merak.v1 import compute_pb2, topology_pb2
+from services.scenario import faults
+from services.scenario.clients import ServiceClients
+from services.scenario.faults import Occurrence
+from services.scenario.store import ScenarioStore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class WindowRecord:
+    """One occurrence as it happened: wall-clock start and end (None: not yet), what went wrong."""
+
+    name: str
+    description: str
+    occurrence: int
+    start: float | None = None
+    end: float | None = None
+    error: str = ""
+
+    def window(self, origin: float) -> compute_pb2.FaultWindow:
+        """As the API says it: seconds since `origin`."""
+        return compute_pb2.FaultWindow(
+            name=self.name,
+            description=self.description,
+            occurrence=self.occurrence,
+            start_second=round((self.start or origin) - origin, 3),
+            end_second=round(self.end - origin, 3) if self.end is not None else 0.0,
+            ended=self.end is not None,
+            error=self.error,
+        )
+
+
+@dataclass
+class FaultRunRecord:
+    """What the store keeps of a scenario's schedule: enough to report it, to follow it, and to heal the
+    lab after a restart (`base`: the lab's own faults when the schedule began)."""
+
+    topology_id: str
+    origin: float
+    running: bool = True
+    base: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, WindowRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """For the store."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRunRecord:
+        """From the store."""
+        windows = {key: WindowRecord(**value) for key, value in data.get("windows", {}).items()}
+        return cls(
+            topology_id=str(data["topology_id"]),
+            origin=float(data["origin"]),
+            running=bool(data.get("running", False)),
+            base=dict(data.get("base", {})),
+            windows=windows,
+        )
+
+    def base_faults(self) -> topology_pb2.FaultsReply:
+        """The lab's own faults when the schedule began."""
+        return json_format.ParseDict(self.base, topology_pb2.FaultsReply(), ignore_unknown_fields=True)
+
+    def fault_windows(self, origin: float | None = None) -> list[compute_pb2.FaultWindow]:
+        """The windows that began, in start order, in seconds since `origin` (default: the schedule's)."""
+        since = self.origin if origin is None else origin
+        begun = [w for w in self.windows.values() if w.start is not None]
+        return [w.window(since) for w in sorted(begun, key=lambda w: (w.start or 0.0, w.name, w.occurrence))]
+
+    def heal(self, stamp: float, error: str = "") -> None:
+        """Every window still open ends now."""
+        for window in self.windows.values():
+            if window.start is not None and window.end is None:
+                window.end = stamp
+                window.error = window.error or error
+        self.running = False
+
+
+class FaultRun:
+    """Runs one schedule against one lab until its last timed fault ended; `stop` heals the lab."""
+
+    def __init__(
+        self,
+        scenario_id: str,
+        record: FaultRunRecord,
+        occurrences: list[Occurrence],
+        clients: ServiceClients,
+        store: ScenarioStore,
+    ) -> None:
+        self.scenario_id = scenario_id
+        self.record = record
+        self.occurrences = occurrences
+        self.clients = clients
+        self.store = store
+        self.task: asyncio.Task[None] | None = None
+        for o in occurrences:
+            record.windows[o.key] = WindowRecord(o.name, faults.describe(o.fault), o.occurrence)
+
+    def start(self) -> None:
+        """Run in the background."""
+        self.task = asyncio.create_task(self._logged(), name=f"faults-{self.scenario_id}")
+
+    async def _logged(self) -> None:
+        try:
+            await self._run()
+        except Exception:
+            # The store or the loop failed under it: say so once; `stop` still heals the lab.
+            log.exception("scenario_faults_failed", scenario_id=self.scenario_id)
+
+    async def _apply(self, now: list[Occurrence]) -> str:
+        """Ask the lab for its own faults plus `now`; the error, if any."""
+        request = faults.lab_faults(self.record.topology_id, self.record.base_faults(), now)
+        try:
+            await self.clients.topology_faults("SetFaults", request)
+        except MerakError as exc:
+            return str(exc)
+        return ""
+
+    async def _run(self) -> None:
+        previous: dict[str, Occurrence] = {}
+        failed: set[str] = set()
+        for moment in faults.moments(self.occurrences):
+            # A timer, not a wait for a condition: the schedule says when.
+            await asyncio.sleep(max(0.0, self.record.origin + moment - time.time()))
+            now = {o.key: o for o in faults.active(self.occurrences, moment) if o.key not in failed}
+            started = [key for key in now if key not in previous]
+            ended = [key for key in previous if key not in now]
+            error = await self._apply(list(now.values()))
+            if error and started:
+                # What began with this moment is what the lab refused: leave it out, keep the rest.
+                failed.update(started)
+                now = {k: o for k, o in now.items() if k not in failed}
+                retried = await self._apply(list(now.values()))
+                error = retried and f"{retried} (after leaving out what failed: {error})"
+            stamp = time.time()
+            for key in started:
+                window = self.record.windows[key]
+                window.start = stamp
+                if key in failed:
+                    window.end, window.error = stamp, error or "the lab refused it"
+            for key in ended:
+                window = self.record.windows[key]
+                window.end, window.error = stamp, window.error or error
+            if error and not started:
+                log.warning("scenario_fault_heal_failed", scenario_id=self.scenario_id, error=error)
+            for key in started + ended:
+                w = self.record.windows[key]
+                log.info(
+                    "scenario_fault",
+                    scenario_id=self.scenario_id,
+                    fault=w.name,
+                    occurrence=w.occurrence,
+                    change="ended" if w.end is not None else "started",
+                    at=round(stamp - self.record.origin, 3),
+                    error=w.error,
+                )
+            previous = now
+            await self.store.save_fault_run(self.scenario_id, self.record.to_json())
+        self.record.running = False
+        await self.store.save_fault_run(self.scenario_id, self.record.to_json())
+
+    async def stop(self, *, heal: bool) -> None:
+        """Cancel what is left of the schedule; with `heal`, the lab keeps only its own faults."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        error = ""
+        if heal and any(w.start is not None and w.end is None for w in self.record.windows.values()):
+            error = await self._apply([])
+        self.record.heal(time.time(), error)
+        await self.store.save_fault_run(self.scenario_id, self.record.to_json())
+        log.info("scenario_faults_stopped", scenario_id=self.scenario_id, healed=heal, error=error)
