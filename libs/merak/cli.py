@@ -16,6 +16,7 @@ from rich.table import Table
 
 from merak import teste2e
 from merak.doctor import Plan, failures, run_checks
+from merak.faultspec import parse_link_fault, parse_partition
 from merak.grpcclient import health_serving_blocking, open_blocking_channel
 from merak.host import HostTuner
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
@@ -227,45 +228,6 @@ def _only_topology(stub: topology_pb2_grpc.MerakTopologyServiceStub) -> str:
         console.print(f"[red]error:[/red] pick a topology with --topology (running: {running})")
         return ""
     return listed[0].topology_id
-
-
-_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
-
-
-def parse_link_fault(text: str) -> topology_pb2.LinkFault:
-    """`vhost-2:loss=5,rate=10mbit,delay=20,jitter=5,down` (or `rack-1/r1-eth2:down`) as a LinkFault."""
-    where, _, settings = text.partition(":")
-    node, _, nic = where.partition("/")
-    fault = topology_pb2.LinkFault(node=node, nic=nic)
-    for item in filter(None, settings.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            if key == "down" and not value:
-                fault.down = True
-            elif key == "loss":
-                fault.loss_percent = float(value.rstrip("%"))
-            elif key == "rate":
-                match = re.fullmatch(r"([0-9.]+)\s*([kmg]?)(?:bit|b)?(?:/s|ps)?", value.lower())
-                if match is None:
-                    raise ValueError(value)
-                fault.rate_bps = int(float(match.group(1)) * _RATE_UNITS[match.group(2)])
-            elif key in ("delay", "jitter"):
-                setattr(fault, f"{key}_ms", float(value.removesuffix("ms")))
-            else:
-                raise ValueError(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{item!r} in {text!r}: use down, loss=PERCENT, rate=10mbit, delay=MS, jitter=MS"
-            ) from None
-    return fault
-
-
-def parse_partition(text: str) -> topology_pb2.Partition:
-    """`vhost-0,vhost-1/vhost-2` as a Partition (two sides of vhosts, split by "/")."""
-    side_a, slash, side_b = text.partition("/")
-    if not slash or not side_a or not side_b:
-        raise argparse.ArgumentTypeError(f"{text!r}: use vhost-0,vhost-1/vhost-2 (the two sides, split by /)")
-    return topology_pb2.Partition(side_a=side_a.split(","), side_b=side_b.split(","))
 
 
 def cmd_fault(

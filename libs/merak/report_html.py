@@ -26,23 +26,70 @@ def _windows(faults: Sequence[dict[str, Any]]) -> list[tuple[float, float | None
     ]
 
 
+def time_span(results: dict[str, Any]) -> float:
+    """The seconds every plot of the results spans (its series and its fault windows): one x scale."""
+    ends = [
+        float(p.get("second", 0.0))
+        for name in ("latency_p50_ms", "ready_per_second", "errors_per_second")
+        for p in results.get(name, [])
+    ]
+    ends += [end or start for start, end, _ in _windows(results.get("faults", []))]
+    return max(ends, default=0.0) or 1.0
+
+
+def fault_timeline(faults: Sequence[dict[str, Any]], max_x: float) -> str:
+    """One lane per fault, a bar per occurrence, on the plots' time scale."""
+    names = list(dict.fromkeys(str(f.get("name", "")) for f in faults))
+    lane = 22
+    height = PAD + lane * len(names) + 10
+    span_x = WIDTH - 2 * PAD
+    bars = []
+    for row, name in enumerate(names):
+        y = 10 + row * lane
+        bars.append(
+            f'<text x="{PAD - 4}" y="{y + 14}" font-size="11" text-anchor="end">{html.escape(name)}</text>'
+        )
+        for start, end, label in _windows([f for f in faults if str(f.get("name", "")) == name]):
+            stop = end if end is not None else max_x
+            bars.append(
+                f'<rect class="fault-bar" x="{PAD + start / max_x * span_x:.1f}" y="{y}" '
+                f'width="{max(2.0, (stop - start) / max_x * span_x):.1f}" height="{lane - 6}" '
+                f'fill="#d62728" fill-opacity="0.6"><title>{html.escape(label)}</title></rect>'
+            )
+    axis = height - PAD + 10
+    return (
+        "<figure><figcaption>Faults over time</figcaption>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" role="img">'
+        f'<rect width="{WIDTH}" height="{height}" fill="#fff"/>' + "".join(bars) +
+        f'<line x1="{PAD}" y1="{axis}" x2="{WIDTH - PAD}" y2="{axis}" stroke="#444"/>'
+        f'<text x="{PAD}" y="{axis + 16}" font-size="12">0</text>'
+        f'<text x="{WIDTH - PAD}" y="{axis + 16}" font-size="12" text-anchor="end">{max_x:.4g} s</text>'
+        "</svg></figure>"
+    )  # fmt: skip
+
+
 def line_chart(
-    title: str, unit: str, series: Sequence[dict[str, Any]], faults: Sequence[dict[str, Any]] = ()
+    title: str,
+    unit: str,
+    series: Sequence[dict[str, Any]],
+    faults: Sequence[dict[str, Any]] = (),
+    span: float | None = None,
 ) -> str:
-    """An SVG line chart of (second, value) points, with its axes labelled; each fault's window shaded."""
+    """An SVG line chart of (second, value) points, with its axes labelled; each fault's window shaded.
+    `span`: the seconds the x axis covers (default: the last point's or window's)."""
     points = _points(series)
     head = f"<figure><figcaption>{html.escape(title)}</figcaption>"
     if not points:
         return head + "<p>no data</p></figure>"
     windows = _windows(faults)
-    max_x = max([x for x, _ in points] + [end or start for start, end, _ in windows]) or 1.0
+    max_x = span or max([x for x, _ in points] + [end or start for start, end, _ in windows]) or 1.0
     max_y = max(y for _, y in points) or 1.0
 
     span_x, span_y = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
     shaded = "".join(
         f'<rect class="fault" x="{PAD + start / max_x * span_x:.1f}" y="{PAD}" '
         f'width="{max(2.0, ((end if end is not None else max_x) - start) / max_x * span_x):.1f}" '
-        f'height="{span_y}" fill="#d62728" fill-opacity="0.15"><title>{html.escape(label)}</title></rect>'
+        f'height="{span_y}" fill="#d62728" fill-opacity="0.08"><title>{html.escape(label)}</title></rect>'
         for start, end, label in windows
     )
     placed = [(PAD + x / max_x * span_x, HEIGHT - PAD - y / max_y * span_y) for x, y in points]
@@ -96,6 +143,7 @@ def render(report: dict[str, Any]) -> str:
         )
         for f in faults
     ]  # fmt: skip
+    span = time_span(results)
     ready = results.get("time_to_ready", {})
     status = "passed" if report.get("ok") else "FAILED"
     summary = [
@@ -134,15 +182,21 @@ def render(report: dict[str, Any]) -> str:
             ],
             operations,
         )
+        + (fault_timeline(faults, span) if faults else "")
         + line_chart(
             "Control-plane latency over time (p50 per interval)",
             "ms",
             results.get("latency_p50_ms", []),
             faults,
+            span,
         )
-        + line_chart("VMs ready per second", "VMs/s", results.get("ready_per_second", []), faults)
+        + line_chart("VMs ready per second", "VMs/s", results.get("ready_per_second", []), faults, span)
         + line_chart(
-            "Control-plane errors per second", "errors/s", results.get("errors_per_second", []), faults
+            "Control-plane errors per second",
+            "errors/s",
+            results.get("errors_per_second", []),
+            faults,
+            span,
         )
         + (
             "<h2>Faults (shaded on the plots)</h2>"

@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from merak import protojson, report_html
+from merak.faultspec import parse_scheduled_fault
 from merak.grpcclient import open_channel, retry_unavailable
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
@@ -71,6 +72,8 @@ class Options:
     rest: str = ""
     # One self-contained HTML page with the results and their plots.
     html: Path | None = None
+    # The test config's fault schedule: applied while compute creates the VMs.
+    faults: list[scenario_pb2.ScheduledFault] = field(default_factory=list)
 
 
 @dataclass
@@ -162,6 +165,7 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
     test.tests.add(
         id="test-1", name="pingall", cmd="ping", when_to_run="after:VM_CREATED", where_to_run="AGENT"
     )
+    test.fault_schedule.extend(opts.faults)
     return {"topology": topology, "network": network, "service": service, "compute": compute, "test": test}
 
 
@@ -261,6 +265,9 @@ class Runner:
                 )
                 async for progress in stream:
                     seen = getattr(progress, f"{name}_status")
+                    if progress.HasField("fault"):
+                        color = "red" if progress.fault.error else "yellow"
+                        bars.console.print(f"[{color}]{progress.message}[/{color}]")
                     if name == "topology" and progress.topology.total:
                         bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
                     elif name == "compute" and progress.compute.total:
@@ -544,6 +551,11 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--html", type=Path, default=None, help="write the report as one HTML page with plots"
     )
+    parser.add_argument(
+        "--fault", dest="faults", action="append", type=parse_scheduled_fault, default=[],
+        metavar="'at=S [for=S] [repeat=N every=S] [name=N] link=NODE:down|partition=A/B|crash=V|freeze=V'",
+        help="a fault while compute deploys (repeatable), e.g. --fault 'at=5 for=10 link=vhost-1:loss=10'",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if (
         min(

@@ -173,6 +173,15 @@ async def test_bad_input_is_a_failed_envelope(rest: tuple[httpx.AsyncClient, str
         "/api/topologies", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert reply.status_code == 400 and reply.json()["status"] == "FAILED"
+    # A fault schedule travels as the proto's JSON; one that is not is the body's fault.
+    schedule = [{"name": "crash", "at_seconds": 1, "duration_seconds": 3,
+                 "host": {"vhost": "vhost-1", "state": "HOST_CRASHED"}}]  # fmt: skip
+    reply = await client.post("/api/test-config", json={"name": "t", "fault_schedule": schedule})
+    assert reply.status_code == 200, reply.text
+    stored = (await client.get(f"/api/test-config/{reply.json()['data']['id']}")).json()["data"]
+    assert stored["fault_schedule"][0]["host"] == {"vhost": "vhost-1", "state": "HOST_CRASHED"}
+    reply = await client.post("/api/test-config", json={"fault_schedule": [{"at_seconds": "soon"}]})
+    assert reply.status_code == 400 and reply.json()["message"].startswith("body: ")
     assert (await client.get("/")).text == "OK"
     assert (await client.get("/api")).text == "Welcome to Merak - Cloud Emulator"
     spec = (await client.get("/openapi.json")).json()

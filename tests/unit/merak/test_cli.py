@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from merak import cli
-from merak.cli import parse_link_fault, parse_partition
+from merak import cli, teste2e
+from merak.faultspec import parse_link_fault, parse_partition, parse_scheduled_fault
 from merak.localstack import StackSettings
 
 
@@ -83,3 +83,28 @@ def test_fault_specs_parse_into_the_api_messages() -> None:
             parse_link_fault(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="split by /"):
         parse_partition("vhost-0,vhost-1")
+
+
+def test_a_scheduled_fault_parses_from_teste2es_option_into_the_test_config() -> None:
+    flap = parse_scheduled_fault("name=flap at=5 for=2s repeat=3 every=10 link=vhost-2:down")
+    assert (flap.name, flap.at_seconds, flap.duration_seconds, flap.repeat, flap.every_seconds) == (
+        "flap",
+        5,
+        2,
+        3,
+        10,
+    )
+    assert flap.link.node == "vhost-2" and flap.link.down
+    crash = parse_scheduled_fault("at=45 crash=vhost-7")
+    assert (crash.host.vhost, crash.host.state, crash.duration_seconds) == ("vhost-7", 1, 0)
+    assert parse_scheduled_fault("at=1 partition=vhost-0/vhost-1").partition.side_b == ["vhost-1"]
+    for bad, said in (
+        ("at=5", "say what fails"),
+        ("at=soon link=v:down", "not a number"),
+        ("boom", "KEY=VALUE"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=said):
+            parse_scheduled_fault(bad)
+    opts = teste2e.parse(["--fault", "at=1 for=2 link=vhost-1:loss=10", "--fault", "at=3 freeze=vhost-0"])
+    test = teste2e.build_configs(opts, "t")["test"]
+    assert [f.WhichOneof("fault") for f in test.fault_schedule] == ["link", "host"]

@@ -1,0 +1,84 @@
+"""Faults as people type them on a command line (merak fault, teste2e --fault) and as the protos say them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from merak.v1 import scenario_pb2, topology_pb2
+
+_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_link_fault(text: str) -> topology_pb2.LinkFault:
+    """`vhost-2:loss=5,rate=10mbit,delay=20,jitter=5,down` (or `rack-1/r1-eth2:down`) as a LinkFault."""
+    where, _, settings = text.partition(":")
+    node, _, nic = where.partition("/")
+    fault = topology_pb2.LinkFault(node=node, nic=nic)
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            if key == "down" and not value:
+                fault.down = True
+            elif key == "loss":
+                fault.loss_percent = float(value.rstrip("%"))
+            elif key == "rate":
+                match = re.fullmatch(r"([0-9.]+)\s*([kmg]?)(?:bit|b)?(?:/s|ps)?", value.lower())
+                if match is None:
+                    raise ValueError(value)
+                fault.rate_bps = int(float(match.group(1)) * _RATE_UNITS[match.group(2)])
+            elif key in ("delay", "jitter"):
+                setattr(fault, f"{key}_ms", float(value.removesuffix("ms")))
+            else:
+                raise ValueError(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} in {text!r}: use down, loss=PERCENT, rate=10mbit, delay=MS, jitter=MS"
+            ) from None
+    return fault
+
+
+def parse_partition(text: str) -> topology_pb2.Partition:
+    """`vhost-0,vhost-1/vhost-2` as a Partition (two sides of vhosts, split by "/")."""
+    side_a, slash, side_b = text.partition("/")
+    if not slash or not side_a or not side_b:
+        raise argparse.ArgumentTypeError(f"{text!r}: use vhost-0,vhost-1/vhost-2 (the two sides, split by /)")
+    return topology_pb2.Partition(side_a=side_a.split(","), side_b=side_b.split(","))
+
+
+_WHEN = {"at": "at_seconds", "for": "duration_seconds", "every": "every_seconds"}
+
+
+def parse_scheduled_fault(text: str) -> scenario_pb2.ScheduledFault:
+    """`at=5 for=2 repeat=3 every=10 link=vhost-2:down` as a ScheduledFault: space-separated items, one
+    of link=NODE[/NIC]:SETTINGS, partition=A1,A2/B1, crash=VHOST, freeze=VHOST; name=, at=, for= (0 or
+    left out: until compute is deleted), repeat=, every= (seconds)."""
+    fault = scenario_pb2.ScheduledFault()
+    for item in text.split():
+        key, equals, value = item.partition("=")
+        if not equals or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} in {text!r}: use KEY=VALUE items")
+        try:
+            if key in _WHEN:
+                setattr(fault, _WHEN[key], float(value.removesuffix("s")))
+            elif key == "repeat":
+                fault.repeat = int(value)
+            elif key == "name":
+                fault.name = value
+            elif key == "link":
+                fault.link.CopyFrom(parse_link_fault(value))
+            elif key == "partition":
+                fault.partition.CopyFrom(parse_partition(value))
+            elif key in ("crash", "freeze"):
+                state = topology_pb2.HOST_CRASHED if key == "crash" else topology_pb2.HOST_FROZEN
+                fault.host.CopyFrom(topology_pb2.HostFault(vhost=value, state=state))
+            else:
+                raise argparse.ArgumentTypeError(
+                    f"{key!r} in {text!r}: use name, at, for, repeat, every and one of link, partition, "
+                    "crash, freeze"
+                )
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} in {text!r}: not a number") from None
+    if fault.WhichOneof("fault") is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: say what fails (link=, partition=, crash= or freeze=)")
+    return fault
