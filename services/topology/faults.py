@@ -11,7 +11,7 @@ from dataclasses import replace
 from merak.errors import InvalidArgument
 from merak.v1 import topology_pb2
 from services.topology.backends.impair import DeviceFaults
-from services.topology.models import Topology
+from services.topology.models import NodeKind, Topology
 
 # node -> device -> what it suffers
 Plan = dict[str, dict[str, DeviceFaults]]
@@ -56,16 +56,23 @@ def plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> Plan:
         for node in topology.vhosts()
         if node.nics and node.nics[0].ip
     }
+    racks = _rack_vhosts(topology) if request.partitions else {}
     for i, partition in enumerate(request.partitions):
-        sides = (list(partition.side_a), list(partition.side_b))
-        for side, members in zip(("side_a", "side_b"), sides, strict=True):
+        sides: list[list[str]] = []
+        for side, members in (("side_a", partition.side_a), ("side_b", partition.side_b)):
             if not members:
-                raise InvalidArgument(f"partitions[{i}].{side}", "at least one vhost")
+                raise InvalidArgument(f"partitions[{i}].{side}", "at least one vhost or rack")
+            expanded: list[str] = []
             for member in members:
-                if member not in vhost_ip:
+                if member in vhost_ip:
+                    expanded.append(member)
+                elif racks.get(member):
+                    expanded.extend(racks[member])
+                else:
                     raise InvalidArgument(
-                        f"partitions[{i}].{side}", f"{member[:64]!r} is not a vhost of the topology"
+                        f"partitions[{i}].{side}", f"{member[:64]!r} is not a vhost or rack of the topology"
                     )
+            sides.append(sorted(set(expanded)))
         if set(sides[0]) & set(sides[1]):
             raise InvalidArgument(f"partitions[{i}]", "a vhost cannot be on both sides")
         for own, other in (sides, sides[::-1]):
@@ -75,6 +82,17 @@ def plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> Plan:
                 blocked = tuple(sorted({*current.blocked, *(vhost_ip[o] for o in other)}))
                 result[name][nic] = replace(current, blocked=blocked)
     return dict(result)
+
+
+def _rack_vhosts(topology: Topology) -> dict[str, list[str]]:
+    """rack -> the vhosts linked to it (its top-of-rack ports)."""
+    kinds = {node.name: node.kind for node in topology.nodes}
+    racks: defaultdict[str, list[str]] = defaultdict(list)
+    for link in topology.links:
+        for rack, vhost in ((link.a_node, link.b_node), (link.b_node, link.a_node)):
+            if kinds.get(rack) is NodeKind.RACK and kinds.get(vhost) is NodeKind.VHOST:
+                racks[rack].append(vhost)
+    return dict(racks)
 
 
 def host_plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> dict[str, int]:
