@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,7 +14,6 @@ from merak.errors import (
     FailedPrecondition,
     MerakError,
     NotFound,
-    Unimplemented,
 )
 from merak.ids import check_id
 from merak.logs import get_logger
@@ -22,12 +22,15 @@ from services.topology import faults
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
 from services.topology.backends.impair import DeviceFaults
+from services.topology.diff import TopologyDiff, check_update, diff
 from services.topology.generator import generate, spec_from_proto
 from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec, vhost_mac
 
 log = get_logger(__name__)
 
+# How long an UPDATE waits for a build or update of the same lab that is finishing.
+_SETTLE_SECONDS = 30.0
 _STATUS_NAMES: dict[int, str] = {int(value): name for name, value in common_pb2.Status.items()}
 
 
@@ -288,8 +291,66 @@ class TopologyManager:
     async def update(
         self, config: topology_pb2.InternalTopologyConfiguration
     ) -> topology_pb2.ReturnTopologyMessage:
-        """Growing a running topology is not built yet."""
-        raise Unimplemented("UPDATE of a topology is not implemented yet; DELETE and CREATE it again")
+        """Reconcile a READY lab to a new config (more or fewer vhosts, racks, links): what goes is
+        removed, what comes is built in the background, the rest is not touched; returns at once."""
+        if not config.backend:
+            config.backend = self.default_backend
+        spec = spec_from_proto(config)
+        backend = self.backends.get(spec.backend)
+        async with self._lock(spec.topology_id):
+            record = await self._record(spec.topology_id)
+            entry = await self._entry(record)
+            old = entry.topology
+            check_update(old.spec, spec)
+            if entry.task is not None and not entry.task.done():
+                # Its vhosts may all answer READY while the build records its end: wait a little.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(entry.task), _SETTLE_SECONDS)
+                record = await self._record(spec.topology_id)
+            if spec == old.spec:
+                return await self.info(spec.topology_id)  # a repeated UPDATE: nothing to do
+            if not record.built or record.status != st.READY:
+                raise FailedPrecondition(
+                    f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it, then UPDATE"
+                )
+            stored = await self.store.faults(spec.topology_id)
+            if stored.links or stored.partitions or stored.hosts:
+                raise FailedPrecondition(
+                    f"topology {spec.topology_id!r} has faults set; clear them (ClearFaults) before an UPDATE"
+                )
+            backend.check(spec)
+            new = await asyncio.to_thread(generate, spec)
+            change = diff(old, new)
+            await backend.check_update(old, new, change)
+            if entry.supervisor is not None and not entry.supervisor.done():
+                entry.supervisor.cancel()  # it would restart agents of the old grouping
+                await asyncio.gather(entry.supervisor, return_exceptions=True)
+            await self.store.replace_config(config)
+            entry.topology = new
+            entry.task = asyncio.create_task(
+                self._update(old, new, change, backend), name=f"update-{spec.topology_id}"
+            )
+        log.info("topology_update_accepted", topology_id=spec.topology_id, change=change.summary())
+        reply = await self.info(spec.topology_id)
+        reply.return_message = f"UPDATE started: {change.summary()}. {reply.return_message}"
+        return reply
+
+    async def _update(
+        self, old: Topology, new: Topology, change: TopologyDiff, backend: TopologyBackend
+    ) -> None:
+        spec = new.spec
+        try:
+            await backend.update(old, new, change)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            message = exc.message if isinstance(exc, MerakError) else f"{type(exc).__name__}: {exc}"
+            log.exception("topology_update_failed", topology_id=spec.topology_id)
+            await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
+            return
+        await self.store.set_status(spec.topology_id, st.READY, built=True)
+        self._update_gauges()
+        self._supervise(new, backend)
 
     async def close(self) -> None:
         """Stop background builds (deployments resume after a restart); topologies keep running."""

@@ -95,6 +95,17 @@ class TopologyStore(RedisStore):
             pipe.sadd(self._ids_key, topology_id)
             await pipe.execute()
 
+    async def replace_config(self, config: topology_pb2.InternalTopologyConfiguration) -> None:
+        """An UPDATE: the new config, DEPLOYING (not built) until the lab follows it."""
+        topology_id = config.topology_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._config_key(topology_id), json_format.MessageToJson(config, indent=None))
+            pipe.hset(
+                self._meta_key(topology_id),
+                mapping={"status": DEPLOYING, "built": "0", "error": "", "updated_at": time.time()},
+            )
+            await pipe.execute()
+
     async def get(self, topology_id: str) -> TopologyRecord | None:
         """The stored topology, or None."""
         async with self.redis.pipeline(transaction=False) as pipe:

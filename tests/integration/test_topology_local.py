@@ -22,8 +22,9 @@ from merak.testing import assert_eventually, unique_name
 from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.app import build
-from services.topology.backends.local import ns_prefix
+from services.topology.backends.local import ns_name, ns_prefix, vm_ns_prefix
 from services.topology.config import TopologySettings
+from services.topology.generator import generate, spec_from_proto
 from services.topology.manager import TopologyManager
 from services.topology.models import TopologySpec
 
@@ -330,3 +331,78 @@ async def test_restart_keeps_topologies_manageable(
     finally:
         await built.server.stop(0)
         await built.close()
+
+
+def lab_namespaces(config: topology_pb2.InternalTopologyConfiguration) -> list[str]:
+    """The namespaces the nodes of `config` live in."""
+    topology = generate(spec_from_proto(config))
+    return sorted(ns_name(topology.spec.short_id, node.name) for node in topology.nodes)
+
+
+async def test_update_grows_and_shrinks_a_running_lab_touching_only_what_changes(lab: Lab) -> None:
+    topology_id = unique_name("t-")
+    config = tree(topology_id, vhosts=5, racks=0, per_rack=3, ports=2)
+    await call(lab.stub, common_pb2.CREATE, config)
+    await wait_ready(lab, config)
+    short = short_of(topology_id)
+    run = lab.settings.topology_run_dir() / short
+
+    def inode(node: str) -> int:
+        return os.stat(f"/run/netns/{ns_name(short, node)}").st_ino
+
+    before = {node: inode(node) for node in ("vhost-0", "vhost-4", "rack-1")}
+    agent_0 = (run / "agent-0.pid").read_text()  # vhost-0 and vhost-1, before and after
+
+    # Grow: 5 -> 8 vhosts (a third rack, the vswitch layers above it change).
+    grown = tree(topology_id, vhosts=8, racks=0, per_rack=3, ports=2)
+    reply = await call(lab.stub, common_pb2.UPDATE, grown)
+    assert reply.return_message.startswith("UPDATE started: +3 vhosts"), reply.return_message
+    reply = await wait_ready(lab, grown)
+    assert [n.name for n in reply.compute_nodes] == [f"vhost-{i}" for i in range(8)]
+    assert sorted(netns.list_names(ns_prefix(short))) == lab_namespaces(grown)
+    assert {node: inode(node) for node in before} == before  # not rebuilt
+    assert (run / "agent-0.pid").read_text() == agent_0  # not restarted
+    assert len(agent_processes(lab.settings.topology_run_dir())) == 4
+    assert await assert_eventually(lambda: ping(ns_name(short, "vhost-0"), "10.200.0.8"), timeout=10)
+    assert await assert_eventually(lambda: ping(ns_name(short, "vhost-7"), "10.200.0.5"), timeout=10)
+
+    # What UPDATE cannot do, and what it must not lose, is refused with the lab untouched.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(
+            lab.stub,
+            common_pb2.UPDATE,
+            tree(topology_id, vhosts=8, racks=0, per_rack=3, ports=2, cidr="10.9.0.0/16"),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith("config.data_plane_cidr: ")
+    shrunk = tree(topology_id, vhosts=3, racks=0, per_rack=3, ports=2)
+    vm = f"{vm_ns_prefix(short, 5)}-vtest"  # a VM of vhost-5
+    vpc = f"{vm_ns_prefix(short, 6)}-vpc7"  # a VPC namespace vhost-6 keeps after its VMs went
+    netns.create(vm)
+    netns.create(vpc)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(lab.stub, common_pb2.UPDATE, shrunk)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "vhost-5 (1)" in (caught.value.details() or "")
+    finally:
+        netns.remove(vm)
+    assert len((await call(lab.stub, common_pb2.INFO, grown)).compute_nodes) == 8
+
+    # Shrink: 8 -> 3 vhosts; the VPC namespace of a vhost that went goes with it.
+    reply = await call(lab.stub, common_pb2.UPDATE, shrunk)
+    assert reply.return_message.startswith("UPDATE started: ") and "-5 vhosts" in reply.return_message
+    reply = await wait_ready(lab, shrunk)
+    assert [n.name for n in reply.compute_nodes] == ["vhost-0", "vhost-1", "vhost-2"]
+    assert sorted(netns.list_names(ns_prefix(short))) == lab_namespaces(shrunk)
+    assert not netns.exists(vpc)
+    assert inode("vhost-0") == before["vhost-0"]
+    assert len(agent_processes(lab.settings.topology_run_dir())) == 3
+    assert await assert_eventually(lambda: ping(ns_name(short, "vhost-0"), "10.200.0.3"), timeout=10)
+    assert await assert_eventually(lambda: ping(ns_name(short, "vhost-2"), "10.200.0.1"), timeout=10)
+    again = await call(lab.stub, common_pb2.UPDATE, shrunk)
+    assert not again.return_message.startswith("UPDATE started")  # nothing to do
+
+    await call(lab.stub, common_pb2.DELETE, shrunk)
+    assert netns.list_names(ns_prefix(short)) == []
+    assert agent_processes(lab.settings.topology_run_dir()) == []

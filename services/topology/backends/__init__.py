@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.v1 import common_pb2
 from services.topology.backends.impair import DeviceFaults
+from services.topology.diff import TopologyDiff
 from services.topology.models import Topology, TopologySpec
 
 # Called with the names of vhosts that just became ready during a deployment.
@@ -67,6 +68,18 @@ class TopologyBackend(abc.ABC):
     @abc.abstractmethod
     def hosts(self) -> list[HostRuntime]:
         """The machines the emulation runs on."""
+
+    async def check_update(self, old: Topology, new: Topology, change: TopologyDiff) -> None:
+        """FailedPrecondition when the running lab cannot become `new` (what would be lost)."""
+        raise FailedPrecondition(
+            f"UPDATE of a running topology is not built for the {self.name} backend (use local)"
+        )
+
+    async def update(self, old: Topology, new: Topology, change: TopologyDiff) -> None:
+        """Make the running lab `new`, touching only what `change` lists (and the agents it moves)."""
+        raise FailedPrecondition(
+            f"UPDATE of a running topology is not built for the {self.name} backend (use local)"
+        )
 
     async def apply_faults(
         self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]]

@@ -46,6 +46,7 @@ from services.topology.backends import (
     impair,
 )
 from services.topology.backends.impair import DeviceFaults
+from services.topology.diff import TopologyDiff
 from services.topology.models import Link, Node, Topology, TopologySpec, vhost_mac
 
 log = get_logger(__name__)
@@ -371,6 +372,119 @@ class LocalBackend(TopologyBackend):
                 raise Unavailable(f"agent {plan.index} not healthy after {self.agent_start_timeout:.0f}s")
             await asyncio.sleep(0.05)
 
+    # --- update ------------------------------------------------------------------------------
+
+    async def check_update(self, old: Topology, new: Topology, change: TopologyDiff) -> None:
+        """A vhost that goes must hold no VM (its VMs' namespaces would be orphaned)."""
+        if old.spec.dataplane != "real":
+            return
+        index = {node.name: i for i, node in enumerate(old.vhosts())}
+        busy = []
+        for node in change.removed_nodes:
+            if node.is_switch:
+                continue
+            prefix = f"{vm_ns_prefix(old.spec.short_id, index[node.name])}-"
+            vms = [ns for ns in netns.list_names(prefix) if not ns.startswith(f"{prefix}vpc")]
+            if vms:
+                busy.append(f"{node.name} ({len(vms)})")
+        if busy:
+            raise FailedPrecondition(
+                f"vhosts that would go still hold VMs: {', '.join(busy[:10])}; delete their VMs first "
+                "(UPDATE compute to fewer compute nodes)"
+            )
+
+    async def update(self, old: Topology, new: Topology, change: TopologyDiff) -> None:
+        """Reconcile the lab to `new`: agents whose group of vhosts changes stop, links and nodes that go
+        are removed, those that come are built, agents for the new groups start. The rest is untouched."""
+        spec = new.spec
+        started = time.perf_counter()
+        new_plans = {plan.index: plan for plan in self.plan_agents(new)}
+        stale = [
+            plan
+            for plan in self.plan_agents(old)
+            if plan.index not in new_plans or new_plans[plan.index].vhosts != plan.vhosts
+            or new_plans[plan.index].netns != plan.netns
+        ]  # fmt: skip
+        loop = asyncio.get_running_loop()
+        stopped = await loop.run_in_executor(None, _stop_pid_files, [plan.pid_file for plan in stale])
+        for plan in stale:
+            self._started.pop(plan.pid_file, None)
+            self._down.pop(plan.pid_file, None)
+            plan.pid_file.unlink(missing_ok=True)
+        if spec.dataplane == "real":
+            if self.host is not None:
+                host = self.host
+                await loop.run_in_executor(
+                    None,
+                    lambda: host.ensure_for_new(
+                        len(change.added_nodes), reason=f"topology {spec.topology_id}"
+                    ),
+                )
+            await _uninterrupted(loop, lambda stop: self._rebuild_kernel(old, new, change, stop))
+        vhost_index = {node.name: i for i, node in enumerate(new.vhosts())}
+        plans = list(new_plans.values())
+        procs = [self._start_agent(new, plan, vhost_index) for plan in plans]
+        await asyncio.gather(*(self._wait_agent(p, proc) for p, proc in zip(plans, procs, strict=True)))
+        log.info(
+            "topology_updated",
+            topology_id=spec.topology_id,
+            change=change.summary(),
+            agents_restarted=stopped,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _rebuild_kernel(
+        self, old: Topology, new: Topology, change: TopologyDiff, stop: threading.Event
+    ) -> None:
+        """Links that go (from their a side, the peer goes with it), nodes that go, then what comes as
+        a build does it: namespaces, bridges, links from their a side, b sides and addresses."""
+        short = new.spec.short_id
+        staying = {node.name for node in new.nodes} - {node.name for node in change.added_nodes}
+        going: dict[str, list[str]] = defaultdict(list)
+        for link in change.removed_links:
+            if link.a_node in staying:
+                going[link.a_node].append(link.a_nic)
+            elif link.b_node in staying:
+                going[link.b_node].append(link.b_nic)
+        self._parallel(
+            _delete_links, [(ns_name(short, n), nics) for n, nics in going.items()], in_ns=True, stop=stop
+        )
+        # A vhost that goes takes its VPC namespaces along (its VMs are gone: check_update).
+        old_index = {node.name: i for i, node in enumerate(old.vhosts())}
+        leftovers = [
+            ns
+            for node in change.removed_nodes
+            if not node.is_switch
+            for ns in netns.list_names(f"{vm_ns_prefix(short, old_index[node.name])}-")
+        ]
+        gone = [ns_name(short, n.name) for n in change.removed_nodes] + leftovers
+        self._parallel(_remove_ns, [(ns,) for ns in gone], stop=stop)
+        ns_of = {node.name: ns_name(short, node.name) for node in new.nodes}
+        added = list(change.added_nodes)
+        self._parallel(_create_ns, [(ns_of[n.name],) for n in added], stop=stop)
+        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in added], in_ns=True, stop=stop)
+        by_a: dict[str, list[Link]] = defaultdict(list)
+        by_b: dict[str, list[str]] = defaultdict(list)
+        for link in change.added_links:
+            by_a[link.a_node].append(link)
+            by_b[link.b_node].append(link.b_nic)
+        self._parallel(
+            _create_links,
+            [(ns_of[a], new.node(a).is_switch, links, ns_of) for a, links in by_a.items()],
+            in_ns=True,
+            stop=stop,
+        )
+        vhost_index = {node.name: i for i, node in enumerate(new.vhosts())}
+        fresh = {node.name for node in added}
+        jobs = []
+        for node in new.nodes:
+            if node.name not in by_b and node.name not in fresh:
+                continue
+            index = vhost_index.get(node.name)
+            mac = vhost_mac(short, index) if index is not None else ""
+            jobs.append((ns_of[node.name], node, by_b.get(node.name, []), mac))
+        self._parallel(_finish_node, jobs, in_ns=True, stop=stop)
+
     # --- faults ------------------------------------------------------------------------------
 
     async def apply_faults(
@@ -574,6 +688,10 @@ def _create_ns(name: str) -> None:
         netns.create(name)
 
 
+def _remove_ns(name: str) -> None:
+    netns.remove(name)
+
+
 def _lookup(ipr: IPRoute, ifname: str) -> int | None:
     found: list[int] = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
@@ -606,6 +724,14 @@ def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[s
             if bridge is not None:
                 ipr.link("set", index=index, master=bridge)
             ipr.link("set", index=index, state="up")
+
+
+def _delete_links(ns: str, nics: Sequence[str]) -> None:
+    with IPRoute() as ipr:
+        for nic in nics:
+            index = _lookup(ipr, nic)
+            if index is not None:
+                ipr.link("del", index=index)  # a veth: its peer goes with it
 
 
 def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
@@ -662,8 +788,13 @@ def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
     """SIGTERM every agent of the run directory (by pid file), SIGKILL stragglers; returns how many ran."""
     if not run_dir.exists():
         return 0
+    return _stop_pid_files(list(run_dir.glob("agent-*.pid")), timeout)
+
+
+def _stop_pid_files(pid_files: Sequence[Path], timeout: float = 10.0) -> int:
+    """SIGTERM the agents of these pid files, SIGKILL stragglers; returns how many ran."""
     pids = []
-    for pid_file in run_dir.glob("agent-*.pid"):
+    for pid_file in pid_files:
         pid = pid_from_file(pid_file, str(pid_file.with_suffix(".json")))
         if pid is not None:
             os.kill(pid, signal.SIGCONT)  # a frozen agent (a host fault) handles SIGTERM only once thawed

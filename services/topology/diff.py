@@ -1,0 +1,81 @@
+"""What changes between a running topology and its updated spec: the nodes and links that go and come.
+Pure; the backends make the kernel follow (a node or link in both is not touched)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from merak.errors import InvalidArgument
+from services.topology.models import Link, Node, Topology, TopologySpec
+
+# What an UPDATE may not change (the lab's identity and every vhost's address), by config field.
+_FIXED = {
+    "config.topology_type": "type",
+    "config.backend": "backend",
+    "config.dataplane": "dataplane",
+    "config.data_plane_cidr": "data_plane_cidr",
+}
+
+
+def _link_key(link: Link) -> tuple[str, str, str, str]:
+    return (link.a_node, link.a_nic, link.b_node, link.b_nic)
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyDiff:
+    """Nodes and links to remove and to add; everything else stays as it is."""
+
+    removed_nodes: tuple[Node, ...]
+    added_nodes: tuple[Node, ...]
+    removed_links: tuple[Link, ...]
+    added_links: tuple[Link, ...]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to do."""
+        return not (self.removed_nodes or self.added_nodes or self.removed_links or self.added_links)
+
+    def summary(self) -> str:
+        """For logs and replies: "+3 vhosts, +1 switch, +4 links, -1 link"."""
+        parts = []
+        for sign, nodes, links in (
+            ("+", self.added_nodes, self.added_links),
+            ("-", self.removed_nodes, self.removed_links),
+        ):
+            vhosts = sum(1 for n in nodes if not n.is_switch)
+            switches = len(nodes) - vhosts
+            for count, noun in ((vhosts, "vhost"), (switches, "switch"), (len(links), "link")):
+                if count:
+                    plural = "es" if noun == "switch" else "s"
+                    parts.append(f"{sign}{count} {noun}{plural if count > 1 else ''}")
+        return ", ".join(parts) or "no change"
+
+
+def check_update(old: TopologySpec, new: TopologySpec) -> None:
+    """InvalidArgument naming a field an UPDATE cannot change (DELETE and CREATE for those)."""
+    for field, attribute in _FIXED.items():
+        if getattr(old, attribute) != getattr(new, attribute):
+            raise InvalidArgument(
+                field,
+                f"{getattr(new, attribute)!r}: a running topology keeps its {attribute} "
+                f"({getattr(old, attribute)!r}); DELETE it and CREATE it again to change it",
+            )
+
+
+def diff(old: Topology, new: Topology) -> TopologyDiff:
+    """Nodes by name (a node whose kind changed goes and comes back), links by both ends."""
+    old_nodes = {n.name: n for n in old.nodes}
+    new_nodes = {n.name: n for n in new.nodes}
+    kept = {
+        name for name, node in new_nodes.items() if name in old_nodes and old_nodes[name].kind is node.kind
+    }
+    old_links = {_link_key(link): link for link in old.links}
+    new_links = {_link_key(link): link for link in new.links}
+    # A link between nodes that stay, with the same NICs at both ends, stays.
+    stays = {key for key in new_links if key in old_links and key[0] in kept and key[2] in kept}
+    return TopologyDiff(
+        removed_nodes=tuple(n for n in old.nodes if n.name not in kept),
+        added_nodes=tuple(n for n in new.nodes if n.name not in kept),
+        removed_links=tuple(link for key, link in old_links.items() if key not in stays),
+        added_links=tuple(link for key, link in new_links.items() if key not in stays),
+    )
