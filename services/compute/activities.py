@@ -26,6 +26,8 @@ from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2_grpc
 from services.compute.contracts import (
     DELETE,
     PACE_LEAD,
+    PRUNE,
+    UPDATE,
     ActivityName,
     BatchFailure,
     BatchInput,
@@ -124,10 +126,15 @@ class ComputeActivities:
             raise ApplicationError(f"compute config {ref.config_id} is gone", non_retryable=True)
         names = await self.store.shard_hosts(ref.config_id, ref.shard)
         hosts = await self.store.hosts_named(ref.config_id, names)
+        if ref.operation == PRUNE:
+            counts = {n: await self.store.dropped_count(ref.config_id, n) for n in names}
+        else:
+            counts = {n: hosts[n].count for n in names if n in hosts}
         return ShardPlan(
             [
-                HostBatches(n, math.ceil(hosts[n].count / meta.batch_size), meta.batch_size, hosts[n].count)
+                HostBatches(n, math.ceil(counts[n] / meta.batch_size), meta.batch_size, counts[n])
                 for n in names
+                if counts.get(n)
             ]
         )
 
@@ -141,7 +148,9 @@ class ComputeActivities:
                 f"host {batch.host} is not in compute config {batch.config_id}", non_retryable=True
             )
         host = found[batch.host]
-        names = await self.store.batch_names(batch.config_id, batch.host, batch.batch, meta.batch_size)
+        names = await self.store.batch_names(
+            batch.config_id, batch.host, batch.batch, meta.batch_size, dropped=batch.operation == PRUNE
+        )
         records = await self.store.vms(batch.config_id, batch.host, names)
         return records, host, meta
 
@@ -187,9 +196,15 @@ class ComputeActivities:
         meta = await self.store.meta(failure.config_id)
         if meta is None:
             return BatchOutcome()
-        names = await self.store.batch_names(failure.config_id, failure.host, failure.batch, meta.batch_size)
+        names = await self.store.batch_names(
+            failure.config_id,
+            failure.host,
+            failure.batch,
+            meta.batch_size,
+            dropped=failure.operation == PRUNE,
+        )
         records = await self.store.vms(failure.config_id, failure.host, names)
-        todo = [r for r in records if r.status != common_pb2.DONE or failure.operation == DELETE]
+        todo = [r for r in records if r.status != common_pb2.DONE or failure.operation in (DELETE, PRUNE)]
         for record in todo:
             record.status, record.error = common_pb2.ERROR, failure.reason
         await self.store.put_vms(failure.config_id, failure.host, todo)
@@ -230,17 +245,29 @@ class ComputeActivities:
     async def overlay_index(self, config_id: str) -> int:
         """Group the DONE VMs by VNI and host for the overlay programming; returns the VNI count."""
         hosts = await self.store.hosts(config_id)
+        before = await self.store.reset_overlay(config_id)
         vnis: set[int] = set()
+        now: dict[int, dict[str, list[list[str]]]] = defaultdict(dict)
         # Fake vhosts have no kernel to program, and pushing every VM to every vhost is O(VMs x hosts):
         # at 10,000 fake hosts that is the whole cost of a deployment, for nothing.
-        for host in [name for name, info in hosts.items() if not info.fake]:
+        for host in [name for name, info in hosts.items() if not info.fake and not info.leaving]:
             by_vni: dict[int, list[list[str]]] = defaultdict(list)
             for record in await self.store.vms(config_id, host):
                 if record.status == common_pb2.DONE and record.vni:
                     by_vni[record.vni].append([record.ip, record.mac])
             for vni, entries in by_vni.items():
                 await self.store.put_overlay(config_id, vni, host, entries)
+                now[vni][host] = entries
                 vnis.add(vni)
+        # What an UPDATE took away: the other vhosts of its VNI drop its entries.
+        withdrawn: dict[int, dict[str, list[list[str]]]] = defaultdict(dict)
+        for vni, members in before.items():
+            for host, entries in members.items():
+                kept = {tuple(e) for e in now.get(vni, {}).get(host, [])}
+                gone = [e for e in entries if tuple(e) not in kept]
+                if gone:
+                    withdrawn[vni][host] = gone
+        await self.store.put_withdrawn(config_id, dict(withdrawn))
         return len(vnis)
 
     @activity.defn(name=ActivityName.PROGRAM_OVERLAY)
@@ -249,22 +276,27 @@ class ComputeActivities:
         self._count_retry()
         hosts = await self.store.hosts(ref.config_id)
         overlay = await self.store.overlay(ref.config_id)
+        withdrawn = await self.store.withdrawn(ref.config_id)
         async with heartbeating():
-            return await self._program_overlay(ref, hosts, overlay)
+            return await self._program_overlay(ref, hosts, overlay, withdrawn)
 
     async def _program_overlay(
         self,
         ref: ShardRef,
         hosts: dict[str, HostRecord],
         overlay: dict[int, dict[str, list[list[str]]]],
+        withdrawn: dict[int, dict[str, list[list[str]]]],
     ) -> int:
         calls = 0
         for name in await self.store.shard_hosts(ref.config_id, ref.shard):
+            if name not in hosts or hosts[name].leaving:
+                continue
             agent = self._agent(hosts[name].endpoint)
             for vni, members in overlay.items():
                 if name not in members:
                     continue
                 others = [h for h in members if h != name]
+                taken = withdrawn.get(vni, {})
                 request = agent_pb2.SetVpcPeersRequest(
                     vhost=name,
                     vni=vni,
@@ -273,6 +305,12 @@ class ComputeActivities:
                         agent_pb2.Neighbor(ip=ip, mac=mac, vtep=hosts[h].vtep)
                         for h in others
                         for ip, mac in members[h]
+                    ],
+                    removed_neighbors=[
+                        agent_pb2.Neighbor(ip=ip, mac=mac, vtep=hosts[h].vtep if h in hosts else "")
+                        for h, entries in taken.items()
+                        if h != name
+                        for ip, mac in entries
                     ],
                 )
                 try:
@@ -289,6 +327,8 @@ class ComputeActivities:
             await self.store.delete(result.config_id)
             log.info("compute_deleted", config_id=result.config_id, vms=result.done)
             return
+        if result.operation == UPDATE:
+            await self.store.finish_update(result.config_id)
         await self.store.finish_operation(result.config_id, result.failure)
         log.info(
             "compute_operation_finished",

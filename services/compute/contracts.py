@@ -14,10 +14,16 @@ class Operation(StrEnum):
 
     CREATE = "create"
     DELETE = "delete"
+    # A running config changed: prune the VMs it no longer has, create the new ones, redo the overlay.
+    UPDATE = "update"
+    # The delete phase of an UPDATE, per shard: the VMs on the hosts' drop lists.
+    PRUNE = "prune"
 
 
 CREATE = Operation.CREATE
 DELETE = Operation.DELETE
+UPDATE = Operation.UPDATE
+PRUNE = Operation.PRUNE
 
 
 class PluginName(StrEnum):
@@ -77,10 +83,11 @@ class ShardInput:
 
 @dataclass
 class ShardRef:
-    """Which shard."""
+    """Which shard (and, for PRUNE, that its hosts' drop lists are meant)."""
 
     config_id: str
     shard: int
+    operation: str = ""
 
 
 @dataclass
@@ -118,6 +125,8 @@ class BatchInput:
     # activity waits for it. Workflow timers fire about a second late, so the workflow starts a
     # paced batch up to PACE_LEAD early and the activity keeps the sub-second time.
     start_at: float = 0.0
+    # PRUNE: the batch is of the host's drop list (VMs an UPDATE removed), not of its VMs.
+    operation: str = ""
 
 
 # How early a paced batch may be started by the workflow (see BatchInput.start_at).

@@ -14,14 +14,14 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from merak.capacity import MachineRoom
-from merak.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from merak.ids import check_id
 from merak.logs import get_logger
 from merak.temporal import TemporalConnection
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.compute import inventory, results
 from services.compute.config import ComputeSettings
-from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, DeployInput, Schedule
+from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, UPDATE, DeployInput, Schedule
 from services.compute.metrics import ComputeMetrics
 from services.compute.plugins import plugin_type
 from services.compute.store import ComputeStore
@@ -33,6 +33,15 @@ _STATUS_NAMES = {int(v): n for n, v in common_pb2.Status.items()}
 _SCHEDULES = {compute_pb2.SEQUENTIAL: SEQUENTIAL, compute_pb2.RPS: RPS, compute_pb2.RANDOM_SCHEDULE: RANDOM}
 # Hosts a progress message lists by name (how many there are in all is in hosts_unsettled).
 MAX_HOSTS_LISTED = 50
+
+
+def _new_only(
+    planned: dict[str, list[inventory.PlannedVm]], existing: dict[str, set[str]]
+) -> dict[str, list[inventory.PlannedVm]]:
+    """The planned VMs that do not exist yet (what an UPDATE adds to the machine)."""
+    return {
+        host: [vm for vm in vms if vm.name not in existing.get(host, set())] for host, vms in planned.items()
+    }
 
 
 def fingerprint(config: compute_pb2.InternalComputeConfiguration) -> str:
@@ -141,6 +150,64 @@ class ComputeManager:
         reply.return_message = "Successfully started all create workflows!"
         reply.vms[0].id = f"Started deployment for {total} VMs"
         return reply
+
+    # --- UPDATE ------------------------------------------------------------------------------
+
+    async def update(
+        self, config: compute_pb2.InternalComputeConfiguration
+    ) -> compute_pb2.ReturnComputeMessage:
+        """A running config changes (more or fewer hosts, VMs per host or subnet): the VMs it no
+        longer has are deleted, the new ones created, the overlay follows; returns at once."""
+        check_id("config.compute_config_id", config.compute_config_id)
+        config_id = config.compute_config_id
+        stored = await self.store.config(config_id)
+        meta = await self.store.meta(config_id)
+        if stored is None or meta is None:
+            raise NotFound(f"compute config {config_id!r} does not exist; CREATE it first")
+        if meta.operation == DELETE:
+            raise FailedPrecondition(f"compute config {config_id!r} is being deleted")
+        if meta.running:
+            raise FailedPrecondition(
+                f"compute config {config_id!r} is running its {meta.operation.upper()}: "
+                "wait for it, then UPDATE"
+            )
+        plugin = plugin_type(config.plugin)
+        if plugin.name != meta.plugin:
+            raise InvalidArgument(
+                "config.plugin", f"{config.plugin!r}: the config's VMs were made by {meta.plugin}"
+            )
+        if config.vm_deploy.scheduler not in _SCHEDULES:
+            raise InvalidArgument(
+                "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
+            )
+        hosts = inventory.hosts_from_pods(config.pods)
+        if plugin.needs_network_config:
+            await self._complete_from_network(config)
+        planned = inventory.plan(config, hosts)
+        if fingerprint(stored) == fingerprint(config):
+            return await self.info(config_id)  # a repeated UPDATE: nothing to do
+        await self._check_endpoints(config.pods, hosts)
+        inventory.check_machine_room(
+            hosts, _new_only(planned, await self._existing(config_id, hosts)), self.machine_room()
+        )
+        await self.store.start_operation(config_id, UPDATE)
+        try:
+            added, dropped, _ = await self.store.update_inventory(
+                config, hosts, planned, hosts_per_shard=self.settings.hosts_per_shard
+            )
+        except BaseException:
+            await self.store.finish_operation(config_id, "the UPDATE could not be written")
+            raise
+        await self._start(config, UPDATE)
+        log.info(
+            "compute_update_started", config_id=config_id, added=added, deleted=dropped, hosts=len(hosts)
+        )
+        reply = await self.info(config_id)
+        reply.return_message = f"Successfully started the update: {added} VMs to create, {dropped} to delete"
+        return reply
+
+    async def _existing(self, config_id: str, hosts: Sequence[inventory.Host]) -> dict[str, set[str]]:
+        return {h.name: {r.name for r in await self.store.vms(config_id, h.name)} for h in hosts}
 
     async def _check_endpoints(
         self, pods: Sequence[common_pb2.InternalComputeInfo], hosts: Sequence[inventory.Host]
@@ -362,16 +429,18 @@ class ComputeManager:
             )
             reply.vms.add(id="0 out of 0 done!")
             return reply
-        create = (await self.temporal.client()).get_workflow_handle(self.workflow_id(config, CREATE))
-        try:
-            described = await create.describe()
-            if described.status == WorkflowExecutionStatus.RUNNING:
-                await create.cancel()
-                await create.result()
-        except RPCError:
-            pass  # never started, or already gone
-        except Exception:
-            log.info("compute_create_cancelled", config_id=config_id)
+        client = await self.temporal.client()
+        for operation in (CREATE, UPDATE):
+            running = client.get_workflow_handle(self.workflow_id(config, operation))
+            try:
+                described = await running.describe()
+                if described.status == WorkflowExecutionStatus.RUNNING:
+                    await running.cancel()
+                    await running.result()
+            except RPCError:
+                pass  # never started, or already gone
+            except Exception:
+                log.info("compute_operation_cancelled", config_id=config_id, operation=operation)
         await self.store.start_operation(config_id, DELETE)
         await self._start(config, DELETE)
         log.info("compute_delete_started", config_id=config_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import InvalidArgument, Unimplemented, enum_name
+from merak.errors import InvalidArgument, enum_name
 from merak.grpcserver import ServiceRegistration
 from merak.ids import check_id
 from merak.v1 import common_pb2, compute_pb2, compute_pb2_grpc
@@ -25,7 +25,7 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
     async def ComputeHandler(
         self, request: compute_pb2.InternalComputeConfigInfo, context: grpc.aio.ServicerContext[Any, Any]
     ) -> compute_pb2.ReturnComputeMessage:
-        """CREATE / INFO / DELETE of the VMs of a compute config."""
+        """CREATE / INFO / DELETE / UPDATE of the VMs of a compute config."""
         op, config = request.operation_type, request.config
         if op == common_pb2.CREATE:
             return await self.manager.create(config)
@@ -34,9 +34,7 @@ class ComputeServicer(compute_pb2_grpc.MerakComputeServiceServicer):
         if op == common_pb2.DELETE:
             return await self.manager.delete(config.compute_config_id)
         if op == common_pb2.UPDATE:
-            raise Unimplemented(
-                "UPDATE of a compute config is not implemented yet; DELETE and CREATE it again"
-            )
+            return await self.manager.update(config)
         raise InvalidArgument(
             "operation_type", f"{enum_name(common_pb2.OperationType, op)} is not a compute operation"
         )

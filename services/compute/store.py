@@ -100,6 +100,8 @@ class HostRecord:
     count: int  # VMs planned on it
     shard: int
     fake: bool = False
+    # An UPDATE took the host out of the config: its VMs go (drop list), then the record.
+    leaving: bool = False
 
     def to_json(self) -> str:
         """Compact JSON."""
@@ -143,6 +145,23 @@ class VmRecord:
     def from_json(cls, raw: str) -> VmRecord:
         """Parse a stored record."""
         return cls(**json.loads(raw))
+
+
+def _vm_record(vm: PlannedVm, secgroups: list[str]) -> VmRecord:
+    """A planned VM's record, DEPLOYING."""
+    ref = vm.subnet
+    return VmRecord(
+        id=vm.vm_id,
+        name=vm.name,
+        host=vm.host,
+        vpc=ref.vpc_id,
+        subnet=ref.subnet_id,
+        project=ref.project_id,
+        tenant=ref.tenant_id,
+        cidr=ref.cidr,
+        gw=ref.gateway,
+        sgs=secgroups,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,21 +281,7 @@ class ComputeStore(RedisStore):
                 pipe.rpush(self._k(config_id, "shard", str(shard)), host.name)
                 if not vms:
                     continue
-                records = {
-                    vm.name: VmRecord(
-                        id=vm.vm_id,
-                        name=vm.name,
-                        host=host.name,
-                        vpc=vm.subnet.vpc_id,
-                        subnet=vm.subnet.subnet_id,
-                        project=vm.subnet.project_id,
-                        tenant=vm.subnet.tenant_id,
-                        cidr=vm.subnet.cidr,
-                        gw=vm.subnet.gateway,
-                        sgs=secgroups,
-                    ).to_json()
-                    for vm in vms
-                }
+                records = {vm.name: _vm_record(vm, secgroups).to_json() for vm in vms}
                 pipe.hset(self._k(config_id, "vms", host.name), mapping=records)  # type: ignore[arg-type]
                 pipe.rpush(self._k(config_id, "order", host.name), *[vm.name for vm in vms])
                 pipe.hset(self._k(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", len(vms))
@@ -341,11 +346,103 @@ class ComputeStore(RedisStore):
         """The hosts of a shard, in order."""
         return [str(h) for h in await self.redis.lrange(self._k(config_id, "shard", str(shard)), 0, -1)]
 
-    async def batch_names(self, config_id: str, host: str, batch: int, batch_size: int) -> list[str]:
-        """The VM names of batch `batch` of `host`."""
+    async def batch_names(
+        self, config_id: str, host: str, batch: int, batch_size: int, *, dropped: bool = False
+    ) -> list[str]:
+        """The VM names of batch `batch` of `host` (of its drop list: the VMs an UPDATE removed)."""
         start = batch * batch_size
-        names = await self.redis.lrange(self._k(config_id, "order", host), start, start + batch_size - 1)
+        key = self._k(config_id, "drop" if dropped else "order", host)
+        names = await self.redis.lrange(key, start, start + batch_size - 1)
         return [str(n) for n in names]
+
+    async def dropped_count(self, config_id: str, host: str) -> int:
+        """How many VMs an UPDATE removed from `host` (to be deleted)."""
+        return int(await self.redis.llen(self._k(config_id, "drop", host)))
+
+    async def update_inventory(
+        self,
+        config: compute_pb2.InternalComputeConfiguration,
+        hosts: Sequence[Host],
+        planned: dict[str, list[PlannedVm]],
+        *,
+        hosts_per_shard: int,
+    ) -> tuple[int, int, int]:
+        """An UPDATE: the new config's VMs that are not there yet are written DEPLOYING; the ones it no
+        longer has go on their host's drop list; hosts it no longer has are `leaving`. Returns (VMs
+        added, VMs to delete, shards)."""
+        config_id = config.compute_config_id
+        stored = await self.hosts(config_id)
+        secgroups = list(config.vm_deploy.secgroups)
+        added = dropped = 0
+        shards = max((r.shard for r in stored.values()), default=-1) + 1
+        for host in hosts:
+            vms = planned[host.name]
+            before = stored.get(host.name)
+            shard = before.shard if before is not None else host.index // hosts_per_shard
+            shards = max(shards, shard + 1)
+            names = [str(n) for n in await self.redis.lrange(self._k(config_id, "order", host.name), 0, -1)]
+            wanted = {vm.name for vm in vms}
+            present = set(names)
+            kept = [n for n in names if n in wanted]
+            new = [vm for vm in vms if vm.name not in present]
+            gone = [n for n in names if n not in wanted]
+            record = HostRecord(
+                index=before.index if before is not None else host.index,
+                endpoint=host.agent_endpoint,
+                vtep=host.datapath_ip,
+                count=len(kept) + len(new),
+                shard=shard,
+                fake=host.fake,
+            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k(config_id, "hosts"), host.name, record.to_json())
+                if before is None:
+                    pipe.rpush(self._k(config_id, "shard", str(shard)), host.name)
+                pipe.delete(self._k(config_id, "order", host.name))
+                if kept or new:
+                    pipe.rpush(self._k(config_id, "order", host.name), *kept, *[vm.name for vm in new])
+                if gone:
+                    pipe.rpush(self._k(config_id, "drop", host.name), *gone)
+                await pipe.execute()
+            await self.put_vms(config_id, host.name, [_vm_record(vm, secgroups) for vm in new])
+            added += len(new)
+            dropped += len(gone)
+        for name, before in stored.items():
+            if any(h.name == name for h in hosts):
+                continue
+            names = [str(n) for n in await self.redis.lrange(self._k(config_id, "order", name), 0, -1)]
+            leaving = HostRecord(
+                before.index, before.endpoint, before.vtep, 0, before.shard, before.fake, leaving=True
+            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._k(config_id, "hosts"), name, leaving.to_json())
+                pipe.delete(self._k(config_id, "order", name))
+                if names:
+                    pipe.rpush(self._k(config_id, "drop", name), *names)
+                await pipe.execute()
+            dropped += len(names)
+        total = sum(len(v) for v in planned.values())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k(config_id, "meta"), mapping={"total": total, "shards": shards})
+            # The results are of the current operation.
+            pipe.delete(
+                self._k(config_id, "calls"), self._k(config_id, "ready"), self._k(config_id, "errors")
+            )
+            pipe.set(self._k(config_id, "config"), json_format.MessageToJson(config, indent=None))
+            await pipe.execute()
+        return added, dropped, shards
+
+    async def finish_update(self, config_id: str) -> None:
+        """After an UPDATE: leaving hosts and drop lists are forgotten (their VMs are gone)."""
+        hosts = await self.hosts(config_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, record in hosts.items():
+                pipe.delete(self._k(config_id, "drop", name))
+                if record.leaving:
+                    pipe.hdel(self._k(config_id, "hosts"), name)
+                    pipe.lrem(self._k(config_id, "shard", str(record.shard)), 0, name)
+                    pipe.delete(self._k(config_id, "order", name))
+            await pipe.execute()
 
     async def vms(self, config_id: str, host: str, names: Sequence[str] | None = None) -> list[VmRecord]:
         """VM records of a host (all, or the named ones that exist)."""
@@ -441,6 +538,29 @@ class ComputeStore(RedisStore):
         calls = [str(c) for c in await self.redis.lrange(self._k(config_id, "calls"), 0, -1)]
         ready = [float(r) for r in await self.redis.lrange(self._k(config_id, "ready"), 0, -1)]
         return calls, ready
+
+    async def reset_overlay(self, config_id: str) -> dict[int, dict[str, list[list[str]]]]:
+        """Forget the overlay index (it is rebuilt from the DONE VMs); returns what it held."""
+        before = await self.overlay(config_id)
+        keys = [self._k(config_id, "vni", str(vni)) for vni in before]
+        keys += [self._k(config_id, part) for part in ("vnis", "withdrawn")]
+        await self.redis.delete(*keys)
+        return before
+
+    async def put_withdrawn(self, config_id: str, withdrawn: dict[int, dict[str, list[list[str]]]]) -> None:
+        """VNI → host → [(ip, mac)] of VMs that left the overlay: their entries are taken back."""
+        if withdrawn:
+            await self.redis.set(
+                self._k(config_id, "withdrawn"),
+                json.dumps({str(vni): hosts for vni, hosts in withdrawn.items()}),
+            )
+
+    async def withdrawn(self, config_id: str) -> dict[int, dict[str, list[list[str]]]]:
+        """What put_withdrawn kept."""
+        raw = await self.redis.get(self._k(config_id, "withdrawn"))
+        if raw is None:
+            return {}
+        return {int(vni): hosts for vni, hosts in json.loads(raw).items()}
 
     async def put_overlay(self, config_id: str, vni: int, host: str, entries: list[list[str]]) -> None:
         """The VMs (ip, mac) a host has in a VNI, for the overlay programming."""

@@ -19,8 +19,10 @@ with workflow.unsafe.imports_passed_through():
     from services.compute.contracts import (
         CREATE,
         PACE_LEAD,
+        PRUNE,
         RANDOM,
         RPS,
+        UPDATE,
         ActivityName,
         BatchFailure,
         BatchInput,
@@ -64,7 +66,7 @@ class HostShardWorkflow:
         """Run every batch of every host of the shard."""
         plan: ShardPlan = await workflow.execute_activity(
             ActivityName.SHARD_PLAN,
-            ShardRef(shard.config_id, shard.shard),
+            ShardRef(shard.config_id, shard.shard, shard.operation),
             result_type=ShardPlan,
             start_to_close_timeout=QUICK,
             retry_policy=BATCH_RETRY,
@@ -112,7 +114,7 @@ class HostShardWorkflow:
         try:
             outcome: BatchOutcome = await workflow.execute_activity(
                 activity,
-                BatchInput(shard.config_id, host, batch, start_at),
+                BatchInput(shard.config_id, host, batch, start_at, shard.operation),
                 result_type=BatchOutcome,
                 start_to_close_timeout=BATCH_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -145,33 +147,22 @@ def start_offsets(jobs: list[tuple[HostBatches, int]], rps: float) -> list[float
 
 @workflow.defn(name="compute.Deploy")
 class DeployComputeWorkflow:
-    """One create or delete of a compute config: the shards, then the overlay (create), then the end."""
+    """One create, delete or update of a compute config: the shards (an update prunes first, then
+    creates), then the overlay (create, update), then the end."""
 
     @workflow.run
     async def run(self, deploy: DeployInput) -> DeployResult:
         """Run the operation."""
-        workflow_id = workflow.info().workflow_id
         result = DeployResult()
         failure = ""
         try:
-            results = await asyncio.gather(
-                *(
-                    workflow.execute_child_workflow(
-                        HostShardWorkflow.run,
-                        ShardInput(
-                            deploy.config_id,
-                            deploy.operation,
-                            n,
-                            deploy.schedule,
-                            deploy.schedule.rps / deploy.shards,
-                        ),
-                        id=f"{workflow_id}-shard-{n}",
-                    )
-                    for n in range(deploy.shards)
-                )
-            )
-            result = DeployResult(done=sum(r.done for r in results), failed=sum(r.failed for r in results))
-            if deploy.operation == CREATE and result.done:
+            if deploy.operation == UPDATE:
+                pruned = await self._shards(deploy, PRUNE)
+                created = await self._shards(deploy, CREATE)
+                result = DeployResult(pruned.done + created.done, pruned.failed + created.failed)
+            else:
+                result = await self._shards(deploy, deploy.operation)
+            if deploy.operation in (CREATE, UPDATE) and result.done:
                 await workflow.execute_activity(
                     ActivityName.OVERLAY_INDEX,
                     deploy.config_id,
@@ -199,3 +190,25 @@ class DeployComputeWorkflow:
             retry_policy=BATCH_RETRY,
         )
         return result
+
+    async def _shards(self, deploy: DeployInput, operation: str) -> DeployResult:
+        """Every shard's batches of one operation, side by side."""
+        workflow_id = workflow.info().workflow_id
+        phase = f"-{operation}" if deploy.operation == UPDATE else ""
+        results = await asyncio.gather(
+            *(
+                workflow.execute_child_workflow(
+                    HostShardWorkflow.run,
+                    ShardInput(
+                        deploy.config_id,
+                        operation,
+                        n,
+                        deploy.schedule,
+                        deploy.schedule.rps / deploy.shards,
+                    ),
+                    id=f"{workflow_id}{phase}-shard-{n}",
+                )
+                for n in range(deploy.shards)
+            )
+        )
+        return DeployResult(done=sum(r.done for r in results), failed=sum(r.failed for r in results))

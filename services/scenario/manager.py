@@ -432,7 +432,7 @@ class ScenarioManager:
         self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action
     ) -> scenario_pb2.ScenarioActionReply:
         previous = status_of(scenario, COMPUTE)
-        if action == scenario_pb2.DEPLOY:
+        if action in (scenario_pb2.DEPLOY, scenario_pb2.UPDATE):
             nodes = await self._ready_nodes(scenario, action, COMPUTE)
             network = await self.clients.network(
                 translate.network_ref(scenario.network_config_id, common_pb2.INFO)
@@ -445,16 +445,18 @@ class ScenarioManager:
                 nodes=nodes,
                 deployed_network=network,
             )
-            await self._check_schedule(scenario, configs.test)
             transition: Status = scenario_pb2.DEPLOYING
+            if action == scenario_pb2.UPDATE:
+                # The same request with the config as it is now: compute deletes and creates the difference.
+                request.operation_type = common_pb2.UPDATE
+                transition = scenario_pb2.UPDATING
+            else:
+                await self._check_schedule(scenario, configs.test)
         elif action == scenario_pb2.DELETE:
             # The lab heals before its VMs go: a crashed host's agent must be back to delete them.
             await self.stop_faults(scenario.id, heal=True)
             request = translate.compute_ref(scenario.compute_config_id, scenario.id, common_pb2.DELETE)
             transition = scenario_pb2.DELETING
-        else:
-            request = translate.compute_ref(scenario.compute_config_id, scenario.id, common_pb2.UPDATE)
-            transition = scenario_pb2.UPDATING
         await self._set_status(scenario.id, COMPUTE, transition)
         asked = time.time()
         try:

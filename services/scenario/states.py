@@ -80,6 +80,8 @@ def check_action(scenario: scenario_pb2.Scenario, service: Service, action: Acti
     elif action == scenario_pb2.UPDATE and status != scenario_pb2.READY:
         reason = f"{service.label} is {status_name(status)}; only a READY service can be updated"
         raise _blocked(action, service, reason)
+    if action == scenario_pb2.UPDATE:
+        return  # a running lab changes under what runs on it; each service refuses what it cannot do
     # Whatever comes after this service must be gone first (Merak: every action but CHECK needs it).
     for other in reversed(later):
         other_status = status_of(scenario, other)
@@ -102,6 +104,8 @@ def compute_status(progress: compute_pb2.ComputeProgress) -> Status:
     """From compute's progress: running → DEPLOYING/DELETING; over → READY, NONE (deleted) or FAILED."""
     deleting = progress.operation.upper() == "DELETE"
     if not progress.finished:
+        if progress.operation.upper() == "UPDATE":
+            return scenario_pb2.UPDATING
         return scenario_pb2.DELETING if deleting else scenario_pb2.DEPLOYING
     if progress.failure or progress.error:
         return scenario_pb2.FAILED

@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from merak.errors import (
     AlreadyExists,
@@ -42,6 +42,13 @@ class _Entry:
     task: asyncio.Task[None] | None = None
     # Keeps the agents running once the topology is built (restarts the ones that die).
     supervisor: asyncio.Task[None] | None = None
+    # `task` is an UPDATE: no vhost is READY before it is over (they are UPDATING).
+    updating: bool = False
+
+    @property
+    def updating_now(self) -> bool:
+        """An UPDATE of the lab runs."""
+        return self.updating and self.task is not None and not self.task.done()
 
 
 class TopologyManager:
@@ -173,6 +180,13 @@ class TopologyManager:
         spec = entry.topology.spec
         backend = self.backends.get(spec.backend)
         runtime = await backend.inspect(entry.topology, built=record.built)
+        if entry.updating_now:
+            runtime = {
+                name: replace(state, status=common_pb2.UPDATING, detail="the topology is being updated")
+                if state.status == common_pb2.READY
+                else state
+                for name, state in runtime.items()
+            }
         reply = topology_pb2.ReturnTopologyMessage(return_code=common_pb2.OK)
         reply.compute_nodes.extend(_compute_nodes(entry.topology, runtime))
         reply.hosts.extend(
@@ -327,6 +341,7 @@ class TopologyManager:
                 await asyncio.gather(entry.supervisor, return_exceptions=True)
             await self.store.replace_config(config)
             entry.topology = new
+            entry.updating = True
             entry.task = asyncio.create_task(
                 self._update(old, new, change, backend), name=f"update-{spec.topology_id}"
             )

@@ -43,6 +43,8 @@ ALLOWED = [
     (scenario(DEP), TOPOLOGY, DELETE),
     (scenario(F), TOPOLOGY, DELETE),
     (scenario(R), TOPOLOGY, UPDATE),
+    (scenario(R, R, R), TOPOLOGY, UPDATE),  # a running lab changes under what runs on it
+    (scenario(R, R, R), COMPUTE, UPDATE),
     (scenario(R, R, R), TOPOLOGY, CHECK),
     (scenario(R, R, DEL), COMPUTE, CHECK),
 ]
@@ -75,7 +77,6 @@ REFUSED = [
     (scenario(), TOPOLOGY, DELETE, "cannot DELETE topology: topology is not deployed (NONE)"),
     (scenario(), COMPUTE, CHECK, "cannot CHECK compute: compute is not deployed (NONE)"),
     (scenario(DEP), TOPOLOGY, UPDATE, "cannot UPDATE topology: topology is DEPLOYING"),
-    (scenario(R, R), TOPOLOGY, UPDATE, "cannot UPDATE topology: network is READY; DELETE network first"),
     (scenario(F, R), TOPOLOGY, DEPLOY, "cannot DEPLOY topology: network is READY; DELETE network first"),
 ]
 

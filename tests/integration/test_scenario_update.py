@@ -1,0 +1,108 @@
+"""A running lab changes: 5 vhosts x 10 VMs grows to 8 x 10 and shrinks to 3 x 10 through the scenario
+service's UPDATE actions (topology and compute), every pair pinging after each step, nothing leaked."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from merak import netns
+from merak.naming import topology_short_id
+from merak.v1 import scenario_pb2
+from services.topology.backends.local import ns_prefix
+from tests.integration.scenario_lab import (
+    Stack,
+    act,
+    compute_config,
+    create_scenario,
+    leftovers,
+    topology_config,
+    watch,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE
+DEPLOY, UPDATE, CHECK = scenario_pb2.DEPLOY, scenario_pb2.UPDATE, scenario_pb2.CHECK
+
+
+async def resize_topology(stack: Stack, created_id: str, sid: str, vhosts: int) -> None:
+    await stack.stub.UpdateTopologyConfig(
+        scenario_pb2.UpdateTopologyConfigRequest(
+            config=scenario_pb2.TopologyConfig(id=created_id, number_of_vhosts=vhosts),
+            update_mask=field_mask_pb2.FieldMask(paths=["number_of_vhosts"]),
+        )
+    )
+    await act(stack.stub, sid, TOPOLOGY, UPDATE)
+    progress = await watch(stack, sid)
+    assert progress[-1].topology_status == scenario_pb2.READY, progress[-1]
+    check = await act(stack.stub, sid, TOPOLOGY, CHECK)
+    assert check.counts.ready == vhosts == len(check.topology.compute_nodes), check.return_message
+
+
+async def resize_compute(stack: Stack, created_id: str, sid: str, nodes: int) -> None:
+    await stack.stub.UpdateComputeConfig(
+        scenario_pb2.UpdateComputeConfigRequest(
+            config=scenario_pb2.ComputeConfig(
+                id=created_id, number_of_compute_nodes=nodes, number_of_vm_per_vpc=10 * nodes
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["number_of_compute_nodes", "number_of_vm_per_vpc"]),
+        )
+    )
+    reply = await act(stack.stub, sid, COMPUTE, UPDATE)
+    assert reply.compute.return_message.startswith("Successfully started the update: "), reply.compute
+    progress = await watch(stack, sid)
+    assert progress[-1].compute_status == scenario_pb2.READY, progress[-1]
+    check = await act(stack.stub, sid, COMPUTE, CHECK)
+    assert check.compute.progress.done == check.compute.progress.total == 10 * nodes, check.return_message
+
+
+async def ping_all(stack: Stack, sid: str, vms: int) -> None:
+    report = await stack.stub.RunTest(scenario_pb2.RunTestRequest(scenario_id=sid), timeout=300)
+    assert report.vms == vms and report.pairs_tried == vms * (vms - 1), report.return_message
+    assert report.failed == 0, list(report.failures)[:5]
+
+
+def lab_namespaces(topology_id: str) -> list[str]:
+    return netns.list_names(ns_prefix(topology_short_id(topology_id)))
+
+
+async def test_a_running_lab_grows_and_shrinks_with_every_pair_pinging(stack: Stack) -> None:
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=5, racks=0, per_rack=3, ports=2),
+        compute=compute_config(nodes=5, vms_per_vpc=50),
+    )
+    sid = created.scenario.id
+    for service in (TOPOLOGY, NETWORK, COMPUTE):
+        await act(stack.stub, sid, service, DEPLOY)
+        assert (await watch(stack, sid))[-1].status in (scenario_pb2.READY, scenario_pb2.DONE)
+    await ping_all(stack, sid, 50)
+    first = len(lab_namespaces(created.topology.id))
+
+    # Grow: the topology first (the new vhosts), then compute (their VMs, and the overlay to them).
+    await resize_topology(stack, created.topology.id, sid, 8)
+    await resize_compute(stack, created.compute.id, sid, 8)
+    await ping_all(stack, sid, 80)
+
+    # Shrink: compute first (a vhost that holds VMs cannot go), then the topology.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await resize_topology(stack, created.topology.id, sid, 3)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "still hold VMs" in (caught.value.details() or "")
+    scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    assert scenario.topology_status == scenario_pb2.READY  # refused: nothing changed
+    await resize_topology(stack, created.topology.id, sid, 8)  # the config back as the lab is
+    await resize_compute(stack, created.compute.id, sid, 3)
+    await resize_topology(stack, created.topology.id, sid, 3)
+    await ping_all(stack, sid, 30)
+
+    # No leak: 3 vhosts' worth of namespaces (the vhosts, their switches, VMs and VPC namespaces).
+    now = lab_namespaces(created.topology.id)
+    assert len([n for n in now if "-vhost-" in n]) == 3
+    assert len(now) < first
+    assert await stack.redis.keys("merak:compute:cfg:*:drop:*") == []
+
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=180)
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
