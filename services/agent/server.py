@@ -244,7 +244,8 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         # the lab the VMs' neighbour tables must hold.
         await self._size_host(0, "vpc peers set")
         async with self._lock(vhost):
-            await self._run(partial(plane.set_vni_peers, vni, vteps))
+            if not request.neighbors_only:
+                await self._run(partial(plane.set_vni_peers, vni, vteps))
             if removed:
                 await self._run(partial(plane.remove_neighbors, vni, removed))
             if added:

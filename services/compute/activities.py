@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2_grpc
+from services.compute.churn import ChurnRun
 from services.compute.contracts import (
     DELETE,
     PACE_LEAD,
@@ -32,6 +33,7 @@ from services.compute.contracts import (
     BatchFailure,
     BatchInput,
     BatchOutcome,
+    ChurnInput,
     FinishInput,
     HostBatches,
     ShardPlan,
@@ -320,6 +322,17 @@ class ComputeActivities:
                 calls += 1
         return calls
 
+    @activity.defn(name=ActivityName.CHURN)
+    async def churn(self, churn: ChurnInput) -> BatchOutcome:
+        """Replace VMs at a rate for a while, the population kept (services/compute/churn.py)."""
+        self._count_retry()
+        meta = await self.store.meta(churn.config_id)
+        if meta is None:
+            raise ApplicationError(f"compute config {churn.config_id} is gone", non_retryable=True)
+        run = ChurnRun(self.store, self._plugin(meta.plugin), self._agent, self._record, self.agent_timeout)
+        async with heartbeating():
+            return await run.run(churn, meta)
+
     @activity.defn(name=ActivityName.FINISH)
     async def finish(self, result: FinishInput) -> None:
         """The end of an operation: a clean delete forgets the config; anything else records the outcome."""
@@ -356,5 +369,6 @@ def all_activities(a: ComputeActivities) -> Sequence[object]:
         a.delete_batch,
         a.overlay_index,
         a.program_overlay,
+        a.churn,
         a.finish,
     ]

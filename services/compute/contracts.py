@@ -42,6 +42,7 @@ class ActivityName(StrEnum):
     DELETE_BATCH = "compute.delete_batch"
     OVERLAY_INDEX = "compute.overlay_index"
     PROGRAM_OVERLAY = "compute.program_overlay"
+    CHURN = "compute.churn"
     FINISH = "compute.finish"
 
 
@@ -67,6 +68,9 @@ class DeployInput:
     operation: str
     shards: int
     schedule: Schedule = field(default_factory=Schedule)
+    # Once the VMs are made: VMs replaced per second, for how long (0: no churn).
+    churn_rate: float = 0.0
+    churn_seconds: float = 0.0
 
 
 @dataclass
@@ -161,6 +165,15 @@ class FinishInput:
     done: int
     failed: int
     failure: str = ""
+
+
+@dataclass
+class ChurnInput:
+    """Replace `rate` VMs per second for `seconds` (a retried activity resumes where it was)."""
+
+    config_id: str
+    rate: float
+    seconds: float
 
 
 @dataclass

@@ -319,7 +319,14 @@ class ComputeManager:
         try:
             await client.start_workflow(
                 DeployComputeWorkflow.run,
-                DeployInput(config.compute_config_id, operation, shards, schedule),
+                DeployInput(
+                    config.compute_config_id,
+                    operation,
+                    shards,
+                    schedule,
+                    churn_rate=config.churn_rate if operation != DELETE else 0.0,
+                    churn_seconds=config.churn_seconds if operation != DELETE else 0.0,
+                ),
                 id=self.workflow_id(config, operation),
                 task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -347,7 +354,9 @@ class ComputeManager:
             requested_rps=config.rps,
             calls=samples,
             ready=ready,
+            population=await self.store.population(config_id),
         )
+        built.churned = int((await self.store.churn_state(config_id)).get("replaced", 0))
         built.started_at.FromNanoseconds(int(meta.started_at * 1e9))
         return built
 
@@ -382,6 +391,10 @@ class ComputeManager:
                 error=per_status.get(common_pb2.ERROR, 0),
             )
         progress.errors.extend(await self.store.errors(config_id))
+        churn = await self.store.churn_state(config_id)
+        if churn:
+            progress.churned = int(churn.get("replaced", 0))
+            progress.churning = churn.get("running") == "1"
         return progress
 
     async def info(self, config_id: str) -> compute_pb2.ReturnComputeMessage:

@@ -70,6 +70,7 @@ def build(
     requested_rps: float,
     calls: Sequence[CallSample],
     ready: Sequence[float],
+    population: Sequence[tuple[float, int]] = (),
 ) -> compute_pb2.ComputeResults:
     """Per operation: requests, codes, errors, latency, rate; time to ready; series over time."""
     result = compute_pb2.ComputeResults(
@@ -100,7 +101,7 @@ def build(
             latency=summary([s.seconds for s in samples]),
             rate=round(len(samples) / max(span, 1.0), 3),
         )
-    end = max([*ready, *(c.at for c in calls), 0.0])
+    end = max([*ready, *(c.at for c in calls), *(at for at, _ in population), 0.0])
     width = _bucket_width(end)
     ready_counts: dict[int, int] = defaultdict(int)
     for at in ready:
@@ -119,4 +120,13 @@ def build(
         if bucket in latencies:
             ordered = sorted(latencies[bucket])
             result.latency_p50_ms.add(second=second, value=round(percentile(ordered, 50) * 1000, 3))
+    if population:
+        alive = [n for _, n in population]
+        result.population_min, result.population_max = min(alive), max(alive)
+        most: dict[int, int] = {}
+        for at, n in population:
+            bucket = int(at // width)
+            most[bucket] = max(most.get(bucket, 0), n)
+        for bucket, n in sorted(most.items()):
+            result.population.add(second=bucket * width, value=n)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -309,7 +310,8 @@ class ComputeStore(RedisStore):
         )
 
     async def start_operation(self, config_id: str, operation: str) -> None:
-        """Mark an operation as running."""
+        """Mark an operation as running (a churn of the one before is forgotten)."""
+        await self.forget_churn(config_id)
         await self.redis.hset(
             self._k(config_id, "meta"),
             mapping={
@@ -320,6 +322,113 @@ class ComputeStore(RedisStore):
                 "finished_at": 0,
             },
         )
+
+    # --- churn ---------------------------------------------------------------------------------
+    # churn             hash: started_at, tick (the next), replaced, failed, running
+    # churn:age         list of "host|vm", oldest first: who is replaced next
+    # churn:plan:<tick> JSON [[host, victim, newborn], …]: a retried tick redoes the same plan
+    # population        list of "at|VMs": the VMs alive, sampled at each tick
+
+    async def forget_churn(self, config_id: str) -> None:
+        """No churn state (a new operation)."""
+        keys = [self._k(config_id, part) for part in ("churn", "churn:age", "population")]
+        keys += [k async for k in self.redis.scan_iter(match=self._k(config_id, "churn:plan:*"))]
+        await self.redis.delete(*keys)
+
+    async def churn_state(self, config_id: str) -> dict[str, str]:
+        """The churn hash ({} before a churn)."""
+        return await self.hash_of(self._k(config_id, "churn"))
+
+    async def start_churn(self, config_id: str, started_at: float, hosts: Sequence[str]) -> None:
+        """Once: the churn's clock, and its age list from the hosts' VMs, interleaved host by host."""
+        if not await self.redis.hsetnx(self._k(config_id, "churn"), "started_at", started_at):
+            return  # a retried activity: it resumes
+        columns = [
+            [f"{h}|{n!s}" for n in await self.redis.lrange(self._k(config_id, "order", h), 0, -1)]
+            for h in hosts
+        ]
+        aged = [entry for row in itertools.zip_longest(*columns) for entry in row if entry]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._k(config_id, "churn"),
+                mapping={"tick": 0, "replaced": 0, "failed": 0, "running": "1"},
+            )
+            pipe.delete(self._k(config_id, "churn:age"))
+            if aged:
+                pipe.rpush(self._k(config_id, "churn:age"), *aged)
+            await pipe.execute()
+
+    async def churn_plan(self, config_id: str, tick: int, size: int) -> list[list[str]]:
+        """The tick's [host, victim, newborn] triples: the `size` oldest VMs, kept for a retry."""
+        key = self._k(config_id, "churn:plan", str(tick))
+        raw = await self.redis.get(key)
+        if raw is not None:
+            plan: list[list[str]] = json.loads(raw)
+            return plan
+        oldest = [str(v) for v in await self.redis.lrange(self._k(config_id, "churn:age"), 0, size - 1)]
+        plan = []
+        for j, entry in enumerate(oldest):
+            host, _, victim = entry.partition("|")
+            plan.append([host, victim, f"r{tick}-{j}"])
+        await self.redis.set(key, json.dumps(plan))
+        return plan
+
+    async def born(self, config_id: str, host: str, names: Sequence[str]) -> None:
+        """New VMs of a churn tick join the host's VMs (a DELETE finds them)."""
+        if not names:
+            return
+        key = self._k(config_id, "order", host)
+        present = {str(n) for n in await self.redis.lrange(key, 0, -1)}
+        fresh = [n for n in names if n not in present]
+        if fresh:
+            await self.redis.rpush(key, *fresh)
+
+    async def end_tick(
+        self,
+        config_id: str,
+        tick: int,
+        replaced: Sequence[Sequence[str]],
+        abandoned: Sequence[Sequence[str]] = (),
+    ) -> None:
+        """A tick is over: replaced victims leave the host lists and the age list, their newborns join its
+        end; newborns that failed ([host, name]) leave the host lists (their victims stay)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for host, victim, newborn in replaced:
+                pipe.lrem(self._k(config_id, "order", host), 1, victim)
+                pipe.lrem(self._k(config_id, "churn:age"), 1, f"{host}|{victim}")
+                pipe.rpush(self._k(config_id, "churn:age"), f"{host}|{newborn}")
+            for host, newborn in abandoned:
+                pipe.lrem(self._k(config_id, "order", host), 1, newborn)
+            pipe.delete(self._k(config_id, "churn:plan", str(tick)))
+            pipe.hset(self._k(config_id, "churn"), "tick", tick + 1)
+            pipe.hincrby(self._k(config_id, "churn"), "replaced", len(replaced))
+            pipe.hincrby(self._k(config_id, "churn"), "failed", len(abandoned))
+            await pipe.execute()
+
+    async def overlay_vni(self, config_id: str, vni: int) -> dict[str, list[list[str]]]:
+        """Host → [(ip, mac)] of one VNI."""
+        raw = await self.hash_of(self._k(config_id, "vni", str(vni)))
+        return {host: json.loads(value) for host, value in raw.items()}
+
+    async def end_churn(self, config_id: str) -> None:
+        """The churn is over."""
+        await self.redis.hset(self._k(config_id, "churn"), "running", "0")
+
+    async def sample_population(self, config_id: str, at: float) -> int:
+        """Record how many VMs are alive (DONE) now; returns it."""
+        alive = int(await self.redis.hget(self._k(config_id, "counts"), str(common_pb2.DONE)) or 0)
+        key = self._k(config_id, "population")
+        await self.redis.rpush(key, f"{at:.3f}|{alive}")
+        await self.redis.ltrim(key, -RESULT_SAMPLES, -1)
+        return alive
+
+    async def population(self, config_id: str) -> list[tuple[float, int]]:
+        """The population samples (seconds since the operation started, VMs alive)."""
+        samples = []
+        for raw in await self.redis.lrange(self._k(config_id, "population"), 0, -1):
+            at, _, value = str(raw).partition("|")
+            samples.append((float(at), int(value)))
+        return samples
 
     async def finish_operation(self, config_id: str, failure: str = "") -> None:
         """Mark the operation as over."""

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         BatchFailure,
         BatchInput,
         BatchOutcome,
+        ChurnInput,
         DeployInput,
         DeployResult,
         FinishInput,
@@ -181,6 +182,16 @@ class DeployComputeWorkflow:
                         for n in range(deploy.shards)
                     )
                 )
+                if deploy.churn_rate > 0 and deploy.churn_seconds > 0 and not result.failed:
+                    churned: BatchOutcome = await workflow.execute_activity(
+                        ActivityName.CHURN,
+                        ChurnInput(deploy.config_id, deploy.churn_rate, deploy.churn_seconds),
+                        result_type=BatchOutcome,
+                        start_to_close_timeout=timedelta(seconds=deploy.churn_seconds) + BATCH_TIMEOUT,
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                        retry_policy=BATCH_RETRY,
+                    )
+                    result = DeployResult(result.done, result.failed + churned.failed)
         except (ActivityError, ChildWorkflowError, ApplicationError) as error:
             failure = _reason(error)
         await workflow.execute_activity(

@@ -251,6 +251,8 @@ def compute(
         seed=config.seed,
         rps=config.rps,
         scenario_id=scenario_id,
+        churn_rate=config.churn_rate,
+        churn_seconds=config.churn_seconds,
     )
     if message.plugin == "alcor":
         message.alcor_url = alcor_port_manager(service_config)

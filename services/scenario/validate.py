@@ -24,6 +24,8 @@ from services.scenario.models import (
 BACKENDS = ("local", "kubernetes")
 DATAPLANES = ("real", "fake")
 PLUGINS = ("native", "alcor")
+# Churn: VMs replaced per second, and for how long.
+MAX_CHURN = {"churn_rate": 10_000.0, "churn_seconds": 7 * 86_400.0}
 # Merak sends one port per VM, and so does compute.
 MAX_PORTS_PER_VM = 1
 
@@ -196,6 +198,12 @@ def compute_config(config: scenario_pb2.ComputeConfig) -> None:
         )
     if config.rps < 0:
         raise InvalidArgument("rps", f"must not be negative, got {config.rps}")
+    for field in ("churn_rate", "churn_seconds"):
+        value = getattr(config, field)
+        if not 0 <= value <= MAX_CHURN[field]:  # NaN fails too
+            raise InvalidArgument(field, f"{value!r}: from 0 to {MAX_CHURN[field]:g}")
+    if bool(config.churn_rate) != bool(config.churn_seconds):
+        raise InvalidArgument("churn_seconds", "churn needs both churn_rate and churn_seconds (or neither)")
     if config.scheduler == compute_pb2.RPS and config.rps <= 0:
         raise InvalidArgument("rps", "the RPS scheduler needs a target rate above 0 (VMs per second)")
     nodes = config.number_of_compute_nodes

@@ -3,6 +3,8 @@ service's UPDATE actions (topology and compute), every pair pinging after each s
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -103,6 +105,44 @@ async def test_a_running_lab_grows_and_shrinks_with_every_pair_pinging(stack: St
     assert len([n for n in now if "-vhost-" in n]) == 3
     assert len(now) < first
     assert await stack.redis.keys("merak:compute:cfg:*:drop:*") == []
+
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=180)
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+
+async def test_churn_keeps_the_population_while_replacing_vms(stack: Stack) -> None:
+    rate, seconds, target = 20.0, float(os.environ.get("MERAK_CHURN_SECONDS", "60")), 200
+    compute = compute_config(nodes=5, vms_per_vpc=target)
+    compute.churn_rate, compute.churn_seconds = rate, seconds
+    created = await create_scenario(
+        stack.stub, topology=topology_config(vhosts=5, racks=0, per_rack=5, ports=2), compute=compute
+    )
+    sid = created.scenario.id
+    for service in (TOPOLOGY, NETWORK):
+        await act(stack.stub, sid, service, DEPLOY)
+        await watch(stack, sid)
+    await act(stack.stub, sid, COMPUTE, DEPLOY)
+    request = scenario_pb2.WatchScenarioRequest(scenario_id=sid)
+    progress = [p async for p in stack.stub.WatchScenario(request, timeout=seconds + 120)]
+    assert progress[-1].compute_status == scenario_pb2.READY, progress[-1]
+    churning = [p.compute for p in progress if p.compute.churning]
+    assert churning and churning[-1].churned > 0  # WatchScenario streamed the churn
+
+    results = await stack.stub.GetResults(scenario_pb2.GetResultsRequest(scenario_id=sid))
+    achieved = results.churned / seconds
+    assert achieved >= 0.9 * rate, (results.churned, seconds)
+    low, high = results.population_min, results.population_max
+    assert 0.95 * target <= low <= high <= 1.05 * target, (low, high)
+    assert len(results.population) >= seconds // 2
+    check = await act(stack.stub, sid, COMPUTE, CHECK)
+    assert check.compute.progress.done == target and check.compute.progress.error == 0
+
+    report = await stack.stub.RunTest(
+        scenario_pb2.RunTestRequest(scenario_id=sid, max_pairs=2000, seed=7), timeout=300
+    )
+    assert report.vms == target and report.pairs_tried == 2000 and report.failed == 0, list(report.failures)[
+        :5
+    ]
 
     await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=180)
     assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}

@@ -173,6 +173,8 @@ class Compute(_Entity):
     vms_per_host: list[UInt] | None = Field(None, description="new: ASSIGN, VMs per compute node")
     seed: UInt = Field(0, description="new: seed of RANDOM, SKEW and the random schedule")
     rps: float = Field(0.0, ge=0, description="new: the RPS scheduler's rate, VMs per second")
+    churn_rate: float = Field(0.0, ge=0, description="new: VMs replaced per second once they are made")
+    churn_seconds: float = Field(0.0, ge=0, description="new: how long the churn lasts")
 
 
 class Service(_Body):
