@@ -154,6 +154,9 @@ def render(report: dict[str, Any]) -> str:
         ("time to VM ready p50 / p99 / max (ms)",
          f"{ready.get('p50_ms', 0)} / {ready.get('p99_ms', 0)} / {ready.get('max_ms', 0)}"),
         ("ping pairs passed", f"{test.get('passed', 0)} of {test.get('pairs_tried', 0)}"),
+        ("churn: VMs replaced, VMs alive min / max",
+         f"{results.get('churned', 0)}, {results.get('population_min', 0)} / "
+         f"{results.get('population_max', 0)}"),
         ("errors", "; ".join(report.get("errors") or []) or "none"),
     ]  # fmt: skip
     style = (
@@ -197,6 +200,11 @@ def render(report: dict[str, Any]) -> str:
             results.get("errors_per_second", []),
             faults,
             span,
+        )
+        + (
+            line_chart("VMs alive (churn)", "VMs", results.get("population", []), faults, span)
+            if results.get("population")
+            else ""
         )
         + (
             "<h2>Faults (shaded on the plots)</h2>"

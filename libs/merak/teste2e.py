@@ -74,6 +74,9 @@ class Options:
     html: Path | None = None
     # The test config's fault schedule: applied while compute creates the VMs.
     faults: list[scenario_pb2.ScheduledFault] = field(default_factory=list)
+    # Churn once the VMs are made: VMs replaced per second, for how long.
+    churn_rate: float = 0.0
+    churn_seconds: float = 0.0
 
 
 @dataclass
@@ -159,6 +162,7 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
         name=f"compute-{tag}", number_of_compute_nodes=opts.hosts, number_of_port_per_vm=1,
         vm_deploy_type=compute_pb2.UNIFORM, number_of_vm_per_vpc=per_vpc,
         scheduler=compute_pb2.RPS if opts.rps > 0 else compute_pb2.SEQUENTIAL, rps=opts.rps,
+        churn_rate=opts.churn_rate, churn_seconds=opts.churn_seconds,
     )  # fmt: skip
     compute.vpc_info.extend(vpc_infos)
     test = scenario_pb2.TestConfig(name=f"test-{tag}")
@@ -270,6 +274,8 @@ class Runner:
                         bars.console.print(f"[{color}]{progress.message}[/{color}]")
                     if name == "topology" and progress.topology.total:
                         bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
+                    elif name == "compute" and progress.compute.churning:
+                        bars.update(bar, description=f"compute (churn: {progress.compute.churned} replaced)")
                     elif name == "compute" and progress.compute.total:
                         done = progress.compute.done
                         bars.update(
@@ -299,6 +305,12 @@ class Runner:
             console.print(
                 f"control plane: {op.plugin} {op.operation}: {op.requests} requests, {op.rate:.0f}/s, "
                 f"p50 {op.latency.p50_ms:.1f} ms, p99 {op.latency.p99_ms:.1f} ms, {op.errors} errors"
+            )
+        if results.churned:
+            console.print(
+                f"churn: {results.churned} VMs replaced in {self.opts.churn_seconds:g}s "
+                f"({results.churned / self.opts.churn_seconds:.1f}/s, asked {self.opts.churn_rate:g}/s); "
+                f"VMs alive between {results.population_min} and {results.population_max}"
             )
 
     async def _test(self) -> None:
@@ -552,6 +564,10 @@ def parse(argv: list[str] | None) -> Options:
         "--html", type=Path, default=None, help="write the report as one HTML page with plots"
     )
     parser.add_argument(
+        "--churn-rate", type=float, default=0.0, help="once the VMs are made, replace this many per second"
+    )
+    parser.add_argument("--churn-seconds", type=float, default=0.0, help="for this long (with --churn-rate)")
+    parser.add_argument(
         "--fault", dest="faults", action="append", type=parse_scheduled_fault, default=[],
         metavar="'at=S [for=S] [repeat=N every=S] [name=N] link=NODE:down|partition=A/B|crash=V|freeze=V'",
         help="a fault while compute deploys (repeatable), e.g. --fault 'at=5 for=10 link=vhost-1:loss=10'",
@@ -571,6 +587,8 @@ def parse(argv: list[str] | None) -> Options:
         parser.error("counts must be at least 1")
     if args.rps < 0:
         parser.error("--rps must be 0 (no pacing) or more")
+    if args.churn_rate < 0 or args.churn_seconds < 0 or bool(args.churn_rate) != bool(args.churn_seconds):
+        parser.error("--churn-rate and --churn-seconds go together, both above 0")
     if args.vms_per_host % (args.vpcs * args.subnets):
         # Merak's scenario manager divides with a floor (VMs per VPC / hosts / subnets): refuse counts
         # that would silently create fewer VMs than asked.

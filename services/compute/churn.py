@@ -157,7 +157,8 @@ class ChurnRun:
         abandoned += [[t.host, t.newborn.name] for t in lost]
         await self._overlay(config_id, hosts, ok)
         await self.store.sample_population(config_id, time.time() - meta.started_at)
-        await self.record(config_id, meta, calls, len(ok))
+        at = await self.record(config_id, meta, calls, 0)
+        await self.store.record_born(config_id, [at] * len(ok))
         await self.store.end_tick(
             config_id, tick, [[t.host, t.victim.name, t.newborn.name] for t in ok], abandoned
         )

@@ -355,6 +355,7 @@ class ComputeManager:
             calls=samples,
             ready=ready,
             population=await self.store.population(config_id),
+            born=await self.store.born_offsets(config_id),
         )
         built.churned = int((await self.store.churn_state(config_id)).get("replaced", 0))
         built.started_at.FromNanoseconds(int(meta.started_at * 1e9))

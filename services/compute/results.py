@@ -71,6 +71,7 @@ def build(
     calls: Sequence[CallSample],
     ready: Sequence[float],
     population: Sequence[tuple[float, int]] = (),
+    born: Sequence[float] = (),
 ) -> compute_pb2.ComputeResults:
     """Per operation: requests, codes, errors, latency, rate; time to ready; series over time."""
     result = compute_pb2.ComputeResults(
@@ -101,10 +102,10 @@ def build(
             latency=summary([s.seconds for s in samples]),
             rate=round(len(samples) / max(span, 1.0), 3),
         )
-    end = max([*ready, *(c.at for c in calls), *(at for at, _ in population), 0.0])
+    end = max([*ready, *born, *(c.at for c in calls), *(at for at, _ in population), 0.0])
     width = _bucket_width(end)
     ready_counts: dict[int, int] = defaultdict(int)
-    for at in ready:
+    for at in [*ready, *born]:  # churn newborns are VMs made ready too
         ready_counts[int(at // width)] += 1
     latencies: dict[int, list[float]] = defaultdict(list)
     errors: dict[int, int] = defaultdict(int)
@@ -113,7 +114,7 @@ def build(
         latencies[bucket].append(call.seconds)
         if call.code not in SUCCESS_CODES:
             errors[bucket] += 1
-    for bucket in range(int(end // width) + 1 if (ready or calls) else 0):
+    for bucket in range(int(end // width) + 1 if (ready or born or calls) else 0):
         second = bucket * width
         result.ready_per_second.add(second=second, value=ready_counts.get(bucket, 0) / width)
         result.errors_per_second.add(second=second, value=errors.get(bucket, 0) / width)

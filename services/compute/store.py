@@ -331,7 +331,7 @@ class ComputeStore(RedisStore):
 
     async def forget_churn(self, config_id: str) -> None:
         """No churn state (a new operation)."""
-        keys = [self._k(config_id, part) for part in ("churn", "churn:age", "population")]
+        keys = [self._k(config_id, part) for part in ("churn", "churn:age", "population", "born")]
         keys += [k async for k in self.redis.scan_iter(match=self._k(config_id, "churn:plan:*"))]
         await self.redis.delete(*keys)
 
@@ -413,6 +413,18 @@ class ComputeStore(RedisStore):
     async def end_churn(self, config_id: str) -> None:
         """The churn is over."""
         await self.redis.hset(self._k(config_id, "churn"), "running", "0")
+
+    async def record_born(self, config_id: str, offsets: Sequence[float]) -> None:
+        """When churn newborns became ready (seconds since the operation started): VMs ready per
+        second counts them; time to VM ready (of the operation's own VMs) does not."""
+        if offsets:
+            key = self._k(config_id, "born")
+            await self.redis.rpush(key, *[f"{at:.3f}" for at in offsets])
+            await self.redis.ltrim(key, -RESULT_SAMPLES, -1)
+
+    async def born_offsets(self, config_id: str) -> list[float]:
+        """What record_born kept."""
+        return [float(r) for r in await self.redis.lrange(self._k(config_id, "born"), 0, -1)]
 
     async def sample_population(self, config_id: str, at: float) -> int:
         """Record how many VMs are alive (DONE) now; returns it."""

@@ -182,6 +182,8 @@ async def test_bad_input_is_a_failed_envelope(rest: tuple[httpx.AsyncClient, str
     assert stored["fault_schedule"][0]["host"] == {"vhost": "vhost-1", "state": "HOST_CRASHED"}
     reply = await client.post("/api/test-config", json={"fault_schedule": [{"at_seconds": "soon"}]})
     assert reply.status_code == 400 and reply.json()["message"].startswith("body: ")
+    reply = await client.put("/api/topologies/x", content=b'{"number_of_vhosts": 8}')  # no content type
+    assert reply.status_code == 400 and "Content-Type: application/json" in reply.json()["message"]
     assert (await client.get("/")).text == "OK"
     assert (await client.get("/api")).text == "Welcome to Merak - Cloud Emulator"
     spec = (await client.get("/openapi.json")).json()

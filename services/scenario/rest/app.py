@@ -160,11 +160,13 @@ def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def bad_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'] if p != 'body')}: {error['msg']}"
+            f"{'.'.join(str(p) for p in error['loc'] if p != 'body') or 'body'}: {error['msg']}"
             for error in exc.errors()
         )
+        if "json" not in request.headers.get("content-type", ""):
+            problems = f"{problems}; send JSON with Content-Type: application/json".lstrip("; ")
         return envelope(FAILED, problems or "the body is not valid JSON", code=400)
 
     @app.get("/", response_class=PlainTextResponse, include_in_schema=False)

@@ -47,3 +47,15 @@ def test_long_runs_keep_at_most_600_points() -> None:
     )
     assert len(built.ready_per_second) <= results.MAX_POINTS
     assert sum(p.value * 6 for p in built.ready_per_second) == 1800  # 6-second buckets
+
+
+def test_churn_newborns_count_as_ready_per_second_not_as_the_operations_vms() -> None:
+    result = results.build(
+        "c1", plugin="native", operation="CREATE", vms=4, requested_rps=0, calls=[],
+        ready=[0.5, 0.5, 0.5, 0.5], population=[(1.2, 4), (1.3, 5), (2.2, 4), (2.4, 6), (2.5, 4)],
+        born=[1.3, 2.4, 2.4],
+    )  # fmt: skip
+    assert result.vms_ready == 4 and result.time_to_ready.max_ms == 500
+    assert [(p.second, p.value) for p in result.ready_per_second] == [(0, 4), (1, 1), (2, 2)]
+    assert (result.population_min, result.population_max) == (4, 6)
+    assert [(p.second, p.value) for p in result.population] == [(1, 5), (2, 6)]  # the most per interval
