@@ -27,6 +27,7 @@ from services.topology.config import TopologySettings
 from services.topology.generator import generate, spec_from_proto
 from services.topology.manager import TopologyManager
 from services.topology.models import TopologySpec
+from tests.unit.topology.test_generator import custom
 
 pytestmark = pytest.mark.root
 
@@ -406,3 +407,25 @@ async def test_update_grows_and_shrinks_a_running_lab_touching_only_what_changes
     await call(lab.stub, common_pb2.DELETE, shrunk)
     assert netns.list_names(ns_prefix(short)) == []
     assert agent_processes(lab.settings.topology_run_dir()) == []
+
+
+async def test_update_of_a_custom_topology_moves_a_link(lab: Lab) -> None:
+    nodes = [
+        ("s1", topology_pb2.VSWITCH, []),
+        *((f"h{i}", topology_pb2.VHOST, [(f"h{i}-eth1", f"10.0.0.{i + 1}/24")]) for i in range(3)),
+    ]
+    before = custom(nodes, [("s1", "h0-eth1"), ("s1", "h1-eth1")])
+    after = custom(nodes, [("s1", "h0-eth1"), ("s1", "h2-eth1")])
+    before.topology_id = after.topology_id = unique_name("t-")
+    await call(lab.stub, common_pb2.CREATE, before)
+    await wait_ready(lab, before)
+    short = short_of(before.topology_id)
+    assert await assert_eventually(lambda: ping(ns_name(short, "h0"), "10.0.0.2"), timeout=10)
+
+    reply = await call(lab.stub, common_pb2.UPDATE, after)
+    assert "+1 link" in reply.return_message and "-1 link" in reply.return_message, reply.return_message
+    await wait_ready(lab, after)
+    assert await assert_eventually(lambda: ping(ns_name(short, "h0"), "10.0.0.3"), timeout=10)
+    assert not ping(ns_name(short, "h0"), "10.0.0.2")  # h1 is unlinked now
+    await call(lab.stub, common_pb2.DELETE, after)
+    assert netns.list_names(ns_prefix(short)) == []
