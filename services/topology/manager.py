@@ -149,7 +149,17 @@ class TopologyManager:
                 continue
             entry = await self._entry(record)
             backend = self.backends.get(entry.topology.spec.backend)
-            if record.status == st.DEPLOYING:
+            previous = await self.store.previous_config(topology_id)
+            if record.status == st.DEPLOYING and previous is not None:
+                # An UPDATE that was under way: redone from the lab it started from (each step is
+                # idempotent), so what had to go goes too.
+                old = await asyncio.to_thread(generate, spec_from_proto(previous))
+                entry.updating = True
+                entry.task = asyncio.create_task(
+                    self._update(old, entry.topology, diff(old, entry.topology), backend)
+                )
+                log.info("topology_update_resumed", topology_id=topology_id)
+            elif record.status == st.DEPLOYING:
                 entry.task = asyncio.create_task(self._build(entry.topology, backend))
                 log.info("topology_build_resumed", topology_id=topology_id)
             elif record.built and record.status == st.READY:
@@ -339,7 +349,7 @@ class TopologyManager:
             if entry.supervisor is not None and not entry.supervisor.done():
                 entry.supervisor.cancel()  # it would restart agents of the old grouping
                 await asyncio.gather(entry.supervisor, return_exceptions=True)
-            await self.store.replace_config(config)
+            await self.store.replace_config(config, record.config)
             entry.topology = new
             entry.updating = True
             entry.task = asyncio.create_task(
@@ -364,6 +374,7 @@ class TopologyManager:
             await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
             return
         await self.store.set_status(spec.topology_id, st.READY, built=True)
+        await self.store.forget_previous(spec.topology_id)
         self._update_gauges()
         self._supervise(new, backend)
 

@@ -95,16 +95,38 @@ class TopologyStore(RedisStore):
             pipe.sadd(self._ids_key, topology_id)
             await pipe.execute()
 
-    async def replace_config(self, config: topology_pb2.InternalTopologyConfiguration) -> None:
-        """An UPDATE: the new config, DEPLOYING (not built) until the lab follows it."""
+    async def replace_config(
+        self,
+        config: topology_pb2.InternalTopologyConfiguration,
+        previous: topology_pb2.InternalTopologyConfiguration,
+    ) -> None:
+        """An UPDATE: the new config, DEPLOYING (not built) until the lab follows it; the config the lab
+        had is kept until then (a restarted service finishes the update from it)."""
         topology_id = config.topology_id
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._config_key(topology_id), json_format.MessageToJson(config, indent=None))
             pipe.hset(
                 self._meta_key(topology_id),
-                mapping={"status": DEPLOYING, "built": "0", "error": "", "updated_at": time.time()},
+                mapping={
+                    "status": DEPLOYING,
+                    "built": "0",
+                    "error": "",
+                    "updated_at": time.time(),
+                    "previous": json_format.MessageToJson(previous, indent=None),
+                },
             )
             await pipe.execute()
+
+    async def previous_config(self, topology_id: str) -> topology_pb2.InternalTopologyConfiguration | None:
+        """The config of the lab an unfinished UPDATE started from, or None."""
+        raw = await self.redis.hget(self._meta_key(topology_id), "previous")
+        if not raw:
+            return None
+        return json_format.Parse(raw, topology_pb2.InternalTopologyConfiguration())
+
+    async def forget_previous(self, topology_id: str) -> None:
+        """The UPDATE is over."""
+        await self.redis.hdel(self._meta_key(topology_id), "previous")
 
     async def get(self, topology_id: str) -> TopologyRecord | None:
         """The stored topology, or None."""

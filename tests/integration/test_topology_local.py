@@ -429,3 +429,38 @@ async def test_update_of_a_custom_topology_moves_a_link(lab: Lab) -> None:
     assert not ping(ns_name(short, "h0"), "10.0.0.2")  # h1 is unlinked now
     await call(lab.stub, common_pb2.DELETE, after)
     assert netns.list_names(ns_prefix(short)) == []
+
+
+async def test_an_update_cut_short_by_a_restart_is_finished_by_the_next_service(
+    serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str, run_dir: Path
+) -> None:
+    settings = _local(redis_url, run_dir=run_dir, max_agents=16)
+    address, built = await _serve(serve_built, settings)
+    topology_id = unique_name("t-")
+    before = tree(topology_id, vhosts=5, racks=0, per_rack=3, ports=2)
+    after = tree(topology_id, vhosts=3, racks=0, per_rack=3, ports=2)
+    async with grpc.aio.insecure_channel(address) as channel:
+        lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
+        await call(lab.stub, common_pb2.CREATE, before)
+        await wait_ready(lab, before)
+    # What a service killed right after accepting the UPDATE leaves: the new config, nothing done.
+    await built.root.store.replace_config(after, before)
+    await built.server.stop(0)
+    await built.close()
+
+    address, built = await _serve(serve_built, settings)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
+            reply = await wait_ready(lab, after)
+            assert [n.name for n in reply.compute_nodes] == ["vhost-0", "vhost-1", "vhost-2"]
+            short = short_of(topology_id)
+            await assert_eventually(
+                lambda: sorted(netns.list_names(ns_prefix(short))) == lab_namespaces(after), timeout=30
+            )
+            assert len(agent_processes(settings.topology_run_dir())) == 3
+            await call(lab.stub, common_pb2.DELETE, after)
+        assert netns.list_names(ns_prefix(short)) == []
+    finally:
+        await built.server.stop(0)
+        await built.close()
