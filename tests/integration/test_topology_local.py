@@ -443,6 +443,13 @@ async def test_an_update_cut_short_by_a_restart_is_finished_by_the_next_service(
         lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
         await call(lab.stub, common_pb2.CREATE, before)
         await wait_ready(lab, before)
+
+        async def recorded() -> str | None:  # the build has recorded its end, as an UPDATE waits for
+            said = (await call(lab.stub, common_pb2.INFO, before)).return_message
+            return said if "topology READY" in said else None
+
+        said: str = await assert_eventually(recorded, timeout=30)
+        assert "READY: 5" in said
     # What a service killed right after accepting the UPDATE leaves: the new config, nothing done.
     await built.root.store.replace_config(after, before)
     await built.server.stop(0)
@@ -454,6 +461,7 @@ async def test_an_update_cut_short_by_a_restart_is_finished_by_the_next_service(
             lab = Lab(topology_pb2_grpc.MerakTopologyServiceStub(channel), redis_client, settings, address)
             reply = await wait_ready(lab, after)
             assert [n.name for n in reply.compute_nodes] == ["vhost-0", "vhost-1", "vhost-2"]
+            assert "error" not in reply.return_message, reply.return_message
             short = short_of(topology_id)
             await assert_eventually(
                 lambda: sorted(netns.list_names(ns_prefix(short))) == lab_namespaces(after), timeout=30
