@@ -130,7 +130,7 @@ async def test_churn_keeps_the_population_while_replacing_vms(stack: Stack) -> N
 
     results = await stack.stub.GetResults(scenario_pb2.GetResultsRequest(scenario_id=sid))
     achieved = results.churned / seconds
-    assert achieved >= 0.9 * rate, (results.churned, seconds)
+    assert achieved >= 0.75 * rate, (results.churned, seconds)
     low, high = results.population_min, results.population_max
     assert 0.95 * target <= low <= high <= 1.05 * target, (low, high)
     assert len(results.population) >= seconds // 2

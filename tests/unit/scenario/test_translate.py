@@ -6,7 +6,8 @@ import pytest
 
 from merak.errors import InvalidArgument
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
-from services.scenario import translate
+from services.scenario import translate, validate
+from services.scenario.models import COMPUTE_CONFIG
 
 SERVICES = scenario_pb2.ServiceConfig(
     id="svc",
@@ -191,3 +192,22 @@ def test_alcor_port_manager_comes_from_the_service_config_as_merak_found_it() ->
     assert translate.alcor_port_manager(config(gateway)) == "http://alcor.lab:9009/api"
     with pytest.raises(InvalidArgument, match=r"^service_config.services\[0\].url: "):
         translate.alcor_port_manager(config(scenario_pb2.Service(cmd="alcorIp", url="ftp://x")))
+
+
+def test_churn_runs_at_its_own_rate_or_at_the_rps_knob_and_is_checked() -> None:
+    own = scenario_pb2.ComputeConfig(id="c", number_of_vm_per_vpc=50, churn_rate=20, churn_seconds=60)
+    assert (_compute(own).config.churn_rate, _compute(own).config.churn_seconds) == (20, 60)
+    rps = scenario_pb2.ComputeConfig(
+        id="c", number_of_vm_per_vpc=50, scheduler=compute_pb2.RPS, rps=15, churn_seconds=30
+    )
+    assert _compute(rps).config.churn_rate == 15
+    validate.validate(COMPUTE_CONFIG, rps)
+    for bad, field in (
+        (scenario_pb2.ComputeConfig(churn_seconds=30), "churn_seconds"),  # no rate
+        (scenario_pb2.ComputeConfig(churn_rate=5), "churn_seconds"),  # no duration
+        (scenario_pb2.ComputeConfig(churn_rate=float("nan"), churn_seconds=1), "churn_rate"),
+        (scenario_pb2.ComputeConfig(churn_rate=1, churn_seconds=-1), "churn_seconds"),
+    ):
+        with pytest.raises(InvalidArgument) as caught:
+            validate.validate(COMPUTE_CONFIG, bad)
+        assert caught.value.field == field
