@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -287,6 +289,23 @@ def components(settings: StackSettings) -> list[Component]:
     return [redis, temporal, *services, *workers, supervisor]
 
 
+def code_fingerprint(roots: Sequence[Path] | None = None) -> str:
+    """A hash of the stack's Python code (merak and services by default): what `up` compares."""
+    if roots is None:
+        # The services package as this interpreter finds it (merak does not import it: layering).
+        spec = importlib.util.find_spec("services")
+        found = [Path(spec.origin).parent] if spec is not None and spec.origin else []
+        roots = [Path(__file__).parent, *found]
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def http_ok(url: str) -> bool:
     """True when `url` answers 200."""
     try:
@@ -357,9 +376,33 @@ class LocalStack:
             self.out(f"host: cannot raise {short}")
         return sizing
 
+    @property
+    def code_file(self) -> Path:
+        """The fingerprint of the code the running services were started from."""
+        return self.settings.run_dir / "code.sha256"
+
+    def _restart_if_other_code(self, code: str) -> None:
+        """Services started from other code (a `git pull` under a running stack) go, to start again:
+        an old compute worker replaying workflows with the new modules fails forever."""
+        ours = [c for c in self.components if c.argv[0] == sys.executable and self.running_pid(c)]
+        if not ours:
+            return
+        try:
+            started_from = self.code_file.read_text().strip()
+        except OSError:
+            started_from = ""
+        if started_from == code:
+            return
+        self.out(
+            "the running stack's services were started from other code: restarting them "
+            f"({', '.join(c.name for c in ours)}; Redis, Temporal and running labs stay)"
+        )
+        for component in reversed(ours):
+            self._stop(component)
+
     def up(self) -> list[ComponentState]:
-        """Check the machine, start what is not running, wait until everything is healthy; harmless
-        when already up."""
+        """Check the machine, start what is not running (and the services again if the code changed
+        under them), wait until everything is healthy; harmless when already up."""
         self.preflight()
         for directory in (
             self.settings.run_dir,
@@ -368,6 +411,8 @@ class LocalStack:
             self.settings.state_dir / "temporal",
         ):
             directory.mkdir(parents=True, exist_ok=True)
+        code = code_fingerprint()
+        self._restart_if_other_code(code)
         to_start = [c for c in self.components if self.running_pid(c) is None]
         taken = [
             f"port {port} ({c.name} {what})"
@@ -392,6 +437,7 @@ class LocalStack:
             for component in reversed(started):
                 self._stop(component)
             raise
+        self.code_file.write_text(code + "\n")
         return self.status()
 
     def teardown_labs(self) -> list[str]:

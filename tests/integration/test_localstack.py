@@ -17,7 +17,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak import netns
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, port_in_use
+from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, code_fingerprint, port_in_use
 from merak.procs import alive
 from merak.testing import free_port, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -76,6 +76,15 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
 
     again = stack.up()  # harmless: nothing restarted
     assert {s.component.name: s.pid for s in again} == pids
+
+    # The code changed under the running stack: its services start again; Redis and Temporal stay.
+    stack.code_file.write_text("other code\n")
+    restarted = {s.component.name: s.pid for s in stack.up()}
+    python = [*SERVICES, *settings.worker_names, "supervisor"]
+    assert all(restarted[name] not in (None, pids[name]) for name in python), (pids, restarted)
+    assert (restarted["redis"], restarted["temporal"]) == (pids["redis"], pids["temporal"])
+    assert stack.code_file.read_text().strip() == code_fingerprint()
+    pids = restarted
 
     # A component that dies is started again by the supervisor (a worker, then Redis itself).
     for name in ("compute-worker", "redis"):
