@@ -187,9 +187,18 @@ class ComputeManager:
         if fingerprint(stored) == fingerprint(config):
             return await self.info(config_id)  # a repeated UPDATE: nothing to do
         await self._check_endpoints(config.pods, hosts)
-        inventory.check_machine_room(
-            hosts, _new_only(planned, await self._existing(config_id, hosts)), self.machine_room()
-        )
+        existing = await self._existing(config_id)
+        new = _new_only(planned, {host: set(vms) for host, vms in existing.items()})
+        inventory.check_machine_room(hosts, new, self.machine_room())
+        if plugin.needs_network_config:
+            # The VMs that go free their addresses (the update deletes them before it creates).
+            kept = {(vm.host, vm.name) for vms in planned.values() for vm in vms}
+            freed: dict[str, int] = defaultdict(int)
+            for host, vms in existing.items():
+                for name, subnet in vms.items():
+                    if (host, name) not in kept:
+                        freed[subnet] += 1
+            await self._check_capacity(config, new, freed)
         await self.store.start_operation(config_id, UPDATE)
         try:
             added, dropped, _ = await self.store.update_inventory(
@@ -206,8 +215,12 @@ class ComputeManager:
         reply.return_message = f"Successfully started the update: {added} VMs to create, {dropped} to delete"
         return reply
 
-    async def _existing(self, config_id: str, hosts: Sequence[inventory.Host]) -> dict[str, set[str]]:
-        return {h.name: {r.name for r in await self.store.vms(config_id, h.name)} for h in hosts}
+    async def _existing(self, config_id: str) -> dict[str, dict[str, str]]:
+        """host -> VM name -> subnet id, of every VM the config has now."""
+        return {
+            host: {r.name: r.subnet for r in await self.store.vms(config_id, host)}
+            for host in await self.store.hosts(config_id)
+        }
 
     async def _check_endpoints(
         self, pods: Sequence[common_pb2.InternalComputeInfo], hosts: Sequence[inventory.Host]
@@ -295,15 +308,19 @@ class ComputeManager:
         return reply.netconfig_id
 
     async def _check_capacity(
-        self, config: compute_pb2.InternalComputeConfiguration, planned: dict[str, list[inventory.PlannedVm]]
+        self,
+        config: compute_pb2.InternalComputeConfiguration,
+        planned: dict[str, list[inventory.PlannedVm]],
+        freed: dict[str, int] | None = None,
     ) -> None:
+        """Each subnet has the addresses the VMs to create need (with those `freed` by VMs that go)."""
         wanted: dict[str, int] = defaultdict(int)
         for vms in planned.values():
             for vm in vms:
                 wanted[vm.subnet.subnet_id] += 1
         for v, vpc in enumerate(config.vm_deploy.vpcs):
             for s, subnet in enumerate(vpc.subnets):
-                free = subnet.capacity - subnet.allocated
+                free = subnet.capacity - subnet.allocated + (freed or {}).get(subnet.subnet_id, 0)
                 if subnet.capacity and wanted[subnet.subnet_id] > free:
                     raise InvalidArgument(
                         f"config.vm_deploy.vpcs[{v}].subnets[{s}]",

@@ -19,6 +19,7 @@ from tests.integration.scenario_lab import (
     compute_config,
     create_scenario,
     leftovers,
+    network_config,
     topology_config,
     watch,
 )
@@ -146,3 +147,49 @@ async def test_churn_keeps_the_population_while_replacing_vms(stack: Stack) -> N
 
     await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=180)
     assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+
+async def test_an_update_needs_the_addresses_it_adds_counting_those_it_frees(stack: Stack) -> None:
+    network = network_config()
+    subnet = network.vpcs[0].subnet_info[0]
+    subnet.subnet_cidr, subnet.subnet_gateway = "10.1.0.0/27", "10.1.0.1"  # 29 addresses for VMs
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=5, racks=0, per_rack=5, ports=2),
+        network=network,
+        compute=compute_config(nodes=5, vms_per_vpc=20),
+    )
+    sid = created.scenario.id
+    for service in (TOPOLOGY, NETWORK, COMPUTE):
+        await act(stack.stub, sid, service, DEPLOY)
+        await watch(stack, sid)
+
+    async def resize(nodes: int, vms: int) -> scenario_pb2.ScenarioActionReply:
+        await stack.stub.UpdateComputeConfig(
+            scenario_pb2.UpdateComputeConfigRequest(
+                config=scenario_pb2.ComputeConfig(
+                    id=created.compute.id, number_of_compute_nodes=nodes, number_of_vm_per_vpc=vms
+                ),
+                update_mask=field_mask_pb2.FieldMask(
+                    paths=["number_of_compute_nodes", "number_of_vm_per_vpc"]
+                ),
+            )
+        )
+        return await act(stack.stub, sid, COMPUTE, UPDATE)
+
+    # 20 VMs more with 9 addresses free: refused before anything changes.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await resize(5, 40)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "20 VMs asked for, but subnet 10.1.0.0/27 has 9 free addresses" in (caught.value.details() or "")
+    assert (
+        await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    ).compute_status == scenario_pb2.READY
+
+    # 4 hosts x 7: 12 new VMs, 9 free + the 4 that vhost-4's VMs give back.
+    await resize(4, 28)
+    assert (await watch(stack, sid))[-1].compute_status == scenario_pb2.READY
+    check = await act(stack.stub, sid, COMPUTE, CHECK)
+    assert check.compute.progress.done == check.compute.progress.total == 28
+    await ping_all(stack, sid, 28)
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=180)
