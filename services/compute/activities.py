@@ -130,6 +130,9 @@ class ComputeActivities:
         hosts = await self.store.hosts_named(ref.config_id, names)
         if ref.operation == PRUNE:
             counts = {n: await self.store.dropped_count(ref.config_id, n) for n in names}
+        elif ref.operation == DELETE:
+            # Every VM the host's list holds (a churn cut short leaves more than its count).
+            counts = {n: await self.store.vm_count(ref.config_id, n) for n in names}
         else:
             counts = {n: hosts[n].count for n in names if n in hosts}
         return ShardPlan(
@@ -340,7 +343,9 @@ class ComputeActivities:
             await self.store.delete(result.config_id)
             log.info("compute_deleted", config_id=result.config_id, vms=result.done)
             return
-        if result.operation == UPDATE:
+        if result.operation == UPDATE and not result.failed and not result.failure:
+            # Only a clean update forgets its drop lists: what failed to go is deleted by the next
+            # UPDATE or DELETE.
             await self.store.finish_update(result.config_id)
         await self.store.finish_operation(result.config_id, result.failure)
         log.info(

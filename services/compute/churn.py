@@ -113,15 +113,25 @@ class ChurnRun:
         by_host: dict[str, list[list[str]]] = defaultdict(list)
         for entry in plan:
             by_host[entry[0]].append(entry)
+        if any(len(entry) < 4 for entry in plan):
+            # First attempt: the victims' records join the plan, so a retry after they went still
+            # knows what to withdraw.
+            for host, entries in by_host.items():
+                elders = {r.name: r for r in await self.store.vms(config_id, host, [e[1] for e in entries])}
+                for entry in entries:
+                    elder = elders.get(entry[1])
+                    entry[3:] = [elder.to_json() if elder else ""]
+            await self.store.save_churn_plan(config_id, tick, plan)
         triples: list[Triple] = []
         abandoned: list[list[str]] = []
+        vanished: list[list[str]] = []
         for host, entries in by_host.items():
-            elders = {r.name: r for r in await self.store.vms(config_id, host, [e[1] for e in entries])}
             born = {r.name: r for r in await self.store.vms(config_id, host, [e[2] for e in entries])}
-            for _, victim, newborn in entries:
-                elder = elders.get(victim)
-                if elder is None:
-                    continue  # gone already (a DELETE meanwhile, or a tick redone after its end)
+            for _, victim, newborn, snapshot in entries:
+                if not snapshot:
+                    vanished.append([host, victim])  # gone before the tick (a VM deleted meanwhile)
+                    continue
+                elder = VmRecord.from_json(snapshot)
                 child = born.get(newborn) or replace(
                     elder, id=f"{host}.{newborn}", name=newborn, ip="", mac="", prefix=0, vni=0, gmac="",
                     remote="", device="", status=common_pb2.DEPLOYING, error="",
@@ -160,7 +170,7 @@ class ChurnRun:
         at = await self.record(config_id, meta, calls, 0)
         await self.store.record_born(config_id, [at] * len(ok))
         await self.store.end_tick(
-            config_id, tick, [[t.host, t.victim.name, t.newborn.name] for t in ok], abandoned
+            config_id, tick, [[t.host, t.victim.name, t.newborn.name] for t in ok], abandoned, vanished
         )
         return len(ok), len(lost)
 

@@ -23,8 +23,8 @@ from services.compute import inventory, results
 from services.compute.config import ComputeSettings
 from services.compute.contracts import CREATE, DELETE, RANDOM, RPS, SEQUENTIAL, UPDATE, DeployInput, Schedule
 from services.compute.metrics import ComputeMetrics
-from services.compute.plugins import plugin_type
-from services.compute.store import ComputeStore
+from services.compute.plugins import VmPlugin, plugin_type
+from services.compute.store import ComputeStore, Meta
 from services.compute.workflows import DeployComputeWorkflow
 
 log = get_logger(__name__)
@@ -99,19 +99,7 @@ class ComputeManager:
     ) -> compute_pb2.ReturnComputeMessage:
         """Validate, write the inventory, start the deployment; returns at once with the progress."""
         check_id("config.compute_config_id", config.compute_config_id)
-        plugin = plugin_type(config.plugin)
-        if plugin.needs_alcor and not config.alcor_url:
-            raise InvalidArgument(
-                "config.alcor_url",
-                "required with the alcor plugin: Alcor's port manager, e.g. http://10.0.0.5:30006 "
-                "(a scenario takes it from its service config: aca-cmd -a <ip>, or the alcorIp entry)",
-            )
-        if config.vm_deploy.scheduler not in _SCHEDULES:
-            raise InvalidArgument(
-                "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
-            )
-        if config.vm_deploy.scheduler == compute_pb2.RPS and config.rps <= 0:
-            raise InvalidArgument("config.rps", "the RPS scheduler needs a target rate above 0")
+        plugin = self._checked_plugin(config)
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self._complete_from_network(config)
@@ -171,20 +159,16 @@ class ComputeManager:
                 f"compute config {config_id!r} is running its {meta.operation.upper()}: "
                 "wait for it, then UPDATE"
             )
-        plugin = plugin_type(config.plugin)
+        plugin = self._checked_plugin(config)
         if plugin.name != meta.plugin:
             raise InvalidArgument(
                 "config.plugin", f"{config.plugin!r}: the config's VMs were made by {meta.plugin}"
-            )
-        if config.vm_deploy.scheduler not in _SCHEDULES:
-            raise InvalidArgument(
-                "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
             )
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self._complete_from_network(config)
         planned = inventory.plan(config, hosts)
-        if fingerprint(stored) == fingerprint(config):
+        if fingerprint(stored) == fingerprint(config) and not await self._unfinished(config_id, meta):
             return await self.info(config_id)  # a repeated UPDATE: nothing to do
         await self._check_endpoints(config.pods, hosts)
         existing = await self._existing(config_id)
@@ -214,6 +198,34 @@ class ComputeManager:
         reply = await self.info(config_id)
         reply.return_message = f"Successfully started the update: {added} VMs to create, {dropped} to delete"
         return reply
+
+    @staticmethod
+    def _checked_plugin(config: compute_pb2.InternalComputeConfiguration) -> type[VmPlugin]:
+        """The plugin, scheduler, rate and churn of a CREATE or UPDATE must make sense."""
+        plugin = plugin_type(config.plugin)
+        if plugin.needs_alcor and not config.alcor_url:
+            raise InvalidArgument(
+                "config.alcor_url",
+                "required with the alcor plugin: Alcor's port manager, e.g. http://10.0.0.5:30006 "
+                "(a scenario takes it from its service config: aca-cmd -a <ip>, or the alcorIp entry)",
+            )
+        if config.vm_deploy.scheduler not in _SCHEDULES:
+            raise InvalidArgument(
+                "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"
+            )
+        if config.vm_deploy.scheduler == compute_pb2.RPS and config.rps <= 0:
+            raise InvalidArgument("config.rps", "the RPS scheduler needs a target rate above 0")
+        for field in ("churn_rate", "churn_seconds"):
+            value = getattr(config, field)
+            if not 0 <= value <= 1e9:  # NaN fails too
+                raise InvalidArgument(f"config.{field}", f"{value!r} is not a rate or a duration")
+        return plugin
+
+    async def _unfinished(self, config_id: str, meta: Meta) -> bool:
+        """The last operation left work: it failed, VMs are in ERROR, or VMs wait on drop lists."""
+        if meta.failure or (await self.store.counts(config_id)).get(common_pb2.ERROR):
+            return True
+        return any([await self.store.dropped_count(config_id, h) for h in await self.store.hosts(config_id)])
 
     async def _existing(self, config_id: str) -> dict[str, dict[str, str]]:
         """host -> VM name -> subnet id, of every VM the config has now."""

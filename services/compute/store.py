@@ -331,7 +331,10 @@ class ComputeStore(RedisStore):
 
     async def forget_churn(self, config_id: str) -> None:
         """No churn state (a new operation)."""
-        keys = [self._k(config_id, part) for part in ("churn", "churn:age", "population", "born")]
+        keys = [
+            self._k(config_id, part)
+            for part in ("churn", "churn:age", "population", "born", "overlay:before")
+        ]
         keys += [k async for k in self.redis.scan_iter(match=self._k(config_id, "churn:plan:*"))]
         await self.redis.delete(*keys)
 
@@ -351,7 +354,13 @@ class ComputeStore(RedisStore):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._k(config_id, "churn"),
-                mapping={"tick": 0, "replaced": 0, "failed": 0, "running": "1"},
+                mapping={
+                    "tick": 0,
+                    "replaced": 0,
+                    "failed": 0,
+                    "running": "1",
+                    "generation": int(started_at) % 1_000_000,
+                },
             )
             pipe.delete(self._k(config_id, "churn:age"))
             if aged:
@@ -359,19 +368,25 @@ class ComputeStore(RedisStore):
             await pipe.execute()
 
     async def churn_plan(self, config_id: str, tick: int, size: int) -> list[list[str]]:
-        """The tick's [host, victim, newborn] triples: the `size` oldest VMs, kept for a retry."""
+        """The tick's [host, victim, newborn(, victim's record)] entries: the `size` oldest VMs, kept
+        for a retry. Newborn names carry the churn's generation: a later churn never meets them."""
         key = self._k(config_id, "churn:plan", str(tick))
         raw = await self.redis.get(key)
         if raw is not None:
             plan: list[list[str]] = json.loads(raw)
             return plan
+        generation = await self.redis.hget(self._k(config_id, "churn"), "generation") or "0"
         oldest = [str(v) for v in await self.redis.lrange(self._k(config_id, "churn:age"), 0, size - 1)]
         plan = []
         for j, entry in enumerate(oldest):
             host, _, victim = entry.partition("|")
-            plan.append([host, victim, f"r{tick}-{j}"])
-        await self.redis.set(key, json.dumps(plan))
+            plan.append([host, victim, f"r{generation!s}-{tick}-{j}"])
+        await self.save_churn_plan(config_id, tick, plan)
         return plan
+
+    async def save_churn_plan(self, config_id: str, tick: int, plan: list[list[str]]) -> None:
+        """Keep a tick's plan (with the victims' records once read: a retry needs them after they went)."""
+        await self.redis.set(self._k(config_id, "churn:plan", str(tick)), json.dumps(plan))
 
     async def born(self, config_id: str, host: str, names: Sequence[str]) -> None:
         """New VMs of a churn tick join the host's VMs (a DELETE finds them)."""
@@ -389,10 +404,15 @@ class ComputeStore(RedisStore):
         tick: int,
         replaced: Sequence[Sequence[str]],
         abandoned: Sequence[Sequence[str]] = (),
+        vanished: Sequence[Sequence[str]] = (),
     ) -> None:
         """A tick is over: replaced victims leave the host lists and the age list, their newborns join its
-        end; newborns that failed ([host, name]) leave the host lists (their victims stay)."""
+        end; newborns that failed ([host, name]) leave the host lists (their victims stay); victims that
+        were gone before the tick ([host, name]) leave both."""
         async with self.redis.pipeline(transaction=True) as pipe:
+            for host, victim in vanished:
+                pipe.lrem(self._k(config_id, "order", host), 1, victim)
+                pipe.lrem(self._k(config_id, "churn:age"), 1, f"{host}|{victim}")
             for host, victim, newborn in replaced:
                 pipe.lrem(self._k(config_id, "order", host), 1, victim)
                 pipe.lrem(self._k(config_id, "churn:age"), 1, f"{host}|{victim}")
@@ -444,10 +464,13 @@ class ComputeStore(RedisStore):
 
     async def finish_operation(self, config_id: str, failure: str = "") -> None:
         """Mark the operation as over."""
-        await self.redis.hset(
-            self._k(config_id, "meta"),
-            mapping={"running": "0", "failure": failure, "finished_at": time.time()},
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._k(config_id, "meta"),
+                mapping={"running": "0", "failure": failure, "finished_at": time.time()},
+            )
+            pipe.delete(self._k(config_id, "overlay:before"))
+            await pipe.execute()
 
     async def hosts(self, config_id: str) -> dict[str, HostRecord]:
         """Every host of the config by name."""
@@ -475,6 +498,10 @@ class ComputeStore(RedisStore):
         key = self._k(config_id, "drop" if dropped else "order", host)
         names = await self.redis.lrange(key, start, start + batch_size - 1)
         return [str(n) for n in names]
+
+    async def vm_count(self, config_id: str, host: str) -> int:
+        """How many VMs the host's list holds."""
+        return int(await self.redis.llen(self._k(config_id, "order", host)))
 
     async def dropped_count(self, config_id: str, host: str) -> int:
         """How many VMs an UPDATE removed from `host` (to be deleted)."""
@@ -661,9 +688,15 @@ class ComputeStore(RedisStore):
         return calls, ready
 
     async def reset_overlay(self, config_id: str) -> dict[int, dict[str, list[list[str]]]]:
-        """Forget the overlay index (it is rebuilt from the DONE VMs); returns what it held."""
-        before = await self.overlay(config_id)
-        keys = [self._k(config_id, "vni", str(vni)) for vni in before]
+        """Forget the overlay index (it is rebuilt from the DONE VMs); returns what it held when this
+        operation first asked (kept until the operation ends: a retried rebuild still knows it)."""
+        key = self._k(config_id, "overlay:before")
+        current = await self.overlay(config_id)
+        snapshot = json.dumps({str(vni): hosts for vni, hosts in current.items()})
+        await self.redis.set(key, snapshot, nx=True)
+        raw = await self.redis.get(key)
+        before = {int(vni): hosts for vni, hosts in json.loads(raw or "{}").items()}
+        keys = [self._k(config_id, "vni", str(vni)) for vni in current]
         keys += [self._k(config_id, part) for part in ("vnis", "withdrawn")]
         await self.redis.delete(*keys)
         return before

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from services.compute.contracts import (
         CREATE,
+        DELETE,
         PACE_LEAD,
         PRUNE,
         RANDOM,
@@ -157,10 +158,12 @@ class DeployComputeWorkflow:
         result = DeployResult()
         failure = ""
         try:
-            if deploy.operation == UPDATE:
+            if deploy.operation in (UPDATE, DELETE):
+                # The VMs an update took out (its drop lists: an UPDATE that was cut short or failed
+                # leaves some) go first; then an update creates, a delete deletes the rest.
                 pruned = await self._shards(deploy, PRUNE)
-                created = await self._shards(deploy, CREATE)
-                result = DeployResult(pruned.done + created.done, pruned.failed + created.failed)
+                rest = await self._shards(deploy, CREATE if deploy.operation == UPDATE else DELETE)
+                result = DeployResult(pruned.done + rest.done, pruned.failed + rest.failed)
             else:
                 result = await self._shards(deploy, deploy.operation)
             if deploy.operation in (CREATE, UPDATE) and result.done:
@@ -205,7 +208,7 @@ class DeployComputeWorkflow:
     async def _shards(self, deploy: DeployInput, operation: str) -> DeployResult:
         """Every shard's batches of one operation, side by side."""
         workflow_id = workflow.info().workflow_id
-        phase = f"-{operation}" if deploy.operation == UPDATE else ""
+        phase = f"-{operation}" if operation != deploy.operation else ""
         results = await asyncio.gather(
             *(
                 workflow.execute_child_workflow(

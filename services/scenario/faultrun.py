@@ -4,6 +4,7 @@ faults plus the occurrences of that moment; every window is recorded for WatchSc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -119,8 +120,12 @@ class FaultRun:
         try:
             await self._run()
         except Exception:
-            # The store or the loop failed under it: say so once; `stop` still heals the lab.
+            # The store or the loop failed under it: say so once (a watch must not wait for it);
+            # `stop` still heals the lab.
             log.exception("scenario_faults_failed", scenario_id=self.scenario_id)
+            self.record.running = False
+            with contextlib.suppress(Exception):
+                await self.store.save_fault_run(self.scenario_id, self.record.to_json())
 
     async def _apply(self, now: list[Occurrence]) -> str:
         """Ask the lab for its own faults plus `now`; the error, if any."""
@@ -179,9 +184,8 @@ class FaultRun:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        error = ""
-        if heal and any(w.start is not None and w.end is None for w in self.record.windows.values()):
-            error = await self._apply([])
+        # Healed whatever the windows say: a SetFaults cancelled in flight may have taken effect.
+        error = await self._apply([]) if heal else ""
         self.record.heal(time.time(), error)
         await self.store.save_fault_run(self.scenario_id, self.record.to_json())
         log.info("scenario_faults_stopped", scenario_id=self.scenario_id, healed=heal, error=error)

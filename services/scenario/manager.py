@@ -528,10 +528,28 @@ class ScenarioManager:
         log.info("scenario_faults_started", scenario_id=scenario.id, faults=len(test.fault_schedule))
 
     async def stop_faults(self, scenario_id: str, *, heal: bool) -> None:
-        """End the scenario's fault schedule; with `heal`, the lab keeps only its own faults."""
+        """End the scenario's fault schedule; with `heal`, the lab keeps only its own faults. A schedule
+        this process does not run (it ran before a restart) is healed from its record."""
         run = self._fault_runs.pop(scenario_id, None)
         if run is not None:
             await run.stop(heal=heal)
+            return
+        raw = await self.store.fault_run(scenario_id)
+        if raw is None:
+            return
+        record = FaultRunRecord.from_json(raw)
+        if not any(w.start is not None and w.end is None for w in record.windows.values()):
+            return
+        error = ""
+        if heal:
+            try:
+                await self.clients.topology_faults(
+                    "SetFaults", faults.lab_faults(record.topology_id, record.base_faults(), [])
+                )
+            except ServiceError as exc:
+                error = exc.message
+        record.heal(time.time(), error)
+        await self.store.save_fault_run(scenario_id, record.to_json())
 
     async def close(self) -> None:
         """On shutdown: every running schedule stops and its lab heals (a restart would heal it too)."""

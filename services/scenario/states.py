@@ -8,6 +8,7 @@ from merak.errors import FailedPrecondition
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
 from services.scenario.models import (
     SERVICES,
+    TRANSITIONAL,
     Action,
     Service,
     Status,
@@ -81,7 +82,17 @@ def check_action(scenario: scenario_pb2.Scenario, service: Service, action: Acti
         reason = f"{service.label} is {status_name(status)}; only a READY service can be updated"
         raise _blocked(action, service, reason)
     if action == scenario_pb2.UPDATE:
-        return  # a running lab changes under what runs on it; each service refuses what it cannot do
+        # A running lab changes under what runs on it (each service refuses what it cannot do), but
+        # not under a service that is still being deployed, updated or deleted on it.
+        for other in later:
+            other_status = status_of(scenario, other)
+            if other_status in TRANSITIONAL:
+                reason = (
+                    f"{other.label} is {status_name(other_status)}; wait until it is over "
+                    f"(CHECK {other.label})"
+                )
+                raise _blocked(action, service, reason)
+        return
     # Whatever comes after this service must be gone first (Merak: every action but CHECK needs it).
     for other in reversed(later):
         other_status = status_of(scenario, other)

@@ -252,7 +252,8 @@ def compute(
         rps=config.rps,
         scenario_id=scenario_id,
         # Churn at its own rate, or at Merak's RPS knob when only its duration is given.
-        churn_rate=config.churn_rate or (config.rps if config.scheduler == compute_pb2.RPS else 0.0),
+        churn_rate=config.churn_rate
+        or (config.rps if config.churn_seconds and config.scheduler == compute_pb2.RPS else 0.0),
         churn_seconds=config.churn_seconds,
     )
     if message.plugin == "alcor":

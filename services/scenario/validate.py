@@ -202,12 +202,11 @@ def compute_config(config: scenario_pb2.ComputeConfig) -> None:
         value = getattr(config, field)
         if not 0 <= value <= MAX_CHURN[field]:  # NaN fails too
             raise InvalidArgument(field, f"{value!r}: from 0 to {MAX_CHURN[field]:g}")
-    rate = config.churn_rate or (config.rps if config.scheduler == compute_pb2.RPS else 0.0)
-    if bool(rate) != bool(config.churn_seconds):
-        raise InvalidArgument(
-            "churn_seconds",
-            "churn needs churn_seconds and a rate (churn_rate, or the RPS scheduler's rps), or neither",
-        )
+    if config.churn_rate and not config.churn_seconds:
+        raise InvalidArgument("churn_seconds", "a churn_rate needs churn_seconds (how long the churn lasts)")
+    rps = config.rps if config.scheduler == compute_pb2.RPS else 0.0
+    if config.churn_seconds and not (config.churn_rate or rps):
+        raise InvalidArgument("churn_seconds", "a churn needs a rate: churn_rate, or the RPS scheduler's rps")
     if config.scheduler == compute_pb2.RPS and config.rps <= 0:
         raise InvalidArgument("rps", "the RPS scheduler needs a target rate above 0 (VMs per second)")
     nodes = config.number_of_compute_nodes

@@ -62,6 +62,32 @@ def check_update(old: TopologySpec, new: TopologySpec) -> None:
             )
 
 
+def check_vhosts(old: Topology, new: Topology) -> None:
+    """A vhost that stays keeps its position among the vhosts (its VMs' namespaces and its MAC derive
+    from it) and its NICs and addresses: vhosts come and go at the end (CUSTOM: keep their order)."""
+    before = {node.name: (i, node) for i, node in enumerate(old.vhosts())}
+    for i, node in enumerate(new.vhosts()):
+        if node.name not in before:
+            continue
+        j, was = before[node.name]
+        if i != j:
+            raise InvalidArgument(
+                "config.vnodes",
+                f"vhost {node.name} would move from position {j} to {i} among the vhosts; a running lab "
+                "keeps its vhosts' order: add vhosts after the others, remove them from the end",
+            )
+        # A NIC that stays keeps its address (one that goes with its link may go); the first NIC,
+        # which carries the vhost's MAC, stays the first.
+        now = {nic.name: nic.ip for nic in node.nics}
+        changed = any(nic.name in now and now[nic.name] != nic.ip for nic in was.nics)
+        if changed or (was.nics[:1] and node.nics[:1] and was.nics[0].name != node.nics[0].name):
+            raise InvalidArgument(
+                "config.vnodes",
+                f"vhost {node.name}'s addresses would change; a running lab's vhosts keep their "
+                "data-plane NIC and addresses",
+            )
+
+
 def diff(old: Topology, new: Topology) -> TopologyDiff:
     """Nodes by name (a node whose kind changed goes and comes back), links by both ends."""
     old_nodes = {n.name: n for n in old.nodes}

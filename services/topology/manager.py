@@ -22,7 +22,7 @@ from services.topology import faults
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
 from services.topology.backends.impair import DeviceFaults
-from services.topology.diff import TopologyDiff, check_update, diff
+from services.topology.diff import TopologyDiff, check_update, check_vhosts, diff
 from services.topology.generator import generate, spec_from_proto
 from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec, vhost_mac
@@ -42,13 +42,8 @@ class _Entry:
     task: asyncio.Task[None] | None = None
     # Keeps the agents running once the topology is built (restarts the ones that die).
     supervisor: asyncio.Task[None] | None = None
-    # `task` is an UPDATE: no vhost is READY before it is over (they are UPDATING).
+    # `task` is an UPDATE (its vhosts are UPDATING until it is over; a build's are DEPLOYING).
     updating: bool = False
-
-    @property
-    def updating_now(self) -> bool:
-        """An UPDATE of the lab runs."""
-        return self.updating and self.task is not None and not self.task.done()
 
 
 class TopologyManager:
@@ -190,9 +185,16 @@ class TopologyManager:
         spec = entry.topology.spec
         backend = self.backends.get(spec.backend)
         runtime = await backend.inspect(entry.topology, built=record.built)
-        if entry.updating_now:
+        if entry.task is not None and not entry.task.done():
+            # No vhost is READY before the build or update that runs has recorded its end: an agent
+            # that answers may still be one the build finds dead.
+            status, said = (
+                (common_pb2.UPDATING, "the topology is being updated")
+                if entry.updating
+                else (common_pb2.DEPLOYING, "the topology is being built")
+            )
             runtime = {
-                name: replace(state, status=common_pb2.UPDATING, detail="the topology is being updated")
+                name: replace(state, status=status, detail=said)
                 if state.status == common_pb2.READY
                 else state
                 for name, state in runtime.items()
@@ -280,6 +282,11 @@ class TopologyManager:
             await backend.check_faults(spec, wanted, hosts)
             return await self.list_faults(spec.topology_id)
         async with self._lock(spec.topology_id):
+            record = await self._record(spec.topology_id)  # an UPDATE may have run meanwhile
+            if record.status != st.READY or entry.topology.spec != spec:
+                raise FailedPrecondition(
+                    f"topology {spec.topology_id!r} changed while the faults waited: set them again"
+                )
             before = faults.plan(entry.topology, await self.store.faults(spec.topology_id))
             healed = {node: dict.fromkeys(devices, DeviceFaults()) for node, devices in before.items()}
             for node, devices in wanted.items():
@@ -344,6 +351,7 @@ class TopologyManager:
                 )
             backend.check(spec)
             new = await asyncio.to_thread(generate, spec)
+            check_vhosts(old, new)
             change = diff(old, new)
             await backend.check_update(old, new, change)
             if entry.supervisor is not None and not entry.supervisor.done():

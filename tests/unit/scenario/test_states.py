@@ -77,6 +77,12 @@ REFUSED = [
     (scenario(), TOPOLOGY, DELETE, "cannot DELETE topology: topology is not deployed (NONE)"),
     (scenario(), COMPUTE, CHECK, "cannot CHECK compute: compute is not deployed (NONE)"),
     (scenario(DEP), TOPOLOGY, UPDATE, "cannot UPDATE topology: topology is DEPLOYING"),
+    (
+        scenario(R, R, DEP),
+        TOPOLOGY,
+        UPDATE,
+        "cannot UPDATE topology: compute is DEPLOYING; wait until it is over",
+    ),
     (scenario(F, R), TOPOLOGY, DEPLOY, "cannot DEPLOY topology: network is READY; DELETE network first"),
 ]
 

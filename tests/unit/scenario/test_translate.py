@@ -202,6 +202,11 @@ def test_churn_runs_at_its_own_rate_or_at_the_rps_knob_and_is_checked() -> None:
     )
     assert _compute(rps).config.churn_rate == 15
     validate.validate(COMPUTE_CONFIG, rps)
+    plain_rps = scenario_pb2.ComputeConfig(
+        id="c", number_of_vm_per_vpc=50, scheduler=compute_pb2.RPS, rps=15
+    )  # an RPS scheduler without churn is no churn
+    validate.validate(COMPUTE_CONFIG, plain_rps)
+    assert _compute(plain_rps).config.churn_rate == 0
     for bad, field in (
         (scenario_pb2.ComputeConfig(churn_seconds=30), "churn_seconds"),  # no rate
         (scenario_pb2.ComputeConfig(churn_rate=5), "churn_seconds"),  # no duration

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from merak.errors import InvalidArgument
-from services.topology.diff import check_update, diff
-from tests.unit.topology.test_generator import build, config
+from merak.v1 import topology_pb2
+from services.topology.diff import check_update, check_vhosts, diff
+from tests.unit.topology.test_generator import build, config, custom
 
 
 def test_growing_a_tree_keeps_every_vhost_link_and_rewires_only_the_fabric_above() -> None:
@@ -35,3 +36,15 @@ def test_an_update_keeps_the_labs_identity_and_addresses() -> None:
         check_update(old, build(config(data_plane_cidr="10.9.0.0/16")).spec)
     assert caught.value.field == "config.data_plane_cidr"
     check_update(old, build(config(number_of_vhosts=9)).spec)
+
+
+def test_a_vhost_that_stays_keeps_its_position_and_its_nics() -> None:
+    VHOST = topology_pb2.VHOST  # noqa: N806 - the proto's name
+    nodes = [(f"h{i}", VHOST, [(f"h{i}-eth1", f"10.0.0.{i + 1}/24")]) for i in range(3)]
+    old = build(custom(nodes, [("h0", "h1"), ("h1", "h2")]))
+    check_vhosts(old, build(custom([*nodes, ("h3", VHOST, [("h3-eth1", "10.0.0.4/24")])], [("h0", "h1")])))
+    with pytest.raises(InvalidArgument, match="would move from position 1 to 0"):
+        check_vhosts(old, build(custom(nodes[1:], [("h1", "h2")])))  # h0 removed: the others shift
+    moved = [nodes[0], ("h1", VHOST, [("h1-eth1", "10.0.0.9/24")]), nodes[2]]
+    with pytest.raises(InvalidArgument, match="addresses would change"):
+        check_vhosts(old, build(custom(moved, [("h0", "h1")])))
