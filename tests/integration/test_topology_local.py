@@ -470,5 +470,7 @@ async def test_an_update_cut_short_by_a_restart_is_finished_by_the_next_service(
             await call(lab.stub, common_pb2.DELETE, after)
         assert netns.list_names(ns_prefix(short)) == []
     finally:
+        if await built.root.store.get(topology_id) is not None:  # a failure above: leave nothing
+            await built.root.delete(topology_id)
         await built.server.stop(0)
         await built.close()
