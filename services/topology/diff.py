@@ -3,7 +3,7 @@ Pure; the backends make the kernel follow (a node or link in both is not touched
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from merak.errors import InvalidArgument
 from services.topology.models import Link, Node, Topology, TopologySpec
@@ -29,6 +29,8 @@ class TopologyDiff:
     added_nodes: tuple[Node, ...]
     removed_links: tuple[Link, ...]
     added_links: tuple[Link, ...]
+    # Where each vhost that goes was among the vhosts (its VMs' namespaces are named after it).
+    positions: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -53,10 +55,10 @@ class TopologyDiff:
 
 def check_update(old: TopologySpec, new: TopologySpec) -> None:
     """InvalidArgument naming a field an UPDATE cannot change (DELETE and CREATE for those)."""
-    for field, attribute in _FIXED.items():
+    for name, attribute in _FIXED.items():
         if getattr(old, attribute) != getattr(new, attribute):
             raise InvalidArgument(
-                field,
+                name,
                 f"{getattr(new, attribute)!r}: a running topology keeps its {attribute} "
                 f"({getattr(old, attribute)!r}); DELETE it and CREATE it again to change it",
             )
@@ -104,4 +106,24 @@ def diff(old: Topology, new: Topology) -> TopologyDiff:
         added_nodes=tuple(n for n in new.nodes if n.name not in kept),
         removed_links=tuple(link for key, link in old_links.items() if key not in stays),
         added_links=tuple(link for key, link in new_links.items() if key not in stays),
+        positions={n.name: i for i, n in enumerate(old.vhosts()) if n.name not in kept},
+    )
+
+
+def merged(first: TopologyDiff, second: TopologyDiff) -> TopologyDiff:
+    """Both diffs' work (for a lab between two graphs: an update that failed half way); every step of
+    an update is idempotent, so doing a step twice, or one that was done, is harmless."""
+
+    def nodes(a: tuple[Node, ...], b: tuple[Node, ...]) -> tuple[Node, ...]:
+        return tuple({n.name: n for n in (*a, *b)}.values())
+
+    def links(a: tuple[Link, ...], b: tuple[Link, ...]) -> tuple[Link, ...]:
+        return tuple({_link_key(link): link for link in (*a, *b)}.values())
+
+    return TopologyDiff(
+        removed_nodes=nodes(first.removed_nodes, second.removed_nodes),
+        added_nodes=nodes(first.added_nodes, second.added_nodes),
+        removed_links=links(first.removed_links, second.removed_links),
+        added_links=links(first.added_links, second.added_links),
+        positions={**second.positions, **first.positions},
     )

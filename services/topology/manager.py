@@ -22,7 +22,7 @@ from services.topology import faults
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
 from services.topology.backends.impair import DeviceFaults
-from services.topology.diff import TopologyDiff, check_update, check_vhosts, diff
+from services.topology.diff import TopologyDiff, check_update, check_vhosts, diff, merged
 from services.topology.generator import generate, spec_from_proto
 from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec, vhost_mac
@@ -331,16 +331,23 @@ class TopologyManager:
         async with self._lock(spec.topology_id):
             record = await self._record(spec.topology_id)
             entry = await self._entry(record)
-            old = entry.topology
-            check_update(old.spec, spec)
             if entry.task is not None and not entry.task.done():
                 # Its vhosts may all answer READY while the build records its end: wait a little.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(entry.task), _SETTLE_SECONDS)
                 record = await self._record(spec.topology_id)
-            if spec == old.spec:
+            # An UPDATE that failed (ERROR, the config it started from kept) may be tried again: from
+            # that config, since the lab is somewhere between the two (every step is idempotent).
+            previous = (
+                await self.store.previous_config(spec.topology_id) if record.status == st.ERROR else None
+            )
+            old = entry.topology
+            if previous is not None:
+                old = await asyncio.to_thread(generate, spec_from_proto(previous))
+            check_update(old.spec, spec)
+            if spec == old.spec and previous is None:
                 return await self.info(spec.topology_id)  # a repeated UPDATE: nothing to do
-            if not record.built or record.status != st.READY:
+            if previous is None and (not record.built or record.status != st.READY):
                 raise FailedPrecondition(
                     f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it, then UPDATE"
                 )
@@ -353,11 +360,13 @@ class TopologyManager:
             new = await asyncio.to_thread(generate, spec)
             check_vhosts(old, new)
             change = diff(old, new)
+            if previous is not None:  # the lab may hold some of the failed target too
+                change = merged(change, diff(entry.topology, new))
             await backend.check_update(old, new, change)
             if entry.supervisor is not None and not entry.supervisor.done():
                 entry.supervisor.cancel()  # it would restart agents of the old grouping
                 await asyncio.gather(entry.supervisor, return_exceptions=True)
-            await self.store.replace_config(config, record.config)
+            await self.store.replace_config(config, previous or record.config)
             entry.topology = new
             entry.updating = True
             entry.task = asyncio.create_task(

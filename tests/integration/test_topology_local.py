@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -474,3 +475,42 @@ async def test_an_update_cut_short_by_a_restart_is_finished_by_the_next_service(
             await built.root.delete(topology_id)
         await built.server.stop(0)
         await built.close()
+
+
+async def _ip(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec("ip", *args)
+    assert await proc.wait() == 0, args
+
+
+async def test_an_update_that_failed_can_be_tried_again(lab: Lab) -> None:
+    topology_id = unique_name("t-")
+    before = tree(topology_id, vhosts=3, racks=0, per_rack=3, ports=2)
+    after = tree(topology_id, vhosts=5, racks=0, per_rack=3, ports=2)
+    await call(lab.stub, common_pb2.CREATE, before)
+    await wait_ready(lab, before)
+    short = short_of(topology_id)
+    # vhost-3's NIC exists already in its namespace: the update's veth cannot be made (EEXIST).
+    blocker = ns_name(short, "vhost-3")
+    netns.create(blocker)
+    await _ip("-n", blocker, "link", "add", "vh3-eth1", "type", "veth", "peer", "name", "vh3-x")
+
+    async def failed() -> str | None:
+        said = (await call(lab.stub, common_pb2.INFO, after)).return_message
+        return said if "topology ERROR" in said else None
+
+    async def ready() -> str | None:
+        said = (await call(lab.stub, common_pb2.INFO, after)).return_message
+        return said if "topology READY" in said else None
+
+    await call(lab.stub, common_pb2.UPDATE, after)
+    said: str = await assert_eventually(failed, timeout=60)
+    assert "error:" in said
+    await _ip("-n", blocker, "link", "del", "vh3-eth1")
+
+    reply = await call(lab.stub, common_pb2.UPDATE, after)  # the same config, again
+    assert reply.return_message.startswith("UPDATE started: "), reply.return_message
+    said = await assert_eventually(ready, timeout=60)
+    assert sorted(netns.list_names(ns_prefix(short))) == lab_namespaces(after)
+    assert await assert_eventually(lambda: ping(ns_name(short, "vhost-0"), "10.200.0.5"), timeout=10)
+    await call(lab.stub, common_pb2.DELETE, after)
+    assert netns.list_names(ns_prefix(short)) == []

@@ -378,12 +378,11 @@ class LocalBackend(TopologyBackend):
         """A vhost that goes must hold no VM (its VMs' namespaces would be orphaned)."""
         if old.spec.dataplane != "real":
             return
-        index = {node.name: i for i, node in enumerate(old.vhosts())}
         busy = []
         for node in change.removed_nodes:
             if node.is_switch:
                 continue
-            prefix = f"{vm_ns_prefix(old.spec.short_id, index[node.name])}-"
+            prefix = f"{vm_ns_prefix(old.spec.short_id, change.positions[node.name])}-"
             vms = [ns for ns in netns.list_names(prefix) if not ns.startswith(f"{prefix}vpc")]
             if vms:
                 busy.append(f"{node.name} ({len(vms)})")
@@ -399,18 +398,19 @@ class LocalBackend(TopologyBackend):
         spec = new.spec
         started = time.perf_counter()
         new_plans = {plan.index: plan for plan in self.plan_agents(new)}
+        # The agents to stop are read from the run directory, not from `old`'s plan: an update cut
+        # short may have started agents neither graph has.
         stale = [
-            plan
-            for plan in self.plan_agents(old)
-            if plan.index not in new_plans or new_plans[plan.index].vhosts != plan.vhosts
-            or new_plans[plan.index].netns != plan.netns
-        ]  # fmt: skip
+            pid_file
+            for pid_file in sorted(self.run_dir(spec.short_id).glob("agent-*.pid"))
+            if not _serves(pid_file, new_plans)
+        ]
         loop = asyncio.get_running_loop()
-        stopped = await loop.run_in_executor(None, _stop_pid_files, [plan.pid_file for plan in stale])
-        for plan in stale:
-            self._started.pop(plan.pid_file, None)
-            self._down.pop(plan.pid_file, None)
-            plan.pid_file.unlink(missing_ok=True)
+        stopped = await loop.run_in_executor(None, _stop_pid_files, stale)
+        for pid_file in stale:
+            self._started.pop(pid_file, None)
+            self._down.pop(pid_file, None)
+            pid_file.unlink(missing_ok=True)
         if spec.dataplane == "real":
             if self.host is not None:
                 host = self.host
@@ -450,12 +450,11 @@ class LocalBackend(TopologyBackend):
             _delete_links, [(ns_name(short, n), nics) for n, nics in going.items()], in_ns=True, stop=stop
         )
         # A vhost that goes takes its VPC namespaces along (its VMs are gone: check_update).
-        old_index = {node.name: i for i, node in enumerate(old.vhosts())}
         leftovers = [
             ns
             for node in change.removed_nodes
             if not node.is_switch
-            for ns in netns.list_names(f"{vm_ns_prefix(short, old_index[node.name])}-")
+            for ns in netns.list_names(f"{vm_ns_prefix(short, change.positions[node.name])}-")
         ]
         gone = [ns_name(short, n.name) for n in change.removed_nodes] + leftovers
         self._parallel(_remove_ns, [(ns,) for ns in gone], stop=stop)
@@ -782,6 +781,22 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise Unavailable(f"a host fault did not take effect within {timeout:.0f}s")
         await asyncio.sleep(0.02)
+
+
+def _serves(pid_file: Path, plans: Mapping[int, AgentPlan]) -> bool:
+    """The agent of `pid_file` serves exactly what the plan of its index says (its vhosts file)."""
+    index = pid_file.stem.removeprefix("agent-")
+    plan = plans.get(int(index)) if index.isdigit() else None
+    if plan is None:
+        return False
+    try:
+        document = json.loads(pid_file.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    serving = tuple(str(v.get("name", "")) for v in document.get("vhosts", []))
+    netns_of = {str(v.get("name", "")): str(v.get("netns", "")) for v in document.get("vhosts", [])}
+    same_ns = not plan.netns or netns_of.get(plan.vhosts[0]) == plan.netns
+    return serving == plan.vhosts and same_ns
 
 
 def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
