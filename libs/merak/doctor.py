@@ -7,6 +7,7 @@ refuses to start on one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import platform
@@ -15,7 +16,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -225,18 +226,45 @@ def _kernel_checks() -> list[Check]:
             )
             for f in FEATURES
         ]
+    try:
+        with _scratch() as (ipr, ns):
+            checks = [Check("kernel", "network namespaces", "ok", "present", "required", NETNS_MEANING)]
+            return checks + [_probe(feature, ipr, ns) for feature in FEATURES]
+    except _NoNamespace as exc:
+        return [
+            Check("kernel", "network namespaces", "fail", _describe(exc.cause), "required", NETNS_MEANING)
+        ]
+
+
+class _NoNamespace(Exception):
+    """The scratch namespace could not be made."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[tuple[Any, str]]:
+    """This thread inside a uniquely named scratch namespace, with a netlink socket; always removed."""
     ns = f"mkdoctor-{os.getpid()}-{secrets.token_hex(3)}"
     try:
         netns.create(ns)
     except OSError as exc:
-        return [Check("kernel", "network namespaces", "fail", _describe(exc), "required", NETNS_MEANING)]
+        raise _NoNamespace(exc) from exc
     try:
-        checks = [Check("kernel", "network namespaces", "ok", "present", "required", NETNS_MEANING)]
         with netns.entered(ns), IPRoute() as ipr:
-            checks += [_probe(feature, ipr, ns) for feature in FEATURES]
-        return checks
+            yield ipr, ns
     finally:
         netns.remove(ns)
+
+
+def kernel_has(name: str) -> bool:
+    """Whether this kernel has the feature `name` of FEATURES (e.g. "netem"), tried as the doctor
+    tries it (root)."""
+    feature = next(f for f in FEATURES if f.name == name)
+    with _scratch() as (ipr, ns):
+        return _probe(feature, ipr, ns).status == "ok"
 
 
 # --------------------------------------------------------------------------- sysctls and limits

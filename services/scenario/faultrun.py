@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -83,13 +84,30 @@ class FaultRunRecord:
         begun = [w for w in self.windows.values() if w.start is not None]
         return [w.window(since) for w in sorted(begun, key=lambda w: (w.start or 0.0, w.name, w.occurrence))]
 
+    @property
+    def open(self) -> list[WindowRecord]:
+        """The windows that began and have not ended."""
+        return [w for w in self.windows.values() if w.start is not None and w.end is None]
+
     def heal(self, stamp: float, error: str = "") -> None:
         """Every window still open ends now."""
-        for window in self.windows.values():
-            if window.start is not None and window.end is None:
-                window.end = stamp
-                window.error = window.error or error
+        for window in self.open:
+            window.end = stamp
+            window.error = window.error or error
         self.running = False
+
+
+async def ask_lab(
+    clients: ServiceClients, record: FaultRunRecord, now: Sequence[Occurrence] = ()
+) -> MerakError | None:
+    """Ask the lab (SetFaults) for its own faults plus the occurrences `now`; what failed, if anything."""
+    try:
+        await clients.topology_faults(
+            "SetFaults", faults.lab_faults(record.topology_id, record.base_faults(), now)
+        )
+    except MerakError as exc:
+        return exc
+    return None
 
 
 class FaultRun:
@@ -129,12 +147,8 @@ class FaultRun:
 
     async def _apply(self, now: list[Occurrence]) -> str:
         """Ask the lab for its own faults plus `now`; the error, if any."""
-        request = faults.lab_faults(self.record.topology_id, self.record.base_faults(), now)
-        try:
-            await self.clients.topology_faults("SetFaults", request)
-        except MerakError as exc:
-            return str(exc)
-        return ""
+        failed = await ask_lab(self.clients, self.record, now)
+        return "" if failed is None else str(failed)
 
     async def _run(self) -> None:
         previous: dict[str, Occurrence] = {}

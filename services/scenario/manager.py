@@ -20,7 +20,7 @@ from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topolog
 from services.scenario import faults, states, translate, validate
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
-from services.scenario.faultrun import FaultRun, FaultRunRecord
+from services.scenario.faultrun import FaultRun, FaultRunRecord, ask_lab
 from services.scenario.metrics import ScenarioMetrics
 from services.scenario.models import (
     COMPUTE,
@@ -538,17 +538,10 @@ class ScenarioManager:
         if raw is None:
             return
         record = FaultRunRecord.from_json(raw)
-        if not any(w.start is not None and w.end is None for w in record.windows.values()):
+        if not record.open:
             return
-        error = ""
-        if heal:
-            try:
-                await self.clients.topology_faults(
-                    "SetFaults", faults.lab_faults(record.topology_id, record.base_faults(), [])
-                )
-            except ServiceError as exc:
-                error = exc.message
-        record.heal(time.time(), error)
+        failed = await ask_lab(self.clients, record) if heal else None
+        record.heal(time.time(), "" if failed is None else failed.message)
         await self.store.save_fault_run(scenario_id, record.to_json())
 
     async def close(self) -> None:
@@ -567,13 +560,9 @@ class ScenarioManager:
             record = FaultRunRecord.from_json(raw)
             if not record.running:
                 continue
-            request = faults.lab_faults(record.topology_id, record.base_faults(), [])
-            error = ""
-            try:
-                await self.clients.topology_faults("SetFaults", request)
-            except ServiceError as exc:
-                if exc.code != grpc.StatusCode.NOT_FOUND:
-                    error = exc.message
+            failed = await ask_lab(self.clients, record)
+            gone = isinstance(failed, ServiceError) and failed.code == grpc.StatusCode.NOT_FOUND
+            error = "" if failed is None or gone else failed.message
             record.heal(time.time(), f"the scenario service restarted: healed then {error}".strip())
             await self.store.save_fault_run(scenario_id, record.to_json())
             log.warning("scenario_faults_healed_at_start", scenario_id=scenario_id, error=error)

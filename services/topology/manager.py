@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
 
 from merak.errors import (
@@ -115,19 +115,30 @@ class TopologyManager:
         async def on_ready(_vhosts: list[str]) -> None:
             return None  # readiness is read live by INFO; nothing to record per vhost
 
+        if await self._settle(topology, backend, backend.deploy(topology, on_ready), "topology_build_failed"):
+            self.metrics.build_seconds.labels(spec.backend, spec.dataplane).observe(
+                time.perf_counter() - started
+            )
+
+    async def _settle(
+        self, topology: Topology, backend: TopologyBackend, work: Awaitable[None], failed: str
+    ) -> bool:
+        """Run a build or update of the lab and record how it ended: READY (then supervised) or ERROR
+        with the reason (logged as `failed`). Whether it succeeded."""
+        topology_id = topology.spec.topology_id
         try:
-            await backend.deploy(topology, on_ready)
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             message = exc.message if isinstance(exc, MerakError) else f"{type(exc).__name__}: {exc}"
-            log.exception("topology_build_failed", topology_id=spec.topology_id)
-            await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
-            return
-        await self.store.set_status(spec.topology_id, st.READY, built=True)
-        self.metrics.build_seconds.labels(spec.backend, spec.dataplane).observe(time.perf_counter() - started)
+            log.exception(failed, topology_id=topology_id)
+            await self.store.set_status(topology_id, st.ERROR, built=True, error=message)
+            return False
+        await self.store.set_status(topology_id, st.READY, built=True)
         self._update_gauges()
         self._supervise(topology, backend)
+        return True
 
     def _supervise(self, topology: Topology, backend: TopologyBackend) -> None:
         entry = self._entries.get(topology.spec.topology_id)
@@ -380,20 +391,8 @@ class TopologyManager:
     async def _update(
         self, old: Topology, new: Topology, change: TopologyDiff, backend: TopologyBackend
     ) -> None:
-        spec = new.spec
-        try:
-            await backend.update(old, new, change)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            message = exc.message if isinstance(exc, MerakError) else f"{type(exc).__name__}: {exc}"
-            log.exception("topology_update_failed", topology_id=spec.topology_id)
-            await self.store.set_status(spec.topology_id, st.ERROR, built=True, error=message)
-            return
-        await self.store.set_status(spec.topology_id, st.READY, built=True)
-        await self.store.forget_previous(spec.topology_id)
-        self._update_gauges()
-        self._supervise(new, backend)
+        if await self._settle(new, backend, backend.update(old, new, change), "topology_update_failed"):
+            await self.store.forget_previous(new.spec.topology_id)
 
     async def close(self) -> None:
         """Stop background builds (deployments resume after a restart); topologies keep running."""

@@ -78,22 +78,7 @@ class TopologyStore(RedisStore):
     async def create(self, config: topology_pb2.InternalTopologyConfiguration, short_id: str) -> None:
         """Store a new topology in DEPLOYING state."""
         now = time.time()
-        topology_id = config.topology_id
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._config_key(topology_id), json_format.MessageToJson(config, indent=None))
-            pipe.hset(
-                self._meta_key(topology_id),
-                mapping={
-                    "status": DEPLOYING,
-                    "built": "0",
-                    "error": "",
-                    "short_id": short_id,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            pipe.sadd(self._ids_key, topology_id)
-            await pipe.execute()
+        await self._put(config, {"short_id": short_id, "created_at": now, "updated_at": now}, new=True)
 
     async def replace_config(
         self,
@@ -102,19 +87,28 @@ class TopologyStore(RedisStore):
     ) -> None:
         """An UPDATE: the new config, DEPLOYING (not built) until the lab follows it; the config the lab
         had is kept until then (a restarted service finishes the update from it)."""
+        meta: dict[str, str | float] = {
+            "updated_at": time.time(),
+            "previous": json_format.MessageToJson(previous, indent=None),
+        }
+        await self._put(config, meta, new=False)
+
+    async def _put(
+        self, config: topology_pb2.InternalTopologyConfiguration, meta: dict[str, str | float], *, new: bool
+    ) -> None:
+        """The config, and the meta DEPLOYING (not built) with `meta`'s fields; a `new` one is listed."""
         topology_id = config.topology_id
+        mapping: dict[str | bytes | bytearray | memoryview[int] | int | float, str | float] = {
+            "status": DEPLOYING,
+            "built": "0",
+            "error": "",
+        }
+        mapping.update(meta.items())
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._config_key(topology_id), json_format.MessageToJson(config, indent=None))
-            pipe.hset(
-                self._meta_key(topology_id),
-                mapping={
-                    "status": DEPLOYING,
-                    "built": "0",
-                    "error": "",
-                    "updated_at": time.time(),
-                    "previous": json_format.MessageToJson(previous, indent=None),
-                },
-            )
+            pipe.hset(self._meta_key(topology_id), mapping=mapping)
+            if new:
+                pipe.sadd(self._ids_key, topology_id)
             await pipe.execute()
 
     async def previous_config(self, topology_id: str) -> topology_pb2.InternalTopologyConfiguration | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from merak import netns
+from merak import doctor, netns
 from merak.errors import FailedPrecondition, InvalidArgument
 
 TABLE = "merak_impair"
@@ -164,21 +164,5 @@ def clear(ns: str, names: Sequence[str]) -> None:
 
 
 def netem_available() -> bool:
-    """Whether this kernel has netem (delay, jitter): tried on a scratch namespace's device."""
-    scratch = f"mk-probe-netem-{id(object()) % 100000}"
-    netns.create(scratch)
-    try:
-
-        def probe() -> bool:
-            with IPRoute(groups=0) as ipr:
-                ipr.link("add", ifname="p0", kind="veth", peer={"ifname": "p1"})
-                index = ipr.link_lookup(ifname="p0")[0]
-                try:
-                    ipr.tc("add", "netem", index, delay=1000)
-                except NetlinkError:
-                    return False
-                return True
-
-        return netns.run_in(scratch, probe)
-    finally:
-        netns.remove(scratch)
+    """Whether this kernel has netem (delay, jitter), probed as `merak doctor` probes it."""
+    return doctor.kernel_has("netem")

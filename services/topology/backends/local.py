@@ -254,35 +254,41 @@ class LocalBackend(TopologyBackend):
         )
 
     def _build_kernel(self, topology: Topology, stop: threading.Event) -> None:
-        """Namespaces first, then bridges, then links from their a side, then the b sides and IPs.
+        """Every node and link of the topology (see _build_parts).
 
         Stops before its next step once `stop` is set (a DELETE while it builds)."""
+        self._build_parts(topology, topology.nodes, topology.links, stop)
+
+    def _build_parts(
+        self, topology: Topology, nodes: Sequence[Node], links: Sequence[Link], stop: threading.Event
+    ) -> None:
+        """`nodes` and `links` of `topology`: namespaces first, then bridges, then links from their a
+        side, then the b sides and the new vhosts' addresses. Idempotent: what exists is kept."""
         short = topology.spec.short_id
         ns_of = {node.name: ns_name(short, node.name) for node in topology.nodes}
-        self._parallel(_create_ns, [(ns,) for ns in ns_of.values()], stop=stop)
-        self._parallel(
-            _prepare_node, [(ns_of[n.name], n.is_switch) for n in topology.nodes], in_ns=True, stop=stop
-        )
+        self._parallel(_create_ns, [(ns_of[n.name],) for n in nodes], stop=stop)
+        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in nodes], in_ns=True, stop=stop)
         by_a: dict[str, list[Link]] = defaultdict(list)
         by_b: dict[str, list[str]] = defaultdict(list)
-        for link in topology.links:
+        for link in links:
             by_a[link.a_node].append(link)
             by_b[link.b_node].append(link.b_nic)
         self._parallel(
             _create_links,
-            [(ns_of[a], topology.node(a).is_switch, links, ns_of) for a, links in by_a.items()],
+            [(ns_of[a], topology.node(a).is_switch, group, ns_of) for a, group in by_a.items()],
             in_ns=True,
             stop=stop,
         )
         vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        fresh = {node.name for node in nodes}
         jobs = []
         for node in topology.nodes:
-            nics = by_b.get(node.name, [])
-            if node.is_switch and not nics:
+            # b sides of the links, and the vhosts built now (a switch without b sides has nothing to do)
+            if node.name not in by_b and (node.name not in fresh or node.is_switch):
                 continue
             index = vhost_index.get(node.name)
             mac = vhost_mac(short, index) if index is not None else ""
-            jobs.append((ns_of[node.name], node, nics, mac))
+            jobs.append((ns_of[node.name], node, by_b.get(node.name, []), mac))
         self._parallel(_finish_node, jobs, in_ns=True, stop=stop)
 
     def _parallel(
@@ -420,7 +426,7 @@ class LocalBackend(TopologyBackend):
                         len(change.added_nodes), reason=f"topology {spec.topology_id}"
                     ),
                 )
-            await _uninterrupted(loop, lambda stop: self._rebuild_kernel(old, new, change, stop))
+            await _uninterrupted(loop, lambda stop: self._rebuild_kernel(new, change, stop))
         vhost_index = {node.name: i for i, node in enumerate(new.vhosts())}
         plans = list(new_plans.values())
         procs = [self._start_agent(new, plan, vhost_index) for plan in plans]
@@ -433,9 +439,7 @@ class LocalBackend(TopologyBackend):
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _rebuild_kernel(
-        self, old: Topology, new: Topology, change: TopologyDiff, stop: threading.Event
-    ) -> None:
+    def _rebuild_kernel(self, new: Topology, change: TopologyDiff, stop: threading.Event) -> None:
         """Links that go (from their a side, the peer goes with it), nodes that go, then what comes as
         a build does it: namespaces, bridges, links from their a side, b sides and addresses."""
         short = new.spec.short_id
@@ -458,31 +462,7 @@ class LocalBackend(TopologyBackend):
         ]
         gone = [ns_name(short, n.name) for n in change.removed_nodes] + leftovers
         self._parallel(_remove_ns, [(ns,) for ns in gone], stop=stop)
-        ns_of = {node.name: ns_name(short, node.name) for node in new.nodes}
-        added = list(change.added_nodes)
-        self._parallel(_create_ns, [(ns_of[n.name],) for n in added], stop=stop)
-        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in added], in_ns=True, stop=stop)
-        by_a: dict[str, list[Link]] = defaultdict(list)
-        by_b: dict[str, list[str]] = defaultdict(list)
-        for link in change.added_links:
-            by_a[link.a_node].append(link)
-            by_b[link.b_node].append(link.b_nic)
-        self._parallel(
-            _create_links,
-            [(ns_of[a], new.node(a).is_switch, links, ns_of) for a, links in by_a.items()],
-            in_ns=True,
-            stop=stop,
-        )
-        vhost_index = {node.name: i for i, node in enumerate(new.vhosts())}
-        fresh = {node.name for node in added}
-        jobs = []
-        for node in new.nodes:
-            if node.name not in by_b and node.name not in fresh:
-                continue
-            index = vhost_index.get(node.name)
-            mac = vhost_mac(short, index) if index is not None else ""
-            jobs.append((ns_of[node.name], node, by_b.get(node.name, []), mac))
-        self._parallel(_finish_node, jobs, in_ns=True, stop=stop)
+        self._build_parts(new, change.added_nodes, change.added_links, stop)
 
     # --- faults ------------------------------------------------------------------------------
 
