@@ -16,7 +16,14 @@ from rich.table import Table
 
 from merak import teste2e
 from merak.doctor import Plan, failures, run_checks
-from merak.faultspec import parse_link_fault, parse_partition
+from merak.faultspec import (
+    host_state,
+    link_what,
+    link_where,
+    parse_link_fault,
+    parse_partition,
+    partition_what,
+)
 from merak.grpcclient import health_serving_blocking, open_blocking_channel
 from merak.host import HostTuner
 from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
@@ -260,18 +267,11 @@ def cmd_fault(
     table.add_column("where")
     table.add_column("what")
     for link in reply.links:
-        what = [name for name, on in (("down", link.down),) if on]
-        what += [f"loss {link.loss_percent:g}%"] if link.loss_percent else []
-        what += [f"rate {link.rate_bps:,} bit/s"] if link.rate_bps else []
-        what += [f"delay {link.delay_ms:g} ms"] if link.delay_ms else []
-        what += [f"jitter {link.jitter_ms:g} ms"] if link.jitter_ms else []
-        table.add_row(f"link {link.node}{'/' + link.nic if link.nic else ''}", ", ".join(what) or "nothing")
+        table.add_row(f"link {link_where(link)}", link_what(link) or "nothing")
     for partition in reply.partitions:
-        table.add_row("partition", f"{', '.join(partition.side_a)} | {', '.join(partition.side_b)}")
+        table.add_row("partition", partition_what(partition))
     for host in reply.hosts:
-        table.add_row(
-            f"host {host.vhost}", topology_pb2.HostState.Name(host.state).removeprefix("HOST_").lower()
-        )
+        table.add_row(f"host {host.vhost}", host_state(host))
     faulted = reply.links or reply.partitions or reply.hosts
     console.print(table if faulted else f"{topology_id}: no faults")
     return 0

@@ -82,3 +82,28 @@ def parse_scheduled_fault(text: str) -> scenario_pb2.ScheduledFault:
     if fault.WhichOneof("fault") is None:
         raise argparse.ArgumentTypeError(f"{text!r}: say what fails (link=, partition=, crash= or freeze=)")
     return fault
+
+
+def link_where(link: topology_pb2.LinkFault) -> str:
+    """`vhost-2` or `rack-1/r1-eth2`."""
+    return f"{link.node}{'/' + link.nic if link.nic else ''}"
+
+
+def link_what(link: topology_pb2.LinkFault) -> str:
+    """What a link suffers, for people: "down, loss 5%, rate 10,000,000 bit/s" ("" for nothing)."""
+    what = ["down"] if link.down else []
+    what += [f"loss {link.loss_percent:g}%"] if link.loss_percent else []
+    what += [f"rate {link.rate_bps:,} bit/s"] if link.rate_bps else []
+    what += [f"delay {link.delay_ms:g} ms"] if link.delay_ms else []
+    what += [f"jitter {link.jitter_ms:g} ms"] if link.jitter_ms else []
+    return ", ".join(what)
+
+
+def partition_what(partition: topology_pb2.Partition) -> str:
+    """`vhost-0, vhost-1 | vhost-2`."""
+    return f"{', '.join(partition.side_a)} | {', '.join(partition.side_b)}"
+
+
+def host_state(host: topology_pb2.HostFault) -> str:
+    """`crashed`, `frozen`."""
+    return topology_pb2.HostState.Name(host.state).removeprefix("HOST_").lower()

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from merak.errors import InvalidArgument
+from merak.faultspec import host_state, link_what, link_where, partition_what
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 
 MAX_SECONDS = 7 * 86_400
@@ -169,18 +170,11 @@ def describe(fault: scenario_pb2.ScheduledFault) -> str:
     """For people: "link vhost-1: loss 10%", "partition vhost-0 | vhost-1", "host vhost-2: crashed"."""
     kind = fault.WhichOneof("fault")
     if kind == "link":
-        link = fault.link
-        what = ["down"] if link.down else []
-        what += [f"loss {link.loss_percent:g}%"] if link.loss_percent else []
-        what += [f"rate {link.rate_bps:,} bit/s"] if link.rate_bps else []
-        what += [f"delay {link.delay_ms:g} ms"] if link.delay_ms else []
-        what += [f"jitter {link.jitter_ms:g} ms"] if link.jitter_ms else []
-        return f"link {link.node}{'/' + link.nic if link.nic else ''}: {', '.join(what)}"
+        return f"link {link_where(fault.link)}: {link_what(fault.link)}"
     if kind == "partition":
-        return f"partition {', '.join(fault.partition.side_a)} | {', '.join(fault.partition.side_b)}"
+        return f"partition {partition_what(fault.partition)}"
     if kind == "host":
-        state = topology_pb2.HostState.Name(fault.host.state).removeprefix("HOST_").lower()
-        return f"host {fault.host.vhost}: {state}"
+        return f"host {fault.host.vhost}: {host_state(fault.host)}"
     return "nothing"
 
 
