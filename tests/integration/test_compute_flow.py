@@ -145,6 +145,23 @@ async def _watch(cloud: Cloud, config_id: str) -> list[compute_pb2.ComputeProgre
     return seen
 
 
+async def _delete_and_check_gone(
+    cloud: Cloud, config_id: str, nodes: list[common_pb2.InternalComputeInfo]
+) -> None:
+    """DELETE the config; no VM is left in an agent or as a namespace, no compute key in Redis."""
+    await cloud.compute.ComputeHandler(
+        compute_pb2.InternalComputeConfigInfo(
+            operation_type=common_pb2.DELETE,
+            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
+        )
+    )
+    await _watch(cloud, config_id)
+    assert all(not vms for vms in (await _vms_in_agents(nodes)).values())
+    short = nodes[0].agent_endpoint.split("/")[-2]
+    assert [n for n in netns.list_names(ns_prefix(short)) if n[len(ns_prefix(short))].isdigit()] == []
+    assert await cloud.redis.keys("merak:compute:*") == []
+
+
 async def _vms_in_agents(nodes: list[common_pb2.InternalComputeInfo]) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     for node in nodes:
@@ -216,17 +233,7 @@ async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: N
     assert again.progress.done == 50
     assert await _vms_in_agents(nodes) == in_agents
 
-    await cloud.compute.ComputeHandler(
-        compute_pb2.InternalComputeConfigInfo(
-            operation_type=common_pb2.DELETE,
-            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
-        )
-    )
-    await _watch(cloud, config_id)
-    assert all(not vms for vms in (await _vms_in_agents(nodes)).values())
-    short = nodes[0].agent_endpoint.split("/")[-2]
-    assert [n for n in netns.list_names(ns_prefix(short)) if n[len(ns_prefix(short))].isdigit()] == []
-    assert await cloud.redis.keys("merak:compute:*") == []
+    await _delete_and_check_gone(cloud, config_id, nodes)
 
 
 @pytest.mark.parametrize(
@@ -362,14 +369,4 @@ async def test_killing_an_agent_mid_deployment_loses_duplicates_and_leaks_nothin
     assert {name: len(vms) for name, vms in in_agents.items()} == {n.name: 60 for n in nodes}
     assert len({ip for vms in in_agents.values() for ip in vms.values()}) == 240
 
-    await cloud.compute.ComputeHandler(
-        compute_pb2.InternalComputeConfigInfo(
-            operation_type=common_pb2.DELETE,
-            config=compute_pb2.InternalComputeConfiguration(compute_config_id=config_id),
-        )
-    )
-    await _watch(cloud, config_id)
-    assert all(not vms for vms in (await _vms_in_agents(nodes)).values())
-    short = nodes[0].agent_endpoint.split("/")[-2]
-    assert [n for n in netns.list_names(ns_prefix(short)) if n[len(ns_prefix(short))].isdigit()] == []
-    assert await cloud.redis.keys("merak:compute:*") == []
+    await _delete_and_check_gone(cloud, config_id, nodes)
