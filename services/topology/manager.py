@@ -343,7 +343,7 @@ class TopologyManager:
             record = await self._record(spec.topology_id)
             entry = await self._entry(record)
             if entry.task is not None and not entry.task.done():
-                # Its vhosts may all answer READY while the build records its end: wait a little.
+                # A build or update of this lab is finishing: wait a little for it to record its end.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(entry.task), _SETTLE_SECONDS)
                 record = await self._record(spec.topology_id)
