@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PROTO_SRC := $(wildcard proto/merak/v1/*.proto)
-APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables
+APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables chromium
 
 .PHONY: install apt venv proto lint test test-fast up down status demo bench clean
 

@@ -40,7 +40,7 @@ from services.scenario.models import (
     Kind,
     status_of,
 )
-from services.scenario.rest import models
+from services.scenario.rest import docs, models
 
 log = get_logger(__name__)
 
@@ -135,10 +135,11 @@ def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
         title="Merak scenario manager",
         description="Merak's REST API (scenarios, configs, actions), served by the scenario service.",
         version="1",
-        docs_url="/swagger/",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    docs.mount_docs(app, "/openapi.json")
     metrics = manager.metrics
 
     @app.middleware("http")
