@@ -1,12 +1,14 @@
 """VM creation at scale through the whole product: a private local stack driven by teste2e.
 
 Starts a local stack of its own (processes, as `merak up` does, on shifted ports, in a temporary
-state directory) and runs teste2e three times, ping sample and teardown included:
+state directory) and runs teste2e four times, ping sample and teardown included:
 - real, 100 vhosts x 100 VMs: the VM rate (the compute phase: CREATE until every VM is DONE and the
   overlay is programmed), compared with iproute2 building the same lab (bench/reference.py) in the
   same run, after the stack is down;
 - real, 200 vhosts x 100 VMs: the memory one real VM costs the machine (kernel objects and processes);
-- fake, 10,000 vhosts x 100 VMs: a million VMs, their time and the stack's peak memory.
+- fake, 10,000 vhosts x 100 VMs: a million VMs, their time and the stack's peak memory;
+- real, 5 vhosts x 40 VMs churned at 20 VMs/s for 60 s: the churn rate achieved against the rate
+  asked (their ratio), and the VMs alive meanwhile (the tests check the churn's behaviour, not its rate).
 Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers.
 """
 
@@ -36,6 +38,11 @@ class Run:
     ping_tried: int = 0
     ok: bool = False
     memory: MemorySampler | None = None
+    # Churn once the VMs are made (0: none): asked, then what the results say.
+    churn_rate: float = 0.0
+    churn_seconds: float = 0.0
+    churned: int = 0
+    alive: tuple[int, int] = (0, 0)
 
     @property
     def rate(self) -> float:
@@ -53,6 +60,8 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
         "--ports-per-switch", "32",
         "--max-pairs", "1000",
     ]  # fmt: skip
+    if run.churn_rate:
+        argv += ["--churn-rate", str(run.churn_rate), "--churn-seconds", str(run.churn_seconds)]
     report = await teste2e.main_async(teste2e.parse(argv))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
     print(f"  {run.label}: {run.hosts} vhosts x {run.per_host} VMs: {phases}")
@@ -63,12 +72,24 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     run.seconds = report.phases.get("deploy compute", 0.0)
     run.ping_passed = int(report.test.get("passed", 0))
     run.ping_tried = int(report.test.get("pairs_tried", 0))
+    run.churned = int(report.results.get("churned", 0))
+    run.alive = (int(report.results.get("population_min", 0)), int(report.results.get("population_max", 0)))
 
 
 def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
     """The benchmark's result lines."""
     lines = []
     for run in runs:
+        if run.churn_rate:
+            # Its compute phase holds the churn: the VM rate of the other runs means nothing here.
+            achieved = run.churned / run.churn_seconds
+            lines.append(
+                f"{run.label}: {run.churned:,} VMs replaced in {run.churn_seconds:g}s = {achieved:.1f} VMs/s "
+                f"against {run.churn_rate:g} VMs/s asked: ratio {achieved / run.churn_rate:.2f}; VMs alive "
+                f"between {run.alive[0]:,} and {run.alive[1]:,} (population {run.hosts * run.per_host:,})"
+            )
+            lines.append(f"{run.label}: ping sample {run.ping_passed:,} of {run.ping_tried:,} pairs passed")
+            continue
         line = f"{run.label}: {run.done:,} VMs through compute in {run.seconds:.1f}s = {run.rate:,.0f} VMs/s"
         if run.label == "real" and reference is not None:
             reference_rate = run.done / reference.total
@@ -98,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-hosts", type=int, default=200, help="vhosts of the memory run (real)")
     parser.add_argument("--fake-hosts", type=int, default=10_000, help="vhosts of the fake run")
     parser.add_argument("--vms", type=int, default=100, help="VMs per vhost")
+    parser.add_argument("--churn-hosts", type=int, default=5, help="vhosts of the churn run (real)")
+    parser.add_argument("--churn-vms", type=int, default=40, help="VMs per vhost of the churn run")
+    parser.add_argument("--churn-rate", type=float, default=20.0, help="VMs replaced per second asked")
+    parser.add_argument("--churn-seconds", type=float, default=60.0, help="how long the churn runs")
     args = parser.parse_args(argv)
+    if args.churn_rate <= 0 or args.churn_seconds <= 0:
+        parser.error("--churn-rate and --churn-seconds must be above 0 (--churn-hosts 0 skips the run)")
     stack, settings = private_stack("mkc", 14000)
     runs = [
         Run(label, hosts, args.vms)
@@ -109,6 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         if hosts
     ]
+    if args.churn_hosts:
+        runs.append(
+            Run(
+                "churn",
+                args.churn_hosts,
+                args.churn_vms,
+                churn_rate=args.churn_rate,
+                churn_seconds=args.churn_seconds,
+            )
+        )
     try:
         stack.up()
         for run in runs:

