@@ -10,6 +10,10 @@ from merak.errors import InvalidArgument
 
 MAX_ID = 64
 _ID = re.compile(r"[A-Za-z0-9._-]+")
+# The ids of network objects (VPCs, subnets, security groups, routers), ours or a control plane's (Alcor's
+# UUIDs): they travel to the agents, which name kernel objects after them.
+OBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+OBJECT_ID_FORM = "1-128 of A-Z, a-z, 0-9, '.', '_', ':', '-', from a letter or digit"
 
 
 def check_id(field: str, value: str) -> str:

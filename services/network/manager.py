@@ -10,6 +10,7 @@ from prometheus_client import Gauge
 from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from merak.ids import check_id
 from merak.logs import get_logger
+from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.ipam import Ipam
 from services.network.metrics import NetworkMetrics
@@ -47,9 +48,12 @@ class NetworkManager:
 
     # --- CREATE --------------------------------------------------------------------------------
 
-    async def create(self, config: network_pb2.InternalNetConfigConfiguration) -> NetworkView:
-        """Make the network config; the same request again is a no-op, a different one ALREADY_EXISTS."""
-        spec = spec_from_proto(config)
+    async def create(
+        self, config: network_pb2.InternalNetConfigConfiguration, skips: Skips | None = None
+    ) -> NetworkView:
+        """Make the network config; the same request again is a no-op, a different one ALREADY_EXISTS.
+        What the config asked for and is left out (as Merak left it out) is said in `skips`."""
+        spec = spec_from_proto(config, skips)
         plugin = self.plugins.get(spec.plugin)
         plugin.check(spec)
         async with self._lock(spec.netconfig_id):
@@ -130,13 +134,15 @@ class NetworkManager:
 
     # --- UPDATE --------------------------------------------------------------------------------
 
-    async def update(self, config: network_pb2.InternalNetConfigConfiguration) -> NetworkView:
+    async def update(
+        self, config: network_pb2.InternalNetConfigConfiguration, skips: Skips | None = None
+    ) -> NetworkView:
         """Add VPCs, subnets, security groups, routers and nodes to an existing config (FULL messages)."""
         if config.message_type == common_pb2.DELTA:
             raise Unimplemented(
                 "UPDATE with message_type DELTA is not implemented; send the FULL configuration"
             )
-        spec = spec_from_proto(config)
+        spec = spec_from_proto(config, skips)
         async with self._lock(spec.netconfig_id):
             stored = await self.store.get(spec.netconfig_id)
             if stored is None:

@@ -8,9 +8,13 @@ import grpc
 
 from merak.errors import InvalidArgument, enum_name
 from merak.grpcserver import ServiceRegistration
+from merak.logs import get_logger
+from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
 from services.network.manager import NetworkManager
 from services.network.models import NetworkState, NetworkView, PortRequest
+
+log = get_logger(__name__)
 
 SERVICE_NAME = "network.MerakNetworkService"
 _grpc = network_pb2_grpc
@@ -28,8 +32,18 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
         """CREATE / INFO / DELETE / UPDATE of a network config."""
         op = request.operation_type
         config = request.config
-        if op == common_pb2.CREATE:
-            return network_reply(await self.manager.create(config), "CREATE done")
+        if op in (common_pb2.CREATE, common_pb2.UPDATE):
+            skips = Skips()
+            if op == common_pb2.CREATE:
+                reply = network_reply(await self.manager.create(config, skips), "CREATE done")
+            else:
+                reply = network_reply(await self.manager.update(config, skips), "UPDATE done")
+            if skips:
+                reply.warnings.extend(skips.warnings)
+                log.warning(
+                    "network_config_skipped", netconfig_id=config.netconfig_id, warnings=skips.warnings
+                )
+            return reply
         if op == common_pb2.INFO:
             return network_reply(await self.manager.info(config.netconfig_id), "INFO done")
         if op == common_pb2.DELETE:
@@ -40,8 +54,6 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
                     return_message=f"DELETE done: network config {config.netconfig_id!r} did not exist",
                 )
             return network_reply(NetworkView(state, {}), "DELETE done")
-        if op == common_pb2.UPDATE:
-            return network_reply(await self.manager.update(config), "UPDATE done")
         raise InvalidArgument(
             "operation_type",
             f"{enum_name(common_pb2.OperationType, op)} is not a network operation; "

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
-from merak.ids import check_id
+from merak.ids import OBJECT_ID, OBJECT_ID_FORM, check_id
+from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import (
     NetworkSpec,
@@ -87,21 +88,34 @@ def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[
     return plugin, alcor_url
 
 
-def spec_from_proto(config: network_pb2.InternalNetConfigConfiguration) -> NetworkSpec:
-    """Validate a network config; raises InvalidArgument naming the first bad field."""
+def spec_from_proto(
+    config: network_pb2.InternalNetConfigConfiguration, skips: Skips | None = None
+) -> NetworkSpec:
+    """Validate a network config; raises InvalidArgument naming the first bad field.
+
+    What Merak ignored (a router entry naming no subnet, a security-group rule of placeholders, gateways)
+    is left out with a warning in `skips`; a VPC without a CIDR gets the smallest one holding its subnets.
+    """
+    skips = Skips() if skips is None else skips
     netconfig_id = check_id("config.netconfig_id", config.netconfig_id)
     plugin, alcor_url = resolve_plugin(config)
     network = config.network
     if not network.vpcs:
         raise InvalidArgument(f"{_NETWORK}.vpcs", "at least one VPC is required")
     first = network.vpcs[0]
-    ids = _Ids()
+    ids = _Ids(skips)
     vpcs = tuple(
-        _vpc(f"{_NETWORK}.vpcs[{i}]", vpc, first.tenant_id, first.project_id, ids)
+        _vpc(f"{_NETWORK}.vpcs[{i}]", vpc, first.tenant_id, first.project_id, ids, skips=skips)
         for i, vpc in enumerate(network.vpcs)
     )
-    groups = _security_groups(network.security_groups, vpcs[0], ids)
-    routers = _routers(network.routers, vpcs, ids)
+    groups = _security_groups(network.security_groups, vpcs[0], ids, skips)
+    routers = _routers(network.routers, vpcs, ids, skips)
+    if network.gateways:
+        skips.skip(
+            f"{_NETWORK}.gateways",
+            f"{len(network.gateways)} gateway(s): not emulated (Merak's network did not make them)",
+            "ignored",
+        )
     nodes = _nodes(config.computes)
     return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes)
 
@@ -109,12 +123,17 @@ def spec_from_proto(config: network_pb2.InternalNetConfigConfiguration) -> Netwo
 class _Ids:
     """Ids given in the request, which must be unique per kind within the config."""
 
-    def __init__(self) -> None:
+    def __init__(self, skips: Skips) -> None:
         self.seen: dict[tuple[str, str], str] = {}
+        self.skips = skips
 
     def claim(self, kind: str, value: str, field: str) -> str:
         value = value.strip()
         if not value:
+            return ""
+        if not OBJECT_ID.fullmatch(value):
+            # Merak's teste2e sends a CIDR as the VPC id; Alcor gave the VPC an id of its own anyway.
+            self.skips.skip(field, f"{value!r} is not an id ({OBJECT_ID_FORM})", "an id is assigned")
             return ""
         holder = self.seen.setdefault((kind, value), field)
         if holder != field:
@@ -123,21 +142,30 @@ class _Ids:
         return value
 
 
-def _network(field: str, text: str) -> ipaddress.IPv4Network:
+def _network(field: str, text: str, skips: Skips | None = None) -> ipaddress.IPv4Network:
+    """A CIDR; with `skips`, one with host bits set (Merak's Postman: 10.0.1.0/20) means its network."""
     value = text.strip()
     if "/" not in value:
         raise InvalidArgument(field, f"{text!r} is not a CIDR (expected a.b.c.d/len)")
     try:
-        network = ipaddress.ip_network(value, strict=True)
+        network = ipaddress.ip_network(value, strict=skips is None)
     except ValueError as exc:
         raise InvalidArgument(field, f"{text!r} is not a valid CIDR: {exc}") from None
     if not isinstance(network, ipaddress.IPv4Network):
         raise InvalidArgument(field, f"{text!r}: only IPv4 is supported")
+    if skips is not None and str(network) != value:
+        skips.note(field, f"{text!r} has host bits set; {network} is used")
     return network
 
 
-def _vpc(field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str, ids: _Ids) -> VpcSpec:
-    cidr = _network(f"{field}.vpc_cidr", vpc.vpc_cidr)
+def _vpc(
+    field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str, ids: _Ids, *, skips: Skips
+) -> VpcSpec:
+    cidr = (
+        _network(f"{field}.vpc_cidr", vpc.vpc_cidr, skips)
+        if vpc.vpc_cidr.strip()
+        else _vpc_cidr_of_subnets(field, vpc, skips)
+    )
     if cidr.prefixlen > MAX_SUBNET_PREFIX:
         raise InvalidArgument(f"{field}.vpc_cidr", f"{cidr} is too small for a subnet (at most /30)")
     vpc_id = ids.claim("vpc", vpc.vpc_id, f"{field}.vpc_id")
@@ -145,7 +173,7 @@ def _vpc(field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str,
     networks: list[ipaddress.IPv4Network] = []
     for j, subnet in enumerate(vpc.subnets):
         sfield = f"{field}.subnets[{j}]"
-        network = _network(f"{sfield}.subnet_cidr", subnet.subnet_cidr)
+        network = _network(f"{sfield}.subnet_cidr", subnet.subnet_cidr, skips)
         if not network.subnet_of(cidr):
             raise InvalidArgument(f"{sfield}.subnet_cidr", f"{network} is outside the VPC CIDR {cidr}")
         if not MIN_SUBNET_PREFIX <= network.prefixlen <= MAX_SUBNET_PREFIX:
@@ -174,6 +202,23 @@ def _vpc(field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str,
     )
 
 
+def _vpc_cidr_of_subnets(field: str, vpc: common_pb2.InternalVpcInfo, skips: Skips) -> ipaddress.IPv4Network:
+    """Merak's clients leave a VPC's CIDR out (its Postman collections): the smallest network that holds
+    the VPC's subnets stands for it."""
+    if not vpc.subnets:
+        raise InvalidArgument(f"{field}.vpc_cidr", "required when the VPC has no subnets (e.g. 10.1.0.0/16)")
+    networks = [
+        # The subnets' own checks (and notes) come next.
+        _network(f"{field}.subnets[{j}].subnet_cidr", s.subnet_cidr, Skips())
+        for j, s in enumerate(vpc.subnets)
+    ]
+    cidr = networks[0]
+    while not all(n.subnet_of(cidr) for n in networks):
+        cidr = cidr.supernet()
+    skips.note(f"{field}.vpc_cidr", f"not given; {cidr}, the smallest network holding its subnets, is used")
+    return cidr
+
+
 def _gateway(field: str, text: str, network: ipaddress.IPv4Network) -> str:
     if not text.strip():
         return str(network.network_address + 1)
@@ -187,7 +232,7 @@ def _gateway(field: str, text: str, network: ipaddress.IPv4Network) -> str:
 
 
 def _security_groups(
-    groups: Sequence[network_pb2.InternalSecurityGroupInfo], first_vpc: VpcSpec, ids: _Ids
+    groups: Sequence[network_pb2.InternalSecurityGroupInfo], first_vpc: VpcSpec, ids: _Ids, skips: Skips
 ) -> tuple[SecurityGroupSpec, ...]:
     by_id: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
@@ -200,9 +245,13 @@ def _security_groups(
     specs = []
     for i, group in enumerate(groups):
         field = f"{_NETWORK}.security_groups[{i}]"
-        rules = tuple(
-            _rule(f"{field}.rules[{k}]", rule, by_id, by_name, ids) for k, rule in enumerate(group.rules)
-        )
+        rules = []
+        for k, rule in enumerate(group.rules):
+            try:
+                rules.append(_rule(f"{field}.rules[{k}]", rule, by_id, by_name, ids))
+            except InvalidArgument as exc:
+                # Merak's clients send rules made of "string"; Merak never sent rules to Alcor at all.
+                skips.skip(exc.field, exc.problem, "rule skipped")
         specs.append(
             SecurityGroupSpec(
                 id=group.id.strip(),
@@ -210,7 +259,7 @@ def _security_groups(
                 # Merak's scenario manager never copies these two into the request.
                 tenant_id=group.tenant_id.strip() or first_vpc.tenant_id,
                 project_id=group.project_id.strip() or first_vpc.project_id,
-                rules=rules,
+                rules=tuple(rules),
                 apply_to=tuple(group.apply_to),
             )
         )
@@ -309,23 +358,30 @@ def _port_range(field: str, text: str, protocol: str) -> tuple[int | None, int |
 
 
 def _routers(
-    routers: Sequence[network_pb2.InternalRouterInfo], vpcs: tuple[VpcSpec, ...], ids: _Ids
+    routers: Sequence[network_pb2.InternalRouterInfo], vpcs: tuple[VpcSpec, ...], ids: _Ids, skips: Skips
 ) -> tuple[RouterSpec, ...]:
     specs: list[RouterSpec] = []
     attached: dict[tuple[int, int], int] = {}
     for r, router in enumerate(routers):
         field = f"{_NETWORK}.routers[{r}]"
         router_id = ids.claim("router", router.id, f"{field}.id")
-        if not router.subnets:
-            raise InvalidArgument(
-                f"{field}.subnets", "at least one subnet (its id, CIDR or gateway IP) is required"
+        # Merak looked each entry up by CIDR and went on without the ones it did not find.
+        candidates = []
+        for k, entry in enumerate(router.subnets):
+            try:
+                candidates.append((k, _subnet_matches(f"{field}.subnets[{k}]", entry, vpcs)))
+            except InvalidArgument as exc:
+                skips.skip(exc.field, exc.problem)
+        if not candidates:
+            skips.skip(
+                field,
+                "joins no subnet of this config (give subnet ids, CIDRs or gateway IPs)",
+                "router skipped",
             )
-        candidates = [
-            _subnet_matches(f"{field}.subnets[{k}]", entry, vpcs) for k, entry in enumerate(router.subnets)
-        ]
-        common = set.intersection(*({v for v, _ in c} for c in candidates))
+            continue
+        common = set.intersection(*({v for v, _ in c} for _k, c in candidates))
         if not common:
-            named = sorted({v for c in candidates for v, _ in c})
+            named = sorted({v for _k, c in candidates for v, _ in c})
             raise InvalidArgument(
                 f"{field}.subnets",
                 f"names subnets of {' and '.join(f'vpcs[{v}]' for v in named)}; "
@@ -339,7 +395,7 @@ def _routers(
             )
         vpc = common.pop()
         chosen: list[int] = []
-        for k, matches in enumerate(candidates):
+        for k, matches in candidates:
             subnet = next(s for v, s in matches if v == vpc)
             if subnet in chosen:
                 raise InvalidArgument(f"{field}.subnets[{k}]", "names a subnet this router already joins")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, 
 from merak.grpcclient import ServiceError
 from merak.ids import check_ping_waits
 from merak.logs import get_logger
+from merak.skips import Skips
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario import faults, states, translate, validate
 from services.scenario.clients import ServiceClients
@@ -84,12 +85,27 @@ class Configs:
     test: scenario_pb2.TestConfig | None
 
 
-def _check_config(service: Service, config: Any) -> None:
-    """The config about to be deployed must be valid (REST stores Merak's bodies unchecked, as Merak did)."""
+def _check_config(service: Service, config: Any) -> list[str]:
+    """The config about to be deployed must be valid (REST stores Merak's bodies unchecked, as Merak did).
+
+    Checked leniently (merak.skips): what Merak ignored is not an error. Topology and network leave those
+    entries out themselves and say so in their replies; what only this service sees (compute's ports per
+    VM) is returned here as warnings.
+    """
+    skips = Skips()
     try:
-        validate.validate(service.config_kind, config)
+        validate.validate(service.config_kind, config, skips)
     except InvalidArgument as exc:
         raise InvalidArgument(f"{service.config_kind.label} {config.id}: {exc.field}", exc.problem) from None
+    return skips.warnings if service is COMPUTE else []
+
+
+def _with_warnings(scenario: scenario_pb2.Scenario, service: Service, warnings: list[str]) -> None:
+    """The scenario's warnings with `service`'s replaced by `warnings` (each kept as "<service>: …")."""
+    prefix = f"{service.label}: "
+    kept = [w for w in scenario.warnings if not w.startswith(prefix)]
+    del scenario.warnings[:]
+    scenario.warnings.extend([*kept, *(prefix + w for w in warnings)])
 
 
 def _outcome(exc: BaseException | None) -> str:
@@ -146,8 +162,18 @@ class ScenarioManager:
         finally:
             del self._busy[scenario_id]
 
-    async def _set_status(self, scenario_id: str, service: Service, status: Status) -> scenario_pb2.Scenario:
-        return await self.store.modify(SCENARIO, scenario_id, lambda s: with_status(s, service, status))
+    async def _set_status(
+        self, scenario_id: str, service: Service, status: Status, warnings: list[str] | None = None
+    ) -> scenario_pb2.Scenario:
+        """Set a service's status; with `warnings`, they replace what that service left out before."""
+
+        def change(scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
+            changed = with_status(scenario, service, status)
+            if warnings is not None:
+                _with_warnings(changed, service, warnings)
+            return changed
+
+        return await self.store.modify(SCENARIO, scenario_id, change)
 
     async def _refresh_status(
         self, scenario_id: str, service: Service, seen: Status, status: Status
@@ -282,6 +308,11 @@ class ScenarioManager:
             )
         return list(reply.compute_nodes)
 
+    async def current(self, scenario_id: str) -> scenario_pb2.Scenario:
+        """A scenario with the statuses that may have moved on (DEPLOYING, DELETING) read again from the
+        services: a client polling GET until compute says NONE sees it happen (unless an action runs)."""
+        return await self._refresh_transitional(await self._scenario(scenario_id), owner=False)
+
     # --- actions -----------------------------------------------------------------------------
 
     async def action(
@@ -311,22 +342,49 @@ class ScenarioManager:
             return await self._check(scenario, service)
         with self._exclusive(scenario_id, f"{action_name(action)} {service.label}"):
             scenario = await self._refresh_transitional(await self._scenario(scenario_id), owner=True)
+            if action == scenario_pb2.DELETE and status_of(scenario, service) == scenario_pb2.NONE:
+                return self._nothing_to_delete(scenario, service)
             states.check_action(scenario, service, action)
             configs = await self._configs(scenario)
+            warnings: list[str] = []
             if action in (scenario_pb2.DEPLOY, scenario_pb2.UPDATE):
-                _check_config(service, getattr(configs, service.label))
+                warnings = _check_config(service, getattr(configs, service.label))
             if action == scenario_pb2.DEPLOY:
                 await self._check_not_deployed_elsewhere(scenario, service)
-            return await self._run(scenario, configs, service, action)
+            reply = await self._run(scenario, configs, service, action, warnings)
+            if reply.warnings:
+                log.warning(
+                    "scenario_action_skipped",
+                    scenario_id=scenario_id,
+                    service=service.label,
+                    action=action_name(action),
+                    warnings=list(reply.warnings),
+                )
+            return reply
+
+    def _nothing_to_delete(
+        self, scenario: scenario_pb2.Scenario, service: Service
+    ) -> scenario_pb2.ScenarioActionReply:
+        """DELETE of what is not deployed: a success that says so (a client cleaning up after a failed
+        step deletes compute, network and topology in turn, whatever got deployed)."""
+        reply = self._reply(scenario_pb2.DELETE, service, scenario, Observation(scenario_pb2.NONE))
+        reply.return_message += f"; {service.label} was not deployed (NONE): nothing to delete"
+        return reply
 
     async def _run(
-        self, scenario: scenario_pb2.Scenario, configs: Configs, service: Service, action: Action
+        self,
+        scenario: scenario_pb2.Scenario,
+        configs: Configs,
+        service: Service,
+        action: Action,
+        warnings: list[str] | None = None,
     ) -> scenario_pb2.ScenarioActionReply:
+        warnings = [] if warnings is None else warnings
         if service is TOPOLOGY:
             return await self._topology(scenario, configs, action)
         if service is NETWORK:
             return await self._network(scenario, configs, action)
-        return await self._compute(scenario, configs, action)
+        return await self._compute(scenario, configs, action, warnings)
 
     async def _check(
         self, scenario: scenario_pb2.Scenario, service: Service
@@ -397,8 +455,8 @@ class ScenarioManager:
         nodes = reply.compute_nodes
         status = scenario_pb2.NONE if action == scenario_pb2.DELETE else states.topology_status(nodes)
         observation = Observation(status, translate.counts(n.status for n in nodes), topology=reply)
-        scenario = await self._set_status(scenario.id, TOPOLOGY, status)
-        return self._reply(action, TOPOLOGY, scenario, observation)
+        scenario = await self._set_status(scenario.id, TOPOLOGY, status, list(reply.warnings))
+        return self._reply(action, TOPOLOGY, scenario, observation, reply.warnings)
 
     async def _network(
         self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action
@@ -425,13 +483,14 @@ class ScenarioManager:
                 await self._call_failed(scenario.id, NETWORK, action, previous, exc)
                 raise
         status = scenario_pb2.NONE if action == scenario_pb2.DELETE else scenario_pb2.READY
-        scenario = await self._set_status(scenario.id, NETWORK, status)
-        return self._reply(action, NETWORK, scenario, Observation(status, network=reply))
+        scenario = await self._set_status(scenario.id, NETWORK, status, list(reply.warnings))
+        return self._reply(action, NETWORK, scenario, Observation(status, network=reply), reply.warnings)
 
     async def _compute(
-        self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action
+        self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action, warnings: list[str]
     ) -> scenario_pb2.ScenarioActionReply:
         previous = status_of(scenario, COMPUTE)
+        skips = Skips()
         if action in (scenario_pb2.DEPLOY, scenario_pb2.UPDATE):
             nodes = await self._ready_nodes(scenario, action, COMPUTE)
             network = await self.clients.network(
@@ -444,6 +503,7 @@ class ScenarioManager:
                 network_config=configs.network,
                 nodes=nodes,
                 deployed_network=network,
+                skips=skips,
             )
             transition: Status = scenario_pb2.DEPLOYING
             if action == scenario_pb2.UPDATE:
@@ -477,11 +537,12 @@ class ScenarioManager:
             # Compute answers DELETE of a config it does not have without progress: nothing is left.
             status = scenario_pb2.NONE if action == scenario_pb2.DELETE else transition
             counts = scenario_pb2.StatusCounts()
-        scenario = await self._set_status(scenario.id, COMPUTE, status)
+        warnings = [*warnings, *skips.warnings, *reply.warnings]
+        scenario = await self._set_status(scenario.id, COMPUTE, status, warnings)
         started = status in (scenario_pb2.DEPLOYING, scenario_pb2.READY)
         if action == scenario_pb2.DEPLOY and started and configs.test and configs.test.fault_schedule:
             await self._start_faults(scenario, configs.test, asked)
-        return self._reply(action, COMPUTE, scenario, Observation(status, counts, compute=reply))
+        return self._reply(action, COMPUTE, scenario, Observation(status, counts, compute=reply), warnings)
 
     # --- fault schedules ---------------------------------------------------------------------
 
@@ -570,7 +631,12 @@ class ScenarioManager:
         return healed
 
     def _reply(
-        self, action: Action, service: Service, scenario: scenario_pb2.Scenario, observation: Observation
+        self,
+        action: Action,
+        service: Service,
+        scenario: scenario_pb2.Scenario,
+        observation: Observation,
+        warnings: Iterable[str] = (),
     ) -> scenario_pb2.ScenarioActionReply:
         counts = observation.counts or scenario_pb2.StatusCounts()
         name = action_name(action)
@@ -584,6 +650,7 @@ class ScenarioManager:
             scenario_status=scenario.status,
             counts=counts,
             scenario=scenario,
+            warnings=warnings,
         )
         if observation.topology is not None:
             reply.topology.CopyFrom(observation.topology)
@@ -931,6 +998,7 @@ def _progress(
         network_status=scenario.network_status,
         compute_status=scenario.compute_status,
         message=message or describe_statuses(scenario),
+        warnings=scenario.warnings,
     )
     if topology is not None:
         progress.topology.CopyFrom(topology)

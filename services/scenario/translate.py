@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
+from merak.skips import Skips
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario.models import deploy_type
 
@@ -231,13 +232,24 @@ def compute(
     network_config: scenario_pb2.NetworkConfig,
     nodes: Sequence[common_pb2.InternalComputeInfo],
     deployed_network: network_pb2.ReturnNetworkMessage,
+    skips: Skips | None = None,
 ) -> compute_pb2.InternalComputeConfigInfo:
-    """Merak's InternalComputeConfigInfo: the topology's vhosts as pods, the network's VPC and subnet ids."""
+    """Merak's InternalComputeConfigInfo: the topology's vhosts as pods, the network's VPC and subnet ids.
+
+    More compute nodes than vhosts (Merak's Postman collections ask for 50 on a topology of 20) is what
+    Merak did with it: every vhost is a pod, and each gets number_of_vm_per_vpc / number_of_compute_nodes
+    VMs per VPC; said in `skips`.
+    """
+    skips = Skips() if skips is None else skips
     wanted = config.number_of_compute_nodes or len(nodes)
     if wanted > len(nodes):
-        raise InvalidArgument(
+        problem = f"{wanted} compute nodes asked for, but the topology has {len(nodes)} vhosts"
+        if deploy_type(config) == compute_pb2.ASSIGN:
+            raise InvalidArgument("number_of_compute_nodes", problem)
+        skips.skip(
             "number_of_compute_nodes",
-            f"{wanted} compute nodes asked for, but the topology has {len(nodes)} vhosts",
+            problem,
+            f"VMs go on all {len(nodes)}, number_of_vm_per_vpc / {wanted} on each (as Merak)",
         )
     pods = list(nodes[:wanted])
     message = compute_pb2.InternalComputeConfiguration(

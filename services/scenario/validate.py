@@ -1,4 +1,11 @@
-"""Early checks of configs and scenarios; each error names its field. Deep checks stay with the services."""
+"""Early checks of configs and scenarios; each error names its field. Deep checks stay with the services.
+
+One rule for placeholders (merak.skips): a config stored through the scenario service's gRPC API is
+checked strictly, and an entry Merak would have ignored (a control-plane gateway IP, a router entry or a
+security-group rule that is not what it says) is INVALID_ARGUMENT; a config DEPLOYed (stored over REST
+unchecked, as Merak stored it) is checked leniently: those entries are warnings, left out by the service
+that owns them, which says so in its reply.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any
 
 from merak.errors import InvalidArgument, enum_name
 from merak.ids import check_id
+from merak.skips import Skips
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 from services.scenario import faults
 from services.scenario.models import (
@@ -30,14 +38,16 @@ MAX_CHURN = {"churn_rate": 10_000.0, "churn_seconds": 7 * 86_400.0}
 MAX_PORTS_PER_VM = 1
 
 
-def validate(kind: Kind[Any], entity: Any) -> None:
-    """Raise InvalidArgument naming the first bad field of an entity about to be stored."""
+def validate(kind: Kind[Any], entity: Any, skips: Skips | None = None) -> None:
+    """Raise InvalidArgument naming the first bad field of an entity about to be stored; with a lenient
+    `skips`, what Merak ignored is collected there instead (strict by default)."""
+    skips = Skips(strict=True) if skips is None else skips
     if kind is TOPOLOGY_CONFIG:
-        topology_config(entity)
+        topology_config(entity, skips)
     elif kind is NETWORK_CONFIG:
-        network_config(entity)
+        network_config(entity, skips)
     elif kind is COMPUTE_CONFIG:
-        compute_config(entity)
+        compute_config(entity, skips)
     elif kind is SCENARIO:
         scenario(entity)
     elif kind is TEST_CONFIG:
@@ -72,7 +82,7 @@ def _ipv4(field: str, text: str) -> ipaddress.IPv4Address:
         raise InvalidArgument(field, f"{text!r} is not an IPv4 address") from None
 
 
-def topology_config(config: scenario_pb2.TopologyConfig) -> None:
+def topology_config(config: scenario_pb2.TopologyConfig, skips: Skips) -> None:
     """Counts Merak needs, the data-plane CIDR, the backend and data plane, custom nodes and links."""
     if _enum_name(topology_pb2.TopologyType, config.type) is None:
         known = ", ".join(topology_pb2.TopologyType.keys())
@@ -82,7 +92,10 @@ def topology_config(config: scenario_pb2.TopologyConfig) -> None:
     if config.dataplane and config.dataplane not in DATAPLANES:
         raise InvalidArgument("dataplane", f"must be 'real' or 'fake', got {config.dataplane!r}")
     for i, ip in enumerate(config.control_plane_gateway_ips):
-        _ipv4(f"control_plane_gateway_ips[{i}]", ip)
+        try:
+            _ipv4(f"control_plane_gateway_ips[{i}]", ip)
+        except InvalidArgument as exc:
+            skips.skip(exc.field, exc.problem, "ignored (control-plane gateways are not emulated)")
     cidr = _cidr("data_plane_cidr", config.data_plane_cidr, strict=False) if config.data_plane_cidr else None
     if config.type == topology_pb2.CUSTOM:
         _custom_nodes(config)
@@ -90,7 +103,9 @@ def topology_config(config: scenario_pb2.TopologyConfig) -> None:
     if config.number_of_vhosts < 1:
         raise InvalidArgument("number_of_vhosts", "must be at least 1")
     if cidr is None:
-        raise InvalidArgument("data_plane_cidr", "required (e.g. 10.200.0.0/16)")
+        if skips.strict:
+            raise InvalidArgument("data_plane_cidr", "required (e.g. 10.200.0.0/16)")
+        return  # the topology service gives the lab its default underlay, and says so
     # The network and broadcast addresses are not given to vhosts.
     capacity = max(cidr.num_addresses - 2, 0)
     if capacity < config.number_of_vhosts:
@@ -101,7 +116,7 @@ def topology_config(config: scenario_pb2.TopologyConfig) -> None:
     if config.type == topology_pb2.TREE:
         if config.vhosts_per_rack < 1:
             raise InvalidArgument("vhosts_per_rack", "must be at least 1 for a TREE topology")
-        if config.ports_per_vswitch < 2:
+        if config.ports_per_vswitch == 1 or (skips.strict and config.ports_per_vswitch < 2):
             raise InvalidArgument("ports_per_vswitch", "must be at least 2 for a TREE topology")
 
 
@@ -128,41 +143,65 @@ def _custom_nodes(config: scenario_pb2.TopologyConfig) -> None:
                 raise InvalidArgument(f"vlinks[{i}].{end}", f"unknown vnode {name!r}")
 
 
-def network_config(config: scenario_pb2.NetworkConfig) -> None:
-    """At least one VPC; CIDRs well formed, subnets inside their VPC and apart, gateways inside subnets."""
+def network_config(config: scenario_pb2.NetworkConfig, skips: Skips) -> None:
+    """At least one VPC; CIDRs well formed, subnets inside their VPC and apart, gateways inside subnets;
+    router entries that name a subnet, rules whose direction and prefix mean something."""
     if config.plugin and config.plugin.lower() not in PLUGINS:
         raise InvalidArgument("plugin", f"unknown plugin {config.plugin!r}; known: {', '.join(PLUGINS)}")
     if not config.vpcs:
         raise InvalidArgument("vpcs", "at least one VPC is required")
-    _vpcs("vpcs", config.vpcs, cidr_required=True)
+    # Merak's clients leave the VPC's CIDR out; the network service takes the one holding its subnets.
+    _vpcs("vpcs", config.vpcs, cidr_required=skips.strict, strict=skips.strict)
     for i, group in enumerate(config.security_groups):
         for k, rule in enumerate(group.rules):
             field = f"security_groups[{i}].rules[{k}]"
             if rule.direction and rule.direction.lower() not in ("ingress", "egress"):
-                raise InvalidArgument(f"{field}.direction", f"{rule.direction!r} is not ingress or egress")
+                skips.skip(
+                    f"{field}.direction", f"{rule.direction!r} is not ingress or egress", "rule skipped"
+                )
             if rule.remote_ip_prefix:
                 try:
                     ipaddress.ip_network(rule.remote_ip_prefix.strip(), strict=False)
                 except ValueError:
-                    raise InvalidArgument(
-                        f"{field}.remote_ip_prefix", f"{rule.remote_ip_prefix!r} is not a CIDR"
-                    ) from None
+                    skips.skip(
+                        f"{field}.remote_ip_prefix",
+                        f"{rule.remote_ip_prefix!r} is not a CIDR",
+                        "rule skipped",
+                    )
+    names = {
+        text
+        for vpc in config.vpcs
+        for subnet in vpc.subnet_info
+        for text in (subnet.subnet_id, subnet.subnet_cidr, subnet.subnet_gateway)
+        if text
+    }
+    for r, router in enumerate(config.routers):
+        for k, entry in enumerate(router.subnet_gateways):
+            if entry.strip() not in names:
+                skips.skip(
+                    f"routers[{r}].subnet_gateways[{k}]",
+                    f"{entry!r} names no subnet of this config (give its id, CIDR or gateway IP)",
+                )
 
 
-def _vpcs(field: str, vpcs: Sequence[scenario_pb2.VpcInfo], *, cidr_required: bool) -> None:
+def _vpcs(field: str, vpcs: Sequence[scenario_pb2.VpcInfo], *, cidr_required: bool, strict: bool) -> None:
+    """CIDRs well formed (`strict`: no host bits set), subnets inside their VPC and apart, gateways
+    inside their subnets."""
     for i, vpc in enumerate(vpcs):
         where = f"{field}[{i}]"
         if not vpc.vpc_cidr and not cidr_required:
+            for j, subnet in enumerate(vpc.subnet_info):
+                _cidr(f"{where}.subnet_info[{j}].subnet_cidr", subnet.subnet_cidr, strict=False)
             continue
         if not vpc.vpc_cidr:
             raise InvalidArgument(f"{where}.vpc_cidr", "required (e.g. 10.1.0.0/16)")
-        vpc_cidr = _cidr(f"{where}.vpc_cidr", vpc.vpc_cidr, strict=True)
+        vpc_cidr = _cidr(f"{where}.vpc_cidr", vpc.vpc_cidr, strict=strict)
         subnets: list[ipaddress.IPv4Network] = []
         for j, subnet in enumerate(vpc.subnet_info):
             sfield = f"{where}.subnet_info[{j}]"
             if not subnet.subnet_cidr:
                 raise InvalidArgument(f"{sfield}.subnet_cidr", "required")
-            network = _cidr(f"{sfield}.subnet_cidr", subnet.subnet_cidr, strict=True)
+            network = _cidr(f"{sfield}.subnet_cidr", subnet.subnet_cidr, strict=strict)
             if not network.subnet_of(vpc_cidr):
                 raise InvalidArgument(
                     f"{sfield}.subnet_cidr", f"{network} is outside the VPC CIDR {vpc_cidr}"
@@ -181,7 +220,7 @@ def _vpcs(field: str, vpcs: Sequence[scenario_pb2.VpcInfo], *, cidr_required: bo
                     )
 
 
-def compute_config(config: scenario_pb2.ComputeConfig) -> None:
+def compute_config(config: scenario_pb2.ComputeConfig, skips: Skips) -> None:
     """Deploy type and scheduler known; the counts Merak needs; RPS rate; ASSIGN's VMs per host."""
     if _enum_name(compute_pb2.VMDeployType, config.vm_deploy_type) is None:
         known = ", ".join(compute_pb2.VMDeployType.keys())
@@ -192,9 +231,11 @@ def compute_config(config: scenario_pb2.ComputeConfig) -> None:
         known = ", ".join(compute_pb2.VMScheduleType.keys())
         raise InvalidArgument("scheduler", f"unknown scheduler {int(config.scheduler)}; known: {known}")
     if config.number_of_port_per_vm > MAX_PORTS_PER_VM:
-        raise InvalidArgument(
+        skips.skip(
             "number_of_port_per_vm",
-            f"at most {MAX_PORTS_PER_VM} port per VM is supported, got {config.number_of_port_per_vm}",
+            f"{config.number_of_port_per_vm} ports per VM asked; at most {MAX_PORTS_PER_VM} is made "
+            "(Merak made one too)",
+            f"{MAX_PORTS_PER_VM} port per VM",
         )
     if config.rps < 0:
         raise InvalidArgument("rps", f"must not be negative, got {config.rps}")
@@ -227,7 +268,7 @@ def compute_config(config: scenario_pb2.ComputeConfig) -> None:
                 "number_of_vm_per_vpc",
                 f"{config.number_of_vm_per_vpc} VMs per VPC over {nodes} compute nodes is 0 per node",
             )
-    _vpcs("vpc_info", config.vpc_info, cidr_required=False)
+    _vpcs("vpc_info", config.vpc_info, cidr_required=False, strict=skips.strict)
 
 
 def scenario(entity: scenario_pb2.Scenario) -> None:

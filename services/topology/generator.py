@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from merak.errors import InvalidArgument
 from merak.ids import check_id
+from merak.skips import Skips
 from merak.v1 import topology_pb2
 from services.topology.models import (
     Link,
@@ -38,6 +39,9 @@ SUPPORTED_TYPES = (
     topology_pb2.CUSTOM,
 )
 DATAPLANES = ("real", "fake")
+# The underlay of a generated lab whose request names none (Merak's first Postman collection): the
+# addresses never leave the lab's namespaces. Merak's teste2e asks for the same.
+DEFAULT_DATA_PLANE_CIDR = "10.200.0.0/16"
 
 # Lowercase and digits only: names become kernel interface and namespace names on every backend.
 # A leading letter: namespaces `mk-<short>-<digit>…` belong to the VMs of vhost <digit…>.
@@ -51,8 +55,16 @@ _VNODE_KINDS = {
 }
 
 
-def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> TopologySpec:
-    """Validate a topology request; InvalidArgument names the first offending field."""
+def spec_from_proto(
+    config: topology_pb2.InternalTopologyConfiguration, skips: Skips | None = None
+) -> TopologySpec:
+    """Validate a topology request; InvalidArgument names the first offending field.
+
+    What Merak ignored (control-plane gateways, vnodes and vlinks with a generated type) is left out with a
+    warning in `skips`; a generated lab without a data-plane CIDR or a TREE without ports_per_vswitch gets
+    a default, said there too.
+    """
+    skips = Skips() if skips is None else skips
     topology_id = check_id("config.topology_id", config.topology_id)
 
     kind = int(config.topology_type)
@@ -64,6 +76,12 @@ def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> Topol
     dataplane = config.dataplane or "real"
     if dataplane not in DATAPLANES:
         raise InvalidArgument("config.dataplane", f"must be 'real' or 'fake', got {dataplane!r}")
+    if config.images and (config.backend or "local") == "local":
+        skips.skip(
+            "config.images",
+            f"{len(config.images)} image(s): the local backend runs no containers (kubernetes does)",
+            "ignored",
+        )
 
     base = TopologySpec(
         topology_id=topology_id,
@@ -92,7 +110,7 @@ def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> Topol
         _custom(spec)
         return spec
 
-    # Generated types ignore vnodes/vlinks: Merak clients (teste2e) send dummy ones with TREE.
+    _not_emulated(config, skips)
     limit = MAX_DOWNLINKS if kind == topology_pb2.SINGLE else MAX_VHOSTS
     vhosts = config.number_of_vhosts
     if not 1 <= vhosts <= limit:
@@ -100,9 +118,12 @@ def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> Topol
         raise InvalidArgument(
             "config.number_of_vhosts", f"must be between 1 and {limit}{suffix}, got {vhosts}"
         )
-    if not config.data_plane_cidr:
-        raise InvalidArgument("config.data_plane_cidr", "required")
-    cidr = _parse_cidr(config.data_plane_cidr)
+    if config.data_plane_cidr:
+        cidr = _parse_cidr(config.data_plane_cidr)
+    else:
+        cidr = ipaddress.IPv4Network(DEFAULT_DATA_PLANE_CIDR)
+        if _host_count(cidr) >= vhosts:
+            skips.note("config.data_plane_cidr", f"not given; {cidr} is used")
     capacity = _host_count(cidr)
     if capacity < vhosts:
         raise InvalidArgument(
@@ -110,8 +131,27 @@ def spec_from_proto(config: topology_pb2.InternalTopologyConfiguration) -> Topol
             f"{cidr} holds {capacity} vhost addresses, but {vhosts} vhosts were asked for",
         )
     if kind == topology_pb2.TREE:
-        _check_tree_shape(config)
+        base = replace(base, ports_per_vswitch=_check_tree_shape(config, skips))
     return replace(base, number_of_vhosts=vhosts, data_plane_cidr=str(cidr))
+
+
+def _not_emulated(config: topology_pb2.InternalTopologyConfiguration, skips: Skips) -> None:
+    """What a generated topology takes no notice of, as Merak's did not: its clients send placeholders."""
+    name = topology_pb2.TopologyType.Name(config.topology_type)
+    if config.vnodes or config.vlinks:
+        skips.skip(
+            "config.vnodes",
+            f"{len(config.vnodes)} vnode(s) and {len(config.vlinks)} vlink(s) with a {name} topology: "
+            "only a CUSTOM topology is made of vnodes and vlinks",
+            "ignored",
+        )
+    if config.number_of_gateways or config.gateway_ips:
+        skips.skip(
+            "config.gateway_ips",
+            f"{max(config.number_of_gateways, len(config.gateway_ips))} control-plane gateway(s): "
+            "not emulated (Merak's topology did not build them either)",
+            "ignored",
+        )
 
 
 def generate(spec: TopologySpec) -> Topology:
@@ -168,7 +208,8 @@ def _host_count(net: ipaddress.IPv4Network) -> int:
     return max(net.num_addresses - 2, 0)
 
 
-def _check_tree_shape(config: topology_pb2.InternalTopologyConfiguration) -> None:
+def _check_tree_shape(config: topology_pb2.InternalTopologyConfiguration, skips: Skips) -> int:
+    """Checks a TREE's shape; returns its ports per vswitch (when not given: one switch over the racks)."""
     per_rack = config.vhost_per_rack
     bridge = f"a bridge holds {MAX_BRIDGE_PORTS} ports, one is the uplink"
     if not 1 <= per_rack <= MAX_DOWNLINKS:
@@ -176,6 +217,12 @@ def _check_tree_shape(config: topology_pb2.InternalTopologyConfiguration) -> Non
             "config.vhost_per_rack", f"must be between 1 and {MAX_DOWNLINKS} ({bridge}), got {per_rack}"
         )
     ports = config.ports_per_vswitch
+    if ports == 0:
+        racks = -(-config.number_of_vhosts // per_rack)
+        ports = min(max(racks, 2), MAX_DOWNLINKS)
+        skips.note(
+            "config.ports_per_vswitch", f"not given; {ports} is used (one vswitch over the {racks} racks)"
+        )
     # Fewer than 2 ports would never shrink a layer, so the tree would never reach its core.
     if not 2 <= ports <= MAX_DOWNLINKS:
         raise InvalidArgument(
@@ -191,6 +238,7 @@ def _check_tree_shape(config: topology_pb2.InternalTopologyConfiguration) -> Non
             f"{racks} racks of {per_rack} vhosts hold {racks * per_rack}, but {vhosts} vhosts were asked "
             "for; raise it, or set 0 for as many racks as needed",
         )
+    return ports
 
 
 def _vnode_from_proto(index: int, vnode: topology_pb2.InternalVNodeInfo) -> VNodeSpec:

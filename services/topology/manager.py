@@ -17,6 +17,7 @@ from merak.errors import (
 )
 from merak.ids import check_id
 from merak.logs import get_logger
+from merak.skips import Skips
 from merak.v1 import common_pb2, topology_pb2
 from services.topology import faults
 from services.topology import store as st
@@ -69,12 +70,13 @@ class TopologyManager:
     # --- CREATE ------------------------------------------------------------------------------
 
     async def create(
-        self, config: topology_pb2.InternalTopologyConfiguration
+        self, config: topology_pb2.InternalTopologyConfiguration, skips: Skips | None = None
     ) -> topology_pb2.ReturnTopologyMessage:
-        """Validate, store and start building; returns the vhosts at once (DEPLOYING)."""
+        """Validate, store and start building; returns the vhosts at once (DEPLOYING). What the config
+        asked for and is left out (as Merak left it out), or filled in, is said in `skips`."""
         if not config.backend:
             config.backend = self.default_backend
-        spec = spec_from_proto(config)
+        spec = spec_from_proto(config, skips)
         backend = self.backends.get(spec.backend)
         backend.check(spec)
         async with self._lock(spec.topology_id):
@@ -331,13 +333,13 @@ class TopologyManager:
         )
 
     async def update(
-        self, config: topology_pb2.InternalTopologyConfiguration
+        self, config: topology_pb2.InternalTopologyConfiguration, skips: Skips | None = None
     ) -> topology_pb2.ReturnTopologyMessage:
         """Reconcile a READY lab to a new config (more or fewer vhosts, racks, links): what goes is
         removed, what comes is built in the background, the rest is not touched; returns at once."""
         if not config.backend:
             config.backend = self.default_backend
-        spec = spec_from_proto(config)
+        spec = spec_from_proto(config, skips)
         backend = self.backends.get(spec.backend)
         async with self._lock(spec.topology_id):
             record = await self._record(spec.topology_id)

@@ -8,8 +8,12 @@ import grpc
 
 from merak.errors import InvalidArgument, Unimplemented, enum_name
 from merak.grpcserver import ServiceRegistration
+from merak.logs import get_logger
+from merak.skips import Skips
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.manager import TopologyManager
+
+log = get_logger(__name__)
 
 SERVICE_NAME = "topology.MerakTopologyService"
 
@@ -26,16 +30,25 @@ class TopologyServicer(topology_pb2_grpc.MerakTopologyServiceServicer):
         """CREATE / INFO / DELETE / UPDATE of a topology."""
         op = request.operation_type
         config = request.config
-        if op == common_pb2.CREATE:
-            reply = await self.manager.create(config)
-            reply.return_message = "DEPLOY Success. " + reply.return_message.removeprefix("CHECK success. ")
+        if op in (common_pb2.CREATE, common_pb2.UPDATE):
+            skips = Skips()
+            if op == common_pb2.CREATE:
+                reply = await self.manager.create(config, skips)
+                reply.return_message = "DEPLOY Success. " + reply.return_message.removeprefix(
+                    "CHECK success. "
+                )
+            else:
+                reply = await self.manager.update(config, skips)
+            if skips:
+                reply.warnings.extend(skips.warnings)
+                log.warning(
+                    "topology_config_skipped", topology_id=config.topology_id, warnings=skips.warnings
+                )
             return reply
         if op == common_pb2.INFO:
             return await self.manager.info(config.topology_id)
         if op == common_pb2.DELETE:
             return await self.manager.delete(config.topology_id)
-        if op == common_pb2.UPDATE:
-            return await self.manager.update(config)
         raise InvalidArgument(
             "operation_type", f"{enum_name(common_pb2.OperationType, op)} is not a topology operation; "
             "use CREATE, INFO, DELETE or UPDATE",

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel
 
 from merak import protojson
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound
+from merak.errors import MerakError, NotFound
 from merak.grpcclient import ServiceError
 from merak.logs import get_logger
 from merak.v1 import scenario_pb2, topology_pb2
@@ -118,15 +118,32 @@ def envelope(status: str, message: str, data: Any = None, code: int = 200) -> JS
     return JSONResponse({"data": data, "message": message, "status": status}, status_code=code)
 
 
+# An error's gRPC code (ours, or a callee's that a ServiceError carries) as an HTTP status: what the client
+# asked that cannot be done is 4xx; 500 is left for a fault of the product.
+_HTTP_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_code(exc: MerakError) -> int:
+    """The HTTP status of a refused request."""
+    return _HTTP_CODES.get(exc.code, 500)
+
+
 def failure(exc: MerakError, not_found: str) -> JSONResponse:
     """A domain error as Merak's FAILED envelope; the message says why (Merak only logged it)."""
     if isinstance(exc, NotFound):
         return envelope(FAILED, not_found, code=404)
-    if isinstance(exc, InvalidArgument):
-        return envelope(FAILED, exc.message, code=400)
-    if isinstance(exc, FailedPrecondition):
-        return envelope(FAILED, exc.message, code=409)
-    return envelope(FAILED, exc.message, code=500)
+    return envelope(FAILED, exc.message, code=http_code(exc))
 
 
 def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
@@ -220,6 +237,8 @@ def _crud_routes(app: FastAPI, rest: RestKind, entities: EntityManager, manager:
 
     async def get(entity_id: str) -> JSONResponse:
         try:
+            if kind is SCENARIO:
+                return envelope(OK, "OK", models.to_json(await manager.current(entity_id)))
             return envelope(OK, "OK", models.to_json(await entities.get(kind, entity_id)))
         except MerakError as exc:
             return failure(exc, rest.not_found)
@@ -286,13 +305,14 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
             return envelope(OK, f"Action successfully - {message}", data)
         try:
             reply = await manager.action(body.scenario_id, service, verb)
-        except NotFound as exc:
-            return envelope(FAILED, f"{ACTION_FAILED} {exc.message}", echo, code=404)
         except MerakError as exc:
-            return envelope(FAILED, f"{ACTION_FAILED} {exc.message}", echo, code=500)
+            return envelope(FAILED, f"{ACTION_FAILED} {exc.message}", echo, code=http_code(exc))
         which = reply.WhichOneof("reply")
         data = models.reply_json(getattr(reply, which)) if which else None
-        return envelope(OK, f"Action successfully - {reply.return_message}", data)
+        message = f"Action successfully - {reply.return_message}"
+        if reply.warnings:
+            message += f". Left out, as Merak did: {'; '.join(reply.warnings)}"
+        return envelope(OK, message, data)
 
     _route(app, "POST", "/api/scenarios/actions", action, "DEPLOY, CHECK, DELETE or UPDATE one service")
 
@@ -307,15 +327,6 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
     _faults_routes(app, manager)
 
 
-# A callee's status as an HTTP code (the topology service's, for the faults routes).
-_HTTP_CODES = {
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.UNAVAILABLE: 503,
-}
-
-
 def _faults_routes(app: FastAPI, manager: ScenarioManager) -> None:
     """A running lab's impairments (the topology service's SetFaults / ListFaults / ClearFaults)."""
 
@@ -323,7 +334,7 @@ def _faults_routes(app: FastAPI, manager: ScenarioManager) -> None:
         try:
             reply = await manager.clients.topology_faults(method, request)
         except ServiceError as exc:
-            return envelope(FAILED, exc.message, code=_HTTP_CODES.get(exc.code, 502))
+            return envelope(FAILED, exc.message, code=http_code(exc))
         return envelope(OK, "OK", protojson.to_dict(reply))
 
     async def show(topology_id: str) -> JSONResponse:
