@@ -7,9 +7,9 @@ PY := $(BIN)/python
 PROTO_SRC := $(wildcard proto/merak/v1/*.proto)
 APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables chromium
 
-.PHONY: install apt venv proto lint test test-fast up down status demo bench clean
+.PHONY: install apt venv proto newman lint test test-fast up down status demo bench clean
 
-install: apt venv proto ## system packages, virtualenv, generated protos
+install: apt venv proto newman ## system packages, virtualenv, generated protos, newman
 
 apt: ## Debian packages that are missing (a removed package whose config files remain counts as missing)
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -32,6 +32,13 @@ venv: $(PY)
 proto: ## generate Python + mypy stubs from proto/ (not committed)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
 	  --python_out=libs --grpc_python_out=libs --mypy_out=quiet:libs --mypy_grpc_out=quiet:libs $(PROTO_SRC)
+
+NEWMAN_DIR := tests/e2e/newman
+
+newman: ## newman (npm), which runs Merak's Postman collections in the e2e tests
+	@command -v npm >/dev/null || { echo "apt-get install: nodejs npm"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	@[ -x $(NEWMAN_DIR)/node_modules/.bin/newman ] || npm ci --prefix $(NEWMAN_DIR) --no-audit --no-fund --loglevel=error
 
 lint:
 	$(BIN)/ruff check .
@@ -58,4 +65,4 @@ bench:
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NEWMAN_DIR)/node_modules libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi .mypy_cache .ruff_cache .pytest_cache

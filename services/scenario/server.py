@@ -199,8 +199,9 @@ class ScenarioServicer(_grpc.MerakScenarioServiceServicer):
         return await self.entities.create(SCENARIO, request)
 
     async def GetScenario(self, request: scenario_pb2.GetRequest, context: Context) -> scenario_pb2.Scenario:
-        """One Scenario; NOT_FOUND when missing."""
-        return await self.entities.get(SCENARIO, request.id)
+        """One Scenario (statuses under way read again from the services); NOT_FOUND when missing."""
+        await self.entities.get(SCENARIO, request.id)  # checks the id
+        return await self.manager.current(request.id)
 
     async def ListScenarios(
         self, request: scenario_pb2.ListRequest, context: Context

@@ -1,0 +1,34 @@
+"""The e2e tests' stack: one real local stack (processes) for the session, on ports of its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from merak.localstack import LocalStack, StackSettings
+from merak.testing import free_port
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackSettings]:
+    """A stack of its own: a short state directory and ports shifted away from a user's stack."""
+    state = Path(tempfile.mkdtemp(prefix="mke", dir="/tmp"))
+    settings = StackSettings(
+        state_dir=state,
+        port_offset=12000 + (os.getpid() % 400) * 10,
+        redis_port=free_port(),
+        temporal_port=free_port(),
+        temporal_ui_port=free_port(),
+    )
+    local = LocalStack(settings, out=lambda _line: None)
+    try:
+        local.up()
+        yield settings
+    finally:
+        local.down()
+        shutil.rmtree(state, ignore_errors=True)
