@@ -93,6 +93,8 @@ class Report:
     results: dict[str, Any] = field(default_factory=dict)
     teardown: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # What the services left out of the configs, as Merak did (placeholders), each naming its field.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -250,6 +252,9 @@ class Runner:
         started = time.perf_counter()
         reply = await self._action(service, scenario_pb2.DEPLOY)
         console.print(f"DEPLOY {name}: {reply.return_message}")
+        for warning in reply.warnings:
+            console.print(f"  left out: {warning}", markup=False)
+        self.report.warnings += list(reply.warnings)
         if reply.service_status != READY:
             await self._follow(name)
         self.report.phases[f"deploy {name}"] = time.perf_counter() - started
@@ -624,9 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.keep and report.ok:
         console.print(
             f"lab kept (scenario {report.ids.get('scenario')}); look around: `ip netns list`, "
-            f"`merak exec vhost-0 v0-0-0 -- ip addr`; tear it down with "
-            f'grpcurl -plaintext -d \'{{"id":"{report.ids.get("scenario")}","teardown":true}}\' '
-            f"{opts.scenario_address} scenario.MerakScenarioService/DeleteScenario"
+            f"`merak exec vhost-0 v0-0-0 -- ip addr`, `merak labs show {report.ids.get('scenario')}`; "
+            f"tear it down with `merak labs destroy {report.ids.get('scenario')}`"
         )
     return 0 if report.ok else 1
 
