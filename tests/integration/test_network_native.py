@@ -521,6 +521,11 @@ def _duplicate_vpc_id(cfg: network_pb2.InternalNetConfigConfiguration) -> None:
     cfg.network.vpcs.append(vpc("10.2.0.0/16", vpc_id="same"))
 
 
+def _bare_vpc(cfg: network_pb2.InternalNetConfigConfiguration) -> None:
+    cfg.network.vpcs[0].vpc_cidr = ""
+    cfg.network.vpcs[0].ClearField("subnets")
+
+
 BAD_INPUT: dict[str, tuple[Mutation, str]] = {
     "subnet outside its VPC": (
         lambda c: setattr(c.network.vpcs[0].subnets[1], "subnet_cidr", "10.2.0.0/24"),
@@ -538,9 +543,13 @@ BAD_INPUT: dict[str, tuple[Mutation, str]] = {
         lambda c: setattr(c.network.vpcs[0], "vpc_cidr", "10.1.0.0"),
         "config.network.vpcs[0].vpc_cidr: '10.1.0.0' is not a CIDR",
     ),
-    "host bits in a CIDR": (
-        lambda c: setattr(c.network.vpcs[0], "vpc_cidr", "10.1.2.3/16"),
-        "config.network.vpcs[0].vpc_cidr: '10.1.2.3/16' is not a valid CIDR",
+    "a subnet CIDR with host bits overlapping another": (
+        lambda c: setattr(c.network.vpcs[0].subnets[1], "subnet_cidr", "10.1.0.9/23"),
+        "config.network.vpcs[0].subnets[1].subnet_cidr: 10.1.0.0/23 overlaps subnets[0] (10.1.0.0/24)",
+    ),
+    "no VPC CIDR and no subnet": (
+        _bare_vpc,
+        "config.network.vpcs[0].vpc_cidr: required when the VPC has no subnets",
     ),
     "gateway outside the subnet": (
         lambda c: setattr(c.network.vpcs[0].subnets[1], "subnet_gw", "10.1.0.1"),
@@ -554,14 +563,6 @@ BAD_INPUT: dict[str, tuple[Mutation, str]] = {
         lambda c: c.network.ClearField("vpcs"),
         "config.network.vpcs: at least one VPC is required",
     ),
-    "unknown group in a rule": (
-        lambda c: setattr(c.network.security_groups[0].rules[0], "remote_group_id", "sg-9"),
-        "config.network.security_groups[0].rules[0].remote_group_id: unknown security group 'sg-9'",
-    ),
-    "router naming an unknown subnet": (
-        lambda c: c.network.routers[0].subnets.append("string"),
-        "config.network.routers[0].subnets[1]: 'string' names no subnet of this config",
-    ),
     "router joining two VPCs": (
         _second_vpc,
         "config.network.routers[0].subnets: names subnets of vpcs[0] and vpcs[1]",
@@ -573,10 +574,6 @@ BAD_INPUT: dict[str, tuple[Mutation, str]] = {
     "duplicate VPC id": (
         _duplicate_vpc_id,
         "config.network.vpcs[1].vpc_id: 'same' is already the id of vpcs[0]",
-    ),
-    "port range without protocol": (
-        lambda c: setattr(c.network.security_groups[0].rules[0], "protocol", ""),
-        "config.network.security_groups[0].rules[0].port_range: a port range needs a protocol",
     ),
     "unknown plugin": (
         lambda c: setattr(c, "plugin", "x"),
@@ -599,6 +596,113 @@ async def test_bad_input_is_invalid_argument_naming_the_field_and_creates_nothin
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(expected), details
     assert await net.redis.keys("*") == []
+
+
+def _router_of_placeholders(cfg: network_pb2.InternalNetConfigConfiguration) -> None:
+    cfg.network.routers.add(name="string", subnets=["string"])  # Merak's teste2e
+
+
+def _no_vpc_cidr(cfg: network_pb2.InternalNetConfigConfiguration) -> None:
+    cfg.network.vpcs[0].vpc_cidr = ""
+    cfg.network.vpcs[0].subnets[1].subnet_cidr = "10.1.3.0/24"
+    cfg.network.vpcs[0].subnets[1].subnet_gw = ""
+
+
+Reply = network_pb2.ReturnNetworkMessage
+
+# Placeholders of Merak's clients, and what Merak's network ignored: the config is made without them, and
+# each is a warning naming its field. (mutation, the warnings, a check of what was made)
+LEFT_OUT: dict[str, tuple[Mutation, list[str], Callable[[Reply], bool]]] = {
+    "host bits in a CIDR": (
+        lambda c: setattr(c.network.vpcs[0], "vpc_cidr", "10.1.2.3/16"),
+        ["config.network.vpcs[0].vpc_cidr: '10.1.2.3/16' has host bits set; 10.1.0.0/16 is used"],
+        lambda r: r.vpcs[0].vpc_cidr == "10.1.0.0/16",
+    ),
+    "no VPC CIDR": (
+        _no_vpc_cidr,
+        [
+            "config.network.vpcs[0].vpc_cidr: not given; 10.1.0.0/22, the smallest network holding its "
+            "subnets, is used"
+        ],
+        lambda r: r.vpcs[0].vpc_cidr == "10.1.0.0/22",
+    ),
+    "unknown group in a rule": (
+        lambda c: setattr(c.network.security_groups[0].rules[0], "remote_group_id", "sg-9"),
+        [
+            "config.network.security_groups[0].rules[0].remote_group_id: unknown security group 'sg-9' "
+            "(give the id or name of a security group of this config); rule skipped"
+        ],
+        lambda r: len(r.security_groups[0].rules) == 0,
+    ),
+    "port range without protocol": (
+        lambda c: setattr(c.network.security_groups[0].rules[0], "protocol", ""),
+        [
+            "config.network.security_groups[0].rules[0].port_range: a port range needs a protocol; "
+            "rule skipped"
+        ],
+        lambda r: len(r.security_groups[0].rules) == 0,
+    ),
+    "router naming an unknown subnet": (
+        lambda c: c.network.routers[0].subnets.append("string"),
+        [
+            "config.network.routers[0].subnets[1]: 'string' names no subnet of this config (give its id, "
+            "CIDR or gateway IP); skipped"
+        ],
+        lambda r: len(r.routers) == 1 and len(r.routers[0].subnets) == 1,
+    ),
+    "router naming no subnet at all": (
+        _router_of_placeholders,
+        [
+            "config.network.routers[1].subnets[0]: 'string' names no subnet of this config (give its id, "
+            "CIDR or gateway IP); skipped",
+            "config.network.routers[1]: joins no subnet of this config (give subnet ids, CIDRs or gateway "
+            "IPs); router skipped",
+        ],
+        lambda r: len(r.routers) == 1,
+    ),
+    "a VPC id that is not an id": (
+        lambda c: setattr(c.network.vpcs[0], "vpc_id", "10.1.0.0/16"),  # Merak's teste2e
+        [
+            "config.network.vpcs[0].vpc_id: '10.1.0.0/16' is not an id (1-128 of A-Z, a-z, 0-9, '.', '_', "
+            "':', '-', from a letter or digit); an id is assigned"
+        ],
+        lambda r: r.vpcs[0].vpc_id not in ("", "10.1.0.0/16"),
+    ),
+    "gateways": (
+        lambda c: c.network.gateways.add(id="gw", name="string", ips=["string"]),
+        ["config.network.gateways: 1 gateway(s): not emulated (Merak's network did not make them); ignored"],
+        lambda r: len(r.vpcs) == 1,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LEFT_OUT))
+async def test_placeholders_are_left_out_with_a_warning_naming_the_field(net: Net, case: str) -> None:
+    mutate, warnings, made = LEFT_OUT[case]
+    cfg = _bad(mutate)
+    reply = await net.stub.NetConfigHandler(op(common_pb2.CREATE, cfg))
+    assert reply.return_message.startswith("CREATE done")
+    assert list(reply.warnings) == warnings
+    assert made(reply), reply
+    # The same request again is the same config (no-op), said again; INFO says nothing of it.
+    again = await net.stub.NetConfigHandler(op(common_pb2.CREATE, cfg))
+    assert (again.vpcs, list(again.warnings)) == (reply.vpcs, warnings)
+    info = await net.stub.NetConfigHandler(op(common_pb2.INFO, ident(TESTE2E)))
+    assert info.vpcs == reply.vpcs and not info.warnings
+
+
+async def test_update_leaves_out_placeholders_too(net: Net) -> None:
+    created = await net.stub.NetConfigHandler(op(common_pb2.CREATE, config()))
+    assert not created.warnings
+    grown = config()
+    grown.network.vpcs.append(vpc("10.2.0.0/16", ("10.2.0.0/24", "")))
+    grown.network.routers.add(subnets=["10.2.0.0/24", "string"])
+    updated = await net.stub.NetConfigHandler(op(common_pb2.UPDATE, grown))
+    assert updated.return_message.startswith("UPDATE done") and len(updated.routers) == 1
+    assert list(updated.warnings) == [
+        "config.network.routers[0].subnets[1]: 'string' names no subnet of this config (give its id, CIDR or "
+        "gateway IP); skipped"
+    ]
 
 
 async def test_every_request_needs_a_netconfig_id_and_a_known_operation(net: Net) -> None:

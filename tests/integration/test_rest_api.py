@@ -20,6 +20,7 @@ from merak.testing.plugin import ServeBuilt
 from merak.v1 import scenario_pb2, scenario_pb2_grpc
 from services.scenario.app import build
 from services.scenario.config import ScenarioSettings
+from tests.integration.scenario_lab import Stub
 from tests.stack import ServiceStack
 
 NOWHERE = "127.0.0.1:1"
@@ -206,9 +207,10 @@ async def test_actions_refuse_clearly_and_leave_nothing_stuck(rest: tuple[httpx.
     assert reply.json()["data"]["service"] == {"service_name": "storage", "action": "DEPLOY", "status": ""}
     reply = await act("compute", "deploy")  # actions are upper case, as in Merak
     assert reply.status_code == 400 and "unknown action 'deploy'" in reply.json()["message"]
-    # Out of order: the reason is in the reply (Merak only logged it).
+    # Out of order: the reason is in the reply (Merak only logged it), refused as a conflict with the
+    # scenario's state (FAILED_PRECONDITION), not as a fault of the product.
     reply = await act("Compute", "DEPLOY")
-    assert reply.status_code == 500
+    assert reply.status_code == 409
     assert reply.json()["message"] == (
         "Scenario Action Failed. cannot DEPLOY compute: topology is NONE; DEPLOY topology first"
     )
@@ -251,28 +253,135 @@ async def test_teste2e_over_rest_deploys_pings_and_leaves_nothing(temporal_servi
     assert posts is not None and posts >= 6  # deploy x3, checks, deletes
 
 
-async def test_placeholders_are_stored_and_refused_at_deploy(rest: tuple[httpx.AsyncClient, str]) -> None:
-    client, _ = rest
+async def test_delete_of_what_was_never_deployed_succeeds_and_says_so(
+    rest: tuple[httpx.AsyncClient, str],
+) -> None:
+    # A client cleaning up after a failed step deletes compute, network and topology in turn, whatever
+    # got deployed: nothing is asked of the services (none is reachable here) and nothing changes.
+    client, grpc_address = rest
+    ids = await create_all(client)
+    for service, title in (("compute", "Compute"), ("network", "Network"), ("topology", "Topology")):
+        body = {"scenario_id": ids["scenario"], "service": {"service_name": service, "action": "DELETE"}}
+        reply = await client.post("/api/scenarios/actions", json=body)
+        assert (reply.status_code, reply.json()["status"]) == (200, "OK"), reply.text
+        message = reply.json()["message"]
+        assert message.startswith(f"Action successfully - DELETE on {title}"), message
+        assert message.endswith(f"; {service} was not deployed (NONE): nothing to delete")
+    scenario = (await client.get(f"/api/scenarios/{ids['scenario']}")).json()["data"]
+    assert (scenario["status"], scenario["topology_status"], scenario["compute_status"]) == ("NONE",) * 3
+    # The same over gRPC.
+    async with grpc.aio.insecure_channel(grpc_address) as channel:
+        stub = scenario_pb2_grpc.MerakScenarioServiceStub(channel)
+        deleted = await stub.ScenarioAction(
+            scenario_pb2.ScenarioActionRequest(
+                scenario_id=ids["scenario"],
+                service=scenario_pb2.ServiceAction(
+                    service_name=scenario_pb2.NETWORK, action=scenario_pb2.DELETE
+                ),
+            )
+        )
+    assert deleted.return_message.endswith("; network was not deployed (NONE): nothing to delete")
+    assert deleted.service_status == scenario_pb2.NONE and not deleted.warnings
+
+
+@pytest.fixture
+async def lab(
+    services: ServiceStack, serve_built: ServeBuilt, redis_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Stub]]:
+    """The real topology and network services behind the scenario service (compute unreachable: no
+    Temporal): its REST client and gRPC stub."""
+    await services.topology()
+    await services.network()
+    settings = ScenarioSettings(
+        host="127.0.0.1", grpc_port=0, rest_port=0, redis_url=redis_url, call_timeout=10,
+        topology_address=services.addresses["topology"], network_address=services.addresses["network"],
+        compute_address=NOWHERE,
+    )  # fmt: skip
+    built = await build(settings)
+    grpc_address = await serve_built(built)
+    async with (
+        httpx.AsyncClient(base_url=f"http://{built.listeners['rest']}") as client,
+        grpc.aio.insecure_channel(grpc_address) as channel,
+    ):
+        yield client, scenario_pb2_grpc.MerakScenarioServiceStub(channel)
+
+
+async def test_placeholders_are_stored_and_left_out_with_a_warning_at_deploy(
+    lab: tuple[httpx.AsyncClient, Stub],
+) -> None:
+    client, stub = lab
     ids = await create_all(client)
     # Merak's Postman bodies carry placeholders: stored as given, as Merak did ...
     put = await client.put(
-        f"/api/topologies/{ids['topology']}", json={"control_plane_gateway_ips": ["string"]}
+        f"/api/topologies/{ids['topology']}",
+        json={
+            "control_plane_gateway_ips": ["string"],
+            "dataplane": "fake",
+            "data_plane_cidr": "10.241.0.0/24",
+        },
     )
     assert put.status_code == 200 and put.json()["data"]["control_plane_gateway_ips"] == ["string"]
+    put = await client.put(
+        f"/api/network-config/{ids['network']}",
+        json={
+            "routers": [{"name": "string", "subnet_gateways": ["string"]}],
+            "security_groups": [{"name": "sg-1", "rules": [{"direction": "string", "protocol": "tcp"}]}],
+        },
+    )
+    assert put.status_code == 200 and put.json()["data"]["routers"][0]["subnet_gateways"] == ["string"]
 
     async def act(service: str, action: str, older: bool = False) -> httpx.Response:
         asked = {"service_name": service, "action": action}
         body = {"scenario_id": ids["scenario"], **({"services": [asked]} if older else {"service": asked})}
         return await client.post("/api/scenarios/actions", json=body)
 
-    # ... and refused when deployed, naming the field (here through the older `services` list).
+    # ... and left out when deployed, as Merak did, each warning naming its field (here through the
+    # older `services` list).
     reply = await act("topology", "DEPLOY", older=True)
-    assert reply.status_code == 500
-    assert reply.json()["message"] == (
-        f"Scenario Action Failed. topology config {ids['topology']}: control_plane_gateway_ips[0]: "
-        "'string' is not an IPv4 address"
+    assert reply.status_code == 200, reply.text
+    message = reply.json()["message"]
+    assert message.startswith("Action successfully - DEPLOY on Topology got - ")
+    left_out = message.partition(". Left out, as Merak did: ")[2].split("; ")
+    assert any(w.startswith("config.gateway_ips: 1 control-plane gateway(s): not emulated") for w in left_out)
+    assert any(w.startswith("config.images: 1 image(s)") for w in left_out), left_out
+
+    # The scenario keeps them, "<service>: …": streamed by WatchScenario from its first message, and read
+    # by GetScenario (gRPC and REST).
+    request = scenario_pb2.WatchScenarioRequest(scenario_id=ids["scenario"])
+    progress = [p async for p in stub.WatchScenario(request, timeout=60)]
+    assert progress[-1].topology_status == scenario_pb2.READY, progress[-1]
+    kept = list(progress[0].warnings)
+    assert kept and all(w.startswith("topology: config.") for w in kept)
+    assert any(w.startswith("topology: config.gateway_ips: ") for w in kept)
+    assert list(progress[-1].warnings) == kept
+    scenario = await stub.GetScenario(scenario_pb2.GetRequest(id=ids["scenario"]))
+    assert list(scenario.warnings) == kept
+    assert (await client.get(f"/api/scenarios/{ids['scenario']}")).json()["data"]["warnings"] == kept
+
+    reply = await act("network", "DEPLOY")
+    assert reply.status_code == 200, reply.text
+    message = reply.json()["message"]
+    assert message.startswith("Action successfully - DEPLOY on Network done. Left out, as Merak did: ")
+    assert "config.network.routers[0].subnets[0]: 'string' names no subnet of this config" in message
+    assert "config.network.routers[0]: joins no subnet of this config" in message
+    assert (
+        "config.network.security_groups[0].rules[0].direction: 'string' is not ingress or egress" in message
     )
-    assert (await client.get(f"/api/scenarios/{ids['scenario']}")).json()["data"]["topology_status"] == "NONE"
+    scenario = await stub.GetScenario(scenario_pb2.GetRequest(id=ids["scenario"]))
+    assert list(scenario.warnings)[: len(kept)] == kept
+    assert any(w.startswith("network: config.network.routers[0]: ") for w in scenario.warnings)
+
+    # What cannot be deployed without is still refused, naming the field (400), and nothing is asked of
+    # compute (unreachable here).
+    put = await client.put(f"/api/compute-config/{ids['compute']}", json={"number_of_vm_per_vpc": 0})
+    assert put.status_code == 200 and put.json()["data"]["number_of_vm_per_vpc"] == 0
+    reply = await act("compute", "DEPLOY")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["message"] == (
+        f"Scenario Action Failed. compute config {ids['compute']}: number_of_vm_per_vpc: "
+        "must be at least 1 for UNIFORM"
+    )
+    assert (await client.get(f"/api/scenarios/{ids['scenario']}")).json()["data"]["compute_status"] == "NONE"
     # A CHECK of what was never deployed: Merak's empty counts, which its teste2e parses.
     reply = await act("compute", "CHECK")
     assert reply.status_code == 200 and reply.json()["data"] == {"vms": [{"id": "0 out of 0 done!"}]}
@@ -280,6 +389,12 @@ async def test_placeholders_are_stored_and_refused_at_deploy(rest: tuple[httpx.A
         "Action successfully - CHECK on Compute got - DONE: 0, READY: 0, DEPLOYING: 0, DELETING: 0, "
         "ERROR: 0, Others: 0"
     )
+
+    # A service deleted takes its warnings with it; the topology's stay.
+    reply = await act("network", "DELETE")
+    assert reply.status_code == 200, reply.text
+    scenario = await stub.GetScenario(scenario_pb2.GetRequest(id=ids["scenario"]))
+    assert list(scenario.warnings) == kept
 
 
 async def test_results_need_deployed_vms(rest: tuple[httpx.AsyncClient, str]) -> None:

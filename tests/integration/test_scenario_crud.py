@@ -263,6 +263,24 @@ def _network_with(**subnet: Any) -> scenario_pb2.NetworkConfig:
     return config
 
 
+def _vpc_without_cidr() -> scenario_pb2.NetworkConfig:
+    config = network_config()
+    config.vpcs[0].vpc_cidr = ""
+    return config
+
+
+def _with_router(*subnet_gateways: str) -> scenario_pb2.NetworkConfig:
+    config = network_config()
+    config.routers.add(name="string", subnet_gateways=subnet_gateways)
+    return config
+
+
+def _with_rule(**rule: str) -> scenario_pb2.NetworkConfig:
+    config = network_config()
+    config.security_groups[0].rules.add(**rule)
+    return config
+
+
 MALFORMED: list[tuple[str, Any, str]] = [
     ("TopologyConfig", _bad(topology_config(), number_of_vhosts=0), "number_of_vhosts"),
     ("TopologyConfig", _bad(topology_config(), data_plane_cidr="10.200.0.0"), "data_plane_cidr"),
@@ -275,6 +293,19 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("NetworkConfig", _network_with(subnet_cidr="10.1.0.0/33"), "vpcs[0].subnet_info[0].subnet_cidr"),
     ("NetworkConfig", _network_with(subnet_gateway="10.3.0.1"), "vpcs[0].subnet_info[0].subnet_gateway"),
     ("NetworkConfig", _bad(network_config(), plugin="ovn"), "plugin"),
+    # What a DEPLOY leaves out or fills in, with a warning: refused when stored over gRPC (strict).
+    ("TopologyConfig", _bad(topology_config(), data_plane_cidr=""), "data_plane_cidr"),
+    ("TopologyConfig", _bad(topology_config(), ports_per_vswitch=0), "ports_per_vswitch"),
+    (
+        "TopologyConfig",
+        _bad(topology_config(), control_plane_gateway_ips=["string"]),
+        "control_plane_gateway_ips[0]",
+    ),
+    ("NetworkConfig", _network_with(subnet_cidr="10.1.0.5/16"), "vpcs[0].subnet_info[0].subnet_cidr"),
+    ("NetworkConfig", _vpc_without_cidr(), "vpcs[0].vpc_cidr"),
+    ("NetworkConfig", _with_router("string"), "routers[0].subnet_gateways[0]"),
+    ("NetworkConfig", _with_rule(direction="string"), "security_groups[0].rules[0].direction"),
+    ("NetworkConfig", _with_rule(remote_ip_prefix="string"), "security_groups[0].rules[0].remote_ip_prefix"),
     ("ComputeConfig", _bad(compute_config(), number_of_vm_per_vpc=0), "number_of_vm_per_vpc"),
     ("ComputeConfig", _bad(compute_config(), number_of_vm_per_vpc=3), "number_of_vm_per_vpc"),
     ("ComputeConfig", _bad(compute_config(), scheduler=compute_pb2.RPS), "rps"),
@@ -313,11 +344,12 @@ async def test_refused_actions_touch_no_service(
         "cannot DEPLOY compute: topology is NONE; DEPLOY topology first",
     )
     assert _actions(registry, "compute", "DEPLOY", "failed_precondition") == refused_before + 1
-    code, details = await _code(act(stub, scenario.id, scenario_pb2.TOPOLOGY, scenario_pb2.DELETE))
-    assert (code, details) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "cannot DELETE topology: topology is not deployed (NONE)",
-    )
+    # DELETE of what is not deployed is a success that says so; it asks nothing of the service (which
+    # would be UNAVAILABLE here) and changes nothing.
+    for service, name in ((scenario_pb2.COMPUTE, "compute"), (scenario_pb2.TOPOLOGY, "topology")):
+        deleted = await act(stub, scenario.id, service, scenario_pb2.DELETE)
+        assert deleted.return_message.endswith(f"; {name} was not deployed (NONE): nothing to delete")
+        assert (deleted.service_status, deleted.scenario_status) == (scenario_pb2.NONE, scenario_pb2.NONE)
     code, details = await _code(act(stub, scenario.id, 9, scenario_pb2.DEPLOY))  # type: ignore[arg-type]  # unknown on purpose
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(
         "service.service_name: unknown service"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import httpx
 import pytest
-from google.protobuf import field_mask_pb2
 
 from merak import host, netns
 from merak.naming import topology_short_id
@@ -181,33 +181,44 @@ async def test_errors_of_the_services_reach_the_caller_unchanged_and_nothing_is_
     await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True))
     assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
 
-    # Merak's teste2e router names no subnet ("string"): the network service says which field.
+    # Merak's teste2e router names no subnet ("string"). Stored over gRPC, it is refused, naming the field.
     network = network_config(subnets=2)
     network.routers.add(name="router-1", subnet_gateways=["string"])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.CreateNetworkConfig(network)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(
+        "routers[0].subnet_gateways[0]: 'string' names no subnet"
+    )
+    # Stored over REST (unchecked, as Merak stored it), it is left out at DEPLOY, as Merak left it out,
+    # with a warning naming the field in the reply and on the scenario.
     created = await create_scenario(
         stack.stub,
         topology=topology_config(vhosts=2, cidr="10.203.0.0/24", dataplane="fake"),
-        network=network,
+        network=network_config(subnets=2),
     )
     sid = created.scenario.id
+    async with httpx.AsyncClient(base_url=f"http://{stack.services.addresses['rest']}") as client:
+        put = await client.put(
+            f"/api/network-config/{created.network.id}",
+            json={"routers": [{"name": "router-1", "subnet_gateways": ["string"]}]},
+        )
+    assert put.status_code == 200, put.text
     await act(stack.stub, sid, TOPOLOGY, DEPLOY)
     await watch(stack, sid)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await act(stack.stub, sid, NETWORK, DEPLOY)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith("config.network.routers[0].subnets[0]: "), (
-        caught.value.details()
-    )
-    assert await stack.redis.keys("merak:network:nc:*") == []
+    reply = await act(stack.stub, sid, NETWORK, DEPLOY)
+    assert reply.service_status == scenario_pb2.READY and not reply.network.routers
+    assert list(reply.warnings) == [
+        "config.network.routers[0].subnets[0]: 'string' names no subnet of this config (give its id, CIDR or "
+        "gateway IP); skipped",
+        "config.network.routers[0]: joins no subnet of this config (give subnet ids, CIDRs or gateway IPs); "
+        "router skipped",
+    ]
+    scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    network_warnings = [w for w in scenario.warnings if w.startswith("network: ")]
+    assert network_warnings == [f"network: {w}" for w in reply.warnings]
 
-    # Fixed; then 3 VMs per VPC over 2 nodes and 2 subnets is 0 per subnet and node: refused before compute.
-    await stack.stub.UpdateNetworkConfig(
-        scenario_pb2.UpdateNetworkConfigRequest(
-            config=scenario_pb2.NetworkConfig(id=created.network.id),
-            update_mask=field_mask_pb2.FieldMask(paths=["routers"]),
-        )
-    )
-    await act(stack.stub, sid, NETWORK, DEPLOY)
+    # Then 3 VMs per VPC over 2 nodes and 2 subnets is 0 per subnet and node: refused before compute.
     await stack.stub.UpdateComputeConfig(
         scenario_pb2.UpdateComputeConfigRequest(
             config=scenario_pb2.ComputeConfig(

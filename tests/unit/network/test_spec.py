@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import RESERVED_PER_SUBNET, SubnetState, port_mac
 from services.network.plugins.alcor import AlcorPorts, alcor_endpoints
@@ -98,11 +99,22 @@ RULES = {
 
 
 @pytest.mark.parametrize("case", list(RULES))
-def test_bad_rules_name_their_field(case: str) -> None:
+def test_bad_rules_are_skipped_with_a_warning_naming_their_field(case: str) -> None:
     fields, expected = RULES[case]
     cfg = base()
-    cfg.network.security_groups[0].rules.add(**fields)
-    assert invalid(cfg).startswith(f"config.network.security_groups[0].rules[0].{expected}")
+    rules = cfg.network.security_groups[0].rules
+    rules.add(**fields)
+    rules.add(protocol="tcp", port_range="22")
+    skips = Skips()
+    (kept,) = spec_from_proto(cfg, skips).security_groups[0].rules
+    assert (kept.protocol, kept.port_min) == ("tcp", 22)
+    (warning,) = skips.warnings
+    assert warning.startswith(f"config.network.security_groups[0].rules[0].{expected}")
+    assert warning.endswith("; rule skipped")
+    # Strict (the scenario service's gRPC API), the same rule is refused, naming the same field.
+    with pytest.raises(InvalidArgument) as caught:
+        spec_from_proto(cfg, Skips(strict=True))
+    assert caught.value.message.startswith(f"config.network.security_groups[0].rules[0].{expected}")
 
 
 def test_routers_resolve_ids_cidrs_and_gateways_within_one_vpc() -> None:
@@ -133,7 +145,103 @@ def test_routers_resolve_ids_cidrs_and_gateways_within_one_vpc() -> None:
 
     empty = base()
     empty.network.routers.add(name="lonely")
-    assert invalid(empty).startswith("config.network.routers[0].subnets: at least one subnet")
+    skips = Skips()
+    assert spec_from_proto(empty, skips).routers == ()
+    assert skips.warnings == [
+        "config.network.routers[0]: joins no subnet of this config (give subnet ids, CIDRs or gateway IPs); "
+        "router skipped"
+    ]
+
+
+def test_router_entries_naming_no_subnet_are_skipped_and_a_router_left_with_none_too() -> None:
+    cfg = base()
+    cfg.network.routers.add(subnets=["string"])  # Merak's teste2e
+    cfg.network.routers.add(subnets=["s1", "string", "10.9.0.0/24"])
+    skips = Skips()
+    (router,) = spec_from_proto(cfg, skips).routers
+    assert (router.vpc, router.subnets) == (0, (1,))
+    assert skips.warnings == [
+        "config.network.routers[0].subnets[0]: 'string' names no subnet of this config "
+        "(give its id, CIDR or gateway IP); skipped",
+        "config.network.routers[0]: joins no subnet of this config (give subnet ids, CIDRs or gateway IPs); "
+        "router skipped",
+        "config.network.routers[1].subnets[1]: 'string' names no subnet of this config "
+        "(give its id, CIDR or gateway IP); skipped",
+        "config.network.routers[1].subnets[2]: '10.9.0.0/24' names no subnet of this config "
+        "(give its id, CIDR or gateway IP); skipped",
+    ]
+    with pytest.raises(InvalidArgument) as caught:
+        spec_from_proto(cfg, Skips(strict=True))
+    assert caught.value.field == "config.network.routers[0].subnets[0]"
+
+
+def test_a_router_across_two_vpcs_is_still_refused() -> None:
+    cfg = base()
+    other = cfg.network.vpcs.add(vpc_id="w", vpc_cidr="10.2.0.0/16")
+    other.subnets.add(subnet_id="o0", subnet_cidr="10.2.0.0/24")
+    cfg.network.routers.add(subnets=["s0", "o0"])
+    assert invalid(cfg).startswith("config.network.routers[0].subnets: names subnets of vpcs[0] and vpcs[1]")
+
+
+def test_a_vpc_without_a_cidr_gets_the_smallest_network_holding_its_subnets() -> None:
+    cfg = base()
+    cfg.network.vpcs[0].vpc_cidr = ""
+    cfg.network.vpcs[0].subnets.add(subnet_id="s2", subnet_cidr="10.1.6.0/24")
+    skips = Skips()
+    assert spec_from_proto(cfg, skips).vpcs[0].cidr == "10.1.0.0/21"
+    assert skips.warnings == [
+        "config.network.vpcs[0].vpc_cidr: not given; 10.1.0.0/21, the smallest network holding its subnets, "
+        "is used"
+    ]
+    # A note, not a skip: the strict check fills it in too.
+    assert spec_from_proto(cfg, Skips(strict=True)).vpcs[0].cidr == "10.1.0.0/21"
+    bare = network_pb2.InternalNetConfigConfiguration(netconfig_id="nc")
+    bare.network.vpcs.add(vpc_id="v")
+    assert invalid(bare).startswith("config.network.vpcs[0].vpc_cidr: required when the VPC has no subnets")
+
+
+def test_a_subnet_cidr_with_host_bits_set_means_its_network() -> None:
+    cfg = base()
+    cfg.network.vpcs[0].subnets[1].subnet_cidr = "10.1.16.7/20"  # Merak's Postman: 10.0.1.0/20
+    cfg.network.vpcs[0].subnets[1].subnet_gw = ""
+    skips = Skips()
+    subnet = spec_from_proto(cfg, skips).vpcs[0].subnets[1]
+    assert (subnet.cidr, subnet.gateway) == ("10.1.16.0/20", "10.1.16.1")
+    assert skips.warnings == [
+        "config.network.vpcs[0].subnets[1].subnet_cidr: '10.1.16.7/20' has host bits set; "
+        "10.1.16.0/20 is used"
+    ]
+    # Its network must still lie in the VPC and apart from the others.
+    cfg.network.vpcs[0].subnets[1].subnet_cidr = "10.1.0.9/23"
+    assert (
+        invalid(cfg) == "config.network.vpcs[0].subnets[1].subnet_cidr: 10.1.0.0/23 overlaps subnets[0] "
+        "(10.1.0.0/24)"
+    )
+
+
+def test_an_id_that_is_not_an_id_is_replaced_and_said() -> None:
+    cfg = base()
+    cfg.network.vpcs[0].vpc_id = "10.1.0.0/16"  # Merak's teste2e
+    cfg.network.vpcs[0].subnets[0].subnet_id = "s 0"
+    skips = Skips()
+    vpc = spec_from_proto(cfg, skips).vpcs[0]
+    assert (vpc.id, vpc.subnets[0].id, vpc.subnets[1].id) == ("", "", "s1")  # "": the plugin assigns one
+    assert len(skips.warnings) == 2
+    assert skips.warnings[0].startswith("config.network.vpcs[0].vpc_id: '10.1.0.0/16' is not an id (1-128 of")
+    assert skips.warnings[1].startswith("config.network.vpcs[0].subnets[0].subnet_id: 's 0' is not an id")
+    assert all(w.endswith("; an id is assigned") for w in skips.warnings)
+
+
+def test_gateways_are_not_emulated_and_said() -> None:
+    cfg = base()
+    cfg.network.gateways.add(id="gw", ips=["10.1.0.254"])
+    cfg.network.gateways.add(id="gw2")
+    skips = Skips()
+    spec = spec_from_proto(cfg, skips)
+    assert spec == spec_from_proto(base())
+    assert skips.warnings == [
+        "config.network.gateways: 2 gateway(s): not emulated (Merak's network did not make them); ignored"
+    ]
 
 
 def test_cidr_limits_and_duplicates() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.skips import Skips
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario import translate, validate
 from services.scenario.models import COMPUTE_CONFIG
@@ -94,7 +95,7 @@ NODES = [common_pb2.InternalComputeInfo(name=f"vhost-{i}", agent_endpoint=f"unix
 
 
 def _compute(
-    config: scenario_pb2.ComputeConfig, subnets: tuple[int, ...] = (1,)
+    config: scenario_pb2.ComputeConfig, subnets: tuple[int, ...] = (1,), skips: Skips | None = None
 ) -> compute_pb2.InternalComputeConfigInfo:
     return translate.compute(
         config,
@@ -103,6 +104,7 @@ def _compute(
         network_config=scenario_pb2.NetworkConfig(id="net-1"),
         nodes=NODES,
         deployed_network=_deployed_network(subnets),
+        skips=skips,
     )
 
 
@@ -137,15 +139,50 @@ def test_compute_zero_vms_per_subnet_is_invalid_and_names_the_field() -> None:
     assert caught.value.field == "number_of_vm_per_vpc"
 
 
-def test_compute_nodes_zero_means_all_and_more_than_the_topology_is_invalid() -> None:
-    message = _compute(scenario_pb2.ComputeConfig(id="c", number_of_vm_per_vpc=10)).config
+def test_compute_nodes_zero_means_all_and_a_number_within_the_topology_takes_the_first() -> None:
+    skips = Skips()
+    message = _compute(scenario_pb2.ComputeConfig(id="c", number_of_vm_per_vpc=10), skips=skips).config
     assert len(message.pods) == 5 and message.vm_deploy.vpcs[0].subnets[0].number_vms == 2
     three = _compute(
-        scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=3, number_of_vm_per_vpc=9)
+        scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=3, number_of_vm_per_vpc=9), skips=skips
     ).config
     assert [p.name for p in three.pods] == ["vhost-0", "vhost-1", "vhost-2"]
+    assert skips.warnings == []
+
+
+def test_more_compute_nodes_than_vhosts_puts_vms_on_all_with_merak_s_division_and_says_so() -> None:
+    # Merak's Postman collections ask for 50 compute nodes on a topology of 20.
+    skips = Skips()
+    message = _compute(
+        scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=6, number_of_vm_per_vpc=60),
+        subnets=(2,),
+        skips=skips,
+    ).config
+    assert [p.name for p in message.pods] == [f"vhost-{i}" for i in range(5)]
+    # 60 VMs per VPC / 6 compute nodes / 2 subnets: 5 per subnet on each of the 5 vhosts (Merak's division).
+    assert [s.number_vms for s in message.vm_deploy.vpcs[0].subnets] == [5, 5]
+    assert skips.warnings == [
+        "number_of_compute_nodes: 6 compute nodes asked for, but the topology has 5 vhosts; "
+        "VMs go on all 5, number_of_vm_per_vpc / 6 on each (as Merak)"
+    ]
+    # The division by what was asked can leave none per node: still refused, naming the field.
     with pytest.raises(InvalidArgument) as caught:
-        _compute(scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=6, number_of_vm_per_vpc=60))
+        _compute(scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=50, number_of_vm_per_vpc=40))
+    assert caught.value.field == "number_of_vm_per_vpc"
+    # Strict, it is refused; with ASSIGN (one entry per compute node) it is refused however checked.
+    with pytest.raises(InvalidArgument) as caught:
+        _compute(
+            scenario_pb2.ComputeConfig(id="c", number_of_compute_nodes=6, number_of_vm_per_vpc=60),
+            skips=Skips(strict=True),
+        )
+    assert caught.value.field == "number_of_compute_nodes"
+    with pytest.raises(InvalidArgument) as caught:
+        _compute(
+            scenario_pb2.ComputeConfig(
+                id="c", number_of_compute_nodes=6, vm_deploy_type=compute_pb2.ASSIGN, vms_per_host=[1] * 6
+            ),
+            skips=Skips(),
+        )
     assert caught.value.field == "number_of_compute_nodes"
 
 

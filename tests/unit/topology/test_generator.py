@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.skips import Skips
 from merak.v1 import topology_pb2
-from services.topology.generator import MAX_IFNAME, generate, spec_from_proto
+from services.topology.generator import DEFAULT_DATA_PLANE_CIDR, MAX_IFNAME, generate, spec_from_proto
 from services.topology.models import Link, NodeKind, Topology
 
 TREE = topology_pb2.TREE
@@ -200,10 +201,55 @@ def test_spec_defaults_and_short_id() -> None:
     assert spec_from_proto(config(backend="kubernetes", dataplane="fake")).dataplane == "fake"
 
 
-def test_dummy_vnodes_are_ignored_outside_custom() -> None:
-    cfg = config(vnodes=[topology_pb2.InternalVNodeInfo(name="Not A Valid Name!")])
+def test_dummy_vnodes_are_ignored_outside_custom_with_a_warning() -> None:
+    cfg = config(
+        vnodes=[topology_pb2.InternalVNodeInfo(name="Not A Valid Name!")],
+        vlinks=[topology_pb2.InternalVLinkInfo(name="string", src="string", dst="string")],
+    )
+    skips = Skips()
 
-    assert spec_from_proto(cfg).vnodes == ()
+    spec = spec_from_proto(cfg, skips)
+
+    assert (spec.vnodes, spec.vlinks) == ((), ())
+    assert skips.warnings == [
+        "config.vnodes: 1 vnode(s) and 1 vlink(s) with a TREE topology: only a CUSTOM topology is made of "
+        "vnodes and vlinks; ignored"
+    ]
+    assert generate(spec) == build(config())
+
+
+def test_control_plane_gateways_are_ignored_with_a_warning() -> None:
+    cfg = config(number_of_gateways=1, gateway_ips=["string", "10.0.0.1"])  # Merak's teste2e: ["string"]
+    skips = Skips()
+
+    assert generate(spec_from_proto(cfg, skips)) == build(config())
+    assert skips.warnings == [
+        "config.gateway_ips: 2 control-plane gateway(s): not emulated (Merak's topology did not build them "
+        "either); ignored"
+    ]
+    with pytest.raises(InvalidArgument) as caught:
+        spec_from_proto(cfg, Skips(strict=True))
+    assert caught.value.field == "config.gateway_ips"
+
+
+def test_images_are_ignored_on_the_local_backend_only() -> None:
+    images = [topology_pb2.InternalTopologyImage(id="i", name="ACA", registry="meraksim/merak-agent:dev")]
+    local = Skips()
+    spec_from_proto(config(images=images), local)
+    assert local.warnings == [
+        "config.images: 1 image(s): the local backend runs no containers (kubernetes does); ignored"
+    ]
+    kubernetes = Skips()
+    spec_from_proto(config(images=images, backend="kubernetes"), kubernetes)
+    assert kubernetes.warnings == []
+
+
+def test_a_well_formed_request_has_no_warnings() -> None:
+    skips = Skips()
+    spec_from_proto(config(), skips)
+    spec_from_proto(custom([("h", topology_pb2.VHOST, [("eth1", "")])], []), skips)
+
+    assert skips.warnings == []
 
 
 def test_a_slash_24_holds_254_vhosts() -> None:
@@ -225,7 +271,59 @@ def test_too_small_cidr_is_invalid(cidr: str, holds: str) -> None:
     assert "300" in error.problem
 
 
-@pytest.mark.parametrize("cidr", ["", "10.200.0.0", "10.200.0.0/33", "10.300.0.0/16", "fd00::/64", "x/8"])
+def test_a_generated_type_without_a_data_plane_cidr_gets_the_default_and_says_so() -> None:
+    skips = Skips()
+
+    spec = spec_from_proto(config(data_plane_cidr=""), skips)
+
+    assert spec.data_plane_cidr == DEFAULT_DATA_PLANE_CIDR == "10.200.0.0/16"
+    assert generate(spec).datapath_ip("vhost-4") == "10.200.0.5"
+    assert skips.warnings == ["config.data_plane_cidr: not given; 10.200.0.0/16 is used"]
+
+
+def test_a_default_data_plane_cidr_too_small_for_the_vhosts_is_invalid() -> None:
+    skips = Skips()
+    with pytest.raises(InvalidArgument) as caught:
+        spec_from_proto(config(data_plane_cidr="", number_of_vhosts=70_000, number_of_racks=0), skips)
+
+    assert caught.value.field == "config.data_plane_cidr"
+    assert "10.200.0.0/16 holds 65534 vhost addresses, but 70000" in caught.value.problem
+    assert skips.warnings == []
+
+
+@pytest.mark.parametrize(("vhosts", "ports", "racks"), [(20, 4, 4), (3, 2, 1), (5000, 1000, 1000)])
+def test_a_tree_without_ports_per_vswitch_gets_one_vswitch_over_its_racks(
+    vhosts: int, ports: int, racks: int
+) -> None:
+    skips = Skips()
+
+    spec = spec_from_proto(config(number_of_vhosts=vhosts, number_of_racks=0, ports_per_vswitch=0), skips)
+
+    assert spec.ports_per_vswitch == ports
+    assert skips.warnings == [
+        f"config.ports_per_vswitch: not given; {ports} is used (one vswitch over the {racks} racks)"
+    ]
+    topology = generate(spec)
+    check_well_formed(topology)
+    vswitches = [n.name for n in topology.nodes if n.kind is NodeKind.VSWITCH]
+    assert vswitches == ["vs-1"]
+
+
+def test_a_tree_without_ports_per_vswitch_and_more_racks_than_a_bridge_holds_gets_full_vswitches() -> None:
+    skips = Skips()
+
+    spec = spec_from_proto(
+        config(number_of_vhosts=10_000, number_of_racks=0, ports_per_vswitch=0, data_plane_cidr="10.0.0.0/8"),
+        skips,
+    )
+
+    assert spec.ports_per_vswitch == 1022
+    (warning,) = skips.warnings
+    assert warning.startswith("config.ports_per_vswitch: not given; 1022 is used")
+    check_well_formed(generate(spec))
+
+
+@pytest.mark.parametrize("cidr", ["10.200.0.0", "10.200.0.0/33", "10.300.0.0/16", "fd00::/64", "x/8"])
 def test_malformed_cidr_is_invalid(cidr: str) -> None:
     assert invalid(config(data_plane_cidr=cidr)).field == "config.data_plane_cidr"
 
