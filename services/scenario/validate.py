@@ -9,6 +9,7 @@ that owns them, which says so in its reply.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -168,20 +169,31 @@ def network_config(config: scenario_pb2.NetworkConfig, skips: Skips) -> None:
                         f"{rule.remote_ip_prefix!r} is not a CIDR",
                         "rule skipped",
                     )
-    names = {
-        text
-        for vpc in config.vpcs
-        for subnet in vpc.subnet_info
-        for text in (subnet.subnet_id, subnet.subnet_cidr, subnet.subnet_gateway)
-        if text
-    }
+    names = {text for vpc in config.vpcs for subnet in vpc.subnet_info for text in _subnet_names(subnet)}
     for r, router in enumerate(config.routers):
         for k, entry in enumerate(router.subnet_gateways):
-            if entry.strip() not in names:
+            if entry.strip() not in names and _normalized(entry) not in names:
                 skips.skip(
                     f"routers[{r}].subnet_gateways[{k}]",
                     f"{entry!r} names no subnet of this config (give its id, CIDR or gateway IP)",
                 )
+
+
+def _normalized(text: str) -> str:
+    """A CIDR written with host bits as its network (as the network service reads it), else the text."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False)) if "/" in text else text.strip()
+    except ValueError:
+        return text.strip()
+
+
+def _subnet_names(subnet: scenario_pb2.SubnetInfo) -> set[str]:
+    """What a router entry may name a subnet by: its id, CIDR or gateway (the first host by default)."""
+    names = {subnet.subnet_id, subnet.subnet_cidr, _normalized(subnet.subnet_cidr), subnet.subnet_gateway}
+    if not subnet.subnet_gateway and "/" in subnet.subnet_cidr:
+        with contextlib.suppress(ValueError):
+            names.add(str(ipaddress.ip_network(subnet.subnet_cidr.strip(), strict=False).network_address + 1))
+    return names - {""}
 
 
 def _vpcs(field: str, vpcs: Sequence[scenario_pb2.VpcInfo], *, cidr_required: bool, strict: bool) -> None:

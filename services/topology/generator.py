@@ -220,9 +220,12 @@ def _check_tree_shape(config: topology_pb2.InternalTopologyConfiguration, skips:
     if ports == 0:
         racks = -(-config.number_of_vhosts // per_rack)
         ports = min(max(racks, 2), MAX_DOWNLINKS)
-        skips.note(
-            "config.ports_per_vswitch", f"not given; {ports} is used (one vswitch over the {racks} racks)"
+        shape = (
+            f"one vswitch over the {racks} racks"
+            if racks <= ports
+            else f"vswitches of {ports} over the racks"
         )
+        skips.note("config.ports_per_vswitch", f"not given; {ports} is used ({shape})")
     # Fewer than 2 ports would never shrink a layer, so the tree would never reach its core.
     if not 2 <= ports <= MAX_DOWNLINKS:
         raise InvalidArgument(

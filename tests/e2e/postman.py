@@ -43,6 +43,7 @@ def collections_dir() -> Path | None:
     here = Path(__file__).resolve()
     candidates = [os.environ.get(COLLECTIONS_ENV, "")]
     candidates += [str(parent / "shared" / "merak") for parent in here.parents]
+    candidates.append("/work/shared/merak")  # the workplace's, for a clone made elsewhere (CI)
     for candidate in candidates:
         if candidate and all((Path(candidate) / name).is_file() for name in COLLECTION_FILES):
             return Path(candidate)
