@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import re
 
+from merak.ids import OBJECT_ID, OBJECT_ID_FORM
 from services.agent.models import Neighbor, VmSpec, VpcSpec
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -13,7 +14,6 @@ MAX_VNI = (1 << 24) - 1
 MAX_IFNAME = 15  # IFNAMSIZ - 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 VPC_NS_RE = re.compile(r"^vpc([0-9]+)$")
-VPC_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # What ipaddress.IPv4Address accepts from a string (four decimal octets, no leading zeros), at a
 # tenth of its cost: a vhost checks every VM of its VPCs on every overlay push.
@@ -67,8 +67,8 @@ def check_vni(what: str, vni: object) -> int:
 
 def _check_vpc_id(what: str, vpc_id: object) -> str:
     """`vpc_id` if it is usable as an interface alias, else ValueError."""
-    if not isinstance(vpc_id, str) or not VPC_ID_RE.match(vpc_id):
-        raise ValueError(f"{what}: {vpc_id!r} is not a VPC id (1-128 of A-Z, a-z, 0-9, '.', '_', ':', '-')")
+    if not isinstance(vpc_id, str) or not OBJECT_ID.fullmatch(vpc_id):
+        raise ValueError(f"{what}: {vpc_id!r} is not a VPC id ({OBJECT_ID_FORM})")
     return vpc_id
 
 

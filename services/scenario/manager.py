@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -308,10 +308,10 @@ class ScenarioManager:
             )
         return list(reply.compute_nodes)
 
-    async def current(self, scenario_id: str) -> scenario_pb2.Scenario:
-        """A scenario with the statuses that may have moved on (DEPLOYING, DELETING) read again from the
-        services: a client polling GET until compute says NONE sees it happen (unless an action runs)."""
-        return await self._refresh_transitional(await self._scenario(scenario_id), owner=False)
+    async def current(self, scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
+        """A stored scenario with the statuses that may have moved on (DEPLOYING, DELETING) read again from
+        the services: a client polling GET until compute says NONE sees it happen (unless an action runs)."""
+        return await self._refresh_transitional(scenario, owner=False)
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -377,9 +377,8 @@ class ScenarioManager:
         configs: Configs,
         service: Service,
         action: Action,
-        warnings: list[str] | None = None,
+        warnings: Sequence[str] = (),
     ) -> scenario_pb2.ScenarioActionReply:
-        warnings = [] if warnings is None else warnings
         if service is TOPOLOGY:
             return await self._topology(scenario, configs, action)
         if service is NETWORK:
@@ -487,7 +486,7 @@ class ScenarioManager:
         return self._reply(action, NETWORK, scenario, Observation(status, network=reply), reply.warnings)
 
     async def _compute(
-        self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action, warnings: list[str]
+        self, scenario: scenario_pb2.Scenario, configs: Configs, action: Action, warnings: Sequence[str]
     ) -> scenario_pb2.ScenarioActionReply:
         previous = status_of(scenario, COMPUTE)
         skips = Skips()

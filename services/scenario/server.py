@@ -200,8 +200,7 @@ class ScenarioServicer(_grpc.MerakScenarioServiceServicer):
 
     async def GetScenario(self, request: scenario_pb2.GetRequest, context: Context) -> scenario_pb2.Scenario:
         """One Scenario (statuses under way read again from the services); NOT_FOUND when missing."""
-        await self.entities.get(SCENARIO, request.id)  # checks the id
-        return await self.manager.current(request.id)
+        return await self.manager.current(await self.entities.get(SCENARIO, request.id))
 
     async def ListScenarios(
         self, request: scenario_pb2.ListRequest, context: Context

@@ -237,9 +237,10 @@ def _crud_routes(app: FastAPI, rest: RestKind, entities: EntityManager, manager:
 
     async def get(entity_id: str) -> JSONResponse:
         try:
+            entity = await entities.get(kind, entity_id)
             if kind is SCENARIO:
-                return envelope(OK, "OK", models.to_json(await manager.current(entity_id)))
-            return envelope(OK, "OK", models.to_json(await entities.get(kind, entity_id)))
+                entity = await manager.current(entity)
+            return envelope(OK, "OK", models.to_json(entity))
         except MerakError as exc:
             return failure(exc, rest.not_found)
 
