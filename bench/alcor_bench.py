@@ -1,7 +1,7 @@
 """The emulator driving a control plane: the alcor plugin against an Alcor-compatible server.
 
 Starts a private local stack (as `merak up` does, on shifted ports, in a temporary state directory)
-and an Alcor-compatible server (merak.testing.alcor) in a process of its own, then runs teste2e with
+and an Alcor-compatible server (merak_tools.alcor_standin) in a process of its own, then runs teste2e with
 the alcor plugin and the fake dataplane twice:
 
 1. Zero latency, 100 vhosts x 100 VMs (configurable): every VM is a port create (POST) and a port
@@ -25,9 +25,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.stack import private_stack, teste2e_argv
-from merak import teste2e
-from merak.localstack import StackSettings
-from merak.testing.alcor import FakeAlcor
+from merak_tools import teste2e
+from merak_tools.alcor_standin import FakeAlcor
+from merak_tools.localstack import StackSettings
 
 TARGET_RPS = 1300.0
 LATENCY_TOLERANCE_MS = 2.0

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from bench.reference import ReferenceTimes, lab_reference, prefix_for, wait_quiet
 from bench.stack import MemorySampler, private_stack, teste2e_argv
-from merak import teste2e
-from merak.localstack import StackSettings
+from merak_tools import teste2e
+from merak_tools.localstack import StackSettings
 
 
 @dataclass

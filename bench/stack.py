@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 
 from merak.capacity import meminfo
-from merak.localstack import LocalStack, StackSettings
-from merak.testing import free_port
+from merak_tools.localstack import LocalStack, StackSettings, free_port
 
 
 def private_stack(prefix: str, base_offset: int) -> tuple[LocalStack, StackSettings]:

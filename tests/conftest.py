@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from merak.testing.plugin import ServeBuilt
-from tests.stack import ServiceStack, service_stack
+# The fixtures with real parts (Redis, Temporal, gRPC servers, namespaces) every test folder uses,
+# with pytest's assertion messages (registered before anything imports them).
+pytest.register_assert_rewrite("tests.support")
+pytest_plugins = ["tests.support.plugin"]
+
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from tests.stack import ServiceStack, service_stack  # noqa: E402
+from tests.support.plugin import ServeBuilt  # noqa: E402
 
 
 @pytest.fixture

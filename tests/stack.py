@@ -21,8 +21,6 @@ from temporalio.client import Client
 
 from merak.grpcclient import open_channel
 from merak.service import BuiltService
-from merak.testing import unique_name
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import network_pb2_grpc
 from services.compute import app as compute_app
 from services.compute.config import ComputeSettings
@@ -37,6 +35,8 @@ from services.scenario.manager import ScenarioManager
 from services.topology import app as topology_app
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
+from tests.support import unique_name
+from tests.support.plugin import ServeBuilt
 
 LOCAL: dict[str, Any] = {"host": "127.0.0.1", "grpc_port": 0}
 

@@ -24,9 +24,9 @@ from merak.config import (
     TEMPORAL_UI_PORT,
 )
 from merak.metrics import serve_metrics
-from merak.testing import free_port
-from merak.testing.plugin import StartServer
 from tests.deploy.settings_keys import unknown
+from tests.support import free_port
+from tests.support.plugin import StartServer
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deployments" / "compose" / "docker-compose.yml"

@@ -73,7 +73,7 @@ def test_the_build_stage_generates_the_protos_and_installs_the_project() -> None
     for source in copied:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     # README.md too: pyproject.toml names it as the package's readme.
-    assert set(copied) == {"pyproject.toml", "README.md", "proto/", "libs/", "services/"}
+    assert set(copied) == {"pyproject.toml", "README.md", "proto/", "libs/", "services/", "tools/"}
 
 
 def test_the_runtime_stage_has_iproute2_the_virtualenv_and_the_entrypoint() -> None:

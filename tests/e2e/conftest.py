@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from merak.localstack import LocalStack, StackSettings
-from merak.testing import free_port
+from merak_tools.localstack import LocalStack, StackSettings
+from tests.support import free_port
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 import redis
 
 from merak import netns
-from merak.localstack import StackSettings
 from merak.naming import topology_short_id
+from merak_tools.localstack import StackSettings
 
 
 def leftovers(settings: StackSettings, topology_ids: Iterable[str]) -> dict[str, list[str]]:

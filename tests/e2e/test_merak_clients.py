@@ -18,13 +18,13 @@ from typing import Any
 import grpc
 import pytest
 
-from merak.localstack import StackSettings
-from merak.testing import assert_eventually
-from merak.testing.alcor import ALCOR_NODEPORTS, ALCOR_SERVICES, FakeAlcor
 from merak.v1 import scenario_pb2, scenario_pb2_grpc
+from merak_tools.alcor_standin import ALCOR_NODEPORTS, ALCOR_SERVICES, FakeAlcor
+from merak_tools.localstack import StackSettings
 from tests.e2e.lab import leftovers, vm_namespaces
 from tests.e2e.merak_teste2e import MerakTeste2e
 from tests.e2e.postman import COLLECTION_FILES, COLLECTIONS_ENV, Chain, collections_dir
+from tests.support import assert_eventually
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from merak import teste2e
-from merak.localstack import StackSettings
+from merak_tools import teste2e
+from merak_tools.localstack import StackSettings
 from tests.e2e.lab import leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -13,13 +13,13 @@ import grpc
 import pytest
 
 from merak.grpcclient import health_serving_blocking
-from merak.testing import free_port
-from merak.testing.alcor import FailRule, FakeAlcor
-from merak.testing.plugin import StartServer
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from merak_tools.alcor_standin import FailRule, FakeAlcor
 from services.agent.alcor import AlcorPorts, port_id_for
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
+from tests.support import free_port
+from tests.support.plugin import StartServer
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 
 from merak import netns
 from merak.naming import gateway_mac
-from merak.testing import assert_eventually, unique_name
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, topology_pb2
 from services.topology.backends.local import ns_prefix
 from tests.stack import ServiceStack
+from tests.support import assert_eventually, unique_name
 
 pytestmark = pytest.mark.root
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from merak import teste2e
-from merak.testing.alcor import FakeAlcor
+from merak_tools import teste2e
+from merak_tools.alcor_standin import FakeAlcor
 from tests.stack import ServiceStack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -18,7 +18,6 @@ import redis.asyncio as aioredis
 
 from merak import netns
 from merak.capacity import MachineRoom, real_vms_bytes
-from merak.testing import assert_eventually, unique_name
 from merak.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -33,6 +32,7 @@ from services.compute.config import ComputeSettings
 from services.topology.backends.local import ns_prefix
 from services.topology.manager import TopologyManager
 from tests.stack import ServiceStack
+from tests.support import assert_eventually, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from merak.testing import unique_name
 from merak.v1 import common_pb2
 from services.compute.store import ComputeStore, VmRecord
+from tests.support import unique_name
 
 DONE, ERROR, DEPLOYING, DELETING = (
     common_pb2.DONE,

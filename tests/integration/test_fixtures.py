@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from merak.store import RedisStore
-from merak.testing.plugin import MakeNetns
+from tests.support.plugin import MakeNetns
 
 
 @activity.defn(name="test.double")

@@ -15,10 +15,10 @@ from structlog.testing import capture_logs
 from merak.errors import InvalidArgument, NotFound
 from merak.grpcclient import MAX_REQUEST_BYTES, open_channel
 from merak.grpcserver import GrpcServer, ServiceRegistration
-from merak.testing import assert_eventually
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
+from tests.support import assert_eventually
 
 
 class ScriptedAgent(AgentServicer):

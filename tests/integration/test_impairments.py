@@ -19,9 +19,9 @@ from pyroute2 import IPRoute
 
 from merak import netns
 from merak.errors import FailedPrecondition, InvalidArgument
-from merak.testing import unique_name
 from services.topology.backends import impair
 from services.topology.backends.impair import DeviceFaults
+from tests.support import unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(not os.path.exists("/usr/sbin/nft"), reason="needs nft")]
 PORT = 9999

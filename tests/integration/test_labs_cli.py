@@ -11,9 +11,8 @@ from typing import Any
 import grpc
 import pytest
 
-from merak import cli
-from merak.testing import assert_eventually, free_port, unique_name
 from merak.v1 import common_pb2, scenario_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools import cli
 from tests.integration.scenario_lab import (
     Stack,
     act,
@@ -23,6 +22,7 @@ from tests.integration.scenario_lab import (
     topology_config,
     watch,
 )
+from tests.support import assert_eventually, free_port, unique_name
 
 TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE
 DEPLOY = scenario_pb2.DEPLOY
@@ -43,7 +43,7 @@ class Merak:
 
     async def __call__(self, *argv: str, flags: list[str] | None = None) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "merak.cli", "labs", *argv, *(self.flags if flags is None else flags),
+            sys.executable, "-m", "merak_tools.cli", "labs", *argv, *(self.flags if flags is None else flags),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(process.communicate(), timeout=300)

@@ -17,11 +17,18 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak import netns
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, code_fingerprint, port_in_use
 from merak.procs import alive
-from merak.testing import free_port, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools.localstack import (
+    SERVICES,
+    LocalStack,
+    StackError,
+    StackSettings,
+    code_fingerprint,
+    port_in_use,
+)
 from services.topology.models import TopologySpec
+from tests.support import free_port, unique_name
 
 pytestmark = pytest.mark.slow
 

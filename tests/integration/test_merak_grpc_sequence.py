@@ -18,7 +18,6 @@ from google.protobuf import json_format
 
 from merak import netns
 from merak.naming import topology_short_id
-from merak.testing import assert_eventually, unique_name
 from merak.v1 import (
     common_pb2,
     compute_pb2,
@@ -29,6 +28,7 @@ from merak.v1 import (
     topology_pb2_grpc,
 )
 from tests.stack import ServiceStack
+from tests.support import assert_eventually, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

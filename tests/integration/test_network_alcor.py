@@ -11,12 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from merak.testing import free_port
-from merak.testing.alcor import FailRule, FakeAlcor
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
+from merak_tools.alcor_standin import FailRule, FakeAlcor
 from services.network.app import build
 from services.network.config import NetworkSettings
+from tests.support import free_port
+from tests.support.plugin import ServeBuilt
 
 NC = "alcor-net-1"
 PROJECT = "123456789"

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from merak.naming import gateway_mac
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
 from services.network.app import build
 from services.network.config import NetworkSettings
 from services.network.manager import NetworkManager
+from tests.support.plugin import ServeBuilt
 
 TESTE2E = "network-config-1"
 PROJECT = "123456789"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from merak.testing import unique_name
 from services.network.models import NetworkState, Node
 from services.network.store import NetworkStore, state_to_json
+from tests.support import unique_name
 
 
 async def test_a_state_is_parsed_again_only_when_its_text_changed(redis_client: aioredis.Redis) -> None:

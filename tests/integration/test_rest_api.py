@@ -15,13 +15,13 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from merak import teste2e
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import scenario_pb2, scenario_pb2_grpc
+from merak_tools import teste2e
 from services.scenario.app import build
 from services.scenario.config import ScenarioSettings
 from tests.integration.scenario_lab import Stub
 from tests.stack import ServiceStack
+from tests.support.plugin import ServeBuilt
 
 NOWHERE = "127.0.0.1:1"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

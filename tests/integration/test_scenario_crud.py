@@ -11,7 +11,6 @@ import redis.asyncio as aioredis
 from google.protobuf import field_mask_pb2
 from prometheus_client import CollectorRegistry
 
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import (
     compute_pb2,
     scenario_pb2,
@@ -30,6 +29,7 @@ from tests.integration.scenario_lab import (
     service_config,
     topology_config,
 )
+from tests.support.plugin import ServeBuilt
 
 # Nothing listens there: CRUD and refused actions must not need the other services.
 NOWHERE = "127.0.0.1:1"

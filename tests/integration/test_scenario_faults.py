@@ -10,8 +10,9 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from merak import protojson, report_html
+from merak import protojson
 from merak.v1 import scenario_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools import report_html
 from tests.integration.scenario_lab import (
     Stack,
     act,

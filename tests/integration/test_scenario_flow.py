@@ -10,7 +10,6 @@ import pytest
 
 from merak import host, netns
 from merak.naming import topology_short_id
-from merak.testing import assert_eventually
 from merak.v1 import (
     scenario_pb2,
     topology_pb2,
@@ -27,6 +26,7 @@ from tests.integration.scenario_lab import (
     topology_config,
     watch,
 )
+from tests.support import assert_eventually
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak.grpcclient import health_serving_blocking
-from merak.testing import free_port
+from tests.support import free_port
 
 SERVICES = {
     "scenario": "scenario.MerakScenarioService",

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from merak.testing.plugin import ServeBuilt
 from services.scenario.app import build
 from services.scenario.config import ScenarioSettings
+from tests.support.plugin import ServeBuilt
 
 NOWHERE = "127.0.0.1:1"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}

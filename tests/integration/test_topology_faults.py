@@ -16,10 +16,10 @@ import redis.asyncio as aioredis
 
 from merak.naming import topology_short_id
 from merak.procs import process_state
-from merak.testing import assert_eventually, unique_name
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.backends.local import ns_name
 from tests.stack import ServiceStack
+from tests.support import assert_eventually, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 # The async stub type exists only in the generated stubs (.pyi).

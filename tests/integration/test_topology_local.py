@@ -19,8 +19,6 @@ import redis.asyncio as aioredis
 from merak import netns
 from merak.grpcclient import open_channel
 from merak.service import BuiltService
-from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.app import build
 from services.topology.backends.local import ns_name, ns_prefix, vm_ns_prefix
@@ -28,6 +26,8 @@ from services.topology.config import TopologySettings
 from services.topology.generator import generate, spec_from_proto
 from services.topology.manager import TopologyManager
 from services.topology.models import TopologySpec
+from tests.support import assert_eventually, unique_name
+from tests.support.plugin import ServeBuilt
 from tests.unit.topology.test_generator import custom
 
 pytestmark = pytest.mark.root

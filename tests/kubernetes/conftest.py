@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from kubernetes.client import Configuration
 
-from merak.testing import unique_name
 from merak.v1 import topology_pb2
 from services.topology.backends.kubernetes import KubernetesBackend, KubernetesOptions
 from services.topology.generator import generate, spec_from_proto
 from services.topology.models import Topology
 from tests.fakes.kubernetes_api import FakeKubernetes
+from tests.support import unique_name
 
 
 def e2e_config(

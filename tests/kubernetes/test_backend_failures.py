@@ -11,12 +11,12 @@ import grpc
 import pytest
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, Unavailable, status_for
-from merak.testing import assert_eventually, free_port
 from merak.v1 import common_pb2
 from services.topology.backends.kubernetes import KubernetesBackend, KubernetesOptions
 from services.topology.backends.kubernetes.api import KubernetesApiError, load_configuration
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.kubernetes.conftest import FAKE_OPTIONS, e2e_topology, fake_configuration
+from tests.support import assert_eventually, free_port
 
 
 async def _nothing(_names: list[str]) -> None:

@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 
 from merak import netns
-from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import MakeNetns
 from services.topology.backends.kubernetes.objects import (
     AGENT_PORT,
     SWITCH_SCRIPT,
@@ -30,6 +28,8 @@ from services.topology.backends.kubernetes.objects import (
 )
 from services.topology.models import vhost_mac
 from tests.kubernetes.conftest import e2e_topology
+from tests.support import assert_eventually, unique_name
+from tests.support.plugin import MakeNetns
 
 pytestmark = pytest.mark.root
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from merak.testing import assert_eventually, unique_name
-from merak.testing.plugin import ServeBuilt
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.app import build
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
 from tests.fakes.kubernetes_api import FakeKubernetes
 from tests.kubernetes.conftest import e2e_config
+from tests.support import assert_eventually, unique_name
+from tests.support.plugin import ServeBuilt
 
 
 @dataclass

@@ -12,11 +12,11 @@ import pytest
 
 from merak import netns
 from merak.naming import topology_short_id
-from merak.testing import assert_eventually, unique_name
 from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends.local import ns_prefix
 from services.topology.manager import TopologyManager
 from tests.stack import ServiceStack
+from tests.support import assert_eventually, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -7,10 +7,10 @@ import pytest
 
 from merak import netns
 from merak.naming import topology_short_id
-from merak.testing import unique_name
 from merak.v1 import topology_pb2
 from services.topology.backends.local import ns_prefix
 from tests.stack import ServiceStack
+from tests.support import unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -11,7 +11,6 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from merak.testing import assert_eventually
 from merak.v1 import common_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.scenario.manager import ScenarioManager
 from services.scenario.metrics import ScenarioMetrics
@@ -23,6 +22,7 @@ from tests.integration.scenario_lab import (
     topology_config,
 )
 from tests.stack import ServiceStack
+from tests.support import assert_eventually
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE

@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from merak.testing import free_port
-from merak.testing.plugin import RedisProcess, ServeBuilt
 from merak.v1 import common_pb2, network_pb2, network_pb2_grpc
 from tests.stack import service_stack
+from tests.support import free_port
+from tests.support.plugin import RedisProcess, ServeBuilt
 
 
 async def _info(stub: network_pb2_grpc.MerakNetworkServiceAsyncStub) -> grpc.StatusCode:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from merak import doctor, netns
+from merak import kernel, netns
 from merak.errors import FailedPrecondition, InvalidArgument
 
 TABLE = "merak_impair"
@@ -165,4 +165,4 @@ def clear(ns: str, names: Sequence[str]) -> None:
 
 def netem_available() -> bool:
     """Whether this kernel has netem (delay, jitter), probed as `merak doctor` probes it."""
-    return doctor.kernel_has("netem")
+    return kernel.kernel_has("netem")

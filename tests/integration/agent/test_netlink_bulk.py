@@ -8,8 +8,8 @@ import pytest
 from pyroute2 import IPRoute
 
 from merak import netns
-from merak.testing.plugin import MakeNetns
 from services.agent import netlink_bulk
+from tests.support.plugin import MakeNetns
 
 pytestmark = pytest.mark.root
 

@@ -16,14 +16,14 @@ from pyroute2 import IPRoute
 
 from merak import netns
 from merak.errors import FailedPrecondition, NotFound
-from merak.testing import unique_name
-from merak.testing.plugin import MakeNetns
 from services.agent import kernel
 from services.agent.icmp import ping_from
 from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
 from services.agent.netlink_bulk import NTF_MASTER, NTF_SELF, NUD_PERMANENT
 from services.agent.planes.real import VXLAN_PORT, Dataplane
 from services.agent.validation import ZERO_MAC, host_ifname, validate_vm, validate_vpc
+from tests.support import unique_name
+from tests.support.plugin import MakeNetns
 
 pytestmark = pytest.mark.root
 

@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from merak import cli, teste2e
 from merak.faultspec import parse_link_fault, parse_partition, parse_scheduled_fault
-from merak.localstack import StackSettings
+from merak_tools import cli, teste2e
+from merak_tools.localstack import StackSettings
 
 
 def test_demo_passes_teste2e_options_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,7 +32,7 @@ def test_unknown_options_of_other_commands_are_refused() -> None:
 
 
 def test_teste2e_refuses_uneven_vm_counts() -> None:
-    from merak import teste2e  # noqa: PLC0415
+    from merak_tools import teste2e  # noqa: PLC0415
 
     with pytest.raises(SystemExit):
         teste2e.parse(["--vms-per-host", "6", "--vpcs", "2", "--subnets", "2"])
@@ -41,7 +41,7 @@ def test_teste2e_refuses_uneven_vm_counts() -> None:
 
 
 def test_teste2e_subnets_fit_their_vms() -> None:
-    from merak import teste2e  # noqa: PLC0415
+    from merak_tools import teste2e  # noqa: PLC0415
 
     assert teste2e.subnet_plan(0, 1, 50) == [("10.1.0.0/16", "10.1.0.1")]
     assert teste2e.subnet_plan(1, 2, 10) == [("10.2.0.0/17", "10.2.0.1"), ("10.2.128.0/17", "10.2.128.1")]
@@ -54,7 +54,7 @@ def test_teste2e_subnets_fit_their_vms() -> None:
 def test_teste2e_vpc_cidr_holds_its_subnets() -> None:
     import ipaddress  # noqa: PLC0415
 
-    from merak import teste2e  # noqa: PLC0415
+    from merak_tools import teste2e  # noqa: PLC0415
 
     for hosts, per_host in ((5, 10), (10_000, 100)):
         opts = teste2e.parse(["--hosts", str(hosts), "--vms-per-host", str(per_host)])

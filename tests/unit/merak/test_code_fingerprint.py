@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from merak.localstack import code_fingerprint
+from merak_tools.localstack import code_fingerprint
 
 
 def test_the_fingerprint_follows_the_python_files_and_nothing_else(tmp_path: Path) -> None:

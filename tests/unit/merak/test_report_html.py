@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from merak import report_html
+from merak_tools import report_html
 
 
 def test_the_page_has_the_results_table_and_three_plots() -> None:

@@ -9,8 +9,8 @@ import pytest
 import structlog
 
 from merak.config import GRPC_PORTS
-from merak.localstack import StackSettings, default_workers
 from merak.logs import configure_logging, get_logger
+from merak_tools.localstack import StackSettings, default_workers
 from services.topology.config import TopologySettings
 
 

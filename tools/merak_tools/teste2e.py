@@ -28,11 +28,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from merak import protojson, report_html
+from merak import protojson
 from merak.faultspec import parse_scheduled_fault
 from merak.grpcclient import open_channel, retry_unavailable
 from merak.naming import topology_short_id
 from merak.v1 import compute_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
+from merak_tools import report_html
 
 console = Console(stderr=True)
 READY = scenario_pb2.READY

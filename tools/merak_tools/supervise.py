@@ -1,4 +1,4 @@
-"""`python -m merak.supervise`: the local stack's supervisor, started last by `merak up`.
+"""`python -m merak_tools.supervise`: the local stack's supervisor, started last by `merak up`.
 
 Every second it looks at the stack's components (Redis, Temporal, the services, the compute
 workers): one whose pid file is there but whose process is gone died (a crash, an OOM kill, kill
@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from merak.localstack import SUPERVISOR, LocalStack, StackSettings
 from merak.logs import configure_logging, get_logger
+from merak_tools.localstack import SUPERVISOR, LocalStack, StackSettings
 
 log = get_logger(__name__)
 SETTINGS_ENV = "MERAK_STACK_SETTINGS"

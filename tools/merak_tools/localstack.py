@@ -31,12 +31,12 @@ from merak.config import (
     TEMPORAL_UI_PORT,
     CommonSettings,
 )
-from merak.doctor import Plan, failures, run_checks
 from merak.grpcclient import health_serving_blocking, open_blocking_channel
 from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
 from merak.temporal import temporal_cli_path
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools.doctor import Plan, failures, run_checks
 
 TEMPORAL_HEALTH_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 # Start order; `down` stops in reverse.
@@ -48,7 +48,7 @@ def default_workers(cpus: int) -> int:
     return max(1, min(8, cpus // 2))
 
 
-# Restarts the components that die (merak.supervise).
+# Restarts the components that die (merak_tools.supervise).
 SUPERVISOR = "supervisor"
 
 
@@ -159,6 +159,13 @@ def port_in_use(port: int) -> bool:
             if len(fields) > 3 and fields[3] == listen and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a private stack's Redis, Temporal)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def redis_healthy(port: int) -> bool:
@@ -279,11 +286,11 @@ def components(settings: StackSettings) -> list[Component]:
             component.ports["rest"] = settings.rest_port
     supervisor = Component(
         name=SUPERVISOR,
-        argv=(sys.executable, "-m", "merak.supervise"),
+        argv=(sys.executable, "-m", "merak_tools.supervise"),
         ports={},
         health=lambda: True,  # a process and its pid; it serves nothing
         env={"MERAK_STACK_SETTINGS": settings.model_dump_json()},
-        marker="merak.supervise",
+        marker="merak_tools.supervise",
     )
     # The supervisor comes last: started when everything is up, stopped first by `down`.
     return [redis, temporal, *services, *workers, supervisor]

@@ -7,22 +7,16 @@ refuses to start on one.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import platform
 import resource
-import secrets
 import shutil
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pyroute2 import IPRoute
-
-from merak import capacity, host, netns
+from merak import capacity, host
+from merak.kernel import FEATURES, Feature, NoNamespace, describe, scratch
 from merak.temporal import temporal_cli_path
 
 # ok: fine. raise: too low, and the product raises it itself (as root) when a lab needs it.
@@ -109,82 +103,10 @@ def _system_checks() -> list[Check]:
 # --------------------------------------------------------------------------- kernel features
 
 
-@dataclass(frozen=True, slots=True)
-class _Feature:
-    name: str
-    required: bool
-    uses: str  # what the product uses it for (or that it does not)
-    probe: Callable[[Any, str], None]  # (IPRoute in a scratch namespace, namespace name)
-
-
-def _link(ifname: str, kind: str, **kwargs: Any) -> Callable[[Any, str], None]:
-    def probe(ipr: Any, _ns: str) -> None:
-        ipr.link("add", ifname=ifname, kind=kind, **kwargs)
-
-    return probe
-
-
-def _qdisc(kind: str, **kwargs: Any) -> Callable[[Any, str], None]:
-    def probe(ipr: Any, _ns: str) -> None:
-        ifname = f"q-{kind}"[:15]
-        ipr.link("add", ifname=ifname, kind="veth", peer=f"qp-{kind}"[:15])
-        ipr.tc("add", kind, ipr.link_lookup(ifname=ifname)[0], 0x10000, **kwargs)
-
-    return probe
-
-
-def _nftables(_ipr: Any, ns: str) -> None:
-    nft = shutil.which("nft")
-    if nft is None:
-        raise FileNotFoundError("no nft tool")
-    # nsenter (util-linux) runs nft inside the scratch namespace, so nothing touches this machine's rules.
-    done = subprocess.run(
-        ["nsenter", f"--net={netns.path_of(ns)}", nft, "add", "table", "inet", "merak_doctor"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise OSError(done.stderr.strip() or f"nft exited {done.returncode}")
-
-
-FEATURES: tuple[_Feature, ...] = (
-    _Feature("veth", True, "links, VM NICs", _link("p-veth", "veth", peer="p-veth-b")),
-    _Feature("bridge", True, "switches, VPC bridges", _link("p-bridge", "bridge")),
-    _Feature(
-        "vxlan",
-        True,
-        "the VPC overlay between vhosts",
-        _link("p-vxlan", "vxlan", vxlan_id=42, vxlan_port=4789),
-    ),
-    _Feature(
-        "tbf",
-        False,
-        "faults: rate limits (SetFaults)",
-        _qdisc("tbf", rate="1mbit", burst=32000, latency="400ms"),
-    ),
-    _Feature("netem", False, "faults: delay, jitter (SetFaults)", _qdisc("netem", delay=1000)),
-    _Feature("nftables", False, "faults: loss, partitions (SetFaults; apt: nftables)", _nftables),
-    _Feature(
-        "vrf",
-        False,
-        "not needed: a namespace per (vhost, VPC)",
-        _link("p-vrf", "vrf", vrf_table=10),
-    ),
-    _Feature(
-        "bridge vlan filtering",
-        False,
-        "not needed: a bridge per VPC",
-        _link("p-vlanbr", "bridge", br_vlan_filtering=1),
-    ),
-)
-
-
 NETNS_MEANING = "every emulated host, switch and VM"
 
 
-def _probe(feature: _Feature, ipr: Any, ns: str) -> Check:
+def _probe(feature: Feature, ipr: Any, ns: str) -> Check:
     try:
         feature.probe(ipr, ns)
     except Exception as exc:
@@ -195,21 +117,12 @@ def _probe(feature: _Feature, ipr: Any, ns: str) -> Check:
         else:
             status = "warn"
         meaning = feature.uses if status == "info" else f"disables: {feature.uses}"
-        return Check("kernel", feature.name, status, f"missing: {_describe(exc)}", _need(feature), meaning)
+        return Check("kernel", feature.name, status, f"missing: {describe(exc)}", _need(feature), meaning)
     return Check("kernel", feature.name, "ok", "present", _need(feature), feature.uses)
 
 
-def _need(feature: _Feature) -> str:
+def _need(feature: Feature) -> str:
     return "required" if feature.required else "optional"
-
-
-def _describe(exc: BaseException) -> str:
-    code = getattr(exc, "code", None)
-    if code in (errno.ENOENT, errno.EOPNOTSUPP):
-        return "not in this kernel"  # an unknown link kind or qdisc
-    if isinstance(code, int) and code > 0:
-        return os.strerror(code)
-    return str(exc) or type(exc).__name__
 
 
 def _kernel_checks() -> list[Check]:
@@ -227,44 +140,11 @@ def _kernel_checks() -> list[Check]:
             for f in FEATURES
         ]
     try:
-        with _scratch() as (ipr, ns):
+        with scratch() as (ipr, ns):
             checks = [Check("kernel", "network namespaces", "ok", "present", "required", NETNS_MEANING)]
             return checks + [_probe(feature, ipr, ns) for feature in FEATURES]
-    except _NoNamespace as exc:
-        return [
-            Check("kernel", "network namespaces", "fail", _describe(exc.cause), "required", NETNS_MEANING)
-        ]
-
-
-class _NoNamespace(Exception):
-    """The scratch namespace could not be made."""
-
-    def __init__(self, cause: OSError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-@contextlib.contextmanager
-def _scratch() -> Iterator[tuple[Any, str]]:
-    """This thread inside a uniquely named scratch namespace, with a netlink socket; always removed."""
-    ns = f"mkdoctor-{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        netns.create(ns)
-    except OSError as exc:
-        raise _NoNamespace(exc) from exc
-    try:
-        with netns.entered(ns), IPRoute() as ipr:
-            yield ipr, ns
-    finally:
-        netns.remove(ns)
-
-
-def kernel_has(name: str) -> bool:
-    """Whether this kernel has the feature `name` of FEATURES (e.g. "netem"), tried as the doctor
-    tries it (root)."""
-    feature = next(f for f in FEATURES if f.name == name)
-    with _scratch() as (ipr, ns):
-        return _probe(feature, ipr, ns).status == "ok"
+    except NoNamespace as exc:
+        return [Check("kernel", "network namespaces", "fail", describe(exc.cause), "required", NETNS_MEANING)]
 
 
 # --------------------------------------------------------------------------- sysctls and limits

@@ -21,7 +21,7 @@ from merak import host
 from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.service import BuiltService
 from merak.temporal import ensure_namespace, temporal_cli_path
-from merak.testing import free_port, is_root, unique_name
+from tests.support import free_port, is_root, unique_name
 
 TEST_NAMESPACE = "merak"
 

@@ -15,8 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from merak import teste2e
-from merak.doctor import Plan, failures, run_checks
 from merak.faultspec import (
     host_state,
     link_what,
@@ -27,12 +25,14 @@ from merak.faultspec import (
 )
 from merak.grpcclient import health_serving_blocking, open_blocking_channel
 from merak.host import HostTuner
-from merak.labs import Destroyed, Endpoints, Lab, LabDetail, LabError, LabsClient, UnknownLab
-from merak.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
 from merak.logs import configure_logging
 from merak.naming import topology_short_id
 from merak.tls import ENV_CA, ENV_CERT, ENV_KEY, TlsFiles
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools import teste2e
+from merak_tools.doctor import Plan, failures, run_checks
+from merak_tools.labs import Destroyed, Endpoints, Lab, LabDetail, LabError, LabsClient, UnknownLab
+from merak_tools.localstack import SERVICES, LocalStack, StackError, StackSettings, endpoints
 
 console = Console()
 

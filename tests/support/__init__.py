@@ -1,4 +1,4 @@
-"""Test helpers: polling with a deadline, free ports, real Redis/Temporal/netns fixtures (see plugin)."""
+"""Test support, kept with the tests: polling with a deadline, free ports, unique names (fixtures: plugin)."""
 
 from __future__ import annotations
 

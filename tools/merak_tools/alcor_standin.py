@@ -11,7 +11,7 @@ its own paths (404 otherwise, like a call sent to the wrong microservice), all s
 It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
 load test measures the emulator and not this stand-in.
 
-`python -m merak.testing.alcor --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
+`python -m merak_tools.alcor_standin --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
 `teste2e --plugin alcor --alcor-ip 127.0.0.1`.
 """
 
@@ -571,8 +571,8 @@ class FakeAlcor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m merak.testing.alcor`: serve a fake Alcor until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m merak.testing.alcor", description=__doc__)
+    """`python -m merak_tools.alcor_standin`: serve a fake Alcor until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m merak_tools.alcor_standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="one port for every service (default: free)")
     parser.add_argument(
