@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from merak.errors import Unavailable
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
 
 
 def connect_redis(url: str, *, max_connections: int = 256) -> aioredis.Redis:
@@ -81,3 +85,32 @@ class RedisStore:
         if batch:
             deleted += await self.redis.unlink(*batch)
         return deleted
+
+
+async def optimistic(
+    redis: aioredis.Redis,
+    keys: Sequence[str],
+    body: Callable[[Pipeline], Awaitable[T]],
+    *,
+    on_conflict: Callable[[], T] | None = None,
+) -> T:
+    """Redis's optimistic transaction: WATCH `keys`, run `body`, EXEC; again from the top on a conflict.
+
+    `body` reads through the pipeline (it may WATCH more keys), then calls `pipe.multi()` and queues
+    its writes; what it returns is returned once EXEC succeeded. A body that returns without calling
+    `multi()` writes nothing (the watch is dropped). When another client changed a watched key before
+    EXEC, the body runs again — or, given `on_conflict`, that is called instead (it may raise).
+    """
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(*keys)
+                result = await body(pipe)
+                if pipe.explicit_transaction:
+                    await pipe.execute()
+                else:
+                    await pipe.unwatch()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                return result
+            except WatchError:
+                if on_conflict is not None:
+                    return on_conflict()

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from merak.stats import Summary, percentile
 from merak.v1 import compute_pb2
 
 # Codes that are answers, not failures.
@@ -37,23 +38,15 @@ def parse_call(raw: str) -> CallSample | None:
         return None
 
 
-def percentile(ordered: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0 when empty)."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:
     """Count and p50/p90/p99/max, in milliseconds."""
-    ordered = sorted(seconds)
+    of = Summary.of(seconds)
     return compute_pb2.LatencySummary(
-        count=len(ordered),
-        p50_ms=round(percentile(ordered, 50) * 1000, 3),
-        p90_ms=round(percentile(ordered, 90) * 1000, 3),
-        p99_ms=round(percentile(ordered, 99) * 1000, 3),
-        max_ms=round(ordered[-1] * 1000, 3) if ordered else 0.0,
+        count=of.count,
+        p50_ms=round(of.p50 * 1000, 3),
+        p90_ms=round(of.p90 * 1000, 3),
+        p99_ms=round(of.p99 * 1000, 3),
+        max_ms=round(of.max * 1000, 3),
     )
 
 

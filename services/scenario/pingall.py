@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from collections import defaultdict
@@ -15,6 +14,7 @@ import grpc
 from merak.errors import FailedPrecondition, InvalidArgument
 from merak.grpcclient import ChannelPool, ServiceError
 from merak.logs import get_logger
+from merak.stats import percentile
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scenario_pb2
 
 log = get_logger(__name__)
@@ -202,14 +202,6 @@ def sample_pairs(vms: Sequence[Vm], max_pairs: int, seed: int, limit: int) -> Sa
     iso_across = _take(rng, iso_cross, iso_budget)
     sample.isolation = sorted(iso_across + _take(rng, iso_same, iso_budget - len(iso_across)))
     return sample
-
-
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values (0 for none)."""
-    if not ordered:
-        return 0.0
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def name_of_test(test_config: scenario_pb2.TestConfig | None) -> str:

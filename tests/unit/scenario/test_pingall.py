@@ -7,8 +7,9 @@ import ipaddress
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.stats import percentile
 from merak.v1 import scenario_pb2
-from services.scenario.pingall import Vm, percentile, sample_pairs
+from services.scenario.pingall import Vm, sample_pairs
 
 
 def lab(hosts: int, per_host: int, vpcs: int = 1, *, same_ips: bool = False) -> list[Vm]:
