@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import NoReturn
 
 import redis.asyncio as aioredis
 from google.protobuf import json_format
-from redis.exceptions import ResponseError, WatchError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from merak.errors import FailedPrecondition
-from merak.store import RedisStore
+from merak.store import RedisStore, optimistic
 from merak.v1 import network_pb2
 from services.network.models import (
     AlcorEndpoints,
@@ -233,7 +234,7 @@ class NetworkStore(RedisStore):
 
     def _write(
         self,
-        pipe: Any,
+        pipe: Pipeline,
         config: network_pb2.InternalNetConfigConfiguration,
         state: NetworkState,
         new_subnets: list[SubnetState],
@@ -255,17 +256,15 @@ class NetworkStore(RedisStore):
     ) -> bool:
         """Store a new network config in one transaction; False when one with that id exists."""
         config_key = self._nc(state.netconfig_id, "config")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(config_key)
-                if await pipe.exists(config_key):
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                self._write(pipe, config, state, ipam_subnets)
-                await pipe.execute()
-            except WatchError:
+
+        async def write(pipe: Pipeline) -> bool:
+            if await pipe.exists(config_key):
                 return False
-        return True
+            pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            self._write(pipe, config, state, ipam_subnets)
+            return True
+
+        return await optimistic(self.redis, [config_key], write, on_conflict=lambda: False)
 
     async def replace(
         self,
@@ -276,43 +275,40 @@ class NetworkStore(RedisStore):
     ) -> None:
         """Store the grown network config of an UPDATE, provided nobody changed it meanwhile."""
         state_key = self._nc(old.netconfig_id, "state")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(state_key)
-                current = await pipe.get(state_key)
-                if current is None or state_from_json(str(current)) != old:
-                    raise FailedPrecondition(
-                        f"network config {old.netconfig_id!r} changed during the UPDATE; send it again"
-                    )
-                pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                self._write(pipe, config, new, ipam_subnets)
-                await pipe.execute()
-            except WatchError:
-                raise FailedPrecondition(
-                    f"network config {old.netconfig_id!r} changed during the UPDATE; send it again"
-                ) from None
+
+        def changed() -> NoReturn:
+            raise FailedPrecondition(
+                f"network config {old.netconfig_id!r} changed during the UPDATE; send it again"
+            ) from None
+
+        async def write(pipe: Pipeline) -> None:
+            current = await pipe.get(state_key)
+            if current is None or state_from_json(str(current)) != old:
+                changed()
+            pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            self._write(pipe, config, new, ipam_subnets)
+
+        await optimistic(self.redis, [state_key], write, on_conflict=changed)
 
     async def delete(self, netconfig_id: str) -> NetworkState | None:
         """Forget a network config and all its IPAM in one transaction; returns what was removed."""
         state_key = self._nc(netconfig_id, "state")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(state_key)
-                    raw = await pipe.get(state_key)
-                    if raw is None:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                        await self.redis.delete(self._nc(netconfig_id, "config"))
-                        await self.redis.srem(self._ids_key, netconfig_id)
-                        return None
-                    state = state_from_json(str(raw))
-                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    pipe.delete(*self._keys_of(state))
-                    pipe.srem(self._ids_key, netconfig_id)
-                    await pipe.execute()
-                    return state
-                except WatchError:
-                    continue
+
+        async def remove(pipe: Pipeline) -> NetworkState | None:
+            raw = await pipe.get(state_key)
+            if raw is None:
+                return None
+            state = state_from_json(str(raw))
+            pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            pipe.delete(*self._keys_of(state))
+            pipe.srem(self._ids_key, netconfig_id)
+            return state
+
+        removed = await optimistic(self.redis, [state_key], remove)
+        if removed is None:
+            await self.redis.delete(self._nc(netconfig_id, "config"))
+            await self.redis.srem(self._ids_key, netconfig_id)
+        return removed
 
     # --- Alcor DELETE progress -----------------------------------------------------------------
 
