@@ -8,7 +8,7 @@ from merak.errors import InvalidArgument
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import RESERVED_PER_SUBNET, SubnetState, port_mac
-from services.network.plugins.alcor import AlcorPorts, alcor_endpoints
+from services.network.plugins.alcor.client import AlcorPorts, alcor_endpoints
 from services.network.spec import check_extends, resolve_plugin, spec_from_proto
 
 

@@ -1,16 +1,15 @@
-"""The alcor plugin: a network config's nodes, VPCs, subnets, groups and routers in Alcor, over REST."""
+"""The alcor plugin: makes and removes a network config's nodes, VPCs, subnets, groups, routers in Alcor."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable, remote_words
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError
 from merak.logs import get_logger
 from services.network.metrics import NetworkMetrics
 from services.network.models import (
@@ -18,171 +17,30 @@ from services.network.models import (
     NetworkSpec,
     NetworkState,
     Node,
-    RouterSpec,
     RouterState,
-    RuleSpec,
     RuleState,
-    SecurityGroupSpec,
     SecurityGroupState,
     SubnetState,
-    VpcSpec,
     VpcState,
 )
 from services.network.plugins import DeleteProgress, NetworkPlugin
-from services.network.spec import parse_alcor_url
+from services.network.plugins.alcor.client import AlcorClient, AlcorPorts, alcor_endpoints, path
+from services.network.plugins.alcor.messages import (
+    group_body,
+    host_info,
+    id_from,
+    router_body,
+    rule_body,
+    segmentation_id,
+    subnet_body,
+    vpc_body,
+)
 
 log = get_logger(__name__)
 
 # Alcor refuses other subnet prefixes (500, `verifyCidrBlock`).
 ALCOR_MIN_PREFIX = 16
 ALCOR_MAX_PREFIX = 28
-
-
-@dataclass(frozen=True, slots=True)
-class AlcorPorts:
-    """The ports of Alcor's services on its host (Kubernetes NodePorts by default)."""
-
-    vpc: int = 30001
-    subnet: int = 30002
-    router: int = 30003
-    node: int = 30007
-    sg: int = 30008
-
-
-def alcor_endpoints(url: str, ports: AlcorPorts) -> AlcorEndpoints:
-    """The base URL of each Alcor service: the host's service ports, or one port when the URL has one."""
-    parsed = parse_alcor_url(url)
-    return AlcorEndpoints(
-        vpc=parsed.base(ports.vpc),
-        subnet=parsed.base(ports.subnet),
-        router=parsed.base(ports.router),
-        node=parsed.base(ports.node),
-        sg=parsed.base(ports.sg),
-    )
-
-
-def _path(*segments: str) -> str:
-    return "/" + "/".join(quote(s, safe="") for s in segments)
-
-
-def _message(response: httpx.Response) -> str:
-    """Alcor's own words from an error reply (Spring's {"error", "message"} body); never the raw body."""
-    return remote_words(response.content) if response.content else response.reason_phrase
-
-
-def _id_from(reply: Any, wrapper: str, what: str) -> str:
-    item = reply.get(wrapper) if isinstance(reply, dict) else None
-    value = item.get("id") if isinstance(item, dict) else None
-    if not isinstance(value, str) or not value:
-        raise Unavailable(f"alcor's reply to creating {what} has no {wrapper}.id: {str(reply)[:300]}")
-    return value
-
-
-def host_info(node: Node, aca_port: int) -> dict[str, Any]:
-    """A node as Merak registered it in `POST /nodes/bulk` (`local_ip` is where Alcor reaches ACA)."""
-    return {
-        "data-path-ip": node.datapath_ip,
-        "local_ip": node.container_ip or node.datapath_ip,
-        "mac_address": node.mac,
-        "node_id": node.id,
-        "node_name": node.name,
-        "server_port": aca_port,
-        "veth": node.veth,
-    }
-
-
-def vpc_body(netconfig_id: str, index: int, vpc: VpcSpec) -> dict[str, Any]:
-    """Merak's VPC body, with the VPC's own id (empty: Alcor makes one), name and tenant."""
-    return {
-        "network": {
-            "admin_state_up": True,
-            "revision_number": 0,
-            "cidr": vpc.cidr,
-            "default": True,
-            "description": "vpc",
-            "dns_domain": "domain",
-            "id": vpc.id,
-            "is_default": True,
-            "mtu": 1400,
-            "name": f"merak-{netconfig_id}-vpc{index}",
-            "port_security_enabled": True,
-            "project_id": vpc.project_id,
-            "tenant_id": vpc.tenant_id,
-        }
-    }
-
-
-def subnet_body(netconfig_id: str, i: int, j: int, vpc: VpcSpec, vpc_id: str) -> dict[str, Any]:
-    """Merak's subnet body plus the gateway, so Alcor's router port and the VMs' route agree."""
-    subnet = vpc.subnets[j]
-    return {
-        "subnet": {
-            "cidr": subnet.cidr,
-            "id": subnet.id,
-            "name": f"merak-{netconfig_id}-vpc{i}-subnet{j}",
-            "ip_version": 4,
-            "network_id": vpc_id,
-            "gateway_ip": subnet.gateway,
-            "tenant_id": vpc.tenant_id,
-        }
-    }
-
-
-def group_body(netconfig_id: str, index: int, group: SecurityGroupSpec) -> dict[str, Any]:
-    """A security group; its rules go separately (Alcor would ignore them here)."""
-    inner: dict[str, Any] = {
-        "name": group.name or f"merak-{netconfig_id}-sg{index}",
-        "description": f"merak network config {netconfig_id}",
-        "project_id": group.project_id,
-        "tenant_id": group.tenant_id,
-        "security_group_rules": [],
-    }
-    if group.id:
-        inner["id"] = group.id  # only a missing id makes Alcor generate one
-    return {"security_group": inner}
-
-
-def rule_body(
-    group: SecurityGroupSpec, rule: RuleSpec, group_id: str, remote_group_id: str
-) -> dict[str, Any]:
-    """A rule for `POST /security-group-rules`; fields the rule leaves open are left out."""
-    inner: dict[str, Any] = {
-        "security_group_id": group_id,
-        "direction": rule.direction,
-        "ethertype": rule.ethertype,
-        "project_id": group.project_id,
-        "tenant_id": group.tenant_id,
-    }
-    optional: dict[str, Any] = {
-        "id": rule.id,
-        "name": rule.name,
-        "description": rule.description,
-        "protocol": rule.protocol,
-        "port_range_min": rule.port_min,
-        "port_range_max": rule.port_max,
-        "remote_ip_prefix": rule.remote_ip_prefix,
-        "remote_group_id": remote_group_id,
-    }
-    inner.update({key: value for key, value in optional.items() if value not in ("", None)})
-    return {"security_group_rule": inner}
-
-
-def router_body(netconfig_id: str, index: int, router: RouterSpec, vpc: VpcState) -> dict[str, Any]:
-    """Merak's router body with the VPC's tenant and project, and the VPC as external network."""
-    return {
-        "router": {
-            "admin_state_up": True,
-            "description": "router",
-            "distributed": True,
-            "external_gateway_info": {"enable_snat": True, "external_fixed_ips": [], "network_id": vpc.id},
-            "ha": True,
-            "id": router.id,
-            "name": router.name or f"merak-{netconfig_id}-router{index}",
-            "project_id": vpc.project_id,
-            "status": "BUILD",
-            "tenant_id": vpc.tenant_id,
-        }
-    }
 
 
 @dataclass
@@ -284,41 +142,10 @@ class AlcorPlugin(NetworkPlugin):
                     "'default' is the name Alcor gives each tenant's own default group",
                 )
 
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
-
-    async def _call(
-        self,
-        client: httpx.AsyncClient,
-        operation: str,
-        method: str,
-        url: str,
-        body: Any = None,
-        *,
-        gone: tuple[int, ...] = (),
-    ) -> Any:
-        """One Alcor call; any 2xx is success (as Merak), `gone` codes mean "already removed"."""
-        started = time.perf_counter()
-        with self.timed(operation):
-            try:
-                response = await client.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                self.metrics.control_plane.observe("alcor", operation, "error", time.perf_counter() - started)
-                raise Unavailable(f"alcor {method} {url} failed: {type(exc).__name__}: {exc}") from exc
-        code = str(response.status_code)
-        self.metrics.control_plane.observe("alcor", operation, code, time.perf_counter() - started)
-        if response.status_code in gone:
-            log.info("alcor_already_gone", method=method, url=url, status=response.status_code)
-            return None
-        if not response.is_success:
-            error = Unavailable if response.status_code >= 500 else FailedPrecondition
-            raise error(f"alcor {method} {url} answered {response.status_code}: {_message(response)}")
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            return response.text  # DELETE /nodes answers a plain string
+    @asynccontextmanager
+    async def _client(self) -> AsyncIterator[AlcorClient]:
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as http:
+            yield AlcorClient(http, self.metrics, self.name)
 
     # --- apply ---------------------------------------------------------------------------------
 
@@ -339,12 +166,12 @@ class AlcorPlugin(NetworkPlugin):
                 raise
         return built.state()
 
-    async def _apply(self, client: httpx.AsyncClient, spec: NetworkSpec, built: _Built) -> None:
+    async def _apply(self, client: AlcorClient, spec: NetworkSpec, built: _Built) -> None:
         new_nodes = spec.nodes[len(built.nodes) :]
         # Alcor answers 500 to an empty list, so no call without nodes.
         if new_nodes:
             body = {"host_infos": [host_info(node, self.aca_port) for node in new_nodes]}
-            await self._call(client, "register_nodes", "POST", f"{built.endpoints.node}/nodes/bulk", body)
+            await client.call("register_nodes", "POST", f"{built.endpoints.node}/nodes/bulk", body)
             built.nodes.extend(new_nodes)
         for i, vpc in enumerate(spec.vpcs):
             if i == len(built.vpcs):
@@ -362,53 +189,50 @@ class AlcorPlugin(NetworkPlugin):
         for r in range(len(built.routers), len(spec.routers)):
             await self._create_router(client, spec, r, built)
 
-    async def _create_vpc(self, client: httpx.AsyncClient, spec: NetworkSpec, i: int, built: _Built) -> None:
+    async def _create_vpc(self, client: AlcorClient, spec: NetworkSpec, i: int, built: _Built) -> None:
         vpc = spec.vpcs[i]
-        url = f"{built.endpoints.vpc}{_path('project', vpc.project_id, 'vpcs')}"
-        reply = await self._call(client, "create_vpc", "POST", url, vpc_body(spec.netconfig_id, i, vpc))
-        vpc_id = _id_from(reply, "network", f"vpcs[{i}]")
-        state = VpcState(vpc_id, vpc.tenant_id, vpc.project_id, vpc.cidr, _segmentation_id(reply), "")
+        url = f"{built.endpoints.vpc}{path('project', vpc.project_id, 'vpcs')}"
+        reply = await client.call("create_vpc", "POST", url, vpc_body(spec.netconfig_id, i, vpc))
+        vpc_id = id_from(reply, "network", f"vpcs[{i}]")
+        state = VpcState(vpc_id, vpc.tenant_id, vpc.project_id, vpc.cidr, segmentation_id(reply), "")
         built.vpcs.append(_Vpc(state))
 
     async def _create_subnet(
-        self, client: httpx.AsyncClient, spec: NetworkSpec, i: int, j: int, built: _Built
+        self, client: AlcorClient, spec: NetworkSpec, i: int, j: int, built: _Built
     ) -> None:
         vpc, entry = spec.vpcs[i], built.vpcs[i]
         subnet = vpc.subnets[j]
-        url = f"{built.endpoints.subnet}{_path('project', vpc.project_id, 'subnets')}"
+        url = f"{built.endpoints.subnet}{path('project', vpc.project_id, 'subnets')}"
         body = subnet_body(spec.netconfig_id, i, j, vpc, entry.state.id)
-        reply = await self._call(client, "create_subnet", "POST", url, body)
-        subnet_id = _id_from(reply, "subnet", f"vpcs[{i}].subnets[{j}]")
+        reply = await client.call("create_subnet", "POST", url, body)
+        subnet_id = id_from(reply, "subnet", f"vpcs[{i}].subnets[{j}]")
         slot = 1 + max((s.slot for v in built.vpcs for s in v.subnets), default=-1)
         entry.subnets.append(SubnetState(subnet_id, subnet.cidr, subnet.gateway, subnet.number_vms, slot))
 
-    async def _create_group(
-        self, client: httpx.AsyncClient, spec: NetworkSpec, k: int, built: _Built
-    ) -> None:
+    async def _create_group(self, client: AlcorClient, spec: NetworkSpec, k: int, built: _Built) -> None:
         group = spec.security_groups[k]
-        url = f"{built.endpoints.sg}{_path('project', group.project_id, 'security-groups')}"
-        reply = await self._call(
-            client, "create_security_group", "POST", url, group_body(spec.netconfig_id, k, group)
-        )
-        group_id = _id_from(reply, "security_group", f"security_groups[{k}]")
+        url = f"{built.endpoints.sg}{path('project', group.project_id, 'security-groups')}"
+        body = group_body(spec.netconfig_id, k, group)
+        reply = await client.call("create_security_group", "POST", url, body)
+        group_id = id_from(reply, "security_group", f"security_groups[{k}]")
         state = SecurityGroupState(
             group_id, group.name, group.tenant_id, group.project_id, (), group.apply_to
         )
         built.groups.append(_Group(state))
 
     async def _create_rule(
-        self, client: httpx.AsyncClient, spec: NetworkSpec, k: int, r: int, built: _Built
+        self, client: AlcorClient, spec: NetworkSpec, k: int, r: int, built: _Built
     ) -> None:
         group = spec.security_groups[k]
         rule = group.rules[r]
         entry = built.groups[k]
         remote = "" if rule.remote_group is None else built.groups[rule.remote_group].state.id
-        url = f"{built.endpoints.sg}{_path('project', group.project_id, 'security-group-rules')}"
+        url = f"{built.endpoints.sg}{path('project', group.project_id, 'security-group-rules')}"
         body = rule_body(group, rule, entry.state.id, remote)
-        reply = await self._call(client, "create_security_group_rule", "POST", url, body)
+        reply = await client.call("create_security_group_rule", "POST", url, body)
         entry.rules.append(
             RuleState(
-                id=_id_from(reply, "security_group_rule", f"security_groups[{k}].rules[{r}]"),
+                id=id_from(reply, "security_group_rule", f"security_groups[{k}].rules[{r}]"),
                 name=rule.name,
                 description=rule.description,
                 ethertype=rule.ethertype,
@@ -420,22 +244,20 @@ class AlcorPlugin(NetworkPlugin):
             )
         )
 
-    async def _create_router(
-        self, client: httpx.AsyncClient, spec: NetworkSpec, r: int, built: _Built
-    ) -> None:
+    async def _create_router(self, client: AlcorClient, spec: NetworkSpec, r: int, built: _Built) -> None:
         router = spec.routers[r]
         vpc_entry = built.vpcs[router.vpc]
         vpc = vpc_entry.state
-        base = f"{built.endpoints.router}{_path('project', vpc.project_id, 'routers')}"
+        base = f"{built.endpoints.router}{path('project', vpc.project_id, 'routers')}"
         body = router_body(spec.netconfig_id, r, router, vpc)
-        reply = await self._call(client, "create_router", "POST", base, body)
-        router_id = _id_from(reply, "router", f"routers[{r}]")
+        reply = await client.call("create_router", "POST", base, body)
+        router_id = id_from(reply, "router", f"routers[{r}]")
         entry = _Router(RouterState(router_id, router.name, vpc.id, ()))
         built.routers.append(entry)
         for s in router.subnets:
             subnet_id = vpc_entry.subnets[s].id
-            url = f"{base}{_path(router_id, 'add_router_interface')}"
-            reply = await self._call(client, "add_router_interface", "PUT", url, {"subnet_id": subnet_id})
+            url = f"{base}{path(router_id, 'add_router_interface')}"
+            reply = await client.call("add_router_interface", "PUT", url, {"subnet_id": subnet_id})
             # An unknown subnet is a 200 with every field null: Alcor attached nothing.
             if not isinstance(reply, dict) or reply.get("subnet_id") != subnet_id:
                 raise FailedPrecondition(
@@ -459,7 +281,7 @@ class AlcorPlugin(NetworkPlugin):
 
     async def _remove(
         self,
-        client: httpx.AsyncClient,
+        client: AlcorClient,
         state: NetworkState,
         keep: NetworkState | None,
         progress: DeleteProgress,
@@ -484,9 +306,7 @@ class AlcorPlugin(NetworkPlugin):
         if failures:
             log.warning("alcor_undo_incomplete", netconfig_id=state.netconfig_id, failed_steps=failures)
 
-    def _steps(
-        self, client: httpx.AsyncClient, state: NetworkState, keep: NetworkState | None
-    ) -> list[_Step]:
+    def _steps(self, client: AlcorClient, state: NetworkState, keep: NetworkState | None) -> list[_Step]:
         ep = state.alcor
         if ep is None:
             raise FailedPrecondition(f"network config {state.netconfig_id!r} has no Alcor endpoints stored")
@@ -497,7 +317,7 @@ class AlcorPlugin(NetworkPlugin):
             operation: str, method: str, url: str, body: Any = None, gone: tuple[int, ...] = ()
         ) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
-                await self._call(client, operation, method, url, body, gone=gone)
+                await client.call(operation, method, url, body, gone=gone)
 
             return run
 
@@ -505,7 +325,7 @@ class AlcorPlugin(NetworkPlugin):
         routers = state.routers[len(keep.routers) if keep else 0 :]
         for router in routers:
             project = projects.get(router.vpc_id, "")
-            base = f"{ep.router}{_path('project', project, 'routers', router.id)}"
+            base = f"{ep.router}{path('project', project, 'routers', router.id)}"
             for subnet_id in router.subnet_ids:
                 steps.append(
                     (
@@ -517,39 +337,32 @@ class AlcorPlugin(NetworkPlugin):
                 )  # fmt: skip
         for router in routers:
             project = projects.get(router.vpc_id, "")
-            url = f"{ep.router}{_path('project', project, 'routers', router.id)}"
+            url = f"{ep.router}{path('project', project, 'routers', router.id)}"
             steps.append((f"router:{router.id}", call("delete_router", "DELETE", url)))
         for i, vpc in enumerate(state.vpcs):
             kept = len(kept_vpcs[i].subnets) if i < len(kept_vpcs) else 0
             for subnet in vpc.subnets[kept:]:
-                url = f"{ep.subnet}{_path('project', vpc.project_id, 'subnets', subnet.id)}"
+                url = f"{ep.subnet}{path('project', vpc.project_id, 'subnets', subnet.id)}"
                 steps.append((f"subnet:{subnet.id}", call("delete_subnet", "DELETE", url)))
         for vpc in state.vpcs[len(kept_vpcs) :]:
-            url = f"{ep.vpc}{_path('project', vpc.project_id, 'vpcs', vpc.id)}"
+            url = f"{ep.vpc}{path('project', vpc.project_id, 'vpcs', vpc.id)}"
             steps.append((f"vpc:{vpc.id}", call("delete_vpc", "DELETE", url)))
         groups = state.security_groups[len(keep.security_groups) if keep else 0 :]
         # Every rule before any group, since a rule may name another group as its remote group.
         # 412 is how the SG manager says "unknown".
         for group in groups:
             for rule in group.rules:
-                url = f"{ep.sg}{_path('project', group.project_id, 'security-group-rules', rule.id)}"
+                url = f"{ep.sg}{path('project', group.project_id, 'security-group-rules', rule.id)}"
                 steps.append(
                     (f"rule:{rule.id}", call("delete_security_group_rule", "DELETE", url, gone=(412,)))
                 )
         for group in groups:
-            url = f"{ep.sg}{_path('project', group.project_id, 'security-groups', group.id)}"
+            url = f"{ep.sg}{path('project', group.project_id, 'security-groups', group.id)}"
             steps.append((f"sg:{group.id}", call("delete_security_group", "DELETE", url, gone=(412,))))
         for node in state.nodes[len(keep.nodes) if keep else 0 :]:
-            url = f"{ep.node}{_path('nodes', node.id)}"
+            url = f"{ep.node}{path('nodes', node.id)}"
             steps.append((f"node:{node.id}", call("delete_node", "DELETE", url)))
         return steps
-
-
-def _segmentation_id(reply: Any) -> int:
-    """The VNI Alcor gave the VPC (`provider:segmentation_id`), or 0."""
-    network = reply.get("network") if isinstance(reply, dict) else None
-    segment = network.get("provider:segmentation_id") if isinstance(network, dict) else None
-    return segment if isinstance(segment, int) else 0
 
 
 def _describe(exc: BaseException) -> str:
