@@ -1,0 +1,69 @@
+"""The agent's requests turned into models, each bad value an InvalidArgument naming its field."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from merak.errors import InvalidArgument
+from merak.naming import gateway_mac
+from merak.v1 import agent_pb2
+from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
+from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
+
+
+def vm_name(field: str, name: str) -> None:
+    """InvalidArgument on `field` unless `name` can name a VM."""
+    checked_vm(field, VmSpec(name, "v", 1, "10.0.0.2", 24, "02:00:00:00:00:01", "10.0.0.1"))
+
+
+def checked_vm(field: str, spec: VmSpec) -> VmSpec:
+    """`spec` if it follows the VM rules, else InvalidArgument on `field`."""
+    try:
+        validate_vm(spec)
+    except ValueError as exc:
+        raise InvalidArgument(field, str(exc)) from None
+    return spec
+
+
+def checked_vpc(field: str, vpc: VpcSpec) -> VpcSpec:
+    """`vpc` if it follows the VPC rules (its id among them), else InvalidArgument on `field`."""
+    try:
+        validate_vpc(vpc)
+    except ValueError as exc:
+        raise InvalidArgument(field, str(exc)) from None
+    return vpc
+
+
+def vm_spec(field: str, vm: agent_pb2.VmSpec) -> VmSpec:
+    """The VM of a batch request."""
+    return checked_vm(
+        field, VmSpec(vm.name, vm.vpc_id, vm.vni, vm.ip, vm.prefix_len, vm.mac.lower(), vm.gateway)
+    )
+
+
+def vpc_spec(field: str, vpc: agent_pb2.VpcSpec) -> VpcSpec:
+    """The VPC of a batch request; its gateway MAC derived from the VNI when not given."""
+    subnets = tuple(SubnetSpec(s.cidr, s.gateway) for s in vpc.subnets)
+    try:
+        mac = vpc.gateway_mac or gateway_mac(vpc.vni)
+    except ValueError as exc:  # a VNI beyond 24 bits (the VPC check would say so, after this)
+        raise InvalidArgument(field, str(exc)) from None
+    return checked_vpc(field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, mac.lower()))
+
+
+def ipv4(field: str, text: str) -> str:
+    """`text` as a normalized IPv4 address, else InvalidArgument on `field`."""
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise InvalidArgument(field, f"{text!r} is not an IPv4 address") from None
+
+
+def neighbor(field: str, proto: agent_pb2.Neighbor) -> Neighbor:
+    """A remote VM of an overlay request."""
+    model = Neighbor(proto.ip, proto.mac.lower(), proto.vtep)
+    try:
+        validate_neighbor(model)
+    except ValueError as exc:
+        raise InvalidArgument(field, str(exc)) from None
+    return model
