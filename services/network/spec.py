@@ -21,7 +21,9 @@ from services.network.models import (
     VpcSpec,
 )
 
-# Merak's service entry that names the Alcor host of a network config.
+# The plugin that makes a network config in Alcor (its registry name), and Merak's service entry that
+# names the Alcor host; a config with that entry and no plugin goes to Alcor, as Merak's did.
+ALCOR_PLUGIN = "alcor"
 ALCOR_SERVICE_CMD = "alcorIp"
 ALCOR_SERVICE_WHERE = "NETWORK"
 DEFAULT_PLUGIN = "native"
@@ -75,8 +77,8 @@ def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[
         ):
             alcor_url, url_field = service.url.strip(), f"config.services[{i}].url"
             break
-    plugin = config.plugin.strip().lower() or ("alcor" if alcor_url else DEFAULT_PLUGIN)
-    if plugin != "alcor":
+    plugin = config.plugin.strip().lower() or (ALCOR_PLUGIN if alcor_url else DEFAULT_PLUGIN)
+    if plugin != ALCOR_PLUGIN:
         return plugin, ""
     if not alcor_url:
         raise InvalidArgument(

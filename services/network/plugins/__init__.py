@@ -1,4 +1,4 @@
-"""The control plane under test behind one interface, chosen per network config: native or alcor."""
+"""The control plane under test behind one interface (NetworkPlugin), chosen per config: native, alcor."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from services.network.plugins.alcor.messages import (
     subnet_body,
     vpc_body,
 )
+from services.network.spec import ALCOR_PLUGIN
 
 log = get_logger(__name__)
 
@@ -101,7 +102,7 @@ _Step = tuple[str, Callable[[], Awaitable[None]]]
 class AlcorPlugin(NetworkPlugin):
     """Merak's calls to Alcor, fixed: endpoints per config, rules sent, real router tenant, errors raised."""
 
-    name = "alcor"
+    name = ALCOR_PLUGIN
     allocates_ports = False
 
     def __init__(
