@@ -11,7 +11,8 @@ import pytest
 from merak.errors import InvalidArgument
 from merak.skips import Skips
 from merak.v1 import topology_pb2
-from services.topology.generator import DEFAULT_DATA_PLANE_CIDR, MAX_IFNAME, generate, spec_from_proto
+from services.topology.generator import DEFAULT_DATA_PLANE_CIDR, generate, spec_from_proto
+from services.topology.limits import MAX_IFNAME
 from services.topology.models import Link, NodeKind, Topology
 
 TREE = topology_pb2.TREE
