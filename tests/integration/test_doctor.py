@@ -77,7 +77,7 @@ def test_up_prints_what_it_raised(settings: StackSettings, kernel_defaults: dict
 def test_up_refuses_on_a_hard_failure(settings: StackSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     # redis-server cannot be uninstalled for a test; the refusal is what is checked here.
     missing = doctor.Check("binary", "redis-server", "fail", "missing", "required", "every service's store")
-    monkeypatch.setattr("merak_tools.localstack.run_checks", lambda _plan: [missing])
+    monkeypatch.setattr("merak_tools.localstack.stack.run_checks", lambda _plan: [missing])
     stack = LocalStack(settings, out=lambda _line: None)
     with pytest.raises(StackError, match="this machine cannot run the stack: redis-server: missing"):
         stack.up()

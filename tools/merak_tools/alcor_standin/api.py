@@ -1,93 +1,16 @@
-"""An Alcor-compatible REST server, answering with the status codes and bodies alcor-reference.md gives.
-
-It covers what Merak calls: the node manager (bulk registration, delete), the VPC, subnet, route and
-security-group managers (groups and rules), and the port manager. It records every request (listener,
-method, path, JSON body) so tests can assert exactly what was sent, and can add latency to every
-answer (the benchmark's "control plane that takes 20 ms").
-
-Alcor runs one microservice per port. `FakeAlcor()` serves every path on one port (as behind Alcor's
-API gateway); `FakeAlcor(services=ALCOR_SERVICES)` opens one listener per service, each answering only
-its own paths (404 otherwise, like a call sent to the wrong microservice), all sharing one state.
-It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
-load test measures the emulator and not this stand-in.
-
-`python -m merak_tools.alcor_standin --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
-`teste2e --plugin alcor --alcor-ip 127.0.0.1`.
-"""
+"""Alcor's REST API as the stand-in answers it: one handler per Alcor manager (node, VPC, subnet, route,
+security group, port), with the status codes and bodies alcor-reference.md gives."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import copy
 import ipaddress
-import json
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
-
-ALCOR_SERVICES = ("vpc", "subnet", "router", "node", "sg", "port")
-# Where Alcor's services answer on a Kubernetes node (its NodePorts), as Merak reaches them.
-ALCOR_NODEPORTS = {"vpc": 30001, "subnet": 30002, "router": 30003, "port": 30006, "node": 30007, "sg": 30008}
-
-
-@dataclass
-class Recorded:
-    """One request the fake received; `service` is the listener's service ("" on the single port)."""
-
-    method: str
-    path: str
-    body: Any
-    service: str = ""
-
-
-@dataclass
-class FailRule:
-    """Answer the first request matching `method` and containing `path_part` with `status`."""
-
-    method: str
-    path_part: str
-    status: int
-    message: str = "forced by test"
-
-
-@dataclass
-class AlcorState:
-    """What the fake Alcor holds, and the requests it saw."""
-
-    requests: list[Recorded] = field(default_factory=list)
-    ports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    vpcs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subnets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
-    routers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    next_host: int = 2  # a counter for MACs (and addresses of ports without a known subnet)
-    # Per subnet: the addresses in use, and where the next free-address search starts.
-    taken: dict[str, set[str]] = field(default_factory=dict)
-    cursor: dict[str, int] = field(default_factory=dict)
-    record: bool = True  # keep every request (tests); off for long load runs, `times` is kept anyway
-    # (time.monotonic(), method, Alcor service, seconds held) of every answered request: rates and
-    # latency as the server saw them (held: from the request's arrival to its answer, latency included).
-    times: list[tuple[float, str, str, float]] = field(default_factory=list)
-    next_segment: int = 4096
-    fail_next: list[int] = field(default_factory=list)  # status codes to answer, one per request
-    fail_rules: list[FailRule] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def objects(self) -> int:
-        """How many objects (other than ports) Alcor holds."""
-        return sum(
-            len(d) for d in (self.nodes, self.vpcs, self.subnets, self.groups, self.rules, self.routers)
-        )
+from merak_tools.alcor_standin.state import AlcorState, Recorded
 
 
 class _Reply(Exception):
@@ -119,7 +42,7 @@ def _service_of(parts: list[str]) -> str:
     return ""
 
 
-def _spring_error(status: int, message: str, path: str) -> dict[str, Any]:
+def spring_error(status: int, message: str, path: str) -> dict[str, Any]:
     """Spring Boot's default error body."""
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -130,7 +53,7 @@ def _spring_error(status: int, message: str, path: str) -> dict[str, Any]:
     }
 
 
-class _Api:
+class AlcorApi:
     """Alcor's answers on one listener (`service`; "" answers every service), over a shared state."""
 
     def __init__(self, state: AlcorState, service: str) -> None:
@@ -153,7 +76,7 @@ class _Api:
             for rule in state.fail_rules:
                 if rule.method == method and rule.path_part in path:
                     state.fail_rules.remove(rule)
-                    return rule.status, _spring_error(rule.status, rule.message, path)
+                    return rule.status, spring_error(rule.status, rule.message, path)
             if not service or (self.service and service != self.service):
                 return 404, {"status": 404, "error": "Not Found", "path": path}
             try:
@@ -163,7 +86,7 @@ class _Api:
                 status, reply = handler(method, parts, body)
             except _Reply as reply_:
                 if reply_.message:
-                    return reply_.status, _spring_error(reply_.status, reply_.message, path)
+                    return reply_.status, spring_error(reply_.status, reply_.message, path)
                 return reply_.status, reply_.body
             return status, reply
 
@@ -484,118 +407,3 @@ class _Api:
             self._hold(gone, False)
             return 200, None
         return 405, {"status": 405, "error": "Method Not Allowed"}
-
-
-class FakeAlcor:
-    """An Alcor on `host` (free ports unless `ports` names them), served until `stop`.
-
-    `latency` (seconds) is added before every answer, without holding anything up meanwhile.
-    """
-
-    def __init__(
-        self,
-        services: Sequence[str] = (),
-        *,
-        host: str = "127.0.0.1",
-        ports: Mapping[str, int] | None = None,
-        latency: float = 0.0,
-        record: bool = True,
-    ) -> None:
-        self.state = AlcorState(record=record)
-        self.latency = latency
-        self.host = host
-        self._runners: list[web.ServerRunner] = []
-        self._ports: dict[str, int] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-alcor", daemon=True)
-        self._thread.start()
-        try:
-            for service in services or ("",):
-                wanted = (ports or {}).get(service, 0)
-                self._ports[service] = self._call(self._listen(_Api(self.state, service), wanted))
-        except BaseException:
-            self.stop()
-            raise
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    async def _listen(self, api: _Api, port: int) -> int:
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            arrived = time.perf_counter()
-            raw = await request.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                return web.json_response(_spring_error(400, "JSON parse error", request.path_qs), status=400)
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
-            status, reply, service = api.respond(request.method, request.path_qs, body)
-            payload = (
-                b"" if reply is None else (reply if isinstance(reply, bytes) else json.dumps(reply).encode())
-            )
-            response = web.Response(status=status, body=payload, content_type="application/json")
-            await response.prepare(request)
-            await response.write_eof()
-            held = time.perf_counter() - arrived  # until the answer is on its way
-            with self.state.lock:
-                self.state.times.append((time.monotonic(), request.method, service, held))
-            return response
-
-        runner = web.ServerRunner(web.Server(handle), access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
-        # A listen backlog like a real server's: agents open many connections at once.
-        site = web.TCPSite(runner, self.host, port, backlog=1024, reuse_address=True)
-        await site.start()
-        return int(runner.addresses[-1][1])
-
-    def port_of(self, service: str = "") -> int:
-        """The port a service listens on ("" on the single-port fake)."""
-        return self._ports[service]
-
-    @property
-    def url(self) -> str:
-        """Base URL of the single-port fake, e.g. http://127.0.0.1:43123."""
-        return f"http://{self.host}:{self.port_of(next(iter(self._ports)))}"
-
-    def stop(self) -> None:
-        """Stop serving (open connections are closed) and end the thread."""
-        if not self._thread.is_alive():
-            return
-        for runner in self._runners:
-            self._call(runner.cleanup())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m merak_tools.alcor_standin`: serve a fake Alcor until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m merak_tools.alcor_standin", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="one port for every service (default: free)")
-    parser.add_argument(
-        "--nodeports", action="store_true", help="one port per service, Alcor's NodePorts (30001-30008)"
-    )
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="added before every answer")
-    args = parser.parse_args(argv)
-    if args.nodeports:
-        alcor = FakeAlcor(
-            ALCOR_SERVICES, host=args.host, ports=ALCOR_NODEPORTS, latency=args.latency_ms / 1000
-        )
-        where = ", ".join(f"{s} {alcor.port_of(s)}" for s in ALCOR_SERVICES)
-        print(f"fake Alcor on {args.host}: {where}", flush=True)
-    else:
-        alcor = FakeAlcor(host=args.host, ports={"": args.port}, latency=args.latency_ms / 1000)
-        print(f"fake Alcor on {alcor.url}", flush=True)
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    stopped.wait()
-    alcor.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

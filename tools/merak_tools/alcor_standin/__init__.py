@@ -1,0 +1,21 @@
+"""An Alcor-compatible REST server, answering with the status codes and bodies alcor-reference.md gives.
+
+It covers what Merak calls: the node manager (bulk registration, delete), the VPC, subnet, route and
+security-group managers (groups and rules), and the port manager. It records every request (listener,
+method, path, JSON body) so tests can assert exactly what was sent, and can add latency to every
+answer (the benchmark's "control plane that takes 20 ms").
+
+Alcor runs one microservice per port. `FakeAlcor()` serves every path on one port (as behind Alcor's
+API gateway); `FakeAlcor(services=ALCOR_SERVICES)` opens one listener per service, each answering only
+its own paths (404 otherwise, like a call sent to the wrong microservice), all sharing one state.
+It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
+load test measures the emulator and not this stand-in.
+
+`python -m merak_tools.alcor_standin --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
+`teste2e --plugin alcor --alcor-ip 127.0.0.1`.
+"""
+
+from merak_tools.alcor_standin.server import ALCOR_NODEPORTS, ALCOR_SERVICES, FakeAlcor
+from merak_tools.alcor_standin.state import AlcorState, FailRule, Recorded
+
+__all__ = ["ALCOR_NODEPORTS", "ALCOR_SERVICES", "AlcorState", "FailRule", "FakeAlcor", "Recorded"]

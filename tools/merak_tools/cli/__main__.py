@@ -1,0 +1,5 @@
+"""`python -m merak_tools.cli`: the `merak` program."""
+
+from merak_tools.cli import run
+
+run()

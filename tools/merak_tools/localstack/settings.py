@@ -1,0 +1,140 @@
+"""The local stack's settings: where it lives, which ports it takes, and the endpoints they make."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from merak.config import (
+    GRPC_PORTS,
+    METRICS_PORTS,
+    REDIS_PORT,
+    REST_PORT,
+    TEMPORAL_NAMESPACE,
+    TEMPORAL_PORT,
+    TEMPORAL_UI_PORT,
+    CommonSettings,
+)
+from merak_tools.doctor import Plan
+
+# Start order; `down` stops in reverse.
+SERVICES = ("topology", "network", "compute", "scenario", "agent")
+
+
+def default_workers(cpus: int) -> int:
+    """Compute workers for a machine of `cpus` CPUs."""
+    return max(1, min(8, cpus // 2))
+
+
+class StackSettings(CommonSettings):
+    """Where the local stack lives and which ports it takes (`MERAK_*` variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="MERAK_", extra="ignore")
+
+    bind_host: str = "127.0.0.1"
+    redis_port: int = REDIS_PORT
+    temporal_port: int = TEMPORAL_PORT
+    temporal_ui_port: int = TEMPORAL_UI_PORT
+    start_timeout: float = 90.0
+    # Added to every service's gRPC and metrics port, so a second stack (or a test) can run beside one.
+    port_offset: int = 0
+    # The lab `up` sizes the machine for (the demo's); labs raise the kernel settings further as they grow.
+    plan_vhosts: int = 5
+    plan_vms: int = 50
+    # Compute worker processes (`MERAK_COMPUTE_WORKERS`): a worker keeps one CPU busy at a large
+    # deployment, and Temporal, Redis and the agents need the others: half the CPUs, 1 to 8.
+    compute_workers: int = Field(default_factory=lambda: default_workers(os.cpu_count() or 1), ge=1, le=64)
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The stack's compute worker components: compute-worker, compute-worker-2, …"""
+        return ["compute-worker", *(f"compute-worker-{i}" for i in range(2, self.compute_workers + 1))]
+
+    @property
+    def plan(self) -> Plan:
+        """The lab size `up` prepares this machine for."""
+        return Plan(vhosts=self.plan_vhosts, vms=self.plan_vms)
+
+    def grpc_port(self, service: str) -> int:
+        """The gRPC port of `service` in this stack."""
+        return GRPC_PORTS[service] + self.port_offset
+
+    @property
+    def rest_port(self) -> int:
+        """Merak's REST API (the scenario service)."""
+        return REST_PORT + self.port_offset
+
+    def metrics_port(self, service: str) -> int:
+        """The metrics port of `service` (or a compute worker: "compute-worker", "compute-worker-2", …)."""
+        if service.startswith("compute-worker-"):  # the n-th worker: ports after the first's
+            return METRICS_PORTS["compute-worker"] + int(service.rsplit("-", 1)[1]) - 1 + self.port_offset
+        return METRICS_PORTS[service] + self.port_offset
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and unix sockets."""
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """One log file per process."""
+        return self.state_dir / "logs"
+
+    @property
+    def redis_url(self) -> str:
+        """The stack's Redis."""
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def temporal_address(self) -> str:
+        """The Temporal frontend."""
+        return f"127.0.0.1:{self.temporal_port}"
+
+
+def port_in_use(port: int) -> bool:
+    """True when a socket listens on TCP `port` (any address, IPv4 or IPv6). Not a trial bind: the
+    ports sit in the kernel's ephemeral range, and a closed client connection that used one as its
+    source port (TIME-WAIT) makes a bind fail for a minute although a server can listen there."""
+    listen = "0A"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == listen and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a private stack's Redis, Temporal)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
+    """What a user can talk to once the stack is up."""
+    rows = [
+        (name, f"localhost:{settings.grpc_port(name)} (metrics :{settings.metrics_port(name)}/metrics)")
+        for name in ("scenario", "compute", "topology", "network", "agent")
+    ]
+    rows += [
+        ("scenario REST", f"http://localhost:{settings.rest_port}/api (OpenAPI docs: /swagger/)"),
+        *(
+            (name.replace("-", " "), f"metrics :{settings.metrics_port(name)}/metrics")
+            for name in settings.worker_names
+        ),
+        ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
+        ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
+        ("redis", settings.redis_url),
+        ("state", str(settings.state_dir)),
+    ]
+    return rows
