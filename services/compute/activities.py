@@ -103,7 +103,7 @@ class ComputeActivities:
         """A batch's control-plane calls and VMs made ready, into the config's results, stamped with
         the seconds since the operation started (returned)."""
         at = time.time() - meta.started_at
-        await self.store.record_results(
+        await self.store.results.record(
             config_id, meta.plugin, [(c.operation, c.code, c.seconds, at) for c in calls], [at] * ready
         )
         return at
@@ -123,16 +123,16 @@ class ComputeActivities:
     @activity.defn(name=ActivityName.SHARD_PLAN)
     async def shard_plan(self, ref: ShardRef) -> ShardPlan:
         """The hosts of a shard and their batch counts."""
-        meta = await self.store.meta(ref.config_id)
+        meta = await self.store.progress.meta(ref.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {ref.config_id} is gone", non_retryable=True)
-        names = await self.store.shard_hosts(ref.config_id, ref.shard)
-        hosts = await self.store.hosts_named(ref.config_id, names)
+        names = await self.store.vms.shard_hosts(ref.config_id, ref.shard)
+        hosts = await self.store.vms.hosts_named(ref.config_id, names)
         if ref.operation == PRUNE:
-            counts = {n: await self.store.dropped_count(ref.config_id, n) for n in names}
+            counts = {n: await self.store.vms.dropped_count(ref.config_id, n) for n in names}
         elif ref.operation == DELETE:
             # Every VM the host's list holds (a churn cut short leaves more than its count).
-            counts = {n: await self.store.vm_count(ref.config_id, n) for n in names}
+            counts = {n: await self.store.vms.count(ref.config_id, n) for n in names}
         else:
             counts = {n: hosts[n].count for n in names if n in hosts}
         return ShardPlan(
@@ -144,19 +144,19 @@ class ComputeActivities:
         )
 
     async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], HostRecord, Meta]:
-        meta = await self.store.meta(batch.config_id)
+        meta = await self.store.progress.meta(batch.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {batch.config_id} is gone", non_retryable=True)
-        found = await self.store.hosts_named(batch.config_id, [batch.host])
+        found = await self.store.vms.hosts_named(batch.config_id, [batch.host])
         if batch.host not in found:
             raise ApplicationError(
                 f"host {batch.host} is not in compute config {batch.config_id}", non_retryable=True
             )
         host = found[batch.host]
-        names = await self.store.batch_names(
+        names = await self.store.vms.batch_names(
             batch.config_id, batch.host, batch.batch, meta.batch_size, dropped=batch.operation == PRUNE
         )
-        records = await self.store.vms(batch.config_id, batch.host, names)
+        records = await self.store.vms.records(batch.config_id, batch.host, names)
         return records, host, meta
 
     @activity.defn(name=ActivityName.CREATE_BATCH)
@@ -178,7 +178,7 @@ class ComputeActivities:
             except BaseException:
                 await self._record(batch.config_id, meta, calls)
                 raise
-            await self.store.put_vms(batch.config_id, batch.host, todo)
+            await self.store.vms.put(batch.config_id, batch.host, todo)
             ready = sum(record.status == common_pb2.DONE for record in todo)
             elapsed = await self._record(batch.config_id, meta, calls, ready)
             for _ in range(ready):
@@ -198,21 +198,21 @@ class ComputeActivities:
     @activity.defn(name=ActivityName.FAIL_BATCH)
     async def fail_batch(self, failure: BatchFailure) -> BatchOutcome:
         """Record a batch that failed as a whole: its unfinished VMs become ERROR with the reason."""
-        meta = await self.store.meta(failure.config_id)
+        meta = await self.store.progress.meta(failure.config_id)
         if meta is None:
             return BatchOutcome()
-        names = await self.store.batch_names(
+        names = await self.store.vms.batch_names(
             failure.config_id,
             failure.host,
             failure.batch,
             meta.batch_size,
             dropped=failure.operation == PRUNE,
         )
-        records = await self.store.vms(failure.config_id, failure.host, names)
+        records = await self.store.vms.records(failure.config_id, failure.host, names)
         todo = [r for r in records if r.status != common_pb2.DONE or failure.operation in (DELETE, PRUNE)]
         for record in todo:
             record.status, record.error = common_pb2.ERROR, failure.reason
-        await self.store.put_vms(failure.config_id, failure.host, todo)
+        await self.store.vms.put(failure.config_id, failure.host, todo)
         return BatchOutcome(done=len(records) - len(todo), failed=len(todo))
 
     @activity.defn(name=ActivityName.DELETE_BATCH)
@@ -230,7 +230,7 @@ class ComputeActivities:
         plugin = self._plugin(meta.plugin)
         for record in records:
             record.status, record.error = common_pb2.DELETING, ""
-        await self.store.put_vms(batch.config_id, batch.host, records)
+        await self.store.vms.put(batch.config_id, batch.host, records)
         calls: Calls = []
         try:
             await plugin.delete(self._agent(host.endpoint), batch.host, meta, records, calls)
@@ -243,25 +243,25 @@ class ComputeActivities:
             await plugin.release(meta, records, calls)
         finally:
             await self._record(batch.config_id, meta, calls)
-        await self.store.drop_vms(batch.config_id, batch.host, [r.name for r in records])
+        await self.store.vms.drop(batch.config_id, batch.host, [r.name for r in records])
         return BatchOutcome(done=len(records))
 
     @activity.defn(name=ActivityName.OVERLAY_INDEX)
     async def overlay_index(self, config_id: str) -> int:
         """Group the DONE VMs by VNI and host for the overlay programming; returns the VNI count."""
-        hosts = await self.store.hosts(config_id)
-        before = await self.store.reset_overlay(config_id)
+        hosts = await self.store.vms.hosts(config_id)
+        before = await self.store.overlay.reset(config_id)
         vnis: set[int] = set()
         now: dict[int, dict[str, list[list[str]]]] = defaultdict(dict)
         # Fake vhosts have no kernel to program, and pushing every VM to every vhost is O(VMs x hosts):
         # at 10,000 fake hosts that is the whole cost of a deployment, for nothing.
         for host in [name for name, info in hosts.items() if not info.fake and not info.leaving]:
             by_vni: dict[int, list[list[str]]] = defaultdict(list)
-            for record in await self.store.vms(config_id, host):
+            for record in await self.store.vms.records(config_id, host):
                 if record.status == common_pb2.DONE and record.vni:
                     by_vni[record.vni].append([record.ip, record.mac])
             for vni, entries in by_vni.items():
-                await self.store.put_overlay(config_id, vni, host, entries)
+                await self.store.overlay.put(config_id, vni, host, entries)
                 now[vni][host] = entries
                 vnis.add(vni)
         # What an UPDATE took away: the other vhosts of its VNI drop its entries.
@@ -272,16 +272,16 @@ class ComputeActivities:
                 gone = [e for e in entries if tuple(e) not in kept]
                 if gone:
                     withdrawn[vni][host] = gone
-        await self.store.put_withdrawn(config_id, dict(withdrawn))
+        await self.store.overlay.put_withdrawn(config_id, dict(withdrawn))
         return len(vnis)
 
     @activity.defn(name=ActivityName.PROGRAM_OVERLAY)
     async def program_overlay(self, ref: ShardRef) -> int:
         """Tell each host of the shard which vhosts share its VNIs and push their VMs (DESIGN §5)."""
         self._count_retry()
-        hosts = await self.store.hosts(ref.config_id)
-        overlay = await self.store.overlay(ref.config_id)
-        withdrawn = await self.store.withdrawn(ref.config_id)
+        hosts = await self.store.vms.hosts(ref.config_id)
+        overlay = await self.store.overlay.members(ref.config_id)
+        withdrawn = await self.store.overlay.withdrawn(ref.config_id)
         async with heartbeating():
             return await self._program_overlay(ref, hosts, overlay, withdrawn)
 
@@ -293,7 +293,7 @@ class ComputeActivities:
         withdrawn: dict[int, dict[str, list[list[str]]]],
     ) -> int:
         calls = 0
-        for name in await self.store.shard_hosts(ref.config_id, ref.shard):
+        for name in await self.store.vms.shard_hosts(ref.config_id, ref.shard):
             if name not in hosts or hosts[name].leaving:
                 continue
             agent = self._agent(hosts[name].endpoint)
@@ -329,7 +329,7 @@ class ComputeActivities:
     async def churn(self, churn: ChurnInput) -> BatchOutcome:
         """Replace VMs at a rate for a while, the population kept (services/compute/churn.py)."""
         self._count_retry()
-        meta = await self.store.meta(churn.config_id)
+        meta = await self.store.progress.meta(churn.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {churn.config_id} is gone", non_retryable=True)
         run = ChurnRun(self.store, self._plugin(meta.plugin), self._agent, self._record, self.agent_timeout)
@@ -346,8 +346,8 @@ class ComputeActivities:
         if result.operation == UPDATE and not result.failed and not result.failure:
             # Only a clean update forgets its drop lists: what failed to go is deleted by the next
             # UPDATE or DELETE.
-            await self.store.finish_update(result.config_id)
-        await self.store.finish_operation(result.config_id, result.failure)
+            await self.store.vms.finish_update(result.config_id)
+        await self.store.progress.finish(result.config_id, result.failure)
         log.info(
             "compute_operation_finished",
             config_id=result.config_id,

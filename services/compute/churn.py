@@ -68,10 +68,10 @@ class ChurnRun:
     async def run(self, churn: ChurnInput, meta: Meta) -> BatchOutcome:
         """Replace `churn.rate` VMs per second until `churn.seconds` after the churn began."""
         config_id = churn.config_id
-        hosts = {n: h for n, h in (await self.store.hosts(config_id)).items() if not h.leaving}
+        hosts = {n: h for n, h in (await self.store.vms.hosts(config_id)).items() if not h.leaving}
         ordered = sorted(hosts, key=lambda n: hosts[n].index)
-        await self.store.start_churn(config_id, time.time(), ordered)
-        state = await self.store.churn_state(config_id)
+        await self.store.churn.start(config_id, time.time(), ordered)
+        state = await self.store.churn.state(config_id)
         began = float(state["started_at"])
         tick = int(state.get("tick", 0))
         replaced = int(state.get("replaced", 0))
@@ -86,15 +86,15 @@ class ChurnRun:
                 # Pacing: the schedule says when the next VMs are due (not a wait for a condition).
                 await asyncio.sleep(min(interval, end - now))
                 continue
-            plan = await self.store.churn_plan(config_id, tick, min(due, per_tick(population)))
+            plan = await self.store.churn.plan(config_id, tick, min(due, per_tick(population)))
             if not plan:
                 break  # no VM to replace
             done, lost = await self._tick(config_id, meta, hosts, tick, plan)
             replaced += done
             failed += lost
             tick += 1
-        await self.store.end_churn(config_id)
-        alive = [n for _, n in await self.store.population(config_id)]
+        await self.store.churn.end(config_id)
+        alive = [n for _, n in await self.store.results.population(config_id)]
         log.info(
             "churn_finished",
             config_id=config_id,
@@ -117,16 +117,18 @@ class ChurnRun:
             # First attempt: the victims' records join the plan, so a retry after they went still
             # knows what to withdraw.
             for host, entries in by_host.items():
-                elders = {r.name: r for r in await self.store.vms(config_id, host, [e[1] for e in entries])}
+                elders = {
+                    r.name: r for r in await self.store.vms.records(config_id, host, [e[1] for e in entries])
+                }
                 for entry in entries:
                     elder = elders.get(entry[1])
                     entry[3:] = [elder.to_json() if elder else ""]
-            await self.store.save_churn_plan(config_id, tick, plan)
+            await self.store.churn.save_plan(config_id, tick, plan)
         triples: list[Triple] = []
         abandoned: list[list[str]] = []
         vanished: list[list[str]] = []
         for host, entries in by_host.items():
-            born = {r.name: r for r in await self.store.vms(config_id, host, [e[2] for e in entries])}
+            born = {r.name: r for r in await self.store.vms.records(config_id, host, [e[2] for e in entries])}
             for _, victim, newborn, snapshot in entries:
                 if not snapshot:
                     vanished.append([host, victim])  # gone before the tick (a VM deleted meanwhile)
@@ -141,19 +143,19 @@ class ChurnRun:
 
         async def make(host: str, group: list[Triple]) -> None:
             # Recorded first (a DELETE finds them), then made.
-            await self.store.born(config_id, host, [t.newborn.name for t in group])
+            await self.store.vms.add_names(config_id, host, [t.newborn.name for t in group])
             todo = [t.newborn for t in group if t.newborn.status != common_pb2.DONE]
             if not todo:
                 return
-            await self.store.put_vms(config_id, host, todo)
+            await self.store.vms.put(config_id, host, todo)
             try:
                 await self.plugin.create(self.agent(hosts[host].endpoint), host, meta, todo, calls)
             finally:
-                await self.store.put_vms(config_id, host, todo)
+                await self.store.vms.put(config_id, host, todo)
 
         # The hosts side by side: a tick is a few round trips, not a few per host.
         await _each_host(triples, make)
-        await self.store.sample_population(config_id, time.time() - meta.started_at)
+        await self.store.results.sample_population(config_id, time.time() - meta.started_at)
         ok = [t for t in triples if t.newborn.status == common_pb2.DONE]
         lost = [t for t in triples if t.newborn.status != common_pb2.DONE]
 
@@ -166,10 +168,10 @@ class ChurnRun:
         await _each_host(triples, unmake)
         abandoned += [[t.host, t.newborn.name] for t in lost]
         await self._overlay(config_id, hosts, ok)
-        await self.store.sample_population(config_id, time.time() - meta.started_at)
+        await self.store.results.sample_population(config_id, time.time() - meta.started_at)
         at = await self.record(config_id, meta, calls, 0)
-        await self.store.record_born(config_id, [at] * len(ok))
-        await self.store.end_tick(
+        await self.store.results.record_born(config_id, [at] * len(ok))
+        await self.store.churn.end_tick(
             config_id, tick, [[t.host, t.victim.name, t.newborn.name] for t in ok], abandoned, vanished
         )
         return len(ok), len(lost)
@@ -185,7 +187,7 @@ class ChurnRun:
         except grpc.aio.AioRpcError as exc:
             raise_activity_error(exc, f"agent delete on {name}")
         await self.plugin.release(meta, records, calls)
-        await self.store.drop_vms(config_id, name, [r.name for r in records])
+        await self.store.vms.drop(config_id, name, [r.name for r in records])
 
     async def _overlay(self, config_id: str, hosts: dict[str, HostRecord], ok: Sequence[Triple]) -> None:
         """The other vhosts of each touched VNI learn the newborns and forget the elders; the overlay
@@ -195,12 +197,12 @@ class ChurnRun:
             if t.newborn.vni and not hosts[t.host].fake:
                 by_vni[t.newborn.vni].append(t)
         for vni, group in by_vni.items():
-            members = await self.store.overlay_vni(config_id, vni)
+            members = await self.store.overlay.members_of(config_id, vni)
             for host, touched in _grouped(group).items():
                 gone = {(t.victim.ip, t.victim.mac) for t in touched}
                 kept = [e for e in members.get(host, []) if (e[0], e[1]) not in gone]
                 members[host] = kept + [[t.newborn.ip, t.newborn.mac] for t in touched]
-                await self.store.put_overlay(config_id, vni, host, members[host])
+                await self.store.overlay.put(config_id, vni, host, members[host])
             pushes = [
                 self._push(vni, host, hosts, group)
                 for host in members

@@ -14,6 +14,8 @@ MAX_VMS = 10_000_000
 # A Linux bridge holds 1,023 ports (BR_MAX_PORTS is 1,024, port 0 unused); a VPC's bridge on a real vhost
 # has its VXLAN device on one, and a VM's veth on each of the others.
 MAX_REAL_VMS_PER_VPC_AND_VHOST = 1022
+# The data plane of a vhost that keeps nothing in the kernel (common.proto: InternalComputeInfo.dataplane).
+FAKE_DATAPLANE = "fake"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +26,17 @@ class Host:
     index: int
     agent_endpoint: str
     datapath_ip: str
-    fake: bool = False
+    fake: bool = False  # its data plane is fake (has_fake_dataplane)
 
     @property
     def on_this_machine(self) -> bool:
         """Its agent listens on a unix socket: the vhost is a namespace of this machine (local backend)."""
         return self.agent_endpoint.startswith("unix:")
+
+
+def has_fake_dataplane(pod: common_pb2.InternalComputeInfo) -> bool:
+    """The vhost keeps nothing in the kernel: no overlay to program, no bridge or memory to run out of."""
+    return pod.dataplane == FAKE_DATAPLANE
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,7 @@ def hosts_from_pods(pods: Sequence[common_pb2.InternalComputeInfo]) -> list[Host
         endpoint = pod.agent_endpoint or (f"{pod.container_ip}:40054" if pod.container_ip else "")
         if not endpoint:
             raise InvalidArgument(f"config.pods[{i}].agent_endpoint", "required (or container_ip, as Merak)")
-        hosts.append(Host(pod.name, i, endpoint, pod.datapath_ip, fake=pod.dataplane == "fake"))
+        hosts.append(Host(pod.name, i, endpoint, pod.datapath_ip, fake=has_fake_dataplane(pod)))
     return hosts
 
 

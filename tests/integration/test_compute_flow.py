@@ -236,6 +236,54 @@ async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: N
     await _delete_and_check_gone(cloud, config_id, nodes)
 
 
+def _calls_served(services: ServiceStack, name: str) -> int:
+    """The gRPC calls a service of the stack has answered so far (every method, every code)."""
+    return sum(
+        int(sample.value)
+        for metric in services.registry(name).collect()
+        if metric.name == "merak_grpc_server_handled"
+        for sample in metric.samples
+        if sample.name == "merak_grpc_server_handled_total"
+    )
+
+
+async def test_a_repeated_create_or_update_asks_no_service_before_it_answers(
+    cloud: Cloud, worker: None, temporal_services: ServiceStack
+) -> None:
+    nodes = await _topology(cloud.topology, 2)
+    netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
+    network = await _network(cloud, netconfig_id)
+    request = _compute(config_id, netconfig_id, nodes, network, per_host=2)
+    first = await cloud.compute.ComputeHandler(request)
+    assert first.vms[0].id == "Started deployment for 4 VMs"
+    assert (await _watch(cloud, config_id))[-1].done == 4  # the worker has stopped calling the network
+    served = {name: _calls_served(temporal_services, name) for name in ("network", "topology")}
+    assert all(served.values()), served  # the first CREATE asked both
+
+    # The same request again, as a CREATE and as an UPDATE: the earlier result, and not one call to the
+    # network service (the network config, the subnets) or the topology service (the agents).
+    again = await cloud.compute.ComputeHandler(request)
+    request.operation_type = common_pb2.UPDATE
+    updated = await cloud.compute.ComputeHandler(request)
+    assert {name: _calls_served(temporal_services, name) for name in served} == served
+    for reply in (again, updated):
+        assert (reply.vms[0].id, reply.progress.done, reply.progress.operation) == (
+            "4 out of 4 done!",
+            4,
+            "CREATE",
+        )
+
+    # The same deployment asked in other words (the network config found from the VPCs): it is asked
+    # of the network service, then known as the same, and nothing new is made.
+    request.operation_type = common_pb2.CREATE
+    request.config.netconfig_id = ""
+    reworded = await cloud.compute.ComputeHandler(request)
+    assert _calls_served(temporal_services, "network") > served["network"]
+    assert (reworded.vms[0].id, reworded.progress.operation) == ("4 out of 4 done!", "CREATE")
+
+    await _delete_and_check_gone(cloud, config_id, nodes)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

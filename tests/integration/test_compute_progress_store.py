@@ -29,29 +29,32 @@ async def test_hosts_are_listed_while_they_hold_vms_that_are_not_done(redis_clie
     config = unique_name("cc-")
     try:
         for host in ("h1", "h2", "h3"):
-            await store.put_vms(config, host, [vm(host, i, DEPLOYING) for i in range(3)])
-        assert await store.unsettled_hosts(config, 50) == (3, {h: {DEPLOYING: 3} for h in ("h1", "h2", "h3")})
+            await store.vms.put(config, host, [vm(host, i, DEPLOYING) for i in range(3)])
+        assert await store.progress.unsettled_hosts(config, 50) == (
+            3,
+            {h: {DEPLOYING: 3} for h in ("h1", "h2", "h3")},
+        )
         # The first hosts by name, and how many there are in all.
-        count, listed = await store.unsettled_hosts(config, 2)
+        count, listed = await store.progress.unsettled_hosts(config, 2)
         assert (count, list(listed)) == (3, ["h1", "h2"])
 
-        await store.put_vms(config, "h1", [vm("h1", i, DONE) for i in range(3)])
-        await store.put_vms(config, "h1", [vm("h1", i, DONE) for i in range(3)])  # a retried write
-        await store.put_vms(config, "h2", [vm("h2", 0, DONE), vm("h2", 1, ERROR, "boom"), vm("h2", 2, DONE)])
-        assert await store.unsettled_hosts(config, 50) == (
+        await store.vms.put(config, "h1", [vm("h1", i, DONE) for i in range(3)])
+        await store.vms.put(config, "h1", [vm("h1", i, DONE) for i in range(3)])  # a retried write
+        await store.vms.put(config, "h2", [vm("h2", 0, DONE), vm("h2", 1, ERROR, "boom"), vm("h2", 2, DONE)])
+        assert await store.progress.unsettled_hosts(config, 50) == (
             2,
             {"h2": {DONE: 2, ERROR: 1}, "h3": {DEPLOYING: 3}},
         )
-        await store.put_vms(config, "h3", [vm("h3", i, DONE) for i in range(3)])
-        assert await store.unsettled_hosts(config, 50) == (1, {"h2": {DONE: 2, ERROR: 1}})
+        await store.vms.put(config, "h3", [vm("h3", i, DONE) for i in range(3)])
+        assert await store.progress.unsettled_hosts(config, 50) == (1, {"h2": {DONE: 2, ERROR: 1}})
 
         # A delete: a host is unsettled from the moment its VMs are being deleted until they are gone.
-        await store.put_vms(config, "h1", [vm("h1", 0, DELETING)])
-        assert (await store.unsettled_hosts(config, 50))[1]["h1"] == {DELETING: 1, DONE: 2}
-        assert await store.drop_vms(config, "h1", ["h1-vm0"]) == 1
-        await store.put_vms(config, "h2", [vm("h2", i, DELETING) for i in range(3)])
-        assert await store.drop_vms(config, "h2", [f"h2-vm{i}" for i in range(3)]) == 3
-        assert await store.unsettled_hosts(config, 50) == (0, {})
-        assert await store.counts(config) == {DONE: 5}
+        await store.vms.put(config, "h1", [vm("h1", 0, DELETING)])
+        assert (await store.progress.unsettled_hosts(config, 50))[1]["h1"] == {DELETING: 1, DONE: 2}
+        assert await store.vms.drop(config, "h1", ["h1-vm0"]) == 1
+        await store.vms.put(config, "h2", [vm("h2", i, DELETING) for i in range(3)])
+        assert await store.vms.drop(config, "h2", [f"h2-vm{i}" for i in range(3)]) == 3
+        assert await store.progress.unsettled_hosts(config, 50) == (0, {})
+        assert await store.progress.counts(config) == {DONE: 5}
     finally:
         await store.delete(config)

@@ -1,0 +1,134 @@
+"""What compute stores about a config: its hosts, its VMs, its operation; as they are written to Redis."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from merak.v1 import common_pb2
+from services.compute.inventory import PlannedVm
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """One host of a compute config, as stored (JSON under the host's name)."""
+
+    index: int
+    endpoint: str  # the agent's gRPC target
+    vtep: str  # the vhost's data-plane address
+    count: int  # VMs planned on it
+    shard: int
+    fake: bool = False
+    # An UPDATE took the host out of the config: its VMs go (drop list), then the record.
+    leaving: bool = False
+
+    def to_json(self) -> str:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> HostRecord:
+        """Parse a stored record."""
+        return cls(**json.loads(raw))
+
+
+@dataclass
+class VmRecord:
+    """One VM of the inventory, as stored (JSON)."""
+
+    id: str
+    name: str
+    host: str
+    vpc: str
+    subnet: str
+    project: str
+    tenant: str
+    cidr: str
+    gw: str
+    sgs: list[str] = field(default_factory=list)
+    ip: str = ""
+    mac: str = ""
+    prefix: int = 0
+    vni: int = 0
+    gmac: str = ""
+    remote: str = ""
+    device: str = ""
+    status: int = common_pb2.DEPLOYING
+    error: str = ""
+
+    def to_json(self) -> str:
+        """Compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> VmRecord:
+        """Parse a stored record."""
+        return cls(**json.loads(raw))
+
+    @classmethod
+    def planned(cls, vm: PlannedVm, secgroups: list[str]) -> VmRecord:
+        """A planned VM's record, DEPLOYING."""
+        ref = vm.subnet
+        return cls(
+            id=vm.vm_id,
+            name=vm.name,
+            host=vm.host,
+            vpc=ref.vpc_id,
+            subnet=ref.subnet_id,
+            project=ref.project_id,
+            tenant=ref.tenant_id,
+            cidr=ref.cidr,
+            gw=ref.gateway,
+            sgs=secgroups,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Where an operation of a compute config stands (a hash of strings in Redis)."""
+
+    operation: str
+    running: bool
+    total: int
+    batch_size: int
+    shards: int
+    plugin: str
+    netconfig_id: str
+    # Alcor's port manager (alcor plugin).
+    alcor_url: str
+    failure: str
+    started_at: float
+    finished_at: float
+
+    def to_hash(self) -> dict[str, str | int | float]:
+        """The fields as HSET writes them."""
+        return {
+            "operation": self.operation,
+            "running": "1" if self.running else "0",
+            "total": self.total,
+            "batch_size": self.batch_size,
+            "shards": self.shards,
+            "plugin": self.plugin,
+            "netconfig_id": self.netconfig_id,
+            "alcor_url": self.alcor_url,
+            "failure": self.failure,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Meta:
+        """Parse the stored hash (fields added later have defaults)."""
+        return cls(
+            operation=raw["operation"],
+            running=raw["running"] == "1",
+            total=int(raw["total"]),
+            batch_size=int(raw["batch_size"]),
+            shards=int(raw["shards"]),
+            plugin=raw["plugin"],
+            netconfig_id=raw["netconfig_id"],
+            alcor_url=raw.get("alcor_url", ""),
+            failure=raw.get("failure", ""),
+            started_at=float(raw.get("started_at", 0)),
+            finished_at=float(raw.get("finished_at", 0)),
+        )
