@@ -128,6 +128,7 @@ class ComputeManager:
     async def _start_create(
         self, config: compute_pb2.InternalComputeConfiguration, total: int, plugin: str
     ) -> compute_pb2.ReturnComputeMessage:
+        """Start the CREATE workflow; the reply says how many VMs it deploys."""
         await self._start(config, CREATE)
         config_id = config.compute_config_id
         log.info(
