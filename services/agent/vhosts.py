@@ -1,27 +1,15 @@
-"""The emulated hosts an agent serves, as the topology service described them."""
+"""The emulated hosts an agent serves, as the topology service described them (merak.vhostsfile)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from merak import netns
+from merak import netns, vhostsfile
 from merak.errors import InvalidArgument, NotFound
+from merak.vhostsfile import Vhost
 
-
-@dataclass(frozen=True, slots=True)
-class Vhost:
-    """One emulated host: its namespace (real dataplane), data-plane address and VM namespace prefix."""
-
-    name: str
-    index: int
-    netns: str
-    vm_ns_prefix: str
-    datapath_ip: str
-    prefix_len: int
-    nic: str
-    mac: str
+__all__ = ["Vhost", "VhostSet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +23,8 @@ class VhostSet:
     @classmethod
     def load(cls, path: Path) -> VhostSet:
         """Read the file the topology service wrote."""
-        document = json.loads(path.read_text())
-        vhosts = {entry["name"]: Vhost(**entry) for entry in document["vhosts"]}
-        return cls(document["topology_id"], document["dataplane"], vhosts)
+        document = vhostsfile.read(path)
+        return cls(document.topology_id, document.dataplane, {v.name: v for v in document.vhosts})
 
     @classmethod
     def standalone(cls, name: str = "local") -> VhostSet:

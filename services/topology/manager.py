@@ -19,7 +19,7 @@ from merak.ids import check_id
 from merak.logs import get_logger
 from merak.skips import Skips
 from merak.v1 import common_pb2, topology_pb2
-from services.topology import faults
+from services.topology import dataplanes, faults
 from services.topology import store as st
 from services.topology.backends import BackendRegistry, TopologyBackend, VhostRuntime
 from services.topology.backends.impair import DeviceFaults
@@ -239,7 +239,7 @@ class TopologyManager:
                 number_of_vhosts=config.number_of_vhosts
                 or sum(1 for v in config.vnodes if v.type == topology_pb2.VHOST),
                 backend=config.backend or "local",
-                dataplane=config.dataplane or "real",
+                dataplane=config.dataplane or dataplanes.DEFAULT.name,
                 error=record.error,
             )
         return reply
@@ -284,8 +284,7 @@ class TopologyManager:
         spec = entry.topology.spec
         wanted = faults.plan(entry.topology, request)  # bad input first, whatever the lab's state
         hosts = faults.host_plan(entry.topology, request)
-        if spec.dataplane != "real":
-            raise FailedPrecondition("a fake dataplane has no links to impair")
+        spec.plane.check_impairable()
         if not record.built or record.status != st.READY:
             raise FailedPrecondition(
                 f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it"
@@ -409,12 +408,10 @@ class TopologyManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _update_gauges(self) -> None:
-        nodes = sum(
-            len(e.topology.nodes) for e in self._entries.values() if e.topology.spec.dataplane == "real"
-        )
-        links = sum(
-            len(e.topology.links) for e in self._entries.values() if e.topology.spec.dataplane == "real"
-        )
+        # Only a plane that builds namespaces makes them, and the links between them.
+        built = [e.topology for e in self._entries.values() if e.topology.spec.plane.builds_namespaces]
+        nodes = sum(len(topology.nodes) for topology in built)
+        links = sum(len(topology.links) for topology in built)
         self.metrics.namespaces.set(nodes)
         self.metrics.links.set(links)
         running = sum(1 for e in self._entries.values() if e.task is not None and not e.task.done())

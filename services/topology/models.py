@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from merak.naming import topology_short_id
+from services.topology import dataplanes
+from services.topology.dataplanes import DataPlane
 
 
 class NodeKind(StrEnum):
@@ -93,7 +95,13 @@ class TopologySpec:
     vnodes: tuple[VNodeSpec, ...] = ()
     vlinks: tuple[VLinkSpec, ...] = ()
     backend: str = "local"
-    dataplane: str = "real"
+    dataplane: str = "real"  # a name in services.topology.dataplanes (the proto's string)
+    # The data plane `dataplane` names, looked up once (an unknown name is refused here).
+    plane: DataPlane = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # object.__setattr__ because the dataclass is frozen; derived from `dataplane`, not state.
+        object.__setattr__(self, "plane", dataplanes.get(self.dataplane))
 
     @property
     def short_id(self) -> str:

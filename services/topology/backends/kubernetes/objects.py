@@ -7,16 +7,16 @@ The unit tests validate what is built against the Kubernetes and meshnet schemas
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from merak import vhostsfile
 from merak.config import GRPC_PORTS, METRICS_PORTS
 from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends import HostRuntime
-from services.topology.backends.local import ns_name, vm_ns_prefix
-from services.topology.models import Node, Topology, vhost_mac
+from services.topology.backends.vhosts import vhosts_file
+from services.topology.models import Node, Topology
 
 AGENT_PORT = GRPC_PORTS["agent"]
 AGENT_METRICS_PORT = METRICS_PORTS["agent"]
@@ -217,7 +217,7 @@ def build_objects(topology: Topology, options: KubernetesOptions, images: Images
             "annotations": {ANNOTATION_TOPOLOGY_ID: spec.topology_id},
         },
     }
-    if spec.dataplane != "real":
+    if not spec.plane.builds_namespaces:
         fake = _PodFactory(topology, namespace, common, options, images, {})
         return TopologyObjects(
             namespace_object, [], [fake.vhost(i, n) for i, n in enumerate(topology.vhosts())]
@@ -283,37 +283,18 @@ class _PodFactory:
 
     def vhost(self, index: int, node: Node) -> dict[str, Any]:
         """The pod of the index-th vhost: the agent, serving that one vhost on port 40054."""
-        spec = self.topology.spec
         nics = self.nics(node)
         first = node.nics[0] if node.nics else None
-        ip, _, prefix = (first.ip if first else "").partition("/")
-        mac = vhost_mac(spec.short_id, index)
-        netns = ns_name(spec.short_id, node.name) if spec.dataplane == "real" else ""
-        document = {
-            "topology_id": spec.topology_id,
-            "short_id": spec.short_id,
-            "dataplane": spec.dataplane,
-            "vhosts": [
-                {
-                    "name": node.name,
-                    "index": index,
-                    "netns": netns,
-                    "vm_ns_prefix": vm_ns_prefix(spec.short_id, index),
-                    "datapath_ip": ip,
-                    "prefix_len": int(prefix or 0),
-                    "nic": first.name if first else "",
-                    "mac": mac,
-                }
-            ],
-        }
+        document = vhosts_file(self.topology, [(index, node)])
+        vhost = document.vhosts[0]
         env = {
             **self.options.agent_env,
             "MERAK_NICS": " ".join(nics),
-            "MERAK_NIC_MAC": f"{first.name}={mac}" if first and first.name in nics else "",
+            "MERAK_NIC_MAC": f"{first.name}={vhost.mac}" if first and first.name in nics else "",
             "MERAK_NIC_ADDRESSES": " ".join(f"{n.name}={n.ip}" for n in node.nics if n.ip and n.name in nics),
-            "MERAK_VHOST_NETNS": netns,
+            "MERAK_VHOST_NETNS": vhost.netns,
             "MERAK_VHOSTS_FILE": VHOSTS_FILE,
-            "MERAK_VHOSTS_JSON": json.dumps(document, separators=(",", ":")),
+            "MERAK_VHOSTS_JSON": vhostsfile.dumps(document),
             "MERAK_GRPC_PORT": str(AGENT_PORT),
             "MERAK_METRICS_PORT": str(AGENT_METRICS_PORT),
             "MERAK_LOG_FORMAT": "json",

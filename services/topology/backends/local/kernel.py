@@ -1,0 +1,254 @@
+"""The local backend's kernel work: a topology's namespaces, veth pairs and bridges, made and removed
+by worker threads, each inside the namespace it works on (merak.netns)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from merak import netns
+from services.topology.backends import impair
+from services.topology.diff import TopologyDiff
+from services.topology.models import Link, Node, Topology, vhost_mac
+from services.topology.names import ns_name, ns_prefix, vm_ns_prefix
+
+BRIDGE = "br0"
+EEXIST = 17
+
+
+class BuildStopped(Exception):
+    """A kernel build was told to stop (its topology is being deleted)."""
+
+
+class Kernel:
+    """Builds and removes the namespaces, links and bridges of topologies with a pool of threads."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netns")
+        self._netem: bool | None = None  # whether the kernel has netem, once probed
+
+    async def build(self, topology: Topology) -> None:
+        """Every node and link of the topology (see _build_parts); a caller cancelled meanwhile
+        waits for the build to stop before its next step (a DELETE while it builds)."""
+        await _uninterrupted(lambda stop: self._build_parts(topology, topology.nodes, topology.links, stop))
+
+    async def rebuild(self, new: Topology, change: TopologyDiff) -> None:
+        """Links that go (from their a side, the peer goes with it), nodes that go, then what comes as
+        a build does it: namespaces, bridges, links from their a side, b sides and addresses."""
+        await _uninterrupted(lambda stop: self._rebuild(new, change, stop))
+
+    def present(self, short_id: str) -> set[str]:
+        """The topology's namespaces that exist now."""
+        return set(netns.list_names(ns_prefix(short_id)))
+
+    def remove_topology(self, short_id: str) -> int:
+        """Delete every namespace of the topology (its nodes' and its VMs'); how many there were."""
+        names = netns.list_names(ns_prefix(short_id))
+        for name in names:
+            netns.remove(name)
+        return len(names)
+
+    def vhosts_holding_vms(self, old: Topology, change: TopologyDiff) -> list[str]:
+        """The vhosts that `change` removes and that still hold VMs, as "name (count)"."""
+        busy = []
+        for node in change.removed_nodes:
+            if node.is_switch:
+                continue
+            prefix = f"{vm_ns_prefix(old.spec.short_id, change.positions[node.name])}-"
+            vms = [ns for ns in netns.list_names(prefix) if not ns.startswith(f"{prefix}vpc")]
+            if vms:
+                busy.append(f"{node.name} ({len(vms)})")
+        return busy
+
+    async def apply_faults(self, ns: str, devices: dict[str, impair.DeviceFaults]) -> None:
+        """The devices of namespace `ns` suffer `devices` (backends/impair.py)."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, impair.apply, ns, devices)
+
+    async def has_netem(self) -> bool:
+        """Whether the kernel has the netem qdisc (probed once on a scratch namespace)."""
+        if self._netem is None:
+            self._netem = await asyncio.get_running_loop().run_in_executor(self._pool, impair.netem_available)
+        return self._netem
+
+    def close(self) -> None:
+        """Stop the worker threads (after the work they hold)."""
+        self._pool.shutdown(wait=True)
+
+    def _build_parts(
+        self, topology: Topology, nodes: Sequence[Node], links: Sequence[Link], stop: threading.Event
+    ) -> None:
+        """`nodes` and `links` of `topology`: namespaces first, then bridges, then links from their a
+        side, then the b sides and the new vhosts' addresses. Idempotent: what exists is kept."""
+        short = topology.spec.short_id
+        ns_of = {node.name: ns_name(short, node.name) for node in topology.nodes}
+        self._parallel(_create_ns, [(ns_of[n.name],) for n in nodes], stop=stop)
+        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in nodes], in_ns=True, stop=stop)
+        by_a: dict[str, list[Link]] = defaultdict(list)
+        by_b: dict[str, list[str]] = defaultdict(list)
+        for link in links:
+            by_a[link.a_node].append(link)
+            by_b[link.b_node].append(link.b_nic)
+        self._parallel(
+            _create_links,
+            [(ns_of[a], topology.node(a).is_switch, group, ns_of) for a, group in by_a.items()],
+            in_ns=True,
+            stop=stop,
+        )
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        fresh = {node.name for node in nodes}
+        jobs = []
+        for node in topology.nodes:
+            # b sides of the links, and the vhosts built now (a switch without b sides has nothing to do)
+            if node.name not in by_b and (node.name not in fresh or node.is_switch):
+                continue
+            index = vhost_index.get(node.name)
+            mac = vhost_mac(short, index) if index is not None else ""
+            jobs.append((ns_of[node.name], node, by_b.get(node.name, []), mac))
+        self._parallel(_finish_node, jobs, in_ns=True, stop=stop)
+
+    def _rebuild(self, new: Topology, change: TopologyDiff, stop: threading.Event) -> None:
+        short = new.spec.short_id
+        staying = {node.name for node in new.nodes} - {node.name for node in change.added_nodes}
+        going: dict[str, list[str]] = defaultdict(list)
+        for link in change.removed_links:
+            if link.a_node in staying:
+                going[link.a_node].append(link.a_nic)
+            elif link.b_node in staying:
+                going[link.b_node].append(link.b_nic)
+        self._parallel(
+            _delete_links, [(ns_name(short, n), nics) for n, nics in going.items()], in_ns=True, stop=stop
+        )
+        # A vhost that goes takes its VPC namespaces along (its VMs are gone: vhosts_holding_vms).
+        leftovers = [
+            ns
+            for node in change.removed_nodes
+            if not node.is_switch
+            for ns in netns.list_names(f"{vm_ns_prefix(short, change.positions[node.name])}-")
+        ]
+        gone = [ns_name(short, n.name) for n in change.removed_nodes] + leftovers
+        self._parallel(_remove_ns, [(ns,) for ns in gone], stop=stop)
+        self._build_parts(new, change.added_nodes, change.added_links, stop)
+
+    def _parallel(
+        self,
+        func: Callable[..., None],
+        jobs: Sequence[tuple[Any, ...]],
+        in_ns: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        def run(args: tuple[Any, ...]) -> None:
+            if stop is not None and stop.is_set():
+                raise BuildStopped
+            if in_ns:
+                netns.run_in(args[0], lambda: func(*args))
+            else:
+                func(*args)
+
+        # Every job ends before this returns (a failure must not leave others still making
+        # namespaces behind a DELETE); then the first failure is raised.
+        futures = [self._pool.submit(run, args) for args in jobs]
+        concurrent.futures.wait(futures)
+        for future in futures:
+            future.result()
+
+
+async def _uninterrupted(work: Callable[[threading.Event], None]) -> None:
+    """Run `work(stop)` in a thread; when the caller is cancelled, set `stop` and wait for the thread
+    to end before the cancellation goes on: what the thread makes after a DELETE removed the
+    namespaces would be left behind for good (a CREATE then DELETE leaked its namespaces)."""
+    stop = threading.Event()
+    future = asyncio.get_running_loop().run_in_executor(None, work, stop)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait({future})  # neither cancels the thread's future nor raises its error
+        raise
+
+
+# --- run by worker threads inside the namespace concerned ------------------------------------------
+
+
+def _create_ns(name: str) -> None:
+    if not netns.exists(name):
+        netns.create(name)
+
+
+def _remove_ns(name: str) -> None:
+    netns.remove(name)
+
+
+def _lookup(ipr: IPRoute, ifname: str) -> int | None:
+    found: list[int] = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _prepare_node(ns: str, is_switch: bool) -> None:
+    with IPRoute() as ipr:
+        ipr.link("set", index=_lookup(ipr, "lo"), state="up")
+        if not is_switch:
+            return
+        if _lookup(ipr, BRIDGE) is None:
+            # STP off (the default), so ports forward at once; the tree has no loops to break.
+            ipr.link("add", ifname=BRIDGE, kind="bridge", br_forward_delay=0)
+        ipr.link("set", index=_lookup(ipr, BRIDGE), state="up")
+
+
+def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[str, str]) -> None:
+    with IPRoute() as ipr:
+        bridge = _lookup(ipr, BRIDGE) if is_switch else None
+        for link in links:
+            if _lookup(ipr, link.a_nic) is None:
+                # Both ends are born in their namespaces: nothing ever appears in the root namespace.
+                ipr.link(
+                    "add",
+                    ifname=link.a_nic,
+                    kind="veth",
+                    peer={"ifname": link.b_nic, "net_ns_fd": ns_of[link.b_node]},
+                )
+            index = _lookup(ipr, link.a_nic)
+            if bridge is not None:
+                ipr.link("set", index=index, master=bridge)
+            ipr.link("set", index=index, state="up")
+
+
+def _delete_links(ns: str, nics: Sequence[str]) -> None:
+    with IPRoute() as ipr:
+        for nic in nics:
+            index = _lookup(ipr, nic)
+            if index is not None:
+                ipr.link("del", index=index)  # a veth: its peer goes with it
+
+
+def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
+    with IPRoute() as ipr:
+        bridge = _lookup(ipr, BRIDGE) if node.is_switch else None
+        for nic_name in b_nics:
+            index = _lookup(ipr, nic_name)
+            if bridge is not None:
+                ipr.link("set", index=index, master=bridge)
+            ipr.link("set", index=index, state="up")
+        if node.is_switch:
+            return
+        for position, nic in enumerate(node.nics):
+            index = _lookup(ipr, nic.name)
+            if index is None:
+                continue  # a CUSTOM vhost NIC that no link uses
+            if position == 0 and mac:
+                ipr.link("set", index=index, address=mac)
+            if nic.ip:
+                address, _, prefix = nic.ip.partition("/")
+                try:
+                    ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
+                except NetlinkError as exc:
+                    if exc.code != EEXIST:
+                        raise
+            ipr.link("set", index=index, state="up")
