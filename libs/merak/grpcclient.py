@@ -49,7 +49,7 @@ def open_blocking_channel(address: str) -> grpc.Channel:
 
 def _tls_credentials(address: str) -> grpc.ChannelCredentials | None:
     """TLS credentials for a TCP `address` when the environment sets TLS up (merak.tls), else None."""
-    files = TlsFiles.from_env()
+    files = TlsFiles.current()
     return files.channel_credentials() if files is not None and is_tcp(address) else None
 
 

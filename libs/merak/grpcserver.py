@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from merak.errors import status_for
 from merak.grpcclient import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from merak.logs import get_logger
-from merak.metrics import GrpcMetrics, MetricsServer, serve_metrics
+from merak.metrics import GrpcMetrics
 from merak.tls import TlsFiles, is_tcp
 
 log = get_logger(__name__)
@@ -214,7 +213,7 @@ class GrpcServer:
             registration.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(self.service_names, self.server)
-        files = TlsFiles.from_env()
+        files = TlsFiles.current()
         if files is not None and is_tcp(self.address):
             self.port = self.server.add_secure_port(self.address, files.server_credentials())
         else:
@@ -258,58 +257,3 @@ async def wait_for_signal(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-
-
-Cleanup = Callable[[], Awaitable[None]]
-
-
-async def run_server(
-    name: str,
-    server: GrpcServer,
-    *,
-    metrics_port: int | None,
-    metrics_host: str = "0.0.0.0",
-    grace: float = 5.0,
-    cleanups: Sequence[Cleanup] = (),
-    stop: Awaitable[Any] | None = None,
-    metrics_server: MetricsServer | None = None,
-    on_started: Cleanup | None = None,
-) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` completes), then drain and run `cleanups` in order.
-
-    `metrics_server` is an endpoint started earlier (the agent opens it before entering a namespace).
-    """
-    metrics = metrics_server
-    if metrics is None and metrics_port is not None:
-        metrics = serve_metrics(metrics_port, metrics_host, server.registry)
-    await server.start()
-    if on_started is not None:
-        await on_started()
-    # What a started service holds (modules, its server and clients) lives as long as the process:
-    # out of the collector's way, a full collection walks only what requests made (an agent pushing
-    # 30,000 overlay entries spent ~40% of that CPU walking its own imports).
-    gc.freeze()
-    log.info(
-        "service_started",
-        service=name,
-        address=server.address,
-        port=server.port,
-        metrics_port=metrics.port if metrics else None,
-    )
-    try:
-        if stop is None:
-            sig = await wait_for_signal()
-            log.info("service_stopping", service=name, signal=sig.name)
-        else:
-            await stop
-            log.info("service_stopping", service=name)
-    finally:
-        await server.stop(grace)
-        for cleanup in cleanups:
-            try:
-                await cleanup()
-            except Exception:
-                log.exception("cleanup_failed", service=name)
-        if metrics is not None:
-            metrics.stop()
-        log.info("service_stopped", service=name)

@@ -12,6 +12,7 @@ agents of the local backend) stay plaintext: only this machine's root can reach 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,14 @@ class TlsFiles:
     key: bytes | None
     ca: bytes | None
     client_auth: bool
+
+    @classmethod
+    def current(cls) -> TlsFiles | None:
+        """This process's TLS: the files its environment names, read once (again only if it changes)."""
+        env = os.environ
+        return _read_once(
+            env.get(ENV_CERT, ""), env.get(ENV_KEY, ""), env.get(ENV_CA, ""), env.get(ENV_CLIENT_AUTH, "")
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TlsFiles | None:
@@ -63,6 +72,11 @@ class TlsFiles:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _read_once(cert: str, key: str, ca: str, client_auth: str) -> TlsFiles | None:
+    return TlsFiles.from_env({ENV_CERT: cert, ENV_KEY: key, ENV_CA: ca, ENV_CLIENT_AUTH: client_auth})
 
 
 def is_tcp(address: str) -> bool:

@@ -13,7 +13,7 @@ from merak.grpcserver import GrpcServer
 from merak.host import HostTuner
 from merak.logs import get_logger
 from merak.metrics import serve_metrics
-from merak.service import BuiltService, serve
+from merak.service import BuiltService, Teardown, serve
 from services.agent.alcor import AlcorPorts
 from services.agent.config import AgentSettings
 from services.agent.metrics import AgentMetrics
@@ -31,63 +31,64 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
     then moves into its vhost's namespace for good (when it serves one vhost).
     """
     registry = CollectorRegistry()
-    metrics_server = (
-        serve_metrics(settings.metrics_port, settings.metrics_host, registry)
-        if settings.metrics_port >= 0
-        else None
-    )
-    # This namespace is the machine's: the only one that shows the neighbour-table sysctls, and the
-    # management network where the control plane under test answers.
-    management = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    host = HostTuner(netns_fd=management)
-    if settings.netns:
-        netns.enter_for_good(settings.netns)
-    vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
-    planes = known_planes()
-    # An agent must not serve a broken vhost: a plane in the kernel needs the vhost's namespace.
-    missing = vhosts.missing_namespaces() if planes.get(vhosts.dataplane).touches_kernel else []
-    if missing:
-        raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
-    metrics = AgentMetrics.create(registry)
-    alcor = (
-        AlcorPorts(settings.alcor_url, netns_fd=management, metrics=metrics.control_plane)
-        if settings.alcor_url
-        else None
-    )
-    servicer = AgentServicer(
-        vhosts,
-        alcor=alcor,
-        workers=settings.workers,
-        host=host,
-        planes=planes,
-        metrics=metrics,
-        management_netns=management,
-    )
-    server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
-
-    async def mark_vhosts_serving() -> None:
-        # One health entry per vhost, so a caller can ask about the vhost it cares about.
-        for name in vhosts.vhosts:
-            await server.health.set(f"vhost/{name}", health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "agent_vhosts",
-            vhosts=len(vhosts.vhosts),
-            dataplane=vhosts.dataplane,
-            netns=settings.netns,
-            mode="alcor" if alcor else "native",
+    teardown = Teardown("agent")
+    async with teardown.on_error():
+        metrics_server = (
+            serve_metrics(settings.metrics_port, settings.metrics_host, registry)
+            if settings.metrics_port >= 0
+            else None
         )
+        # This namespace is the machine's: the only one that shows the neighbour-table sysctls, and the
+        # management network where the control plane under test answers.
+        management = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        teardown.add_sync(lambda: os.close(management))
+        host = HostTuner(netns_fd=management)
+        if settings.netns:
+            netns.enter_for_good(settings.netns)
+        vhosts = VhostSet.load(settings.vhosts_file) if settings.vhosts_file else VhostSet.standalone()
+        planes = known_planes()
+        # An agent must not serve a broken vhost: a plane in the kernel needs the vhost's namespace.
+        missing = vhosts.missing_namespaces() if planes.get(vhosts.dataplane).touches_kernel else []
+        if missing:
+            raise FailedPrecondition(f"vhost namespaces missing: {', '.join(missing[:5])}")
+        metrics = AgentMetrics.create(registry)
+        alcor = (
+            AlcorPorts(settings.alcor_url, netns_fd=management, metrics=metrics.control_plane)
+            if settings.alcor_url
+            else None
+        )
+        servicer = AgentServicer(
+            vhosts,
+            alcor=alcor,
+            workers=settings.workers,
+            host=host,
+            planes=planes,
+            metrics=metrics,
+            management_netns=management,
+        )
+        teardown.add(servicer.close)
+        server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
 
-    async def close_management() -> None:
-        os.close(management)
+        async def mark_vhosts_serving() -> None:
+            # One health entry per vhost, so a caller can ask about the vhost it cares about.
+            for name in vhosts.vhosts:
+                await server.health.set(f"vhost/{name}", health_pb2.HealthCheckResponse.SERVING)
+            log.info(
+                "agent_vhosts",
+                vhosts=len(vhosts.vhosts),
+                dataplane=vhosts.dataplane,
+                netns=settings.netns,
+                mode="alcor" if alcor else "native",
+            )
 
-    return BuiltService(
-        "agent",
-        server,
-        servicer,
-        cleanups=[servicer.close, close_management],
-        on_started=mark_vhosts_serving,
-        metrics_server=metrics_server,
-    )
+        return BuiltService(
+            name="agent",
+            server=server,
+            root=servicer,
+            teardown=teardown,
+            on_started=mark_vhosts_serving,
+            metrics_server=metrics_server,
+        )
 
 
 async def run(settings: AgentSettings) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,10 +18,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from merak.grpcclient import open_channel
-from merak.grpcserver import GrpcServer, wait_for_signal
+from merak.grpcserver import GrpcServer
 from merak.logs import get_logger
-from merak.metrics import serve_metrics
-from merak.service import BuiltService, open_redis, serve
+from merak.service import BuiltProcess, BuiltService, Teardown, open_redis, serve
 from merak.temporal import TemporalConnection, connect_temporal
 from merak.v1 import network_pb2_grpc, topology_pb2_grpc
 from services.compute.activities import ComputeActivities, all_activities
@@ -86,56 +85,55 @@ def build_worker(
 async def build(settings: ComputeSettings) -> BuiltService[ComputeManager]:
     """The compute service; its gauge loop and optional worker start once it serves."""
     registry = CollectorRegistry()
-    redis = await open_redis(settings.redis_url)
-    temporal = TemporalConnection(settings.temporal_address, settings.temporal_namespace)
-    temporal.start()
-    network_channel = open_channel(settings.network_address)
-    network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
-    topology_channel = open_channel(settings.topology_address)
-    store = ComputeStore(redis)
-    manager = ComputeManager(
-        store,
-        temporal,
-        network,
-        settings,
-        ComputeMetrics.create(registry),
-        topology=topology_pb2_grpc.MerakTopologyServiceStub(topology_channel),
-    )
-    background: dict[str, asyncio.Task[None]] = {}
-    stop_worker = asyncio.Event()
+    teardown = Teardown("compute")
+    async with teardown.on_error():
+        redis = await open_redis(settings.redis_url)
+        teardown.add(redis.aclose)
+        temporal = TemporalConnection(settings.temporal_address, settings.temporal_namespace)
+        temporal.start()
+        teardown.add(temporal.close)
+        network_channel = open_channel(settings.network_address)
+        teardown.add(functools.partial(network_channel.close, None))
+        topology_channel = open_channel(settings.topology_address)
+        teardown.add(functools.partial(topology_channel.close, None))
+        network = network_pb2_grpc.MerakNetworkServiceStub(network_channel)
+        store = ComputeStore(redis)
+        manager = ComputeManager(
+            store,
+            temporal,
+            network,
+            settings,
+            ComputeMetrics.create(registry),
+            topology=topology_pb2_grpc.MerakTopologyServiceStub(topology_channel),
+        )
+        background: dict[str, asyncio.Task[None]] = {}
+        stop_worker = asyncio.Event()
 
-    async def start_background() -> None:
-        background["gauges"] = asyncio.create_task(manager.refresh_gauges_forever())
-        if settings.run_worker:
+        async def start_background() -> None:
+            background["gauges"] = asyncio.create_task(manager.refresh_gauges_forever())
+            if settings.run_worker:
 
-            async def embedded_worker() -> None:
-                client = await temporal.client(timeout=3600)
-                worker = build_worker(settings, client, store, network, registry)
-                worker.stop = stop_worker
-                await worker.run()
+                async def embedded_worker() -> None:
+                    client = await temporal.client(timeout=3600)
+                    worker = build_worker(settings, client, store, network, registry)
+                    worker.stop = stop_worker
+                    await worker.run()
 
-            background["worker"] = asyncio.create_task(embedded_worker())
+                background["worker"] = asyncio.create_task(embedded_worker())
 
-    async def stop_background() -> None:
-        stop_worker.set()  # the worker drains its running activities; the gauge loop just stops
-        if "gauges" in background:
-            background["gauges"].cancel()
-        for task in background.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async def stop_background() -> None:
+            stop_worker.set()  # the worker drains its running activities; the gauge loop just stops
+            if "gauges" in background:
+                background["gauges"].cancel()
+            for task in background.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def close_network() -> None:
-        await network_channel.close(None)
-        await topology_channel.close(None)
-
-    server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))], registry)
-    return BuiltService(
-        "compute",
-        server,
-        manager,
-        cleanups=[stop_background, close_network, temporal.close, redis.aclose],
-        on_started=start_background,
-    )
+        teardown.add(stop_background)
+        server = GrpcServer(settings.listen_address(), [registration(ComputeServicer(manager))], registry)
+        return BuiltService(
+            name="compute", server=server, root=manager, teardown=teardown, on_started=start_background
+        )
 
 
 async def run(settings: ComputeSettings) -> None:
@@ -143,21 +141,33 @@ async def run(settings: ComputeSettings) -> None:
     await serve(await build(settings), settings)
 
 
-async def run_worker_process(settings: ComputeSettings) -> None:
-    """The worker process: metrics, Redis, Temporal, the network client, the worker; until SIGTERM."""
+async def build_worker_process(settings: ComputeSettings) -> BuiltProcess[ComputeWorker]:
+    """The worker process: Redis, a Temporal client, the network client, the worker as its main task."""
     registry = CollectorRegistry()
-    redis = await open_redis(settings.redis_url)
-    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-    async with open_channel(settings.network_address) as channel:
+    teardown = Teardown("compute-worker")
+    async with teardown.on_error():
+        redis = await open_redis(settings.redis_url)
+        teardown.add(redis.aclose)
+        client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        channel = open_channel(settings.network_address)
+        teardown.add(functools.partial(channel.close, None))
         network = network_pb2_grpc.MerakNetworkServiceStub(channel)
         worker = build_worker(settings, client, ComputeStore(redis), network, registry)
-        metrics = serve_metrics(settings.worker_metrics_port, settings.metrics_host, registry)
-        running = asyncio.create_task(worker.run())
-        gc.freeze()  # as a served service does (merak.grpcserver.run_server)
-        signal_or_exit = asyncio.create_task(wait_for_signal())
-        await asyncio.wait({running, signal_or_exit}, return_when=asyncio.FIRST_COMPLETED)
-        worker.stop.set()
-        signal_or_exit.cancel()
-        await running
-    await redis.aclose()
-    metrics.stop()
+
+        async def main(stop: asyncio.Event) -> None:
+            worker.stop = stop
+            await worker.run()
+
+        return BuiltProcess(
+            name="compute-worker",
+            root=worker,
+            teardown=teardown,
+            main=main,
+            metrics_port=settings.worker_metrics_port,
+            registry=registry,
+        )
+
+
+async def run_worker_process(settings: ComputeSettings) -> None:
+    """Run the worker until SIGTERM (its running activities finish), through the services' lifecycle."""
+    await serve(await build_worker_process(settings), settings)

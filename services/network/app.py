@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from merak.grpcserver import GrpcServer
-from merak.service import BuiltService, open_redis, serve
+from merak.service import BuiltService, Teardown, open_redis, serve
 from services.network.config import NetworkSettings
 from services.network.ipam import Ipam
 from services.network.manager import NetworkManager
@@ -42,12 +42,17 @@ async def build(settings: NetworkSettings) -> BuiltService[NetworkManager]:
     """Redis, the plugins, the IPAM and the manager (its counts loaded from Redis), the server."""
     registry = CollectorRegistry()
     metrics = NetworkMetrics.create(registry)
-    redis = await open_redis(settings.redis_url)
-    store = NetworkStore(redis)
-    manager = NetworkManager(store, build_plugins(settings, store, metrics), Ipam(store, metrics), metrics)
-    await manager.load()
-    server = GrpcServer(settings.listen_address(), [registration(NetworkServicer(manager))], registry)
-    return BuiltService("network", server, manager, cleanups=[manager.plugins.close, redis.aclose])
+    teardown = Teardown("network")
+    async with teardown.on_error():
+        redis = await open_redis(settings.redis_url)
+        teardown.add(redis.aclose)
+        store = NetworkStore(redis)
+        plugins = build_plugins(settings, store, metrics)
+        teardown.add(plugins.close)
+        manager = NetworkManager(store, plugins, Ipam(store, metrics), metrics)
+        await manager.load()
+        server = GrpcServer(settings.listen_address(), [registration(NetworkServicer(manager))], registry)
+        return BuiltService(name="network", server=server, root=manager, teardown=teardown)
 
 
 async def run(settings: NetworkSettings) -> None:

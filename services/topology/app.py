@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from merak.grpcserver import GrpcServer
 from merak.host import HostTuner
-from merak.service import BuiltService, open_redis, serve
+from merak.service import BuiltService, Teardown, open_redis, serve
 from merak.v1 import topology_pb2
 from services.topology.backends import BackendRegistry
 from services.topology.backends.kubernetes import ImageLookup, KubernetesBackend, KubernetesOptions, Resources
@@ -87,13 +87,18 @@ def _stored_images(store: TopologyStore) -> ImageLookup:
 async def build(settings: TopologySettings) -> BuiltService[TopologyManager]:
     """Redis, the backends, the manager (resuming the topologies Redis knows), the server."""
     registry = CollectorRegistry()
-    redis = await open_redis(settings.redis_url)
-    store = TopologyStore(redis)
-    backends = build_backends(settings, store)
-    manager = TopologyManager(store, backends, TopologyMetrics.create(registry), settings.default_backend)
-    await manager.resume()
-    server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))], registry)
-    return BuiltService("topology", server, manager, cleanups=[manager.close, backends.close, redis.aclose])
+    teardown = Teardown("topology")
+    async with teardown.on_error():
+        redis = await open_redis(settings.redis_url)
+        teardown.add(redis.aclose)
+        store = TopologyStore(redis)
+        backends = build_backends(settings, store)
+        teardown.add(backends.close)
+        manager = TopologyManager(store, backends, TopologyMetrics.create(registry), settings.default_backend)
+        teardown.add(manager.close)
+        await manager.resume()
+        server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))], registry)
+        return BuiltService(name="topology", server=server, root=manager, teardown=teardown)
 
 
 async def run(settings: TopologySettings) -> None:
