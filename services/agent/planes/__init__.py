@@ -1,4 +1,10 @@
-"""A vhost's data plane behind one interface, chosen by name: real (namespaces) or fake (memory)."""
+"""A vhost's data plane behind one interface (`Plane`), chosen by name from a registry of kinds.
+
+This package owns the choice: `known_planes()` lists the kinds, `PlaneRegistry.get` resolves a vhosts
+file's `dataplane` (an unknown name fails listing the known ones), and a `PlaneKind` says whether its
+plane works in the kernel and builds it for a vhost. The kinds: `real` (package `real`: namespaces,
+veths, VXLAN; imported on first use) and `fake` (`fake.py`: memory only, for scale).
+"""
 
 from __future__ import annotations
 

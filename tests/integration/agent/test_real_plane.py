@@ -20,7 +20,8 @@ from services.agent import kernel
 from services.agent.icmp import ping_from
 from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
 from services.agent.netlink_bulk import NTF_MASTER, NTF_SELF, NUD_PERMANENT
-from services.agent.planes.real import VXLAN_PORT, Dataplane
+from services.agent.planes.real import Dataplane
+from services.agent.planes.real.vpcs import VXLAN_PORT
 from services.agent.validation import ZERO_MAC, host_ifname, validate_vm, validate_vpc
 from tests.support import unique_name
 from tests.support.plugin import MakeNetns
@@ -411,7 +412,7 @@ def test_a_failure_half_way_leaves_nothing_of_that_vm(one: Vhost, monkeypatch: p
     def broken(ns: str, spec: VmSpec) -> None:
         raise OSError(5, "injected after the veth was made")
 
-    monkeypatch.setattr(dp, "_configure_vm", broken)
+    monkeypatch.setattr(dp.vms, "_configure", broken)
     (result,) = dp.create_vms([vm("doomed", VPC_A, "10.1.0.10", "02:0d:00:00:00:01")])
     monkeypatch.undo()
     assert not result.ok and "injected" in result.error
