@@ -13,9 +13,7 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
     """Bring the stack up, run Merak's e2e scenario (5 hosts x 10 VMs, ping-all), leave the stack up."""
     if cmd_up(settings) != 0:
         return 1
-    failed = [
-        name for name in SERVICES if not health_serving_blocking(f"127.0.0.1:{settings.grpc_port(name)}")
-    ]
+    failed = [name for name in SERVICES if not health_serving_blocking(settings.grpc_address(name))]
     if failed:
         console.print(f"[red]error:[/red] not serving: {', '.join(failed)}")
         return 1

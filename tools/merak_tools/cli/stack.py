@@ -12,7 +12,7 @@ from merak_tools.cli.output import console, say
 from merak_tools.localstack import LocalStack, StackError, StackSettings, endpoints
 
 
-def print_status(stack: LocalStack) -> bool:
+def _print_status(stack: LocalStack) -> bool:
     """A table of the stack's components; True when every one is serving."""
     table = Table(title="merak local stack")
     for column in ("component", "pid", "state", "ports"):
@@ -60,7 +60,7 @@ def cmd_up(settings: StackSettings) -> int:
     except StackError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1
-    print_status(stack)
+    _print_status(stack)
     _print_endpoints(settings)
     return 0
 
@@ -78,4 +78,4 @@ def cmd_down(settings: StackSettings, keep_labs: bool = False) -> int:
 
 def cmd_status(settings: StackSettings) -> int:
     """Show what runs; exit 0 only when every component is serving."""
-    return 0 if print_status(LocalStack(settings)) else 3
+    return 0 if _print_status(LocalStack(settings)) else 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 from rich.table import Table
@@ -25,10 +27,8 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}|-", name):
             console.print(f"[red]error:[/red] {what} {name!r} is not a valid name")
             return 2
-    address = f"127.0.0.1:{settings.grpc_port('topology')}"
-    with open_blocking_channel(address) as ch:
-        stub = topology_pb2_grpc.MerakTopologyServiceStub(ch)
-        try:
+    try:
+        with _topology_service(settings) as stub:
             topology_id = topology_id or _only_topology(stub)
             if not topology_id:
                 return 2
@@ -39,9 +39,9 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
                 ),
                 timeout=30,
             )
-        except grpc.RpcError as exc:
-            console.print(f"[red]error:[/red] topology service at {address}: {exc}")
-            return 1
+    except grpc.RpcError as exc:
+        console.print(f"[red]error:[/red] topology service at {settings.grpc_address('topology')}: {exc}")
+        return 1
     names = [node.name for node in info.compute_nodes]
     if vhost not in names:
         console.print(f"[red]error:[/red] no vhost {vhost!r} in topology {topology_id}")
@@ -55,6 +55,13 @@ def cmd_exec(settings: StackSettings, topology_id: str, vhost: str, vm: str, com
         console.print(f"[red]error:[/red] {namespace} does not exist (no VM {vm!r} on {vhost}?)")
         return 2
     os.execvp("ip", ["ip", "netns", "exec", namespace, *command])  # replaces this process
+
+
+@contextmanager
+def _topology_service(settings: StackSettings) -> Iterator[topology_pb2_grpc.MerakTopologyServiceStub]:
+    """The stack's topology service, for one command."""
+    with open_blocking_channel(settings.grpc_address("topology")) as channel:
+        yield topology_pb2_grpc.MerakTopologyServiceStub(channel)
 
 
 def _only_topology(stub: topology_pb2_grpc.MerakTopologyServiceStub) -> str:
@@ -74,10 +81,8 @@ def cmd_fault(
     request: topology_pb2.SetFaultsRequest,
 ) -> int:
     """Set (exactly these), list or clear the impairments of a running lab."""
-    address = f"127.0.0.1:{settings.grpc_port('topology')}"
-    with open_blocking_channel(address) as channel:
-        stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
-        try:
+    try:
+        with _topology_service(settings) as stub:
             topology_id = topology_id or _only_topology(stub)
             if not topology_id:
                 return 2
@@ -85,14 +90,13 @@ def cmd_fault(
                 request.topology_id = topology_id
                 reply = stub.SetFaults(request, timeout=120)
             elif action == "clear":
-                reply = stub.ClearFaults(
-                    topology_pb2.ClearFaultsRequest(topology_id=topology_id), timeout=120
-                )
+                clear = topology_pb2.ClearFaultsRequest(topology_id=topology_id)
+                reply = stub.ClearFaults(clear, timeout=120)
             else:
                 reply = stub.ListFaults(topology_pb2.ListFaultsRequest(topology_id=topology_id), timeout=30)
-        except grpc.RpcError as exc:
-            console.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
-            return 1
+    except grpc.RpcError as exc:
+        console.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+        return 1
     table = Table(title=f"faults of {topology_id}")
     table.add_column("where")
     table.add_column("what")

@@ -53,8 +53,8 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _service_health(port: int) -> Callable[[], bool]:
-    return lambda: health_serving_blocking(f"127.0.0.1:{port}")
+def _service_health(address: str) -> Callable[[], bool]:
+    return lambda: health_serving_blocking(address)
 
 
 def _redis(settings: StackSettings) -> Component:
@@ -140,17 +140,17 @@ def _service(settings: StackSettings, name: str) -> Component:
     }
     ports = {"grpc": settings.grpc_port(name), "metrics": settings.metrics_port(name)}
     if name in ("compute", "scenario"):
-        env["MERAK_NETWORK_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('network')}"
-        env["MERAK_TOPOLOGY_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('topology')}"
+        env["MERAK_NETWORK_ADDRESS"] = settings.grpc_address("network")
+        env["MERAK_TOPOLOGY_ADDRESS"] = settings.grpc_address("topology")
     if name == "scenario":
-        env["MERAK_COMPUTE_ADDRESS"] = f"127.0.0.1:{settings.grpc_port('compute')}"
+        env["MERAK_COMPUTE_ADDRESS"] = settings.grpc_address("compute")
         env["MERAK_REST_PORT"] = str(settings.rest_port)
         ports["rest"] = settings.rest_port
     return Component(
         name=name,
         argv=(sys.executable, "-m", f"services.{name}"),
         ports=ports,
-        health=_service_health(settings.grpc_port(name)),
+        health=_service_health(settings.grpc_address(name)),
         env=env,
         marker=f"services.{name}",
     )
@@ -165,7 +165,7 @@ def _worker(settings: StackSettings, name: str) -> Component:
         env={
             **_common_env(settings),
             "MERAK_WORKER_METRICS_PORT": str(settings.metrics_port(name)),
-            "MERAK_NETWORK_ADDRESS": f"127.0.0.1:{settings.grpc_port('network')}",
+            "MERAK_NETWORK_ADDRESS": settings.grpc_address("network"),
         },
         marker="services.compute.worker",
     )

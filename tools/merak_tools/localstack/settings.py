@@ -64,6 +64,10 @@ class StackSettings(CommonSettings):
         """The gRPC port of `service` in this stack."""
         return GRPC_PORTS[service] + self.port_offset
 
+    def grpc_address(self, service: str) -> str:
+        """Where `service` answers gRPC in this stack (host:port on this machine)."""
+        return f"127.0.0.1:{self.grpc_port(service)}"
+
     @property
     def rest_port(self) -> int:
         """Merak's REST API (the scenario service)."""

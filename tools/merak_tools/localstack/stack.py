@@ -189,9 +189,8 @@ class LocalStack:
         topology = next(c for c in self.components if c.name == "topology")
         if self.running_pid(topology) is None or not topology.health():
             return []
-        address = f"127.0.0.1:{self.settings.grpc_port('topology')}"
         deleted = []
-        with open_blocking_channel(address) as channel:
+        with open_blocking_channel(self.settings.grpc_address("topology")) as channel:
             stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
             for summary in stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies:
                 request = topology_pb2.InternalTopologyInfo(

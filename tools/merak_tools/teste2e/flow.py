@@ -184,19 +184,24 @@ class Runner:
             raise E2EError("ping test: no pair was tried")
 
     async def _teardown(self) -> None:
+        """Delete what the run made, then check that nothing of it is left."""
         if not self.scenario_id:
             return
         started = time.perf_counter()
         try:
-            request = scenario_pb2.DeleteScenarioRequest(id=self.scenario_id, teardown=True)
-            await self._retried(lambda left: self.stub.DeleteScenario(request, timeout=left))
-            for kind, method in (("topology", "DeleteTopologyConfig"), ("network", "DeleteNetworkConfig"),
-                                 ("service", "DeleteServiceConfig"), ("compute", "DeleteComputeConfig"),
-                                 ("test", "DeleteTestConfig")):  # fmt: skip
-                await self._retried(partial(self._delete_config, method, self.report.ids[kind]))
-        except grpc.aio.AioRpcError as exc:
+            await self._delete()
+        except (E2EError, grpc.aio.AioRpcError) as exc:
             self.report.errors.append(f"teardown: {describe(exc)}")
         await self._verify_teardown(started)
+
+    async def _delete(self) -> None:
+        """The scenario, torn down (its VMs, network and topology), then its configs."""
+        request = scenario_pb2.DeleteScenarioRequest(id=self.scenario_id, teardown=True)
+        await self._retried(lambda left: self.stub.DeleteScenario(request, timeout=left))
+        for kind, method in (("topology", "DeleteTopologyConfig"), ("network", "DeleteNetworkConfig"),
+                             ("service", "DeleteServiceConfig"), ("compute", "DeleteComputeConfig"),
+                             ("test", "DeleteTestConfig")):  # fmt: skip
+            await self._retried(partial(self._delete_config, method, self.report.ids[kind]))
 
     async def _delete_config(self, method: str, config_id: str, left: float) -> None:
         await getattr(self.stub, method)(scenario_pb2.DeleteRequest(id=config_id), timeout=left)

@@ -101,18 +101,12 @@ class RestRunner(Runner):
         self.report.vms_done = int(words[0]) if words[0].isdigit() else 0
         return len(words) > 3 and words[0] == words[3]
 
-    async def _teardown(self) -> None:
-        if not self.scenario_id:
-            return
-        started = time.perf_counter()
-        try:
-            await self._delete_services()
-            await self._call("DELETE", f"/api/scenarios/{self.scenario_id}")
-            for kind, path in REST_PATHS.items():
-                await self._call("DELETE", f"{path}/{self.report.ids[kind]}")
-        except E2EError as exc:
-            self.report.errors.append(f"teardown: {exc}")
-        await self._verify_teardown(started)
+    async def _delete(self) -> None:
+        """The scenario's services (Merak's order), the scenario, then its configs."""
+        await self._delete_services()
+        await self._call("DELETE", f"/api/scenarios/{self.scenario_id}")
+        for kind, path in REST_PATHS.items():
+            await self._call("DELETE", f"{path}/{self.report.ids[kind]}")
 
     async def _delete_services(self) -> None:
         """DELETE compute (and wait until its VMs are gone), network, topology: Merak's order."""
