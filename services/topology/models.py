@@ -95,7 +95,7 @@ class TopologySpec:
     vnodes: tuple[VNodeSpec, ...] = ()
     vlinks: tuple[VLinkSpec, ...] = ()
     backend: str = "local"
-    dataplane: str = "real"  # a name in services.topology.dataplanes (the proto's string)
+    dataplane: str = dataplanes.DEFAULT.name  # a name in services.topology.dataplanes (the proto's)
     # The data plane `dataplane` names, looked up once (an unknown name is refused here).
     plane: DataPlane = field(init=False, repr=False, compare=False)
 

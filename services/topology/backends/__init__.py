@@ -1,4 +1,10 @@
-"""Where an emulated data centre lives: one interface, a registry of implementations by name."""
+"""Where an emulated data centre lives: one interface, a registry of implementations by name.
+
+This module owns the interface (TopologyBackend, what it reports: VhostRuntime, HostRuntime,
+DestroyReport) and the registry (BackendRegistry). The implementations are the `local` and
+`kubernetes` packages; `vhosts` builds the vhosts file both hand their agents, and `impair`
+makes a device of the local backend's namespaces suffer faults.
+"""
 
 from __future__ import annotations
 
