@@ -13,19 +13,16 @@ from google.protobuf.descriptor import FieldDescriptor
 from merak.errors import FailedPrecondition, InvalidArgument, NotFound
 from merak.ids import check_id
 from merak.v1 import scenario_pb2
-from services.scenario import validate
+from services.scenario import states, validate
 from services.scenario.models import (
     IMMUTABLE_FIELDS,
     REFERENCE_FIELDS,
     SCENARIO,
-    SERVICES,
     STATUS_FIELDS,
     Kind,
     M,
-    describe_statuses,
     now,
     references,
-    status_of,
 )
 from services.scenario.store import ScenarioStore
 
@@ -184,12 +181,11 @@ class EntityManager:
 
 def _check_reference_change(stored: scenario_pb2.Scenario, updated: scenario_pb2.Scenario) -> None:
     """A deployed scenario keeps its configs: they name what runs (topology id, network and compute ids)."""
-    deployed = [s for s in SERVICES if status_of(stored, s) != scenario_pb2.NONE]
-    if not deployed:
+    if not states.deployed(stored):
         return
     for field, _kind in REFERENCE_FIELDS:
         if getattr(stored, field) != getattr(updated, field):
             raise FailedPrecondition(
                 f"cannot change {field} of scenario {stored.id!r} while it is deployed "
-                f"({describe_statuses(stored)}); DELETE its services first"
+                f"({states.describe_statuses(stored)}); DELETE its services first"
             )

@@ -1,5 +1,6 @@
 """A scenario's fault schedule, running: at each start and end the lab is asked (SetFaults) for its own
-faults plus the occurrences of that moment; every window is recorded for WatchScenario and the results."""
+faults plus the occurrences of that moment; every window is recorded for WatchScenario and the results.
+FaultRuns holds the schedules this process runs, and heals the labs of those no one runs any more."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 
-from merak.errors import MerakError
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError
+from merak.grpcclient import ServiceError
 from merak.logs import get_logger
-from merak.v1 import compute_pb2, topology_pb2
+from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 from services.scenario import faults
 from services.scenario.clients import ServiceClients
 from services.scenario.faults import Occurrence
@@ -203,3 +206,104 @@ class FaultRun:
         self.record.heal(time.time(), error)
         await self.store.save_fault_run(self.scenario_id, self.record.to_json())
         log.info("scenario_faults_stopped", scenario_id=self.scenario_id, healed=heal, error=error)
+
+
+class FaultRuns:
+    """The fault schedules of the scenarios, by scenario: run here, or recorded by a process that ran them."""
+
+    def __init__(self, store: ScenarioStore, clients: ServiceClients) -> None:
+        self.store = store
+        self.clients = clients
+        self._runs: dict[str, FaultRun] = {}
+
+    async def record(self, scenario_id: str) -> FaultRunRecord | None:
+        """The scenario's schedule as it ran (or runs), or None."""
+        raw = await self.store.fault_run(scenario_id)
+        return None if raw is None else FaultRunRecord.from_json(raw)
+
+    async def running(self, scenario_id: str) -> bool:
+        """Whether the scenario's schedule is recorded as running."""
+        raw = await self.store.fault_run(scenario_id)
+        return bool(raw and raw.get("running"))
+
+    async def check(self, scenario: scenario_pb2.Scenario, test: scenario_pb2.TestConfig | None) -> None:
+        """The test config's fault schedule must be valid and each fault possible in this lab (asked of
+        the topology service, which changes nothing), before compute creates a VM."""
+        if test is None or not test.fault_schedule:
+            return
+        prefix = f"test config {test.id}: fault_schedule"
+        faults.check(test.fault_schedule, prefix)
+        for i, fault in enumerate(test.fault_schedule):
+            try:
+                await self.clients.topology_faults("SetFaults", faults.single(scenario.topology_id, fault))
+            except ServiceError as exc:
+                kind = fault.WhichOneof("fault") or ""
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    field, _, problem = faults.schedule_field(i, kind, exc.message, prefix).partition(": ")
+                    raise InvalidArgument(field, problem) from None
+                if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise FailedPrecondition(
+                        f"{prefix}[{i}] ({faults.describe(fault)}) cannot run in this lab: {exc.message}"
+                    ) from None
+                raise
+
+    async def start(
+        self, scenario: scenario_pb2.Scenario, test: scenario_pb2.TestConfig, origin: float
+    ) -> None:
+        """Run the schedule from `origin` (when compute was asked), over the lab's own faults."""
+        await self.stop(scenario.id, heal=True)
+        base = await self.clients.topology_faults(
+            "ListFaults", topology_pb2.ListFaultsRequest(topology_id=scenario.topology_id)
+        )
+        record = FaultRunRecord(
+            scenario.topology_id,
+            origin,
+            base=json_format.MessageToDict(base, preserving_proto_field_name=True),
+        )
+        run = FaultRun(scenario.id, record, faults.expand(test.fault_schedule), self.clients, self.store)
+        await self.store.save_fault_run(scenario.id, record.to_json())
+        self._runs[scenario.id] = run
+        run.start()
+        log.info("scenario_faults_started", scenario_id=scenario.id, faults=len(test.fault_schedule))
+
+    async def stop(self, scenario_id: str, *, heal: bool) -> None:
+        """End the scenario's fault schedule; with `heal`, the lab keeps only its own faults. A schedule
+        this process does not run (it ran before a restart) is healed from its record."""
+        run = self._runs.pop(scenario_id, None)
+        if run is not None:
+            await run.stop(heal=heal)
+            return
+        record = await self.record(scenario_id)
+        if record is None or not record.open:
+            return
+        failed = await ask_lab(self.clients, record) if heal else None
+        record.heal(time.time(), "" if failed is None else failed.message)
+        await self.store.save_fault_run(scenario_id, record.to_json())
+
+    async def forget(self, scenario_id: str) -> None:
+        """Drop the record of a deleted scenario's schedule."""
+        await self.store.delete_fault_run(scenario_id)
+
+    async def close(self) -> None:
+        """On shutdown: every running schedule stops and its lab heals (a restart would heal it too)."""
+        for scenario_id in list(self._runs):
+            await self.stop(scenario_id, heal=True)
+
+    async def heal_abandoned(self) -> list[str]:
+        """At start: a schedule recorded as running but run by no one (the service stopped while it
+        ran) ends now and its lab goes back to its own faults. Returns the scenarios it healed."""
+        healed: list[str] = []
+        for scenario_id in await self.store.fault_run_ids():
+            if scenario_id in self._runs:
+                continue
+            record = await self.record(scenario_id)
+            if record is None or not record.running:
+                continue
+            failed = await ask_lab(self.clients, record)
+            gone = isinstance(failed, ServiceError) and failed.code == grpc.StatusCode.NOT_FOUND
+            error = "" if failed is None or gone else failed.message
+            record.heal(time.time(), f"the scenario service restarted: healed then {error}".strip())
+            await self.store.save_fault_run(scenario_id, record.to_json())
+            log.warning("scenario_faults_healed_at_start", scenario_id=scenario_id, error=error)
+            healed.append(scenario_id)
+        return healed

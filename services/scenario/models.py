@@ -1,16 +1,15 @@
-"""What the scenario service keeps: entity kinds, references between them, services and statuses; no I/O."""
+"""What the scenario service keeps: entity kinds, references between them, the services a scenario deploys;
+no I/O. Statuses are derived in states.py."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from merak.errors import enum_name
 from merak.v1 import compute_pb2, scenario_pb2
 
 Status: TypeAlias = scenario_pb2.ServiceStatus.ValueType
@@ -117,10 +116,6 @@ COMPUTE = Service(
 SERVICES: tuple[Service, ...] = (TOPOLOGY, NETWORK, COMPUTE)
 SERVICE_BY_NAME: dict[int, Service] = {int(s.name): s for s in SERVICES}
 
-TRANSITIONAL: frozenset[Status] = frozenset(
-    {scenario_pb2.DEPLOYING, scenario_pb2.DELETING, scenario_pb2.UPDATING}
-)
-
 
 def deploy_type(config: scenario_pb2.ComputeConfig) -> compute_pb2.VMDeployType.ValueType:
     """The deploy type; ASSIGN without vms_per_host is UNIFORM, Merak's default."""
@@ -130,55 +125,8 @@ def deploy_type(config: scenario_pb2.ComputeConfig) -> compute_pb2.VMDeployType.
     return config.vm_deploy_type
 
 
-def status_name(status: Status) -> str:
-    """NONE, DEPLOYING, READY, ..."""
-    return enum_name(scenario_pb2.ServiceStatus, status)
-
-
-def action_name(action: Action) -> str:
-    """DEPLOY, CHECK, DELETE or UPDATE."""
-    return enum_name(scenario_pb2.Action, action)
-
-
-def status_of(scenario: scenario_pb2.Scenario, service: Service) -> Status:
-    """The status of one service of a scenario."""
-    status: Status = getattr(scenario, service.status_field)
-    return status
-
-
-def overall(statuses: Sequence[Status]) -> Status:
-    """The scenario status from its services': FAILED wins, then a transition, READY if all are, else DONE."""
-    if scenario_pb2.FAILED in statuses:
-        return scenario_pb2.FAILED
-    for transition in (scenario_pb2.DELETING, scenario_pb2.DEPLOYING, scenario_pb2.UPDATING):
-        if transition in statuses:
-            return transition
-    if all(s == scenario_pb2.READY for s in statuses):
-        return scenario_pb2.READY
-    if all(s == scenario_pb2.NONE for s in statuses):
-        return scenario_pb2.NONE
-    # Some services deployed and nothing running: the last action is done.
-    return scenario_pb2.DONE
-
-
 def now() -> Timestamp:
     """The current time as a protobuf Timestamp."""
     stamp = Timestamp()
     stamp.FromNanoseconds(time.time_ns())
     return stamp
-
-
-def with_status(scenario: scenario_pb2.Scenario, service: Service, status: Status) -> scenario_pb2.Scenario:
-    """A copy of the scenario with one service's status set, the overall status recomputed, updated_at now."""
-    if status_of(scenario, service) == status:
-        return scenario
-    result = SCENARIO.copy(scenario)
-    setattr(result, service.status_field, status)
-    result.status = overall([status_of(result, s) for s in SERVICES])
-    result.updated_at.CopyFrom(now())
-    return result
-
-
-def describe_statuses(scenario: scenario_pb2.Scenario) -> str:
-    """The service statuses for a message, e.g. "topology READY, network NONE, compute NONE"."""
-    return ", ".join(f"{s.label} {status_name(status_of(scenario, s))}" for s in SERVICES)

@@ -7,19 +7,13 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from google.protobuf import json_format
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from merak.store import RedisStore
+from merak.store import RedisStore, optimistic
 from merak.v1 import scenario_pb2
-from services.scenario.models import (
-    SERVICES,
-    Kind,
-    M,
-    Reference,
-    references,
-    status_of,
-)
+from services.scenario.models import SERVICES, Kind, M, Reference, references
+from services.scenario.states import status_of
 
 PREFIX = "merak:scenario"
 
@@ -41,7 +35,8 @@ def dumps(entity: Any) -> str:
 
 
 class ScenarioStore(RedisStore):
-    """Configs and scenarios in Redis; references are kept consistent with WATCH/MULTI transactions."""
+    """Configs and scenarios in Redis, every kind through the same methods; references are kept consistent
+    by optimistic transactions (merak.store.optimistic)."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX) -> None:
         super().__init__(redis, prefix)
@@ -65,6 +60,14 @@ class ScenarioStore(RedisStore):
         """The entity, or None."""
         raw = await self.redis.get(self.entity_key(kind, entity_id))
         return None if raw is None else self._load(kind, raw)
+
+    async def get_each(self, wanted: Sequence[tuple[Kind[Any], str]]) -> list[Any]:
+        """The entities named by (kind, id), in order, None for each missing; one round trip."""
+        raws = await self.redis.mget([self.entity_key(kind, entity_id) for kind, entity_id in wanted])
+        return [
+            None if raw is None else self._load(kind, raw)
+            for (kind, _), raw in zip(wanted, raws, strict=True)
+        ]
 
     async def page(self, kind: Kind[M], after: str, limit: int) -> tuple[list[M], str]:
         """Up to `limit` entities with ids after `after`, in id order; and the last id if more follow."""
@@ -108,76 +111,67 @@ class ScenarioStore(RedisStore):
         # Every kind has an id; Message does not say so.
         entity_id: str = cast(Any, entity).id
         key = self.entity_key(kind, entity_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, *(self.entity_key(r.kind, r.id) for r in refs))
-                    if await pipe.exists(key):
-                        raise AlreadyExists(f"{kind.label} {entity_id!r} exists")
-                    for ref in refs:
-                        if not await pipe.exists(self.entity_key(ref.kind, ref.id)):
-                            raise InvalidArgument(ref.field, f"no {ref.kind.label} {ref.id!r}")
-                    pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    pipe.set(key, dumps(entity))
-                    pipe.zadd(self.index_key(kind), {entity_id: 0})
-                    for ref in refs:
-                        pipe.sadd(self.refs_key(ref.kind, ref.id), entity_id)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> None:
+            if await pipe.exists(key):
+                raise AlreadyExists(f"{kind.label} {entity_id!r} exists")
+            for ref in refs:
+                if not await pipe.exists(self.entity_key(ref.kind, ref.id)):
+                    raise InvalidArgument(ref.field, f"no {ref.kind.label} {ref.id!r}")
+            pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            pipe.set(key, dumps(entity))
+            pipe.zadd(self.index_key(kind), {entity_id: 0})
+            for ref in refs:
+                pipe.sadd(self.refs_key(ref.kind, ref.id), entity_id)
+
+        await optimistic(self.redis, [key, *(self.entity_key(r.kind, r.id) for r in refs)], body)
 
     async def modify(
         self, kind: Kind[M], entity_id: str, change: Callable[[M], M], *, field_prefix: str = ""
     ) -> M:
-        """Read, change and write one entity atomically (retried if it changed meanwhile); returns it.
+        """Read, change and write one entity atomically (again if it changed meanwhile); returns it.
 
         `change` gets a copy and may raise. For a scenario, new references must exist, the reference
         sets follow, and service statuses are mirrored on the configs (Merak kept them there).
         `field_prefix` goes before the field named by an error about a reference.
         """
         key = self.entity_key(kind, entity_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise NotFound(f"{kind.label} {entity_id!r} does not exist")
-                    old = self._load(kind, raw)
-                    new = change(kind.copy(old))
-                    if new == old:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]  # untyped in redis-py
-                        return old
-                    writes: dict[str, str] = {key: dumps(new)}
-                    removed: list[Reference] = []
-                    added: list[Reference] = []
-                    if isinstance(new, scenario_pb2.Scenario) and isinstance(old, scenario_pb2.Scenario):
-                        before, after = references(old), references(new)
-                        removed = [r for r in before if r not in after]
-                        added = [r for r in after if r not in before]
-                        for ref in added:
-                            await pipe.watch(self.entity_key(ref.kind, ref.id))
-                            if not await pipe.exists(self.entity_key(ref.kind, ref.id)):
-                                field = f"{field_prefix}{ref.field}"
-                                raise InvalidArgument(field, f"no {ref.kind.label} {ref.id!r}")
-                        writes.update(await self._mirrored_statuses(pipe, old, new))
-                    pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    for write_key, value in writes.items():
-                        pipe.set(write_key, value)
-                    for ref in removed:
-                        pipe.srem(self.refs_key(ref.kind, ref.id), entity_id)
-                    for ref in added:
-                        pipe.sadd(self.refs_key(ref.kind, ref.id), entity_id)
-                    await pipe.execute()
-                    return new
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> M:
+            raw = await pipe.get(key)
+            if raw is None:
+                raise NotFound(f"{kind.label} {entity_id!r} does not exist")
+            old = self._load(kind, raw)
+            new = change(kind.copy(old))
+            if new == old:
+                return old
+            writes: dict[str, str] = {key: dumps(new)}
+            removed: list[Reference] = []
+            added: list[Reference] = []
+            if isinstance(new, scenario_pb2.Scenario) and isinstance(old, scenario_pb2.Scenario):
+                before, after = references(old), references(new)
+                removed = [r for r in before if r not in after]
+                added = [r for r in after if r not in before]
+                for ref in added:
+                    await pipe.watch(self.entity_key(ref.kind, ref.id))
+                    if not await pipe.exists(self.entity_key(ref.kind, ref.id)):
+                        raise InvalidArgument(f"{field_prefix}{ref.field}", f"no {ref.kind.label} {ref.id!r}")
+                writes.update(await self._mirrored_statuses(pipe, old, new))
+            pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            for write_key, value in writes.items():
+                pipe.set(write_key, value)
+            for ref in removed:
+                pipe.srem(self.refs_key(ref.kind, ref.id), entity_id)
+            for ref in added:
+                pipe.sadd(self.refs_key(ref.kind, ref.id), entity_id)
+            return new
+
+        return await optimistic(self.redis, [key], body)
 
     async def _mirrored_statuses(
-        self, pipe: Any, old: scenario_pb2.Scenario, new: scenario_pb2.Scenario
+        self, pipe: Pipeline, old: scenario_pb2.Scenario, new: scenario_pb2.Scenario
     ) -> dict[str, str]:
-        """The configs whose status follows a changed service status, serialized."""
+        """The configs whose status follows a changed service status, serialized (each one watched)."""
         writes: dict[str, str] = {}
         for service in SERVICES:
             status = status_of(new, service)
@@ -198,31 +192,28 @@ class ScenarioStore(RedisStore):
         """Delete one entity, refused while a scenario refers to it; `check` may refuse too. Returns it."""
         key = self.entity_key(kind, entity_id)
         refs_key = self.refs_key(kind, entity_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key, refs_key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise NotFound(f"{kind.label} {entity_id!r} does not exist")
-                    entity = self._load(kind, raw)
-                    users = sorted(str(u) for u in await pipe.smembers(refs_key))
-                    if users:
-                        named = ", ".join(repr(u) for u in users[:5]) + (" …" if len(users) > 5 else "")
-                        noun = "scenario" if len(users) == 1 else "scenarios"
-                        raise FailedPrecondition(
-                            f"{kind.label} {entity_id!r} is used by {noun} {named}; delete the {noun} "
-                            "or point it at another config first"
-                        )
-                    if check is not None:
-                        check(entity)
-                    pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
-                    pipe.delete(key)
-                    pipe.zrem(self.index_key(kind), entity_id)
-                    if isinstance(entity, scenario_pb2.Scenario):
-                        for ref in references(entity):
-                            pipe.srem(self.refs_key(ref.kind, ref.id), entity_id)
-                    await pipe.execute()
-                    return entity
-                except WatchError:
-                    continue
+
+        async def body(pipe: Pipeline) -> M:
+            raw = await pipe.get(key)
+            if raw is None:
+                raise NotFound(f"{kind.label} {entity_id!r} does not exist")
+            entity = self._load(kind, raw)
+            users = sorted(str(u) for u in await pipe.smembers(refs_key))
+            if users:
+                named = ", ".join(repr(u) for u in users[:5]) + (" …" if len(users) > 5 else "")
+                noun = "scenario" if len(users) == 1 else "scenarios"
+                raise FailedPrecondition(
+                    f"{kind.label} {entity_id!r} is used by {noun} {named}; delete the {noun} "
+                    "or point it at another config first"
+                )
+            if check is not None:
+                check(entity)
+            pipe.multi()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            pipe.delete(key)
+            pipe.zrem(self.index_key(kind), entity_id)
+            if isinstance(entity, scenario_pb2.Scenario):
+                for ref in references(entity):
+                    pipe.srem(self.refs_key(ref.kind, ref.id), entity_id)
+            return entity
+
+        return await optimistic(self.redis, [key, refs_key], body)

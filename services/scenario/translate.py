@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
 from merak.skips import Skips
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
-from services.scenario.models import deploy_type
+from services.scenario.models import Action, deploy_type
 
 # Merak's message header: format 1, revision 1, a fresh request id, a FULL message.
 FORMAT_VERSION = 1
 REVISION = 1
-DEFAULT_PLUGIN = "native"
 
 # Which services of a service config go where (Merak's where_to_run).
 TOPOLOGY_SERVICES = ("AGENT",)
@@ -56,6 +56,36 @@ def alcor_port_manager(config: scenario_pb2.ServiceConfig | None) -> str:
             return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         return f"{parts.scheme}://{parts.hostname}:{ALCOR_PORT_MANAGER_PORT}"
     return ""
+
+
+def _no_control_plane(config: scenario_pb2.ServiceConfig | None) -> str:
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPlugin:
+    """A network plugin as compute's request carries it: its name, and where the agents reach its control
+    plane (from the service config; "" when the plugin has none)."""
+
+    name: str
+    control_plane: Callable[[scenario_pb2.ServiceConfig | None], str] = _no_control_plane
+
+
+NATIVE = NetworkPlugin("native")
+ALCOR = NetworkPlugin("alcor", alcor_port_manager)
+PLUGINS: dict[str, NetworkPlugin] = {p.name: p for p in (NATIVE, ALCOR)}
+
+
+def network_plugin(name: str) -> NetworkPlugin:
+    """The plugin named (`native` when none is); a name this service does not know is passed on as it is."""
+    if not name:
+        return NATIVE
+    return PLUGINS.get(name) or NetworkPlugin(name)
+
+
+def operation(action: Action) -> common_pb2.OperationType.ValueType:
+    """The services' operation for a scenario's DEPLOY (CREATE) or UPDATE."""
+    return common_pb2.UPDATE if action == scenario_pb2.UPDATE else common_pb2.CREATE
 
 
 def request_id() -> str:
@@ -252,6 +282,8 @@ def compute(
             f"VMs go on all {len(nodes)}, number_of_vm_per_vpc / {wanted} on each (as Merak)",
         )
     pods = list(nodes[:wanted])
+    # The plugin the network was deployed with; the config's when the network service does not say.
+    plugin = network_plugin(deployed_network.plugin or network_config.plugin.lower())
     message = compute_pb2.InternalComputeConfiguration(
         format_version=FORMAT_VERSION,
         revision_number=REVISION,
@@ -259,7 +291,8 @@ def compute(
         compute_config_id=config.id,
         message_type=common_pb2.FULL,
         netconfig_id=network_config.id,
-        plugin=deployed_network.plugin or network_config.plugin.lower() or DEFAULT_PLUGIN,
+        plugin=plugin.name,
+        alcor_url=plugin.control_plane(service_config),
         seed=config.seed,
         rps=config.rps,
         scenario_id=scenario_id,
@@ -268,8 +301,6 @@ def compute(
         or (config.rps if config.churn_seconds and config.scheduler == compute_pb2.RPS else 0.0),
         churn_seconds=config.churn_seconds,
     )
-    if message.plugin == "alcor":
-        message.alcor_url = alcor_port_manager(service_config)
     message.pods.extend(pods)
     deploy = message.vm_deploy
     deploy.operation_type = common_pb2.CREATE

@@ -29,10 +29,10 @@ from services.scenario.models import (
     Kind,
     deploy_type,
 )
+from services.scenario.translate import PLUGINS
 
 BACKENDS = ("local", "kubernetes")
 DATAPLANES = ("real", "fake")
-PLUGINS = ("native", "alcor")
 # Churn: VMs replaced per second, and for how long.
 MAX_CHURN = {"churn_rate": 10_000.0, "churn_seconds": 7 * 86_400.0}
 # Merak sends one port per VM, and so does compute.

@@ -25,7 +25,7 @@ from merak.errors import MerakError, NotFound
 from merak.grpcclient import ServiceError
 from merak.logs import get_logger
 from merak.v1 import scenario_pb2, topology_pb2
-from services.scenario import translate
+from services.scenario import states, translate
 from services.scenario.entities import EntityManager
 from services.scenario.manager import ScenarioManager
 from services.scenario.models import (
@@ -38,7 +38,6 @@ from services.scenario.models import (
     TEST_CONFIG,
     TOPOLOGY_CONFIG,
     Kind,
-    status_of,
 )
 from services.scenario.rest import docs, models
 
@@ -298,7 +297,7 @@ def _action_route(app: FastAPI, entities: EntityManager, manager: ScenarioManage
         except MerakError:
             return envelope(FAILED, "Scenario not found!", code=404)
         part = SERVICE_BY_NAME[service]
-        if verb == scenario_pb2.CHECK and status_of(scenario, part) == scenario_pb2.NONE:
+        if verb == scenario_pb2.CHECK and states.status_of(scenario, part) == scenario_pb2.NONE:
             # Merak answered a CHECK of what was never deployed with empty counts (its teste2e reads
             # `data.vms[0].id`); the gRPC API calls it a FAILED_PRECONDITION.
             message = translate.summary("CHECK", part.title, scenario_pb2.StatusCounts())

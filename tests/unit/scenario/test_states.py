@@ -6,8 +6,8 @@ import pytest
 
 from merak.errors import FailedPrecondition
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
-from services.scenario.models import COMPUTE, NETWORK, TOPOLOGY, Action, Service, Status, overall
-from services.scenario.states import check_action, compute_status, topology_status
+from services.scenario.models import COMPUTE, NETWORK, TOPOLOGY, Action, Service, Status
+from services.scenario.states import check_action, compute_status, overall, topology_status
 
 N, DEP, R, DEL, F = (
     scenario_pb2.NONE,

@@ -231,6 +231,31 @@ def test_alcor_port_manager_comes_from_the_service_config_as_merak_found_it() ->
         translate.alcor_port_manager(config(scenario_pb2.Service(cmd="alcorIp", url="ftp://x")))
 
 
+def test_compute_carries_the_deployed_plugin_and_alcor_its_port_manager() -> None:
+    def request(deployed: str, configured: str) -> compute_pb2.InternalComputeConfiguration:
+        network = _deployed_network((1,))
+        network.plugin = deployed
+        alcor = scenario_pb2.ServiceConfig(
+            services=[scenario_pb2.Service(cmd="alcorIp", url="10.0.0.5", where_to_run="NETWORK")]
+        )
+        return translate.compute(
+            scenario_pb2.ComputeConfig(id="c", number_of_vm_per_vpc=50),
+            service_config=alcor,
+            scenario_id="scn",
+            network_config=scenario_pb2.NetworkConfig(id="net-1", plugin=configured),
+            nodes=NODES,
+            deployed_network=network,
+        ).config
+
+    assert (request("alcor", "").plugin, request("alcor", "").alcor_url) == ("alcor", "http://10.0.0.5:30006")
+    # The network service's word wins; the config's (any case) when it says none; native when neither does.
+    assert (request("", "ALCOR").plugin, request("", "ALCOR").alcor_url) == ("alcor", "http://10.0.0.5:30006")
+    assert (request("native", "alcor").plugin, request("native", "alcor").alcor_url) == ("native", "")
+    assert (request("", "").plugin, request("", "").alcor_url) == ("native", "")
+    # A plugin this service does not know is passed on as named, with no control plane.
+    assert (request("other", "").plugin, request("other", "").alcor_url) == ("other", "")
+
+
 def test_churn_runs_at_its_own_rate_or_at_the_rps_knob_and_is_checked() -> None:
     own = scenario_pb2.ComputeConfig(id="c", number_of_vm_per_vpc=50, churn_rate=20, churn_seconds=60)
     assert (_compute(own).config.churn_rate, _compute(own).config.churn_seconds) == (20, 60)

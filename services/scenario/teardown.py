@@ -1,0 +1,163 @@
+"""Deleting a scenario (with what it deployed: compute, network, topology), and at start forgetting the
+labs that went away while the service was down."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError
+from merak.grpcclient import ServiceError
+from merak.logs import get_logger
+from merak.v1 import common_pb2, compute_pb2, scenario_pb2
+from services.scenario import states, translate
+from services.scenario.actions import Configs, ScenarioActions
+from services.scenario.config import ScenarioSettings
+from services.scenario.faultrun import FaultRuns
+from services.scenario.models import COMPUTE, SCENARIO, TOPOLOGY, Service
+from services.scenario.tracker import StatusTracker
+
+log = get_logger(__name__)
+
+
+class ScenarioTeardown:
+    """DeleteScenario (a deployed one only with teardown) and the reconciliation at start."""
+
+    def __init__(
+        self,
+        tracker: StatusTracker,
+        actions: ScenarioActions,
+        fault_runs: FaultRuns,
+        settings: ScenarioSettings,
+    ) -> None:
+        self.tracker = tracker
+        self.store = tracker.store
+        self.actions = actions
+        self.fault_runs = fault_runs
+        self.clients = tracker.clients
+        self.settings = settings
+
+    async def delete_scenario(self, scenario_id: str, teardown: bool) -> None:
+        """Delete a scenario; a deployed one only with `teardown`: compute, network, topology go first."""
+        if not scenario_id:
+            raise InvalidArgument("id", "required")
+        with self.tracker.exclusive(scenario_id, "DeleteScenario"):
+            scenario = await self.tracker.scenario(scenario_id)
+            scenario = await self.tracker.refresh_moving(scenario, owner=True)
+            deployed = list(reversed(states.deployed(scenario)))
+            if deployed and not teardown:
+                raise FailedPrecondition(
+                    f"scenario {scenario_id!r} is deployed ({states.describe_statuses(scenario)}); DELETE "
+                    f"{', '.join(s.label for s in deployed)} first, or delete it with teardown"
+                )
+            for service in deployed:
+                # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
+                scenario = await self.teardown(scenario, service)
+
+            def still_deployed(stored: scenario_pb2.Scenario) -> None:
+                if states.deployed(stored):
+                    raise FailedPrecondition(
+                        f"scenario {scenario_id!r} is deployed ({states.describe_statuses(stored)})"
+                    )
+
+            await self.store.delete(SCENARIO, scenario_id, still_deployed)
+            await self.fault_runs.forget(scenario_id)
+        log.info("scenario_deleted", scenario_id=scenario_id, teardown=teardown)
+
+    async def teardown(self, scenario: scenario_pb2.Scenario, service: Service) -> scenario_pb2.Scenario:
+        """DELETE one service of a scenario this process owns; compute's VMs must be gone when it returns."""
+        configs = await Configs.of(self.store, scenario)
+        reply = await self.actions.metered(
+            service, scenario_pb2.DELETE, self.actions.apply(scenario, configs, service, scenario_pb2.DELETE)
+        )
+        scenario = reply.scenario
+        if service is COMPUTE and states.status_of(scenario, COMPUTE) == scenario_pb2.DELETING:
+            scenario = await self._wait_compute_deleted(scenario)
+        return scenario
+
+    async def _wait_compute_deleted(self, scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
+        """Follow compute's progress until its DELETE is over; the VMs must be gone."""
+        timeout = self.settings.teardown_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                async for _progress in self.clients.compute_progress(scenario.compute_config_id, timeout):
+                    pass
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self._teardown_timeout(scenario) from None
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+        except TimeoutError:
+            raise self._teardown_timeout(scenario) from None
+        observation = await self.tracker.observe(scenario, COMPUTE)
+        scenario = await self.tracker.set_status(scenario.id, COMPUTE, observation.status)
+        if observation.status != scenario_pb2.NONE:
+            progress = observation.compute.progress if observation.compute else compute_pb2.ComputeProgress()
+            ended = states.status_name(observation.status)
+            raise FailedPrecondition(
+                f"cannot delete scenario {scenario.id!r}: compute's DELETE ended {ended} "
+                f"({states.compute_failure(progress)}); CHECK compute, DELETE it again, then delete the "
+                "scenario"
+            )
+        return scenario
+
+    def _teardown_timeout(self, scenario: scenario_pb2.Scenario) -> DeadlineExceeded:
+        timeout = self.settings.teardown_timeout
+        return DeadlineExceeded(
+            f"compute did not delete the VMs of scenario {scenario.id!r} within {timeout:g}s; "
+            "CHECK compute, then delete the scenario again"
+        )
+
+    async def reconcile(self) -> list[str]:
+        """At start: a scenario whose topology no longer exists (deleted behind its back: `merak down`,
+        a machine that restarted) stops saying it is deployed. Its compute config is deleted (its VMs
+        went with the lab; compute frees their addresses) and topology and compute say NONE. Returns
+        the ids of the scenarios it changed."""
+        changed: list[str] = []
+        await self.fault_runs.heal_abandoned()
+        after = ""
+        while True:
+            scenarios, after = await self.store.page(SCENARIO, after, 200)
+            for scenario in scenarios:
+                if states.status_of(scenario, TOPOLOGY) == scenario_pb2.NONE or self.tracker.busy(
+                    scenario.id
+                ):
+                    continue
+                if await self._topology_exists(scenario):
+                    continue
+                with self.tracker.exclusive(scenario.id, "reconcile"):
+                    await self._forget_lab(scenario)
+                changed.append(scenario.id)
+            if not after:
+                return changed
+
+    async def _topology_exists(self, scenario: scenario_pb2.Scenario) -> bool:
+        """Asks the topology service (its client waits out UNAVAILABLE: it may be starting with us)."""
+        try:
+            await self.clients.topology(translate.topology_ref(scenario.topology_id, common_pb2.INFO))
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return False
+            log.warning("scenario_reconcile_skipped", scenario_id=scenario.id, error=exc.message)
+            # cannot tell: leave it as it is
+        return True
+
+    async def _forget_lab(self, scenario: scenario_pb2.Scenario) -> None:
+        was = states.describe_statuses(scenario)
+        await self.fault_runs.stop(scenario.id, heal=False)
+        if states.status_of(scenario, COMPUTE) != scenario_pb2.NONE:
+            try:
+                scenario = await self.teardown(scenario, COMPUTE)
+            except MerakError as exc:
+                log.warning("scenario_reconcile_compute_failed", scenario_id=scenario.id, error=exc.message)
+                await self.tracker.set_status(scenario.id, COMPUTE, scenario_pb2.FAILED)
+        scenario = await self.tracker.set_status(scenario.id, TOPOLOGY, scenario_pb2.NONE)
+        log.warning(
+            "scenario_reconciled",
+            scenario_id=scenario.id,
+            topology_id=scenario.topology_id,
+            was=was,
+            now=states.describe_statuses(scenario),
+            reason="its topology no longer exists",
+        )
