@@ -13,6 +13,7 @@ from merak.errors import InvalidArgument
 from merak.ids import check_id
 from merak.skips import Skips
 from merak.v1 import topology_pb2
+from services.topology import dataplanes
 from services.topology.addressing import host_count, parse_cidr
 from services.topology.custom import custom
 from services.topology.limits import MAX_BRIDGE_PORTS, MAX_DOWNLINKS, MAX_IFNAME, MAX_VHOSTS
@@ -25,7 +26,6 @@ SUPPORTED_TYPES = (
     topology_pb2.TREE,
     topology_pb2.CUSTOM,
 )
-DATAPLANES = ("real", "fake")
 # The underlay of a generated lab whose request names none (Merak's first Postman collection): the
 # addresses never leave the lab's namespaces. Merak's teste2e asks for the same.
 DEFAULT_DATA_PLANE_CIDR = "10.200.0.0/16"
@@ -56,9 +56,7 @@ def spec_from_proto(
             "config.topology_type", f"{_type_name(kind)} is not supported; supported: {_supported()}"
         )
 
-    dataplane = config.dataplane or "real"
-    if dataplane not in DATAPLANES:
-        raise InvalidArgument("config.dataplane", f"must be 'real' or 'fake', got {dataplane!r}")
+    dataplane = dataplanes.get(config.dataplane or dataplanes.DEFAULT.name).name
     if config.images and (config.backend or "local") == "local":
         skips.skip(
             "config.images",

@@ -91,7 +91,12 @@ async def test_sigterm_stops_the_main_task_then_the_server_then_the_teardown() -
 
     built = BuiltService(name="svc", server=server, root=None, teardown=teardown, main=main)
     running = asyncio.create_task(serve(built, _settings()))
-    await assert_eventually(lambda: server.port and health_serving(f"127.0.0.1:{server.port}"))
+
+    async def serving() -> bool | None:
+        return bool(server.port) and await health_serving(f"127.0.0.1:{server.port}")
+
+    up: bool = await assert_eventually(serving)
+    assert up
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(running, 10)
     assert events == ["main stopped", "teardown"]
@@ -136,7 +141,7 @@ def test_the_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except OSError:
                 return False
 
