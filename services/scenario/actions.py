@@ -292,7 +292,7 @@ class ScenarioActions:
             return_message=f"network config {scenario.network_config_id!r} was gone already",
         )
         reply, _ = await self._call(scenario, NETWORK, action, lambda: self.clients.network(request), gone)
-        status = states.after_action(action, scenario_pb2.READY)
+        status = states.after_action(action, states.network_status())
         scenario = await self.tracker.set_status(scenario.id, NETWORK, status, reply.warnings)
         return self._reply(action, NETWORK, scenario, Observation(status, network=reply), reply.warnings)
 

@@ -10,7 +10,7 @@ import grpc
 
 from merak.errors import FailedPrecondition, enum_name
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
-from services.scenario.models import SCENARIO, SERVICES, Action, Service, Status, now
+from services.scenario.models import COMPUTE, SCENARIO, SERVICES, Action, Service, Status, now
 
 # A status that moves on by itself: the service is still at work.
 TRANSITIONAL: frozenset[Status] = frozenset(
@@ -149,6 +149,11 @@ def compute_failure(progress: compute_pb2.ComputeProgress) -> str:
     return ", ".join(parts)
 
 
+def network_status() -> Status:
+    """The network service answers when the network is there (it deploys while it is asked): READY."""
+    return scenario_pb2.READY
+
+
 def gone_is_none(status: Status) -> bool:
     """A service that no longer has a part it was asked to delete (NOT_FOUND) has deleted it: NONE."""
     return status in (scenario_pb2.DELETING, scenario_pb2.NONE)
@@ -264,6 +269,28 @@ def check_action(scenario: scenario_pb2.Scenario, service: Service, action: Acti
         if other_status != scenario_pb2.NONE:
             hint = _later_hint(other, other_status)
             raise _blocked(action, service, f"{other.label} is {status_name(other_status)}; {hint}")
+
+
+def topology_not_ready(
+    action: Action, service: Service, status: Status, nodes: Sequence[common_pb2.InternalComputeInfo]
+) -> FailedPrecondition:
+    """Why `service` cannot be deployed or updated on a topology that is not READY (`status`)."""
+    ready = sum(1 for n in nodes if n.status == common_pb2.READY)
+    return _blocked(
+        action,
+        service,
+        f"topology is {status_name(status)} ({ready} of {len(nodes)} vhosts READY); "
+        "wait until CHECK topology says READY",
+    )
+
+
+def check_has_vms(scenario: scenario_pb2.Scenario) -> None:
+    """Results are of VMs: FailedPrecondition unless compute was deployed."""
+    if status_of(scenario, COMPUTE) == scenario_pb2.NONE:
+        raise FailedPrecondition(
+            f"scenario {scenario.id!r} has no VMs deployed ({describe_statuses(scenario)}); "
+            "DEPLOY compute first"
+        )
 
 
 def check_testable(compute: Status) -> None:

@@ -107,7 +107,7 @@ class StatusTracker:
                 network = await self.clients.network(
                     translate.network_ref(scenario.network_config_id, common_pb2.INFO)
                 )
-                return Observation(scenario_pb2.READY, network=network)
+                return Observation(states.network_status(), network=network)
             compute = await self.clients.compute(
                 translate.compute_ref(scenario.compute_config_id, scenario.id, common_pb2.INFO)
             )
@@ -166,10 +166,5 @@ class StatusTracker:
         status = states.topology_status(reply.compute_nodes)
         if status != scenario_pb2.READY:
             await self.refresh_status(scenario.id, TOPOLOGY, seen, status)
-            ready = sum(1 for n in reply.compute_nodes if n.status == common_pb2.READY)
-            raise FailedPrecondition(
-                f"cannot {states.action_name(action)} {service.label}: topology is "
-                f"{states.status_name(status)} ({ready} of {len(reply.compute_nodes)} vhosts READY); "
-                "wait until CHECK topology says READY"
-            )
+            raise states.topology_not_ready(action, service, status, reply.compute_nodes)
         return list(reply.compute_nodes)

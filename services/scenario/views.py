@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import FailedPrecondition, InvalidArgument
+from merak.errors import InvalidArgument
 from merak.grpcclient import ServiceError
 from merak.ids import check_ping_waits
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
@@ -223,11 +223,7 @@ class ScenarioViews:
         if not scenario_id:
             raise InvalidArgument("scenario_id", "required")
         scenario = await self.tracker.scenario(scenario_id)
-        if states.status_of(scenario, COMPUTE) == scenario_pb2.NONE:
-            raise FailedPrecondition(
-                f"scenario {scenario_id!r} has no VMs deployed ({states.describe_statuses(scenario)}); "
-                "DEPLOY compute first"
-            )
+        states.check_has_vms(scenario)
         results = await self.clients.compute_results(scenario.compute_config_id)
         record = await self.fault_runs.record(scenario_id)
         if record is not None:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from merak.errors import FailedPrecondition
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
 from services.scenario.models import COMPUTE, NETWORK, TOPOLOGY, Action, Service, Status
-from services.scenario.states import check_action, compute_status, overall, topology_status
+from services.scenario.states import (
+    after_compute,
+    after_failure,
+    check_action,
+    check_testable,
+    compute_status,
+    overall,
+    refreshed,
+    topology_status,
+    transition,
+    with_warnings,
+)
 
 N, DEP, R, DEL, F = (
     scenario_pb2.NONE,
@@ -135,3 +147,46 @@ def test_topology_status_from_vhosts() -> None:
 )
 def test_compute_status_from_progress(progress: compute_pb2.ComputeProgress, expected: Status) -> None:
     assert compute_status(progress) == expected
+
+
+def test_status_through_an_action() -> None:
+    assert [transition(a) for a in (DEPLOY, UPDATE, DELETE)] == [DEP, scenario_pb2.UPDATING, DEL]
+    # Compute's reply without progress: nothing left after a DELETE, else still under way.
+    assert [after_compute(a, None) for a in (DEPLOY, UPDATE, DELETE)] == [DEP, scenario_pb2.UPDATING, N]
+    done = compute_pb2.ComputeProgress(operation="CREATE", total=2, done=2, finished=True)
+    assert after_compute(DEPLOY, done) == R
+    # A call that failed is FAILED, but an UPDATE the service turned down leaves the service as it was.
+    assert after_failure(UPDATE, R, grpc.StatusCode.INVALID_ARGUMENT) == R
+    assert after_failure(UPDATE, R, grpc.StatusCode.UNAVAILABLE) == F
+    assert after_failure(DEPLOY, N, grpc.StatusCode.INVALID_ARGUMENT) == F
+
+
+def test_a_refresh_keeps_what_an_action_wrote_since() -> None:
+    moved = refreshed(scenario(DEP), TOPOLOGY, DEP, R)
+    assert (moved.topology_status, moved.status) == (R, scenario_pb2.DONE)
+    stored = scenario(R)
+    assert refreshed(stored, TOPOLOGY, DEP, F) is stored
+
+
+def test_warnings_are_replaced_per_service() -> None:
+    state = scenario_pb2.Scenario(warnings=["topology: a", "compute: b"])
+    with_warnings(state, COMPUTE, ["c", "d"])
+    assert list(state.warnings) == ["topology: a", "compute: c", "compute: d"]
+    with_warnings(state, TOPOLOGY, [])
+    assert list(state.warnings) == ["compute: c", "compute: d"]
+
+
+@pytest.mark.parametrize(
+    ("compute", "hint"),
+    [
+        (N, "compute is NONE; DEPLOY compute first"),
+        (DEP, "compute is DEPLOYING; wait until CHECK compute says READY"),
+        (DEL, "compute is DELETING; its VMs are being deleted"),
+        (F, "compute is FAILED; DELETE compute and DEPLOY it again"),
+    ],
+)
+def test_the_connectivity_test_needs_compute_ready(compute: Status, hint: str) -> None:
+    check_testable(R)
+    with pytest.raises(FailedPrecondition) as caught:
+        check_testable(compute)
+    assert caught.value.message == f"cannot run the test: {hint}"
