@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -12,30 +10,7 @@ from merak.v1 import network_pb2
 from services.network.models import NetworkState, Node
 from services.network.store import NetworkStore, state_to_json
 from tests.support import unique_name
-
-
-def _interfere(monkeypatch: pytest.MonkeyPatch, redis: aioredis.Redis, key: str, value: str) -> list[int]:
-    """After the store's first read in a transaction, another client writes `key`; returns the count."""
-    real = redis.pipeline
-    writes: list[int] = []
-
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = real(*args, **kwargs)
-        for name in ("get", "exists"):
-            read = getattr(pipe, name)
-
-            async def read_then_write(*keys: Any, _read: Any = read) -> Any:
-                result = await _read(*keys)
-                if not writes:
-                    writes.append(1)
-                    await redis.set(key, value)  # another pooled connection: the watch sees it
-                return result
-
-            setattr(pipe, name, read_then_write)
-        return pipe
-
-    monkeypatch.setattr(redis, "pipeline", pipeline)
-    return writes
+from tests.support.redis import write_after_first_read
 
 
 def _config(netconfig_id: str) -> network_pb2.InternalNetConfigConfiguration:
@@ -60,7 +35,8 @@ async def test_create_answers_false_on_a_conflict_and_writes_nothing(
     store: NetworkStore, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nc = unique_name("nc-")
-    writes = _interfere(monkeypatch, redis_client, store._nc(nc, "config"), "{}")
+    config_key = store._nc(nc, "config")
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.set(config_key, "{}"))
     assert await store.create(_config(nc), _state(nc), []) is False
     assert writes == [1]
     assert await redis_client.get(store._nc(nc, "state")) is None
@@ -83,7 +59,8 @@ async def test_replace_refuses_a_changed_state_and_a_conflict(
     with pytest.raises(FailedPrecondition, match="changed during the UPDATE"):
         await store.replace(_config(nc), _state(nc, nodes=1), new, [])
     state_key = store._nc(nc, "state")
-    writes = _interfere(monkeypatch, redis_client, state_key, state_to_json(old))
+    theirs = state_to_json(old)
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.set(state_key, theirs))
     with pytest.raises(FailedPrecondition, match="changed during the UPDATE"):
         await store.replace(_config(nc), old, new, [])
     assert writes == [1]
@@ -99,7 +76,8 @@ async def test_delete_tries_again_after_a_conflict(
     nc = unique_name("nc-")
     state = _state(nc, nodes=1)
     assert await store.create(_config(nc), state, [])
-    writes = _interfere(monkeypatch, redis_client, store._nc(nc, "state"), state_to_json(state))
+    state_key, theirs = store._nc(nc, "state"), state_to_json(state)
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.set(state_key, theirs))
     assert await store.delete(nc) == state
     assert writes == [1]
     assert await redis_client.keys(f"{store.prefix}:*") == []

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -13,32 +10,7 @@ from merak.v1 import scenario_pb2
 from services.scenario.models import TOPOLOGY_CONFIG
 from services.scenario.store import ScenarioStore, dumps
 from tests.support import unique_name
-
-
-def _interfere(
-    monkeypatch: pytest.MonkeyPatch, redis: aioredis.Redis, write: Callable[[], Awaitable[Any]]
-) -> list[int]:
-    """After the store's first read in a transaction, another client runs `write`; returns the count."""
-    real = redis.pipeline
-    writes: list[int] = []
-
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = real(*args, **kwargs)
-        for name in ("get", "exists"):
-            read = getattr(pipe, name)
-
-            async def read_then_write(*keys: Any, _read: Any = read) -> Any:
-                result = await _read(*keys)
-                if not writes:
-                    writes.append(1)
-                    await write()  # another pooled connection: the watch sees it
-                return result
-
-            setattr(pipe, name, read_then_write)
-        return pipe
-
-    monkeypatch.setattr(redis, "pipeline", pipeline)
-    return writes
+from tests.support.redis import write_after_first_read
 
 
 @pytest.fixture
@@ -52,7 +24,7 @@ async def test_create_sees_an_entity_written_meanwhile_and_writes_nothing(
     config = scenario_pb2.TopologyConfig(id=unique_name("topo-"), name="mine")
     theirs = scenario_pb2.TopologyConfig(id=config.id, name="theirs")
     key = store.entity_key(TOPOLOGY_CONFIG, config.id)
-    writes = _interfere(monkeypatch, redis_client, lambda: redis_client.set(key, dumps(theirs)))
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.set(key, dumps(theirs)))
     with pytest.raises(AlreadyExists):
         await store.create(TOPOLOGY_CONFIG, config)
     assert writes == [1]
@@ -67,7 +39,7 @@ async def test_modify_changes_what_was_written_meanwhile(
     await store.create(TOPOLOGY_CONFIG, config)
     key = store.entity_key(TOPOLOGY_CONFIG, config.id)
     theirs = scenario_pb2.TopologyConfig(id=config.id, name="b")
-    writes = _interfere(monkeypatch, redis_client, lambda: redis_client.set(key, dumps(theirs)))
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.set(key, dumps(theirs)))
     seen: list[str] = []
 
     def change(stored: scenario_pb2.TopologyConfig) -> scenario_pb2.TopologyConfig:
@@ -95,7 +67,7 @@ async def test_delete_sees_a_reference_added_meanwhile(
     config = scenario_pb2.TopologyConfig(id=unique_name("topo-"), name="a")
     await store.create(TOPOLOGY_CONFIG, config)
     refs = store.refs_key(TOPOLOGY_CONFIG, config.id)
-    writes = _interfere(monkeypatch, redis_client, lambda: redis_client.sadd(refs, "scn-1"))
+    writes = write_after_first_read(monkeypatch, redis_client, lambda: redis_client.sadd(refs, "scn-1"))
     with pytest.raises(FailedPrecondition, match="is used by scenario 'scn-1'"):
         await store.delete(TOPOLOGY_CONFIG, config.id)
     assert writes == [1]
