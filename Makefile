@@ -26,8 +26,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-venv: $(PY)
+# Installed again whenever pyproject.toml changes (packages, scripts, entry points move with it).
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
 
 proto: ## generate Python + mypy stubs from proto/ (not committed)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto \
@@ -40,13 +44,13 @@ newman: ## newman (npm), which runs Merak's Postman collections in the e2e tests
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	@[ -x $(NEWMAN_DIR)/node_modules/.bin/newman ] || npm ci --prefix $(NEWMAN_DIR) --no-audit --no-fund --loglevel=error
 
-lint:
+lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: ## the whole suite (needs root for the network-namespace tests)
+test: $(VENV)/.installed ## the whole suite (needs root for the network-namespace tests)
 	$(BIN)/pytest -q
 
 up: ## start the local stack (Redis, Temporal dev server, all services)

@@ -10,6 +10,7 @@
 - `serve` then serves it: the gRPC server (if any) and its /metrics endpoint, an optional main task
   (the Temporal worker), until SIGTERM/SIGINT or until the main task ends; then, whatever happened,
   in a `finally`: the main task is asked to stop, the server drains, the teardown runs in reverse.
+  A main task that failed fails the process (after the teardown), so a supervisor sees it.
 
 Tests build the same way and serve on port 0 (tests/support/plugin.py).
 """
@@ -120,14 +121,15 @@ class BuiltService(BuiltProcess[R]):
 async def serve(service: BuiltProcess[Any], settings: ServiceSettings) -> None:
     """Serve a built service until SIGTERM (or until its main task ends); then stop and tear down."""
     name = service.name
+    server = service.server if isinstance(service, BuiltService) else None
     metrics = service.metrics_server
     port = settings.metrics_port if service.metrics_port is None else service.metrics_port
-    if metrics is None and port >= 0:  # a negative port turns the endpoint off
-        metrics = serve_metrics(port, settings.metrics_host, service.registry)
-    server = service.server if isinstance(service, BuiltService) else None
     stop = asyncio.Event()
     main: asyncio.Future[None] | None = None
+    failed: BaseException | None = None
     try:
+        if metrics is None and port >= 0:  # a negative port turns the endpoint off
+            metrics = serve_metrics(port, settings.metrics_host, service.registry)
         if server is not None:
             await server.start()
         if service.on_started is not None:
@@ -158,14 +160,17 @@ async def serve(service: BuiltProcess[Any], settings: ServiceSettings) -> None:
         if main is not None:
             try:
                 await main
-            except Exception:
+            except Exception as exc:  # raised again once everything is closed: the process fails
                 log.exception("main_task_failed", service=name)
+                failed = exc
         if server is not None:
             await server.stop(settings.shutdown_grace)
         await service.teardown.run()
         if metrics is not None:
             metrics.stop()
         log.info("service_stopped", service=name)
+    if failed is not None:
+        raise failed
 
 
 def main_for(name: str, settings_type: type[S], run: Callable[[S], Coroutine[Any, Any, None]]) -> None:

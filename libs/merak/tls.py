@@ -38,11 +38,11 @@ class TlsFiles:
 
     @classmethod
     def current(cls) -> TlsFiles | None:
-        """This process's TLS: the files its environment names, read once (again only if it changes)."""
+        """This process's TLS: the files its environment names, read once — again only when the
+        environment or a file changes (a certificate renewed in place, as a mounted Secret is)."""
         env = os.environ
-        return _read_once(
-            env.get(ENV_CERT, ""), env.get(ENV_KEY, ""), env.get(ENV_CA, ""), env.get(ENV_CLIENT_AUTH, "")
-        )
+        paths = (env.get(ENV_CERT, ""), env.get(ENV_KEY, ""), env.get(ENV_CA, ""))
+        return _read_once(*paths, env.get(ENV_CLIENT_AUTH, ""), tuple(_mtime(p) for p in paths))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> TlsFiles | None:
@@ -74,8 +74,15 @@ class TlsFiles:
         )
 
 
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return -1  # missing: from_env says which
+
+
 @functools.lru_cache(maxsize=4)
-def _read_once(cert: str, key: str, ca: str, client_auth: str) -> TlsFiles | None:
+def _read_once(cert: str, key: str, ca: str, client_auth: str, _mtimes: tuple[int, ...]) -> TlsFiles | None:
     return TlsFiles.from_env({ENV_CERT: cert, ENV_KEY: key, ENV_CA: ca, ENV_CLIENT_AUTH: client_auth})
 
 

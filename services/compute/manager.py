@@ -78,14 +78,18 @@ class ComputeManager:
     ) -> compute_pb2.ReturnComputeMessage:
         """Validate, write the inventory, start the deployment; returns at once with the progress.
 
-        A repeat of the request that made the stored config is known by its fingerprint before the
-        network service is asked anything or a VM is planned: it answers from the store."""
+        A repeat of the request that made the stored config, while it runs or once every VM is done,
+        is known by its fingerprint before the network service is asked anything or a VM is planned:
+        it answers from the store. A repeat with work left (it failed) takes the whole path again, so
+        the network config and the capacity are checked before anything is retried."""
         check_id("config.compute_config_id", config.compute_config_id)
         plugin = checked_plugin(config)
         config_id = config.compute_config_id
         asked = fingerprint(config)  # of the request as it came, before the network service completes it
         if await self.store.request_fingerprint(config_id) == asked:
-            return await self._create_again(config, plugin.name)
+            answered = await self._answer_repeat(config_id)
+            if answered is not None:
+                return answered
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self.admission.complete_from_network(config)
@@ -112,16 +116,24 @@ class ComputeManager:
         )
         return await self._start_create(config, sum(len(v) for v in planned.values()), plugin.name)
 
-    async def _create_again(
-        self, config: compute_pb2.InternalComputeConfiguration, plugin: str
-    ) -> compute_pb2.ReturnComputeMessage:
-        """A CREATE of the config compute has: its progress while it runs or once every VM is done;
-        otherwise what failed is tried again."""
-        config_id = config.compute_config_id
+    async def _answer_repeat(self, config_id: str) -> compute_pb2.ReturnComputeMessage | None:
+        """The progress of the config compute has while it runs or once every VM is done; else None."""
         meta = await self.store.progress.meta(config_id)
         counts = await self.store.progress.counts(config_id)
         if meta is not None and (meta.running or counts.get(common_pb2.DONE, 0) == meta.total):
             return await self.info(config_id)
+        return None
+
+    async def _create_again(
+        self, config: compute_pb2.InternalComputeConfiguration, plugin: str
+    ) -> compute_pb2.ReturnComputeMessage:
+        """A CREATE of the config compute has (checked against the network service): its progress
+        while it runs or once every VM is done; otherwise what failed is tried again."""
+        config_id = config.compute_config_id
+        answered = await self._answer_repeat(config_id)
+        if answered is not None:
+            return answered
+        meta = await self.store.progress.meta(config_id)
         await self.store.progress.start(config_id, CREATE)
         return await self._start_create(config, meta.total if meta else 0, plugin)
 

@@ -156,3 +156,22 @@ def test_the_worker_process_serves_metrics_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_main_task_that_fails_fails_the_process_after_the_teardown() -> None:
+    closed: list[str] = []
+    teardown = Teardown("worker")
+
+    async def close() -> None:
+        closed.append("client")
+
+    teardown.add(close)
+
+    async def main(_stop: asyncio.Event) -> None:
+        raise RuntimeError("the worker lost Temporal")
+
+    with pytest.raises(RuntimeError, match="lost Temporal"):
+        await asyncio.wait_for(
+            serve(BuiltProcess(name="worker", root=None, teardown=teardown, main=main), _settings()), 10
+        )
+    assert closed == ["client"]

@@ -178,7 +178,9 @@ def _supervisor(settings: StackSettings) -> Component:
         ports={},
         health=lambda: True,  # a process and its pid; it serves nothing
         env={"MERAK_STACK_SETTINGS": settings.model_dump_json()},
-        marker="merak_tools.supervise",
+        # Matches `-m merak_tools.supervise` and the `-m merak.supervise` of a stack started before the
+        # tools package existed, so `merak down` after an update still stops that supervisor.
+        marker=".supervise",
     )
 
 
