@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 import grpc
 from pyroute2 import IPRoute
 
-from merak import netns
+from merak import netns, vhostsfile
 from merak.grpcclient import health_serving
 from merak.naming import gateway_mac
 from merak.v1 import agent_pb2, agent_pb2_grpc
@@ -61,17 +60,12 @@ async def run_ours(count: int, batch: int, work: Path, prefix: str) -> float:
     """Seconds for the agent to create `count` VMs (in batches), measured at the gRPC client."""
     vhost_ns = f"{prefix}-vh"
     await asyncio.to_thread(make_vhost, vhost_ns)
-    document = {
-        "topology_id": "bench",
-        "short_id": "bench",
-        "dataplane": "real",
-        "vhosts": [
-            {"name": "vhost-0", "index": 0, "netns": vhost_ns, "vm_ns_prefix": f"{prefix}-0",
-             "datapath_ip": UNDERLAY_IP, "prefix_len": 24, "nic": "ul0", "mac": "02:00:00:00:00:01"}
-        ],
-    }  # fmt: skip
+    vhost = vhostsfile.Vhost(
+        name="vhost-0", index=0, netns=vhost_ns, vm_ns_prefix=f"{prefix}-0", datapath_ip=UNDERLAY_IP,
+        prefix_len=24, nic="ul0", mac="02:00:00:00:00:01",
+    )  # fmt: skip
     vhosts_file = work / "agent.json"
-    vhosts_file.write_text(json.dumps(document))
+    vhostsfile.write(vhosts_file, vhostsfile.VhostsFile("bench", "bench", "real", (vhost,)))
     endpoint = f"unix://{work}/agent.sock"
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.agent", "--listen", endpoint, "--vhosts_file", str(vhosts_file),

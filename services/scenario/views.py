@@ -53,6 +53,11 @@ def progress_of(
     return progress
 
 
+# How long a test asked while compute finishes (every VM made, the overlay being programmed) waits.
+SETTLE_SECONDS = 30.0
+SETTLE_POLL = 0.1
+
+
 class ScenarioViews:
     """What a client reads of a scenario; statuses under way are read again from the services, and written
     only while no action owns the scenario."""
@@ -231,13 +236,33 @@ class ScenarioViews:
             results.faults.extend(record.fault_windows(origin if results.HasField("started_at") else None))
         return results
 
+    async def _settled(self, scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
+        """A deployment whose VMs are all made ("n out of n done!", which Merak's clients wait for) but
+        whose operation is still finishing (the overlay is being programmed) is waited for, a bounded
+        while, rather than refused: a test asked at that moment runs once compute is READY."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while states.status_of(scenario, COMPUTE) == scenario_pb2.DEPLOYING and not self.tracker.busy(
+            scenario.id
+        ):
+            try:
+                observation = await self.tracker.observe(scenario, COMPUTE)
+            except ServiceError:
+                return scenario
+            progress = observation.compute.progress if observation.compute is not None else None
+            if progress is None or not progress.total or progress.done < progress.total:
+                return scenario  # VMs still being made: refused as before
+            if observation.status != scenario_pb2.DEPLOYING or time.monotonic() >= deadline:
+                return await self.tracker.refresh_moving(scenario, owner=False)
+            await asyncio.sleep(SETTLE_POLL)
+        return scenario
+
     async def run_test(self, request: scenario_pb2.RunTestRequest) -> scenario_pb2.TestReport:
         """Merak's pingall test config, run through the agents; compute must be READY."""
         if not request.scenario_id:
             raise InvalidArgument("scenario_id", "required")
         check_ping_waits(request.timeout_seconds, request.retry_seconds)
         scenario = await self.tracker.scenario(request.scenario_id)
-        scenario = await self.tracker.refresh_moving(scenario, owner=False)
+        scenario = await self._settled(await self.tracker.refresh_moving(scenario, owner=False))
         states.check_testable(states.status_of(scenario, COMPUTE))
         topology = await self.clients.topology(translate.topology_ref(scenario.topology_id, common_pb2.INFO))
         test_config = await self.store.get(TEST_CONFIG, scenario.test_config_id)

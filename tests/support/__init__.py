@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from merak_tools.localstack import free_port
+
+__all__ = ["assert_eventually", "free_port", "is_root", "unique_name"]
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_name(prefix: str, length: int = 6) -> str:
