@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from merak_tools.localstack import LocalStack, StackSettings
-from tests.support import free_port
+from tests.support import free_port, stack_port_offset
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +19,7 @@ def stack() -> Iterator[StackSettings]:
     state = Path(tempfile.mkdtemp(prefix="mke", dir="/tmp"))
     settings = StackSettings(
         state_dir=state,
-        port_offset=12000 + (os.getpid() % 400) * 10,
+        port_offset=stack_port_offset(12000),  # 10000-11990 is test_localstack's
         redis_port=free_port(),
         temporal_port=free_port(),
         temporal_ui_port=free_port(),

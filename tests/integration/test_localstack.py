@@ -28,16 +28,16 @@ from merak_tools.localstack import (
     port_in_use,
 )
 from services.topology.models import TopologySpec
-from tests.support import free_port, unique_name
+from tests.support import free_port, stack_port_offset, unique_name
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def settings() -> Iterator[StackSettings]:
-    # An offset far from the defaults and from other test runs keeps this stack to itself; a short
-    # state directory keeps agent socket paths under the 108-byte limit of unix sockets.
-    offset = 10000 + (os.getpid() % 500) * 10
+    # An offset far from the defaults, from other test runs and from the e2e stack (12000-13990) keeps
+    # this stack to itself; a short state directory keeps agent socket paths under the 108-byte limit.
+    offset = stack_port_offset(10000)
     state = Path(tempfile.mkdtemp(prefix="mks", dir="/tmp"))
     yield StackSettings(
         state_dir=state,

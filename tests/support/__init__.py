@@ -49,3 +49,23 @@ async def assert_eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} within {timeout}s") from last
         await asyncio.sleep(interval)
+
+
+def stack_port_offset(base: int, slots: int = 200) -> int:
+    """A port offset for a private local stack, in [base, base + 10 * slots), whose gRPC, metrics and
+    REST ports nothing listens on now; the search starts at a slot derived from the pid. Fixtures that
+    may run in one session (the e2e stack stays up for the whole session) get ranges that do not
+    overlap, so their stacks can never take each other's ports."""
+    from merak_tools.localstack import StackSettings, port_in_use  # noqa: PLC0415
+
+    start = os.getpid() % slots
+    for step in range(slots):
+        offset = base + ((start + step) % slots) * 10
+        settings = StackSettings(port_offset=offset, compute_workers=3)
+        ports = [settings.rest_port]
+        for service in ("scenario", "compute", "topology", "network", "agent"):
+            ports += [settings.grpc_port(service), settings.metrics_port(service)]
+        ports += [settings.metrics_port(name) for name in settings.worker_names]
+        if not any(port_in_use(port) for port in ports):
+            return offset
+    raise RuntimeError(f"no free port offset in [{base}, {base + 10 * slots})")
