@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Namespace names and prefixes are what merak.netns accepts (an empty netns is "this machine's").
+from merak import netns
+
 # A vhost name becomes part of namespace names (`mk-<short>-<name>`): what `ip netns` takes, bounded.
 _VHOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-# Namespace names and prefixes (merak.netns accepts the same; an empty netns is "this machine's").
-_NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}")
 # A kernel interface name (IFNAMSIZ - 1 characters), no '/', ':' or whitespace.
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -53,9 +54,9 @@ class Vhost:
             raise VhostsFileError(f"vhost name {self.name!r}: 1-64 of A-Z, a-z, 0-9, '_', '.', '-'")
         if self.index < 0:
             raise VhostsFileError(f"{where}: index {self.index} is negative")
-        if self.netns and not _NETNS.fullmatch(self.netns):
+        if self.netns and not netns.VALID_NAME.fullmatch(self.netns):
             raise VhostsFileError(f"{where}: {self.netns!r} is not a namespace name")
-        if not _NETNS.fullmatch(self.vm_ns_prefix):
+        if not netns.VALID_NAME.fullmatch(self.vm_ns_prefix):
             raise VhostsFileError(f"{where}: {self.vm_ns_prefix!r} is not a namespace name prefix")
         if not 0 <= self.prefix_len <= 32:
             raise VhostsFileError(f"{where}: prefix_len {self.prefix_len} is not 0-32")
@@ -101,28 +102,10 @@ _FILE_FIELDS: tuple[tuple[str, type], ...] = (("topology_id", str), ("short_id",
 
 
 def dumps(document: VhostsFile) -> str:
-    """The document as the agent reads it (compact JSON, keys in the order above)."""
-    return json.dumps(
-        {
-            "topology_id": document.topology_id,
-            "short_id": document.short_id,
-            "dataplane": document.dataplane,
-            "vhosts": [
-                {
-                    "name": v.name,
-                    "index": v.index,
-                    "netns": v.netns,
-                    "vm_ns_prefix": v.vm_ns_prefix,
-                    "datapath_ip": v.datapath_ip,
-                    "prefix_len": v.prefix_len,
-                    "nic": v.nic,
-                    "mac": v.mac,
-                }
-                for v in document.vhosts
-            ],
-        },
-        separators=(",", ":"),
-    )
+    """The document as the agent reads it (compact JSON, keys in the order of the field lists above)."""
+    body: dict[str, Any] = {key: getattr(document, key) for key, _ in _FILE_FIELDS}
+    body["vhosts"] = [{key: getattr(v, key) for key, _ in _VHOST_FIELDS} for v in document.vhosts]
+    return json.dumps(body, separators=(",", ":"))
 
 
 def loads(text: str) -> VhostsFile:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from typing import TypeVar
 
 from merak.errors import InvalidArgument
 from merak.naming import gateway_mac
@@ -10,28 +12,31 @@ from merak.v1 import agent_pb2
 from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
 from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
 
+M = TypeVar("M")
+
 
 def vm_name(field: str, name: str) -> None:
     """InvalidArgument on `field` unless `name` can name a VM."""
     checked_vm(field, VmSpec(name, "v", 1, "10.0.0.2", 24, "02:00:00:00:00:01", "10.0.0.1"))
 
 
-def checked_vm(field: str, spec: VmSpec) -> VmSpec:
-    """`spec` if it follows the VM rules, else InvalidArgument on `field`."""
+def _valid(field: str, check: Callable[[M], None], model: M) -> M:
+    """`model` if `check` passes it, else InvalidArgument on `field` with the check's reason."""
     try:
-        validate_vm(spec)
+        check(model)
     except ValueError as exc:
         raise InvalidArgument(field, str(exc)) from None
-    return spec
+    return model
+
+
+def checked_vm(field: str, spec: VmSpec) -> VmSpec:
+    """`spec` if it follows the VM rules, else InvalidArgument on `field`."""
+    return _valid(field, validate_vm, spec)
 
 
 def checked_vpc(field: str, vpc: VpcSpec) -> VpcSpec:
     """`vpc` if it follows the VPC rules (its id among them), else InvalidArgument on `field`."""
-    try:
-        validate_vpc(vpc)
-    except ValueError as exc:
-        raise InvalidArgument(field, str(exc)) from None
-    return vpc
+    return _valid(field, validate_vpc, vpc)
 
 
 def vm_spec(field: str, vm: agent_pb2.VmSpec) -> VmSpec:
@@ -61,9 +66,4 @@ def ipv4(field: str, text: str) -> str:
 
 def neighbor(field: str, proto: agent_pb2.Neighbor) -> Neighbor:
     """A remote VM of an overlay request."""
-    model = Neighbor(proto.ip, proto.mac.lower(), proto.vtep)
-    try:
-        validate_neighbor(model)
-    except ValueError as exc:
-        raise InvalidArgument(field, str(exc)) from None
-    return model
+    return _valid(field, validate_neighbor, Neighbor(proto.ip, proto.mac.lower(), proto.vtep))

@@ -87,9 +87,9 @@ class ComputeManager:
         config_id = config.compute_config_id
         asked = fingerprint(config)  # of the request as it came, before the network service completes it
         if await self.store.request_fingerprint(config_id) == asked:
-            answered = await self._answer_repeat(config_id)
-            if answered is not None:
-                return answered
+            meta = await self.store.progress.meta(config_id)
+            if await self._settled(config_id, meta):
+                return await self.info(config_id)
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self.admission.complete_from_network(config)
@@ -116,13 +116,15 @@ class ComputeManager:
         )
         return await self._start_create(config, sum(len(v) for v in planned.values()), plugin.name)
 
-    async def _answer_repeat(self, config_id: str) -> compute_pb2.ReturnComputeMessage | None:
-        """The progress of the config compute has while it runs or once every VM is done; else None."""
-        meta = await self.store.progress.meta(config_id)
-        counts = await self.store.progress.counts(config_id)
-        if meta is not None and (meta.running or counts.get(common_pb2.DONE, 0) == meta.total):
-            return await self.info(config_id)
-        return None
+    async def _settled(self, config_id: str, meta: Meta | None) -> bool:
+        """Whether a repeat of the stored config is answered with its progress: it runs, or every VM
+        is done (otherwise what failed is tried again)."""
+        if meta is None:
+            return False
+        return (
+            meta.running
+            or (await self.store.progress.counts(config_id)).get(common_pb2.DONE, 0) == meta.total
+        )
 
     async def _create_again(
         self, config: compute_pb2.InternalComputeConfiguration, plugin: str
@@ -130,10 +132,9 @@ class ComputeManager:
         """A CREATE of the config compute has (checked against the network service): its progress
         while it runs or once every VM is done; otherwise what failed is tried again."""
         config_id = config.compute_config_id
-        answered = await self._answer_repeat(config_id)
-        if answered is not None:
-            return answered
         meta = await self.store.progress.meta(config_id)
+        if await self._settled(config_id, meta):
+            return await self.info(config_id)
         await self.store.progress.start(config_id, CREATE)
         return await self._start_create(config, meta.total if meta else 0, plugin)
 

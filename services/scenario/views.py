@@ -251,8 +251,12 @@ class ScenarioViews:
             progress = observation.compute.progress if observation.compute is not None else None
             if progress is None or not progress.total or progress.done < progress.total:
                 return scenario  # VMs still being made: refused as before
-            if observation.status != scenario_pb2.DEPLOYING or time.monotonic() >= deadline:
-                return await self.tracker.refresh_moving(scenario, owner=False)
+            if observation.status != scenario_pb2.DEPLOYING:  # written as any refresh writes it
+                return await self.tracker.refresh_status(
+                    scenario.id, COMPUTE, scenario_pb2.DEPLOYING, observation.status
+                )
+            if time.monotonic() >= deadline:
+                return scenario
             await asyncio.sleep(SETTLE_POLL)
         return scenario
 
