@@ -112,8 +112,11 @@ async def test_a_fault_schedule_cut_short_by_a_restart_is_healed_at_start(
         listed = topology_pb2.ListFaultsRequest(topology_id=topology_id)
 
         async def both_on() -> topology_pb2.FaultsReply | None:
+            # On in the lab, and recorded as started: the run saves its record after the lab took them.
             now = await topology.ListFaults(listed)
-            return now if len(now.links) == 1 and len(now.partitions) == 1 else None
+            raw = await redis_client.get(f"merak:scenario:faults:{sid}")
+            recorded = raw is not None and all(w["start"] for w in json.loads(raw)["windows"].values())
+            return now if len(now.links) == 1 and len(now.partitions) == 1 and recorded else None
 
         on: topology_pb2.FaultsReply = await assert_eventually(both_on, timeout=30)
         assert on.links[0].down
