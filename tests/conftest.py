@@ -9,7 +9,7 @@ import pytest
 # The fixtures with real parts (Redis, Temporal, gRPC servers, namespaces) every test folder uses,
 # with pytest's assertion messages (registered before anything imports them).
 pytest.register_assert_rewrite("tests.support")
-pytest_plugins = ["tests.support.plugin"]
+pytest_plugins = ["tests.support.plugin", "tests.support.ovn"]
 
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 

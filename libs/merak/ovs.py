@@ -1,0 +1,158 @@
+"""Open vSwitch and OVN from the Debian packages: where their programs and schemas are, database files,
+the form of an OVSDB remote, and what OVN's central processes run with.
+
+Shared by the local stack (OVN central), the network service (the `ovn` plugin's remotes), the agents
+(a chassis in every emulated host) and doctor. Programs are run with argument lists, never a shell.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from merak.errors import InvalidArgument
+
+# What the Debian packages ovn-central, ovn-host, openvswitch-switch and openvswitch-common install.
+PROGRAMS = {
+    "ovsdb-server": "openvswitch-switch",
+    "ovsdb-tool": "openvswitch-common",
+    "ovs-vswitchd": "openvswitch-switch",
+    "ovs-vsctl": "openvswitch-switch",
+    "ovs-appctl": "openvswitch-common",
+    "ovn-northd": "ovn-central",
+    "ovn-controller": "ovn-host",
+    "ovn-nbctl": "ovn-common",
+    "ovsdb-client": "openvswitch-common",
+}
+SCHEMAS = {
+    "vswitch": Path("/usr/share/openvswitch/vswitch.ovsschema"),
+    "nb": Path("/usr/share/ovn/ovn-nb.ovsschema"),
+    "sb": Path("/usr/share/ovn/ovn-sb.ovsschema"),
+}
+# OVN's own ports for the NB and SB databases (the stack adds its port offset).
+NB_PORT = 6641
+SB_PORT = 6642
+
+_REMOTE = re.compile(r"^(?P<kind>tcp|ssl):(?P<host>[0-9.]+|\[[0-9a-fA-F:.]+\]):(?P<port>[0-9]{1,5})$")
+_UNIX = re.compile(r"^unix:(?P<path>/[A-Za-z0-9._/@+-]{1,200})$")
+
+
+def program(name: str) -> str:
+    """The absolute path of an OVS/OVN program (FileNotFoundError naming its package when absent)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed (Debian package {PROGRAMS.get(name, '?')})")
+    return found
+
+
+def missing() -> list[str]:
+    """The OVS/OVN programs and schemas this machine lacks ("" list: OVN can run here)."""
+    gone = [f"{name} ({package})" for name, package in PROGRAMS.items() if _which(name) is None]
+    gone += [str(path) for path in SCHEMAS.values() if not path.exists()]
+    return gone
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def check_remote(field: str, remote: str) -> str:
+    """An OVSDB remote as the `ovn` plugin accepts it: unix:/abs/path, tcp:IP:PORT or ssl:IP:PORT (an
+    address, not a name); anything else is INVALID_ARGUMENT naming `field`."""
+    if _UNIX.match(remote):
+        return remote
+    match = _REMOTE.match(remote)
+    if match is None:
+        raise InvalidArgument(
+            field, f"{remote[:120]!r} is not an OVSDB remote (unix:/path, tcp:IP:PORT or ssl:IP:PORT)"
+        )
+    try:
+        ipaddress.ip_address(match["host"].strip("[]"))
+    except ValueError:
+        raise InvalidArgument(field, f"{match['host']!r} is not an IP address") from None
+    if not 1 <= int(match["port"]) <= 65535:
+        raise InvalidArgument(field, f"port {match['port']} is out of range")
+    return remote
+
+
+def create_db(db: Path, schema: str) -> bool:
+    """Create the database file `db` from a packaged schema ("vswitch", "nb" or "sb") unless it exists;
+    True when it was created."""
+    if db.exists():
+        return False
+    db.parent.mkdir(parents=True, exist_ok=True)
+    partial = db.with_name(db.name + ".new")
+    partial.unlink(missing_ok=True)
+    subprocess.run(
+        [program("ovsdb-tool"), "create", str(partial), str(SCHEMAS[schema])],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    os.replace(partial, db)
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Central:
+    """OVN central's files under one directory: the NB and SB databases, their sockets and logs."""
+
+    root: Path
+
+    def db(self, kind: str) -> Path:
+        """The database file of "nb" or "sb"."""
+        return self.root / f"ovn{kind}_db.db"
+
+    def socket(self, kind: str) -> Path:
+        """The unix socket of "nb" or "sb"."""
+        return self.root / f"ovn{kind}_db.sock"
+
+    def remote(self, kind: str) -> str:
+        """The unix remote of "nb" or "sb" (an absolute path: chassis in other namespaces use it)."""
+        return f"unix:{self.socket(kind).absolute()}"
+
+    def server_argv(self, kind: str, tcp: tuple[str, int] | None = None) -> tuple[str, ...]:
+        """The NB or SB ovsdb-server in the foreground, on its unix socket (and `tcp` when given)."""
+        name = "OVN_Northbound" if kind == "nb" else "OVN_Southbound"
+        argv = [
+            program("ovsdb-server"),
+            str(self.db(kind)),
+            f"--remote=punix:{self.socket(kind).absolute()}",
+            f"--remote=db:{name},{'NB_Global' if kind == 'nb' else 'SB_Global'},connections",
+            f"--unixctl={self.root.absolute() / f'ovn{kind}_db.ctl'}",
+            f"--log-file={self.root.absolute() / f'ovsdb-server-{kind}.log'}",
+            "-vconsole:off",
+            "--no-chdir",
+        ]
+        if tcp is not None:
+            argv.append(f"--remote=ptcp:{tcp[1]}:{tcp[0]}")
+        return tuple(argv)
+
+    def northd_argv(self) -> tuple[str, ...]:
+        """ovn-northd in the foreground, between the two unix sockets."""
+        return (
+            program("ovn-northd"),
+            f"--ovnnb-db={self.remote('nb')}",
+            f"--ovnsb-db={self.remote('sb')}",
+            f"--unixctl={self.root.absolute() / 'ovn-northd.ctl'}",
+            f"--log-file={self.root.absolute() / 'ovn-northd.log'}",
+            "-vconsole:off",
+            "--no-chdir",
+        )
+
+    def prepare(self) -> None:
+        """The directory and both databases (kept across restarts of the stack)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        create_db(self.db("nb"), "nb")
+        create_db(self.db("sb"), "sb")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The run directories the central processes use (pid and control files stay under root)."""
+        root = str(self.root.absolute())
+        return {"OVS_RUNDIR": root, "OVS_LOGDIR": root, "OVN_RUNDIR": root, "OVN_LOGDIR": root}
