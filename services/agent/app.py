@@ -65,6 +65,8 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             planes=planes,
             metrics=metrics,
             management_netns=management,
+            chassis_dir=settings.chassis_dir
+            or (settings.vhosts_file.parent / "ovn" if settings.vhosts_file else None),
         )
         teardown.add(servicer.close)
         server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)

@@ -21,3 +21,6 @@ class AgentSettings(ServiceSettings):
     alcor_url: str = ""
     # Threads doing kernel work (each enters the namespace it works on).
     workers: int = 4
+    # Where the vhosts' OVN chassis keep their databases, sockets, pid files and logs (a directory per
+    # vhost index). Default: `ovn/` beside the vhosts file.
+    chassis_dir: Path | None = None

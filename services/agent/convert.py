@@ -42,7 +42,8 @@ def checked_vpc(field: str, vpc: VpcSpec) -> VpcSpec:
 def vm_spec(field: str, vm: agent_pb2.VmSpec) -> VmSpec:
     """The VM of a batch request."""
     return checked_vm(
-        field, VmSpec(vm.name, vm.vpc_id, vm.vni, vm.ip, vm.prefix_len, vm.mac.lower(), vm.gateway)
+        field,
+        VmSpec(vm.name, vm.vpc_id, vm.vni, vm.ip, vm.prefix_len, vm.mac.lower(), vm.gateway, vm.ovn_port),
     )
 
 

@@ -34,6 +34,8 @@ class VmSpec:
     prefix_len: int
     mac: str
     gateway: str
+    # The VM's OVN logical switch port: plugged into the vhost chassis's br-int (no VPC bridge, vni 0).
+    ovn_port: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@ handed to the part of the agent that serves it."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +17,7 @@ from merak.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.alcor import AlcorPorts
 from services.agent.metrics import AgentMetrics
 from services.agent.overlay import OverlayOperations
+from services.agent.ovn import ChassisSet
 from services.agent.pings import PingOperations
 from services.agent.planes import PlaneRegistry, known_planes
 from services.agent.ports import PortOperations
@@ -37,6 +41,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         planes: PlaneRegistry | None = None,
         metrics: AgentMetrics | None = None,
         management_netns: int | None = None,
+        chassis_dir: Path | None = None,
     ) -> None:
         self.vhosts = vhosts
         # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
@@ -44,7 +49,10 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         # Resolved up front: an unknown dataplane fails the agent at start, not its first request.
         kind = (planes if planes is not None else known_planes()).get(vhosts.dataplane)
         self._planes = VhostPlanes(vhosts, kind, self.metrics, workers=workers, host=host)
-        self._vms = VmOperations(self._planes, self.metrics)
+        # Where the vhosts' OVN chassis keep their files (a test's servicer: a directory of its own).
+        root = chassis_dir or Path(tempfile.gettempdir()) / f"merak-chassis-{os.getpid()}-{id(self):x}"
+        self._chassis = ChassisSet(vhosts, root, dummy=not kind.touches_kernel)
+        self._vms = VmOperations(self._planes, self.metrics, self._chassis)
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes)
         self._ports = PortOperations(
@@ -52,7 +60,9 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         )
 
     async def close(self) -> None:
-        """Stop the worker threads, release the host tuner, close the Alcor clients."""
+        """Stop the vhosts' OVN chassis and the worker threads, release the host tuner, close the Alcor
+        clients."""
+        await self._chassis.close()
         self._planes.close()
         await self._ports.close()
 
@@ -87,6 +97,12 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
     ) -> agent_pb2.PingReply:
         """ICMP echo from inside a VM, retried for `retry_seconds` while a destination stays silent."""
         return await self._pings.ping(request)
+
+    async def EnsureChassis(
+        self, request: agent_pb2.EnsureChassisRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_pb2.EnsureChassisReply:
+        """Make the vhost an OVN chassis connected to `sb_remote` (idempotent)."""
+        return await self._chassis.ensure(request, self._planes.vhost(request.vhost))
 
     # --- Merak's API -------------------------------------------------------------------------
 

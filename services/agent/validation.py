@@ -19,6 +19,8 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # tenth of its cost: a vhost checks every VM of its VPCs on every overlay push.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_RE = re.compile(rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$")
+# An OVN logical switch port name as the network service makes them (external_ids:iface-id).
+OVN_PORT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 def check_name(what: str, name: object) -> str:
@@ -99,7 +101,13 @@ def validate_vm(vm: VmSpec) -> None:
     check_vm_name(vm.name)
     where = f"vm {vm.name}"
     _check_vpc_id(f"{where}: vpc_id", vm.vpc_id)
-    check_vni(f"{where}: vni", vm.vni)
+    if vm.ovn_port:  # OVN makes the overlay: no VNI of ours
+        if not isinstance(vm.ovn_port, str) or not OVN_PORT_RE.match(vm.ovn_port):
+            raise ValueError(f"{where}: ovn_port: {vm.ovn_port!r} is not a logical switch port name")
+        if vm.vni:
+            raise ValueError(f"{where}: vni: must be 0 for a VM on an OVN port (OVN makes the overlay)")
+    else:
+        check_vni(f"{where}: vni", vm.vni)
     ip = check_ipv4(f"{where}: ip", vm.ip)
     if not isinstance(vm.prefix_len, int) or isinstance(vm.prefix_len, bool) or not 1 <= vm.prefix_len <= 31:
         raise ValueError(f"{where}: prefix_len: {vm.prefix_len!r} is not in 1..31")

@@ -6,12 +6,14 @@ import time
 from collections.abc import Sequence
 from functools import partial
 
-from merak.errors import InvalidArgument
+from merak.errors import FailedPrecondition, InvalidArgument
 from merak.logs import get_logger
 from merak.v1 import agent_pb2, common_pb2
 from services.agent import convert
 from services.agent.metrics import AgentMetrics
 from services.agent.models import SubnetSpec, VmSpec, VpcSpec
+from services.agent.ovn import ChassisSet
+from services.agent.validation import host_ifname
 from services.agent.vhost_planes import VhostPlanes
 from services.agent.vhosts import Vhost
 
@@ -30,9 +32,11 @@ def _reason(error: str) -> str:
 class VmOperations:
     """VMs made, removed and listed through each vhost's plane, counted in the agent's metrics."""
 
-    def __init__(self, planes: VhostPlanes, metrics: AgentMetrics) -> None:
+    def __init__(self, planes: VhostPlanes, metrics: AgentMetrics, chassis: ChassisSet) -> None:
         self._planes = planes
         self._metrics = metrics
+        # VMs on OVN ports are plugged into their vhost's chassis (EnsureChassis made it).
+        self._chassis = chassis
         # Subnets whose gateway each (vhost, VNI) serves: ensure_vpc converges to the whole set.
         self._subnets: dict[tuple[str, int], dict[str, SubnetSpec]] = {}
         self._specs: dict[tuple[str, str], VmSpec] = {}
@@ -82,7 +86,16 @@ class VmOperations:
             for vpc in vpcs:
                 merged = self._with_known_subnets(vhost, vpc)
                 await self._planes.run(partial(plane.ensure_vpc, merged))
+            on_ovn = [s for s in specs if s.ovn_port]
+            if on_ovn and self._chassis.running(vhost) is None:
+                raise FailedPrecondition(
+                    f"vhost {vhost.name} is not an OVN chassis: VMs on OVN ports need EnsureChassis first"
+                )
             results = await self._planes.run(partial(plane.create_vms, specs))
+            made = {r.name for r in results if r.ok}
+            # One OVS transaction for the batch; ovn-controller binds each port as it sees it.
+            plugs = [(host_ifname(s.name), s.ovn_port) for s in on_ovn if s.name in made]
+            await self._chassis.plug(vhost, plugs)
         reply = agent_pb2.CreateVmsReply()
         for spec, result in zip(specs, results, strict=True):
             reply.results.add(
@@ -127,6 +140,7 @@ class VmOperations:
         async with self._planes.lock(vhost):
             if every:
                 names = sorted(set(names) | set(await run(plane.list_vms)))
+            await self._chassis.unplug(vhost, [host_ifname(name) for name in names])
             results = await run(partial(plane.delete_vms, names))
             if not await run(plane.list_vms):
                 # The last VM is gone: so go the VPC namespaces (bridge, VXLAN, forwarding entries).

@@ -1,10 +1,15 @@
-"""A vhost's VMs: namespaces `<prefix>-<vm>` whose eth0 is the peer of a veth port on their VPC's br0."""
+"""A vhost's VMs: namespaces `<prefix>-<vm>` whose eth0 is the peer of a veth port on their VPC's br0, or,
+for a VM on an OVN port, of a veth left in the vhost's namespace for the chassis's br-int (the agent plugs
+it: services/agent/ovn)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import fcntl
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +22,30 @@ from merak.errors import FailedPrecondition
 from merak.logs import get_logger
 from services.agent import kernel
 from services.agent.models import VmInfo, VmResult, VmSpec
-from services.agent.planes.real.vpcs import VpcNamespaces, VpcState
+from services.agent.planes.real.vpcs import VpcNamespaces
 from services.agent.validation import NAME_RE, VPC_NS_RE, host_ifname
 
 log = get_logger(__name__)
 
 VM_IFNAME = "eth0"
 MAIN_TABLE = 254
+# A VM behind OVN's geneve on a 1500-byte underlay (58 bytes of headers, and OVS sends no
+# "fragmentation needed" back: a bigger MTU stalls bulk TCP).
+OVN_VM_MTU = 1400
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
 # IFLA_AF_SPEC of a link without IPv6 addresses (addrgenmode none: IN6_ADDR_GEN_MODE_NONE).
 NO_IPV6_ADDRESSES = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """Where a VM's host-side veth goes: its VPC's bridge, or the vhost's namespace for br-int (OVN)."""
+
+    vpc_id: str | None  # the VPC the VNI belongs to (None: not checked, OVN)
+    master: int | None  # the bridge's index (None: no bridge)
+    mtu: int
+    links: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +99,27 @@ class VmNamespaces:
         """Create the VMs that do not exist, one VPC socket per VNI; a result per VM name."""
         results: dict[str, VmResult] = {}
         groups: dict[int, list[VmSpec]] = {}
+        on_ovn = [spec for spec in specs if spec.ovn_port]
         for spec in specs:
-            groups.setdefault(spec.vni, []).append(spec)
+            if not spec.ovn_port:
+                groups.setdefault(spec.vni, []).append(spec)
         for vni, group in groups.items():
             try:
                 with self._vpcs.opened(vni) as (ipr, vpc):
+                    attach = Attachment(vpc.vpc_id, vpc.bridge, vpc.mtu, vpc.links)
                     for spec in group:
-                        results[spec.name] = self._create_one(ipr, vpc, spec)
+                        results[spec.name] = self._create_one(ipr, attach, spec)
             except (FailedPrecondition, OSError, NetlinkError) as exc:
                 for spec in group:
+                    results.setdefault(spec.name, VmResult(spec.name, ok=False, error=error_text(exc)))
+        if on_ovn:
+            try:
+                with kernel.ipr_in(self.vhost_ns) as ipr:
+                    attach = Attachment(None, None, OVN_VM_MTU, kernel.links(ipr))
+                    for spec in on_ovn:
+                        results[spec.name] = self._create_one(ipr, attach, spec)
+            except (OSError, NetlinkError) as exc:
+                for spec in on_ovn:
                     results.setdefault(spec.name, VmResult(spec.name, ok=False, error=error_text(exc)))
         return results
 
@@ -97,8 +129,9 @@ class VmNamespaces:
         existed: set[str] = set()
         hosts = {host_ifname(name): name for name in names}
         # Deleting one end deletes the pair at once; the namespace alone would take it along
-        # only when the kernel reaps the namespace, later.
-        for ns in self._vpcs.by_vni().values():
+        # only when the kernel reaps the namespace, later. A VM on an OVN port has its end in the
+        # vhost's namespace.
+        for ns in [*self._vpcs.by_vni().values(), self.vhost_ns]:
             try:
                 with kernel.ipr_in(ns) as ipr:
                     doomed = {
@@ -118,10 +151,11 @@ class VmNamespaces:
                 errors.setdefault(name, f"remove namespace: {kernel.describe(exc)}")
         return errors, existed
 
-    def _create_one(self, ipr: Any, vpc: VpcState, spec: VmSpec) -> VmResult:
-        """Create one VM with the VPC namespace's socket `ipr`, or check the one that exists."""
+    def _create_one(self, ipr: Any, vpc: Attachment, spec: VmSpec) -> VmResult:
+        """Create one VM with the socket `ipr` of the namespace its host end goes to, or check the one
+        that exists."""
         ns, host = self.ns_of(spec.name), host_ifname(spec.name)
-        if spec.vpc_id != vpc.vpc_id:
+        if vpc.vpc_id is not None and spec.vpc_id != vpc.vpc_id:
             return VmResult(spec.name, ok=False, error=f"vni {spec.vni} belongs to vpc {vpc.vpc_id}")
         if netns.exists(ns):
             try:
@@ -146,8 +180,9 @@ class VmNamespaces:
             if state is not None:
                 differences = _differences(state, spec)
                 link = vpc.links.get(host)
-                if link is None or link.get("master") != vpc.bridge:
-                    differences.append(f"vpc: its port is not on vni {spec.vni}")
+                if link is None or link.get("master") != vpc.master:
+                    where = f"vni {spec.vni}" if vpc.master is not None else "the vhost (for br-int)"
+                    differences.append(f"vpc: its port is not on {where}")
                 if differences:
                     return VmResult(
                         spec.name,
@@ -172,11 +207,11 @@ class VmNamespaces:
                 with kernel.ns_fd(ns) as fd:
                     # One message: host end on br0 and up, eth0 with the VM's MAC straight in the VM
                     # namespace (nothing in the root namespace), both at the overlay MTU.
+                    bridge: dict[str, int] = {} if vpc.master is None else {"master": vpc.master}
                     ipr.link(
                         "add",
                         ifname=host,
                         kind="veth",
-                        master=vpc.bridge,
                         mtu=vpc.mtu,
                         state="up",
                         peer={
@@ -185,6 +220,7 @@ class VmNamespaces:
                             "address": spec.mac.lower(),
                             "mtu": vpc.mtu,
                         },
+                        **bridge,
                     )
             except (OSError, NetlinkError) as exc:
                 raise VmStepError(f"create veth {host}: {kernel.describe(exc)}") from exc
@@ -218,6 +254,10 @@ class VmNamespaces:
                     )
                     step = f"add address {spec.ip}/{spec.prefix_len}"
                     ipr.addr("add", index=eth, address=spec.ip, prefixlen=spec.prefix_len)
+                    if spec.ovn_port:
+                        # TCP through OVS's userspace datapath needs the checksums done in the VM.
+                        step = f"turn off {VM_IFNAME}'s TX checksum offload"
+                        tx_checksum_off(VM_IFNAME)
                     step = f"add default route via {spec.gateway}"
                     ipr.route("add", dst="0.0.0.0/0", gateway=spec.gateway, oif=eth)
         except (OSError, NetlinkError) as exc:
@@ -232,6 +272,15 @@ class VmNamespaces:
                     ipr.link("del", index=link["index"])
         with contextlib.suppress(OSError):
             netns.remove(ns)
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K <ifname> tx off` in the calling thread's namespace (the kernel turns off what
+    depends on it, TSO included), with the ethtool ioctl instead of a process per VM."""
+    value = (ctypes.c_uint32 * 2)(ETHTOOL_STXCSUM, 0)
+    request = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, request)
 
 
 def error_text(exc: BaseException) -> str:

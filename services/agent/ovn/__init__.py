@@ -1,0 +1,101 @@
+"""The OVN chassis of the vhosts this agent serves (one per vhost, started by EnsureChassis), and the VM
+ports plugged into them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from merak import ovs
+from merak.errors import FailedPrecondition, InvalidArgument
+from merak.v1 import agent_pb2
+from services.agent.ovn.chassis import ENCAP_TYPES, Chassis, ChassisSpec
+from services.agent.vhosts import Vhost, VhostSet
+
+__all__ = ["Chassis", "ChassisSet", "ChassisSpec"]
+
+
+def _dummy_encap_ip(index: int) -> str:
+    """An encapsulation address for a chassis without a data plane (never carries a packet)."""
+    return f"127.{64 + index // 65536 % 64}.{index // 256 % 256}.{index % 256}"
+
+
+class ChassisSet:
+    """The chassis of this agent's vhosts under `root/<vhost index>`; a chassis an earlier agent of the
+    same vhosts started (this one was restarted) is adopted, not started twice."""
+
+    def __init__(self, vhosts: VhostSet, root: Path, *, dummy: bool) -> None:
+        self.vhosts = vhosts
+        self.root = root
+        self.dummy = dummy
+        self._chassis: dict[str, Chassis] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def spec(self, vhost: Vhost) -> ChassisSpec:
+        """What the chassis of `vhost` is made of."""
+        dummy = self.dummy or not vhost.netns
+        if not dummy and not (vhost.datapath_ip and vhost.nic):
+            raise FailedPrecondition(f"vhost {vhost.name} has no data-plane address for a chassis")
+        return ChassisSpec(
+            system_id=vhost.name,
+            netns="" if dummy else vhost.netns,
+            root=self.root / str(vhost.index),
+            encap_ip=_dummy_encap_ip(vhost.index) if dummy else vhost.datapath_ip,
+            nic="" if dummy else vhost.nic,
+            prefix_len=vhost.prefix_len,
+            dummy=dummy,
+        )
+
+    def _of(self, vhost: Vhost) -> Chassis:
+        chassis = self._chassis.get(vhost.name)
+        if chassis is None:
+            chassis = self._chassis[vhost.name] = Chassis(self.spec(vhost))
+        return chassis
+
+    def running(self, vhost: Vhost) -> Chassis | None:
+        """The vhost's chassis when it runs (started by this agent or an earlier one)."""
+        chassis = self._of(vhost)
+        return chassis if chassis.running() else None
+
+    async def ensure(
+        self, request: agent_pb2.EnsureChassisRequest, vhost: Vhost
+    ) -> agent_pb2.EnsureChassisReply:
+        """EnsureChassis: checked, then started (or found running) off the event loop."""
+        missing = ovs.missing()
+        if missing:
+            raise FailedPrecondition(f"OVN/OVS is not installed here: missing {', '.join(missing)}")
+        remote = ovs.check_remote("sb_remote", request.sb_remote)
+        encap = request.encap_type or "geneve"
+        if encap not in ENCAP_TYPES:
+            raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")
+        started_at = time.perf_counter()
+        async with self._locks.setdefault(vhost.name, asyncio.Lock()):
+            chassis = self._of(vhost)
+            started = await asyncio.to_thread(chassis.ensure, remote, encap)
+        return agent_pb2.EnsureChassisReply(
+            system_id=chassis.spec.system_id,
+            started=started,
+            seconds=time.perf_counter() - started_at,
+            encap_ip=chassis.spec.encap_ip,
+        )
+
+    async def plug(self, vhost: Vhost, ports: Sequence[tuple[str, str]]) -> None:
+        """Plug (interface, logical switch port) pairs into the vhost's br-int."""
+        chassis = self.running(vhost)
+        if chassis is None:
+            raise FailedPrecondition(f"vhost {vhost.name} is not an OVN chassis: call EnsureChassis first")
+        await asyncio.to_thread(chassis.add_ports, ports)
+
+    async def unplug(self, vhost: Vhost, ifnames: Sequence[str]) -> None:
+        """Unplug interfaces from the vhost's br-int, when it is a chassis."""
+        chassis = self.running(vhost)
+        if chassis is not None:
+            await asyncio.to_thread(chassis.del_ports, ifnames)
+
+    async def close(self) -> None:
+        """Stop every chassis of this agent's vhosts (and remove their files)."""
+        for vhost in self.vhosts.vhosts.values():
+            if (self.root / str(vhost.index)).exists():
+                await asyncio.to_thread(self._of(vhost).stop)
