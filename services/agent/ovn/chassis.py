@@ -172,7 +172,12 @@ class Chassis:
             log.warning(
                 "chassis_daemon_died_at_start", chassis=self.spec.system_id, daemon=daemon, error=str(exc)
             )
-            self._spawn_once(daemon, *args)
+            try:
+                self._spawn_once(daemon, *args)
+            except _DiedAtStart as again:
+                raise FailedPrecondition(
+                    f"chassis {self.spec.system_id}: {again}; see {self.spec.root / (daemon + '.log')}"
+                ) from again
 
     def _spawn_once(self, daemon: str, *args: str) -> None:
         pid_file = self.spec.pid_file(daemon)

@@ -125,10 +125,10 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
         assert all(p is None or not Path(f"/proc/{p}").exists() or _zombie(p) for p in pids)
         assert not any(ch.spec.root.exists() for ch in chassis)
         # The host's address is back on its NIC, br-phy is gone.
-        out = subprocess.run(
+        addrs = subprocess.run(
             ["ip", "-n", vhosts[0].ns, "-o", "-4", "addr"], capture_output=True, text=True, check=True
         ).stdout
-        assert "ul0" in out and vhosts[0].ip in out and "br-phy" not in out
+        assert "ul0" in addrs and vhosts[0].ip in addrs and "br-phy" not in addrs
 
 
 def _zombie(pid: int) -> bool:
