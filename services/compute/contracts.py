@@ -27,10 +27,12 @@ PRUNE = Operation.PRUNE
 
 
 class PluginName(StrEnum):
-    """How VMs get their addresses: our IPAM (native) or Alcor's port manager through the agents."""
+    """How VMs get their addresses and ports: our IPAM (native), Alcor's port manager through the agents
+    (alcor), or our IPAM with a logical switch port per VM in OVN (ovn)."""
 
     NATIVE = "native"
     ALCOR = "alcor"
+    OVN = "ovn"
 
 
 class ActivityName(StrEnum):

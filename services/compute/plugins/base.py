@@ -1,0 +1,76 @@
+"""The interface every VM plugin implements (VmPlugin), and what they share: the record of a call into
+the control plane under test, and how a gRPC error becomes a Temporal activity error."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, NoReturn
+
+import grpc
+from temporalio.exceptions import ApplicationError
+
+from merak.errors import PERMANENT_CODES, is_permanent
+from merak.v1 import agent_pb2_grpc, network_pb2_grpc
+from services.compute.contracts import PluginName
+from services.compute.store import Meta, VmRecord
+
+ADDRESS_TIMEOUT = 120.0
+PERMANENT_CODE_NAMES = frozenset(code.name for code in PERMANENT_CODES)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call into the control plane under test, for the scenario's results."""
+
+    operation: str
+    code: str
+    seconds: float
+
+
+Calls = list[Call]
+
+
+def raise_activity_error(exc: grpc.aio.AioRpcError, what: str) -> NoReturn:
+    """A permanent gRPC error becomes a non-retryable failure; others are retried by Temporal."""
+    message = f"{what}: {exc.code().name}: {exc.details()}"
+    raise ApplicationError(message, type=exc.code().name, non_retryable=is_permanent(exc.code())) from exc
+
+
+class VmPlugin(abc.ABC):
+    """Creates and deletes one host's batch of VMs; records carry the outcome (status, error, addresses)."""
+
+    name: ClassVar[PluginName]
+    # The plugin's addresses come from one of our network configs (checked at CREATE).
+    needs_network_config: ClassVar[bool]
+    # The agents call Alcor's port manager (its URL travels with every port request).
+    needs_alcor: ClassVar[bool] = False
+
+    def __init__(self, network: network_pb2_grpc.MerakNetworkServiceAsyncStub, agent_timeout: float) -> None:
+        self.network = network
+        self.agent_timeout = agent_timeout
+
+    @abc.abstractmethod
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        todo: list[VmRecord],
+        calls: Calls,
+    ) -> None:
+        """Create the VMs of `todo` on `host`; a transient failure raises (the activity is retried)."""
+
+    @abc.abstractmethod
+    async def delete(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        records: list[VmRecord],
+        calls: Calls,
+    ) -> None:
+        """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
+
+    async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:  # noqa: B027
+        """Give the VMs' addresses back, where this plugin took them."""

@@ -1,0 +1,115 @@
+"""The native VM plugin: addresses from our network service's IPAM, then the agents' batch CreateVms."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import grpc
+
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2
+from services.compute.contracts import PluginName
+from services.compute.plugins.base import ADDRESS_TIMEOUT, Call, Calls, VmPlugin, raise_activity_error
+from services.compute.store import Meta, VmRecord
+
+
+class NativeVms(VmPlugin):
+    """Addresses from our network service's IPAM, then the agent's batch CreateVms."""
+
+    name = PluginName.NATIVE
+    needs_network_config = True
+
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        todo: list[VmRecord],
+        calls: Calls,
+    ) -> None:
+        """Allocate the batch's ports (idempotent per VM id), then create the VMs in one call."""
+        request = network_pb2.AllocatePortsRequest(
+            netconfig_id=meta.netconfig_id,
+            ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
+        )
+        started = time.perf_counter()
+        try:
+            allocated = await self.network.AllocatePorts(request, timeout=ADDRESS_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            calls.append(Call("allocate_ports", exc.code().name, time.perf_counter() - started))
+            raise_activity_error(exc, "network AllocatePorts")
+        calls.append(Call("allocate_ports", "OK", time.perf_counter() - started))
+        subnets: dict[int, dict[str, str]] = defaultdict(dict)
+        vpcs: dict[int, tuple[str, str]] = {}
+        for record, port in zip(todo, allocated.ports, strict=True):
+            record.ip, record.mac, record.prefix, record.vni = port.ip, port.mac, port.prefix_len, port.vni
+            record.gmac, record.gw, record.cidr = port.gateway_mac, port.gateway, port.cidr
+            subnets[port.vni][port.cidr] = port.gateway
+            vpcs[port.vni] = (port.vpc_id, port.gateway_mac)
+        create = agent_pb2.CreateVmsRequest(
+            vhost=host,
+            vpcs=[
+                agent_pb2.VpcSpec(
+                    vpc_id=vpc_id,
+                    vni=vni,
+                    gateway_mac=gmac,
+                    subnets=[
+                        agent_pb2.SubnetGateway(cidr=c, gateway=g) for c, g in sorted(subnets[vni].items())
+                    ],
+                )
+                for vni, (vpc_id, gmac) in sorted(vpcs.items())
+            ],
+            vms=[
+                agent_pb2.VmSpec(
+                    name=r.name,
+                    vpc_id=r.vpc,
+                    vni=r.vni,
+                    ip=r.ip,
+                    prefix_len=r.prefix,
+                    mac=r.mac,
+                    gateway=r.gw,
+                    id=r.id,
+                    subnet_id=r.subnet,
+                )
+                for r in todo
+            ],
+        )
+        try:
+            reply = await agent.CreateVms(create, timeout=self.agent_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise_activity_error(exc, f"agent CreateVms on {host}")
+        results = {r.name: r for r in reply.results}
+        for record in todo:
+            result = results.get(record.name)
+            record.status = common_pb2.DONE if result is not None and result.ok else common_pb2.ERROR
+            record.error = (
+                "" if result is not None and result.ok else (result.error if result else "no result")
+            )
+
+    async def delete(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        records: list[VmRecord],
+        calls: Calls,
+    ) -> None:
+        """One DeleteVms call for the batch."""
+        names = [r.name for r in records]
+        await agent.DeleteVms(agent_pb2.DeleteVmsRequest(vhost=host, names=names), timeout=self.agent_timeout)
+
+    async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:
+        """Free the batch's addresses in the IPAM."""
+        started = time.perf_counter()
+        try:
+            await self.network.ReleasePorts(
+                network_pb2.ReleasePortsRequest(
+                    netconfig_id=meta.netconfig_id, vm_ids=[r.id for r in records]
+                ),
+                timeout=ADDRESS_TIMEOUT,
+            )
+            calls.append(Call("release_ports", "OK", time.perf_counter() - started))
+        except grpc.aio.AioRpcError as exc:
+            calls.append(Call("release_ports", exc.code().name, time.perf_counter() - started))
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # the network config went first: nothing to free
+                raise_activity_error(exc, "network ReleasePorts")
