@@ -73,7 +73,10 @@ class NetworkPlugin:
 
 NATIVE = NetworkPlugin("native")
 ALCOR = NetworkPlugin("alcor", alcor_port_manager)
-PLUGINS: dict[str, NetworkPlugin] = {p.name: p for p in (NATIVE, ALCOR)}
+# OVN's northbound and southbound databases travel in the network config (ovn_nb/ovn_sb; empty: the
+# stack's own central); compute asks the network service for them.
+OVN = NetworkPlugin("ovn")
+PLUGINS: dict[str, NetworkPlugin] = {p.name: p for p in (NATIVE, ALCOR, OVN)}
 
 
 def network_plugin(name: str) -> NetworkPlugin:
@@ -236,6 +239,8 @@ def network(
         message_type=common_pb2.FULL,
         network=info,
         plugin=config.plugin.lower(),
+        ovn_nb=config.ovn_nb,
+        ovn_sb=config.ovn_sb,
     )
     message.services.extend(services(service_config, NETWORK_SERVICES, operation))
     message.computes.extend(computes)

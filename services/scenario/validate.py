@@ -14,6 +14,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from merak import ovs
 from merak.errors import InvalidArgument, enum_name
 from merak.ids import check_id
 from merak.skips import Skips
@@ -149,6 +150,12 @@ def network_config(config: scenario_pb2.NetworkConfig, skips: Skips) -> None:
     router entries that name a subnet, rules whose direction and prefix mean something."""
     if config.plugin and config.plugin.lower() not in PLUGINS:
         raise InvalidArgument("plugin", f"unknown plugin {config.plugin!r}; known: {', '.join(PLUGINS)}")
+    for field in ("ovn_nb", "ovn_sb"):
+        remote = getattr(config, field)
+        if remote and config.plugin.lower() != "ovn":
+            raise InvalidArgument(field, "only with the ovn plugin")
+        if remote:
+            ovs.check_remote(field, remote)
     if not config.vpcs:
         raise InvalidArgument("vpcs", "at least one VPC is required")
     # Merak's clients leave the VPC's CIDR out; the network service takes the one holding its subnets.

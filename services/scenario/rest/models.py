@@ -157,7 +157,12 @@ class Network(_Entity):
     routers: list[Router] | None = None
     gateways: list[Gateway] | None = None
     security_groups: list[SecurityGroup] | None = None
-    plugin: str = Field("", description="new: native (default) or alcor")
+    plugin: str = Field("", description="new: native (default), alcor or ovn")
+    ovn_nb: str = Field(
+        "",
+        description="new, ovn plugin: an existing OVN's NB (tcp:IP:PORT or unix:/path); empty: the stack's",
+    )
+    ovn_sb: str = Field("", description="new, ovn plugin: that OVN's SB; empty: the stack's")
 
 
 class Compute(_Entity):

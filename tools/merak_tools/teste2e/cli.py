@@ -39,7 +39,7 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--ports-per-switch", type=int, default=defaults.ports_per_switch)
     parser.add_argument("--backend", default=defaults.backend, choices=["local", "kubernetes"])
     parser.add_argument("--dataplane", default=defaults.dataplane, choices=["real", "fake"])
-    parser.add_argument("--plugin", default=defaults.plugin, choices=["native", "alcor"])
+    parser.add_argument("--plugin", default=defaults.plugin, choices=["native", "alcor", "ovn"])
     parser.add_argument("--alcor-ip", default="", help="Alcor's address (with --plugin alcor)")
     parser.add_argument("--max-pairs", type=int, default=0, help="ping sample size (0: every pair)")
     parser.add_argument(

@@ -100,7 +100,12 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
             )
         network.vpcs.append(vpc)
         vpc_infos.append(vpc)
-    network.security_groups.add(name="sg-1", tenant_id="123456789", project_id="123456789")
+    group = network.security_groups.add(name="sg-1", tenant_id="123456789", project_id="123456789")
+    if opts.plugin == "ovn":
+        # OVN enforces security groups (stateful ACLs) and a group without rules drops everything, as
+        # Neutron's would: the group lets IPv4 in and out, as OpenStack's default group does.
+        for direction in ("ingress", "egress"):
+            group.rules.add(name=f"allow-{direction}", ethertype="IPv4", direction=direction)
     service = scenario_pb2.ServiceConfig(name=f"service-{tag}")
     if opts.alcor_ip:
         service.services.add(name="alcorIp", cmd="alcorIp", url=opts.alcor_ip, where_to_run="NETWORK")
