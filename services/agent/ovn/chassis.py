@@ -25,6 +25,7 @@ from pathlib import Path
 from merak import netns, ovs
 from merak.errors import FailedPrecondition, Unavailable
 from merak.logs import get_logger
+from merak.procs import pid_from_file
 
 log = get_logger(__name__)
 
@@ -79,26 +80,13 @@ class ChassisSpec:
 
 
 class _DiedAtStart(Exception):
-    """A daemon died of a signal as it started."""
-
-
-def _alive(pid: int) -> bool:
-    """The process runs (a zombie counts as stopped: a stopped daemon lingers as one here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    """A daemon ended as it started."""
 
 
 def read_pid(pid_file: Path, daemon: str) -> int | None:
-    """The pid in `pid_file` when that process runs and is `daemon` (a recycled pid is not)."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if daemon.encode() in cmdline and _alive(pid) else None
+    """The pid in `pid_file` when that process runs and is `daemon` (a recycled pid is not; a zombie
+    counts as stopped: a stopped daemon lingers as one here)."""
+    return pid_from_file(pid_file, daemon)
 
 
 class Chassis:
@@ -165,7 +153,8 @@ class Chassis:
 
     def _spawn(self, daemon: str, *args: str) -> None:
         """Start `daemon` in the foreground (a child of this agent) in the chassis's namespace; once
-        more when it dies of a signal at start (ovn-controller was seen to crash once that way)."""
+        more when it ends as it starts (ovn-controller was seen to, rarely: once of a SIGSEGV, a few
+        times with status 0 and nothing in its log, right after connecting to br-int)."""
         try:
             self._spawn_once(daemon, *args)
         except _DiedAtStart as exc:
@@ -205,11 +194,13 @@ class Chassis:
         self._children.append(proc)
         self._wait(lambda: read_pid(pid_file, daemon) is not None or proc.poll() is not None, f"{daemon} up")
         if proc.poll() is not None:
-            if proc.returncode < 0:
-                raise _DiedAtStart(f"{daemon} died of signal {-proc.returncode}")
-            raise FailedPrecondition(
-                f"chassis {self.spec.system_id}: {daemon} exited with {proc.returncode}; "
-                f"see {self.spec.root / (daemon + '.log')}"
+            log_file = self.spec.root / (daemon + ".log")
+            try:
+                last = " | ".join(log_file.read_text(errors="replace").splitlines()[-3:])
+            except OSError:
+                last = ""
+            raise _DiedAtStart(
+                f"{daemon} ended with {proc.returncode} at start; {log_file} ends: {last[-400:]}"
             )
 
     def _wait(self, done: object, what: str, timeout: float = START_TIMEOUT) -> None:

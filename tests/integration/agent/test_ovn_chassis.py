@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from merak import netns
+from merak.procs import alive
 from services.agent.models import VmSpec
 from services.agent.ovn.chassis import DAEMONS, Chassis, ChassisSpec, read_pid
 from services.agent.planes.real.vms import OVN_VM_MTU
@@ -122,20 +123,13 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
             pids = [read_pid(ch.spec.pid_file(d), d) for ch in chassis for d in DAEMONS]
             for ch in chassis:
                 ch.stop()
-        assert all(p is None or not Path(f"/proc/{p}").exists() or _zombie(p) for p in pids)
+        assert not any(p is not None and alive(p) for p in pids)
         assert not any(ch.spec.root.exists() for ch in chassis)
         # The host's address is back on its NIC, br-phy is gone.
         addrs = subprocess.run(
             ["ip", "-n", vhosts[0].ns, "-o", "-4", "addr"], capture_output=True, text=True, check=True
         ).stdout
         assert "ul0" in addrs and vhosts[0].ip in addrs and "br-phy" not in addrs
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def _tcp_carries_data(server_ns: str, server_ip: str, client_ns: str, size: int = 1 << 20) -> None:

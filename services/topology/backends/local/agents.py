@@ -12,6 +12,7 @@ vhosts on each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -363,4 +364,23 @@ def _stop_pid_files(pid_files: Sequence[Path], timeout: float = 10.0) -> int:
                 os.kill(pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
+    return len(pids)
+
+
+def stop_leftover_chassis(run_dir: Path) -> int:
+    """SIGKILL the OVN chassis daemons still running from `run_dir/ovn/<vhost>/` (their agent stops them
+    on SIGTERM; one killed outright cannot); how many there were."""
+    pids = [
+        pid
+        for pid_file in sorted(run_dir.glob("ovn/*/*.pid"))
+        if (pid := pid_from_file(pid_file, str(run_dir)))
+    ]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pids:
+        log.warning("leftover_chassis_stopped", run_dir=str(run_dir), processes=len(pids))
     return len(pids)

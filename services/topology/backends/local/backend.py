@@ -4,6 +4,7 @@ and supervises its agents, and reports, impairs and removes what it made."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,7 +24,13 @@ from services.topology.backends import (
     VhostRuntime,
 )
 from services.topology.backends.impair import DeviceFaults
-from services.topology.backends.local.agents import AgentPlan, Agents, check_socket_paths, plan_agents
+from services.topology.backends.local.agents import (
+    AgentPlan,
+    Agents,
+    check_socket_paths,
+    plan_agents,
+    stop_leftover_chassis,
+)
 from services.topology.backends.local.host import LocalHost
 from services.topology.backends.local.kernel import Kernel
 from services.topology.diff import TopologyDiff
@@ -218,11 +225,11 @@ class LocalBackend(TopologyBackend):
         """Stop the topology's agents, delete every namespace with its prefix, remove its run directory."""
         run_dir = self.run_dir(spec.short_id)
         stopped = await self.agents.stop_all(run_dir)
+        # OVN chassis of agents that could not stop them (killed by a host fault, say).
+        stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)
         namespaces = self.kernel.remove_topology(spec.short_id)
         if run_dir.exists():
-            for child in run_dir.iterdir():
-                child.unlink(missing_ok=True)
-            run_dir.rmdir()
+            shutil.rmtree(run_dir, ignore_errors=True)
         log.info("topology_destroyed", topology_id=spec.topology_id, namespaces=namespaces, agents=stopped)
         return DestroyReport(namespaces=namespaces, processes=stopped)
 
