@@ -12,9 +12,11 @@ from merak import netns
 from merak.naming import topology_short_id
 from merak_tools.localstack import StackSettings
 
+CHASSIS_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ovn-controller")
+
 
 def leftovers(settings: StackSettings, topology_ids: Iterable[str]) -> dict[str, list[str]]:
-    """Namespaces of the topologies, agent processes of the stack, Redis keys of the services."""
+    """Namespaces of the topologies, agent and chassis processes of the stack, Redis keys of the services."""
     agents = subprocess.run(
         ["pgrep", "-af", f"{settings.state_dir}/run/topologies"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
@@ -26,6 +28,8 @@ def leftovers(settings: StackSettings, topology_ids: Iterable[str]) -> dict[str,
     return {
         "namespaces": [n for t in topology_ids for n in netns.list_names(f"mk-{topology_short_id(t)}-")],
         "agents": [line for line in agents if "services.agent" in line],
+        # The OVN chassis of emulated hosts (their pid files and sockets live under the same tree).
+        "chassis": [line for line in agents if any(d in line for d in CHASSIS_DAEMONS)],
         "redis keys": keys,
     }
 
