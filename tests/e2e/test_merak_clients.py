@@ -29,7 +29,7 @@ from tests.support import assert_eventually
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NEWMAN = Path(__file__).parent / "newman" / "node_modules" / ".bin" / "newman"
-NOTHING_LEFT: dict[str, list[str]] = {"namespaces": [], "agents": [], "redis keys": []}
+NOTHING_LEFT: dict[str, list[str]] = {"namespaces": [], "agents": [], "chassis": [], "redis keys": []}
 # Alcor's NodePorts on a loopback address of their own, so that they cannot meet a user's listener.
 ALCOR_HOST = "127.0.0.93"
 

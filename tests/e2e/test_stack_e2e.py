@@ -33,7 +33,12 @@ async def test_merak_teste2e_default_scenario(stack: StackSettings) -> None:
     assert report.vms_done == 50
     assert report.test["pairs_tried"] == 2450 and report.test["passed"] == 2450
     assert report.test["cross_host_pairs"] == 2000
-    assert leftovers(stack, [report.ids["topology"]]) == {"namespaces": [], "agents": [], "redis keys": []}
+    assert leftovers(stack, [report.ids["topology"]]) == {
+        "namespaces": [],
+        "agents": [],
+        "chassis": [],
+        "redis keys": [],
+    }
 
 
 async def test_two_vpcs_two_subnets_isolated(stack: StackSettings) -> None:
@@ -44,7 +49,12 @@ async def test_two_vpcs_two_subnets_isolated(stack: StackSettings) -> None:
     assert test.get("failed", 0) == 0
     assert test["isolation_pairs_tried"] > 0 and test["isolation_held"] == test["isolation_pairs_tried"]
     assert test.get("isolation_violated", 0) == 0
-    assert leftovers(stack, [report.ids["topology"]]) == {"namespaces": [], "agents": [], "redis keys": []}
+    assert leftovers(stack, [report.ids["topology"]]) == {
+        "namespaces": [],
+        "agents": [],
+        "chassis": [],
+        "redis keys": [],
+    }
 
 
 async def test_fake_thousand_hosts(stack: StackSettings) -> None:
@@ -67,4 +77,9 @@ async def test_fake_thousand_hosts(stack: StackSettings) -> None:
     assert report.vms_done == 10_000
     assert report.test["dataplane"] == "fake"
     assert report.test["passed"] == report.test["pairs_tried"] > 0
-    assert leftovers(stack, [report.ids["topology"]]) == {"namespaces": [], "agents": [], "redis keys": []}
+    assert leftovers(stack, [report.ids["topology"]]) == {
+        "namespaces": [],
+        "agents": [],
+        "chassis": [],
+        "redis keys": [],
+    }

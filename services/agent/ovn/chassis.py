@@ -254,7 +254,22 @@ class Chassis:
 
     def stop(self) -> None:
         """Stop the daemons (newest first) and remove the chassis's files; the host's address goes back
-        on its NIC."""
+        on its NIC. ovn-controller is asked to exit first, so it removes its chassis from the
+        southbound database (SIGTERM would leave it there)."""
+        pid = read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller")
+        if pid is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(
+                    [
+                        ovs.program("ovs-appctl"),
+                        "-t",
+                        str(self.spec.root / f"ovn-controller.{pid}.ctl"),
+                        "exit",
+                    ],
+                    capture_output=True,
+                    timeout=STOP_TIMEOUT,
+                    check=False,
+                )
         for daemon in reversed(DAEMONS):
             pid = read_pid(self.spec.pid_file(daemon), daemon)
             if pid is not None:

@@ -124,6 +124,12 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
             for ch in chassis:
                 ch.stop()
         assert not any(p is not None and alive(p) for p in pids)
+        # Each ovn-controller removed its chassis from the southbound database as it exited.
+        left = subprocess.run(
+            ["ovn-sbctl", f"--db={nb.sb}", "--bare", "--columns=name", "list", "Chassis"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert left == []
         assert not any(ch.spec.root.exists() for ch in chassis)
         # The host's address is back on its NIC, br-phy is gone.
         addrs = subprocess.run(
