@@ -22,6 +22,10 @@ MAX_AGENTS = 16
 AGENT_BYTES = 96 << 20  # one agent process (RSS with 200 vhosts x 100 VMs over 16 agents: ~90 MiB)
 REAL_VM_BYTES = 360 << 10  # one VM's kernel objects (343 KiB measured) and its agent's record of it
 OVERLAY_ENTRY_BYTES = 1 << 10  # one VM's neighbour and FDB entries on one other vhost (1,013 B measured)
+# An OVN chassis in an emulated host (ovn-notes.md): ovsdb-server + ovs-vswitchd + ovn-controller, ~35 MiB
+# real (whatever its VMs), 32 MiB for a dummy one with no port, growing ~70 KiB per bound port.
+CHASSIS_BYTES = 40 << 20
+CHASSIS_PORT_BYTES = 72 << 10
 # Memory a deploy leaves free: the machine keeps working (and the stack keeps its own headroom).
 RESERVE_FRACTION = 0.10
 MIN_RESERVE_BYTES = 512 << 20
@@ -40,6 +44,11 @@ def meminfo() -> dict[str, int]:
     except (OSError, ValueError, IndexError):
         pass
     return values
+
+
+def chassis_bytes(chassis: int, ports: int) -> int:
+    """Memory of `chassis` OVN chassis binding `ports` ports between them."""
+    return chassis * CHASSIS_BYTES + ports * CHASSIS_PORT_BYTES
 
 
 def real_vms_bytes(vms: int, vhosts: int) -> int:

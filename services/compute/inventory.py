@@ -126,9 +126,16 @@ def _check_real_capacity(hosts: Sequence[Host], counts: dict[str, dict[SubnetRef
 
 
 def check_machine_room(
-    hosts: Sequence[Host], planned: dict[str, list[PlannedVm]], room: capacity.MachineRoom | None
+    hosts: Sequence[Host],
+    planned: dict[str, list[PlannedVm]],
+    room: capacity.MachineRoom | None,
+    *,
+    chassis: bool = False,
 ) -> None:
-    """Refuse, before anything is made, real VMs this machine cannot hold (memory, namespaces)."""
+    """Refuse, before anything is made, real VMs this machine cannot hold (memory, namespaces), and
+    with `chassis` (OVN), the chassis every host of this machine that gets VMs becomes, fake or real."""
+    if chassis and room is not None:
+        _check_chassis_room(hosts, planned, room)
     vms_per_vpc: dict[str, int] = {}
     vhosts_per_vpc: dict[str, int] = {}
     for host in hosts:
@@ -157,6 +164,23 @@ def check_machine_room(
         raise ResourceExhausted(
             f"config.vm_deploy: {vms:,} real VMs need {namespaces:,} network namespaces and this machine "
             f"allows {room.namespaces:,} more (user.max_net_namespaces): use fewer VMs, or the fake dataplane"
+        )
+
+
+def _check_chassis_room(
+    hosts: Sequence[Host], planned: dict[str, list[PlannedVm]], room: capacity.MachineRoom
+) -> None:
+    here = [h for h in hosts if h.on_this_machine and planned.get(h.name)]
+    ports = sum(len(planned[h.name]) for h in here)
+    need = capacity.chassis_bytes(len(here), ports)
+    if need > room.memory_bytes:
+        fit = len(here) * room.memory_bytes // need
+        per_chassis, per_port = capacity.CHASSIS_BYTES >> 20, capacity.CHASSIS_PORT_BYTES >> 10
+        raise ResourceExhausted(
+            f"config.vm_deploy: {len(here):,} hosts become OVN chassis (ovsdb-server, ovs-vswitchd and "
+            f"ovn-controller each, ~{per_chassis} MiB, and ~{per_port} KiB per port) and need "
+            f"~{need / capacity.GIB:.1f} GiB; {room.memory_bytes / capacity.GIB:.1f} GiB is available "
+            f"beyond the reserve: about {fit:,} chassis fit. Use fewer hosts"
         )
 
 

@@ -103,7 +103,7 @@ class ComputeManager:
                     f"compute config {config_id!r} exists with a different configuration; DELETE it first"
                 )
             return await self._create_again(config, plugin.name)  # the same deployment, asked differently
-        inventory.check_machine_room(hosts, planned, self.machine_room())
+        inventory.check_machine_room(hosts, planned, self.machine_room(), chassis=plugin.runs_chassis)
         await self.admission.check_endpoints(config.pods, hosts)
         await self.store.vms.create(
             config,
@@ -195,7 +195,7 @@ class ComputeManager:
         await self.admission.check_endpoints(config.pods, hosts)
         existing = await self._existing(config_id)
         new = _new_only(planned, {host: set(vms) for host, vms in existing.items()})
-        inventory.check_machine_room(hosts, new, self.machine_room())
+        inventory.check_machine_room(hosts, new, self.machine_room(), chassis=plugin.runs_chassis)
         if plugin.needs_network_config:
             # The VMs that go free their addresses (the update deletes them before it creates).
             kept = {(vm.host, vm.name) for vms in planned.values() for vm in vms}
@@ -275,6 +275,7 @@ class ComputeManager:
             raise NotFound(f"compute config {config_id!r} does not exist")
         raw_calls, ready = await self.store.results.calls_and_ready(config_id)
         samples = [s for s in (results.parse_call(raw) for raw in raw_calls) if s is not None]
+        histograms, ready_histogram = await self.store.results.histograms(config_id)
         built = results.build(
             config_id,
             plugin=meta.plugin,
@@ -285,6 +286,8 @@ class ComputeManager:
             ready=ready,
             population=await self.store.results.population(config_id),
             born=await self.store.results.born_offsets(config_id),
+            histograms=histograms,
+            ready_histogram=ready_histogram,
         )
         built.churned = int((await self.store.churn.state(config_id)).get("replaced", 0))
         built.started_at.FromNanoseconds(int(meta.started_at * 1e9))

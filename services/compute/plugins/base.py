@@ -45,6 +45,8 @@ class VmPlugin(abc.ABC):
     needs_network_config: ClassVar[bool]
     # The agents call Alcor's port manager (its URL travels with every port request).
     needs_alcor: ClassVar[bool] = False
+    # Each host with VMs becomes an OVN chassis (its memory counts in the capacity check).
+    runs_chassis: ClassVar[bool] = False
 
     def __init__(self, network: network_pb2_grpc.MerakNetworkServiceAsyncStub, agent_timeout: float) -> None:
         self.network = network

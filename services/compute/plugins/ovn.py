@@ -26,6 +26,7 @@ class OvnVms(NativeVms):
 
     name = PluginName.OVN
     needs_network_config = True
+    runs_chassis = True
 
     def __init__(self, network: network_pb2_grpc.MerakNetworkServiceAsyncStub, agent_timeout: float) -> None:
         super().__init__(network, agent_timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from merak.capacity import GIB, MachineRoom, real_vms_bytes
+from merak.capacity import GIB, MachineRoom, chassis_bytes, real_vms_bytes
 from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
 from services.compute.inventory import check_machine_room, hosts_from_pods, plan
@@ -142,3 +142,16 @@ def test_only_real_vhosts_of_this_machine_count() -> None:
     check_machine_room(hosts, planned, room)
     with pytest.raises(ResourceExhausted, match="200 real VMs"):
         check_machine_room(hosts, planned, MachineRoom(room.memory_bytes - 1, 202))
+
+
+def test_ovn_chassis_count_fake_hosts_too_and_are_refused_naming_the_limit() -> None:
+    cfg = config(compute_pb2.UNIFORM, hosts=20, per_host=50)
+    for pod in cfg.pods:
+        pod.dataplane = "fake"  # no kernel VMs: only the chassis cost memory
+    hosts = hosts_from_pods(cfg.pods)
+    planned = plan(cfg, hosts)
+    need = chassis_bytes(20, 1000)
+    check_machine_room(hosts, planned, MachineRoom(memory_bytes=need, namespaces=0), chassis=True)
+    check_machine_room(hosts, planned, MachineRoom(memory_bytes=0, namespaces=0))  # not ovn: no chassis
+    with pytest.raises(ResourceExhausted, match=r"20 hosts become OVN chassis .* about 10 chassis fit"):
+        check_machine_room(hosts, planned, MachineRoom(memory_bytes=need // 2, namespaces=0), chassis=True)
