@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from merak.stats import Summary, percentile
@@ -12,8 +12,13 @@ from merak.v1 import compute_pb2
 
 # Codes that are answers, not failures.
 SUCCESS_CODES = frozenset({"OK", "200", "201", "204"})
-# At most this many points per time series (buckets widen for long runs).
-MAX_POINTS = 600
+# At most this many points per time series: the interval is the narrowest of INTERVALS_MS that keeps
+# the run within it (0.1 s up to 30 s, 1 s up to 300 s, ...).
+MAX_POINTS = 300
+INTERVALS_MS = tuple(int(m * 10**e) for e in range(2, 7) for m in (1, 2, 5))
+# The upper bounds of the latency histograms' buckets, in milliseconds: ten a decade from 0.01 ms to
+# 10^8 ms (27 hours). Fixed, so that a histogram is counted as calls are recorded and buckets add up.
+HISTOGRAM_BOUNDS_MS = tuple(float(f"{10 ** (k / 10 - 2):.6g}") for k in range(101))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +55,35 @@ def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:
     )
 
 
-def _bucket_width(span: float) -> float:
-    return max(1.0, math.ceil(span / MAX_POINTS))
+def histogram_bucket(seconds: float) -> int:
+    """The index in HISTOGRAM_BOUNDS_MS of the bucket a latency falls in (the last for a slower one)."""
+    return min(bisect_left(HISTOGRAM_BOUNDS_MS, seconds * 1000), len(HISTOGRAM_BOUNDS_MS) - 1)
+
+
+def histogram(counts: Mapping[int, int]) -> list[compute_pb2.LatencyBucket]:
+    """Counts per bucket index (histogram_bucket) as the buckets that hold any, fastest first."""
+    return [
+        compute_pb2.LatencyBucket(
+            lower_ms=HISTOGRAM_BOUNDS_MS[index - 1] if index else 0.0,
+            upper_ms=HISTOGRAM_BOUNDS_MS[index],
+            count=count,
+        )
+        for index, count in sorted(counts.items())
+        if count > 0 and 0 <= index < len(HISTOGRAM_BOUNDS_MS)
+    ]
+
+
+def interval_ms(span: float) -> int:
+    """The series' interval, in milliseconds, for a run of `span` seconds."""
+    for width in INTERVALS_MS:
+        if span * 1000 / width < MAX_POINTS:
+            return width
+    return INTERVALS_MS[-1]
+
+
+def _interval_of(at: float, width_ms: int) -> int:
+    # Offsets are kept to the millisecond: whole milliseconds divide exactly (0.3 // 0.1 is 2.0).
+    return round(at * 1000) // width_ms
 
 
 def build(
@@ -65,8 +97,12 @@ def build(
     ready: Sequence[float],
     population: Sequence[tuple[float, int]] = (),
     born: Sequence[float] = (),
+    histograms: Mapping[tuple[str, str], Mapping[int, int]] | None = None,
+    ready_histogram: Mapping[int, int] | None = None,
 ) -> compute_pb2.ComputeResults:
-    """Per operation: requests, codes, errors, latency, rate; time to ready; series over time."""
+    """Per operation: requests, codes, errors, latency and its distribution, rate; time to ready; series
+    over time. `histograms` (per (plugin, operation)) and `ready_histogram` are the store's running
+    counts per bucket; without them they are counted here from the samples."""
     result = compute_pb2.ComputeResults(
         compute_config_id=config_id,
         plugin=plugin,
@@ -76,6 +112,9 @@ def build(
         requested_rps=requested_rps,
         time_to_ready=summary(ready),
     )
+    if ready_histogram is None:
+        ready_histogram = _counts(ready)
+    result.time_to_ready_histogram.extend(histogram(ready_histogram))
     if ready:
         result.achieved_vms_per_second = round(len(ready) / max(*ready, 1e-3), 3)
     by_operation: dict[tuple[str, str], list[CallSample]] = defaultdict(list)
@@ -94,21 +133,49 @@ def build(
             errors=sum(n for code, n in codes.items() if code not in SUCCESS_CODES),
             latency=summary([s.seconds for s in samples]),
             rate=round(len(samples) / max(span, 1.0), 3),
+            histogram=histogram(
+                histograms.get((call_plugin, name), {})
+                if histograms is not None
+                else _counts([s.seconds for s in samples])
+            ),
         )
+    _series(result, calls=calls, ready=ready, born=born, population=population)
+    return result
+
+
+def _counts(seconds: Sequence[float]) -> dict[int, int]:
+    counts: dict[int, int] = defaultdict(int)
+    for value in seconds:
+        counts[histogram_bucket(value)] += 1
+    return counts
+
+
+def _series(
+    result: compute_pb2.ComputeResults,
+    *,
+    calls: Sequence[CallSample],
+    ready: Sequence[float],
+    born: Sequence[float],
+    population: Sequence[tuple[float, int]],
+) -> None:
+    """VMs ready, latency p50 and errors per interval, and the population, on intervals that suit the
+    run's length."""
     end = max([*ready, *born, *(c.at for c in calls), *(at for at, _ in population), 0.0])
-    width = _bucket_width(end)
+    width_ms = interval_ms(end)
+    width = width_ms / 1000
+    result.interval_seconds = width
     ready_counts: dict[int, int] = defaultdict(int)
     for at in [*ready, *born]:  # churn newborns are VMs made ready too
-        ready_counts[int(at // width)] += 1
+        ready_counts[_interval_of(at, width_ms)] += 1
     latencies: dict[int, list[float]] = defaultdict(list)
     errors: dict[int, int] = defaultdict(int)
     for call in calls:
-        bucket = int(call.at // width)
+        bucket = _interval_of(call.at, width_ms)
         latencies[bucket].append(call.seconds)
         if call.code not in SUCCESS_CODES:
             errors[bucket] += 1
-    for bucket in range(int(end // width) + 1 if (ready or born or calls) else 0):
-        second = bucket * width
+    for bucket in range(_interval_of(end, width_ms) + 1 if (ready or born or calls) else 0):
+        second = bucket * width_ms / 1000
         result.ready_per_second.add(second=second, value=ready_counts.get(bucket, 0) / width)
         result.errors_per_second.add(second=second, value=errors.get(bucket, 0) / width)
         if bucket in latencies:
@@ -119,8 +186,7 @@ def build(
         result.population_min, result.population_max = min(alive), max(alive)
         most: dict[int, int] = {}
         for at, n in population:
-            bucket = int(at // width)
+            bucket = _interval_of(at, width_ms)
             most[bucket] = max(most.get(bucket, 0), n)
         for bucket, n in sorted(most.items()):
-            result.population.add(second=bucket * width, value=n)
-    return result
+            result.population.add(second=bucket * width_ms / 1000, value=n)

@@ -158,11 +158,15 @@ async def test_a_fault_schedule_runs_during_the_deploy_and_is_reported(stack: St
         assert stamps == sorted(stamps), sorted(moments)
         assert windows[("crash", 0)].description == "host vhost-0: crashed"
 
-        # The report shows each window.
-        page = report_html.render({"results": protojson.to_dict(results), "ok": True})
+        # The report shows each window, in its table and shaded on every time plot.
+        document = protojson.to_dict(results)
+        page = report_html.render({"results": document, "ok": True})
         for name in ("loss", "flap", "split", "crash", "slow"):
             assert f"<td>{name}</td>" in page
-        assert page.count('class="fault"') >= 7 * 3  # shaded on each of the three plots
+        timeline = report_html.timeline_figure(document)
+        assert timeline is not None and len(timeline.data) >= 4  # the faults' lane and three series
+        shaded = [shape for shape in timeline.layout.shapes if shape.type == "rect"]
+        assert len(shaded) == 7 * len(timeline.data)
 
         # DELETE compute ends the held fault: the lab keeps only its own.
         await act(stack.stub, sid, COMPUTE, DELETE)
