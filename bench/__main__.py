@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import agent_bench, alcor_bench, compute_bench, topology_bench
+from bench import agent_bench, alcor_bench, compute_bench, ovn_bench, topology_bench
 
 BENCHMARKS = {
     "topology": topology_bench.main,
     "agent": agent_bench.main,
     "compute": compute_bench.main,
     "alcor": alcor_bench.main,
+    "ovn": ovn_bench.main,
 }
 
 

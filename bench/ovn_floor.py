@@ -6,15 +6,14 @@ An OVN central of its own (NB, SB, northd) and `hosts` dummy chassis (ovsdb-serv
 then per host, all hosts side by side: one NB transaction making its `per_host` logical switch ports
 (spread over `switches` logical switches on one logical router, as the emulator's subnets are) and one
 OVS transaction plugging them into the host's br-int. Each port's latency runs from the commit of its NB
-transaction to `up` in NB, seen by an IDL's notify as northd writes it; the rate is the ports over the
-time from the first insert to the last `up`.
+transaction to `up` in NB, both seen by an IDL watching NB (`NbWatch`, the emulator's yardstick too); the
+rate is the ports over the time from the first port's appearance to the last one's `up`.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,18 +46,57 @@ class FloorResult:
         return self.up / self.seconds if self.seconds else 0.0
 
 
-class _UpIdl(connection.OvsdbIdl):  # type: ignore[misc]  # ovsdbapp has no type hints
-    """An NB IDL that notes when each logical switch port goes `up`."""
+class _WatchIdl(connection.OvsdbIdl):  # type: ignore[misc]  # ovsdbapp has no type hints
+    """An NB IDL that notes when each VM's logical switch port appears and when it goes `up`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.created_at: dict[str, float] = {}
         self.up_at: dict[str, float] = {}
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
-        if event != "update" or row._table.name != "Logical_Switch_Port":
+        if row._table.name != "Logical_Switch_Port" or getattr(row, "type", "") == "router":
             return
-        if list(getattr(row, "up", [])) == [True] and row.name not in self.up_at:
-            self.up_at[row.name] = time.monotonic()
+        now = time.monotonic()
+        if event == "create":
+            self.created_at.setdefault(row.name, now)
+        if event in ("create", "update") and list(getattr(row, "up", [])) == [True]:
+            self.up_at.setdefault(row.name, now)
+
+
+class NbWatch:
+    """Watches an NB database from outside whatever makes the ports: when each VM port appears and
+    goes up. The same yardstick for the emulator and for the floor."""
+
+    def __init__(self, remote: str) -> None:
+        self.idl = _WatchIdl.from_server(remote, "OVN_Northbound")
+        self.connection = connection.Connection(idl=self.idl, timeout=120)
+        self.api = impl_idl.OvnNbApiIdlImpl(self.connection)
+
+    def wait_up(self, count: int, timeout: float = 600) -> None:
+        """Until `count` ports are up (or the deadline)."""
+        deadline = time.monotonic() + timeout
+        while len(self.idl.up_at) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def result(self, ports: int) -> FloorResult:
+        """Ports up, from the first port's appearance to the last one's `up`, with the latencies."""
+        created, up = dict(self.idl.created_at), dict(self.idl.up_at)
+        latencies = sorted((up[n] - created[n]) * 1000 for n in created if n in up)
+        first = min(created.values(), default=0.0)
+        last = max(up.values(), default=first)
+        return FloorResult(
+            ports=ports,
+            up=len(latencies),
+            seconds=last - first,
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
+            max_ms=latencies[-1] if latencies else 0.0,
+        )
+
+    def close(self) -> None:
+        """Stop the IDL's thread."""
+        self.connection.stop()
 
 
 @contextmanager
@@ -90,9 +128,8 @@ def floor_dummy(hosts: int, per_host: int, switches: int) -> FloorResult:
 
 
 def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switches: int) -> FloorResult:
-    idl = _UpIdl.from_server(central.nb, "OVN_Northbound")
-    conn = connection.Connection(idl=idl, timeout=120)
-    api = impl_idl.OvnNbApiIdlImpl(conn)
+    watch = NbWatch(central.nb)
+    api = watch.api
     try:
         with api.transaction(check_error=True) as txn:
             txn.add(api.lr_add("floor-r"))
@@ -103,8 +140,6 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
                 router_port = {"router-port": f"floor-rp{s}"}
                 txn.add(api.lsp_add(f"floor-s{s}", f"floor-sp{s}", type="router",
                                     options=router_port, addresses=["router"]))  # fmt: skip
-        inserted: dict[str, float] = {}
-        lock = threading.Lock()
 
         def host(h: int) -> None:
             names = []
@@ -118,27 +153,12 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
                     txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
                                         port_security=[f"{mac} {ip}"]))  # fmt: skip
                     names.append(name)
-            committed = time.monotonic()
-            with lock:
-                inserted.update(dict.fromkeys(names, committed))
             chassis[h].add_ports([(f"fp{v}", name) for v, name in enumerate(names)])
 
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(host, range(len(chassis))))
         total = len(chassis) * per_host
-        deadline = time.monotonic() + 600
-        while len(idl.up_at) < total and time.monotonic() < deadline:
-            time.sleep(0.005)
-        latencies = sorted((idl.up_at[n] - inserted[n]) * 1000 for n in inserted if n in idl.up_at)
-        last = max(idl.up_at.values(), default=started)
-        return FloorResult(
-            ports=total,
-            up=len(latencies),
-            seconds=last - started,
-            p50_ms=percentile(latencies, 50),
-            p99_ms=percentile(latencies, 99),
-            max_ms=latencies[-1] if latencies else 0.0,
-        )
+        watch.wait_up(total)
+        return watch.result(total)
     finally:
-        conn.stop()
+        watch.close()

@@ -1,0 +1,128 @@
+"""OVN as the control plane under test: how fast the emulator brings ports up, against the floor.
+
+Starts a private local stack (OVN central included) and runs teste2e with the ovn plugin:
+  1. `--hosts` x `--vms` (20 x 50 by default) on the fake data plane: every host a dummy chassis,
+     1,000 logical switch ports bound with no data plane;
+then, in the same run, the floor (bench/ovn_floor.py): the same NB rows and OVS interfaces made by a
+direct script, on its own central and dummy chassis. Both are watched the same way, by an IDL on NB
+(`NbWatch`): ports up per second from the first port's appearance to the last one's `up`, and the
+latency of each port from its appearance to `up` (p50, p99, max). The emulator should reach 0.9 of the
+floor's rate. With `--real H V` (10 x 10 by default), a second teste2e run on the real data plane is
+timed the same way (its pings prove the data plane), without a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bench.ovn_floor import FloorResult, NbWatch, floor_dummy
+from bench.stack import private_stack, teste2e_argv
+from merak import ovs
+from merak_tools import teste2e
+from merak_tools.localstack import StackSettings
+
+AIM = 0.9
+
+
+async def emulator_run(
+    settings: StackSettings, hosts: int, per_host: int, *, subnets: int, dataplane: str
+) -> tuple[FloorResult, dict[str, Any]]:
+    """teste2e with the ovn plugin, NB watched from outside; the watch's result and teste2e's report."""
+    watch = NbWatch(ovs.Central(settings.state_dir / "ovn").remote("nb"))
+    try:
+        argv = [
+            *teste2e_argv(settings, f"report-{dataplane}.json"),
+            "--plugin", "ovn", "--dataplane", dataplane,
+            "--hosts", str(hosts), "--vms-per-host", str(per_host), "--subnets", str(subnets),
+            "--max-pairs", "1000",
+        ]  # fmt: skip
+        report = await teste2e.main_async(teste2e.parse(argv))
+        result = watch.result(hosts * per_host)
+    finally:
+        watch.close()
+    if not report.ok:
+        print(f"  {dataplane} FAILED: {report.errors[:3]}")
+    operations = {op["operation"]: op for op in report.results.get("operations", [])}
+    return result, {
+        "ok": report.ok,
+        "vms_done": report.vms_done,
+        "phases": report.phases,
+        "port_up": operations.get("port_up", {}).get("latency", {}),
+        "test": {k: report.test.get(k) for k in ("pairs_tried", "passed", "cross_host_pairs")},
+    }
+
+
+def _row(name: str, result: FloorResult) -> str:
+    return (
+        f"  {name:<28} {result.up:>6}/{result.ports:<6} {result.seconds:>7.2f} s "
+        f"{result.ports_per_second:>8.1f}/s p50 {result.p50_ms:>7.0f} ms  p99 {result.p99_ms:>7.0f} ms  max {result.max_ms:>7.0f} ms"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the OVN benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench ovn")
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--vms", type=int, default=50, help="VMs (ports) per host")
+    parser.add_argument("--subnets", type=int, default=10, help="logical switches the ports spread over")
+    parser.add_argument("--real", nargs=2, type=int, default=[10, 10], metavar=("HOSTS", "VMS"))
+    parser.add_argument("--no-real", action="store_true", help="skip the real-data-plane run")
+    parser.add_argument("--json", type=Path, default=Path("bench-ovn.json"))
+    args = parser.parse_args(argv)
+    gone = ovs.missing()
+    if gone:
+        print(f"ovn: skipped, OVN/OVS not installed (make install): {', '.join(gone)}")
+        return 1
+    stack, settings = private_stack("mko", 17000)
+    state = settings.state_dir
+    runs: dict[str, Any] = {}
+    try:
+        stack.up()
+        fake, fake_report = asyncio.run(
+            emulator_run(settings, args.hosts, args.vms, subnets=args.subnets, dataplane="fake")
+        )
+        runs["emulator_fake"] = {**_as_dict(fake), **fake_report}
+        if not args.no_real:
+            hosts, per_host = args.real
+            real, real_report = asyncio.run(
+                emulator_run(settings, hosts, per_host, subnets=min(args.subnets, hosts), dataplane="real")
+            )
+            runs["emulator_real"] = {**_as_dict(real), **real_report}
+    finally:
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+    floor = floor_dummy(args.hosts, args.vms, args.subnets)
+    runs["floor_fake"] = _as_dict(floor)
+    ratio = fake.ports_per_second / floor.ports_per_second if floor.ports_per_second else 0.0
+    runs["ratio_fake"] = ratio
+    print(f"ovn: {args.hosts} hosts x {args.vms} ports over {args.subnets} logical switches, dummy datapath")
+    print(_row("emulator (teste2e)", fake))
+    print(_row("floor (direct script)", floor))
+    verdict = "met" if ratio >= AIM else "MISSED"
+    print(f"  emulator / floor ports per second: {ratio:.2f} (aim {AIM}): {verdict}")
+    print(f"  port_up as the network service measured it: {fake_report['port_up']}")
+    if "emulator_real" in runs:
+        print(f"ovn real data plane: {args.real[0]} hosts x {args.real[1]} VMs")
+        print(_row("emulator (teste2e)", real))
+        print(f"  pings: {runs['emulator_real']['test']}")
+    args.json.write_text(json.dumps(runs, indent=2, default=str))
+    print(f"  written: {args.json}")
+    ok = fake_report["ok"] and runs.get("emulator_real", {"ok": True})["ok"]
+    return 0 if ok else 1
+
+
+def _as_dict(result: FloorResult) -> dict[str, Any]:
+    return {
+        "ports": result.ports,
+        "up": result.up,
+        "seconds": round(result.seconds, 3),
+        "ports_per_second": round(result.ports_per_second, 1),
+        "p50_ms": round(result.p50_ms, 1),
+        "p99_ms": round(result.p99_ms, 1),
+        "max_ms": round(result.max_ms, 1),
+    }
