@@ -60,7 +60,8 @@ async def emulator_run(
 def _row(name: str, result: FloorResult) -> str:
     return (
         f"  {name:<28} {result.up:>6}/{result.ports:<6} {result.seconds:>7.2f} s "
-        f"{result.ports_per_second:>8.1f}/s p50 {result.p50_ms:>7.0f} ms  p99 {result.p99_ms:>7.0f} ms  max {result.max_ms:>7.0f} ms"
+        f"{result.ports_per_second:>8.1f}/s p50 {result.p50_ms:>7.0f} ms  "
+        f"p99 {result.p99_ms:>7.0f} ms  max {result.max_ms:>7.0f} ms"
     )
 
 
