@@ -13,6 +13,7 @@ from services.network.metrics import NetworkMetrics
 from services.network.plugins import PluginRegistry
 from services.network.plugins.alcor import AlcorPlugin, AlcorPorts
 from services.network.plugins.native import NativePlugin
+from services.network.plugins.ovn import OvnPlugin
 from services.network.server import NetworkServicer, registration
 from services.network.store import NetworkStore
 
@@ -34,6 +35,9 @@ def build_plugins(settings: NetworkSettings, store: NetworkStore, metrics: Netwo
             timeout=settings.alcor_timeout,
             aca_port=settings.alcor_aca_port,
         )
+    )
+    registry.register(
+        OvnPlugin(metrics, nb=settings.ovn_nb, sb=settings.ovn_sb, timeout=settings.ovn_timeout)
     )
     return registry
 

@@ -22,10 +22,19 @@ class Ipam:
 
     async def allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
         """One address per request, in order; a VM that has one gets the same one back."""
+        allocations, _ = await self.allocate_fresh(state, requests)
+        return allocations
+
+    async def allocate_fresh(
+        self, state: NetworkState, requests: Sequence[PortRequest]
+    ) -> tuple[list[PortAllocation], list[str]]:
+        """As `allocate`, with the VMs this call gave an address to (what undoing it would release)."""
         with self._timed("allocate_ports"):
             return await self._allocate(state, requests)
 
-    async def _allocate(self, state: NetworkState, requests: Sequence[PortRequest]) -> list[PortAllocation]:
+    async def _allocate(
+        self, state: NetworkState, requests: Sequence[PortRequest]
+    ) -> tuple[list[PortAllocation], list[str]]:
         targets = _targets(state, requests)
         pools: list[SubnetPool] = []
         pool_of: dict[int, int] = {}
@@ -38,11 +47,15 @@ class Ipam:
         outcome = await self.store.allocate(state.netconfig_id, pools, pairs)
         if isinstance(outcome, AllocationFailure):
             raise _failure(state, outcome, requests, targets, pools)
-        self.metrics.allocated.inc(sum(1 for value in outcome if value.startswith("+")))
-        return [
+        fresh = list(
+            dict.fromkeys(r.vm_id for r, value in zip(requests, outcome, strict=True) if value[0] == "+")
+        )
+        self.metrics.allocated.inc(len(fresh))
+        allocations = [
             _allocation(request, vpc, subnet, value.lstrip("+"))
             for request, (vpc, subnet), value in zip(requests, targets, outcome, strict=True)
         ]
+        return allocations, fresh
 
     async def release(self, state: NetworkState, vm_ids: Sequence[str]) -> int:
         """Give back the addresses of these VMs; ids without one are ignored."""

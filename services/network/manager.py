@@ -14,7 +14,14 @@ from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.ipam import Ipam
 from services.network.metrics import NetworkMetrics
-from services.network.models import NetworkState, NetworkView, PortAllocation, PortRequest, SubnetState
+from services.network.models import (
+    NetworkState,
+    NetworkView,
+    PortAllocation,
+    PortRequest,
+    PortUp,
+    SubnetState,
+)
 from services.network.plugins import DeleteProgress, NetworkPlugin, PluginRegistry
 from services.network.spec import check_extends, spec_from_proto
 from services.network.store import NetworkStore
@@ -22,6 +29,9 @@ from services.network.store import NetworkStore
 log = get_logger(__name__)
 
 _ALCOR_PORTS = "with the alcor plugin, ports come from Alcor through the agent's PRECREATE"
+# WaitPortsUp: how long it waits when the request says nothing, and at most.
+WAIT_UP_DEFAULT = 60.0
+WAIT_UP_MAX = 600.0
 
 
 class NetworkManager:
@@ -194,22 +204,62 @@ class NetworkManager:
     async def allocate_ports(
         self, netconfig_id: str, requests: Sequence[PortRequest]
     ) -> list[PortAllocation]:
-        """An address per request, in order, from the native plugin's IPAM."""
+        """An address per request, in order, from this service's IPAM, and the port in the control plane
+        when the plugin makes one; a failure gives back the addresses this call handed out."""
         state = await self._state(netconfig_id, "netconfig_id")
-        self._require_ipam(state)
-        return await self.ipam.allocate(state, requests)
+        plugin = self._ipam_plugin(state)
+        _check_groups(state, requests)
+        allocations, fresh = await self.ipam.allocate_fresh(state, requests)
+        try:
+            return await plugin.make_ports(state, requests, allocations)
+        except BaseException:
+            await self.ipam.release(state, fresh)
+            raise
 
     async def release_ports(self, netconfig_id: str, vm_ids: Sequence[str]) -> int:
-        """Give back the addresses of these VMs; returns how many were held."""
+        """Remove these VMs' ports and give back their addresses; returns how many were held."""
         state = await self._state(netconfig_id, "netconfig_id")
-        self._require_ipam(state)
+        plugin = self._ipam_plugin(state)
+        await plugin.release_ports(state, list(dict.fromkeys(v for v in vm_ids if v)))
         return await self.ipam.release(state, vm_ids)
 
-    def _require_ipam(self, state: NetworkState) -> None:
-        if not self.plugins.get(state.plugin).allocates_ports:
+    async def wait_ports_up(self, netconfig_id: str, vm_ids: Sequence[str], timeout: float) -> list[PortUp]:
+        """Per VM (in order, once each), whether its port came up in the control plane within `timeout`
+        seconds (0: WAIT_UP_DEFAULT); returns as soon as every port is up."""
+        if timeout == 0:
+            timeout = WAIT_UP_DEFAULT
+        if not 0 < timeout <= WAIT_UP_MAX:  # NaN fails too
+            raise InvalidArgument(
+                "timeout_seconds", f"{timeout} is not in (0, {WAIT_UP_MAX:.0f}] (0: {WAIT_UP_DEFAULT:.0f} s)"
+            )
+        for i, vm_id in enumerate(vm_ids):
+            if not vm_id:
+                raise InvalidArgument(f"vm_ids[{i}]", "required")
+        state = await self._state(netconfig_id, "netconfig_id")
+        wanted = list(dict.fromkeys(vm_ids))
+        if not wanted:
+            return []
+        return await self.plugins.get(state.plugin).wait_ports_up(state, wanted, timeout)
+
+    def _ipam_plugin(self, state: NetworkState) -> NetworkPlugin:
+        plugin = self.plugins.get(state.plugin)
+        if not plugin.allocates_ports:
             raise FailedPrecondition(
                 f"network config {state.netconfig_id!r} uses the {state.plugin} plugin; {_ALCOR_PORTS}"
             )
+        return plugin
+
+
+def _check_groups(state: NetworkState, requests: Sequence[PortRequest]) -> None:
+    """Every security group a port names is one of the config's."""
+    known = {group.id for group in state.security_groups}
+    for i, request in enumerate(requests):
+        for j, group_id in enumerate(request.security_group_ids):
+            if group_id not in known:
+                raise InvalidArgument(
+                    f"ports[{i}].security_group_ids[{j}]",
+                    f"unknown security group {group_id!r} in network config {state.netconfig_id!r}",
+                )
 
 
 def _ipam_subnets(

@@ -11,6 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from merak.metrics import RPC_LATENCY_BUCKETS, ControlPlaneMetrics
 
+# Port-up latency: milliseconds with a dummy chassis, seconds to minutes on a loaded central.
+PORT_UP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkMetrics:
@@ -21,6 +24,8 @@ class NetworkMetrics:
     released: Counter
     plugin_seconds: Histogram
     control_plane: ControlPlaneMetrics
+    port_up_seconds: Histogram
+    ovn_ports: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NetworkMetrics:
@@ -46,6 +51,18 @@ class NetworkMetrics:
                 registry=registry,
             ),
             control_plane=ControlPlaneMetrics.create(registry),
+            port_up_seconds=Histogram(
+                "merak_network_ovn_port_up_seconds",
+                "From a VM's logical switch port's insert in OVN's northbound database to `up` in it.",
+                buckets=PORT_UP_BUCKETS,
+                registry=registry,
+            ),
+            ovn_ports=Counter(
+                "merak_network_ovn_ports_total",
+                "Logical switch ports of VMs the ovn plugin made or removed in OVN's northbound database.",
+                ["operation"],
+                registry=registry,
+            ),
         )
 
     @contextmanager

@@ -93,6 +93,9 @@ class NetworkSpec:
     security_groups: tuple[SecurityGroupSpec, ...] = ()
     routers: tuple[RouterSpec, ...] = ()
     nodes: tuple[Node, ...] = ()
+    # The ovn plugin's OVN, when the config names one (empty: the stack's own).
+    ovn_nb: str = ""
+    ovn_sb: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,14 @@ class AlcorEndpoints:
 
 
 @dataclass(frozen=True, slots=True)
+class OvnRemotes:
+    """The OVN databases one network config lives in (kept so UPDATE, ports and DELETE use the same)."""
+
+    nb: str
+    sb: str
+
+
+@dataclass(frozen=True, slots=True)
 class NetworkState:
     """What a network config built, in the order of its spec (item i of a list is the spec's item i)."""
 
@@ -203,6 +214,7 @@ class NetworkState:
     routers: tuple[RouterState, ...] = ()
     nodes: tuple[Node, ...] = ()
     alcor: AlcorEndpoints | None = None
+    ovn: OvnRemotes | None = None
 
     def subnets(self) -> list[tuple[VpcState, SubnetState]]:
         """Every subnet with its VPC."""
@@ -231,6 +243,8 @@ class PortRequest:
     vm_id: str
     vpc_id: str = ""
     subnet_id: str = ""
+    # Ids of the config's security groups the port is in (the ovn plugin makes it a member of them).
+    security_group_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +261,8 @@ class PortAllocation:
     vni: int
     gateway_mac: str
     cidr: str
+    # The port's name in the control plane, when the plugin makes one (ovn: the logical switch port).
+    port_name: str = ""
 
 
 def port_mac(vni: int, ip: str) -> str:
@@ -255,6 +271,16 @@ def port_mac(vni: int, ip: str) -> str:
     # NICs' (02) and the anycast gateway's (0e), so the three never meet whatever the VNI and IP.
     raw = bytes([0x06, vni & 0xFF]) + ipaddress.IPv4Address(ip).packed
     return ":".join(f"{b:02x}" for b in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class PortUp:
+    """Whether a VM's port came up, how long after its insert, and on which chassis (when known)."""
+
+    vm_id: str
+    up: bool
+    seconds: float = 0.0
+    chassis: str = ""
 
 
 @dataclass(frozen=True, slots=True)

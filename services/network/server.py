@@ -72,7 +72,13 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
     ) -> network_pb2.AllocatePortsReply:
         """An address, MAC and gateway per VM port, in request order; idempotent per vm_id."""
         requests = [
-            PortRequest(p.vm_id.strip(), p.vpc_id.strip(), p.subnet_id.strip()) for p in request.ports
+            PortRequest(
+                p.vm_id.strip(),
+                p.vpc_id.strip(),
+                p.subnet_id.strip(),
+                tuple(g.strip() for g in p.security_group_ids),
+            )
+            for p in request.ports
         ]
         allocations = await self.manager.allocate_ports(request.netconfig_id, requests)
         reply = network_pb2.AllocatePortsReply()
@@ -80,6 +86,7 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
             reply.ports.add(
                 vm_id=a.vm_id, vpc_id=a.vpc_id, subnet_id=a.subnet_id, ip=a.ip, prefix_len=a.prefix_len,
                 mac=a.mac, gateway=a.gateway, vni=a.vni, gateway_mac=a.gateway_mac, cidr=a.cidr,
+                port_name=a.port_name,
             )  # fmt: skip
         return reply
 
@@ -89,6 +96,18 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
         """Give VMs' addresses back; unknown vm_ids are ignored."""
         released = await self.manager.release_ports(request.netconfig_id, [v.strip() for v in request.vm_ids])
         return network_pb2.ReleasePortsReply(released=released)
+
+    async def WaitPortsUp(
+        self, request: network_pb2.WaitPortsUpRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> network_pb2.WaitPortsUpReply:
+        """Per VM, whether its logical switch port came up in OVN within the timeout, and how fast."""
+        answers = await self.manager.wait_ports_up(
+            request.netconfig_id, [v.strip() for v in request.vm_ids], request.timeout_seconds
+        )
+        reply = network_pb2.WaitPortsUpReply()
+        for answer in answers:
+            reply.ports.add(vm_id=answer.vm_id, up=answer.up, seconds=answer.seconds, chassis=answer.chassis)
+        return reply
 
 
 def network_reply(view: NetworkView, done: str) -> network_pb2.ReturnNetworkMessage:
@@ -103,6 +122,7 @@ def network_reply(view: NetworkView, done: str) -> network_pb2.ReturnNetworkMess
             f"{counts['router']} routers, {counts['node']} nodes"
         ),
         plugin=state.plugin,
+        ovn_sb=state.ovn.sb if state.ovn is not None else "",
     )
     reply.vpcs.extend(_vpc_infos(state, view.allocated))
     reply.security_group_ids.extend(g.id for g in state.security_groups)

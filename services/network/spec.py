@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
 from merak.ids import OBJECT_ID, OBJECT_ID_FORM, check_id
+from merak.ovs import check_remote
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import (
@@ -27,6 +28,7 @@ ALCOR_PLUGIN = "alcor"
 ALCOR_SERVICE_CMD = "alcorIp"
 ALCOR_SERVICE_WHERE = "NETWORK"
 DEFAULT_PLUGIN = "native"
+OVN_PLUGIN = "ovn"
 
 # A subnet's bitmap has one bit per address: /8 is 2 MiB, the largest we keep. /30 leaves one VM address.
 MIN_SUBNET_PREFIX = 8
@@ -90,6 +92,17 @@ def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[
     return plugin, alcor_url
 
 
+def _ovn_remotes(config: network_pb2.InternalNetConfigConfiguration, plugin: str) -> tuple[str, str]:
+    """The existing OVN a config names (ovn plugin only), each an OVSDB remote; "" for the stack's own."""
+    remotes = []
+    for name in ("ovn_nb", "ovn_sb"):
+        value = getattr(config, name).strip()
+        if value and plugin != OVN_PLUGIN:
+            raise InvalidArgument(f"config.{name}", f"only the ovn plugin uses OVN (the plugin is {plugin})")
+        remotes.append(check_remote(f"config.{name}", value) if value else "")
+    return remotes[0], remotes[1]
+
+
 def spec_from_proto(
     config: network_pb2.InternalNetConfigConfiguration, skips: Skips | None = None
 ) -> NetworkSpec:
@@ -119,7 +132,8 @@ def spec_from_proto(
             "ignored",
         )
     nodes = _nodes(config.computes)
-    return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes)
+    ovn_nb, ovn_sb = _ovn_remotes(config, plugin)
+    return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb)
 
 
 class _Ids:
@@ -469,6 +483,8 @@ def check_extends(old: NetworkSpec, new: NetworkSpec) -> None:
     """UPDATE only adds: everything of `old` is in `new`, unchanged and at the same place."""
     if (old.plugin, old.alcor_url) != (new.plugin, new.alcor_url):
         raise InvalidArgument("config.plugin", "UPDATE cannot change the plugin or the Alcor host")
+    if (old.ovn_nb, old.ovn_sb) != (new.ovn_nb, new.ovn_sb):
+        raise InvalidArgument("config.ovn_nb", "UPDATE cannot change the OVN databases")
     _prefix(f"{_NETWORK}.vpcs", old.vpcs, new.vpcs, nested=True)
     _prefix(f"{_NETWORK}.security_groups", old.security_groups, new.security_groups)
     _prefix(f"{_NETWORK}.routers", old.routers, new.routers)

@@ -18,6 +18,7 @@ from services.network.models import (
     AlcorEndpoints,
     NetworkState,
     Node,
+    OvnRemotes,
     RouterState,
     RuleState,
     SecurityGroupState,
@@ -435,4 +436,5 @@ def state_from_json(raw: str) -> NetworkState:
         routers=tuple(RouterState(**{**r, "subnet_ids": tuple(r["subnet_ids"])}) for r in data["routers"]),
         nodes=tuple(Node(**n) for n in data["nodes"]),
         alcor=AlcorEndpoints(**data["alcor"]) if data.get("alcor") else None,
+        ovn=OvnRemotes(**data["ovn"]) if data.get("ovn") else None,
     )

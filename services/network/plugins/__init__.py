@@ -1,14 +1,14 @@
-"""The control plane under test behind one interface (NetworkPlugin), chosen per config: native, alcor."""
+"""The control plane under test behind one interface (NetworkPlugin), chosen per config by name."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 
-from merak.errors import InvalidArgument
+from merak.errors import FailedPrecondition, InvalidArgument
 from services.network.metrics import NetworkMetrics
-from services.network.models import NetworkSpec, NetworkState
+from services.network.models import NetworkSpec, NetworkState, PortAllocation, PortRequest, PortUp
 
 
 class DeleteProgress:
@@ -58,6 +58,23 @@ class NetworkPlugin(abc.ABC):
         best_effort: bool = False,
     ) -> None:
         """Remove what `state` holds beyond `keep` (None: everything), skipping steps already done."""
+
+    async def make_ports(
+        self, state: NetworkState, requests: Sequence[PortRequest], allocations: list[PortAllocation]
+    ) -> list[PortAllocation]:
+        """Make the VMs' ports in the control plane once the IPAM gave them addresses (a plugin that
+        `allocates_ports`); returns the allocations as the caller gets them. Raising undoes the call."""
+        return allocations
+
+    async def release_ports(self, state: NetworkState, vm_ids: Sequence[str]) -> None:  # noqa: B027
+        """Remove the VMs' ports from the control plane, before their addresses go back to the IPAM."""
+
+    async def wait_ports_up(self, state: NetworkState, vm_ids: Sequence[str], timeout: float) -> list[PortUp]:
+        """Wait until the VMs' ports are up in the control plane, at most `timeout` seconds."""
+        raise FailedPrecondition(
+            f"network config {state.netconfig_id!r} uses the {self.name} plugin; "
+            "only the ovn plugin's ports come up in a control plane (WaitPortsUp)"
+        )
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the plugin holds."""

@@ -302,3 +302,23 @@ def test_subnet_capacity_leaves_out_network_broadcast_and_gateway() -> None:
     subnet = SubnetState("s", "10.9.0.0/29", "10.9.0.6", 0, 0)
     assert (subnet.size, subnet.capacity, subnet.gateway_offset) == (8, 8 - RESERVED_PER_SUBNET, 6)
     assert common_pb2.InternalSubnetInfo(capacity=subnet.capacity).capacity == 5
+
+
+def test_spec_checks_the_ovn_remotes() -> None:
+    config = network_pb2.InternalNetConfigConfiguration(
+        netconfig_id="nc", plugin="ovn", ovn_nb="tcp:10.0.0.5:6641"
+    )
+    config.network.vpcs.add(vpc_cidr="10.1.0.0/16").subnets.add(subnet_cidr="10.1.0.0/24")
+    spec = spec_from_proto(config)
+    assert (spec.ovn_nb, spec.ovn_sb) == ("tcp:10.0.0.5:6641", "")
+    config.ovn_sb = "tcp:db:6642"
+    with pytest.raises(InvalidArgument) as caught:
+        spec_from_proto(config)
+    assert caught.value.field == "config.ovn_sb"
+    config.ovn_sb = "unix:/run/ovn/ovnsb_db.sock"
+    moved = network_pb2.InternalNetConfigConfiguration()
+    moved.CopyFrom(config)
+    moved.ovn_nb = "tcp:10.0.0.6:6641"
+    with pytest.raises(InvalidArgument) as caught:
+        check_extends(spec_from_proto(config), spec_from_proto(moved))
+    assert caught.value.field == "config.ovn_nb"
