@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from merak.errors import InvalidArgument
-from merak.ids import OBJECT_ID, OBJECT_ID_FORM, check_id
+from merak.ids import check_id
 from merak.ovs import check_remote
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
@@ -16,11 +16,10 @@ from services.network.models import (
     NetworkSpec,
     Node,
     RouterSpec,
-    RuleSpec,
-    SecurityGroupSpec,
     SubnetSpec,
     VpcSpec,
 )
+from services.network.spec_groups import NETWORK, Ids, security_groups
 
 # The plugin that makes a network config in Alcor (its registry name), and Merak's service entry that
 # names the Alcor host; a config with that entry and no plugin goes to Alcor, as Merak's did.
@@ -34,10 +33,7 @@ OVN_PLUGIN = "ovn"
 MIN_SUBNET_PREFIX = 8
 MAX_SUBNET_PREFIX = 30
 
-_PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6")
-_PORT_RANGES = {"tcp": (1, 65535), "udp": (1, 65535), "icmp": (0, 255), "icmpv6": (0, 255)}
-
-_NETWORK = "config.network"
+_NETWORK = NETWORK
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +114,12 @@ def spec_from_proto(
     if not network.vpcs:
         raise InvalidArgument(f"{_NETWORK}.vpcs", "at least one VPC is required")
     first = network.vpcs[0]
-    ids = _Ids(skips)
+    ids = Ids(skips)
     vpcs = tuple(
         _vpc(f"{_NETWORK}.vpcs[{i}]", vpc, first.tenant_id, first.project_id, ids, skips=skips)
         for i, vpc in enumerate(network.vpcs)
     )
-    groups = _security_groups(network.security_groups, vpcs[0], ids, skips)
+    groups = security_groups(network.security_groups, vpcs[0], ids, skips)
     routers = _routers(network.routers, vpcs, ids, skips)
     if network.gateways:
         skips.skip(
@@ -134,28 +130,6 @@ def spec_from_proto(
     nodes = _nodes(config.computes)
     ovn_nb, ovn_sb = _ovn_remotes(config, plugin)
     return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb)
-
-
-class _Ids:
-    """Ids given in the request, which must be unique per kind within the config."""
-
-    def __init__(self, skips: Skips) -> None:
-        self.seen: dict[tuple[str, str], str] = {}
-        self.skips = skips
-
-    def claim(self, kind: str, value: str, field: str) -> str:
-        value = value.strip()
-        if not value:
-            return ""
-        if not OBJECT_ID.fullmatch(value):
-            # Merak's teste2e sends a CIDR as the VPC id; Alcor gave the VPC an id of its own anyway.
-            self.skips.skip(field, f"{value!r} is not an id ({OBJECT_ID_FORM})", "an id is assigned")
-            return ""
-        holder = self.seen.setdefault((kind, value), field)
-        if holder != field:
-            owner = holder.removeprefix(_NETWORK + ".").rpartition(".")[0]
-            raise InvalidArgument(field, f"{value!r} is already the id of {owner}")
-        return value
 
 
 def _network(field: str, text: str, skips: Skips | None = None) -> ipaddress.IPv4Network:
@@ -175,7 +149,7 @@ def _network(field: str, text: str, skips: Skips | None = None) -> ipaddress.IPv
 
 
 def _vpc(
-    field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str, ids: _Ids, *, skips: Skips
+    field: str, vpc: common_pb2.InternalVpcInfo, tenant: str, project: str, ids: Ids, *, skips: Skips
 ) -> VpcSpec:
     cidr = (
         _network(f"{field}.vpc_cidr", vpc.vpc_cidr, skips)
@@ -247,134 +221,8 @@ def _gateway(field: str, text: str, network: ipaddress.IPv4Network) -> str:
     return str(gateway)
 
 
-def _security_groups(
-    groups: Sequence[network_pb2.InternalSecurityGroupInfo], first_vpc: VpcSpec, ids: _Ids, skips: Skips
-) -> tuple[SecurityGroupSpec, ...]:
-    by_id: dict[str, int] = {}
-    by_name: dict[str, list[int]] = {}
-    for i, group in enumerate(groups):
-        group_id = ids.claim("security_group", group.id, f"{_NETWORK}.security_groups[{i}].id")
-        if group_id:
-            by_id[group_id] = i
-        if group.name.strip():
-            by_name.setdefault(group.name.strip(), []).append(i)
-    specs = []
-    for i, group in enumerate(groups):
-        field = f"{_NETWORK}.security_groups[{i}]"
-        rules = []
-        for k, rule in enumerate(group.rules):
-            try:
-                rules.append(_rule(f"{field}.rules[{k}]", rule, by_id, by_name, ids))
-            except InvalidArgument as exc:
-                # Merak's clients send rules made of "string"; Merak never sent rules to Alcor at all.
-                skips.skip(exc.field, exc.problem, "rule skipped")
-        specs.append(
-            SecurityGroupSpec(
-                id=group.id.strip(),
-                name=group.name.strip(),
-                # Merak's scenario manager never copies these two into the request.
-                tenant_id=group.tenant_id.strip() or first_vpc.tenant_id,
-                project_id=group.project_id.strip() or first_vpc.project_id,
-                rules=tuple(rules),
-                apply_to=tuple(group.apply_to),
-            )
-        )
-    return tuple(specs)
-
-
-def _rule(
-    field: str,
-    rule: network_pb2.InternalSecurityGroupRulelnfo,
-    by_id: dict[str, int],
-    by_name: dict[str, list[int]],
-    ids: _Ids,
-) -> RuleSpec:
-    ethertype = {"": "IPv4", "ipv4": "IPv4", "ipv6": "IPv6"}.get(rule.ethertype.strip().lower())
-    if ethertype is None:
-        raise InvalidArgument(f"{field}.ethertype", f"{rule.ethertype!r} is not IPv4 or IPv6")
-    # Merak's scenario manager drops the direction; a rule without one guards traffic coming in.
-    direction = rule.direction.strip().lower() or "ingress"
-    if direction not in ("ingress", "egress"):
-        raise InvalidArgument(f"{field}.direction", f"{rule.direction!r} is not ingress or egress")
-    protocol = rule.protocol.strip().lower()
-    protocol = "" if protocol == "any" else protocol
-    if protocol and protocol not in _PROTOCOLS and not (protocol.isdigit() and int(protocol) <= 255):
-        raise InvalidArgument(
-            f"{field}.protocol", f"{rule.protocol!r} is not one of {', '.join(_PROTOCOLS)}, any, or 0-255"
-        )
-    if protocol == "icmpv6" and ethertype == "IPv4":
-        raise InvalidArgument(f"{field}.protocol", "icmpv6 needs ethertype IPv6")
-    port_min, port_max = _port_range(f"{field}.port_range", rule.port_range, protocol)
-    prefix = ""
-    if rule.remote_ip_prefix.strip():
-        try:
-            network = ipaddress.ip_network(rule.remote_ip_prefix.strip(), strict=False)
-        except ValueError:
-            raise InvalidArgument(
-                f"{field}.remote_ip_prefix", f"{rule.remote_ip_prefix!r} is not a CIDR"
-            ) from None
-        if f"IPv{network.version}" != ethertype:
-            raise InvalidArgument(f"{field}.remote_ip_prefix", f"{network} is not {ethertype}")
-        prefix = str(network)
-    remote_group: int | None = None
-    remote = rule.remote_group_id.strip()
-    if remote:
-        if prefix:
-            raise InvalidArgument(
-                f"{field}.remote_group_id", "give remote_group_id or remote_ip_prefix, not both"
-            )
-        named = by_name.get(remote, [])
-        if remote in by_id:
-            remote_group = by_id[remote]
-        elif len(named) == 1:
-            remote_group = named[0]
-        elif named:
-            raise InvalidArgument(
-                f"{field}.remote_group_id", f"{remote!r} names {len(named)} security groups; use an id"
-            )
-        else:
-            raise InvalidArgument(
-                f"{field}.remote_group_id",
-                f"unknown security group {remote!r} (give the id or name of a security group of this config)",
-            )
-    return RuleSpec(
-        id=ids.claim("rule", rule.id, f"{field}.id"),
-        name=rule.name.strip(),
-        description=rule.description,
-        ethertype=ethertype,
-        direction=direction,
-        protocol=protocol,
-        port_range="" if port_min is None else f"{port_min}-{port_max}",
-        port_min=port_min,
-        port_max=port_max,
-        remote_group=remote_group,
-        remote_ip_prefix=prefix,
-    )
-
-
-def _port_range(field: str, text: str, protocol: str) -> tuple[int | None, int | None]:
-    value = text.replace(" ", "")
-    if not value:
-        return None, None
-    low, dash, high = value.partition("-")
-    if not low.isdigit() or (dash and not high.isdigit()):
-        raise InvalidArgument(field, f"{text!r} is not a port or a range ('80' or '8000-8080')")
-    port_min = int(low)
-    port_max = int(high) if dash else port_min
-    if not protocol:
-        raise InvalidArgument(field, "a port range needs a protocol")
-    if protocol not in _PORT_RANGES:
-        raise InvalidArgument(field, f"port ranges apply to {', '.join(_PROTOCOLS)} only, not {protocol}")
-    lowest, highest = _PORT_RANGES[protocol]
-    if not (lowest <= port_min <= highest and lowest <= port_max <= highest):
-        raise InvalidArgument(field, f"{text!r}: {protocol} values lie in {lowest}-{highest}")
-    if protocol in ("tcp", "udp") and port_min > port_max:
-        raise InvalidArgument(field, f"{text!r}: the first port is above the last")
-    return port_min, port_max
-
-
 def _routers(
-    routers: Sequence[network_pb2.InternalRouterInfo], vpcs: tuple[VpcSpec, ...], ids: _Ids, skips: Skips
+    routers: Sequence[network_pb2.InternalRouterInfo], vpcs: tuple[VpcSpec, ...], ids: Ids, skips: Skips
 ) -> tuple[RouterSpec, ...]:
     specs: list[RouterSpec] = []
     attached: dict[tuple[int, int], int] = {}

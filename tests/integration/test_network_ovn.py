@@ -5,9 +5,13 @@ of the config left, another config untouched); remotes that are wrong, absent or
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+from typing import Any
 
 import grpc
 
+from merak import ovs
 from merak.v1 import common_pb2
 from merak_tools.ovncentral import RunningCentral
 from services.network.plugins.ovn import names
@@ -231,3 +235,57 @@ async def test_an_nb_that_goes_away(serve_built: ServeBuilt, redis_url: str, ovn
     done: bool = await assert_eventually(deleted, timeout=20, interval=0.2)
     assert done
     assert rows(ovn_nb, "Logical_Switch") == [] and rows(ovn_nb, "Logical_Router") == []
+
+
+def _trace(central: RunningCentral, netconfig_id: str, src: Any, dst: Any, protocol: str) -> str:
+    """ovn-trace of a new connection from one VM port to another (OVN's own logical flows, as northd
+    compiled them into SB; no chassis needed): the port it reaches, or "" when it is dropped."""
+    next_hop = dst.mac if src.subnet_id == dst.subnet_id else src.gateway_mac
+    flow = (
+        f'inport == "{src.port_name}" && eth.src == {src.mac} && eth.dst == {next_hop} && '
+        f"ip4.src == {src.ip} && ip4.dst == {dst.ip} && ip.ttl == 64 && {protocol}"
+    )
+    argv = [ovs.program("ovn-trace"), f"--db={central.sb}", "--minimal", *["--ct=new,trk"] * 4]
+    done = subprocess.run(
+        [*argv, names.switch(netconfig_id, src.subnet_id), flow],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    reached = re.findall(r'output\("([^"]+)"\)', done.stdout)
+    return reached[-1] if reached else ""
+
+
+async def test_traffic_as_ovn_computes_it(
+    serve_built: ServeBuilt, redis_url: str, ovn_central: RunningCentral
+) -> None:
+    net = await serve(serve_built, redis_url)
+    await net.stub.NetConfigHandler(
+        op(common_pb2.CREATE, config("nc-t", nb=ovn_central.nb, sb=ovn_central.sb))
+    )
+    reply = await net.stub.AllocatePorts(
+        allocate(
+            "nc-t",
+            port("a", 0, 0, "sg-web"),
+            port("b", 0, 1, "sg-web"),
+            port("c", 1, 0, "sg-web"),
+            port("d", 0, 0, "sg-db"),
+            port("e", 0, 1),
+        )
+    )
+    vm = {p.vm_id: p for p in reply.ports}
+    ovn_central.nbctl("--wait=sb", "sync")
+
+    def reaches(src: str, dst: str, protocol: str = "icmp4 && icmp4.type == 8") -> bool:
+        return _trace(ovn_central, "nc-t", vm[src], vm[dst], protocol) == vm[dst].port_name
+
+    assert reaches("a", "b")  # another subnet of the VPC, through its router; ICMP among sg-web's members
+    assert not reaches("a", "c")  # another VPC: no route
+    assert not reaches("a", "d")  # sg-db has no ICMP rule: dropped
+    assert reaches("a", "d", "tcp && tcp.dst == 5432")  # sg-db lets sg-web's members in on 5432
+    assert not reaches("a", "d", "tcp && tcp.dst == 5433")
+    assert not reaches("d", "a", "tcp && tcp.dst == 80")  # sg-db has no egress rule
+    assert reaches("e", "a", "tcp && tcp.dst == 80")  # from a port in no group, to sg-web's http
+    assert not reaches("e", "a")  # ICMP into sg-web only from its members
+    assert reaches("a", "e", "udp && udp.dst == 53")  # a port in no group takes anything
