@@ -33,7 +33,8 @@ def test_doctor_probes_the_kernel_for_real_and_leaves_nothing() -> None:
         assert checks[name].status == "ok", checks[name]
     for name in ("tbf", "netem", "nftables", "vrf"):
         assert checks[name].status in ("ok", "info", "warn") and checks[name].needed == "optional"
-    assert {c.area for c in checks.values()} == {"system", "kernel", "sysctl", "limit", "binary", "memory"}
+    areas = {"system", "kernel", "sysctl", "limit", "binary", "ovn", "memory"}
+    assert {c.area for c in checks.values()} == areas
     assert doctor.failures(list(checks.values())) == []
 
 

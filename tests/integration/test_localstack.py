@@ -1,4 +1,5 @@
-"""`merak up / status / down` on this machine, on ports of its own beside any running stack."""
+"""`merak up / status / down` on this machine, on ports of its own beside any running stack (OVN central
+included where OVN is installed)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from merak import netns
+from merak import netns, ovs
 from merak.procs import alive
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from merak_tools.localstack import (
+    OVN_COMPONENTS,
     SERVICES,
     LocalStack,
     StackError,
     StackSettings,
     code_fingerprint,
+    ovn_central,
     port_in_use,
 )
 from services.topology.models import TopologySpec
 from tests.support import free_port, stack_port_offset, unique_name
+from tests.support.ovn import skip_without_ovn
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +70,52 @@ def _reflected(address: str) -> set[str]:
         return {s.name for reply in replies for s in reply.list_services_response.service}
 
 
+def _ctl(program: str, remote: str, *args: str) -> str:
+    """`ovn-nbctl` / `ovn-sbctl` against `remote`, from outside the product."""
+    done = subprocess.run(
+        [ovs.program(program), f"--db={remote}", "--timeout=10", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def _check_ovn_central(settings: StackSettings, pids: dict[str, int | None]) -> None:
+    """The stack's OVN central answers on its unix sockets and on loopback TCP, northd turns NB into SB,
+    no chassis yet, and the network service was told where it is."""
+    central = ovn_central(settings)
+    nb, sb = central.remote("nb"), central.remote("sb")
+    assert _ctl("ovn-nbctl", nb, "show") == ""  # a new, empty NB
+    assert _ctl("ovn-sbctl", sb, "--bare", "--columns=name", "list", "Chassis").strip() == ""
+    nb_tcp, sb_tcp = (f"tcp:127.0.0.1:{settings.ovn_port(kind)}" for kind in ("nb", "sb"))
+    _ctl("ovn-nbctl", nb_tcp, "ls-add", "stack-sw")
+    deadline = time.monotonic() + 20
+    while "stack-sw" not in _ctl("ovn-sbctl", sb, "--columns=external_ids", "list", "Datapath_Binding"):
+        assert time.monotonic() < deadline, "northd did not turn the NB switch into an SB datapath"
+        time.sleep(0.1)
+    assert "stack-sw" in _ctl("ovn-sbctl", sb_tcp, "--columns=external_ids", "list", "Datapath_Binding")
+    status = subprocess.run(
+        [ovs.program("ovs-appctl"), "-t", str(central.root / "ovn-northd.ctl"), "status"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    assert status.strip() == "Status: active"
+    environ = Path(f"/proc/{pids['network']}/environ").read_bytes().split(b"\0")
+    assert f"MERAK_OVN_NB={nb}".encode() in environ and f"MERAK_OVN_SB={sb}".encode() in environ
+
+
+def _ovn_processes(settings: StackSettings) -> list[str]:
+    """Live processes whose command line names the stack's OVN directory (a zombie's is empty)."""
+    pgrep = ["pgrep", "-af", str(settings.ovn_dir)]
+    return subprocess.run(pgrep, capture_output=True, text=True, check=False).stdout.splitlines()
+
+
 def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> None:
+    ovn = [] if stack.ovn_off else list(OVN_COMPONENTS)
     states = stack.up()
     assert [s.component.name for s in states] == [
-        "redis", "temporal", *SERVICES, *settings.worker_names, "supervisor"
+        "redis", "temporal", *ovn, *SERVICES, *settings.worker_names, "supervisor"
     ]  # fmt: skip
     assert all(s.healthy for s in states), [(s.component.name, s.running) for s in states]
     pids = {s.component.name: s.pid for s in states}
@@ -80,6 +126,8 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
         assert any(n.endswith(f"{name}.Merak{name.capitalize()}Service") for n in names), names
     assert (settings.state_dir / "redis" / "appendonlydir").exists()  # AOF on, in the state directory
     assert (settings.state_dir / "temporal" / "temporal.db").exists()
+    if ovn:
+        _check_ovn_central(settings, pids)
 
     again = stack.up()  # harmless: nothing restarted
     assert {s.component.name: s.pid for s in again} == pids
@@ -89,12 +137,12 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     restarted = {s.component.name: s.pid for s in stack.up()}
     python = [*SERVICES, *settings.worker_names, "supervisor"]
     assert all(restarted[name] not in (None, pids[name]) for name in python), (pids, restarted)
-    assert (restarted["redis"], restarted["temporal"]) == (pids["redis"], pids["temporal"])
+    assert all(restarted[name] == pids[name] for name in ("redis", "temporal", *ovn))
     assert stack.code_file.read_text().strip() == code_fingerprint()
     pids = restarted
 
-    # A component that dies is started again by the supervisor (a worker, then Redis itself).
-    for name in ("compute-worker", "redis"):
+    # A component that dies is started again by the supervisor (a worker, Redis itself, OVN central's).
+    for name in ("compute-worker", "redis", *ovn):
         victim = next(c for c in stack.components if c.name == name)
         os.kill(pids[name] or 0, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -102,6 +150,8 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
             assert time.monotonic() < deadline, f"{name} not restarted"
             time.sleep(0.1)
         pids[name] = stack.running_pid(victim)
+    if ovn:  # the NB database outlived its server
+        assert "stack-sw" in _ctl("ovn-nbctl", ovn_central(settings).remote("nb"), "ls-list")
 
     # A running lab is torn down by `down`: no agent and no namespace outlives the stack.
     topology_id = unique_name("stack-")
@@ -136,6 +186,12 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     ]
     assert exposed == []
     assert any(f"pid={pid}," in line for pid in lab_agents for line in listening.splitlines())  # metrics
+    for name in ovn[:2]:  # OVN's databases on loopback TCP too
+        port = next(c for c in stack.components if c.name == name).ports["tcp"]
+        assert any(
+            line.split()[3] == f"127.0.0.1:{port}" and f"pid={pids[name]}," in line
+            for line in listening.splitlines()
+        ), listening
     short = TopologySpec(topology_id=topology_id, name="", type=0, number_of_vhosts=1).short_id
     assert netns.list_names(f"mk-{short}-")
     assert stack.teardown_labs() == [topology_id]
@@ -144,10 +200,28 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
     assert str(settings.state_dir) not in agents.stdout
 
     stopped = stack.down()
-    assert sorted(stopped) == sorted(["redis", "temporal", *SERVICES, *settings.worker_names, "supervisor"])
+    assert sorted(stopped) == sorted(
+        ["redis", "temporal", *ovn, *SERVICES, *settings.worker_names, "supervisor"]
+    )
     assert not any(alive(pid) for pid in pids.values() if pid)
     assert not any(s.running for s in stack.status())
     assert stack.down() == []
+    if ovn:
+        # Nothing of OVN central is left running or listening; its databases stay for the next `up`.
+        central = ovn_central(settings)
+        assert _ovn_processes(settings) == []
+        assert not any(port_in_use(settings.ovn_port(kind)) for kind in ("nb", "sb"))
+        assert not central.socket("nb").exists() and not central.socket("sb").exists()
+        assert central.db("nb").exists() and central.db("sb").exists()
+        nb = next(c for c in stack.components if c.name == "ovn-nb")
+        stack.start_component(nb)
+        deadline = time.monotonic() + 20
+        while not nb.health():
+            assert time.monotonic() < deadline, "ovn-nb did not start again"
+            time.sleep(0.1)
+        assert "stack-sw" in _ctl("ovn-nbctl", central.remote("nb"), "ls-list")
+        assert stack.down() == ["ovn-nb"]
+        assert _ovn_processes(settings) == []
 
 
 def test_port_taken_says_which_and_starts_nothing(stack: LocalStack, settings: StackSettings) -> None:
@@ -158,6 +232,18 @@ def test_port_taken_says_which_and_starts_nothing(stack: LocalStack, settings: S
             stack.up()
     assert not any(s.running for s in stack.status())
     assert not list((settings.state_dir / "run").glob("*.pid"))
+
+
+def test_ovn_port_taken_says_which_and_starts_nothing(stack: LocalStack, settings: StackSettings) -> None:
+    skip_without_ovn()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.ovn_port("sb")))
+        squatter.listen()
+        with pytest.raises(StackError, match=rf"port {settings.ovn_port('sb')} \(ovn-sb tcp\)"):
+            stack.up()
+    assert not any(s.running for s in stack.status())
+    assert not list((settings.state_dir / "run").glob("*.pid"))
+    assert _ovn_processes(settings) == []
 
 
 def test_a_port_left_in_time_wait_by_a_client_is_not_taken() -> None:

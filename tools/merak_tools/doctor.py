@@ -11,11 +11,12 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from merak import capacity, host
+from merak import capacity, host, ovs
 from merak.kernel import FEATURES, Feature, NoNamespace, describe, scratch
 from merak.temporal import temporal_cli_path
 
@@ -223,6 +224,48 @@ def _binary_checks() -> list[Check]:
     return checks
 
 
+# --------------------------------------------------------------------------- Open vSwitch and OVN
+
+OVN_USES = "the `ovn` network plugin, OVN central in `merak up`, an OVN chassis in every emulated host"
+OVN_FIX = "make install (Debian ovn-central ovn-host openvswitch-switch)"
+
+
+def _is_ovn(missing: str) -> bool:
+    """True for an entry of `ovs.missing()` that OVN's packages provide (the rest are Open vSwitch's)."""
+    return missing.startswith("ovn") or "/ovn/" in missing
+
+
+def _version(program: str) -> str:
+    """The version `program --version` prints on its first line ("present" when it says nothing)."""
+    try:
+        done = subprocess.run(
+            [ovs.program(program), "--version"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "present"
+    words = done.stdout.split("\n", 1)[0].split()
+    return f"present, {words[-1]}" if done.returncode == 0 and words else "present"
+
+
+def ovn_checks() -> list[Check]:
+    """Open vSwitch and OVN from the Debian packages: which programs and schemas are missing, and what
+    that disables (any one missing turns every OVN feature off; the rest of the product is unaffected)."""
+    gone = ovs.missing()
+    checks = []
+    for name, is_part, version_of in (
+        ("openvswitch", lambda entry: not _is_ovn(entry), "ovsdb-server"),
+        ("ovn", _is_ovn, "ovn-northd"),
+    ):
+        lacking = [entry for entry in gone if is_part(entry)]
+        if lacking:
+            current = "missing: " + ", ".join(lacking)
+            checks.append(Check("ovn", name, "warn", current, "optional", f"disables: {OVN_USES}; {OVN_FIX}"))
+        else:
+            meaning = "unused while the rest of OVN/OVS is missing" if gone else OVN_USES
+            checks.append(Check("ovn", name, "ok", _version(version_of), "optional", meaning))
+    return checks
+
+
 def memory_needed(plan: Plan) -> int:
     """Bytes the stack and a lab of `plan`'s size need."""
     vms_per_vpc = -(-plan.vms // max(1, plan.vpcs))
@@ -264,5 +307,6 @@ def run_checks(plan: Plan | None = None, *, probe_kernel: bool = True) -> list[C
         checks += _kernel_checks()
     checks += _sysctl_checks(plan)
     checks += _binary_checks()
+    checks += ovn_checks()
     checks.append(_memory_check(plan))
     return checks

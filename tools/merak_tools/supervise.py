@@ -1,7 +1,7 @@
 """`python -m merak_tools.supervise`: the local stack's supervisor, started last by `merak up`.
 
-Every second it looks at the stack's components (Redis, Temporal, the services, the compute
-workers): one whose pid file is there but whose process is gone died (a crash, an OOM kill, kill
+Every second it looks at the stack's components (Redis, Temporal, OVN central, the services, the
+compute workers): one whose pid file is there but whose process is gone died (a crash, an OOM kill, kill
 -9), and is started again, after 1 s, doubling to 30 s while restarts do not last. A component
 without a pid file is not meant to run: `merak down` stops the supervisor first and removes each pid
 file before it stops the process, so nothing is restarted behind it. The services then find each
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from merak.logs import configure_logging, get_logger
-from merak_tools.localstack import SUPERVISOR, LocalStack, StackSettings
+from merak_tools.localstack import SUPERVISOR, LocalStack, StackError, StackSettings
 
 log = get_logger(__name__)
 SETTINGS_ENV = "MERAK_STACK_SETTINGS"
@@ -55,7 +55,13 @@ class Supervisor:
             if now < self.due[name]:
                 continue
             del self.due[name]
-            self.stack.start_component(component)
+            try:
+                self.stack.start_component(component)
+            except (StackError, OSError) as exc:
+                # Tried again later, waiting longer; the supervisor itself carries on.
+                self.wait[name] = min(LONGEST_WAIT, self.wait.get(name, FIRST_WAIT) * 2)
+                log.error("component_restart_failed", component=name, error=str(exc))
+                continue
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.restarted_at[name] = now
             self.wait[name] = min(LONGEST_WAIT, self.wait.get(name, FIRST_WAIT) * 2)

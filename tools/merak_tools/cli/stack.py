@@ -29,13 +29,15 @@ def _print_status(stack: LocalStack) -> bool:
         ports = ", ".join(f"{k} {v}" for k, v in state.component.ports.items())
         table.add_row(state.component.name, str(state.pid or "-"), label, ports)
     console.print(table)
+    if stack.ovn_off:
+        console.print(f"OVN central: off, {stack.ovn_off}")
     return all_up
 
 
-def _print_endpoints(settings: StackSettings) -> None:
-    """Where each service, Temporal and Redis answer, and a first grpcurl to try."""
+def _print_endpoints(settings: StackSettings, *, ovn: bool) -> None:
+    """Where each service, Temporal, Redis and OVN central answer, and a first grpcurl to try."""
     table = Table(title="endpoints", show_header=False)
-    for name, where in endpoints(settings):
+    for name, where in endpoints(settings, ovn=ovn):
         table.add_row(name, where)
     console.print(table)
     console.print(f"try: grpcurl {grpcurl_security()} localhost:{settings.grpc_port('scenario')} list")
@@ -61,7 +63,7 @@ def cmd_up(settings: StackSettings) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 1
     _print_status(stack)
-    _print_endpoints(settings)
+    _print_endpoints(settings, ovn=not stack.ovn_off)
     return 0
 
 

@@ -1,10 +1,21 @@
-"""The local stack: Redis, the Temporal dev server and every service as processes on this machine.
+"""The local stack: Redis, the Temporal dev server, OVN central and every service as processes on this
+machine.
 
 `settings` says where it lives and which ports it takes, `components` what it starts, `stack` how it
 comes up, goes down and reports its status.
 """
 
-from merak_tools.localstack.components import SUPERVISOR, Component, components, http_ok, redis_healthy
+from merak_tools.localstack.components import (
+    OVN_COMPONENTS,
+    SUPERVISOR,
+    Component,
+    components,
+    http_ok,
+    jsonrpc,
+    ovn_central,
+    ovn_off_reason,
+    redis_healthy,
+)
 from merak_tools.localstack.settings import (
     SERVICES,
     StackSettings,
@@ -16,6 +27,7 @@ from merak_tools.localstack.settings import (
 from merak_tools.localstack.stack import ComponentState, LocalStack, StackError, code_fingerprint
 
 __all__ = [
+    "OVN_COMPONENTS",
     "SERVICES",
     "SUPERVISOR",
     "Component",
@@ -29,6 +41,9 @@ __all__ = [
     "endpoints",
     "free_port",
     "http_ok",
+    "jsonrpc",
+    "ovn_central",
+    "ovn_off_reason",
     "port_in_use",
     "redis_healthy",
 ]

@@ -20,6 +20,7 @@ from merak.config import (
     TEMPORAL_UI_PORT,
     CommonSettings,
 )
+from merak.ovs import NB_PORT, SB_PORT, Central
 from merak_tools.doctor import Plan
 
 # Start order; `down` stops in reverse.
@@ -79,6 +80,16 @@ class StackSettings(CommonSettings):
             return METRICS_PORTS["compute-worker"] + int(service.rsplit("-", 1)[1]) - 1 + self.port_offset
         return METRICS_PORTS[service] + self.port_offset
 
+    def ovn_port(self, kind: str) -> int:
+        """The loopback TCP port of OVN central's "nb" or "sb" database in this stack."""
+        return (NB_PORT if kind == "nb" else SB_PORT) + self.port_offset
+
+    @property
+    def ovn_dir(self) -> Path:
+        """OVN central's databases, sockets and logs (absolute: chassis in other namespaces and the
+        processes, whose working directory is the state directory, use these paths)."""
+        return (self.state_dir / "ovn").absolute()
+
     @property
     def run_dir(self) -> Path:
         """Pid files and unix sockets."""
@@ -124,8 +135,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
-    """What a user can talk to once the stack is up."""
+def endpoints(settings: StackSettings, *, ovn: bool = False) -> Sequence[tuple[str, str]]:
+    """What a user can talk to once the stack is up (OVN central's databases when `ovn`)."""
     rows = [
         (name, f"localhost:{settings.grpc_port(name)} (metrics :{settings.metrics_port(name)}/metrics)")
         for name in ("scenario", "compute", "topology", "network", "agent")
@@ -139,6 +150,12 @@ def endpoints(settings: StackSettings) -> Sequence[tuple[str, str]]:
         ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
         ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
         ("redis", settings.redis_url),
-        ("state", str(settings.state_dir)),
     ]
+    if ovn:
+        central = Central(settings.ovn_dir)
+        rows += [
+            (f"ovn {kind}", f"{central.remote(kind)}, tcp:{settings.bind_host}:{settings.ovn_port(kind)}")
+            for kind in ("nb", "sb")
+        ]
+    rows.append(("state", str(settings.state_dir)))
     return rows

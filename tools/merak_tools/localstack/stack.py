@@ -20,7 +20,7 @@ from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from merak_tools.doctor import failures, run_checks
-from merak_tools.localstack.components import Component, components
+from merak_tools.localstack.components import Component, components, ovn_off_reason
 from merak_tools.localstack.settings import StackSettings, port_in_use
 
 
@@ -69,7 +69,10 @@ class LocalStack:
     def __init__(self, settings: StackSettings, out: Callable[[str], None] = print) -> None:
         self.settings = settings
         self.out = out
-        self.components = components(settings)
+        # Why OVN central is not part of this stack ("" when it is): the `ovn` plugin then answers
+        # FAILED_PRECONDITION, the rest of the stack runs as before.
+        self.ovn_off = ovn_off_reason(settings)
+        self.components = components(settings, ovn=not self.ovn_off)
         # Processes started by this object; poll() on them is exact where /proc may still show the
         # pre-exec command line of a child that has just been forked.
         self._started: dict[str, subprocess.Popen[bytes]] = {}
@@ -148,6 +151,8 @@ class LocalStack:
         """Check the machine, start what is not running (and the services again if the code changed
         under them), wait until everything is healthy; harmless when already up."""
         self.preflight()
+        if self.ovn_off:
+            self.out(f"OVN central: off, {self.ovn_off}: the `ovn` network plugin is unavailable")
         for directory in (
             self.settings.run_dir,
             self.settings.log_dir,
@@ -221,6 +226,11 @@ class LocalStack:
         self._start(component)
 
     def _start(self, component: Component) -> None:
+        if component.prepare is not None:
+            try:
+                component.prepare()
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise StackError(f"cannot prepare {component.name}'s files: {_why(exc)}") from exc
         env = {**os.environ, **component.env}
         log = self.log_file(component).open("ab")
         try:
@@ -282,6 +292,14 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _why(exc: BaseException) -> str:
+    """An exception and, for a program that failed, what it wrote on stderr."""
+    stderr = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else None
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return f"{exc}: {stderr.strip()}" if stderr and stderr.strip() else str(exc)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
