@@ -212,7 +212,9 @@ class NetworkManager:
         allocations, fresh = await self.ipam.allocate_fresh(state, requests)
         try:
             return await plugin.make_ports(state, requests, allocations)
-        except BaseException:
+        except Exception:
+            # Not on cancellation: the plugin's transaction may still commit, and the addresses kept are
+            # the ones a retry gets back (idempotent per VM), whichever way it ends.
             await self.ipam.release(state, fresh)
             raise
 

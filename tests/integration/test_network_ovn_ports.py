@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
+import pytest
 
 from merak import ovs
 from merak.v1 import common_pb2, network_pb2
 from merak_tools.ovncentral import RunningCentral
+from services.agent.ovn.chassis import Chassis, ChassisSpec
 from services.network.plugins.ovn import names
 from tests.integration.ovn_net import (
     allocate,
@@ -200,3 +205,37 @@ async def test_a_port_bound_by_a_chassis_is_up_with_its_chassis(
     (answer,) = (await waiting).ports
     assert (answer.vm_id, answer.up, answer.chassis) == ("vm-0", True, "chassis-1")
     assert 0.1 < answer.seconds < 20
+
+
+@pytest.mark.root
+async def test_ports_bound_by_a_real_dummy_chassis(
+    serve_built: ServeBuilt, redis_url: str, ovn_central: RunningCentral
+) -> None:
+    """The whole path the compute side takes, minus VMs: ports made here, plugged into a chassis's br-int
+    (ovn-controller on OVS's dummy datapath binds them), up in NB as northd writes it."""
+    net = await serve(serve_built, redis_url)
+    await net.stub.NetConfigHandler(
+        op(common_pb2.CREATE, config("nc-r", 1, 2, nb=ovn_central.nb, sb=ovn_central.sb))
+    )
+    root = Path(tempfile.mkdtemp(prefix="mk-ch-", dir="/tmp"))
+    chassis = Chassis(ChassisSpec("merak-test-chassis", "", root, "127.99.0.7", "", 0, True))
+    try:
+        await asyncio.to_thread(chassis.ensure, ovn_central.sb)
+        vm_ids = [f"vm-{i}" for i in range(20)]
+        reply = await net.stub.AllocatePorts(
+            allocate("nc-r", *(port(v, 0, i % 2, "sg-web") for i, v in enumerate(vm_ids)))
+        )
+        waiting = asyncio.ensure_future(net.stub.WaitPortsUp(_wait_up("nc-r", vm_ids, 60)))
+        await asyncio.to_thread(
+            chassis.add_ports, [(f"tp{i}", p.port_name) for i, p in enumerate(reply.ports)]
+        )
+        answers = (await waiting).ports
+        assert [(p.vm_id, p.up, p.chassis) for p in answers] == [
+            (v, True, "merak-test-chassis") for v in vm_ids
+        ]
+        assert all(0 < p.seconds < 60 for p in answers)
+        histogram = net.registry.get_sample_value("merak_network_ovn_port_up_seconds_count")
+        assert histogram == 20
+    finally:
+        await asyncio.to_thread(chassis.stop)
+        shutil.rmtree(root, ignore_errors=True)

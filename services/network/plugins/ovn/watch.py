@@ -117,6 +117,10 @@ class PortWatch:
         finally:
             self._waiters.discard(waiter)
 
+    def seen_up(self, name: str) -> None:
+        """A watched port found `up` in the replica (not through the IDL's notification)."""
+        self._up(name, time.monotonic())
+
     def _up(self, name: str, at: float) -> None:
         times = self.ports.get(name)
         if times is None or times.up is not None:
