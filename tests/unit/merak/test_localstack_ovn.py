@@ -1,6 +1,6 @@
 """OVN central in the local stack: its three components (argv, environment, ports that follow the
-offset), the network service told where it is, the stack without OVN, and the health checks against a
-real central."""
+offset), the network service told where it is, the stack without OVN, the health checks against a real
+central, and the supervisor's restart of one whose files cannot be made."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from merak_tools.localstack import (
 )
 from merak_tools.localstack.components import ovsdb_serving, unixctl_answers
 from merak_tools.ovncentral import RunningCentral
+from merak_tools.supervise import Supervisor
+from tests.support import stack_port_offset
 from tests.support.ovn import skip_without_ovn
 
 
@@ -161,3 +164,29 @@ def test_a_server_that_never_answers_is_unhealthy_within_the_timeout(tmp_path: P
         thread.start()
         assert ovsdb_serving(path, "OVN_Northbound")
         thread.join()
+
+
+def test_a_restart_that_cannot_prepare_is_tried_again_later(tmp_path: Path) -> None:
+    skip_without_ovn()
+    settings = StackSettings(state_dir=tmp_path, port_offset=stack_port_offset(14000))
+    for directory in (settings.run_dir, settings.log_dir):
+        directory.mkdir()
+    stack = LocalStack(settings, out=lambda _line: None)
+    nb = next(c for c in stack.components if c.name == "ovn-nb")
+    stack.pid_file(nb).write_text("999999999\n")  # meant to run (a pid file), not running: it died
+    settings.ovn_dir.write_text("a file where the central's directory goes\n")
+    supervisor = Supervisor(stack)
+    try:
+        assert supervisor.check(now=0.0) == []  # seen dead: due in 1 s
+        assert supervisor.check(now=1.5) == []  # the restart fails (no directory): logged, not raised
+        assert supervisor.wait["ovn-nb"] == 2.0 and stack.running_pid(nb) is None
+        settings.ovn_dir.unlink()
+        assert supervisor.check(now=2.0) == []  # due again, after the longer wait
+        assert supervisor.check(now=4.5) == ["ovn-nb"]
+        deadline = time.monotonic() + 10
+        while not nb.health():
+            assert time.monotonic() < deadline, "ovn-nb did not answer after its restart"
+            time.sleep(0.05)
+        assert stack.running_pid(nb) is not None
+    finally:
+        assert stack.down(keep_labs=True) in ([], ["ovn-nb"])
