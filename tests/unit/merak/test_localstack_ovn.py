@@ -5,7 +5,9 @@ central, and the supervisor's restart of one whose files cannot be made."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from merak import ovs
+from merak.procs import alive
 from merak_tools.localstack import (
     OVN_COMPONENTS,
     SERVICES,
@@ -190,3 +193,27 @@ def test_a_restart_that_cannot_prepare_is_tried_again_later(tmp_path: Path) -> N
         assert stack.running_pid(nb) is not None
     finally:
         assert stack.down(keep_labs=True) in ([], ["ovn-nb"])
+
+
+def test_down_stops_a_frozen_component_without_waiting_for_the_kill(tmp_path: Path) -> None:
+    skip_without_ovn()
+    settings = StackSettings(state_dir=tmp_path, port_offset=stack_port_offset(14000))
+    for directory in (settings.run_dir, settings.log_dir):
+        directory.mkdir()
+    stack = LocalStack(settings, out=lambda _line: None)
+    sb = next(c for c in stack.components if c.name == "ovn-sb")
+    stack.start_component(sb)
+    try:
+        deadline = time.monotonic() + 10
+        while not sb.health():
+            assert time.monotonic() < deadline, "ovn-sb did not answer"
+            time.sleep(0.05)
+        pid = stack.running_pid(sb)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # as a process fault freezes it
+        assert not sb.health()
+    finally:
+        started = time.monotonic()
+        assert stack.down(keep_labs=True) == ["ovn-sb"]
+    assert time.monotonic() - started < 5  # SIGTERM acted on, not the SIGKILL after 20 s
+    assert not alive(pid) and not ovs.Central(settings.ovn_dir).socket("sb").exists()

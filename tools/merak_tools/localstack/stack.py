@@ -273,6 +273,8 @@ class LocalStack:
         if pid is None:
             return False
         _signal_group(pid, signal.SIGTERM)
+        # A process frozen by a fault (SIGSTOP: OVN central's) acts on SIGTERM once it runs again.
+        _signal_group(pid, signal.SIGCONT)
         deadline = time.monotonic() + timeout
         while alive(pid):
             if time.monotonic() > deadline:
