@@ -66,13 +66,16 @@ class ChassisSet:
         missing = ovs.missing()
         if missing:
             raise FailedPrecondition(f"OVN/OVS is not installed here: missing {', '.join(missing)}")
-        remote = ovs.check_remote("sb_remote", request.sb_remote)
+        chassis = self._of(vhost)
+        given = request.sb_remote or await asyncio.to_thread(chassis.configured_remote)
+        if not given:
+            raise InvalidArgument("sb_remote", f"required: vhost {vhost.name} has not been a chassis yet")
+        remote = ovs.check_remote("sb_remote", given)
         encap = request.encap_type or "geneve"
         if encap not in ENCAP_TYPES:
             raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")
         started_at = time.perf_counter()
         async with self._locks.setdefault(vhost.name, asyncio.Lock()):
-            chassis = self._of(vhost)
             started = await asyncio.to_thread(chassis.ensure, remote, encap)
         return agent_pb2.EnsureChassisReply(
             system_id=chassis.spec.system_id,
@@ -82,7 +85,9 @@ class ChassisSet:
         )
 
     async def plug(self, vhost: Vhost, ports: Sequence[tuple[str, str]]) -> None:
-        """Plug (interface, logical switch port) pairs into the vhost's br-int."""
+        """Plug (interface, logical switch port) pairs into the vhost's br-int (none: nothing to do)."""
+        if not ports:
+            return
         chassis = self.running(vhost)
         if chassis is None:
             raise FailedPrecondition(f"vhost {vhost.name} is not an OVN chassis: call EnsureChassis first")
@@ -90,6 +95,8 @@ class ChassisSet:
 
     async def unplug(self, vhost: Vhost, ifnames: Sequence[str]) -> None:
         """Unplug interfaces from the vhost's br-int, when it is a chassis."""
+        if not ifnames or not (self.root / str(vhost.index)).exists():
+            return
         chassis = self.running(vhost)
         if chassis is not None:
             await asyncio.to_thread(chassis.del_ports, ifnames)

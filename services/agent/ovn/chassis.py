@@ -31,6 +31,7 @@ log = get_logger(__name__)
 
 DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ovn-controller")
 START_TIMEOUT = 30.0
+START_ATTEMPTS = 5
 STOP_TIMEOUT = 10.0
 ENCAP_TYPES = ("geneve", "vxlan")
 # Inner MTU of a VM behind geneve on a 1500-byte underlay (58 bytes of headers; OVS sends no
@@ -135,6 +136,19 @@ class Chassis:
             started = True
         if not self.spec.dummy:
             self._underlay_on_br_phy()
+        # br-int and the netdev Datapath record made here before ovn-controller starts: ovn-controller
+        # 23.03 that had to create them itself crashed now and then (SIGSEGV, a null datapath read in
+        # its first recompute).
+        if "netdev" not in self.vsctl("get", "Open_vSwitch", ".", "datapaths"):
+            self.vsctl(
+                "--", "--id=@dp", "create", "Datapath", "datapath_version=0",
+                "--", "set", "Open_vSwitch", ".", "datapaths:netdev=@dp",
+            )  # fmt: skip
+        self.vsctl(
+            "--may-exist", "add-br", "br-int", "--", "set", "Bridge", "br-int", "datapath_type=netdev",
+            "fail-mode=secure", "other-config:disable-in-band=true",
+        )  # fmt: skip
+        self._wait(self._bridge_made, "br-int made by ovs-vswitchd")
         if read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller") is None:
             self._spawn("ovn-controller", self.spec.db_remote)
             started = True
@@ -152,21 +166,26 @@ class Chassis:
         return started
 
     def _spawn(self, daemon: str, *args: str) -> None:
-        """Start `daemon` in the foreground (a child of this agent) in the chassis's namespace; once
-        more when it ends as it starts (ovn-controller was seen to, rarely: once of a SIGSEGV, a few
-        times with status 0 and nothing in its log, right after connecting to br-int)."""
-        try:
-            self._spawn_once(daemon, *args)
-        except _DiedAtStart as exc:
-            log.warning(
-                "chassis_daemon_died_at_start", chassis=self.spec.system_id, daemon=daemon, error=str(exc)
-            )
+        """Start `daemon` in the foreground (a child of this agent) in the chassis's namespace; again
+        (up to START_ATTEMPTS times) while it ends as it starts: ovn-controller 23.03 crashes now and
+        then in its first recompute (SIGSEGV; status 0 through nsenter), and starts on a later try."""
+        for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 self._spawn_once(daemon, *args)
-            except _DiedAtStart as again:
-                raise FailedPrecondition(
-                    f"chassis {self.spec.system_id}: {again}; see {self.spec.root / (daemon + '.log')}"
-                ) from again
+                return
+            except _DiedAtStart as exc:
+                log.warning(
+                    "chassis_daemon_died_at_start",
+                    chassis=self.spec.system_id,
+                    daemon=daemon,
+                    attempt=attempt,
+                    error=str(exc)[:300],
+                )
+                if attempt == START_ATTEMPTS:
+                    raise FailedPrecondition(
+                        f"chassis {self.spec.system_id}: {exc} ({attempt} tries)"
+                    ) from exc
+                time.sleep(0.1 * attempt)
 
     def _spawn_once(self, daemon: str, *args: str) -> None:
         pid_file = self.spec.pid_file(daemon)
@@ -182,7 +201,9 @@ class Chassis:
         if daemon != "ovn-controller":  # ovn-controller rejects --unixctl (its socket has its pid)
             argv.append(f"--unixctl={self.spec.root / (daemon + '.ctl')}")
         if self.spec.netns:
-            argv = ["ip", "netns", "exec", self.spec.netns, *argv]
+            # nsenter execs the daemon itself (`ip netns exec` may fork and exit 0, which read as the
+            # daemon ending), and joins only the network namespace.
+            argv = ["nsenter", f"--net={netns.path_of(self.spec.netns)}", "--", *argv]
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -193,6 +214,8 @@ class Chassis:
         )
         self._children.append(proc)
         self._wait(lambda: read_pid(pid_file, daemon) is not None or proc.poll() is not None, f"{daemon} up")
+        if daemon == "ovn-controller":  # its crash comes within ~10 ms of its first recompute
+            self._wait(lambda: self._connected() or proc.poll() is not None, f"{daemon} connected")
         if proc.poll() is not None:
             log_file = self.spec.root / (daemon + ".log")
             try:
@@ -210,6 +233,12 @@ class Chassis:
             if time.monotonic() > deadline:
                 raise Unavailable(f"chassis {self.spec.system_id}: not {what} after {timeout:.0f} s")
             time.sleep(0.02)
+
+    def _bridge_made(self) -> bool:
+        try:
+            return self.vsctl("get", "Bridge", "br-int", "datapath_id", timeout=10).strip() not in ("", "[]")
+        except (FailedPrecondition, subprocess.TimeoutExpired):
+            return False
 
     def _connected(self) -> bool:
         pid = read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller")
@@ -270,6 +299,13 @@ class Chassis:
                     timeout=STOP_TIMEOUT,
                     check=False,
                 )
+            # It removes its chassis from SB as it exits: let it finish before the rest stop.
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while (
+                read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller")
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
         for daemon in reversed(DAEMONS):
             pid = read_pid(self.spec.pid_file(daemon), daemon)
             if pid is not None:
@@ -325,6 +361,19 @@ class Chassis:
                 f"chassis {self.spec.system_id}: ovs-vsctl {args[:3]}: {done.stderr.strip()[:300]}"
             )
         return done.stdout
+
+    def configured_remote(self) -> str:
+        """The southbound remote the chassis's database names ("" when it has none or is not running):
+        a chassis restarted after a fault keeps it."""
+        if read_pid(self.spec.pid_file("ovsdb-server"), "ovsdb-server") is None:
+            return self.sb_remote
+        try:
+            value = self.vsctl(
+                "--if-exists", "get", "Open_vSwitch", ".", "external_ids:ovn-remote", timeout=10
+            )
+        except (FailedPrecondition, subprocess.TimeoutExpired):
+            return self.sb_remote
+        return value.strip().strip('"') or self.sb_remote
 
     def _vsctl_ok(self, *args: str) -> bool:
         try:
