@@ -8,6 +8,26 @@ import re
 from merak.v1 import scenario_pb2, topology_pb2
 
 _RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
+# The processes of the control plane under test a fault can crash or freeze: OVN central's (the
+# stack's components) and each emulated host's ovn-controller (named `ovn-controller@<vhost>`).
+CENTRAL_PROCESSES = ("ovn-northd", "ovn-nb", "ovn-sb")
+HOST_PROCESSES = ("ovn-controller",)
+
+
+def process_fault(target: str, state: int) -> topology_pb2.ProcessFault | None:
+    """`ovn-northd` or `ovn-controller@vhost-1` as a ProcessFault; None when `target` names no process
+    (then it is a vhost)."""
+    process, at, vhost = target.partition("@")
+    if process in CENTRAL_PROCESSES and not at:
+        return topology_pb2.ProcessFault(process=process, state=state)  # type: ignore[arg-type]
+    if process in HOST_PROCESSES and at:
+        return topology_pb2.ProcessFault(process=process, vhost=vhost, state=state)  # type: ignore[arg-type]
+    return None
+
+
+def process_where(fault: topology_pb2.ProcessFault) -> str:
+    """`ovn-northd`, `ovn-controller@vhost-1`."""
+    return f"{fault.process}@{fault.vhost}" if fault.vhost else fault.process
 
 
 def parse_link_fault(text: str) -> topology_pb2.LinkFault:
@@ -51,8 +71,9 @@ _WHEN = {"at": "at_seconds", "for": "duration_seconds", "every": "every_seconds"
 
 def parse_scheduled_fault(text: str) -> scenario_pb2.ScheduledFault:
     """`at=5 for=2 repeat=3 every=10 link=vhost-2:down` as a ScheduledFault: space-separated items, one
-    of link=NODE[/NIC]:SETTINGS, partition=A1,A2/B1, crash=VHOST, freeze=VHOST; name=, at=, for= (0 or
-    left out: until compute is deleted), repeat=, every= (seconds)."""
+    of link=NODE[/NIC]:SETTINGS, partition=A1,A2/B1, crash=VHOST, freeze=VHOST (or an OVN process:
+    crash=ovn-northd, freeze=ovn-controller@VHOST); name=, at=, for= (0 or left out: until compute is
+    deleted), repeat=, every= (seconds)."""
     fault = scenario_pb2.ScheduledFault()
     for item in text.split():
         key, equals, value = item.partition("=")
@@ -71,7 +92,11 @@ def parse_scheduled_fault(text: str) -> scenario_pb2.ScheduledFault:
                 fault.partition.CopyFrom(parse_partition(value))
             elif key in ("crash", "freeze"):
                 state = topology_pb2.HOST_CRASHED if key == "crash" else topology_pb2.HOST_FROZEN
-                fault.host.CopyFrom(topology_pb2.HostFault(vhost=value, state=state))
+                process = process_fault(value, state)
+                if process is not None:
+                    fault.process.CopyFrom(process)
+                else:
+                    fault.host.CopyFrom(topology_pb2.HostFault(vhost=value, state=state))
             else:
                 raise argparse.ArgumentTypeError(
                     f"{key!r} in {text!r}: use name, at, for, repeat, every and one of link, partition, "
@@ -104,6 +129,6 @@ def partition_what(partition: topology_pb2.Partition) -> str:
     return f"{', '.join(partition.side_a)} | {', '.join(partition.side_b)}"
 
 
-def host_state(host: topology_pb2.HostFault) -> str:
+def host_state(host: topology_pb2.HostFault | topology_pb2.ProcessFault) -> str:
     """`crashed`, `frozen`."""
     return topology_pb2.HostState.Name(host.state).removeprefix("HOST_").lower()

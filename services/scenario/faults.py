@@ -8,7 +8,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from merak.errors import InvalidArgument
-from merak.faultspec import host_state, link_what, link_where, partition_what
+from merak.faultspec import (
+    CENTRAL_PROCESSES,
+    HOST_PROCESSES,
+    host_state,
+    link_what,
+    link_where,
+    partition_what,
+    process_where,
+)
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 
 MAX_SECONDS = 7 * 86_400
@@ -18,7 +26,12 @@ MAX_NAME = 64
 # Which host fault wins when two hold the same vhost: a crash outlasts a freeze.
 _HOST_RANK = {topology_pb2.HOST_RUNNING: 0, topology_pb2.HOST_FROZEN: 1, topology_pb2.HOST_CRASHED: 2}
 # A topology error names the field of its one-fault request; the schedule's field is said instead.
-_REQUEST_FIELDS = {"link": "links[0]", "partition": "partitions[0]", "host": "hosts[0]"}
+_REQUEST_FIELDS = {
+    "link": "links[0]",
+    "partition": "partitions[0]",
+    "host": "hosts[0]",
+    "process": "processes[0]",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +88,7 @@ def check(schedule: Sequence[scenario_pb2.ScheduledFault], prefix: str = "fault_
         total += fault.repeat + 1
         kind = fault.WhichOneof("fault")
         if kind is None:
-            raise InvalidArgument(f"{where}.fault", "one of link, partition or host is required")
+            raise InvalidArgument(f"{where}.fault", "one of link, partition, host or process is required")
         if kind == "link":
             link = fault.link
             if not link.node:
@@ -86,8 +99,21 @@ def check(schedule: Sequence[scenario_pb2.ScheduledFault], prefix: str = "fault_
                 )
         elif kind == "host" and fault.host.state == topology_pb2.HOST_RUNNING:
             raise InvalidArgument(f"{where}.host.state", "HOST_CRASHED or HOST_FROZEN")
+        elif kind == "process":
+            _check_process(f"{where}.process", fault.process)
     if total > MAX_OCCURRENCES:
         raise InvalidArgument(prefix, f"{total} occurrences in all; at most {MAX_OCCURRENCES}")
+
+
+def _check_process(where: str, fault: topology_pb2.ProcessFault) -> None:
+    if fault.process not in (*CENTRAL_PROCESSES, *HOST_PROCESSES):
+        known = ", ".join((*CENTRAL_PROCESSES, *HOST_PROCESSES))
+        raise InvalidArgument(f"{where}.process", f"{fault.process[:64]!r} is not one of {known}")
+    if (fault.process in HOST_PROCESSES) != bool(fault.vhost):
+        need = "the vhost whose" if fault.process in HOST_PROCESSES else "no vhost: the central's"
+        raise InvalidArgument(f"{where}.vhost", f"{fault.process} takes {need}")
+    if fault.state == topology_pb2.HOST_RUNNING:
+        raise InvalidArgument(f"{where}.state", "HOST_CRASHED or HOST_FROZEN")
 
 
 def expand(schedule: Sequence[scenario_pb2.ScheduledFault]) -> list[Occurrence]:
@@ -134,6 +160,8 @@ def _add(request: topology_pb2.SetFaultsRequest, fault: scenario_pb2.ScheduledFa
         request.partitions.append(fault.partition)
     elif kind == "host":
         request.hosts.append(fault.host)
+    elif kind == "process":
+        request.processes.append(fault.process)
 
 
 def lab_faults(
@@ -145,6 +173,7 @@ def lab_faults(
     request.partitions.extend(base.partitions)
     links: dict[tuple[str, str], topology_pb2.LinkFault] = {}
     hosts: dict[str, topology_pb2.HostFault] = {}
+    processes: dict[str, topology_pb2.ProcessFault] = {}
     extra = topology_pb2.SetFaultsRequest()
     for occurrence in now:
         _add(extra, occurrence.fault)
@@ -160,14 +189,21 @@ def lab_faults(
         held_host = hosts.get(host.vhost)
         if held_host is None or _HOST_RANK.get(host.state, 0) > _HOST_RANK.get(held_host.state, 0):
             hosts[host.vhost] = host
+    for process in [*base.processes, *extra.processes]:
+        target = process_where(process)
+        held_process = processes.get(target)
+        if held_process is None or _HOST_RANK.get(process.state, 0) > _HOST_RANK.get(held_process.state, 0):
+            processes[target] = process
     request.links.extend(links.values())
     request.partitions.extend(extra.partitions)
     request.hosts.extend(hosts.values())
+    request.processes.extend(processes.values())
     return request
 
 
 def describe(fault: scenario_pb2.ScheduledFault) -> str:
-    """For people: "link vhost-1: loss 10%", "partition vhost-0 | vhost-1", "host vhost-2: crashed"."""
+    """For people: "link vhost-1: loss 10%", "partition vhost-0 | vhost-1", "host vhost-2: crashed",
+    "process ovn-controller@vhost-1: frozen"."""
     kind = fault.WhichOneof("fault")
     if kind == "link":
         return f"link {link_where(fault.link)}: {link_what(fault.link)}"
@@ -175,6 +211,8 @@ def describe(fault: scenario_pb2.ScheduledFault) -> str:
         return f"partition {partition_what(fault.partition)}"
     if kind == "host":
         return f"host {fault.host.vhost}: {host_state(fault.host)}"
+    if kind == "process":
+        return f"process {process_where(fault.process)}: {host_state(fault.process)}"
     return "nothing"
 
 

@@ -32,6 +32,7 @@ def build_backends(settings: TopologySettings, store: TopologyStore | None = Non
             workers=settings.netns_workers,
             agent_env={"MERAK_STATE_DIR": str(settings.state_dir), "MERAK_LOG_LEVEL": settings.log_level},
             host=HostTuner(),
+            stack_run_dir=settings.state_dir / "run",
         ),
     )
     registry.register(

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from merak.errors import InvalidArgument
+from merak.faultspec import CENTRAL_PROCESSES, HOST_PROCESSES, process_where
 from merak.v1 import topology_pb2
 from services.topology.backends.impair import DeviceFaults
 from services.topology.models import NodeKind, Topology
@@ -109,4 +110,32 @@ def host_plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> dic
             raise InvalidArgument(f"hosts[{i}].vhost", f"{fault.vhost} is listed twice")
         if fault.state != topology_pb2.HOST_RUNNING:
             states[fault.vhost] = int(fault.state)
+    return states
+
+
+def process_plan(topology: Topology, request: topology_pb2.SetFaultsRequest) -> dict[str, int]:
+    """`ovn-northd` / `ovn-controller@vhost-1` -> HostState of the processes the request faults."""
+    vhosts = {node.name for node in topology.vhosts()}
+    known = set(topology_pb2.HostState.values())
+    states: dict[str, int] = {}
+    for i, fault in enumerate(request.processes):
+        where = f"processes[{i}]"
+        if fault.process in CENTRAL_PROCESSES:
+            if fault.vhost:
+                raise InvalidArgument(f"{where}.vhost", f"{fault.process} is the central's: name no vhost")
+        elif fault.process in HOST_PROCESSES:
+            if fault.vhost not in vhosts:
+                raise InvalidArgument(
+                    f"{where}.vhost", f"{fault.vhost[:64]!r} is not a vhost of the topology"
+                )
+        else:
+            known_names = ", ".join((*CENTRAL_PROCESSES, *HOST_PROCESSES))
+            raise InvalidArgument(f"{where}.process", f"{fault.process[:64]!r} is not one of {known_names}")
+        if fault.state not in known:
+            raise InvalidArgument(f"{where}.state", f"unknown value {int(fault.state)}")
+        target = process_where(fault)
+        if target in states:
+            raise InvalidArgument(where, f"{target} is listed twice")
+        if fault.state != topology_pb2.HOST_RUNNING:
+            states[target] = int(fault.state)
     return states

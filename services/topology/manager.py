@@ -284,7 +284,9 @@ class TopologyManager:
         spec = entry.topology.spec
         wanted = faults.plan(entry.topology, request)  # bad input first, whatever the lab's state
         hosts = faults.host_plan(entry.topology, request)
-        spec.plane.check_impairable()
+        processes = faults.process_plan(entry.topology, request)
+        if request.links or request.partitions:
+            spec.plane.check_impairable()
         if not record.built or record.status != st.READY:
             raise FailedPrecondition(
                 f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it"
@@ -292,6 +294,8 @@ class TopologyManager:
         backend = self.backends.get(spec.backend)
         if request.validate_only:
             await backend.check_faults(spec, wanted, hosts)
+            if processes and type(backend).apply_process_faults is TopologyBackend.apply_process_faults:
+                await backend.apply_process_faults(entry.topology, processes)  # says it cannot
             return await self.list_faults(spec.topology_id)
         async with self._lock(spec.topology_id):
             record = await self._record(spec.topology_id)  # an UPDATE may have run meanwhile
@@ -305,10 +309,12 @@ class TopologyManager:
                 healed.setdefault(node, {}).update(devices)
             await backend.apply_faults(spec, healed)
             await backend.apply_host_faults(entry.topology, hosts)
+            await backend.apply_process_faults(entry.topology, processes)
             stored = topology_pb2.SetFaultsRequest(topology_id=spec.topology_id)
             stored.links.extend(request.links)
             stored.partitions.extend(request.partitions)
             stored.hosts.extend(h for h in request.hosts if h.state != topology_pb2.HOST_RUNNING)
+            stored.processes.extend(p for p in request.processes if p.state != topology_pb2.HOST_RUNNING)
             await self.store.set_faults(stored)
         log.info(
             "topology_faults_set",
@@ -317,6 +323,7 @@ class TopologyManager:
             partitions=len(request.partitions),
             devices=sum(len(d) for d in wanted.values()),
             hosts=len(hosts),
+            processes=len(processes),
         )
         return await self.list_faults(spec.topology_id)
 
@@ -329,6 +336,7 @@ class TopologyManager:
             links=list(stored.links),
             partitions=list(stored.partitions),
             hosts=list(stored.hosts),
+            processes=list(stored.processes),
         )
 
     async def update(
@@ -364,7 +372,7 @@ class TopologyManager:
                     f"topology {spec.topology_id!r} is {record.status}, not READY: wait for it, then UPDATE"
                 )
             stored = await self.store.faults(spec.topology_id)
-            if stored.links or stored.partitions or stored.hosts:
+            if stored.links or stored.partitions or stored.hosts or stored.processes:
                 raise FailedPrecondition(
                     f"topology {spec.topology_id!r} has faults set; clear them (ClearFaults) before an UPDATE"
                 )

@@ -19,7 +19,11 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 def _ctl(program: str, remote: str, *args: str) -> str:
     return subprocess.run(
-        [ovs.program(program), f"--db={remote}", *args], capture_output=True, text=True, timeout=30, check=True
+        [ovs.program(program), f"--db={remote}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
 
 
@@ -38,7 +42,10 @@ async def test_teste2e_ovn_real_data_plane(stack: StackSettings) -> None:
     assert operations["port_up"].get("errors", 0) == 0
     assert operations["chassis_start"]["requests"] == 3
     # Teardown: nothing of the run in NB or SB, no chassis process, no namespace.
-    assert _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Switch_Port") == ""
+    assert (
+        _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Switch_Port")
+        == ""
+    )
     assert _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Router") == ""
     assert _ctl("ovn-sbctl", central.remote("sb"), "--bare", "--columns=name", "list", "Chassis") == ""
     assert leftovers(stack, [report.ids["topology"]]) == {

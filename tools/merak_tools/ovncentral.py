@@ -20,7 +20,7 @@ class RunningCentral:
     def __init__(self, root: Path, *, nb_only: bool = False) -> None:
         self.central = ovs.Central(root)
         self.nb_only = nb_only
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def nb(self) -> str:
@@ -38,9 +38,9 @@ class RunningCentral:
         kinds = ["nb"] if self.nb_only else ["nb", "sb"]
         env = {**os.environ, **self.central.env}
         for kind in kinds:
-            self._procs.append(subprocess.Popen(self.central.server_argv(kind), env=env))
+            self.procs.append(subprocess.Popen(self.central.server_argv(kind), env=env))
         if not self.nb_only:
-            self._procs.append(subprocess.Popen(self.central.northd_argv(), env=env))
+            self.procs.append(subprocess.Popen(self.central.northd_argv(), env=env))
         deadline = time.monotonic() + timeout
         for kind in kinds:
             while not self._answers(kind):
@@ -64,15 +64,15 @@ class RunningCentral:
 
     def stop(self) -> None:
         """Stop every process this object started (SIGTERM, then SIGKILL)."""
-        for proc in reversed(self._procs):
+        for proc in reversed(self.procs):
             proc.terminate()
-        for proc in self._procs:
+        for proc in self.procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        self._procs.clear()
+        self.procs.clear()
 
     def nbctl(self, *args: str) -> str:
         """`ovn-nbctl` against this NB (for checks a test makes from outside the product)."""

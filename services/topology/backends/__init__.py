@@ -110,6 +110,12 @@ class TopologyBackend(abc.ABC):
         if states:
             raise FailedPrecondition(f"host faults are not built for the {self.name} backend (use local)")
 
+    async def apply_process_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
+        """Hold the control plane's processes in `states` (`ovn-northd`, `ovn-controller@vhost-1` ->
+        HostState) crashed or frozen; heal every other one a fault held."""
+        if states:
+            raise FailedPrecondition(f"process faults are not built for the {self.name} backend (use local)")
+
     async def supervise(self, topology: Topology) -> None:  # noqa: B027 - optional hook
         """Keep a deployed topology's agents running until cancelled (restart what died); a backend
         whose platform restarts them (Kubernetes) has nothing to do."""

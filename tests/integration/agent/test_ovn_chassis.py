@@ -17,12 +17,12 @@ import pytest
 
 from merak import netns
 from merak.procs import alive
+from merak_tools.ovncentral import RunningCentral
 from services.agent.models import VmSpec
 from services.agent.ovn.chassis import DAEMONS, Chassis, ChassisSpec, read_pid
 from services.agent.planes.real.vms import OVN_VM_MTU
 from services.agent.validation import host_ifname
 from tests.integration.agent.test_real_plane import Vhost, lab
-from tests.support.ovn import RunningCentral
 
 pytestmark = pytest.mark.root
 

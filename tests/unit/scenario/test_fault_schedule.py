@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from merak.errors import InvalidArgument
+from merak.faultspec import parse_scheduled_fault
 from merak.v1 import scenario_pb2, topology_pb2
 from services.scenario import faults
 
@@ -110,3 +111,31 @@ def test_an_error_about_the_one_fault_request_names_the_schedule_field() -> None
         faults.describe(link("vhost-1", nic="eth1", down=True, loss_percent=5))
         == "link vhost-1/eth1: down, loss 5%"
     )
+
+
+def test_process_faults_are_checked_merged_and_described() -> None:
+    frozen = parse_scheduled_fault("at=1 for=2 freeze=ovn-northd")
+    assert frozen.process == topology_pb2.ProcessFault(process="ovn-northd", state=topology_pb2.HOST_FROZEN)
+    crashed = parse_scheduled_fault("at=1 crash=ovn-controller@vhost-1")
+    assert crashed.process.vhost == "vhost-1" and crashed.process.state == topology_pb2.HOST_CRASHED
+    assert parse_scheduled_fault("crash=vhost-1").WhichOneof("fault") == "host"  # a vhost, as before
+    faults.check([frozen, crashed])
+    assert faults.describe(crashed) == "process ovn-controller@vhost-1: crashed"
+    # The same process frozen by the lab and crashed by the schedule: the crash wins.
+    base = topology_pb2.FaultsReply(
+        processes=[topology_pb2.ProcessFault(process="ovn-northd", state=topology_pb2.HOST_FROZEN)]
+    )
+    worst = parse_scheduled_fault("at=1 for=1 crash=ovn-northd")
+    merged = faults.lab_faults("t", base, faults.expand([worst, crashed]))
+    assert {(p.process, p.vhost, p.state) for p in merged.processes} == {
+        ("ovn-northd", "", topology_pb2.HOST_CRASHED),
+        ("ovn-controller", "vhost-1", topology_pb2.HOST_CRASHED),
+    }
+    for text, field in (("freeze=ovn-controller@", "fault_schedule[0].process.vhost"),):
+        with pytest.raises(InvalidArgument) as caught:
+            faults.check([parse_scheduled_fault(text)])
+        assert caught.value.field == field
+    running = scenario_pb2.ScheduledFault(process=topology_pb2.ProcessFault(process="ovn-sb"))
+    with pytest.raises(InvalidArgument) as caught:
+        faults.check([running])
+    assert caught.value.field == "fault_schedule[0].process.state"

@@ -36,3 +36,33 @@ def test_a_rack_in_a_partition_stands_for_the_vhosts_under_it() -> None:
                 partitions=[topology_pb2.Partition(side_a=["rack-1"], side_b=["vhost-1"])]
             ),
         )
+
+
+def test_process_faults_name_a_central_process_or_a_vhosts_ovn_controller() -> None:
+    lab = build(config(number_of_vhosts=2, number_of_racks=1, vhost_per_rack=2))
+    request = topology_pb2.SetFaultsRequest(
+        processes=[
+            topology_pb2.ProcessFault(process="ovn-northd", state=topology_pb2.HOST_FROZEN),
+            topology_pb2.ProcessFault(
+                process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
+            ),
+            topology_pb2.ProcessFault(process="ovn-sb", state=topology_pb2.HOST_RUNNING),  # nothing held
+        ]
+    )
+    assert faults.process_plan(lab, request) == {
+        "ovn-northd": topology_pb2.HOST_FROZEN,
+        "ovn-controller@vhost-1": topology_pb2.HOST_CRASHED,
+    }
+    bad = [
+        (topology_pb2.ProcessFault(process="sshd"), "processes[0].process"),
+        (topology_pb2.ProcessFault(process="ovn-nb", vhost="vhost-0"), "processes[0].vhost"),
+        (topology_pb2.ProcessFault(process="ovn-controller", vhost="vhost-9"), "processes[0].vhost"),
+        (topology_pb2.ProcessFault(process="ovn-controller"), "processes[0].vhost"),
+    ]
+    for fault, field in bad:
+        with pytest.raises(InvalidArgument) as caught:
+            faults.process_plan(lab, topology_pb2.SetFaultsRequest(processes=[fault]))
+        assert caught.value.field == field
+    twice = topology_pb2.ProcessFault(process="ovn-sb", state=topology_pb2.HOST_FROZEN)
+    with pytest.raises(InvalidArgument, match="listed twice"):
+        faults.process_plan(lab, topology_pb2.SetFaultsRequest(processes=[twice, twice]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from merak.faultspec import process_fault
 from merak.logs import configure_logging
 from merak.v1 import topology_pb2
 from merak_tools.cli.demo import cmd_demo
@@ -28,9 +29,21 @@ def main(argv: list[str] | None = None) -> int:
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return cmd_exec(settings, args.topology, args.vhost, args.vm, command)
     if args.command == "fault":
-        hosts = [topology_pb2.HostFault(vhost=v, state=topology_pb2.HOST_CRASHED) for v in args.crash]
-        hosts += [topology_pb2.HostFault(vhost=v, state=topology_pb2.HOST_FROZEN) for v in args.freeze]
-        wanted = topology_pb2.SetFaultsRequest(links=args.link, partitions=args.partition, hosts=hosts)
+        hosts: list[topology_pb2.HostFault] = []
+        processes: list[topology_pb2.ProcessFault] = []
+        for targets, state in (
+            (args.crash, topology_pb2.HOST_CRASHED),
+            (args.freeze, topology_pb2.HOST_FROZEN),
+        ):
+            for target in targets:
+                process = process_fault(target, state)
+                if process is not None:
+                    processes.append(process)
+                else:
+                    hosts.append(topology_pb2.HostFault(vhost=target, state=state))
+        wanted = topology_pb2.SetFaultsRequest(
+            links=args.link, partitions=args.partition, hosts=hosts, processes=processes
+        )
         return cmd_fault(settings, args.action, args.topology, wanted)
     if args.command == "labs":
         return cmd_labs(

@@ -72,9 +72,14 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="vhosts on each side of a partition; repeatable",
     )  # fmt: skip
     fault.add_argument(
-        "--crash", action="append", default=[], metavar="VHOST", help="kill its agent, keep it down"
-    )
-    fault.add_argument("--freeze", action="append", default=[], metavar="VHOST", help="SIGSTOP its agent")
+        "--crash", action="append", default=[], metavar="VHOST|PROCESS",
+        help="kill a vhost's agent and keep it down, or an OVN process: ovn-northd, ovn-nb, ovn-sb "
+        "(the stack restarts it) or ovn-controller@VHOST (down until healed)",
+    )  # fmt: skip
+    fault.add_argument(
+        "--freeze", action="append", default=[], metavar="VHOST|PROCESS",
+        help="SIGSTOP a vhost's agent or an OVN process (as --crash names them) until healed",
+    )  # fmt: skip
     labs = sub.add_parser(
         "labs",
         help="the labs (scenarios, bare topologies): merak labs [list] | show LAB | destroy LAB|--all",

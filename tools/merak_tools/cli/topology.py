@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import grpc
 from rich.table import Table
 
-from merak.faultspec import host_state, link_what, link_where, partition_what
+from merak.faultspec import host_state, link_what, link_where, partition_what, process_where
 from merak.grpcclient import open_blocking_channel
 from merak.naming import topology_short_id
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
@@ -106,6 +106,8 @@ def cmd_fault(
         table.add_row("partition", partition_what(partition))
     for host in reply.hosts:
         table.add_row(f"host {host.vhost}", host_state(host))
-    faulted = reply.links or reply.partitions or reply.hosts
+    for process in reply.processes:
+        table.add_row(f"process {process_where(process)}", host_state(process))
+    faulted = reply.links or reply.partitions or reply.hosts or reply.processes
     console.print(table if faulted else f"{topology_id}: no faults")
     return 0

@@ -61,8 +61,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--churn-seconds", type=float, default=0.0, help="for this long (with --churn-rate)")
     parser.add_argument(
         "--fault", dest="faults", action="append", type=parse_scheduled_fault, default=[],
-        metavar="'at=S [for=S] [repeat=N every=S] [name=N] link=NODE:down|partition=A/B|crash=V|freeze=V'",
-        help="a fault while compute deploys (repeatable), e.g. --fault 'at=5 for=10 link=vhost-1:loss=10'",
+        metavar="'at=S [for=S] [repeat=N every=S] [name=N] link=NODE:down|partition=A/B|crash=X|freeze=X'",
+        help="a fault while compute deploys (repeatable), e.g. --fault 'at=5 for=10 link=vhost-1:loss=10'; "
+        "X is a vhost (its agent) or an OVN process: ovn-northd, ovn-nb, ovn-sb, ovn-controller@VHOST",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if (

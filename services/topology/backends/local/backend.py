@@ -33,6 +33,7 @@ from services.topology.backends.local.agents import (
 )
 from services.topology.backends.local.host import LocalHost
 from services.topology.backends.local.kernel import Kernel
+from services.topology.backends.local.processes import ProcessFaults
 from services.topology.diff import TopologyDiff
 from services.topology.models import Topology, TopologySpec
 from services.topology.names import ns_name
@@ -55,8 +56,11 @@ class LocalBackend(TopologyBackend):
         agent_env: dict[str, str] | None = None,
         agent_start_timeout: float = 120.0,
         host: HostTuner | None = None,
+        stack_run_dir: Path | None = None,
     ) -> None:
         self.run_root = run_root
+        # The stack's pid files (its OVN central's among them), for faults on those processes.
+        self.processes = ProcessFaults(stack_run_dir or run_root.parent)
         self.max_agents = max_agents
         self.fake_vhosts_per_agent = fake_vhosts_per_agent
         self.machine = LocalHost(host)
@@ -159,7 +163,8 @@ class LocalBackend(TopologyBackend):
         self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]]
     ) -> None:
         """Each node's devices, in its namespace (backends/impair.py)."""
-        spec.plane.check_impairable()
+        if any(faults.values()):
+            spec.plane.check_impairable()
         for node, devices in sorted(faults.items()):
             await self.kernel.apply_faults(ns_name(spec.short_id, node), dict(devices))
 
@@ -167,7 +172,8 @@ class LocalBackend(TopologyBackend):
         self, spec: TopologySpec, faults: Mapping[str, Mapping[str, DeviceFaults]], hosts: Mapping[str, int]
     ) -> None:
         """Delay and jitter need netem (probed once on a scratch namespace)."""
-        spec.plane.check_impairable()
+        if faults:
+            spec.plane.check_impairable()
         delayed = any(f.delay_ms or f.jitter_ms for devices in faults.values() for f in devices.values())
         if delayed and not await self.kernel.has_netem():
             raise FailedPrecondition(
@@ -178,6 +184,17 @@ class LocalBackend(TopologyBackend):
         """Crash (SIGKILL, kept down) or freeze (SIGSTOP) the agents serving the vhosts in `states`;
         thaw and restart the others that a host fault held."""
         await self.agents.hold(topology, self.plan_agents(topology), states)
+
+    async def apply_process_faults(self, topology: Topology, states: Mapping[str, int]) -> None:
+        """Crash or freeze OVN central's processes and the vhosts' ovn-controllers (processes.py)."""
+        plans = self.plan_agents(topology)
+        await self.processes.apply(
+            topology.spec.topology_id,
+            self.run_dir(topology.spec.short_id),
+            {node.name: i for i, node in enumerate(topology.vhosts())},
+            {vhost: plan.endpoint for plan in plans for vhost in plan.vhosts},
+            states,
+        )
 
     # --- supervise ---------------------------------------------------------------------------
 
@@ -224,6 +241,7 @@ class LocalBackend(TopologyBackend):
     async def destroy(self, spec: TopologySpec) -> DestroyReport:
         """Stop the topology's agents, delete every namespace with its prefix, remove its run directory."""
         run_dir = self.run_dir(spec.short_id)
+        self.processes.forget(spec.topology_id)
         stopped = await self.agents.stop_all(run_dir)
         # OVN chassis of agents that could not stop them (killed by a host fault, say).
         stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)
@@ -235,6 +253,7 @@ class LocalBackend(TopologyBackend):
 
     async def close(self) -> None:
         """Stop the worker threads, release the host tuner."""
+        await self.processes.close()
         self.kernel.close()
         self.machine.close()
 

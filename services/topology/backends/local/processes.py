@@ -1,0 +1,128 @@
+"""Faults on the control plane under test's processes: the stack's OVN central (its pid files under
+`<state_dir>/run/`) and each emulated host's ovn-controller (under the topology's run directory,
+`ovn/<vhost index>/`). A crash is SIGKILL (the stack's supervisor restarts a central process; a host's
+ovn-controller stays down until healed, then its agent starts it again: EnsureChassis); a freeze is
+SIGSTOP until healed (SIGCONT)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import grpc
+
+from merak.errors import FailedPrecondition, Unavailable
+from merak.grpcclient import ChannelPool
+from merak.logs import get_logger
+from merak.procs import pid_from_file, process_state
+from merak.v1 import agent_pb2, agent_pb2_grpc, topology_pb2
+
+log = get_logger(__name__)
+
+# The stack's component of each central process, and the program its pid must be.
+CENTRAL = {"ovn-northd": "ovn-northd", "ovn-nb": "ovsdb-server", "ovn-sb": "ovsdb-server"}
+HEAL_TIMEOUT = 30.0
+
+
+class ProcessFaults:
+    """Which processes each topology holds crashed or frozen, and how to make and heal that."""
+
+    def __init__(self, stack_run_dir: Path) -> None:
+        self.stack_run_dir = stack_run_dir
+        self._held: dict[str, dict[str, int]] = {}  # topology id -> target -> HostState
+        self._channels = ChannelPool()
+
+    async def close(self) -> None:
+        """Close the channels to agents."""
+        await self._channels.close()
+
+    def pid(self, target: str, run_dir: Path, vhost_index: Mapping[str, int]) -> int | None:
+        """The pid of `ovn-northd`, `ovn-nb`, `ovn-sb` or `ovn-controller@<vhost>` (None: not running)."""
+        process, _, vhost = target.partition("@")
+        if process in CENTRAL:
+            return pid_from_file(self.stack_run_dir / f"{process}.pid", CENTRAL[process])
+        index = vhost_index.get(vhost)
+        if index is None:
+            return None
+        return pid_from_file(run_dir / "ovn" / str(index) / "ovn-controller.pid", "ovn-controller")
+
+    async def apply(
+        self,
+        topology_id: str,
+        run_dir: Path,
+        vhost_index: Mapping[str, int],
+        endpoints: Mapping[str, str],
+        states: Mapping[str, int],
+    ) -> None:
+        """Hold exactly `states` (target -> HostState): new ones are made, ones left out are healed."""
+        held = self._held.setdefault(topology_id, {})
+        for target, state in sorted(states.items()):
+            if held.get(target) == state:
+                continue
+            if target in held:  # frozen -> crashed or back: heal first
+                await self._heal(target, held.pop(target), run_dir, vhost_index, endpoints)
+            pid = self.pid(target, run_dir, vhost_index)
+            if pid is None:
+                raise FailedPrecondition(f"{target} is not running (is the lab's network an ovn one?)")
+            if state == topology_pb2.HOST_CRASHED:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGSTOP)
+            held[target] = state
+            log.info("process_fault_applied", topology_id=topology_id, target=target, pid=pid, state=state)
+        for target in sorted(set(held) - set(states)):
+            await self._heal(target, held.pop(target), run_dir, vhost_index, endpoints)
+        if not held:
+            self._held.pop(topology_id, None)
+
+    async def _heal(
+        self,
+        target: str,
+        state: int,
+        run_dir: Path,
+        vhost_index: Mapping[str, int],
+        endpoints: Mapping[str, str],
+    ) -> None:
+        process, _, vhost = target.partition("@")
+        if state == topology_pb2.HOST_FROZEN:
+            pid = self.pid(target, run_dir, vhost_index)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        elif process in CENTRAL:
+            # The stack's supervisor restarts it (1 s after it died): wait until it runs again.
+            await _until(lambda: self.pid(target, run_dir, vhost_index) is not None, target)
+        else:
+            endpoint = endpoints.get(vhost)
+            if endpoint is None:
+                raise FailedPrecondition(f"{target}: no agent serves vhost {vhost}")
+            stub = agent_pb2_grpc.MerakAgentServiceStub(self._channels.channel(endpoint))
+            try:  # an empty remote: the one the chassis had
+                await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(vhost=vhost), timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                raise Unavailable(
+                    f"{target}: restart through its agent: {exc.code().name}: {exc.details()}"
+                ) from exc
+        log.info("process_fault_healed", target=target)
+
+    def forget(self, topology_id: str) -> None:
+        """The topology is gone: what it held went with it (its own processes), or is released."""
+        for target, state in self._held.pop(topology_id, {}).items():
+            if state == topology_pb2.HOST_FROZEN and target.partition("@")[0] in CENTRAL:
+                pid = pid_from_file(self.stack_run_dir / f"{target}.pid", CENTRAL[target])
+                if pid is not None and process_state(pid) in ("T", "t"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+
+
+async def _until(check: Callable[[], bool], target: str) -> None:
+    deadline = time.monotonic() + HEAL_TIMEOUT
+    while not check():
+        if time.monotonic() > deadline:
+            raise Unavailable(f"{target} did not come back within {HEAL_TIMEOUT:.0f} s")
+        await asyncio.sleep(0.05)
