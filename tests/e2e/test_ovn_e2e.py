@@ -4,14 +4,18 @@ every pair pings through OVN's datapath, and a teardown leaves nothing in NB, SB
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 
+import grpc
 import pytest
 
 from merak import ovs
+from merak.v1 import scenario_pb2, scenario_pb2_grpc
 from merak_tools.localstack import StackSettings
-from tests.e2e.lab import leftovers
+from tests.e2e.lab import leftovers, vm_namespaces
 from tests.e2e.test_stack_e2e import run_teste2e
+from tests.integration.agent.test_ovn_chassis import tcp_carries_data
 from tests.support.ovn import skip_without_ovn
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -48,6 +52,67 @@ async def test_teste2e_ovn_real_data_plane(stack: StackSettings) -> None:
     )
     assert _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Router") == ""
     assert _ctl("ovn-sbctl", central.remote("sb"), "--bare", "--columns=name", "list", "Chassis") == ""
+    assert leftovers(stack, [report.ids["topology"]]) == {
+        "namespaces": [],
+        "agents": [],
+        "chassis": [],
+        "redis keys": [],
+    }
+
+
+def _vms(topology_id: str) -> list[tuple[int, str, ipaddress.IPv4Interface, str]]:
+    """(vhost index, namespace, address, VPC id) of every VM of the lab, read from the kernel."""
+    found = []
+    for ns in vm_namespaces(topology_id):
+        out = subprocess.run(
+            ["ip", "-n", ns, "-o", "-d", "link", "show", "eth0"], capture_output=True, text=True, check=True
+        ).stdout
+        alias = out.split(" alias ", 1)[1].split()[0] if " alias " in out else ""
+        addr = subprocess.run(
+            ["ip", "-n", ns, "-o", "-4", "addr", "show", "eth0"], capture_output=True, text=True, check=True
+        ).stdout.split()[3]
+        found.append((int(ns.split("-")[2]), ns, ipaddress.IPv4Interface(addr), alias))
+    return found
+
+
+async def test_ovn_two_vpcs_router_isolation_and_tcp_across_hosts(stack: StackSettings) -> None:
+    skip_without_ovn()
+    report = await run_teste2e(
+        stack,
+        "--plugin",
+        "ovn",
+        "--hosts",
+        "4",
+        "--vms-per-host",
+        "8",
+        "--vpcs",
+        "2",
+        "--subnets",
+        "2",
+        "--keep",
+    )
+    scenario_id = report.ids.get("scenario", "")
+    try:
+        assert report.ok, report.errors
+        assert report.vms_done == 32
+        test = report.test
+        assert test.get("failed", 0) == 0 and test["passed"] == test["pairs_tried"]
+        # Two VPCs: OVN keeps them apart (the same addresses may even repeat in both).
+        assert test["isolation_pairs_tried"] > 0 and test["isolation_held"] == test["isolation_pairs_tried"]
+        vms = _vms(report.ids["topology"])
+        assert len(vms) == 32
+        # Two VMs of one VPC on different hosts and in different subnets: through the logical router.
+        a = vms[0]
+        b = next(v for v in vms if v[0] != a[0] and v[3] == a[3] and v[2].network != a[2].network)
+        tcp_carries_data(b[1], str(b[2].ip), a[1])
+    finally:
+        if scenario_id:
+            async with grpc.aio.insecure_channel(f"localhost:{stack.grpc_port('scenario')}") as channel:
+                stub = scenario_pb2_grpc.MerakScenarioServiceStub(channel)
+                await stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=scenario_id, teardown=True))
+                for kind in ("topology", "network", "service", "compute", "test"):
+                    method = getattr(stub, f"Delete{kind.capitalize()}Config")
+                    await method(scenario_pb2.DeleteRequest(id=report.ids[kind]))
     assert leftovers(stack, [report.ids["topology"]]) == {
         "namespaces": [],
         "agents": [],

@@ -106,7 +106,7 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
             # first packets of a new tunnel may be lost while OVS resolves the remote address.
             results = src.ping("v0", ["10.7.0.11", "10.7.1.12", "10.7.0.1"], timeout=1.0, retries=10)
             assert all(r.ok for r in results), results
-            _tcp_carries_data(vhosts[1].dp.vm_ns("v2"), "10.7.1.12", vhosts[0].dp.vm_ns("v0"))
+            tcp_carries_data(vhosts[1].dp.vm_ns("v2"), "10.7.1.12", vhosts[0].dp.vm_ns("v0"))
             info = subprocess.run(
                 ["ip", "-n", vhosts[0].dp.vm_ns("v0"), "-o", "link", "show", "eth0"],
                 capture_output=True, text=True, check=True,
@@ -138,7 +138,7 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
         assert "ul0" in addrs and vhosts[0].ip in addrs and "br-phy" not in addrs
 
 
-def _tcp_carries_data(server_ns: str, server_ip: str, client_ns: str, size: int = 1 << 20) -> None:
+def tcp_carries_data(server_ns: str, server_ip: str, client_ns: str, size: int = 1 << 20) -> None:
     """1 MiB over TCP from a VM on one chassis to a VM on another."""
     received = bytearray()
     with netns.entered(server_ns):
