@@ -107,6 +107,18 @@ def test_two_real_chassis_bind_ports_and_carry_packets(
             results = src.ping("v0", ["10.7.0.11", "10.7.1.12", "10.7.0.1"], timeout=1.0, retries=10)
             assert all(r.ok for r in results), results
             tcp_carries_data(vhosts[1].dp.vm_ns("v2"), "10.7.1.12", vhosts[0].dp.vm_ns("v0"))
+            # A security group as the ovn plugin writes one (ml2/ovn's shape): v2 lets TCP in (stateful)
+            # and nothing else, so ICMP to it drops in the datapath while TCP still flows.
+            nb.nbctl(
+                "pg-add", "pg_tcp_only", "lsp-v2",
+                "--", "acl-add", "pg_tcp_only", "to-lport", "1002", "outport == @pg_tcp_only && ip4 && tcp",
+                "allow-related",
+                "--", "acl-add", "pg_tcp_only", "to-lport", "1001", "outport == @pg_tcp_only && ip", "drop",
+            )  # fmt: skip
+            nb.nbctl("--wait=hv", "sync")
+            assert not any(r.ok for r in src.ping("v0", ["10.7.1.12"], timeout=1.0, retries=2))
+            assert src.ping("v0", ["10.7.0.11"], timeout=1.0, retries=5)[0].ok  # others still answer
+            tcp_carries_data(vhosts[1].dp.vm_ns("v2"), "10.7.1.12", vhosts[0].dp.vm_ns("v0"))
             info = subprocess.run(
                 ["ip", "-n", vhosts[0].dp.vm_ns("v0"), "-o", "link", "show", "eth0"],
                 capture_output=True, text=True, check=True,
