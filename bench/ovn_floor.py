@@ -64,6 +64,19 @@ class _WatchIdl(connection.OvsdbIdl):  # type: ignore[misc]  # ovsdbapp has no t
             self.up_at.setdefault(row.name, now)
 
 
+class _Api(impl_idl.OvnNbApiIdlImpl):  # type: ignore[misc]  # ovsdbapp has no type hints
+    """The NB API over this object's own connection (ovsdbapp keeps the first one per class: the
+    emulator run's NB, gone when the floor runs)."""
+
+    @property
+    def ovsdb_connection(self) -> Any:
+        return self._own_connection
+
+    @ovsdb_connection.setter
+    def ovsdb_connection(self, value: Any) -> None:
+        self._own_connection = value
+
+
 class NbWatch:
     """Watches an NB database from outside whatever makes the ports: when each VM port appears and
     goes up. The same yardstick for the emulator and for the floor."""
@@ -71,7 +84,7 @@ class NbWatch:
     def __init__(self, remote: str) -> None:
         self.idl = _WatchIdl.from_server(remote, "OVN_Northbound")
         self.connection = connection.Connection(idl=self.idl, timeout=120)
-        self.api = impl_idl.OvnNbApiIdlImpl(self.connection)
+        self.api = _Api(self.connection)
 
     def wait_up(self, count: int, timeout: float = 600) -> None:
         """Until `count` ports are up (or the deadline)."""

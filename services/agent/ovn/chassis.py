@@ -136,19 +136,6 @@ class Chassis:
             started = True
         if not self.spec.dummy:
             self._underlay_on_br_phy()
-        # br-int and the netdev Datapath record made here before ovn-controller starts: ovn-controller
-        # 23.03 that had to create them itself crashed now and then (SIGSEGV, a null datapath read in
-        # its first recompute).
-        if "netdev" not in self.vsctl("get", "Open_vSwitch", ".", "datapaths"):
-            self.vsctl(
-                "--", "--id=@dp", "create", "Datapath", "datapath_version=0",
-                "--", "set", "Open_vSwitch", ".", "datapaths:netdev=@dp",
-            )  # fmt: skip
-        self.vsctl(
-            "--may-exist", "add-br", "br-int", "--", "set", "Bridge", "br-int", "datapath_type=netdev",
-            "fail-mode=secure", "other-config:disable-in-band=true",
-        )  # fmt: skip
-        self._wait(self._bridge_made, "br-int made by ovs-vswitchd")
         if read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller") is None:
             self._spawn("ovn-controller", self.spec.db_remote)
             started = True
@@ -168,7 +155,9 @@ class Chassis:
     def _spawn(self, daemon: str, *args: str) -> None:
         """Start `daemon` in the foreground (a child of this agent) in the chassis's namespace; again
         (up to START_ATTEMPTS times) while it ends as it starts: ovn-controller 23.03 crashes now and
-        then in its first recompute (SIGSEGV; status 0 through nsenter), and starts on a later try."""
+        then in its first recompute (SIGSEGV; status 0 through nsenter), and starts on a later try.
+        (It crashed far more often when br-int and its Datapath record were made before it started:
+        it makes them itself.)"""
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 self._spawn_once(daemon, *args)
@@ -233,12 +222,6 @@ class Chassis:
             if time.monotonic() > deadline:
                 raise Unavailable(f"chassis {self.spec.system_id}: not {what} after {timeout:.0f} s")
             time.sleep(0.02)
-
-    def _bridge_made(self) -> bool:
-        try:
-            return self.vsctl("get", "Bridge", "br-int", "datapath_id", timeout=10).strip() not in ("", "[]")
-        except (FailedPrecondition, subprocess.TimeoutExpired):
-            return False
 
     def _connected(self) -> bool:
         pid = read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller")
