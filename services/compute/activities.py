@@ -47,6 +47,8 @@ log = get_logger(__name__)
 
 
 HEARTBEAT_SECONDS = 5.0
+# Hosts readied at once by prepare_hosts (an OVN chassis start is three processes).
+PREPARE_CONCURRENCY = 8
 
 
 @contextlib.asynccontextmanager
@@ -142,6 +144,30 @@ class ComputeActivities:
                 if counts.get(n)
             ]
         )
+
+    @activity.defn(name=ActivityName.PREPARE_HOSTS)
+    async def prepare_hosts(self, ref: ShardRef) -> int:
+        """Ready every host of the shard for the plugin's VMs, a few at a time; how many were."""
+        self._count_retry()
+        meta = await self.store.progress.meta(ref.config_id)
+        if meta is None:
+            raise ApplicationError(f"compute config {ref.config_id} is gone", non_retryable=True)
+        plugin = self._plugin(meta.plugin)
+        names = await self.store.vms.shard_hosts(ref.config_id, ref.shard)
+        hosts = await self.store.vms.hosts_named(ref.config_id, names)
+        gate = asyncio.Semaphore(PREPARE_CONCURRENCY)
+        calls: Calls = []
+
+        async def one(name: str) -> None:
+            async with gate:
+                await plugin.prepare(self._agent(hosts[name].endpoint), name, meta, calls)
+
+        async with heartbeating():
+            try:
+                await asyncio.gather(*(one(n) for n in names if n in hosts and not hosts[n].leaving))
+            finally:
+                await self._record(ref.config_id, meta, calls)
+        return len(hosts)
 
     async def _batch(self, batch: BatchInput) -> tuple[list[VmRecord], HostRecord, Meta]:
         meta = await self.store.progress.meta(batch.config_id)
@@ -369,6 +395,7 @@ def all_activities(a: ComputeActivities) -> Sequence[object]:
     """Every activity method, for the worker."""
     return [
         a.shard_plan,
+        a.prepare_hosts,
         a.create_batch,
         a.fail_batch,
         a.delete_batch,

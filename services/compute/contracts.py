@@ -39,6 +39,7 @@ class ActivityName(StrEnum):
     """Every activity's registered name, shared by the workflows that call and the worker that serves."""
 
     SHARD_PLAN = "compute.shard_plan"
+    PREPARE_HOSTS = "compute.prepare_hosts"
     CREATE_BATCH = "compute.create_batch"
     FAIL_BATCH = "compute.fail_batch"
     DELETE_BATCH = "compute.delete_batch"

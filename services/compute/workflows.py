@@ -73,6 +73,8 @@ class HostShardWorkflow:
             start_to_close_timeout=QUICK,
             retry_policy=BATCH_RETRY,
         )
+        if shard.operation in (CREATE, UPDATE) and plan.hosts and workflow.patched("prepare-hosts"):
+            await self._prepare(shard)
         jobs = [(h, b) for h in plan.hosts for b in range(h.batches)]
         if shard.schedule.kind == RPS and shard.rps > 0:
             outcomes = await self._paced(shard, jobs)
@@ -93,6 +95,21 @@ class HostShardWorkflow:
             per_host = await asyncio.gather(*(host_batches(h) for h in plan.hosts))
             outcomes = [o for host in per_host for o in host]
         return DeployResult(done=sum(o.done for o in outcomes), failed=sum(o.failed for o in outcomes))
+
+    async def _prepare(self, shard: ShardInput) -> None:
+        """Every host of the shard ready for VMs before the first batch (an OVN chassis), so a batch
+        measures its ports, not a host starting. A failure here is the batches' to report."""
+        try:
+            await workflow.execute_activity(
+                ActivityName.PREPARE_HOSTS,
+                ShardRef(shard.config_id, shard.shard, shard.operation),
+                result_type=int,
+                start_to_close_timeout=BATCH_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=BATCH_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("hosts not prepared: %s", _reason(error))
 
     async def _paced(self, shard: ShardInput, jobs: list[tuple[HostBatches, int]]) -> list[BatchOutcome]:
         """Start batches so that VMs begin at `shard.rps` per second: durable timers to within

@@ -32,6 +32,8 @@ log = get_logger(__name__)
 DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ovn-controller")
 START_TIMEOUT = 30.0
 START_ATTEMPTS = 5
+# ovn-controller must outlive its first recompute by this much to count as started.
+SETTLE_SECONDS = 0.3
 STOP_TIMEOUT = 10.0
 ENCAP_TYPES = ("geneve", "vxlan")
 # Inner MTU of a VM behind geneve on a 1500-byte underlay (58 bytes of headers; OVS sends no
@@ -136,12 +138,8 @@ class Chassis:
             started = True
         if not self.spec.dummy:
             self._underlay_on_br_phy()
-        if read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller") is None:
-            self._spawn("ovn-controller", self.spec.db_remote)
-            started = True
         self.sb_remote = sb_remote
-        self._wait(self._connected, f"ovn-controller connected to {sb_remote}")
-        self._wait(lambda: self._vsctl_ok("br-exists", "br-int"), "br-int exists")
+        started = self._controller_ready(sb_remote) or started
         if started:
             log.info(
                 "chassis_started",
@@ -151,6 +149,37 @@ class Chassis:
                 dummy=self.spec.dummy,
             )
         return started
+
+    def _controller_ready(self, sb_remote: str) -> bool:
+        """ovn-controller running, connected to the southbound database, br-int made, and alive a
+        moment later (its crash in its first recompute comes then): started again while it is not.
+        True when it was started."""
+        started = False
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._controller_pid() is None:
+                self._spawn("ovn-controller", self.spec.db_remote)
+                started = True
+            self._wait(
+                lambda: (
+                    self._controller_pid() is None
+                    or (self._connected() and self._vsctl_ok("br-exists", "br-int"))
+                ),
+                f"ovn-controller connected to {sb_remote}",
+            )
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while self._controller_pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self._controller_pid() is not None:
+                return started
+            log.warning("chassis_controller_died", chassis=self.spec.system_id, attempt=attempt)
+            time.sleep(0.1 * attempt)
+        raise FailedPrecondition(
+            f"chassis {self.spec.system_id}: ovn-controller keeps dying as it starts "
+            f"({START_ATTEMPTS} tries); see {self.spec.root / 'ovn-controller.log'}"
+        )
+
+    def _controller_pid(self) -> int | None:
+        return read_pid(self.spec.pid_file("ovn-controller"), "ovn-controller")
 
     def _spawn(self, daemon: str, *args: str) -> None:
         """Start `daemon` in the foreground (a child of this agent) in the chassis's namespace; again

@@ -18,6 +18,8 @@ class FakeDataplane:
         self._vpcs: dict[int, VpcSpec] = {}
         self._peers: dict[int, frozenset[str]] = {}
         self._neighbors: dict[int, dict[str, Neighbor]] = {}
+        # VMs on OVN ports: the subnets of each VPC seen on this vhost (OVN, not us, routes between them).
+        self._ovn_subnets: dict[str, set[ipaddress.IPv4Network]] = {}
         self._lock = threading.Lock()
 
     def ensure_vpc(self, vpc: VpcSpec) -> None:
@@ -39,12 +41,15 @@ class FakeDataplane:
                     results.append(
                         VmResult(spec.name, ok=False, error="already exists with a different spec")
                     )
-                elif spec.vni not in self._vpcs:
+                elif not spec.ovn_port and spec.vni not in self._vpcs:  # OVN makes a port's network
                     results.append(
                         VmResult(spec.name, ok=False, error=f"vpc with vni {spec.vni} is not set up")
                     )
                 else:
                     self._vms[spec.name] = spec
+                    if spec.ovn_port:
+                        network = ipaddress.IPv4Network(f"{spec.ip}/{spec.prefix_len}", strict=False)
+                        self._ovn_subnets.setdefault(spec.vpc_id, set()).add(network)
                     results.append(VmResult(spec.name, ok=True, created=True))
         return results
 
@@ -96,10 +101,15 @@ class FakeDataplane:
                     PingResult(dest, ok=False, rtt_ms=None, error=f"vm {vm_name} does not exist")
                     for dest in dests
                 ]
-            local = {vm.ip for vm in self._vms.values() if vm.vni == source.vni}
-            remote = set(self._neighbors.get(source.vni, {}))
-            vpc = self._vpcs.get(source.vni)
-            subnets = [ipaddress.IPv4Network(s.cidr) for s in vpc.subnets] if vpc else []
+            if source.ovn_port:  # a VPC of OVN's: its subnets seen here stand for it
+                local = {vm.ip for vm in self._vms.values() if vm.vpc_id == source.vpc_id}
+                remote: set[str] = set()
+                subnets = sorted(self._ovn_subnets.get(source.vpc_id, set()))
+            else:
+                local = {vm.ip for vm in self._vms.values() if vm.vni == source.vni}
+                remote = set(self._neighbors.get(source.vni, {}))
+                vpc = self._vpcs.get(source.vni)
+                subnets = [ipaddress.IPv4Network(s.cidr) for s in vpc.subnets] if vpc else []
 
         def reachable(dest: str) -> bool:
             # Nothing is programmed for fake vhosts at scale, so the VPC's own address space stands in

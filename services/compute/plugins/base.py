@@ -74,5 +74,10 @@ class VmPlugin(abc.ABC):
     ) -> None:
         """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
 
+    async def prepare(  # noqa: B027 - optional hook
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, calls: Calls
+    ) -> None:
+        """Ready `host` for this plugin's VMs before its first batch (nothing by default)."""
+
     async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:  # noqa: B027
         """Give the VMs' addresses back, where this plugin took them."""

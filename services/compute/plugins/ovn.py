@@ -54,16 +54,11 @@ class OvnVms(NativeVms):
         self._sb[netconfig_id] = reply.ovn_sb
         return reply.ovn_sb
 
-    async def create(
-        self,
-        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
-        host: str,
-        meta: Meta,
-        todo: list[VmRecord],
-        calls: Calls,
+    async def prepare(
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, calls: Calls
     ) -> None:
-        """The host as a chassis, the batch's ports in NB (idempotent per VM id), the VMs plugged in,
-        then each VM DONE once its port is up (ERROR when it is not within PORT_UP_TIMEOUT)."""
+        """The host as an OVN chassis connected to the network config's southbound database (its start
+        recorded as chassis_start)."""
         sb = await self._southbound(meta.netconfig_id)
         started = time.perf_counter()
         try:
@@ -75,6 +70,18 @@ class OvnVms(NativeVms):
             raise_activity_error(exc, f"agent EnsureChassis on {host}")
         if chassis.started:
             calls.append(Call("chassis_start", "OK", chassis.seconds))
+
+    async def create(
+        self,
+        agent: agent_pb2_grpc.MerakAgentServiceAsyncStub,
+        host: str,
+        meta: Meta,
+        todo: list[VmRecord],
+        calls: Calls,
+    ) -> None:
+        """The host as a chassis, the batch's ports in NB (idempotent per VM id), the VMs plugged in,
+        then each VM DONE once its port is up (ERROR when it is not within PORT_UP_TIMEOUT)."""
+        await self.prepare(agent, host, meta, calls)  # done before the first batch: a quick check now
         ports = await self._allocate(meta, todo, calls)
         create = agent_pb2.CreateVmsRequest(
             vhost=host,
