@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ovn_floor import FloorResult, NbWatch, floor_dummy
+from bench.ovn_procs import OvnProcesses
 from bench.stack import private_stack, teste2e_argv
 from merak import ovs
 from merak_tools import teste2e
@@ -34,6 +35,7 @@ async def emulator_run(
 ) -> tuple[FloorResult, dict[str, Any]]:
     """teste2e with the ovn plugin, NB watched from outside; the watch's result and teste2e's report."""
     watch = NbWatch(ovs.Central(settings.state_dir / "ovn").remote("nb"))
+    processes = OvnProcesses(settings.state_dir)
     try:
         argv = [
             *teste2e_argv(settings, f"report-{dataplane}.json"),
@@ -41,7 +43,8 @@ async def emulator_run(
             "--hosts", str(hosts), "--vms-per-host", str(per_host), "--subnets", str(subnets),
             "--max-pairs", "1000",
         ]  # fmt: skip
-        report = await teste2e.main_async(teste2e.parse(argv))
+        with processes:
+            report = await teste2e.main_async(teste2e.parse(argv))
         result = watch.result(hosts * per_host)
     finally:
         watch.close()
@@ -53,6 +56,8 @@ async def emulator_run(
         "vms_done": report.vms_done,
         "phases": report.phases,
         "port_up": operations.get("port_up", {}).get("latency", {}),
+        # Over the whole teste2e run (topology to teardown), not only while ports came up.
+        "ovn_processes": processes.summary(sum(report.phases.values())),
         "test": {k: report.test.get(k) for k in ("pairs_tried", "passed", "cross_host_pairs")},
     }
 
@@ -97,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.down()
         shutil.rmtree(state, ignore_errors=True)
-    floor = floor_dummy(args.hosts, args.vms, args.subnets)
-    runs["floor_fake"] = _as_dict(floor)
+    floor, floor_processes = floor_dummy(args.hosts, args.vms, args.subnets)
+    runs["floor_fake"] = {**_as_dict(floor), "ovn_processes": floor_processes}
     ratio = fake.ports_per_second / floor.ports_per_second if floor.ports_per_second else 0.0
     runs["ratio_fake"] = ratio
     print(f"ovn: {args.hosts} hosts x {args.vms} ports over {args.subnets} logical switches, dummy datapath")
@@ -107,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if ratio >= AIM else "MISSED"
     print(f"  emulator / floor ports per second: {ratio:.2f} (aim {AIM}): {verdict}")
     print(f"  port_up as the network service measured it: {fake_report['port_up']}")
+    _print_processes("emulator run (teste2e, whole run)", fake_report["ovn_processes"])
+    _print_processes("floor (while ports came up)", floor_processes)
     if "emulator_real" in runs:
         print(f"ovn real data plane: {args.real[0]} hosts x {args.real[1]} VMs")
         print(_row("emulator (teste2e)", real))
@@ -115,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  written: {args.json}")
     ok = fake_report["ok"] and runs.get("emulator_real", {"ok": True})["ok"]
     return 0 if ok else 1
+
+
+def _print_processes(title: str, processes: dict[str, dict[str, float]]) -> None:
+    print(f"  OVN processes, {title}: CPU seconds (cores), peak RSS")
+    for group, use in processes.items():
+        print(
+            f"    {group:<16} {use['cpu_seconds']:>7.2f} s ({use['cores']:.2f})  "
+            f"{use['peak_rss_mib']:>7.1f} MiB  x{use['processes']:.0f}"
+        )
 
 
 def _as_dict(result: FloorResult) -> dict[str, Any]:

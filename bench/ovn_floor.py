@@ -25,6 +25,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
+from bench.ovn_procs import OvnProcesses
 from merak.stats import percentile
 from merak_tools.ovncentral import RunningCentral
 from services.agent.ovn.chassis import Chassis, ChassisSpec
@@ -127,14 +128,16 @@ def _chassis(central: RunningCentral, hosts: int, root: Path) -> Iterator[list[C
             list(pool.map(lambda ch: ch.stop(), made))
 
 
-def floor_dummy(hosts: int, per_host: int, switches: int) -> FloorResult:
-    """Run the floor once with dummy chassis; everything it started is stopped before it returns."""
+def floor_dummy(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, dict[str, Any]]:
+    """Run the floor once with dummy chassis, with what OVN's processes used meanwhile; everything it
+    started is stopped before it returns."""
     root = Path(tempfile.mkdtemp(prefix="mk-floor-", dir="/tmp"))
     central = RunningCentral(root / "central")
     central.start()
     try:
-        with _chassis(central, hosts, root / "chassis") as chassis:
-            return _run(central, chassis, per_host, switches)
+        with _chassis(central, hosts, root / "chassis") as chassis, OvnProcesses(root) as processes:
+            result = _run(central, chassis, per_host, switches)
+        return result, processes.summary(result.seconds)
     finally:
         central.stop()
         shutil.rmtree(root, ignore_errors=True)
