@@ -292,7 +292,7 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("NetworkConfig", _network_with(subnet_cidr="10.2.0.0/24"), "vpcs[0].subnet_info[0].subnet_cidr"),
     ("NetworkConfig", _network_with(subnet_cidr="10.1.0.0/33"), "vpcs[0].subnet_info[0].subnet_cidr"),
     ("NetworkConfig", _network_with(subnet_gateway="10.3.0.1"), "vpcs[0].subnet_info[0].subnet_gateway"),
-    ("NetworkConfig", _bad(network_config(), plugin="ovn"), "plugin"),
+    ("NetworkConfig", _bad(network_config(), plugin="opendaylight"), "plugin"),
     # What a DEPLOY leaves out or fills in, with a warning: refused when stored over gRPC (strict).
     ("TopologyConfig", _bad(topology_config(), data_plane_cidr=""), "data_plane_cidr"),
     ("TopologyConfig", _bad(topology_config(), ports_per_vswitch=0), "ports_per_vswitch"),
