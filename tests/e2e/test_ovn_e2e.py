@@ -119,3 +119,29 @@ async def test_ovn_two_vpcs_router_isolation_and_tcp_across_hosts(stack: StackSe
         "chassis": [],
         "redis keys": [],
     }
+
+
+async def test_ovn_with_northd_frozen_during_the_deploy(stack: StackSettings) -> None:
+    skip_without_ovn()
+    # northd frozen for the deploy's first 4 s: ports inserted meanwhile go up only once it thaws.
+    report = await run_teste2e(
+        stack,
+        "--plugin",
+        "ovn",
+        "--hosts",
+        "2",
+        "--vms-per-host",
+        "4",
+        "--fault",
+        "at=0 for=4 freeze=ovn-northd",
+    )
+    assert report.ok, report.errors
+    assert report.vms_done == 8
+    results = report.results
+    [window] = results["faults"]
+    assert window["description"] == "process ovn-northd: frozen" and window["ended"], window
+    port_up = {op["operation"]: op for op in results["operations"]}["port_up"]
+    assert port_up["requests"] == 8 and port_up.get("errors", 0) == 0
+    # The first ports waited for northd: their latency holds the rest of the freeze.
+    assert port_up["latency"]["max_ms"] >= 1000, port_up
+    assert leftovers(stack, [report.ids["topology"]])["chassis"] == []
