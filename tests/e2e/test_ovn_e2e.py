@@ -19,6 +19,7 @@ from tests.integration.agent.test_ovn_chassis import tcp_carries_data
 from tests.support.ovn import skip_without_ovn
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+NOTHING_LEFT: dict[str, list[str]] = {"namespaces": [], "agents": [], "chassis": [], "redis keys": []}
 
 
 def _ctl(program: str, remote: str, *args: str) -> str:
@@ -52,12 +53,7 @@ async def test_teste2e_ovn_real_data_plane(stack: StackSettings) -> None:
     )
     assert _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Router") == ""
     assert _ctl("ovn-sbctl", central.remote("sb"), "--bare", "--columns=name", "list", "Chassis") == ""
-    assert leftovers(stack, [report.ids["topology"]]) == {
-        "namespaces": [],
-        "agents": [],
-        "chassis": [],
-        "redis keys": [],
-    }
+    assert leftovers(stack, [report.ids["topology"]]) == NOTHING_LEFT
 
 
 def _vms(topology_id: str) -> list[tuple[int, str, ipaddress.IPv4Interface, str]]:
@@ -113,12 +109,7 @@ async def test_ovn_two_vpcs_router_isolation_and_tcp_across_hosts(stack: StackSe
                 for kind in ("topology", "network", "service", "compute", "test"):
                     method = getattr(stub, f"Delete{kind.capitalize()}Config")
                     await method(scenario_pb2.DeleteRequest(id=report.ids[kind]))
-    assert leftovers(stack, [report.ids["topology"]]) == {
-        "namespaces": [],
-        "agents": [],
-        "chassis": [],
-        "redis keys": [],
-    }
+    assert leftovers(stack, [report.ids["topology"]]) == NOTHING_LEFT
 
 
 async def test_ovn_with_northd_frozen_during_the_deploy(stack: StackSettings) -> None:

@@ -11,7 +11,7 @@ import grpc
 from temporalio.exceptions import ApplicationError
 
 from merak.errors import PERMANENT_CODES, is_permanent
-from merak.v1 import agent_pb2_grpc, network_pb2_grpc
+from merak.v1 import agent_pb2, agent_pb2_grpc, network_pb2_grpc
 from services.compute.contracts import PluginName
 from services.compute.store import Meta, VmRecord
 
@@ -29,6 +29,22 @@ class Call:
 
 
 Calls = list[Call]
+
+
+def vm_spec(record: VmRecord, ovn_port: str = "") -> agent_pb2.VmSpec:
+    """The agent's VmSpec of a VM record (with its OVN logical switch port, under ovn)."""
+    return agent_pb2.VmSpec(
+        name=record.name,
+        vpc_id=record.vpc,
+        vni=record.vni,
+        ip=record.ip,
+        prefix_len=record.prefix,
+        mac=record.mac,
+        gateway=record.gw,
+        id=record.id,
+        subnet_id=record.subnet,
+        ovn_port=ovn_port,
+    )
 
 
 def raise_activity_error(exc: grpc.aio.AioRpcError, what: str) -> NoReturn:

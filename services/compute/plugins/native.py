@@ -9,7 +9,14 @@ import grpc
 
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2
 from services.compute.contracts import PluginName
-from services.compute.plugins.base import ADDRESS_TIMEOUT, Call, Calls, VmPlugin, raise_activity_error
+from services.compute.plugins.base import (
+    ADDRESS_TIMEOUT,
+    Call,
+    Calls,
+    VmPlugin,
+    raise_activity_error,
+    vm_spec,
+)
 from services.compute.store import Meta, VmRecord
 
 
@@ -59,20 +66,7 @@ class NativeVms(VmPlugin):
                 )
                 for vni, (vpc_id, gmac) in sorted(vpcs.items())
             ],
-            vms=[
-                agent_pb2.VmSpec(
-                    name=r.name,
-                    vpc_id=r.vpc,
-                    vni=r.vni,
-                    ip=r.ip,
-                    prefix_len=r.prefix,
-                    mac=r.mac,
-                    gateway=r.gw,
-                    id=r.id,
-                    subnet_id=r.subnet,
-                )
-                for r in todo
-            ],
+            vms=[vm_spec(r) for r in todo],
         )
         try:
             reply = await agent.CreateVms(create, timeout=self.agent_timeout)

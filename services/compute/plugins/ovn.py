@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
 from services.compute.contracts import PluginName
-from services.compute.plugins.base import ADDRESS_TIMEOUT, Call, Calls, raise_activity_error
+from services.compute.plugins.base import ADDRESS_TIMEOUT, Call, Calls, raise_activity_error, vm_spec
 from services.compute.plugins.native import NativeVms
 from services.compute.store import Meta, VmRecord
 
@@ -85,20 +85,7 @@ class OvnVms(NativeVms):
         ports = await self._allocate(meta, todo, calls)
         create = agent_pb2.CreateVmsRequest(
             vhost=host,
-            vms=[
-                agent_pb2.VmSpec(
-                    name=r.name,
-                    vpc_id=r.vpc,
-                    ip=r.ip,
-                    prefix_len=r.prefix,
-                    mac=r.mac,
-                    gateway=r.gw,
-                    id=r.id,
-                    subnet_id=r.subnet,
-                    ovn_port=ports[r.id],
-                )
-                for r in todo
-            ],
+            vms=[vm_spec(r, ports[r.id]) for r in todo],
         )
         try:
             reply = await agent.CreateVms(create, timeout=self.agent_timeout)
