@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from merak.naming import topology_short_id
 from merak.procs import process_state
-from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
+from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, topology_pb2, topology_pb2_grpc
+from merak_tools.ovncentral import RunningCentral
 from services.topology.backends.local import ns_name
 from tests.stack import ServiceStack
 from tests.support import assert_eventually, unique_name
@@ -201,3 +202,63 @@ async def test_faults_over_rest(temporal_services: ServiceStack) -> None:
                 assert missing.status_code == 404
         finally:
             await _delete(topology, topology_id)
+
+
+async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
+    stub: Stub, ovn_central: RunningCentral
+) -> None:
+    topology_id, _ips = await _lab(stub, vhosts=2)
+    try:
+        info = await stub.TopologyHandler(
+            topology_pb2.InternalTopologyInfo(
+                operation_type=common_pb2.INFO,
+                config=topology_pb2.InternalTopologyConfiguration(topology_id=topology_id),
+            )
+        )
+        node = next(n for n in info.compute_nodes if n.name == "vhost-1")
+        async with grpc.aio.insecure_channel(node.agent_endpoint) as channel:
+            agent = agent_pb2_grpc.MerakAgentServiceStub(channel)
+            await agent.EnsureChassis(
+                agent_pb2.EnsureChassisRequest(vhost="vhost-1", sb_remote=ovn_central.sb)
+            )
+        assert "vhost-1" in _chassis(ovn_central)
+        crash = topology_pb2.ProcessFault(
+            process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
+        )
+        await stub.SetFaults(topology_pb2.SetFaultsRequest(topology_id=topology_id, processes=[crash]))
+        listed = await stub.ListFaults(topology_pb2.ListFaultsRequest(topology_id=topology_id))
+        assert list(listed.processes) == [crash]
+        assert not _controller_running(topology_id, 1)
+        # Healed: its agent starts it again, with the southbound database it had.
+        await stub.ClearFaults(topology_pb2.ClearFaultsRequest(topology_id=topology_id))
+        assert _controller_running(topology_id, 1)
+        await assert_eventually(lambda: "vhost-1" in _chassis(ovn_central), timeout=20)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # vhost-0 never became a chassis
+            await stub.SetFaults(
+                topology_pb2.SetFaultsRequest(
+                    topology_id=topology_id,
+                    processes=[
+                        topology_pb2.ProcessFault(
+                            process="ovn-controller", vhost="vhost-0", state=topology_pb2.HOST_CRASHED
+                        )
+                    ],
+                )
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await _delete(stub, topology_id)
+    # The chassis went with the topology: its ovn-controller left SB as it exited.
+    await assert_eventually(lambda: "vhost-1" not in _chassis(ovn_central), timeout=20)
+
+
+def _chassis(central: RunningCentral) -> list[str]:
+    return subprocess.run(
+        ["ovn-sbctl", f"--db={central.sb}", "--bare", "--columns=name", "list", "Chassis"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+def _controller_running(topology_id: str, index: int) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"ovn-controller.*{topology_short_id(topology_id)}.*ovn/{index}/"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return bool(found.stdout.strip())
