@@ -17,13 +17,14 @@ def percentile(ordered: Sequence[float], pct: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """Count, p50, p90, p99 and maximum of a set of values (in the values' unit)."""
+    """Count, p50, p90, p95, p99 and maximum of a set of values (in the values' unit)."""
 
     count: int
     p50: float
     p90: float
     p99: float
     max: float
+    p95: float = 0.0
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Summary:
@@ -35,4 +36,5 @@ class Summary:
             p90=percentile(ordered, 90),
             p99=percentile(ordered, 99),
             max=ordered[-1] if ordered else 0.0,
+            p95=percentile(ordered, 95),
         )

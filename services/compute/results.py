@@ -44,7 +44,7 @@ def parse_call(raw: str) -> CallSample | None:
 
 
 def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:
-    """Count and p50/p90/p99/max, in milliseconds."""
+    """Count and p50/p90/p95/p99/max, in milliseconds."""
     of = Summary.of(seconds)
     return compute_pb2.LatencySummary(
         count=of.count,
@@ -52,6 +52,7 @@ def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:
         p90_ms=round(of.p90 * 1000, 3),
         p99_ms=round(of.p99 * 1000, 3),
         max_ms=round(of.max * 1000, 3),
+        p95_ms=round(of.p95 * 1000, 3),
     )
 
 

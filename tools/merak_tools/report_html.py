@@ -205,7 +205,7 @@ def distribution_figure(
     p99 marked. Without a histogram (results from before there were any): the summary's percentiles."""
     buckets = _buckets(histogram)
     if not buckets:
-        return percentiles_figure(title, latency, "p50_ms", "p90_ms", "p99_ms", "max_ms")
+        return percentiles_figure(title, latency, *PERCENTILE_KEYS)
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     xs: list[float] = []
     ys: list[float] = []
@@ -265,7 +265,9 @@ def distribution_figure(
 
 
 def percentiles_figure(title: str, values: dict[str, Any], *keys: str) -> go.Figure:
-    """Percentiles (e.g. p50/p90/p99/max, in ms) as bars: for what the results give only as a summary."""
+    """Percentiles (e.g. p50/p90/p99/max, in ms) as bars: for what the results give only as a summary
+    (one the results do not carry, as p95 from before it was kept, is left out)."""
+    keys = tuple(key for key in keys if key in values)
     names = [key.removeprefix("rtt_").removesuffix("_ms") for key in keys]
     figure = go.Figure(
         go.Bar(
@@ -357,7 +359,8 @@ def embed(found: Sequence[tuple[str, go.Figure]]) -> str:
 
 
 OPERATION_HEADERS = (
-    "plugin", "operation", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "codes",
+    "plugin", "operation", "requests", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "errors",
+    "codes",
 )  # fmt: skip
 
 
@@ -370,6 +373,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
+PERCENTILE_KEYS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+
+
 def render(report: dict[str, Any]) -> str:
     """The whole page."""
     results: dict[str, Any] = report.get("results") or {}
@@ -379,7 +385,7 @@ def render(report: dict[str, Any]) -> str:
         (
             op.get("plugin", ""), op.get("operation", ""), op.get("requests", 0),
             f"{_num(op.get('rate')):.1f}",
-            *((op.get("latency") or {}).get(key, 0) for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")),
+            *((op.get("latency") or {}).get(key, 0) for key in PERCENTILE_KEYS),
             op.get("errors", 0), json.dumps(op.get("codes") or {}, sort_keys=True),
         )
         for op in results.get("operations") or []

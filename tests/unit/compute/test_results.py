@@ -122,3 +122,14 @@ def test_churn_newborns_count_as_ready_per_second_not_as_the_operations_vms() ->
         population=[(1.2, 4), (1.3, 5), (2.2, 4), (2.4, 6), (2.5, 4)],
     )  # fmt: skip
     assert [(p.second, p.value) for p in longer.population] == [(1.0, 5), (2.0, 6), (2.5, 4)]
+
+
+def test_a_latency_summary_carries_p95() -> None:
+    summary = results.summary([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (summary.p50_ms, summary.p90_ms, summary.p95_ms, summary.p99_ms, summary.max_ms) == (
+        50,
+        90,
+        95,
+        99,
+        100,
+    )

@@ -158,7 +158,8 @@ class Runner:
         for op in results.operations:
             console.print(
                 f"control plane: {op.plugin} {op.operation}: {op.requests} requests, {op.rate:.0f}/s, "
-                f"p50 {op.latency.p50_ms:.1f} ms, p99 {op.latency.p99_ms:.1f} ms, {op.errors} errors"
+                f"p50 {op.latency.p50_ms:.1f} ms, p95 {op.latency.p95_ms:.1f} ms, "
+                f"p99 {op.latency.p99_ms:.1f} ms, {op.errors} errors"
             )
         if results.churned:
             console.print(
