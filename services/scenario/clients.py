@@ -56,6 +56,17 @@ class ServiceClients:
             raise service_error("topology", self.topology_address, exc) from None
         return reply
 
+    async def topology_process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
+        """topology.MerakTopologyService/GetProcessStats: a few seconds at most (results must not wait)."""
+        request = topology_pb2.ProcessStatsRequest(topology_id=topology_id, since=since)
+        try:
+            reply: topology_pb2.ProcessStatsReply = await self.topology_stub.GetProcessStats(
+                request, timeout=min(5.0, self.timeout)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise service_error("topology", self.topology_address, exc) from None
+        return reply
+
     async def network(self, request: network_pb2.InternalNetConfigInfo) -> network_pb2.ReturnNetworkMessage:
         """network.MerakNetworkService/NetConfigHandler."""
         try:

@@ -13,6 +13,7 @@ import grpc
 from merak.errors import InvalidArgument
 from merak.grpcclient import ServiceError
 from merak.ids import check_ping_waits
+from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
 from services.scenario import faults, states, translate
 from services.scenario.config import ScenarioSettings
@@ -21,6 +22,8 @@ from services.scenario.metrics import ScenarioMetrics
 from services.scenario.models import COMPUTE, SCENARIO, TEST_CONFIG, TOPOLOGY
 from services.scenario.pingall import ConnectivityTest, PingOptions
 from services.scenario.tracker import StatusTracker
+
+log = get_logger(__name__)
 
 # A fault window as last reported, by occurrence: (start, end, error).
 _Seen = dict[str, tuple[Any, ...]]
@@ -230,11 +233,28 @@ class ScenarioViews:
         scenario = await self.tracker.scenario(scenario_id)
         states.check_has_vms(scenario)
         results = await self.clients.compute_results(scenario.compute_config_id)
+        origin = results.started_at.ToSeconds() + results.started_at.nanos / 1e9
         record = await self.fault_runs.record(scenario_id)
         if record is not None:
-            origin = results.started_at.ToSeconds() + results.started_at.nanos / 1e9
             results.faults.extend(record.fault_windows(origin if results.HasField("started_at") else None))
+        if results.HasField("started_at") and scenario.topology_id:
+            await self._process_stats(results, scenario.topology_id, origin)
         return results
+
+    async def _process_stats(
+        self, results: compute_pb2.ComputeResults, topology_id: str, origin: float
+    ) -> None:
+        """The control plane's processes over the run (OVN), `at` made seconds since the operation
+        started; left out when the topology service cannot tell (results do not fail for them)."""
+        try:
+            stats = await self.clients.topology_process_stats(topology_id, origin)
+        except ServiceError as exc:
+            log.info("process_stats_unavailable", topology_id=topology_id, code=exc.code.name)
+            return
+        for group in stats.groups:
+            for sample in group.samples:
+                sample.at = round(sample.at - origin, 3)
+        results.processes.extend(stats.groups)
 
     async def _settled(self, scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
         """A deployment whose VMs are all made ("n out of n done!", which Merak's clients wait for) but

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Iterable
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 from merak.errors import (
     AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     MerakError,
     NotFound,
 )
@@ -326,6 +328,14 @@ class TopologyManager:
             processes=len(processes),
         )
         return await self.list_faults(spec.topology_id)
+
+    async def process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
+        """CPU and memory of the lab's control-plane processes from `since` (unix seconds) on."""
+        if not math.isfinite(since) or since < 0:
+            raise InvalidArgument("since", f"{since!r} is not a time (unix seconds, 0 or more)")
+        record = await self._record(topology_id)
+        entry = await self._entry(record)
+        return self.backends.get(entry.topology.spec.backend).process_stats(topology_id, since)
 
     async def list_faults(self, topology_id: str) -> topology_pb2.FaultsReply:
         """The impairments the lab suffers now."""

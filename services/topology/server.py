@@ -86,6 +86,12 @@ class TopologyServicer(topology_pb2_grpc.MerakTopologyServiceServicer):
         """The impairments the lab suffers now."""
         return await self.manager.list_faults(request.topology_id)
 
+    async def GetProcessStats(
+        self, request: topology_pb2.ProcessStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> topology_pb2.ProcessStatsReply:
+        """CPU and memory of the lab's control-plane processes over time."""
+        return await self.manager.process_stats(request.topology_id, request.since)
+
 
 def registration(servicer: TopologyServicer) -> ServiceRegistration:
     """How to put the servicer on a server."""

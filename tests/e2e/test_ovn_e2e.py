@@ -46,6 +46,11 @@ async def test_teste2e_ovn_real_data_plane(stack: StackSettings) -> None:
     assert operations["port_up"]["requests"] == 12, operations
     assert operations["port_up"].get("errors", 0) == 0
     assert operations["chassis_start"]["requests"] == 3
+    # The control plane's processes over the run, sampled by the topology service.
+    groups = {g["group"]: g for g in report.results["processes"]}
+    assert {"northd", "nb", "sb", "ovn-controller", "ovs-vswitchd"} <= set(groups), sorted(groups)
+    assert max(s.get("processes", 0) for s in groups["ovn-controller"]["samples"]) == 3
+    assert max(s.get("rss_mib", 0) for s in groups["northd"]["samples"]) > 1
     # Teardown: nothing of the run in NB or SB, no chassis process, no namespace.
     assert (
         _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Switch_Port")

@@ -222,6 +222,17 @@ async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
                 agent_pb2.EnsureChassisRequest(vhost="vhost-1", sb_remote=ovn_central.sb)
             )
         assert "vhost-1" in _chassis(ovn_central)
+
+        async def sampled() -> topology_pb2.ProcessGroupStats | None:
+            reply = await stub.GetProcessStats(topology_pb2.ProcessStatsRequest(topology_id=topology_id))
+            groups = {g.group: g for g in reply.groups}
+            found = groups.get("ovn-controller")
+            return found if found is not None and found.samples and found.samples[-1].processes == 1 else None
+
+        controller: topology_pb2.ProcessGroupStats = await assert_eventually(
+            sampled, timeout=10, message="ovn-controller sampled"
+        )
+        assert controller.samples[-1].rss_mib > 1
         crash = topology_pb2.ProcessFault(
             process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
         )

@@ -21,6 +21,8 @@ from plotly.subplots import make_subplots
 FAULT_COLOUR = "#d62728"
 FAILED_FAULT_COLOUR = "#7f7f7f"
 ROW_HEIGHT = 200
+# One colour per process group (plotly's default sequence).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 LANE_HEIGHT = 28
 # Figures' options: no plotly logo, no link to plotly's online editor, sized with the page.
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -177,6 +179,61 @@ def timeline_figure(results: dict[str, Any]) -> go.Figure | None:
     return figure
 
 
+def processes_figure(results: dict[str, Any]) -> go.Figure | None:
+    """CPU (cores) and resident memory of the control plane's processes over the run (OVN: northd, NB,
+    SB, the chassis), a line per group, fault windows shaded. None when the results carry none."""
+    groups = [g for g in results.get("processes") or [] if g.get("samples")]
+    if not groups:
+        return None
+    figure = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        subplot_titles=["CPU, cores (summed over the group)", "Resident memory, MiB (summed over the group)"],
+        vertical_spacing=0.12,
+    )
+    for colour, group in zip(PALETTE * (len(groups) // len(PALETTE) + 1), groups, strict=False):
+        name = _text(group.get("group", ""))
+        samples = group["samples"]
+        seconds = [_num(x.get("at")) for x in samples]
+        for row, key, unit in ((1, "cpu_cores", "cores"), (2, "rss_mib", "MiB")):
+            figure.add_trace(
+                go.Scatter(
+                    x=seconds,
+                    y=[_num(x.get(key)) for x in samples],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=row == 1,
+                    line_color=colour,
+                    hovertemplate=f"{name}: %{{y:.4g}} {unit} at %{{x:.3g}} s<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+    span = max([time_span(results)] + [_num(x.get("at")) for g in groups for x in g["samples"]])
+    for window in _windows(results.get("faults") or []):
+        end = window.end if window.end is not None else span
+        for row in (1, 2):
+            figure.add_vrect(
+                x0=window.start,
+                x1=max(end, window.start + span / 500),
+                row=row,
+                col=1,
+                fillcolor=FAILED_FAULT_COLOUR if window.failed else FAULT_COLOUR,
+                opacity=0.12,
+                line_width=0,
+                layer="below",
+                name=_text(window.label),
+            )
+    figure.update_yaxes(rangemode="tozero")
+    figure.update_xaxes(title_text="seconds since the operation started", row=2, col=1)
+    figure.update_layout(
+        height=2 * ROW_HEIGHT + 200, margin={"l": 70, "r": 20, "t": 40, "b": 50}, template="plotly_white"
+    )
+    return figure
+
+
 def _buckets(raw: Sequence[dict[str, Any]]) -> list[tuple[float, float, float]]:
     """(lower, upper, count) of a histogram's buckets; a first bucket from 0 starts a tenth of a decade
     below its upper bound, so that it has a width on a log axis."""
@@ -295,6 +352,9 @@ def figures(report: dict[str, Any]) -> list[tuple[str, go.Figure]]:
     timeline = timeline_figure(results)
     if timeline is not None:
         found.append(("Over time (fault windows shaded)", timeline))
+    processes = processes_figure(results)
+    if processes is not None:
+        found.append(("Control plane processes (CPU and memory over the run)", processes))
     for op in results.get("operations") or []:
         found.append(
             (

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from merak.errors import FailedPrecondition, InvalidArgument
-from merak.v1 import common_pb2
+from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends.impair import DeviceFaults
 from services.topology.diff import TopologyDiff
 from services.topology.models import Topology, TopologySpec
@@ -115,6 +115,10 @@ class TopologyBackend(abc.ABC):
         HostState) crashed or frozen; heal every other one a fault held."""
         if states:
             raise FailedPrecondition(f"process faults are not built for the {self.name} backend (use local)")
+
+    def process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
+        """CPU and memory of the topology's control-plane processes (none where not sampled)."""
+        return topology_pb2.ProcessStatsReply()
 
     async def supervise(self, topology: Topology) -> None:  # noqa: B027 - optional hook
         """Keep a deployed topology's agents running until cancelled (restart what died); a backend

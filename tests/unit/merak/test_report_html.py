@@ -173,3 +173,35 @@ def test_a_browser_without_network_draws_every_figure(tmp_path: Path) -> None:
         if e["type"] == start_job and e.get("params", {}).get("initiator", "not an origin") != "not an origin"
     ]
     assert asked == []
+
+
+def test_the_control_planes_processes_are_drawn_per_group_with_fault_windows() -> None:
+    results = {
+        "processes": [
+            {
+                "group": "northd",
+                "samples": [{"at": 0.5, "cpu_cores": 0.2, "rss_mib": 9}, {"at": 1.5, "rss_mib": 9}],
+            },
+            {
+                "group": "ovn-controller",
+                "samples": [{"at": 0.5, "cpu_cores": 1.1, "rss_mib": 70, "processes": 5}],
+            },
+            {"group": "sb", "samples": []},
+        ],
+        "faults": [
+            {
+                "name": "f",
+                "description": "process ovn-northd: frozen",
+                "start_second": 1,
+                "end_second": 2,
+                "ended": True,
+            }
+        ],
+    }
+    figure = report_html.processes_figure(results)
+    assert figure is not None
+    assert sorted({t.name for t in figure.data}) == ["northd", "ovn-controller"]  # an empty group is left out
+    assert len(figure.data) == 4  # CPU and memory of each
+    assert len(figure.layout.shapes) == 2  # the window on both rows
+    assert report_html.processes_figure({}) is None
+    assert "Control plane processes" in report_html.render({"ok": True, "results": results})

@@ -15,7 +15,7 @@ from merak.errors import FailedPrecondition
 from merak.grpcclient import health_serving
 from merak.host import HostTuner
 from merak.logs import get_logger
-from merak.v1 import common_pb2
+from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends import (
     DestroyReport,
     HostRuntime,
@@ -33,7 +33,7 @@ from services.topology.backends.local.agents import (
 )
 from services.topology.backends.local.host import LocalHost
 from services.topology.backends.local.kernel import Kernel
-from services.topology.backends.local.processes import ProcessFaults
+from services.topology.backends.local.processes import ProcessFaults, ProcessSampler
 from services.topology.diff import TopologyDiff
 from services.topology.models import Topology, TopologySpec
 from services.topology.names import ns_name
@@ -61,6 +61,7 @@ class LocalBackend(TopologyBackend):
         self.run_root = run_root
         # The stack's pid files (its OVN central's among them), for faults on those processes.
         self.processes = ProcessFaults(stack_run_dir or run_root.parent)
+        self.sampler = ProcessSampler(stack_run_dir or run_root.parent)
         self.max_agents = max_agents
         self.fake_vhosts_per_agent = fake_vhosts_per_agent
         self.machine = LocalHost(host)
@@ -201,7 +202,14 @@ class LocalBackend(TopologyBackend):
     async def supervise(self, topology: Topology, interval: float = 0.5) -> None:
         """Restart the topology's agents that died (crash, OOM, kill), waiting longer after each
         restart that did not last (1 s doubling to 30 s); INFO says why a vhost is not READY."""
-        await self.agents.supervise(topology, self.plan_agents(topology), interval)
+        await asyncio.gather(
+            self.agents.supervise(topology, self.plan_agents(topology), interval),
+            self.sampler.run(topology.spec.topology_id, self.run_dir(topology.spec.short_id)),
+        )
+
+    def process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
+        """The OVN processes' samples (processes.ProcessSampler)."""
+        return self.sampler.stats(topology_id, since)
 
     # --- inspect -----------------------------------------------------------------------------
 
@@ -242,6 +250,7 @@ class LocalBackend(TopologyBackend):
         """Stop the topology's agents, delete every namespace with its prefix, remove its run directory."""
         run_dir = self.run_dir(spec.short_id)
         self.processes.forget(spec.topology_id)
+        self.sampler.forget(spec.topology_id)
         stopped = await self.agents.stop_all(run_dir)
         # OVN chassis of agents that could not stop them (killed by a host fault, say).
         stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)

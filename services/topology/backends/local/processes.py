@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -126,3 +127,96 @@ async def _until(check: Callable[[], bool], target: str) -> None:
         if time.monotonic() > deadline:
             raise Unavailable(f"{target} did not come back within {HEAL_TIMEOUT:.0f} s")
         await asyncio.sleep(0.05)
+
+
+# What the control plane's processes are, by the pid files they keep: the stack's central
+# (<state>/run/<component>.pid) and each chassis (<topology run dir>/ovn/<vhost index>/<daemon>.pid).
+CENTRAL_GROUPS = {"ovn-northd": "northd", "ovn-nb": "nb", "ovn-sb": "sb"}
+CHASSIS_GROUPS = {
+    "ovn-controller": "ovn-controller",
+    "ovs-vswitchd": "ovs-vswitchd",
+    "ovsdb-server": "chassis-ovsdb",
+}
+SAMPLE_SECONDS = 1.0
+KEEP_SAMPLES = 7200  # two hours at one a second
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
+    """CPU seconds used so far and resident MiB of `pid` (None: gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS, pages * _PAGE / (1 << 20)
+
+
+class ProcessSampler:
+    """Samples, every SAMPLE_SECONDS while a topology is supervised, its OVN processes: the central's
+    (only while the topology has chassis: a lab with OVN) and its chassis'; keeps KEEP_SAMPLES."""
+
+    def __init__(self, stack_run_dir: Path) -> None:
+        self.stack_run_dir = stack_run_dir
+        self._samples: dict[str, dict[str, deque[topology_pb2.ProcessSample]]] = {}
+        self._last: dict[int, tuple[float, float]] = {}  # pid -> (when, CPU seconds)
+
+    def pids(self, run_dir: Path) -> dict[str, list[int]]:
+        """The live OVN processes of a topology's run directory, by group (nothing without chassis)."""
+        chassis = sorted(run_dir.glob("ovn/*/"))
+        if not chassis:
+            return {}
+        groups: dict[str, list[int]] = {}
+        for component, group in CENTRAL_GROUPS.items():
+            pid = pid_from_file(self.stack_run_dir / f"{component}.pid", CENTRAL[component])
+            if pid is not None:
+                groups.setdefault(group, []).append(pid)
+        for root in chassis:
+            for daemon, group in CHASSIS_GROUPS.items():
+                pid = pid_from_file(root / f"{daemon}.pid", daemon)
+                if pid is not None:
+                    groups.setdefault(group, []).append(pid)
+        return groups
+
+    def sample(self, topology_id: str, run_dir: Path, now: float | None = None) -> None:
+        """One sample of every group of the topology."""
+        now = time.time() if now is None else now
+        kept = self._samples.setdefault(topology_id, {})
+        for group, pids in self.pids(run_dir).items():
+            cores = rss = 0.0
+            alive = 0
+            for pid in pids:
+                used = _cpu_and_rss(pid)
+                if used is None:
+                    continue
+                cpu, resident = used
+                alive += 1
+                rss += resident
+                before = self._last.get(pid)
+                if before is not None and now > before[0]:
+                    cores += max(0.0, cpu - before[1]) / (now - before[0])
+                self._last[pid] = (now, cpu)
+            series = kept.setdefault(group, deque(maxlen=KEEP_SAMPLES))
+            series.append(
+                topology_pb2.ProcessSample(
+                    at=now, cpu_cores=round(cores, 3), rss_mib=round(rss, 1), processes=alive
+                )
+            )
+
+    async def run(self, topology_id: str, run_dir: Path) -> None:
+        """Sample until cancelled (the topology's supervision ends)."""
+        while True:
+            await asyncio.to_thread(self.sample, topology_id, run_dir)
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    def stats(self, topology_id: str, since: float = 0.0) -> topology_pb2.ProcessStatsReply:
+        """The samples kept from `since` (unix seconds) on, per group."""
+        reply = topology_pb2.ProcessStatsReply()
+        for group, series in sorted(self._samples.get(topology_id, {}).items()):
+            reply.groups.add(group=group, samples=[s for s in series if s.at >= since])
+        return reply
+
+    def forget(self, topology_id: str) -> None:
+        """The topology is gone."""
+        self._samples.pop(topology_id, None)
