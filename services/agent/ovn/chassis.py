@@ -156,7 +156,8 @@ class Chassis:
         True when it was started."""
         started = False
         for attempt in range(1, START_ATTEMPTS + 1):
-            if self._controller_pid() is None:
+            fresh = self._controller_pid() is None
+            if fresh:
                 self._spawn("ovn-controller", self.spec.db_remote)
                 started = True
             self._wait(
@@ -166,7 +167,7 @@ class Chassis:
                 ),
                 f"ovn-controller connected to {sb_remote}",
             )
-            deadline = time.monotonic() + SETTLE_SECONDS
+            deadline = time.monotonic() + (SETTLE_SECONDS if fresh else 0.0)  # one running: as it is
             while self._controller_pid() is not None and time.monotonic() < deadline:
                 time.sleep(0.02)
             if self._controller_pid() is not None:
