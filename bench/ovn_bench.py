@@ -8,7 +8,8 @@ direct script, on its own central and dummy chassis. Both are watched the same w
 (`NbWatch`): ports up per second from the first port's appearance to the last one's `up`, and the
 latency of each port from its appearance to `up` (p50, p99, max). The emulator should reach 0.9 of the
 floor's rate. With `--real H V` (10 x 10 by default), a second teste2e run on the real data plane is
-timed the same way (its pings prove the data plane), without a floor.
+timed the same way (its pings prove the data plane), beside a floor of real chassis in namespaces
+(`floor_real`, its VMs made beforehand with iproute2).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.ovn_floor import FloorResult, NbWatch, floor_dummy
+from bench.ovn_floor import FloorResult, NbWatch, floor_dummy, floor_real
 from bench.ovn_procs import OvnProcesses
 from bench.stack import private_stack, teste2e_argv
 from merak import ovs
@@ -115,8 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     _print_processes("emulator run (teste2e, whole run)", fake_report["ovn_processes"])
     _print_processes("floor (while ports came up)", floor_processes)
     if "emulator_real" in runs:
-        print(f"ovn real data plane: {args.real[0]} hosts x {args.real[1]} VMs")
+        hosts, per_host = args.real
+        floor_r, floor_r_processes = floor_real(hosts, per_host, min(args.subnets, hosts))
+        runs["floor_real"] = {**_as_dict(floor_r), "ovn_processes": floor_r_processes}
+        ratio_r = real.ports_per_second / floor_r.ports_per_second if floor_r.ports_per_second else 0.0
+        runs["ratio_real"] = ratio_r
+        print(f"ovn real data plane: {hosts} hosts x {per_host} VMs")
         print(_row("emulator (teste2e)", real))
+        print(_row("floor (direct script)", floor_r))
+        print(
+            f"  emulator / floor ports per second: {ratio_r:.2f} (the floor makes its VMs before its first "
+            "port; the emulator makes each batch's VMs between its ports' insert and their plug)"
+        )
         print(f"  pings: {runs['emulator_real']['test']}")
     args.json.write_text(json.dumps(runs, indent=2, default=str))
     print(f"  written: {args.json}")

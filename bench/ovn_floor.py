@@ -12,7 +12,9 @@ rate is the ports over the time from the first port's appearance to the last one
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from bench.ovn_procs import OvnProcesses
+from merak import netns
 from merak.stats import percentile
 from merak_tools.ovncentral import RunningCentral
 from services.agent.ovn.chassis import Chassis, ChassisSpec
@@ -161,11 +164,9 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
             names = []
             with api.transaction(check_error=True) as txn:
                 for v in range(per_host):
-                    n = h * per_host + v
-                    s = n % switches
+                    s = (h * per_host + v) % switches
                     name = f"floor-p{h}-{v}"
-                    mac = f"02:fd:{h >> 8:02x}:{h & 255:02x}:{v >> 8:02x}:{v & 255:02x}"
-                    ip = f"10.{s}.{(n // switches + 2) >> 8}.{(n // switches + 2) & 255}"
+                    mac, ip, _gateway, _prefix = _address(h, v, per_host, switches)
                     txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
                                         port_security=[f"{mac} {ip}"]))  # fmt: skip
                     names.append(name)
@@ -178,3 +179,81 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
         return watch.result(total)
     finally:
         watch.close()
+
+
+def _ip_batch(lines: list[str], namespace: str = "") -> None:
+    """`ip -batch` (inside `namespace`, joined with nsenter: only its network namespace)."""
+    enter = ["nsenter", f"--net={netns.path_of(namespace)}"] if namespace else []
+    subprocess.run([*enter, "ip", "-batch", "-"], input="\n".join(lines).encode() + b"\n", check=True)
+
+
+def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str]:
+    """Vhost namespaces on one bridge (underlay 192.168.251.0/24), each with `per_host` VM namespaces
+    whose veth's other end stays in the vhost (for br-int); made with iproute2, not timed."""
+    switch = f"{prefix}sw"
+    vhosts = [f"{prefix}v{h}" for h in range(hosts)]
+    _ip_batch([f"netns add {switch}", *(f"netns add {v}" for v in vhosts)])
+    _ip_batch(["link add br0 type bridge", "link set br0 up"], switch)
+    for h, vhost in enumerate(vhosts):
+        _ip_batch(
+            [f"link add p{h} type veth peer name ul0 netns {vhost}", f"link set p{h} master br0 up"], switch
+        )
+        lines = ["link set lo up", f"addr add 192.168.251.{h + 1}/24 dev ul0", "link set ul0 up"]
+        vms = [f"{prefix}m{h}-{v}" for v in range(per_host)]
+        _ip_batch([*(f"netns add {vm}" for vm in vms)])
+        # The names `_run` plugs into br-int (fp<v>).
+        lines += [f"link add fp{v} mtu 1400 type veth peer name eth0 netns {vm}" for v, vm in enumerate(vms)]
+        lines += [f"link set fp{v} up" for v in range(per_host)]
+        _ip_batch(lines, vhost)
+        for v, vm in enumerate(vms):
+            mac, ip, gateway, prefix_len = _address(h, v, per_host, switches)
+            _ip_batch(
+                [
+                    "link set lo up",
+                    f"link set eth0 address {mac} mtu 1400",
+                    f"addr add {ip}/{prefix_len} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {gateway}",
+                ],
+                vm,
+            )
+    return vhosts
+
+
+def _address(h: int, v: int, per_host: int, switches: int) -> tuple[str, str, str, int]:
+    """MAC, IP, gateway and prefix of VM v of host h (the same plan as `_run`'s ports)."""
+    n = h * per_host + v
+    s = n % switches
+    mac = f"02:fd:{h >> 8:02x}:{h & 255:02x}:{v >> 8:02x}:{v & 255:02x}"
+    ip = f"10.{s}.{(n // switches + 2) >> 8}.{(n // switches + 2) & 255}"
+    return mac, ip, f"10.{s}.0.1", 16
+
+
+def floor_real(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, dict[str, Any]]:
+    """The floor on the real data plane: real chassis in vhost namespaces (geneve on a netdev br-phy),
+    VMs made beforehand with iproute2, then the same NB rows and br-int ports as `floor_dummy`;
+    everything it made is removed before it returns."""
+    prefix = f"mkf{os.getpid() % 10000}"
+    root = Path(tempfile.mkdtemp(prefix="mk-floor-", dir="/tmp"))
+    central = RunningCentral(root / "central")
+    central.start()
+    made: list[Chassis] = []
+    try:
+        vhosts = _real_lab(prefix, hosts, per_host, switches)
+        made = [
+            Chassis(ChassisSpec(f"floor-real-{h}", vhost, root / "chassis" / str(h),
+                                f"192.168.251.{h + 1}", "ul0", 24, dummy=False))
+            for h, vhost in enumerate(vhosts)
+        ]  # fmt: skip
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda ch: ch.ensure(central.sb), made))
+        with OvnProcesses(root) as processes:
+            result = _run(central, made, per_host, switches)
+        return result, processes.summary(result.seconds)
+    finally:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda ch: ch.stop(), made))
+        central.stop()
+        for name in netns.list_names(prefix):
+            netns.remove(name)
+        shutil.rmtree(root, ignore_errors=True)
