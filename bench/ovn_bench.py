@@ -153,4 +153,5 @@ def _as_dict(result: FloorResult) -> dict[str, Any]:
         "p50_ms": round(result.p50_ms, 1),
         "p99_ms": round(result.p99_ms, 1),
         "max_ms": round(result.max_ms, 1),
+        "window_unix": [round(result.first_unix, 3), round(result.last_unix, 3)],
     }

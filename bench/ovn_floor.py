@@ -44,6 +44,9 @@ class FloorResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    # The window measured, in unix seconds (to line it up with other samples of the run).
+    first_unix: float = 0.0
+    last_unix: float = 0.0
 
     @property
     def ports_per_second(self) -> float:
@@ -109,6 +112,8 @@ class NbWatch:
             p50_ms=percentile(latencies, 50),
             p99_ms=percentile(latencies, 99),
             max_ms=latencies[-1] if latencies else 0.0,
+            first_unix=first + (time.time() - time.monotonic()) if created else 0.0,
+            last_unix=last + (time.time() - time.monotonic()) if created else 0.0,
         )
 
     def close(self) -> None:
@@ -146,6 +151,20 @@ def floor_dummy(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, 
         shutil.rmtree(root, ignore_errors=True)
 
 
+# The port groups and ACLs the ovn plugin makes for teste2e's network (acls.py: allow-related rules at
+# 1002 for the security group, drop at 1001 for the config's drop group).
+_GROUPS: dict[str, list[tuple[str, int, str, str]]] = {
+    "floor_sg": [
+        ("to-lport", 1002, "outport == @floor_sg && ip4", "allow-related"),
+        ("from-lport", 1002, "inport == @floor_sg && ip4", "allow-related"),
+    ],
+    "floor_drop": [
+        ("from-lport", 1001, "inport == @floor_drop && ip", "drop"),
+        ("to-lport", 1001, "outport == @floor_drop && ip", "drop"),
+    ],
+}
+
+
 def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switches: int) -> FloorResult:
     watch = NbWatch(central.nb)
     api = watch.api
@@ -159,17 +178,27 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
                 router_port = {"router-port": f"floor-rp{s}"}
                 txn.add(api.lsp_add(f"floor-s{s}", f"floor-sp{s}", type="router",
                                     options=router_port, addresses=["router"]))  # fmt: skip
+            # The emulator's ports are in a security group (teste2e's sg-1: IPv4 in and out, stateful)
+            # and the config's drop group, as the ovn plugin writes them: the same rows here.
+            for group, acls in _GROUPS.items():
+                pg = txn.add(api.pg_add(group, acls=[], ports=[]))
+                for direction, priority, match, action in acls:
+                    txn.add(api.pg_acl_add(pg, direction, priority, match, action))
 
         def host(h: int) -> None:
-            names = []
+            names: list[str] = []
+            ports: list[Any] = []
             with api.transaction(check_error=True) as txn:
                 for v in range(per_host):
                     s = (h * per_host + v) % switches
                     name = f"floor-p{h}-{v}"
                     mac, ip, _gateway, _prefix = _address(h, v, per_host, switches)
-                    txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
-                                        port_security=[f"{mac} {ip}"]))  # fmt: skip
+                    port = txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
+                                               port_security=[f"{mac} {ip}"]))  # fmt: skip
                     names.append(name)
+                    ports.append(port)
+                for group in _GROUPS:
+                    txn.add(api.pg_add_ports(group, ports))
             chassis[h].add_ports([(f"fp{v}", name) for v, name in enumerate(names)])
 
         with ThreadPoolExecutor(max_workers=4) as pool:

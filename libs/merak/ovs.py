@@ -8,10 +8,13 @@ Shared by the local stack (OVN central), the network service (the `ovn` plugin's
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,9 @@ SCHEMAS = {
     "nb": Path("/usr/share/ovn/ovn-nb.ovsschema"),
     "sb": Path("/usr/share/ovn/ovn-sb.ovsschema"),
 }
+# What an emulated host's chassis says of itself in its directory (written by its agent, read by the
+# topology service): {"system_id": ..., "sb_remote": ...}.
+CHASSIS_FILE = "chassis.json"
 # OVN's own ports for the NB and SB databases (the stack adds its port offset).
 NB_PORT = 6641
 SB_PORT = 6642
@@ -78,6 +84,55 @@ def check_remote(field: str, remote: str) -> str:
     if not 1 <= int(match["port"]) <= 65535:
         raise InvalidArgument(field, f"port {match['port']} is out of range")
     return remote
+
+
+def select_column(remote: str, database: str, table: str, column: str, timeout: float = 1.0) -> list[object]:
+    """The values of one column of every row of `table`, read straight over OVSDB's JSON-RPC from a
+    unix: or tcp: remote (one `transact` with a `select`; blocking, so call it from a worker thread).
+    OSError (or TimeoutError) when the server cannot be reached or does not answer within `timeout`;
+    ValueError for an ssl: remote or an error reply."""
+    if remote.startswith("unix:"):
+        family, address = socket.AF_UNIX, remote.removeprefix("unix:")
+        target: str | tuple[str, int] = address
+    else:
+        match = _REMOTE.match(remote)
+        if match is None or match["kind"] != "tcp":
+            raise ValueError(f"{remote[:120]!r}: only unix: and tcp: remotes are read directly")
+        host = match["host"].strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        target = (host, int(match["port"]))
+    request = {
+        "method": "transact",
+        "params": [database, {"op": "select", "table": table, "where": [], "columns": [column]}],
+        "id": 0,
+    }
+    deadline = time.monotonic() + timeout
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(target)
+        sock.sendall(json.dumps(request).encode())
+        buffer = ""
+        decoder = json.JSONDecoder()
+        while True:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"{remote}: closed before it answered")
+            buffer += chunk.decode()
+            while buffer.strip():
+                try:
+                    message, end = decoder.raw_decode(buffer.lstrip())
+                except json.JSONDecodeError:
+                    break  # not all of it yet
+                buffer = buffer.lstrip()[end:]
+                if message.get("id") != 0 or "result" not in message:
+                    continue  # a notification or an echo: not the answer
+                if message.get("error") is not None:
+                    raise ValueError(f"{remote}: {message['error']}")
+                result = message["result"][0]
+                if "error" in result:
+                    raise ValueError(f"{remote}: {result['error']}: {result.get('details', '')}")
+                return [row.get(column) for row in result["rows"]]
 
 
 def create_db(db: Path, schema: str) -> bool:

@@ -254,7 +254,10 @@ class ScenarioViews:
         for group in stats.groups:
             for sample in group.samples:
                 sample.at = round(sample.at - origin, 3)
+        for chassis in stats.chassis:
+            chassis.at = round(chassis.at - origin, 3)
         results.processes.extend(stats.groups)
+        results.chassis.extend(stats.chassis)
 
     async def _settled(self, scenario: scenario_pb2.Scenario) -> scenario_pb2.Scenario:
         """A deployment whose VMs are all made ("n out of n done!", which Merak's clients wait for) but

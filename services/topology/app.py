@@ -20,7 +20,9 @@ from services.topology.server import TopologyServicer, registration
 from services.topology.store import TopologyStore
 
 
-def build_backends(settings: TopologySettings, store: TopologyStore | None = None) -> BackendRegistry:
+def build_backends(
+    settings: TopologySettings, store: TopologyStore | None = None, metrics: TopologyMetrics | None = None
+) -> BackendRegistry:
     """Every backend this process can use; each is built on first use (no cluster needed until then)."""
     registry = BackendRegistry()
     registry.register(
@@ -33,6 +35,7 @@ def build_backends(settings: TopologySettings, store: TopologyStore | None = Non
             agent_env={"MERAK_STATE_DIR": str(settings.state_dir), "MERAK_LOG_LEVEL": settings.log_level},
             host=HostTuner(),
             stack_run_dir=settings.state_dir / "run",
+            metrics=metrics,
         ),
     )
     registry.register(
@@ -93,9 +96,10 @@ async def build(settings: TopologySettings) -> BuiltService[TopologyManager]:
         redis = await open_redis(settings.redis_url)
         teardown.add(redis.aclose)
         store = TopologyStore(redis)
-        backends = build_backends(settings, store)
+        metrics = TopologyMetrics.create(registry)
+        backends = build_backends(settings, store, metrics)
         teardown.add(backends.close)
-        manager = TopologyManager(store, backends, TopologyMetrics.create(registry), settings.default_backend)
+        manager = TopologyManager(store, backends, metrics, settings.default_backend)
         teardown.add(manager.close)
         await manager.resume()
         server = GrpcServer(settings.listen_address(), [registration(TopologyServicer(manager))], registry)

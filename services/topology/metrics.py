@@ -15,6 +15,11 @@ class TopologyMetrics:
     namespaces: Gauge
     links: Gauge
     topologies: Gauge
+    # The control plane's processes of each lab (OVN), as the last sample saw them.
+    process_cpu_cores: Gauge
+    process_rss_bytes: Gauge
+    processes: Gauge
+    chassis: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TopologyMetrics:
@@ -41,6 +46,30 @@ class TopologyMetrics:
                 "merak_topology_topologies",
                 "Topologies this service manages, by status.",
                 ["status"],
+                registry=registry,
+            ),
+            process_cpu_cores=Gauge(
+                "merak_topology_control_plane_cpu_cores",
+                "Cores used by a lab's control-plane processes (OVN), per group, over the last second.",
+                ["topology", "group"],
+                registry=registry,
+            ),
+            process_rss_bytes=Gauge(
+                "merak_topology_control_plane_resident_bytes",
+                "Resident memory of a lab's control-plane processes (OVN), per group.",
+                ["topology", "group"],
+                registry=registry,
+            ),
+            processes=Gauge(
+                "merak_topology_control_plane_processes",
+                "Live control-plane processes (OVN) of a lab, per group.",
+                ["topology", "group"],
+                registry=registry,
+            ),
+            chassis=Gauge(
+                "merak_topology_ovn_chassis",
+                "A lab's OVN chassis: those its hosts run, and those the southbound database lists.",
+                ["topology", "state"],
                 registry=registry,
             ),
         )

@@ -51,6 +51,9 @@ async def test_teste2e_ovn_real_data_plane(stack: StackSettings) -> None:
     assert {"northd", "nb", "sb", "ovn-controller", "ovs-vswitchd"} <= set(groups), sorted(groups)
     assert max(s.get("processes", 0) for s in groups["ovn-controller"]["samples"]) == 3
     assert max(s.get("rss_mib", 0) for s in groups["northd"]["samples"]) > 1
+    # Every host's chassis listed in the southbound database during the run.
+    assert max(c.get("registered", 0) for c in report.results["chassis"]) == 3
+    assert max(c.get("chassis", 0) for c in report.results["chassis"]) == 3
     # Teardown: nothing of the run in NB or SB, no chassis process, no namespace.
     assert (
         _ctl("ovn-nbctl", central.remote("nb"), "--bare", "--columns=name", "list", "Logical_Switch_Port")

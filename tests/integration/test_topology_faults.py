@@ -233,6 +233,12 @@ async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
             sampled, timeout=10, message="ovn-controller sampled"
         )
         assert controller.samples[-1].rss_mib > 1
+
+        async def registered() -> bool:  # the chassis, as the southbound database lists it
+            reply = await stub.GetProcessStats(topology_pb2.ProcessStatsRequest(topology_id=topology_id))
+            return bool(reply.chassis) and (reply.chassis[-1].registered, reply.chassis[-1].chassis) == (1, 1)
+
+        await assert_eventually(registered, timeout=10, message="vhost-1 counted in SB")
         crash = topology_pb2.ProcessFault(
             process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
         )

@@ -181,17 +181,17 @@ def timeline_figure(results: dict[str, Any]) -> go.Figure | None:
 
 def processes_figure(results: dict[str, Any]) -> go.Figure | None:
     """CPU (cores) and resident memory of the control plane's processes over the run (OVN: northd, NB,
-    SB, the chassis), a line per group, fault windows shaded. None when the results carry none."""
+    SB, the chassis), a line per group, and the chassis the southbound database lists against those the
+    hosts run; fault windows shaded. None when the results carry none of them."""
     groups = [g for g in results.get("processes") or [] if g.get("samples")]
-    if not groups:
+    chassis = results.get("chassis") or []
+    if not groups and not chassis:
         return None
-    figure = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        subplot_titles=["CPU, cores (summed over the group)", "Resident memory, MiB (summed over the group)"],
-        vertical_spacing=0.12,
-    )
+    titles = ["CPU, cores (summed over the group)", "Resident memory, MiB (summed over the group)"]
+    if chassis:
+        titles.append("OVN chassis: listed in the southbound database, of those the hosts run")
+    rows = len(titles)
+    figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.1)
     for colour, group in zip(PALETTE * (len(groups) // len(PALETTE) + 1), groups, strict=False):
         name = _text(group.get("group", ""))
         samples = group["samples"]
@@ -211,10 +211,33 @@ def processes_figure(results: dict[str, Any]) -> go.Figure | None:
                 row=row,
                 col=1,
             )
-    span = max([time_span(results)] + [_num(x.get("at")) for g in groups for x in g["samples"]])
+    if chassis:
+        seconds = [_num(x.get("at")) for x in chassis]
+        for key, name, colour, dash in (
+            ("chassis", "chassis running", PALETTE[1], "dot"),
+            ("registered", "chassis in SB", PALETTE[0], "solid"),
+        ):
+            figure.add_trace(
+                go.Scatter(
+                    x=seconds,
+                    y=[_num(x.get(key)) for x in chassis],
+                    mode="lines",
+                    line_shape="hv",
+                    line={"color": colour, "dash": dash},
+                    name=name,
+                    hovertemplate=f"{name}: %{{y:.0f}} at %{{x:.3g}} s<extra></extra>",
+                ),
+                row=3,
+                col=1,
+            )
+    span = max(
+        [time_span(results)]
+        + [_num(x.get("at")) for g in groups for x in g["samples"]]
+        + [_num(x.get("at")) for x in chassis]
+    )
     for window in _windows(results.get("faults") or []):
         end = window.end if window.end is not None else span
-        for row in (1, 2):
+        for row in range(1, rows + 1):
             figure.add_vrect(
                 x0=window.start,
                 x1=max(end, window.start + span / 500),
@@ -227,9 +250,9 @@ def processes_figure(results: dict[str, Any]) -> go.Figure | None:
                 name=_text(window.label),
             )
     figure.update_yaxes(rangemode="tozero")
-    figure.update_xaxes(title_text="seconds since the operation started", row=2, col=1)
+    figure.update_xaxes(title_text="seconds since the operation started", row=rows, col=1)
     figure.update_layout(
-        height=2 * ROW_HEIGHT + 200, margin={"l": 70, "r": 20, "t": 40, "b": 50}, template="plotly_white"
+        height=rows * ROW_HEIGHT + 200, margin={"l": 70, "r": 20, "t": 40, "b": 50}, template="plotly_white"
     )
     return figure
 
@@ -354,7 +377,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, go.Figure]]:
         found.append(("Over time (fault windows shaded)", timeline))
     processes = processes_figure(results)
     if processes is not None:
-        found.append(("Control plane processes (CPU and memory over the run)", processes))
+        found.append(("Control plane processes (CPU, memory and chassis over the run)", processes))
     for op in results.get("operations") or []:
         found.append(
             (

@@ -14,6 +14,7 @@ names reach it only after validation.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -139,6 +140,7 @@ class Chassis:
         if not self.spec.dummy:
             self._underlay_on_br_phy()
         self.sb_remote = sb_remote
+        self._describe(sb_remote)
         started = self._controller_ready(sb_remote) or started
         if started:
             log.info(
@@ -149,6 +151,18 @@ class Chassis:
                 dummy=self.spec.dummy,
             )
         return started
+
+    def _describe(self, sb_remote: str) -> None:
+        """`chassis.json`: the chassis's name and southbound database, for whoever watches the lab (the
+        topology service counts the chassis the southbound database lists)."""
+        path = self.spec.root / ovs.CHASSIS_FILE
+        text = json.dumps({"system_id": self.spec.system_id, "sb_remote": sb_remote})
+        with contextlib.suppress(OSError):
+            if path.read_text() == text:
+                return
+        partial = path.with_name(path.name + ".new")
+        partial.write_text(text)
+        os.replace(partial, path)
 
     def _controller_ready(self, sb_remote: str) -> bool:
         """ovn-controller running, connected to the southbound database, br-int made, and alive a

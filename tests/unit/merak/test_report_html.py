@@ -204,4 +204,11 @@ def test_the_control_planes_processes_are_drawn_per_group_with_fault_windows() -
     assert len(figure.data) == 4  # CPU and memory of each
     assert len(figure.layout.shapes) == 2  # the window on both rows
     assert report_html.processes_figure({}) is None
+    chassis = [{"at": 0.2, "registered": 1, "chassis": 3}, {"at": 1.2, "chassis": 3}]
+    with_chassis = {**results, "chassis": chassis}
+    figure = report_html.processes_figure(with_chassis)
+    assert figure is not None
+    assert len(figure.data) == 6  # and the chassis running and listed in SB
+    assert [t.y for t in figure.data[4:]] == [(3, 3), (1, 0)]
+    assert len(figure.layout.shapes) == 3  # the window on the third row too
     assert "Control plane processes" in report_html.render({"ok": True, "results": results})

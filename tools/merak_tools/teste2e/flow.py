@@ -161,6 +161,13 @@ class Runner:
                 f"p50 {op.latency.p50_ms:.1f} ms, p95 {op.latency.p95_ms:.1f} ms, "
                 f"p99 {op.latency.p99_ms:.1f} ms, {op.errors} errors"
             )
+        if results.chassis:
+            full = next((c.at for c in results.chassis if c.chassis and c.registered >= c.chassis), None)
+            last = results.chassis[-1]
+            console.print(
+                f"OVN chassis: {last.registered} of {last.chassis} in the southbound database"
+                + (f" (all of them from {full:.1f} s on)" if full is not None else "")
+            )
         if results.churned:
             console.print(
                 f"churn: {results.churned} VMs replaced in {self.opts.churn_seconds:g}s "

@@ -35,6 +35,7 @@ from services.topology.backends.local.host import LocalHost
 from services.topology.backends.local.kernel import Kernel
 from services.topology.backends.local.processes import ProcessFaults, ProcessSampler
 from services.topology.diff import TopologyDiff
+from services.topology.metrics import TopologyMetrics
 from services.topology.models import Topology, TopologySpec
 from services.topology.names import ns_name
 
@@ -57,11 +58,12 @@ class LocalBackend(TopologyBackend):
         agent_start_timeout: float = 120.0,
         host: HostTuner | None = None,
         stack_run_dir: Path | None = None,
+        metrics: TopologyMetrics | None = None,
     ) -> None:
         self.run_root = run_root
         # The stack's pid files (its OVN central's among them), for faults on those processes.
         self.processes = ProcessFaults(stack_run_dir or run_root.parent)
-        self.sampler = ProcessSampler(stack_run_dir or run_root.parent)
+        self.sampler = ProcessSampler(stack_run_dir or run_root.parent, metrics)
         self.max_agents = max_agents
         self.fake_vhosts_per_agent = fake_vhosts_per_agent
         self.machine = LocalHost(host)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import grpc
 
+from merak import ovs
 from merak.errors import FailedPrecondition, Unavailable
 from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
 from merak.procs import pid_from_file, process_state
 from merak.v1 import agent_pb2, agent_pb2_grpc, topology_pb2
+from services.topology.metrics import TopologyMetrics
 
 log = get_logger(__name__)
 
@@ -155,12 +158,16 @@ def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
 
 class ProcessSampler:
     """Samples, every SAMPLE_SECONDS while a topology is supervised, its OVN processes: the central's
-    (only while the topology has chassis: a lab with OVN) and its chassis'; keeps KEEP_SAMPLES."""
+    (only while the topology has chassis: a lab with OVN) and its chassis'; and how many of its chassis
+    the southbound database lists. Keeps KEEP_SAMPLES; the last one is also a Prometheus gauge."""
 
-    def __init__(self, stack_run_dir: Path) -> None:
+    def __init__(self, stack_run_dir: Path, metrics: TopologyMetrics | None = None) -> None:
         self.stack_run_dir = stack_run_dir
+        self.metrics = metrics
         self._samples: dict[str, dict[str, deque[topology_pb2.ProcessSample]]] = {}
+        self._chassis: dict[str, deque[topology_pb2.ChassisSample]] = {}
         self._last: dict[int, tuple[float, float]] = {}  # pid -> (when, CPU seconds)
+        self._unreadable: set[str] = set()  # SB remotes whose failure was logged
 
     def pids(self, run_dir: Path) -> dict[str, list[int]]:
         """The live OVN processes of a topology's run directory, by group (nothing without chassis)."""
@@ -180,7 +187,7 @@ class ProcessSampler:
         return groups
 
     def sample(self, topology_id: str, run_dir: Path, now: float | None = None) -> None:
-        """One sample of every group of the topology."""
+        """One sample of every group of the topology, and of its chassis in SB."""
         now = time.time() if now is None else now
         kept = self._samples.setdefault(topology_id, {})
         for group, pids in self.pids(run_dir).items():
@@ -198,11 +205,55 @@ class ProcessSampler:
                     cores += max(0.0, cpu - before[1]) / (now - before[0])
                 self._last[pid] = (now, cpu)
             series = kept.setdefault(group, deque(maxlen=KEEP_SAMPLES))
-            series.append(
-                topology_pb2.ProcessSample(
-                    at=now, cpu_cores=round(cores, 3), rss_mib=round(rss, 1), processes=alive
-                )
+            sample = topology_pb2.ProcessSample(
+                at=now, cpu_cores=round(cores, 3), rss_mib=round(rss, 1), processes=alive
             )
+            series.append(sample)
+            if self.metrics is not None:
+                self.metrics.process_cpu_cores.labels(topology_id, group).set(sample.cpu_cores)
+                self.metrics.process_rss_bytes.labels(topology_id, group).set(rss * (1 << 20))
+                self.metrics.processes.labels(topology_id, group).set(alive)
+        counted = self.registered(run_dir)
+        if counted is not None:
+            registered, chassis = counted
+            self._chassis.setdefault(topology_id, deque(maxlen=KEEP_SAMPLES)).append(
+                topology_pb2.ChassisSample(at=now, registered=registered, chassis=chassis)
+            )
+            if self.metrics is not None:
+                self.metrics.chassis.labels(topology_id, "running").set(chassis)
+                self.metrics.chassis.labels(topology_id, "registered").set(registered)
+
+    def registered(self, run_dir: Path) -> tuple[int, int] | None:
+        """(chassis the southbound database lists, chassis the topology's hosts run), read from each
+        chassis's `chassis.json` and SB's Chassis table (one read per SB). Chassis whose SB cannot be
+        read are left out; None without chassis or when no SB could be read (a frozen or crashed SB
+        leaves a gap rather than a zero)."""
+        by_remote: dict[str, set[str]] = {}
+        for path in run_dir.glob(f"ovn/*/{ovs.CHASSIS_FILE}"):
+            try:
+                described = json.loads(path.read_text())
+                by_remote.setdefault(str(described["sb_remote"]), set()).add(str(described["system_id"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being written, or its chassis is being removed
+        if not by_remote:
+            return None
+        registered = running = 0
+        read = False
+        for remote, names in by_remote.items():
+            try:
+                listed = ovs.select_column(remote, "OVN_Southbound", "Chassis", "name", timeout=0.5)
+            except (OSError, ValueError) as exc:
+                if remote not in self._unreadable:
+                    self._unreadable.add(remote)
+                    log.info("chassis_sb_unreadable", remote=remote, error=str(exc)[:200])
+                continue
+            self._unreadable.discard(remote)
+            read = True
+            registered += len(names & {str(name) for name in listed})
+            running += len(names)
+        if not read:
+            return None
+        return registered, running
 
     async def run(self, topology_id: str, run_dir: Path) -> None:
         """Sample until cancelled (the topology's supervision ends)."""
@@ -211,12 +262,24 @@ class ProcessSampler:
             await asyncio.sleep(SAMPLE_SECONDS)
 
     def stats(self, topology_id: str, since: float = 0.0) -> topology_pb2.ProcessStatsReply:
-        """The samples kept from `since` (unix seconds) on, per group."""
+        """The samples kept from `since` (unix seconds) on, per group, and the chassis in SB."""
         reply = topology_pb2.ProcessStatsReply()
         for group, series in sorted(self._samples.get(topology_id, {}).items()):
             reply.groups.add(group=group, samples=[s for s in series if s.at >= since])
+        reply.chassis.extend(s for s in self._chassis.get(topology_id, ()) if s.at >= since)
         return reply
 
     def forget(self, topology_id: str) -> None:
-        """The topology is gone."""
-        self._samples.pop(topology_id, None)
+        """The topology is gone: its samples and gauges too."""
+        groups = self._samples.pop(topology_id, {})
+        self._chassis.pop(topology_id, None)
+        if self.metrics is None:
+            return
+        gauges = (self.metrics.process_cpu_cores, self.metrics.process_rss_bytes, self.metrics.processes)
+        for group in groups:
+            for gauge in gauges:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topology_id, group)
+        for state in ("running", "registered"):
+            with contextlib.suppress(KeyError):
+                self.metrics.chassis.remove(topology_id, state)
