@@ -234,11 +234,13 @@ async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
         )
         assert controller.samples[-1].rss_mib > 1
 
-        async def registered() -> bool:  # the chassis, as the southbound database lists it
+        async def registered() -> topology_pb2.ChassisSample | None:  # as the southbound database lists it
             reply = await stub.GetProcessStats(topology_pb2.ProcessStatsRequest(topology_id=topology_id))
-            return bool(reply.chassis) and (reply.chassis[-1].registered, reply.chassis[-1].chassis) == (1, 1)
+            last = reply.chassis[-1] if reply.chassis else None
+            return last if last is not None and (last.registered, last.chassis) == (1, 1) else None
 
-        await assert_eventually(registered, timeout=10, message="vhost-1 counted in SB")
+        listed: topology_pb2.ChassisSample = await assert_eventually(registered, timeout=10, message="in SB")
+        assert listed.at > 0
         crash = topology_pb2.ProcessFault(
             process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
         )
