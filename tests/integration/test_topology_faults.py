@@ -239,8 +239,8 @@ async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
             last = reply.chassis[-1] if reply.chassis else None
             return last if last is not None and (last.registered, last.chassis) == (1, 1) else None
 
-        listed: topology_pb2.ChassisSample = await assert_eventually(registered, timeout=10, message="in SB")
-        assert listed.at > 0
+        in_sb: topology_pb2.ChassisSample = await assert_eventually(registered, timeout=10, message="in SB")
+        assert in_sb.at > 0
         crash = topology_pb2.ProcessFault(
             process="ovn-controller", vhost="vhost-1", state=topology_pb2.HOST_CRASHED
         )
