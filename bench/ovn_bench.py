@@ -9,7 +9,9 @@ direct script, on its own central and dummy chassis. Both are watched the same w
 latency of each port from its appearance to `up` (p50, p99, max). The emulator should reach 0.9 of the
 floor's rate. With `--real H V` (10 x 10 by default), a second teste2e run on the real data plane is
 timed the same way (its pings prove the data plane), beside a floor of real chassis in namespaces
-(`floor_real`, its VMs made beforehand with iproute2).
+(`floor_real`, its VMs made beforehand with iproute2). Then ovn-heater's "20 nodes density light" shape
+(bench/ovn_density.py): 20 hosts x 200 ports at startup, then 1,000 more each measured until up, for
+the emulator and the floor (`--no-density` skips it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.ovn_density import emulator_density
 from bench.ovn_floor import FloorResult, NbWatch, floor_dummy, floor_real
 from bench.ovn_procs import OvnProcesses
 from bench.stack import private_stack, teste2e_argv
@@ -79,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subnets", type=int, default=10, help="logical switches the ports spread over")
     parser.add_argument("--real", nargs=2, type=int, default=[10, 10], metavar=("HOSTS", "VMS"))
     parser.add_argument("--no-real", action="store_true", help="skip the real-data-plane run")
+    parser.add_argument(
+        "--density", nargs=3, type=int, default=[20, 200, 1000], metavar=("HOSTS", "PORTS", "MORE"),
+        help="ovn-heater's density-light shape: HOSTS x PORTS at startup, then MORE ports measured",
+    )  # fmt: skip
+    parser.add_argument("--no-density", action="store_true", help="skip the density-light run")
     parser.add_argument("--json", type=Path, default=Path("bench-ovn.json"))
     args = parser.parse_args(argv)
     gone = ovs.missing()
@@ -100,10 +108,18 @@ def main(argv: list[str] | None = None) -> int:
                 emulator_run(settings, hosts, per_host, subnets=min(args.subnets, hosts), dataplane="real")
             )
             runs["emulator_real"] = {**_as_dict(real), **real_report}
+        if not args.no_density:
+            d_hosts, d_ports, d_more = args.density
+            d_start, d_added, d_details = asyncio.run(
+                emulator_density(settings, d_hosts, d_ports, d_more, args.subnets)
+            )
+            runs["density_emulator"] = {
+                "start": _as_dict(d_start), "added": _as_dict(d_added), **d_details,
+            }  # fmt: skip
     finally:
         stack.down()
         shutil.rmtree(state, ignore_errors=True)
-    floor, floor_processes = floor_dummy(args.hosts, args.vms, args.subnets)
+    floor, floor_processes, _none = floor_dummy(args.hosts, args.vms, args.subnets)
     runs["floor_fake"] = {**_as_dict(floor), "ovn_processes": floor_processes}
     ratio = fake.ports_per_second / floor.ports_per_second if floor.ports_per_second else 0.0
     runs["ratio_fake"] = ratio
@@ -129,9 +145,34 @@ def main(argv: list[str] | None = None) -> int:
             "port; the emulator makes each batch's VMs between its ports' insert and their plug)"
         )
         print(f"  pings: {runs['emulator_real']['test']}")
+    if "density_emulator" in runs:
+        d_hosts, d_ports, d_more = args.density
+        f_start, _procs, f_added = floor_dummy(d_hosts, d_ports, args.subnets, then=d_more // d_hosts)
+        assert f_added is not None
+        runs["density_floor"] = {"start": _as_dict(f_start), "added": _as_dict(f_added)}
+        print(
+            f"ovn-heater density light: {d_hosts} hosts x {d_ports} ports at startup, then {d_more} more, "
+            "dummy datapath"
+        )
+        print(_row("emulator: startup", d_start))
+        print(_row("floor: startup", f_start))
+        print(_row("emulator: the ports after", d_added))
+        print(_row("floor: the ports after", f_added))
+        for phase, ours, floor_phase in (("startup", d_start, f_start), ("after", d_added, f_added)):
+            share = (
+                ours.ports_per_second / floor_phase.ports_per_second if floor_phase.ports_per_second else 0.0
+            )
+            runs[f"ratio_density_{phase}"] = share
+            print(f"  emulator / floor ports per second, {phase}: {share:.2f}")
+        lab = runs["density_emulator"]
+        print(f"  emulator's lab: {lab.get('update', '')}; teardown {lab.get('teardown')}")
     args.json.write_text(json.dumps(runs, indent=2, default=str))
     print(f"  written: {args.json}")
-    ok = fake_report["ok"] and runs.get("emulator_real", {"ok": True})["ok"]
+    ok = (
+        fake_report["ok"]
+        and runs.get("emulator_real", {"ok": True})["ok"]
+        and runs.get("density_emulator", {"ok": True})["ok"]
+    )
     return 0 if ok else 1
 
 

@@ -93,15 +93,19 @@ class NbWatch:
         self.connection = connection.Connection(idl=self.idl, timeout=120)
         self.api = _Api(self.connection)
 
-    def wait_up(self, count: int, timeout: float = 600) -> None:
-        """Until `count` ports are up (or the deadline)."""
+    def wait_up(
+        self, count: int, timeout: float = 600, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        """Until `count` ports (not named in `exclude`) are up, or the deadline."""
         deadline = time.monotonic() + timeout
-        while len(self.idl.up_at) < count and time.monotonic() < deadline:
+        while len(self.idl.up_at.keys() - exclude) < count and time.monotonic() < deadline:
             time.sleep(0.005)
 
-    def result(self, ports: int) -> FloorResult:
-        """Ports up, from the first port's appearance to the last one's `up`, with the latencies."""
-        created, up = dict(self.idl.created_at), dict(self.idl.up_at)
+    def result(self, ports: int, exclude: set[str] | frozenset[str] = frozenset()) -> FloorResult:
+        """Ports up, from the first port's appearance to the last one's `up`, with the latencies (the
+        ports named in `exclude`, made before, left out)."""
+        created = {n: t for n, t in self.idl.created_at.items() if n not in exclude}
+        up = {n: t for n, t in self.idl.up_at.items() if n not in exclude}
         latencies = sorted((up[n] - created[n]) * 1000 for n in created if n in up)
         first = min(created.values(), default=0.0)
         last = max(up.values(), default=first)
@@ -136,16 +140,19 @@ def _chassis(central: RunningCentral, hosts: int, root: Path) -> Iterator[list[C
             list(pool.map(lambda ch: ch.stop(), made))
 
 
-def floor_dummy(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, dict[str, Any]]:
-    """Run the floor once with dummy chassis, with what OVN's processes used meanwhile; everything it
-    started is stopped before it returns."""
+def floor_dummy(
+    hosts: int, per_host: int, switches: int, then: int = 0
+) -> tuple[FloorResult, dict[str, Any], FloorResult | None]:
+    """Run the floor once with dummy chassis, with what OVN's processes used meanwhile, and with `then`
+    more ports per host made once the first ones are up (their result: the third value); everything
+    it started is stopped before it returns."""
     root = Path(tempfile.mkdtemp(prefix="mk-floor-", dir="/tmp"))
     central = RunningCentral(root / "central")
     central.start()
     try:
         with _chassis(central, hosts, root / "chassis") as chassis, OvnProcesses(root) as processes:
-            result = _run(central, chassis, per_host, switches)
-        return result, processes.summary(result.seconds)
+            results = _run(central, chassis, per_host, switches, then)
+        return results[0], processes.summary(results[0].seconds), results[1] if then else None
     finally:
         central.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -165,7 +172,11 @@ _GROUPS: dict[str, list[tuple[str, int, str, str]]] = {
 }
 
 
-def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switches: int) -> FloorResult:
+def _run(
+    central: RunningCentral, chassis: list[Chassis], per_host: int, switches: int, then: int = 0
+) -> list[FloorResult]:
+    """`per_host` ports on every host, measured; then, with `then`, `then` more on every host, measured
+    on their own."""
     watch = NbWatch(central.nb)
     api = watch.api
     try:
@@ -185,27 +196,40 @@ def _run(central: RunningCentral, chassis: list[Chassis], per_host: int, switche
                 for direction, priority, match, action in acls:
                     txn.add(api.pg_acl_add(pg, direction, priority, match, action))
 
-        def host(h: int) -> None:
+        def host(h: int, first: int = 0, count: int = per_host) -> None:
             names: list[str] = []
             ports: list[Any] = []
             with api.transaction(check_error=True) as txn:
-                for v in range(per_host):
+                for v in range(first, first + count):
                     s = (h * per_host + v) % switches
                     name = f"floor-p{h}-{v}"
-                    mac, ip, _gateway, _prefix = _address(h, v, per_host, switches)
+                    mac, _ip, _gateway, _prefix = _address(h, v, per_host, switches)
+                    if first:  # addresses after every first-round one
+                        _mac, ip, _gateway, _prefix = _address(
+                            h, v - first, count, switches, len(chassis) * per_host
+                        )
+                    else:
+                        ip = _ip
                     port = txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
                                                port_security=[f"{mac} {ip}"]))  # fmt: skip
                     names.append(name)
                     ports.append(port)
                 for group in _GROUPS:
                     txn.add(api.pg_add_ports(group, ports))
-            chassis[h].add_ports([(f"fp{v}", name) for v, name in enumerate(names)])
+            chassis[h].add_ports([(f"fp{first + v}", name) for v, name in enumerate(names)])
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(host, range(len(chassis))))
         total = len(chassis) * per_host
         watch.wait_up(total)
-        return watch.result(total)
+        results = [watch.result(total)]
+        if then:
+            before = set(watch.idl.created_at)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(lambda h: host(h, per_host, then), range(len(chassis))))
+            watch.wait_up(len(chassis) * then, exclude=before)
+            results.append(watch.result(len(chassis) * then, exclude=before))
+        return results
     finally:
         watch.close()
 
@@ -249,9 +273,10 @@ def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str
     return vhosts
 
 
-def _address(h: int, v: int, per_host: int, switches: int) -> tuple[str, str, str, int]:
-    """MAC, IP, gateway and prefix of VM v of host h (the same plan as `_run`'s ports)."""
-    n = h * per_host + v
+def _address(h: int, v: int, per_host: int, switches: int, base: int = 0) -> tuple[str, str, str, int]:
+    """MAC, IP, gateway and prefix of VM v of host h (the same plan as `_run`'s ports; IPs from the
+    `base`-th address on)."""
+    n = base + h * per_host + v
     s = n % switches
     mac = f"02:fd:{h >> 8:02x}:{h & 255:02x}:{v >> 8:02x}:{v & 255:02x}"
     ip = f"10.{s}.{(n // switches + 2) >> 8}.{(n // switches + 2) & 255}"
@@ -277,7 +302,7 @@ def floor_real(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, d
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda ch: ch.ensure(central.sb), made))
         with OvnProcesses(root) as processes:
-            result = _run(central, made, per_host, switches)
+            result = _run(central, made, per_host, switches)[0]
         return result, processes.summary(result.seconds)
     finally:
         with ThreadPoolExecutor(max_workers=4) as pool:
