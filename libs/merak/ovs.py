@@ -125,10 +125,13 @@ def select_column(remote: str, database: str, table: str, column: str, timeout: 
                 except json.JSONDecodeError:
                     break  # not all of it yet
                 buffer = buffer.lstrip()[end:]
-                if message.get("id") != 0 or "result" not in message:
+                if message.get("id") != 0:
                     continue  # a notification or an echo: not the answer
                 if message.get("error") is not None:
-                    raise ValueError(f"{remote}: {message['error']}")
+                    error = message["error"]
+                    raise ValueError(
+                        f"{remote}: {error.get('details') if isinstance(error, dict) else error}"
+                    )
                 result = message["result"][0]
                 if "error" in result:
                     raise ValueError(f"{remote}: {result['error']}: {result.get('details', '')}")

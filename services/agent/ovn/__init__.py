@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from merak import ovs
-from merak.errors import FailedPrecondition, InvalidArgument
+from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.v1 import agent_pb2
 from services.agent.ovn.chassis import ENCAP_TYPES, Chassis, ChassisSpec
 from services.agent.vhosts import Vhost, VhostSet
@@ -20,6 +20,23 @@ __all__ = ["Chassis", "ChassisSet", "ChassisSpec"]
 def _dummy_encap_ip(index: int) -> str:
     """An encapsulation address for a chassis without a data plane (never carries a packet)."""
     return f"127.{64 + index // 65536 % 64}.{index // 256 % 256}.{index % 256}"
+
+
+def _southbound_answers(remote: str) -> None:
+    """A unix-socket SB must answer as an OVN southbound database before a chassis is pointed at it
+    (else ovn-controller would wait for it until the start times out): UNAVAILABLE when nothing answers,
+    INVALID_ARGUMENT when something else does. A tcp: or ssl: remote is reached from the chassis's
+    namespace, not this one: left to ovn-controller."""
+    if not remote.startswith("unix:"):
+        return
+    try:
+        ovs.select_column(remote, "OVN_Southbound", "SB_Global", "_uuid", timeout=3.0)
+    except OSError as exc:
+        raise Unavailable(f"sb_remote: {remote[:200]} does not answer ({exc.__class__.__name__})") from None
+    except ValueError as exc:
+        raise InvalidArgument(
+            "sb_remote", f"{remote[:200]} is not an OVN southbound database ({str(exc)[:200]})"
+        ) from None
 
 
 class ChassisSet:
@@ -74,6 +91,7 @@ class ChassisSet:
         encap = request.encap_type or "geneve"
         if encap not in ENCAP_TYPES:
             raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")
+        await asyncio.to_thread(_southbound_answers, remote)
         started_at = time.perf_counter()
         async with self._locks.setdefault(vhost.name, asyncio.Lock()):
             started = await asyncio.to_thread(chassis.ensure, remote, encap)
