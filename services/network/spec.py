@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, ResourceExhausted
 from merak.ids import check_id
 from merak.ovs import check_remote
 from merak.skips import Skips
@@ -32,6 +33,12 @@ OVN_PLUGIN = "ovn"
 # A subnet's bitmap has one bit per address: /8 is 2 MiB, the largest we keep. /30 leaves one VM address.
 MIN_SUBNET_PREFIX = 8
 MAX_SUBNET_PREFIX = 30
+# What one network config may ask for, checked before any loop over it: VPCs, subnets (all VPCs
+# together) and the addresses of all its subnets (their bitmaps: 2^26 addresses = 8 MiB in Redis, four
+# /8 subnets; a million VMs need one /12).
+MAX_VPCS = 1024
+MAX_SUBNETS = 16_384
+MAX_ADDRESSES = 1 << 26
 
 _NETWORK = NETWORK
 
@@ -113,6 +120,7 @@ def spec_from_proto(
     network = config.network
     if not network.vpcs:
         raise InvalidArgument(f"{_NETWORK}.vpcs", "at least one VPC is required")
+    _bounded(network)
     first = network.vpcs[0]
     ids = Ids(skips)
     vpcs = tuple(
@@ -130,6 +138,31 @@ def spec_from_proto(
     nodes = _nodes(config.computes)
     ovn_nb, ovn_sb = _ovn_remotes(config, plugin)
     return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb)
+
+
+def _bounded(network: network_pb2.InternalNetworkInfo) -> None:
+    """The config's VPCs, subnets and addresses within MAX_VPCS, MAX_SUBNETS and MAX_ADDRESSES
+    (RESOURCE_EXHAUSTED naming the field), before anything loops over them."""
+    if len(network.vpcs) > MAX_VPCS:
+        raise ResourceExhausted(
+            f"{_NETWORK}.vpcs: {len(network.vpcs)} VPCs; at most {MAX_VPCS} per network config"
+        )
+    subnets = sum(len(vpc.subnets) for vpc in network.vpcs)
+    if subnets > MAX_SUBNETS:
+        raise ResourceExhausted(
+            f"{_NETWORK}.vpcs[].subnets: {subnets} subnets; at most {MAX_SUBNETS} per network config"
+        )
+    addresses = 0
+    for i, vpc in enumerate(network.vpcs):
+        for j, subnet in enumerate(vpc.subnets):
+            _address, _, length = subnet.subnet_cidr.strip().partition("/")
+            if length.isdigit() and int(length) <= 32:
+                addresses += 1 << (32 - max(int(length), MIN_SUBNET_PREFIX))
+            if addresses > MAX_ADDRESSES:
+                raise ResourceExhausted(
+                    f"{_NETWORK}.vpcs[{i}].subnets[{j}].subnet_cidr: the config's subnets would hold more "
+                    f"than {MAX_ADDRESSES:,} addresses; use smaller subnets"
+                )
 
 
 def _network(field: str, text: str, skips: Skips | None = None) -> ipaddress.IPv4Network:
@@ -171,9 +204,6 @@ def _vpc(
                 f"{sfield}.subnet_cidr",
                 f"{network}: the prefix length must be between /{MIN_SUBNET_PREFIX} and /{MAX_SUBNET_PREFIX}",
             )
-        for k, other in enumerate(networks):
-            if network.overlaps(other):
-                raise InvalidArgument(f"{sfield}.subnet_cidr", f"{network} overlaps subnets[{k}] ({other})")
         networks.append(network)
         subnets.append(
             SubnetSpec(
@@ -183,6 +213,7 @@ def _vpc(
                 number_vms=subnet.number_vms,
             )
         )
+    _no_overlap(field, networks)
     return VpcSpec(
         id=vpc_id,
         tenant_id=vpc.tenant_id.strip() or tenant.strip(),
@@ -190,6 +221,18 @@ def _vpc(
         cidr=str(cidr),
         subnets=tuple(subnets),
     )
+
+
+def _no_overlap(field: str, networks: Sequence[ipaddress.IPv4Network]) -> None:
+    """No two subnets of a VPC overlap (sorted by address: n log n, not every pair)."""
+    order = sorted(range(len(networks)), key=lambda k: (networks[k].network_address, networks[k].prefixlen))
+    for before, after in itertools.pairwise(order):
+        if networks[after].overlaps(networks[before]):
+            first, second = sorted((before, after))
+            raise InvalidArgument(
+                f"{field}.subnets[{second}].subnet_cidr",
+                f"{networks[second]} overlaps subnets[{first}] ({networks[first]})",
+            )
 
 
 def _vpc_cidr_of_subnets(field: str, vpc: common_pb2.InternalVpcInfo, skips: Skips) -> ipaddress.IPv4Network:

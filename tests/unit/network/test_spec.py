@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from merak.errors import InvalidArgument
+from merak.errors import InvalidArgument, ResourceExhausted
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
 from services.network.models import RESERVED_PER_SUBNET, SubnetState, port_mac
 from services.network.plugins.alcor.client import AlcorPorts, alcor_endpoints
-from services.network.spec import check_extends, resolve_plugin, spec_from_proto
+from services.network.spec import MAX_SUBNETS, MAX_VPCS, check_extends, resolve_plugin, spec_from_proto
 
 
 def base() -> network_pb2.InternalNetConfigConfiguration:
@@ -322,3 +322,47 @@ def test_spec_checks_the_ovn_remotes() -> None:
     with pytest.raises(InvalidArgument) as caught:
         check_extends(spec_from_proto(config), spec_from_proto(moved))
     assert caught.value.field == "config.ovn_nb"
+
+
+def exhausted(cfg: network_pb2.InternalNetConfigConfiguration) -> str:
+    with pytest.raises(ResourceExhausted) as caught:
+        spec_from_proto(cfg)
+    return caught.value.message
+
+
+def test_sizes_are_bounded_before_any_loop_over_them() -> None:
+    cfg = base()  # #28: 0.0.0.0/0 cut into sixteen /8 subnets was accepted (Redis grew by 56 MB)
+    cfg.network.vpcs[0].vpc_cidr = "0.0.0.0/0"
+    del cfg.network.vpcs[0].subnets[:]
+    for k in range(16):
+        cfg.network.vpcs[0].subnets.add(subnet_cidr=f"{k * 16}.0.0.0/8")
+    message = exhausted(cfg)
+    assert message.startswith(
+        "config.network.vpcs[0].subnets[4].subnet_cidr: the config's subnets would hold"
+    )
+    del cfg.network.vpcs[0].subnets[4:]
+    assert len(spec_from_proto(cfg).vpcs[0].subnets) == 4  # four /8s: the most one config holds
+    many = base()
+    for _ in range(MAX_VPCS):
+        many.network.vpcs.add(vpc_cidr="10.9.0.0/16")
+    assert exhausted(many).startswith(f"config.network.vpcs: {MAX_VPCS + 1} VPCs; at most {MAX_VPCS}")
+    subnets = base()
+    for k in range(MAX_SUBNETS):
+        subnets.network.vpcs[0].subnets.add(subnet_cidr=f"10.{k >> 8 & 255}.{k & 255}.0/30")
+    assert "subnets; at most" in exhausted(subnets)
+
+
+def test_overlapping_subnets_are_found_among_many_in_order() -> None:
+    cfg = base()
+    vpc = cfg.network.vpcs[0]
+    vpc.vpc_cidr = "10.0.0.0/8"
+    del vpc.subnets[:]
+    for k in range(4000):
+        vpc.subnets.add(subnet_cidr=f"10.{k >> 8}.{k & 255}.0/24")
+    vpc.subnets.add(subnet_cidr="10.3.0.0/16")  # over 256 of them
+    assert (
+        invalid(cfg)
+        == "config.network.vpcs[0].subnets[4000].subnet_cidr: 10.3.0.0/16 overlaps subnets[768] (10.3.0.0/24)"
+    )
+    vpc.subnets[4000].subnet_cidr = "10.200.0.0/16"
+    assert len(spec_from_proto(cfg).vpcs[0].subnets) == 4001
