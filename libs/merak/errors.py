@@ -73,6 +73,56 @@ class DeadlineExceeded(MerakError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+# What a callee's status code becomes when its caller answers its own caller (`from_rpc_error`).
+# The callee's own answers about the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+# ALREADY_EXISTS, RESOURCE_EXHAUSTED, OUT_OF_RANGE, UNIMPLEMENTED, ABORTED, ...) pass as they are: a
+# client that retries them gets the same answer again. What says the callee was not reached or did not
+# answer in time (the call's transport) becomes UNAVAILABLE: the same request may succeed later. A
+# callee's INTERNAL stays INTERNAL (it failed on this request and logged why; calling that UNAVAILABLE
+# would have clients retry a bug), and UNKNOWN, which our servers never send (an exception escaped a
+# handler that is not ours, or the grpc library could not tell), is INTERNAL too. A callee that crashes
+# mid-call breaks the connection, which its client sees as UNAVAILABLE: a crash is UNAVAILABLE.
+TRANSPORT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+def passed_code(callee_code: grpc.StatusCode) -> grpc.StatusCode:
+    """The code our caller gets for a call to another service that ended with `callee_code`."""
+    if callee_code in TRANSPORT_CODES:
+        return grpc.StatusCode.UNAVAILABLE
+    if callee_code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.OK):  # OK never ends a failed call
+        return grpc.StatusCode.INTERNAL
+    return callee_code
+
+
+class ServiceError(MerakError):
+    """A call to another service failed: the callee's code (transport failures as UNAVAILABLE) and its
+    words, after the callee's name ("network service: config.netconfig_id: ...")."""
+
+    def __init__(self, callee: str, callee_code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{callee}: {details or callee_code.name}")
+        self.callee = callee
+        self.callee_code = callee_code  # what the callee (or the transport) said: DEADLINE_EXCEEDED...
+        self.details = details
+        self.code = passed_code(callee_code)
+
+    def described(self) -> str:
+        """The message with the callee's code, for where no status code travels with it (a workflow's
+        failure, a ping's reason)."""
+        return f"{self.message} ({self.callee_code.name})"
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError, callee: str, address: str = "") -> ServiceError:
+    """The error a failed call to another service becomes (the one way a service maps another's error):
+    `callee` names it ("network service", "agent of vhost 'vhost-1'"), and a transport failure says
+    where it was called (`address`), since that is what the operator checks."""
+    code, details = exc.code(), exc.details() or ""
+    if code in TRANSPORT_CODES and address:
+        callee = f"{callee} at {address}"
+    return ServiceError(callee, code, details)
+
+
 def enum_name(enum: Any, value: int) -> str:
     """The name of an enum value for a message, e.g. "CREATE"; an unknown number (off the wire, from a
     newer client) as "unknown value 42", so that naming a bad value never fails itself."""

@@ -1,4 +1,4 @@
-"""gRPC clients: channel options, a pooled channel cache, a callee's error mapped, the health probe."""
+"""gRPC clients: channel options, a pooled channel cache, retries of UNAVAILABLE, the health probe."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from merak.errors import MerakError
 from merak.tls import TlsFiles, is_tcp
 
 T = TypeVar("T")
@@ -23,8 +22,6 @@ CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
-# Codes that mean the service was not reached or did not answer in time: they say which service.
-TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def open_channel(
@@ -51,23 +48,6 @@ def _tls_credentials(address: str) -> grpc.ChannelCredentials | None:
     """TLS credentials for a TCP `address` when the environment sets TLS up (merak.tls), else None."""
     files = TlsFiles.current()
     return files.channel_credentials() if files is not None and is_tcp(address) else None
-
-
-class ServiceError(MerakError):
-    """A call to another service failed; carries that service's status code and message unchanged."""
-
-    def __init__(self, service: str, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.service = service
-        self.code = code
-
-
-def service_error(service: str, address: str, exc: grpc.aio.AioRpcError) -> ServiceError:
-    """The error a failed call becomes: the callee's INVALID_ARGUMENT etc. reach our caller as they are."""
-    code, details = exc.code(), exc.details() or ""
-    if code in TRANSPORT_CODES:
-        details = f"{service} service at {address}: {details or code.name}"
-    return ServiceError(service, code, details)
 
 
 async def retry_unavailable(

@@ -10,7 +10,7 @@ from merak.errors import InvalidArgument
 from merak.naming import gateway_mac
 from merak.v1 import agent_pb2
 from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
-from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
+from services.agent.validation import MAX_VNI, validate_neighbor, validate_vm, validate_vpc
 
 M = TypeVar("M")
 
@@ -50,11 +50,16 @@ def vm_spec(field: str, vm: agent_pb2.VmSpec) -> VmSpec:
 def vpc_spec(field: str, vpc: agent_pb2.VpcSpec) -> VpcSpec:
     """The VPC of a batch request; its gateway MAC derived from the VNI when not given."""
     subnets = tuple(SubnetSpec(s.cidr, s.gateway) for s in vpc.subnets)
-    try:
-        mac = vpc.gateway_mac or gateway_mac(vpc.vni)
-    except ValueError as exc:  # a VNI beyond 24 bits (the VPC check would say so, after this)
-        raise InvalidArgument(field, str(exc)) from None
+    number = vni(f"{field}.vni", vpc.vni)  # first: the gateway MAC is derived from it
+    mac = vpc.gateway_mac or gateway_mac(number)
     return checked_vpc(field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, mac.lower()))
+
+
+def vni(field: str, value: int) -> int:
+    """`value` if it is a VXLAN network identifier (1..2^24-1), else InvalidArgument on `field`."""
+    if not 1 <= value <= MAX_VNI:
+        raise InvalidArgument(field, f"must be between 1 and {MAX_VNI}, got {value}")
+    return value
 
 
 def ipv4(field: str, text: str) -> str:

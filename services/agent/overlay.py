@@ -22,12 +22,12 @@ class OverlayOperations:
         """Set the VNI's flood list and push or withdraw remote VMs' entries."""
         vhost = self._planes.vhost(request.vhost)
         plane = self._planes.plane(vhost)
+        vni = convert.vni("vni", request.vni)  # checked before anything changes, as every field
         vteps = [convert.ipv4(f"vteps[{i}]", v) for i, v in enumerate(request.vteps)]
         added = [convert.neighbor(f"neighbors[{i}]", n) for i, n in enumerate(request.neighbors)]
         removed = [
             convert.neighbor(f"removed_neighbors[{i}]", n) for i, n in enumerate(request.removed_neighbors)
         ]
-        vni = request.vni
         run = self._planes.run
         # The overlay is programmed once every VM of the lab exists: the namespaces present now are
         # the lab the VMs' neighbour tables must hold.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from merak.errors import InvalidArgument, Unavailable
+from merak.errors import InvalidArgument, from_rpc_error
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.compute.contracts import RANDOM, RPS, SEQUENTIAL
 from services.compute.inventory import Host, PlannedVm
@@ -113,14 +113,12 @@ class Admission:
                 try:
                     reply = await self.topology.TopologyHandler(request, timeout=60)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    if exc.code() == grpc.StatusCode.NOT_FOUND:  # deleted since: it issued none
                         continue
                     raise
                 issued.update(node.agent_endpoint for node in reply.compute_nodes if node.agent_endpoint)
         except grpc.aio.AioRpcError as exc:
-            raise Unavailable(
-                f"cannot ask the topology service which agents it started: {exc.code().name} {exc.details()}"
-            ) from exc
+            raise from_rpc_error(exc, "topology service") from exc
         for i, host in enumerate(hosts):
             if host.agent_endpoint not in issued:
                 raise InvalidArgument(
@@ -139,11 +137,11 @@ class Admission:
         try:
             network = await self.network.NetConfigHandler(request, timeout=30)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # deliberate: the id is the caller's field
                 raise InvalidArgument(
                     "config.netconfig_id", f"no network config {config.netconfig_id!r}"
                 ) from None
-            raise Unavailable(f"network service: {exc.code().name}: {exc.details()}") from exc
+            raise from_rpc_error(exc, "network service") from exc
         known = {vpc.vpc_id: {s.subnet_id: s for s in vpc.subnets} for vpc in network.vpcs}
         for v, vpc in enumerate(config.vm_deploy.vpcs):
             if vpc.vpc_id not in known:
@@ -174,6 +172,7 @@ class Admission:
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                # Deliberate: the VPC ids asked about are the caller's config.vm_deploy.vpcs.
                 raise InvalidArgument("config.vm_deploy.vpcs", exc.details() or exc.code().name) from None
-            raise Unavailable(f"network service: {exc.code().name}: {exc.details()}") from exc
+            raise from_rpc_error(exc, "network service") from exc
         return reply.netconfig_id

@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError
-from merak.grpcclient import ServiceError
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, ServiceError
 from merak.logs import get_logger
 from merak.skips import Skips
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2

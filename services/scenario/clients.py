@@ -1,4 +1,5 @@
-"""gRPC clients of topology, network and compute; their errors keep their code and message.
+"""gRPC clients of topology, network and compute; their errors keep their code and message, after the
+service's name (merak.errors.from_rpc_error: a transport failure is UNAVAILABLE).
 
 Their handlers are idempotent (a repeated CREATE finds what the first made), so a call that fails
 UNAVAILABLE (the service or its Redis restarting) is made again within the call's deadline."""
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import Message
 
-from merak.grpcclient import retry_unavailable, service_error
+from merak.errors import from_rpc_error
+from merak.grpcclient import retry_unavailable
 from merak.v1 import (
     compute_pb2,
     compute_pb2_grpc,
@@ -43,7 +45,7 @@ class ServiceClients:
                 lambda left: self.topology_stub.TopologyHandler(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("topology", self.topology_address, exc) from None
+            raise from_rpc_error(exc, "topology service", self.topology_address) from None
 
     async def topology_faults(self, method: str, request: Message) -> topology_pb2.FaultsReply:
         """topology.MerakTopologyService/SetFaults, ClearFaults or ListFaults (each idempotent)."""
@@ -53,7 +55,7 @@ class ServiceClients:
                 lambda left: call(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("topology", self.topology_address, exc) from None
+            raise from_rpc_error(exc, "topology service", self.topology_address) from None
         return reply
 
     async def topology_process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
@@ -64,7 +66,7 @@ class ServiceClients:
                 request, timeout=min(5.0, self.timeout)
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("topology", self.topology_address, exc) from None
+            raise from_rpc_error(exc, "topology service", self.topology_address) from None
         return reply
 
     async def network(self, request: network_pb2.InternalNetConfigInfo) -> network_pb2.ReturnNetworkMessage:
@@ -74,7 +76,7 @@ class ServiceClients:
                 lambda left: self.network_stub.NetConfigHandler(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("network", self.network_address, exc) from None
+            raise from_rpc_error(exc, "network service", self.network_address) from None
 
     async def compute(
         self, request: compute_pb2.InternalComputeConfigInfo
@@ -85,7 +87,7 @@ class ServiceClients:
                 lambda left: self.compute_stub.ComputeHandler(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("compute", self.compute_address, exc) from None
+            raise from_rpc_error(exc, "compute service", self.compute_address) from None
 
     async def compute_results(self, compute_config_id: str) -> compute_pb2.ComputeResults:
         """compute.MerakComputeService/GetResults."""
@@ -95,7 +97,7 @@ class ServiceClients:
                 lambda left: self.compute_stub.GetResults(request, timeout=left), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise service_error("compute", self.compute_address, exc) from None
+            raise from_rpc_error(exc, "compute service", self.compute_address) from None
 
     async def compute_progress(
         self, compute_config_id: str, timeout: float | None
@@ -108,6 +110,6 @@ class ServiceClients:
             async for progress in call:
                 yield progress
         except grpc.aio.AioRpcError as exc:
-            raise service_error("compute", self.compute_address, exc) from None
+            raise from_rpc_error(exc, "compute service", self.compute_address) from None
         finally:
             call.cancel()

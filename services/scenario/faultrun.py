@@ -14,8 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError
-from merak.grpcclient import ServiceError
+from merak.errors import FailedPrecondition, InvalidArgument, MerakError, ServiceError
 from merak.logs import get_logger
 from merak.v1 import compute_pb2, scenario_pb2, topology_pb2
 from services.scenario import faults
@@ -239,7 +238,9 @@ class FaultRuns:
             except ServiceError as exc:
                 kind = fault.WhichOneof("fault") or ""
                 if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
-                    field, _, problem = faults.schedule_field(i, kind, exc.message, prefix).partition(": ")
+                    # Deliberate: the topology's words name a field of the request made from this
+                    # fault; the caller's field is the schedule's.
+                    field, _, problem = faults.schedule_field(i, kind, exc.details, prefix).partition(": ")
                     raise InvalidArgument(field, problem) from None
                 if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
                     raise FailedPrecondition(

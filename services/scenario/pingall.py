@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from merak.errors import FailedPrecondition, InvalidArgument
-from merak.grpcclient import ChannelPool, ServiceError
+from merak.errors import FailedPrecondition, InvalidArgument, from_rpc_error
+from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
 from merak.stats import percentile
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scenario_pb2
@@ -348,11 +348,7 @@ class ConnectivityTest:
                     agent_pb2.ListVmsRequest(vhost=node.name), timeout=self.options.call_timeout
                 )
             except grpc.aio.AioRpcError as exc:
-                raise ServiceError(
-                    "agent",
-                    exc.code(),
-                    f"agent of vhost {node.name!r} at {endpoint}: {exc.code().name}: {exc.details()}",
-                ) from None
+                raise from_rpc_error(exc, f"agent of vhost {node.name!r}", endpoint) from None
         return reply.dataplane, [Vm(node.name, vm.name, vm.ip, vm.vpc_id, endpoint) for vm in reply.vms]
 
     async def _ping(
@@ -380,7 +376,7 @@ class ConnectivityTest:
             try:
                 reply = await _agent(agents, source.endpoint).Ping(request, timeout=deadline)
             except grpc.aio.AioRpcError as exc:
-                reason = f"agent of vhost {source.vhost!r}: {exc.code().name}: {exc.details()}"
+                reason = from_rpc_error(exc, f"agent of vhost {source.vhost!r}", source.endpoint).described()
                 return [_Outcome(d, False, 0.0, reason) for d in dsts]
         by_ip = {r.destination: r for r in reply.results}
         outcomes = []

@@ -7,8 +7,7 @@ import asyncio
 
 import grpc
 
-from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError
-from merak.grpcclient import ServiceError
+from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, ServiceError
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2
 from services.scenario import states, translate
@@ -84,7 +83,7 @@ class ScenarioTeardown:
                 async for _progress in self.clients.compute_progress(scenario.compute_config_id, timeout):
                     pass
         except ServiceError as exc:
-            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if exc.callee_code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the watch's own deadline
                 raise self._teardown_timeout(scenario) from None
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from merak.errors import FailedPrecondition, NotFound
-from merak.grpcclient import ServiceError
+from merak.errors import FailedPrecondition, NotFound, ServiceError
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.scenario import states, translate

@@ -10,8 +10,7 @@ from typing import Any
 
 import grpc
 
-from merak.errors import InvalidArgument
-from merak.grpcclient import ServiceError
+from merak.errors import InvalidArgument, ServiceError
 from merak.ids import check_ping_waits
 from merak.logs import get_logger
 from merak.v1 import common_pb2, compute_pb2, scenario_pb2

@@ -167,7 +167,8 @@ async def test_two_vpcs_two_subnets_stay_isolated_and_teardown_removes_everythin
 async def test_errors_of_the_services_reach_the_caller_unchanged_and_nothing_is_deployed(
     stack: Stack,
 ) -> None:
-    # The topology service does not build MESH topologies: its INVALID_ARGUMENT comes back as it is.
+    # The topology service does not build MESH topologies: its INVALID_ARGUMENT comes back as it is,
+    # after its name.
     mesh = topology_config(vhosts=2, cidr="10.202.0.0/24")
     mesh.type = topology_pb2.MESH
     created = await create_scenario(stack.stub, topology=mesh)
@@ -175,7 +176,9 @@ async def test_errors_of_the_services_reach_the_caller_unchanged_and_nothing_is_
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await act(stack.stub, sid, TOPOLOGY, DEPLOY)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith("config.topology_type: MESH is not supported")
+    assert (caught.value.details() or "").startswith(
+        "topology service: config.topology_type: MESH is not supported"
+    ), caught.value.details()
     scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
     assert scenario.topology_status == scenario_pb2.FAILED
     await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True))

@@ -10,7 +10,7 @@ from typing import ClassVar, NoReturn
 import grpc
 from temporalio.exceptions import ApplicationError
 
-from merak.errors import PERMANENT_CODES, is_permanent
+from merak.errors import PERMANENT_CODES, from_rpc_error, is_permanent
 from merak.v1 import agent_pb2, agent_pb2_grpc, network_pb2_grpc
 from services.compute.contracts import PluginName
 from services.compute.store import Meta, VmRecord
@@ -48,9 +48,13 @@ def vm_spec(record: VmRecord, ovn_port: str = "") -> agent_pb2.VmSpec:
 
 
 def raise_activity_error(exc: grpc.aio.AioRpcError, what: str) -> NoReturn:
-    """A permanent gRPC error becomes a non-retryable failure; others are retried by Temporal."""
-    message = f"{what}: {exc.code().name}: {exc.details()}"
-    raise ApplicationError(message, type=exc.code().name, non_retryable=is_permanent(exc.code())) from exc
+    """A failed call to `what` ("agent CreateVms on vhost-1") as an activity failure of the code our
+    callers would get (merak.errors.from_rpc_error): a permanent one is not retried, others are (by
+    Temporal). The failure's text ends with the callee's code: no status carries it to the user."""
+    error = from_rpc_error(exc, what)
+    raise ApplicationError(
+        error.described(), type=error.code.name, non_retryable=is_permanent(error.code)
+    ) from exc
 
 
 class VmPlugin(abc.ABC):

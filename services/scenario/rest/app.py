@@ -21,8 +21,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel
 
 from merak import protojson
-from merak.errors import MerakError, NotFound
-from merak.grpcclient import ServiceError
+from merak.errors import MerakError, NotFound, ServiceError
 from merak.logs import get_logger
 from merak.v1 import scenario_pb2, topology_pb2
 from services.scenario import states, translate
