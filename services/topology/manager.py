@@ -7,7 +7,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from merak.errors import (
@@ -219,9 +219,10 @@ class TopologyManager:
         reply.hosts.extend(
             common_pb2.InternalHostInfo(ip=h.ip, status=h.status, name=h.name) for h in backend.hosts()
         )
-        counts = _count(runtime.values())
-        summary = ", ".join(f"{name}: {n}" for name, n in counts.items() if n)
-        reply.return_message = f"CHECK success. {spec.dataplane} topology {record.status}; {summary}"
+        names = [vhost.name for vhost in entry.topology.vhosts()]
+        reply.return_message = (
+            f"CHECK success. {state_message(spec.dataplane, record.status, names, runtime)}"
+        )
         if record.error:
             reply.return_message += f"; error: {record.error}"
         return reply
@@ -471,6 +472,38 @@ def _compute_nodes(
             )
         )
     return nodes
+
+
+SHOWN_NOT_READY = 5
+
+
+def state_message(dataplane: str, status: str, names: Sequence[str], runtime: dict[str, VhostRuntime]) -> str:
+    """Where the topology stands, e.g. "real topology READY; READY: 5". It never says READY while a
+    vhost is not: then it names the vhosts that are not (the first few, with their statuses; the
+    reasons are in each node's status_detail) and counts the ready ones in lower case."""
+    states = [runtime.get(name, VhostRuntime(status=common_pb2.NONE)) for name in names]
+    counts = _count(states)
+    lagging = [
+        f"{name} {_STATUS_NAMES.get(int(state.status), 'NONE')}"
+        for name, state in zip(names, states, strict=True)
+        if state.status != common_pb2.READY
+    ]
+    if not lagging:
+        summary = ", ".join(f"{name}: {n}" for name, n in counts.items() if n)
+        return f"{dataplane} topology {status}; {summary}"
+    shown = ", ".join(lagging[:SHOWN_NOT_READY])
+    if len(lagging) > SHOWN_NOT_READY:
+        shown += f" and {len(lagging) - SHOWN_NOT_READY} more"
+    ready = counts.pop("READY")
+    parts = [f"{name}: {n}" for name, n in counts.items() if n]
+    if ready:
+        parts.append(f"ready: {ready}")
+    summary = ", ".join(parts)
+    # A lab whose build ended well but whose hosts are not all up is "built", not READY.
+    said = "built" if status == st.READY else status
+    return (
+        f"{dataplane} topology {said}, {len(lagging)} of {len(names)} vhosts not ready ({shown}); {summary}"
+    )
 
 
 def _count(states: Iterable[VhostRuntime]) -> dict[str, int]:

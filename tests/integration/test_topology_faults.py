@@ -153,7 +153,13 @@ async def test_host_faults_crash_and_freeze_agents_and_bring_them_back(stub: Stu
         assert list(reply.hosts) == [crash, freeze]
         assert process_state(pids[1]) in ("", "Z") and process_state(pids[2]) == "T"
         for _ in range(3):  # held down across the supervisor's 1 s restart delay
-            after = {n.name: n for n in (await stub.TopologyHandler(info)).compute_nodes}
+            said = await stub.TopologyHandler(info)
+            after = {n.name: n for n in said.compute_nodes}
+            # INFO's message never says READY while a host is not; it names those that are not.
+            assert "READY" not in said.return_message, said.return_message
+            assert "2 of 3 vhosts not ready (vhost-1 ERROR, vhost-2 " in said.return_message, (
+                said.return_message
+            )
             assert after["vhost-0"].status == common_pb2.READY
             assert after["vhost-1"].status == common_pb2.ERROR
             assert "crashed by a host fault" in after["vhost-1"].status_detail
