@@ -192,7 +192,6 @@ def _vpc(
     if cidr.prefixlen > MAX_SUBNET_PREFIX:
         raise InvalidArgument(f"{field}.vpc_cidr", f"{cidr} is too small for a subnet (at most /30)")
     vpc_id = ids.claim("vpc", vpc.vpc_id, f"{field}.vpc_id")
-    subnets: list[SubnetSpec] = []
     networks: list[ipaddress.IPv4Network] = []
     for j, subnet in enumerate(vpc.subnets):
         sfield = f"{field}.subnets[{j}]"
@@ -205,15 +204,16 @@ def _vpc(
                 f"{network}: the prefix length must be between /{MIN_SUBNET_PREFIX} and /{MAX_SUBNET_PREFIX}",
             )
         networks.append(network)
-        subnets.append(
-            SubnetSpec(
-                id=ids.claim("subnet", subnet.subnet_id, f"{sfield}.subnet_id"),
-                cidr=str(network),
-                gateway=_gateway(f"{sfield}.subnet_gw", subnet.subnet_gw, network),
-                number_vms=subnet.number_vms,
-            )
-        )
     _no_overlap(field, networks)
+    subnets = [
+        SubnetSpec(
+            id=ids.claim("subnet", subnet.subnet_id, f"{field}.subnets[{j}].subnet_id"),
+            cidr=str(network),
+            gateway=_gateway(f"{field}.subnets[{j}].subnet_gw", subnet.subnet_gw, network),
+            number_vms=subnet.number_vms,
+        )
+        for j, (subnet, network) in enumerate(zip(vpc.subnets, networks, strict=True))
+    ]
     return VpcSpec(
         id=vpc_id,
         tenant_id=vpc.tenant_id.strip() or tenant.strip(),
