@@ -69,7 +69,9 @@ class ServiceStack:
         return self.built[name].registry
 
     async def topology(self, **settings: Any) -> TopologyManager:
-        """The topology service on the local backend, agents under the test's run directory."""
+        """The topology service on the local backend, agents under the test's run directory (and deleted
+        labs' logs too, not in the user's state directory)."""
+        settings = {"lab_log_dir": self.run_dir / "lab-logs", **settings}
         built = await topology_app.build(
             TopologySettings(**LOCAL, redis_url=self.redis_url, run_dir=self.run_dir, **settings)
         )

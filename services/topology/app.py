@@ -13,6 +13,7 @@ from merak.v1 import topology_pb2
 from services.topology.backends import BackendRegistry
 from services.topology.backends.kubernetes import ImageLookup, KubernetesBackend, KubernetesOptions, Resources
 from services.topology.backends.local import LocalBackend
+from services.topology.backends.local.lablogs import LabLogs
 from services.topology.config import TopologySettings
 from services.topology.manager import TopologyManager
 from services.topology.metrics import TopologyMetrics
@@ -36,6 +37,7 @@ def build_backends(
             host=HostTuner(),
             stack_run_dir=settings.state_dir / "run",
             metrics=metrics,
+            lab_logs=LabLogs(settings.lab_logs_dir(), settings.lab_logs_kept),
         ),
     )
     registry.register(

@@ -18,6 +18,11 @@ class TopologySettings(ServiceSettings):
     default_backend: str = "local"
     # Where the local backend keeps agent sockets, pid files and logs (default: <state_dir>/run/topologies).
     run_dir: Path | None = None
+    # Where a deleted lab's agent and OVN chassis logs are kept, a directory per lab named
+    # <UTC time>-<short id> (default: <state_dir>/logs/labs, beside the local stack's own logs).
+    lab_log_dir: Path | None = None
+    # How many deleted labs' logs are kept there (the oldest go first); 0: a lab's logs go with it.
+    lab_logs_kept: int = Field(default=20, ge=0)
     # Up to this many vhosts, each vhost gets its own agent inside its namespace; beyond, agents serve groups.
     max_agents: int = 16
     # With dataplane: fake, one agent process per this many vhosts.
@@ -62,3 +67,7 @@ class TopologySettings(ServiceSettings):
     def topology_run_dir(self) -> Path:
         """The local backend's run directory."""
         return self.run_dir or self.state_dir / "run" / "topologies"
+
+    def lab_logs_dir(self) -> Path:
+        """Where deleted labs' logs are kept."""
+        return self.lab_log_dir or self.state_dir / "logs" / "labs"

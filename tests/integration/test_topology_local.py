@@ -44,7 +44,9 @@ class Lab:
 
 
 def _local(redis_url: str, **settings: Any) -> TopologySettings:
-    """A topology service on 127.0.0.1:0 over the test's Redis."""
+    """A topology service on 127.0.0.1:0 over the test's Redis; deleted labs' logs under its run directory."""
+    if "run_dir" in settings:
+        settings.setdefault("lab_log_dir", settings["run_dir"] / "lab-logs")
     return TopologySettings(host="127.0.0.1", grpc_port=0, redis_url=redis_url, **settings)
 
 

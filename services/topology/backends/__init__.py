@@ -48,6 +48,7 @@ class DestroyReport:
 
     namespaces: int = 0
     processes: int = 0
+    logs: str = ""  # where the lab's logs were kept ("" when they went with it)
 
 
 class TopologyBackend(abc.ABC):

@@ -33,6 +33,7 @@ from services.topology.backends.local.agents import (
 )
 from services.topology.backends.local.host import LocalHost
 from services.topology.backends.local.kernel import Kernel
+from services.topology.backends.local.lablogs import LabLogs
 from services.topology.backends.local.processes import ProcessFaults, ProcessSampler
 from services.topology.diff import TopologyDiff
 from services.topology.metrics import TopologyMetrics
@@ -59,8 +60,11 @@ class LocalBackend(TopologyBackend):
         host: HostTuner | None = None,
         stack_run_dir: Path | None = None,
         metrics: TopologyMetrics | None = None,
+        lab_logs: LabLogs | None = None,
     ) -> None:
         self.run_root = run_root
+        # Where a deleted lab's agent and chassis logs are kept (None: they go with its run directory).
+        self.lab_logs = lab_logs
         # The stack's pid files (its OVN central's among them), for faults on those processes.
         self.processes = ProcessFaults(stack_run_dir or run_root.parent)
         self.sampler = ProcessSampler(stack_run_dir or run_root.parent, metrics)
@@ -249,18 +253,52 @@ class LocalBackend(TopologyBackend):
     # --- destroy -----------------------------------------------------------------------------
 
     async def destroy(self, spec: TopologySpec) -> DestroyReport:
-        """Stop the topology's agents, delete every namespace with its prefix, remove its run directory."""
+        """Stop the topology's agents, delete every namespace with its prefix, keep the lab's logs
+        (lablogs.py), remove its run directory."""
         run_dir = self.run_dir(spec.short_id)
         self.processes.forget(spec.topology_id)
         self.sampler.forget(spec.topology_id)
+        kept = await self._begin_keeping_logs(spec, run_dir)
         stopped = await self.agents.stop_all(run_dir)
         # OVN chassis of agents that could not stop them (killed by a host fault, say).
         stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)
         namespaces = self.kernel.remove_topology(spec.short_id)
+        logs = await self._finish_keeping_logs(spec, run_dir, kept)
         if run_dir.exists():
             shutil.rmtree(run_dir, ignore_errors=True)
-        log.info("topology_destroyed", topology_id=spec.topology_id, namespaces=namespaces, agents=stopped)
-        return DestroyReport(namespaces=namespaces, processes=stopped)
+        log.info(
+            "topology_destroyed",
+            topology_id=spec.topology_id,
+            namespaces=namespaces,
+            agents=stopped,
+            logs=logs,
+        )
+        return DestroyReport(namespaces=namespaces, processes=stopped, logs=logs)
+
+    async def _begin_keeping_logs(self, spec: TopologySpec, run_dir: Path) -> Path | None:
+        """The lab's log directory, its chassis' logs held (before their agents remove them). A failure
+        to keep logs never fails the teardown: it is logged."""
+        if self.lab_logs is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.lab_logs.begin, spec.short_id, run_dir)
+        except OSError as exc:
+            log.warning("lab_logs_not_kept", topology_id=spec.topology_id, error=str(exc))
+            return None
+
+    async def _finish_keeping_logs(self, spec: TopologySpec, run_dir: Path, kept: Path | None) -> str:
+        """The agents' logs moved in, older labs' rotated out; where the logs are ("" if nowhere)."""
+        if self.lab_logs is None or kept is None:
+            return ""
+        try:
+            files = await asyncio.to_thread(self.lab_logs.finish, kept, run_dir)
+        except OSError as exc:
+            log.warning("lab_logs_not_kept", topology_id=spec.topology_id, error=str(exc))
+            return ""
+        if not files:
+            return ""
+        log.info("lab_logs_kept", topology_id=spec.topology_id, path=str(kept), files=files)
+        return str(kept)
 
     async def close(self) -> None:
         """Stop the worker threads, release the host tuner."""
