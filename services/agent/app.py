@@ -61,6 +61,7 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             vhosts,
             alcor=alcor,
             workers=settings.workers,
+            max_pings=settings.max_pings_in_flight,
             host=host,
             planes=planes,
             metrics=metrics,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from merak.config import GRPC_PORTS, METRICS_PORTS, ServiceSettings
+from services.agent.pings import MAX_PINGS_IN_FLIGHT
 
 
 class AgentSettings(ServiceSettings):
@@ -21,6 +24,10 @@ class AgentSettings(ServiceSettings):
     alcor_url: str = ""
     # Threads doing kernel work (each enters the namespace it works on).
     workers: int = 4
+    # Ping and TestHandler requests served at once, each on a thread of the pings' own (not one of the
+    # `workers`: pings waiting for silent destinations never hold up VM work); one more is refused with
+    # RESOURCE_EXHAUSTED. Keep it above the scenario service's test_concurrency (32).
+    max_pings_in_flight: int = Field(default=MAX_PINGS_IN_FLIGHT, ge=1)
     # Where the vhosts' OVN chassis keep their databases, sockets, pid files and logs (a directory per
     # vhost index). Default: `ovn/` beside the vhosts file.
     chassis_dir: Path | None = None

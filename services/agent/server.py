@@ -18,7 +18,7 @@ from services.agent.alcor import AlcorPorts
 from services.agent.metrics import AgentMetrics
 from services.agent.overlay import OverlayOperations
 from services.agent.ovn import ChassisSet
-from services.agent.pings import PingOperations
+from services.agent.pings import MAX_PINGS_IN_FLIGHT, PingOperations
 from services.agent.planes import PlaneRegistry, known_planes
 from services.agent.ports import PortOperations
 from services.agent.vhost_planes import VhostPlanes
@@ -42,6 +42,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         metrics: AgentMetrics | None = None,
         management_netns: int | None = None,
         chassis_dir: Path | None = None,
+        max_pings: int = MAX_PINGS_IN_FLIGHT,
     ) -> None:
         self.vhosts = vhosts
         # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
@@ -54,15 +55,16 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._chassis = ChassisSet(vhosts, root, dummy=not kind.touches_kernel)
         self._vms = VmOperations(self._planes, self.metrics, self._chassis)
         self._overlay = OverlayOperations(self._planes)
-        self._pings = PingOperations(self._planes)
+        self._pings = PingOperations(self._planes, max_pings)
         self._ports = PortOperations(
             self._planes, self._vms, self.metrics, alcor=alcor, management_netns=management_netns
         )
 
     async def close(self) -> None:
-        """Stop the vhosts' OVN chassis and the worker threads, release the host tuner, close the Alcor
+        """Stop the vhosts' OVN chassis, the ping and worker threads, release the host tuner, close the Alcor
         clients."""
         await self._chassis.close()
+        self._pings.close()
         self._planes.close()
         await self._ports.close()
 
