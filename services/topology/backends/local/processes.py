@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from merak import ovs
-from merak.errors import FailedPrecondition, Unavailable
+from merak.errors import FailedPrecondition, Unavailable, from_rpc_error
 from merak.grpcclient import ChannelPool
 from merak.logs import get_logger
 from merak.procs import pid_from_file, process_state
@@ -109,9 +109,7 @@ class ProcessFaults:
             try:  # an empty remote: the one the chassis had
                 await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(vhost=vhost), timeout=60)
             except grpc.aio.AioRpcError as exc:
-                raise Unavailable(
-                    f"{target}: restart through its agent: {exc.code().name}: {exc.details()}"
-                ) from exc
+                raise from_rpc_error(exc, f"{target}: restart through its agent", endpoint) from exc
         log.info("process_fault_healed", target=target)
 
     def forget(self, topology_id: str) -> None:
