@@ -269,6 +269,7 @@ class TopologyManager:
             return_code=common_pb2.OK,
             return_message=(
                 f"DELETE success: {report.namespaces} namespaces and {report.processes} agents removed"
+                + (f"; logs kept in {report.logs}" if report.logs else "")
             ),
         )
         for vhost in entry.topology.vhosts():

@@ -55,10 +55,12 @@ async def test_a_deleted_labs_agent_and_chassis_logs_are_kept(
             topology_pb2.InternalTopologyInfo(operation_type=common_pb2.DELETE, config=config)
         )
         assert reply.return_code == common_pb2.OK, reply.return_message
+        deleted = reply.return_message
 
     assert not run_dir.exists()
     [kept] = list(lab_logs.iterdir())
     assert kept.name.endswith(f"Z-{short_id}"), kept.name
+    assert deleted.endswith(f"; logs kept in {kept}"), deleted  # the DELETE says where
     files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
     assert files == [
         "agent-0.log",
