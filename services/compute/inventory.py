@@ -194,7 +194,9 @@ def plan(
     if kind != compute_pb2.ASSIGN:  # the size is known before any VM is placed: check it first
         requested = sum(per_host for _, per_host in subnets) * len(hosts)
         if requested > MAX_VMS:
-            raise InvalidArgument("config.vm_deploy", f"{requested} VMs is more than {MAX_VMS}")
+            raise ResourceExhausted(
+                f"config.vm_deploy: {requested:,} VMs; at most {MAX_VMS:,} per deployment"
+            )
     counts: dict[str, dict[SubnetRef, int]] = {h.name: {} for h in hosts}
     if kind == compute_pb2.ASSIGN:
         _assign(deploy, hosts, subnets, counts)
@@ -218,7 +220,7 @@ def plan(
             "config.vm_deploy.vpcs", "no VM to create: every subnet's number_vms is 0 (or no host got any)"
         )
     if total > MAX_VMS:
-        raise InvalidArgument("config.vm_deploy", f"{total} VMs is more than {MAX_VMS}")
+        raise ResourceExhausted(f"config.vm_deploy: {total:,} VMs; at most {MAX_VMS:,} per deployment")
     _check_real_capacity(hosts, counts)
     result: dict[str, list[PlannedVm]] = {}
     for host in hosts:
@@ -245,6 +247,14 @@ def _assign(
             "config.vm_deploy.deploy_method",
             f"ASSIGN needs one entry per host: {len(methods)} for {len(hosts)} hosts",
         )
+    requested = 0
+    for i, method in enumerate(methods):  # the size first: nothing loops over VMs before it is known
+        requested += method.num_of_vm
+        if requested > MAX_VMS:
+            raise ResourceExhausted(
+                f"config.vm_deploy.deploy_method[{i}].num_of_vm: {requested:,} VMs by this entry; at most "
+                f"{MAX_VMS:,} per deployment"
+            )
     by_key = {key: h for h in hosts for key in (h.name, h.datapath_ip) if key}
     refs = {key: ref for ref, _ in subnets for key in (ref.subnet_id, ref.cidr) if key}
     used: set[str] = set()
@@ -263,9 +273,12 @@ def _assign(
                 raise InvalidArgument(f"{where}.subnets[{s}]", f"unknown subnet {key!r}")
             chosen.append(refs[key])
         chosen = chosen or [ref for ref, _ in subnets]
-        for k in range(method.num_of_vm):
-            ref = chosen[k % len(chosen)]
-            counts[host.name][ref] = counts[host.name].get(ref, 0) + 1
+        # Round-robin over the chosen subnets: each gets its share, the first ones one more.
+        share, extra = divmod(method.num_of_vm, len(chosen))
+        for k, ref in enumerate(chosen):
+            n = share + (1 if k < extra else 0)
+            if n:
+                counts[host.name][ref] = counts[host.name].get(ref, 0) + n
 
 
 def _skew(

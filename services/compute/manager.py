@@ -93,7 +93,7 @@ class ComputeManager:
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self.admission.complete_from_network(config)
-        planned = inventory.plan(config, hosts)
+        planned = await asyncio.to_thread(inventory.plan, config, hosts)  # off the event loop
         if plugin.needs_network_config:
             check_capacity(config, planned)
         if await self.store.exists(config_id):
@@ -185,7 +185,7 @@ class ComputeManager:
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self.admission.complete_from_network(config)
-        planned = inventory.plan(config, hosts)
+        planned = await asyncio.to_thread(inventory.plan, config, hosts)  # off the event loop
         if (
             not repeat
             and fingerprint(stored) == fingerprint(config)

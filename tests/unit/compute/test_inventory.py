@@ -115,7 +115,7 @@ def test_a_real_vhost_takes_no_more_vms_per_vpc_than_its_bridge_has_ports() -> N
 def test_the_size_is_refused_before_any_vm_is_placed() -> None:
     # 2 x 10^7 VMs placed one by one (RANDOM) blocked the service for seconds before the refusal.
     cfg = config(compute_pb2.RANDOM, hosts=1000, per_host=20_000)
-    with pytest.raises(InvalidArgument, match="more than"):
+    with pytest.raises(ResourceExhausted, match="at most 10,000,000 per deployment"):
         plan(cfg, hosts_from_pods(cfg.pods))
 
 
@@ -155,3 +155,22 @@ def test_ovn_chassis_count_fake_hosts_too_and_are_refused_naming_the_limit() -> 
     check_machine_room(hosts, planned, MachineRoom(memory_bytes=0, namespaces=0))  # not ovn: no chassis
     with pytest.raises(ResourceExhausted, match=r"20 hosts become OVN chassis .* about 10 chassis fit"):
         check_machine_room(hosts, planned, MachineRoom(memory_bytes=need // 2, namespaces=0), chassis=True)
+
+
+def test_sizes_are_refused_before_any_loop_over_the_vms() -> None:
+    # #28: ASSIGN with num_of_vm = 10^8 looped over every VM (35.6 s on the event loop) before the refusal.
+    cfg = config(compute_pb2.ASSIGN, hosts=3)
+    for i, n in enumerate((4, 4_294_967_295, 7)):
+        cfg.vm_deploy.deploy_method.add(pod_ip=f"vhost-{i}", num_of_vm=n)
+    with pytest.raises(ResourceExhausted) as caught:
+        counts(cfg)
+    assert caught.value.message.startswith("config.vm_deploy.deploy_method[1].num_of_vm: 4,294,967,299 VMs")
+    with pytest.raises(ResourceExhausted):
+        counts(config(compute_pb2.RANDOM, hosts=1000, per_host=20_000))
+    # Round-robin over the chosen subnets, counted rather than looped: 1,001 VMs over two subnets.
+    cfg = config(compute_pb2.ASSIGN, hosts=1)
+    cfg.vm_deploy.vpcs[0].subnets.add(subnet_id="sn-2", subnet_cidr="10.2.0.0/16", subnet_gw="10.2.0.1")
+    cfg.vm_deploy.deploy_method.add(pod_ip="vhost-0", num_of_vm=1_001, subnets=["sn-1", "sn-2"])
+    planned = plan(cfg, hosts_from_pods(cfg.pods))["vhost-0"]
+    assert sum(1 for vm in planned if vm.subnet.subnet_id == "sn-1") == 501
+    assert len(planned) == 1_001
