@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
@@ -188,6 +189,15 @@ def main_for(name: str, settings_type: type[S], run: Callable[[S], Coroutine[Any
         asyncio.run(run(settings))
 
 
+def without_password(url: str) -> str:
+    """`url` with its password masked: what a log line or an error message may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 async def open_redis(url: str, *, timeout: float = 15.0) -> aioredis.Redis:
     """A Redis client that has answered PING, retrying until `timeout` (the stack may still be starting)."""
     client = connect_redis(url)
@@ -199,6 +209,6 @@ async def open_redis(url: str, *, timeout: float = 15.0) -> aioredis.Redis:
         except REDIS_ERRORS as exc:
             if time.monotonic() >= deadline:
                 await client.aclose()
-                raise Unavailable(f"redis at {url} is unreachable: {exc}") from exc
-            log.info("waiting_for_redis", url=url)
+                raise Unavailable(f"redis at {without_password(url)} is unreachable: {exc}") from exc
+            log.info("waiting_for_redis", url=without_password(url))
             await asyncio.sleep(0.25)

@@ -6,14 +6,20 @@
   with mutual TLS, the clients' ones (servers verify them).
 - `MERAK_TLS_CLIENT_AUTH=1`: servers require a client certificate signed by that CA (mTLS).
 
+The scenario service's REST API is served with the same files (HTTPS; a client certificate required
+under mTLS), and the tools that call it verify it with the same CA.
+
 Unset (the default), everything is plaintext, as Merak's services were. Unix-socket endpoints (the
 agents of the local backend) stay plaintext: only this machine's root can reach them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +78,43 @@ class TlsFiles:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
+
+    def server_ssl_context(self) -> ssl.SSLContext:
+        """The same as `server_credentials`, for an HTTPS server (the REST API)."""
+        if self.cert is None or self.key is None:
+            raise ValueError(f"a TLS server needs {ENV_CERT} and {ENV_KEY}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        _load_chain(context, self.cert, self.key)
+        if self.ca is not None:
+            context.load_verify_locations(cadata=self.ca.decode())
+        if self.client_auth:
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """The same as `channel_credentials`, for an HTTPS client: the CA (the system's without one)
+        and this process's certificate when it has one."""
+        context = ssl.create_default_context(cadata=self.ca.decode() if self.ca is not None else None)
+        if self.cert is not None and self.key is not None:
+            _load_chain(context, self.cert, self.key)
+        return context
+
+
+def _load_chain(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """`load_cert_chain` from memory: it reads only files, so an anonymous one that never reaches a disk."""
+    with _memory_file(cert + b"\n" + key) as path:
+        context.load_cert_chain(path)
+
+
+@contextlib.contextmanager
+def _memory_file(data: bytes) -> Iterator[str]:
+    fd = os.memfd_create("merak-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def _mtime(path: str) -> int:

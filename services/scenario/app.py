@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from merak.grpcclient import open_channel
 from merak.grpcserver import GrpcServer
 from merak.service import BuiltService, Teardown, open_redis, serve
+from merak.tls import TlsFiles
 from merak.v1 import compute_pb2_grpc, network_pb2_grpc, topology_pb2_grpc
 from services.scenario.clients import ServiceClients
 from services.scenario.config import ScenarioSettings
@@ -61,8 +62,12 @@ async def build(settings: ScenarioSettings) -> BuiltService[ScenarioManager]:
         built = BuiltService(name="scenario", server=server, root=manager, teardown=teardown)
         rest = None
         if settings.rest_port >= 0:
+            tls = TlsFiles.current()
             rest = RestServer(
-                create_app(entities, manager), settings.rest_host or settings.host, settings.rest_port
+                create_app(entities, manager, settings.rest_bearer_token()),
+                settings.rest_host or settings.host,
+                settings.rest_port,
+                tls.server_ssl_context() if tls is not None else None,
             )
             teardown.add(rest.stop)
             built.listeners["rest"] = rest.address

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import SecretStr
+
 from merak.config import GRPC_PORTS, METRICS_PORTS, REST_PORT, ServiceSettings
 
 
@@ -13,6 +17,10 @@ class ScenarioSettings(ServiceSettings):
     # Merak's REST API; a negative port turns it off. Its host defaults to the gRPC host.
     rest_port: int = REST_PORT
     rest_host: str = ""
+    # A bearer token the REST API (and its docs page) asks of every request: MERAK_REST_TOKEN, or the
+    # first line of the file MERAK_REST_TOKEN_FILE names (a mounted Secret). Unset: no token asked.
+    rest_token: SecretStr = SecretStr("")
+    rest_token_file: Path | None = None
     topology_address: str = f"localhost:{GRPC_PORTS['topology']}"
     network_address: str = f"localhost:{GRPC_PORTS['network']}"
     compute_address: str = f"localhost:{GRPC_PORTS['compute']}"
@@ -29,3 +37,17 @@ class ScenarioSettings(ServiceSettings):
     test_concurrency: int = 32
     test_listed_failures: int = 20
     test_max_pairs: int = 1_000_000
+
+    def rest_bearer_token(self) -> str:
+        """The token the REST API asks for ("" when none), read once at start; a token file that is
+        missing or empty stops the start, as a missing TLS file does."""
+        given = self.rest_token.get_secret_value()
+        if self.rest_token_file is None:
+            return given
+        if given:
+            raise ValueError("MERAK_REST_TOKEN and MERAK_REST_TOKEN_FILE: set one of them")
+        lines = self.rest_token_file.read_text().splitlines()
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ValueError(f"MERAK_REST_TOKEN_FILE {self.rest_token_file} holds no token")
+        return token

@@ -9,7 +9,7 @@ import grpc
 
 from merak.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, MerakError, ServiceError
 from merak.logs import get_logger
-from merak.v1 import common_pb2, compute_pb2, scenario_pb2
+from merak.v1 import common_pb2, compute_pb2, scenario_pb2, topology_pb2
 from services.scenario import states, translate
 from services.scenario.actions import Configs, ScenarioActions
 from services.scenario.config import ScenarioSettings
@@ -18,6 +18,9 @@ from services.scenario.models import COMPUTE, SCENARIO, TOPOLOGY, Service
 from services.scenario.tracker import StatusTracker
 
 log = get_logger(__name__)
+
+# How long a teardown waits for the lab's faults to be healed before it goes on regardless.
+CLEAR_FAULTS_SECONDS = 60.0
 
 
 class ScenarioTeardown:
@@ -50,6 +53,12 @@ class ScenarioTeardown:
                     f"scenario {scenario_id!r} is deployed ({states.describe_statuses(scenario)}); DELETE "
                     f"{', '.join(s.label for s in deployed)} first, or delete it with teardown"
                 )
+            if (
+                deployed
+                and scenario.topology_id
+                and states.status_of(scenario, TOPOLOGY) != scenario_pb2.NONE
+            ):
+                await self._clear_lab_faults(scenario)
             for service in deployed:
                 # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
                 scenario = await self.teardown(scenario, service)
@@ -63,6 +72,24 @@ class ScenarioTeardown:
             await self.store.delete(SCENARIO, scenario_id, still_deployed)
             await self.fault_runs.forget(scenario_id)
         log.info("scenario_deleted", scenario_id=scenario_id, teardown=teardown)
+
+    async def _clear_lab_faults(self, scenario: scenario_pb2.Scenario) -> None:
+        """A teardown starts from a healthy lab: the fault schedule stops and every fault the lab holds
+        (scheduled, or set on the lab by hand) is healed — a crashed host's agent started again, a frozen
+        one thawed — so that every agent can remove its VMs. Bounded (CLEAR_FAULTS_SECONDS): a lab that
+        cannot be healed is torn down all the same, its topology's DELETE removing what is left."""
+        await self.fault_runs.stop(scenario.id, heal=False)
+        request = topology_pb2.ClearFaultsRequest(topology_id=scenario.topology_id)
+        try:
+            async with asyncio.timeout(CLEAR_FAULTS_SECONDS):
+                await self.clients.topology_faults("ClearFaults", request)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                log.warning("teardown_faults_not_cleared", scenario_id=scenario.id, error=exc.message[:300])
+        except TimeoutError:
+            log.warning(
+                "teardown_faults_not_cleared", scenario_id=scenario.id, error=f"{CLEAR_FAULTS_SECONDS}s"
+            )
 
     async def teardown(self, scenario: scenario_pb2.Scenario, service: Service) -> scenario_pb2.Scenario:
         """DELETE one service of a scenario this process owns; compute's VMs must be gone when it returns."""

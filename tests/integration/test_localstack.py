@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from merak import netns, ovs
@@ -111,6 +113,28 @@ def _ovn_processes(settings: StackSettings) -> list[str]:
     return subprocess.run(pgrep, capture_output=True, text=True, check=False).stdout.splitlines()
 
 
+def _check_redis_password(settings: StackSettings, pids: dict[str, int | None]) -> None:
+    """The stack's Redis asks for the password kept in the state directory (mode 0600), which no process
+    shows on its command line; the services, which started and answer, were given it in their environment."""
+    password = settings.redis_password
+    assert len(password) == 64
+    for secret in (settings.redis_password_file, settings.state_dir / "redis" / "redis.conf"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    with socket.create_connection(("127.0.0.1", settings.redis_port), timeout=5) as anonymous:
+        anonymous.sendall(b"SET merak:intruder 1\r\n")
+        assert anonymous.recv(256).startswith(b"-NOAUTH Authentication required")
+    wrong = redis.Redis(host="127.0.0.1", port=settings.redis_port, password="guess")
+    with pytest.raises(redis.AuthenticationError):
+        wrong.ping()
+    wrong.close()
+    with redis.Redis.from_url(settings.redis_url) as client:
+        assert client.ping() and client.exists("merak:intruder") == 0
+    for pid in pids.values():
+        assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    environ = Path(f"/proc/{pids['scenario']}/environ").read_bytes().split(b"\0")
+    assert f"MERAK_REDIS_URL={settings.redis_url}".encode() in environ
+
+
 def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> None:
     ovn = [] if stack.ovn_off else list(OVN_COMPONENTS)
     states = stack.up()
@@ -126,6 +150,7 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
         assert any(n.endswith(f"{name}.Merak{name.capitalize()}Service") for n in names), names
     assert (settings.state_dir / "redis" / "appendonlydir").exists()  # AOF on, in the state directory
     assert (settings.state_dir / "temporal" / "temporal.db").exists()
+    _check_redis_password(settings, pids)
     if ovn:
         _check_ovn_central(settings, pids)
 
@@ -222,6 +247,42 @@ def test_up_twice_status_down(stack: LocalStack, settings: StackSettings) -> Non
         assert "stack-sw" in _ctl("ovn-nbctl", central.remote("nb"), "ls-list")
         assert stack.down() == ["ovn-nb"]
         assert _ovn_processes(settings) == []
+
+
+def test_a_redis_without_a_password_is_started_again_with_one(
+    stack: LocalStack, settings: StackSettings
+) -> None:
+    """A Redis an earlier Merak started (no password) is restarted by `up` with one; its data stays."""
+    data = settings.state_dir / "redis"
+    data.mkdir(parents=True, exist_ok=True)  # the stack made its password there already
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    earlier = subprocess.Popen(
+        [binary, "--port", str(settings.redis_port), "--bind", "127.0.0.1", "--dir", str(data),
+         "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    redis_component = next(c for c in stack.components if c.name == "redis")
+    stack.pid_file(redis_component).write_text(f"{earlier.pid}\n")
+    try:
+        with redis.Redis(host="127.0.0.1", port=settings.redis_port) as open_redis:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    open_redis.set("merak:kept", "1")
+                    break
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline, "the password-less redis-server did not start"
+                    time.sleep(0.05)
+        states = {s.component.name: s for s in stack.up()}
+        assert earlier.wait(timeout=30) == 0  # stopped by SIGTERM (a clean exit)
+        assert states["redis"].healthy and states["redis"].pid != earlier.pid
+        with redis.Redis.from_url(settings.redis_url, decode_responses=True) as client:
+            assert client.get("merak:kept") == "1"
+    finally:
+        if earlier.poll() is None:
+            earlier.kill()
+            earlier.wait()
 
 
 def test_port_taken_says_which_and_starts_nothing(stack: LocalStack, settings: StackSettings) -> None:

@@ -1,13 +1,15 @@
-"""Optional TLS and mutual TLS on the gRPC servers and clients (merak.tls), with certificates a
-throwaway CA made by openssl for this test."""
+"""Optional TLS and mutual TLS on the gRPC servers and clients (merak.tls) and on the REST API, with
+certificates a throwaway CA made by openssl for this test."""
 
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
@@ -15,10 +17,15 @@ from prometheus_client import CollectorRegistry
 from merak.grpcclient import health_serving, open_channel
 from merak.grpcserver import GrpcServer
 from merak.tls import ENV_CA, ENV_CERT, ENV_CLIENT_AUTH, ENV_KEY, TlsFiles
+from merak_tools.teste2e.rest import rest_client
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
+from services.scenario import app as scenario_app
+from services.scenario.config import ScenarioSettings
+from tests.support.plugin import ServeBuilt
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+NOWHERE = "127.0.0.1:1"
 
 
 def _openssl(*args: str) -> None:
@@ -115,3 +122,55 @@ def test_settings_are_checked_at_start(tmp_path: Path) -> None:
         )
     with pytest.raises(FileNotFoundError):
         TlsFiles.from_env({ENV_CA: str(tmp_path / "missing.pem")})
+
+
+async def _serve_rest(serve_built: ServeBuilt, redis_url: str) -> str:
+    """The scenario service alone, its REST API on the TLS files of the environment: its https URL."""
+    built = await scenario_app.build(
+        ScenarioSettings(
+            host="127.0.0.1", grpc_port=0, rest_port=0, redis_url=redis_url, call_timeout=2,
+            topology_address=NOWHERE, network_address=NOWHERE, compute_address=NOWHERE,
+        )
+    )  # fmt: skip
+    await serve_built(built)
+    return f"https://localhost:{built.listeners['rest'].rsplit(':', 1)[1]}"
+
+
+async def _get(url: str, verify: ssl.SSLContext | bool) -> int:
+    async with httpx.AsyncClient(verify=verify, timeout=5) as client:
+        return (await client.get(url + "/api/topologies")).status_code
+
+
+async def test_rest_api_over_tls(
+    monkeypatch: pytest.MonkeyPatch, pki: Path, serve_built: ServeBuilt, redis_url: str
+) -> None:
+    _use(monkeypatch, pki, "server")
+    url = await _serve_rest(serve_built, redis_url)
+    assert await _get(url, ssl.create_default_context(cafile=pki / "ca.pem")) == 200
+    async with rest_client(url, 5) as client:  # the tools' client verifies it with MERAK_TLS_CA
+        assert (await client.get("/api")).status_code == 200
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        await _get(url, True)  # a client that does not trust the CA
+    with pytest.raises(httpx.TransportError):
+        await _get(url.replace("https://", "http://"), False)  # plaintext HTTP gets no answer
+
+
+async def test_rest_api_over_mutual_tls_refuses_a_client_without_a_certificate(
+    monkeypatch: pytest.MonkeyPatch, pki: Path, serve_built: ServeBuilt, redis_url: str, tmp_path: Path
+) -> None:
+    _use(monkeypatch, pki, "server", client_auth=True)
+    url = await _serve_rest(serve_built, redis_url)
+    with pytest.raises(httpx.TransportError):
+        await _get(url, ssl.create_default_context(cafile=pki / "ca.pem"))
+    # A certificate the CA did not sign (self-signed).
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(tmp_path / "stranger.key"), "-out", str(tmp_path / "stranger.pem"), "-days", "1",
+             "-subj", "/CN=merak-stranger")  # fmt: skip
+    stranger = ssl.create_default_context(cafile=pki / "ca.pem")
+    stranger.load_cert_chain(tmp_path / "stranger.pem", tmp_path / "stranger.key")
+    with pytest.raises(httpx.TransportError):
+        await _get(url, stranger)
+    _use(monkeypatch, pki, "client")
+    tls = TlsFiles.current()
+    assert tls is not None
+    assert await _get(url, tls.client_ssl_context()) == 200

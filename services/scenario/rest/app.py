@@ -38,7 +38,7 @@ from services.scenario.models import (
     TOPOLOGY_CONFIG,
     Kind,
 )
-from services.scenario.rest import docs, models
+from services.scenario.rest import auth, docs, models
 
 log = get_logger(__name__)
 
@@ -144,8 +144,8 @@ def failure(exc: MerakError, not_found: str) -> JSONResponse:
     return envelope(FAILED, exc.message, code=http_code(exc))
 
 
-def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
-    """The REST API over the scenario service's managers."""
+def create_app(entities: EntityManager, manager: ScenarioManager, token: str = "") -> FastAPI:
+    """The REST API over the scenario service's managers; with a `token`, only for who presents it."""
     app = FastAPI(
         title="Merak scenario manager",
         description="Merak's REST API (scenarios, configs, actions), served by the scenario service.",
@@ -156,6 +156,9 @@ def create_app(entities: EntityManager, manager: ScenarioManager) -> FastAPI:
     )
     docs.mount_docs(app, "/openapi.json")
     metrics = manager.metrics
+    if token:
+        # Added first, so that it runs inside `observe`: refused requests are logged and counted too.
+        auth.require_token(app, token)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:

@@ -1,10 +1,12 @@
-"""Serving the REST app with uvicorn inside the scenario service's event loop."""
+"""Serving the REST app with uvicorn inside the scenario service's event loop, over HTTPS when the
+process has TLS files (merak.tls)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -22,7 +24,7 @@ class _Server(uvicorn.Server):
 class RestServer:
     """An HTTP listener bound at construction (a taken port fails the service's start-up at once)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,7 +36,15 @@ class RestServer:
         self._socket.listen(128)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            ssl_context_factory=None if tls is None else lambda _config, _default: tls,
+        )
+        self.scheme = "http" if tls is None else "https"
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -18,7 +18,7 @@ from merak_tools.localstack import StackSettings
 def labs_endpoints(settings: StackSettings, args: argparse.Namespace) -> Endpoints:
     """The stack's services (the local stack's ports, MERAK_PORT_OFFSET included) unless flags say others."""
     local = {name: settings.grpc_address(name) for name in ("scenario", "topology", "compute")}
-    rest = "" if args.scenario_address else f"http://localhost:{settings.rest_port}/api"
+    rest = "" if args.scenario_address else f"{settings.rest_url}/api"
     return Endpoints(
         scenario=args.scenario_address or local["scenario"],
         topology=args.topology_address or local["topology"],

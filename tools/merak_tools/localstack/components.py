@@ -49,12 +49,19 @@ class Component:
     prepare: Callable[[], None] | None = None
 
 
-def redis_healthy(port: int) -> bool:
-    """True when Redis answers PING on `port`."""
+def redis_healthy(port: int, password: str = "") -> bool:
+    """True when Redis answers PING on `port` (after AUTH with `password`, when one is given)."""
+    request = (f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            replies = b""
+            while replies.count(b"\r\n") < request.count(b"\r\n"):
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                replies += chunk
+            return replies.splitlines()[-1] == b"+PONG" and not replies.startswith(b"-")
     except OSError:
         return False
 
@@ -130,35 +137,51 @@ def _service_health(address: str) -> Callable[[], bool]:
     return lambda: health_serving_blocking(address)
 
 
+def redis_config_file(settings: StackSettings) -> Path:
+    """The configuration the stack's redis-server reads (mode 0600: it holds the password)."""
+    return settings.state_dir / "redis" / "redis.conf"
+
+
+def redis_config(settings: StackSettings) -> str:
+    """The stack's redis.conf: its port and files, and a password (`requirepass`) in a file rather than
+    on the command line, where `ps` would show it to every local user."""
+    directory = str((settings.state_dir / "redis").absolute()).replace("\\", "\\\\").replace('"', '\\"')
+    return "\n".join(
+        (
+            f"port {settings.redis_port}",
+            "bind 127.0.0.1",
+            f'dir "{directory}"',
+            "appendonly yes",
+            'save ""',
+            # Safe by default: a password, protected mode, and no runtime reconfiguration (CONFIG SET
+            # could make Redis write files where it likes); the stack's processes need neither.
+            f"requirepass {settings.redis_password}",
+            "protected-mode yes",
+            'rename-command CONFIG ""',
+            "daemonize no",
+            "",
+        )
+    )
+
+
+def _write_redis_config(settings: StackSettings) -> None:
+    path = redis_config_file(settings)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as config:
+        os.fchmod(fd, 0o600)  # a file left by an earlier stack keeps its mode through O_CREAT
+        config.write(redis_config(settings))
+
+
 def _redis(settings: StackSettings) -> Component:
     redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
     return Component(
         name="redis",
-        argv=(
-            redis_server,
-            "--port",
-            str(settings.redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(settings.state_dir / "redis"),
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            # Safe by default: protected, and no runtime reconfiguration (CONFIG SET could make Redis
-            # write files where it likes); the stack's processes need neither.
-            "--protected-mode",
-            "yes",
-            "--rename-command",
-            "CONFIG",
-            "",
-            "--daemonize",
-            "no",
-        ),
+        argv=(redis_server, str(redis_config_file(settings).absolute())),
         ports={"redis": settings.redis_port},
-        health=lambda: redis_healthy(settings.redis_port),
+        health=lambda: redis_healthy(settings.redis_port, settings.redis_password),
         marker="redis-server",
+        prepare=partial(_write_redis_config, settings),
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from merak.config import (
     CommonSettings,
 )
 from merak.ovs import NB_PORT, SB_PORT, Central
+from merak.tls import ENV_CERT
 from merak_tools.doctor import Plan
 
 # Start order; `down` stops in reverse.
@@ -74,6 +77,12 @@ class StackSettings(CommonSettings):
         """Merak's REST API (the scenario service)."""
         return REST_PORT + self.port_offset
 
+    @property
+    def rest_url(self) -> str:
+        """Merak's REST API on this machine: HTTPS when the stack runs on TLS (MERAK_TLS_CERT is set)."""
+        scheme = "https" if os.environ.get(ENV_CERT) else "http"
+        return f"{scheme}://localhost:{self.rest_port}"
+
     def metrics_port(self, service: str) -> int:
         """The metrics port of `service` (or a compute worker: "compute-worker", "compute-worker-2", …)."""
         if service.startswith("compute-worker-"):  # the n-th worker: ports after the first's
@@ -101,14 +110,51 @@ class StackSettings(CommonSettings):
         return self.state_dir / "logs"
 
     @property
-    def redis_url(self) -> str:
-        """The stack's Redis."""
+    def redis_password_file(self) -> Path:
+        """The stack's Redis password (mode 0600): whoever can read it can rewrite every service's state."""
+        return self.state_dir / "redis" / "password"
+
+    @property
+    def redis_password(self) -> str:
+        """The stack's Redis password, made (random) the first time it is asked for and kept."""
+        return read_or_make_secret(self.redis_password_file)
+
+    @property
+    def redis_address(self) -> str:
+        """The stack's Redis, without its password (what may be shown)."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_url(self) -> str:
+        """The stack's Redis with its password: what the services and the tools connect to. Passed in
+        environments and never on a command line (any local user can read those in `ps`)."""
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def temporal_address(self) -> str:
         """The Temporal frontend."""
         return f"127.0.0.1:{self.temporal_port}"
+
+
+def read_or_make_secret(path: Path) -> str:
+    """The secret kept in `path`, made first when there is none: 64 hex digits, the file mode 0600 in a
+    directory of mode 0700, written whole before it appears (two processes asking at once agree)."""
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(draft, path)  # fails when another process made it first: then theirs is the secret
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
 
 
 def port_in_use(port: int) -> bool:
@@ -142,14 +188,14 @@ def endpoints(settings: StackSettings, *, ovn: bool = False) -> Sequence[tuple[s
         for name in ("scenario", "compute", "topology", "network", "agent")
     ]
     rows += [
-        ("scenario REST", f"http://localhost:{settings.rest_port}/api (OpenAPI docs: /swagger/)"),
+        ("scenario REST", f"{settings.rest_url}/api (OpenAPI docs: /swagger/)"),
         *(
             (name.replace("-", " "), f"metrics :{settings.metrics_port(name)}/metrics")
             for name in settings.worker_names
         ),
         ("temporal", f"localhost:{settings.temporal_port}, namespace {TEMPORAL_NAMESPACE}"),
         ("temporal ui", f"http://localhost:{settings.temporal_ui_port}"),
-        ("redis", settings.redis_url),
+        ("redis", f"{settings.redis_address} (password in {settings.redis_password_file})"),
     ]
     if ovn:
         central = Central(settings.ovn_dir)

@@ -20,7 +20,7 @@ from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
 from merak.v1 import common_pb2, topology_pb2, topology_pb2_grpc
 from merak_tools.doctor import failures, run_checks
-from merak_tools.localstack.components import Component, components, ovn_off_reason
+from merak_tools.localstack.components import Component, components, ovn_off_reason, redis_healthy
 from merak_tools.localstack.settings import StackSettings, port_in_use
 
 
@@ -147,6 +147,17 @@ class LocalStack:
         for component in reversed(ours):
             self._stop(component)
 
+    def _restart_redis_without_password(self) -> None:
+        """A Redis started by an earlier Merak, which asks for no password, goes, with the services that
+        use it, to start again with the password (its data stays, in the append-only file)."""
+        redis = next(c for c in self.components if c.name == "redis")
+        if self.running_pid(redis) is None or not redis_healthy(self.settings.redis_port):
+            return
+        self.out("the running Redis asks for no password: restarting it with one, and the services")
+        for component in reversed(self.components):
+            if (component is redis or component.argv[0] == sys.executable) and self.running_pid(component):
+                self._stop(component)
+
     def up(self) -> list[ComponentState]:
         """Check the machine, start what is not running (and the services again if the code changed
         under them), wait until everything is healthy; harmless when already up."""
@@ -162,6 +173,7 @@ class LocalStack:
             directory.mkdir(parents=True, exist_ok=True)
         code = code_fingerprint()
         self._restart_if_other_code(code)
+        self._restart_redis_without_password()
         to_start = [c for c in self.components if self.running_pid(c) is None]
         taken = [
             f"port {port} ({c.name} {what})"

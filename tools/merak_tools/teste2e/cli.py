@@ -50,7 +50,10 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="seconds per phase")
     parser.add_argument("--name", default="", help="name tag of the configs")
     parser.add_argument(
-        "--rest", default="", help="Merak's REST API (e.g. http://localhost:3000): drive the run over it"
+        "--rest",
+        default="",
+        help="Merak's REST API (e.g. http://localhost:3000): drive the run over it; its token, if it asks "
+        "for one, from MERAK_REST_TOKEN or MERAK_REST_TOKEN_FILE; https:// verifies it with MERAK_TLS_CA",
     )
     parser.add_argument(
         "--html", type=Path, default=None, help="write the report as one HTML page with plots"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 from google.protobuf import json_format
 
+from merak.tls import TlsFiles
 from merak_tools.teste2e.flow import Runner
 from merak_tools.teste2e.options import Options
 from merak_tools.teste2e.report import E2EError, Report, console
@@ -23,13 +26,39 @@ REST_PATHS = {
 }
 
 
+# The REST API's bearer token, as the scenario service is given it: the token, or a file holding it.
+ENV_TOKEN, ENV_TOKEN_FILE = "MERAK_REST_TOKEN", "MERAK_REST_TOKEN_FILE"
+
+
+def rest_token(environ: dict[str, str] | None = None) -> str:
+    """The token to present ("" when neither variable is set)."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_TOKEN_FILE):
+        lines = Path(env[ENV_TOKEN_FILE]).read_text().splitlines()
+        return lines[0].strip() if lines else ""
+    return env.get(ENV_TOKEN, "")
+
+
+def rest_client(base_url: str, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client of the REST API: with the token when one is set, and over HTTPS verifying the
+    server with the process's TLS files (MERAK_TLS_CA, and its certificate under mTLS)."""
+    token = rest_token()
+    tls = TlsFiles.current()
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {token}"} if token else None,
+        verify=tls.client_ssl_context() if tls is not None else True,
+    )
+
+
 class RestRunner(Runner):
     """The same run over Merak's REST API, polled as Merak's teste2e polled it; the ping test and the
     teardown check still use the gRPC API (the same store answers both)."""
 
     def __init__(self, opts: Options, channel: grpc.aio.Channel) -> None:
         super().__init__(opts, channel)
-        self.http = httpx.AsyncClient(base_url=opts.rest.rstrip("/"), timeout=opts.timeout)
+        self.http = rest_client(opts.rest, opts.timeout)
 
     async def run(self) -> Report:
         """Create, deploy, test, tear down; then close the HTTP client."""

@@ -1,0 +1,76 @@
+"""Teardown always ends (#28): a scenario whose lab has a crashed or a frozen host is deleted with
+teardown; the lab's faults are cleared first, nothing of the lab is left, and what fails is said in a
+short human message (never a repr)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from merak.v1 import common_pb2, scenario_pb2, topology_pb2, topology_pb2_grpc
+from tests.integration.scenario_lab import (
+    Stack,
+    act,
+    compute_config,
+    create_scenario,
+    leftovers,
+    topology_config,
+    watch,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenario_pb2.COMPUTE
+DEPLOY = scenario_pb2.DEPLOY
+
+
+@pytest.mark.parametrize(
+    "state", [topology_pb2.HOST_CRASHED, topology_pb2.HOST_FROZEN], ids=["crashed", "frozen"]
+)
+async def test_a_lab_with_a_faulted_host_is_torn_down(stack: Stack, state: int) -> None:
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=3, racks=1, per_rack=3),
+        compute=compute_config(nodes=3, vms_per_vpc=6),
+    )
+    sid = created.scenario.id
+    for service in (TOPOLOGY, NETWORK, COMPUTE):
+        await act(stack.stub, sid, service, DEPLOY)
+        assert (await watch(stack, sid))[-1].compute_status in (scenario_pb2.READY, scenario_pb2.NONE)
+    async with grpc.aio.insecure_channel(stack.services.addresses["topology"]) as channel:
+        topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        fault = topology_pb2.HostFault(vhost="vhost-1", state=state)  # type: ignore[arg-type]
+        await topology.SetFaults(
+            topology_pb2.SetFaultsRequest(topology_id=created.topology.id, hosts=[fault])
+        )
+    # Before #28 this ran past 300 s (frozen) or failed after 151 s leaving namespaces (crashed).
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=300)
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+
+async def test_merak_down_deletes_a_lab_with_frozen_and_crashed_hosts(stack: Stack) -> None:
+    # What `merak down` does: a TopologyHandler DELETE of every lab, here one holding host faults.
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=3, racks=1, per_rack=3),
+        compute=compute_config(nodes=3, vms_per_vpc=6),
+    )
+    await act(stack.stub, created.scenario.id, TOPOLOGY, DEPLOY)
+    assert (await watch(stack, created.scenario.id))[-1].topology_status == scenario_pb2.READY
+    async with grpc.aio.insecure_channel(stack.services.addresses["topology"]) as channel:
+        topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        faults = [
+            topology_pb2.HostFault(vhost="vhost-1", state=topology_pb2.HOST_FROZEN),
+            topology_pb2.HostFault(vhost="vhost-2", state=topology_pb2.HOST_CRASHED),
+        ]
+        await topology.SetFaults(topology_pb2.SetFaultsRequest(topology_id=created.topology.id, hosts=faults))
+        reply = await topology.TopologyHandler(
+            topology_pb2.InternalTopologyInfo(
+                operation_type=common_pb2.DELETE,
+                config=topology_pb2.InternalTopologyConfiguration(topology_id=created.topology.id),
+            ),
+            timeout=120,
+        )
+        assert reply.return_message.startswith("DELETE success: "), reply.return_message
+    left = await leftovers(stack, created.topology.id)
+    assert (left["namespaces"], left["agents"]) == ([], [])
