@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import redis
 from google.protobuf import descriptor as pd
 from google.protobuf import message_factory
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -49,6 +50,10 @@ EXPECTED = {
 }
 CALL_TIMEOUT = 20.0
 STREAM_TIMEOUT = 2.0  # a watch of something that exists streams until it ends: read one message
+# Each run draws twice: from a fixed seed (the same messages every run) and from a fresh one (new
+# messages every run; a failure prints it, and MERAK_FUZZ_SEED=<it> draws the same again).
+FIXED_SEED = 20261206
+FRESH_SEED = int(os.environ.get("MERAK_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 # 60 in CI (~10 s); MERAK_FUZZ_EXAMPLES=1000 digs deeper by hand.
 EXAMPLES_PER_METHOD = int(os.environ.get("MERAK_FUZZ_EXAMPLES", "60"))
 # Counts that build kernel objects: small, or far beyond any limit.
@@ -151,9 +156,14 @@ SHORT_KEY = b"merak:topology:short:"
 
 
 def fuzz_method(
-    target: Target, method: pd.MethodDescriptor, redis_url: str, shorts: set[str] | None = None
+    target: Target,
+    method: pd.MethodDescriptor,
+    redis_url: str,
+    shorts: set[str] | None = None,
+    drawn_from: int = FIXED_SEED,
 ) -> list[str]:
-    """Call `method` with drawn messages from this (non-event-loop) thread; the problems found."""
+    """Call `method` with messages drawn from the seed `drawn_from`, from this (non-event-loop)
+    thread; the problems found, each naming the seed."""
     request_cls = message_factory.GetMessageClass(method.input_type)
     reply_cls = message_factory.GetMessageClass(method.output_type)
     path = f"/{target.service.full_name}/{method.name}"
@@ -180,6 +190,7 @@ def fuzz_method(
             database=None,
             suppress_health_check=list(HealthCheck),
         )
+        @seed(drawn_from)
         @given(messages(method.input_type))
         def run(request: Message) -> None:
             before = _keys(client)
@@ -201,7 +212,10 @@ def fuzz_method(
                     grpc.StatusCode.CANCELLED,
                 )
                 if code not in EXPECTED and not stream_ended and len(problems) < 50:
-                    problems.append(f"{path}: {code.name} {details[:200]!r} for {str(request)[:300]!r}")
+                    problems.append(
+                        f"{path}: {code.name} {details[:200]!r} for {str(request)[:300]!r} "
+                        f"(seed {drawn_from}: MERAK_FUZZ_SEED={drawn_from})"
+                    )
                 if len(details) > 2000:
                     problems.append(f"{path}: a {len(details)}-character error message")
             if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -255,8 +269,11 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
             Target(f"127.0.0.1:{agent.port}", agent_pb2.DESCRIPTOR.services_by_name["MerakAgentService"])
         )
         problems: list[str] = []
-        for target, method in _methods(targets):
-            problems += await asyncio.to_thread(fuzz_method, target, method, redis_url, shorts)
+        for drawn_from in (FIXED_SEED, FRESH_SEED):
+            for target, method in _methods(targets):
+                problems += await asyncio.to_thread(
+                    fuzz_method, target, method, redis_url, shorts, drawn_from
+                )
         assert problems == [], "\n".join(problems)
     finally:
         await agent.stop(0)
