@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-vms", type=int, default=10)
     parser.add_argument("--latency-rps", type=float, default=200.0, help="VMs/s started in run 2")
     args = parser.parse_args(argv)
-    stack, settings = private_stack("mka", 15000)
-    state = settings.state_dir
     alcor = AlcorServer()
+    stack, settings = private_stack("mka", 15000, control_plane_allow=alcor.url.removeprefix("http://"))
+    state = settings.state_dir
     status = 0
     try:
         stack.up()

@@ -11,9 +11,13 @@ from merak.capacity import meminfo
 from merak_tools.localstack import LocalStack, StackSettings, free_port
 
 
-def private_stack(prefix: str, base_offset: int) -> tuple[LocalStack, StackSettings]:
-    """A stack (not started) in a fresh /tmp directory, its gRPC ports shifted from `base_offset`."""
+def private_stack(
+    prefix: str, base_offset: int, control_plane_allow: str = ""
+) -> tuple[LocalStack, StackSettings]:
+    """A stack (not started) in a fresh /tmp directory, its gRPC ports shifted from `base_offset`; it may
+    reach the control-plane endpoints in `control_plane_allow` besides its own (MERAK_CONTROL_PLANE_ALLOW)."""
     settings = StackSettings(
+        control_plane_allow=control_plane_allow,
         state_dir=Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")),
         port_offset=base_offset + (os.getpid() % 400) * 10,
         redis_port=free_port(),

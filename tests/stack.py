@@ -49,6 +49,9 @@ class ServiceStack:
     redis_url: str
     run_dir: Path
     temporal: Client | None = None
+    # MERAK_CONTROL_PLANE_ALLOW of the topology (and its agents), network and compute services: the
+    # Alcor stand-in's ports, for a test that runs one.
+    control_plane_allow: str = ""
     addresses: dict[str, str] = field(default_factory=dict)
     built: dict[str, BuiltService[Any]] = field(default_factory=dict)
     task_queue: str = field(default_factory=lambda: f"compute-{unique_name('')}")
@@ -64,6 +67,10 @@ class ServiceStack:
         self.addresses[service.name] = await self.serve_built(service)
         self.built[service.name] = service
 
+    def _allow(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """`settings` with the stack's control-plane allow-list unless they set their own."""
+        return {"control_plane_allow": self.control_plane_allow, **settings}
+
     def registry(self, name: str) -> CollectorRegistry:
         """The metrics of a started service."""
         return self.built[name].registry
@@ -73,7 +80,7 @@ class ServiceStack:
         labs' logs too, not in the user's state directory)."""
         settings = {"lab_log_dir": self.run_dir / "lab-logs", **settings}
         built = await topology_app.build(
-            TopologySettings(**LOCAL, redis_url=self.redis_url, run_dir=self.run_dir, **settings)
+            TopologySettings(**LOCAL, redis_url=self.redis_url, run_dir=self.run_dir, **self._allow(settings))
         )
         await self._serve(built)
         manager: TopologyManager = built.root
@@ -81,7 +88,9 @@ class ServiceStack:
 
     async def network(self, **settings: Any) -> NetworkManager:
         """The network service."""
-        built = await network_app.build(NetworkSettings(**LOCAL, redis_url=self.redis_url, **settings))
+        built = await network_app.build(
+            NetworkSettings(**LOCAL, redis_url=self.redis_url, **self._allow(settings))
+        )
         await self._serve(built)
         manager: NetworkManager = built.root
         return manager
@@ -100,7 +109,7 @@ class ServiceStack:
             "hosts_per_shard": 2,
             **settings,
         }
-        return ComputeSettings(**LOCAL, redis_url=self.redis_url, **options)
+        return ComputeSettings(**LOCAL, redis_url=self.redis_url, **self._allow(options))
 
     async def compute(self, **settings: Any) -> ComputeManager:
         """The compute service (needs the network service), without a worker: see `worker`."""

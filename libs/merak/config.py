@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from merak.controlplane import ControlPlaneAllow
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -52,6 +54,21 @@ class CommonSettings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir)
     # Seconds that in-flight RPCs get to finish after SIGTERM.
     shutdown_grace: float = 5.0
+    # The control-plane endpoints (Alcor URLs, OVN databases) a request may make a service reach:
+    # `MERAK_CONTROL_PLANE_ALLOW`, comma-separated `HOST:PORTS` / `CIDR:PORTS` / `unix:/path` entries
+    # (merak.controlplane); empty: none. The local stack adds its own OVN and the Alcor stand-in's ports.
+    control_plane_allow: str = ""
+
+    @field_validator("control_plane_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        """Refuse a list with a bad entry when the process starts, not at its first request."""
+        ControlPlaneAllow.parse(value)
+        return value
+
+    def control_plane(self) -> ControlPlaneAllow:
+        """The allowed control-plane endpoints."""
+        return ControlPlaneAllow.parse(self.control_plane_allow)
 
 
 class ServiceSettings(CommonSettings):

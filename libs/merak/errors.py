@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import grpc
@@ -133,27 +134,30 @@ def enum_name(enum: Any, value: int) -> str:
     return name
 
 
-REMOTE_WORDS = 160
+# Alcor's error code as it names it (Spring's `message` holding the exception's name, e.g.
+# "SecurityGroupRequired"): letters only, a capital first, at most this long.
+_ERROR_CODE = re.compile(r"[A-Z][A-Za-z]{1,79}")
+# How much of a remote error reply's body a log line keeps (the caller never sees any of it).
+LOGGED_BODY = 200
 
 
-def remote_words(body: bytes) -> str:
-    """What a remote service said in an error reply, fit to repeat to our caller: the `error` and
-    `message` of a JSON object (Spring's, Alcor's), each cut to 160 printable characters; any other
-    body is described, not quoted (a listener at a wrong URL may answer with anything, secrets too)."""
+def remote_error_code(body: bytes) -> str:
+    """Alcor's own error code in an error reply (its JSON `message`, when that is one CamelCase word
+    such as "SecurityGroupRequired"), else "". Nothing else of a remote reply is repeated to our
+    caller: a listener at a wrong URL may answer with anything, secrets too."""
     try:
         data = json.loads(body)
     except ValueError:
-        data = None
-    if isinstance(data, dict):
-        words = []
-        for key in ("error", "message"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                text = "".join(c if c.isprintable() else " " for c in value)[:REMOTE_WORDS]
-                words.append(text)
-        if words:
-            return ": ".join(dict.fromkeys(words))
-    return f"a {len(body)}-byte body that is not an Alcor error (not shown)" if body else "an empty body"
+        return ""
+    value = data.get("message") if isinstance(data, dict) else None
+    if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
+        return value
+    return ""
+
+
+def logged_body(body: bytes) -> str:
+    """At most LOGGED_BODY characters of a remote reply's body, for our own logs."""
+    return body[:LOGGED_BODY].decode("utf-8", "replace")
 
 
 MAX_DETAILS = 1000

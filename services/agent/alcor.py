@@ -17,7 +17,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from merak import netns
-from merak.errors import FailedPrecondition, InvalidArgument, MerakError, Unavailable, remote_words
+from merak.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MerakError,
+    Unavailable,
+    logged_body,
+    remote_error_code,
+)
 from merak.logs import get_logger
 from merak.metrics import ControlPlaneMetrics
 
@@ -62,6 +69,15 @@ def check_alcor_url(field: str, url: str) -> str:
     ):
         raise InvalidArgument(field, f"{url[:100]!r} is not an Alcor base URL (e.g. http://10.0.0.5:30006)")
     return text
+
+
+def transport_error(exc: Exception) -> str:
+    """A failed call in our words: a connection refused or a timeout as the OS says it; any other failure
+    (a reply that is not HTTP, a cut body) by its kind only, since its text may quote what came back."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, TimeoutError)):
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    log.warning("alcor_transport_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    return type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,15 +222,21 @@ class AlcorPorts:
             if isinstance(reply, Exception):
                 self._observe(operation, "error", seconds)
                 problem: MerakError = Unavailable(
-                    f"alcor {operation} ({method} {self.base_url}{path}) failed: "
-                    f"{type(reply).__name__}: {reply}"
+                    f"alcor {operation} ({method} {self.base_url}{path}) failed: {transport_error(reply)}"
                 )
             else:
                 self._observe(operation, str(reply.status), seconds)
                 if reply.status == expect:
                     return reply
-                message = (
-                    f"alcor {operation} ({method} {path}) answered {reply.status}: {remote_words(reply.body)}"
+                message = f"alcor {operation} ({method} {path}) answered {reply.status}"
+                code = remote_error_code(reply.body)
+                if code:
+                    message += f" ({code})"
+                log.warning(
+                    "alcor_error_reply",
+                    operation=operation,
+                    status=reply.status,
+                    body=logged_body(reply.body),
                 )
                 if reply.status < 500:
                     raise FailedPrecondition(message)
@@ -285,7 +307,8 @@ class AlcorPorts:
                 mac=port["mac_address"],  # type: ignore[index]
             )
         except (KeyError, IndexError, TypeError) as exc:
-            raise Unavailable(f"alcor create_port reply lacks id/ip/mac: {str(port)[:300]}") from exc
+            log.warning("alcor_reply_unreadable", operation="create_port", body=logged_body(response.body))
+            raise Unavailable("alcor create_port answered 201 without a port id, IP and MAC") from exc
 
     async def bind(
         self, *, project_id: str, tenant_id: str, port_id: str, vpc_id: str, vm_name: str, host: str

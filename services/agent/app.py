@@ -62,6 +62,7 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             alcor=alcor,
             workers=settings.workers,
             max_pings=settings.max_pings_in_flight,
+            control_plane=settings.control_plane(),
             host=host,
             planes=planes,
             metrics=metrics,

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import grpc
 
+from merak.controlplane import ControlPlaneAllow
 from merak.errors import FailedPrecondition, InvalidArgument, enum_name, status_for
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, common_pb2
@@ -41,6 +42,7 @@ class PortOperations:
         *,
         alcor: AlcorPorts | None,
         management_netns: int | None,
+        control_plane: ControlPlaneAllow | None = None,
     ) -> None:
         self._planes = planes
         self._vms = vms
@@ -50,6 +52,9 @@ class PortOperations:
         self._alcor_clients: dict[str, AlcorPorts] = {}
         # An fd of the namespace the agent started in: Alcor is reached from there.
         self._management_netns = management_netns
+        # The Alcors a request may name (MERAK_CONTROL_PLANE_ALLOW; none by default): compute checked
+        # them already, and the agent checks again, since whoever reaches its socket can name any URL.
+        self._control_plane = control_plane or ControlPlaneAllow()
 
     async def close(self) -> None:
         """Close the Alcor clients."""
@@ -166,6 +171,7 @@ class PortOperations:
         if not request.alcor_url:
             return None
         url = check_alcor_url("alcor_url", request.alcor_url)
+        self._control_plane.check_url("alcor_url", url)
         client = self._alcor_clients.get(url)
         if client is None:
             client = self._alcor_clients[url] = AlcorPorts(

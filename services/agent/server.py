@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry
 
+from merak.controlplane import ControlPlaneAllow
 from merak.grpcserver import ServiceRegistration
 from merak.host import HostTuner
 from merak.v1 import agent_pb2, agent_pb2_grpc
@@ -43,6 +44,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         management_netns: int | None = None,
         chassis_dir: Path | None = None,
         max_pings: int = MAX_PINGS_IN_FLIGHT,
+        control_plane: ControlPlaneAllow | None = None,
     ) -> None:
         self.vhosts = vhosts
         # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
@@ -57,7 +59,12 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes, max_pings)
         self._ports = PortOperations(
-            self._planes, self._vms, self.metrics, alcor=alcor, management_netns=management_netns
+            self._planes,
+            self._vms,
+            self.metrics,
+            alcor=alcor,
+            management_netns=management_netns,
+            control_plane=control_plane,
         )
 
     async def close(self) -> None:

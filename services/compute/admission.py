@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from merak.controlplane import ControlPlaneAllow
 from merak.errors import InvalidArgument, from_rpc_error
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.compute.contracts import RANDOM, RPS, SEQUENTIAL
@@ -37,8 +38,11 @@ def fingerprint(config: compute_pb2.InternalComputeConfiguration) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def checked_plugin(config: compute_pb2.InternalComputeConfiguration) -> type[VmPlugin]:
-    """The plugin, scheduler, rate and churn of a CREATE or UPDATE must make sense."""
+def checked_plugin(
+    config: compute_pb2.InternalComputeConfiguration, control_plane: ControlPlaneAllow
+) -> type[VmPlugin]:
+    """The plugin, scheduler, rate and churn of a CREATE or UPDATE must make sense, and the Alcor it
+    names must be one the operator allowed (the agents will call it from inside the machine)."""
     plugin = plugin_type(config.plugin)
     if plugin.needs_alcor and not config.alcor_url:
         raise InvalidArgument(
@@ -46,6 +50,8 @@ def checked_plugin(config: compute_pb2.InternalComputeConfiguration) -> type[VmP
             "required with the alcor plugin: Alcor's port manager, e.g. http://10.0.0.5:30006 "
             "(a scenario takes it from its service config: aca-cmd -a <ip>, or the alcorIp entry)",
         )
+    if plugin.needs_alcor:
+        control_plane.check_url("config.alcor_url", config.alcor_url)
     if config.vm_deploy.scheduler not in SCHEDULES:
         raise InvalidArgument(
             "config.vm_deploy.scheduler", f"unknown scheduler {int(config.vm_deploy.scheduler)}"

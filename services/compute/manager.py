@@ -65,6 +65,8 @@ class ComputeManager:
         # The checks that ask the network service and the topology service (None: every agent
         # endpoint is trusted, for tests that serve compute alone).
         self.admission = Admission(network, topology)
+        # The Alcors a config may name (MERAK_CONTROL_PLANE_ALLOW).
+        self.control_plane = settings.control_plane()
 
     def workflow_id(self, config: compute_pb2.InternalComputeConfiguration, operation: str) -> str:
         """Deterministic per scenario, config and operation: a repeated DEPLOY finds the same workflow."""
@@ -83,7 +85,7 @@ class ComputeManager:
         it answers from the store. A repeat with work left (it failed) takes the whole path again, so
         the network config and the capacity are checked before anything is retried."""
         check_id("config.compute_config_id", config.compute_config_id)
-        plugin = checked_plugin(config)
+        plugin = checked_plugin(config, self.control_plane)
         config_id = config.compute_config_id
         asked = fingerprint(config)  # of the request as it came, before the network service completes it
         if await self.store.request_fingerprint(config_id) == asked:
@@ -173,7 +175,7 @@ class ComputeManager:
                 f"compute config {config_id!r} is running its {meta.operation.upper()}: "
                 "wait for it, then UPDATE"
             )
-        plugin = checked_plugin(config)
+        plugin = checked_plugin(config, self.control_plane)
         if plugin.name != meta.plugin:
             raise InvalidArgument(
                 "config.plugin", f"{config.plugin!r}: the config's VMs were made by {meta.plugin}"

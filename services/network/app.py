@@ -21,6 +21,7 @@ from services.network.store import NetworkStore
 def build_plugins(settings: NetworkSettings, store: NetworkStore, metrics: NetworkMetrics) -> PluginRegistry:
     """Every plugin this process can use."""
     registry = PluginRegistry()
+    control_plane = settings.control_plane()
     registry.register(NativePlugin(store, metrics, vni_min=settings.vni_min, vni_max=settings.vni_max))
     registry.register(
         AlcorPlugin(
@@ -34,10 +35,17 @@ def build_plugins(settings: NetworkSettings, store: NetworkStore, metrics: Netwo
             ),
             timeout=settings.alcor_timeout,
             aca_port=settings.alcor_aca_port,
+            control_plane=control_plane,
         )
     )
     registry.register(
-        OvnPlugin(metrics, nb=settings.ovn_nb, sb=settings.ovn_sb, timeout=settings.ovn_timeout)
+        OvnPlugin(
+            metrics,
+            nb=settings.ovn_nb,
+            sb=settings.ovn_sb,
+            timeout=settings.ovn_timeout,
+            control_plane=control_plane,
+        )
     )
     return registry
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Addresses of a subnet that never go to a VM: network, broadcast and gateway.
 RESERVED_PER_SUBNET = 3
@@ -96,6 +96,8 @@ class NetworkSpec:
     # The ovn plugin's OVN, when the config names one (empty: the stack's own).
     ovn_nb: str = ""
     ovn_sb: str = ""
+    # Where the config named its Alcor (`config.services[i].url`), for errors; not part of the request.
+    alcor_url_field: str = field(default="config.services", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,17 +71,21 @@ def parse_alcor_url(url: str, field: str = "config.services.url") -> AlcorUrl:
     return AlcorUrl(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
-def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[str, str]:
-    """The plugin of a network config and its Alcor URL ("" unless the plugin is alcor)."""
-    alcor_url, url_field = "", ""
+def alcor_service(config: network_pb2.InternalNetConfigConfiguration) -> tuple[str, str]:
+    """The Alcor host a config names (Merak's `alcorIp` service entry) and that entry's field; "" if none."""
     for i, service in enumerate(config.services):
         if (
             service.cmd == ALCOR_SERVICE_CMD
             and service.where_to_run.strip().upper() == ALCOR_SERVICE_WHERE
             and service.url.strip()
         ):
-            alcor_url, url_field = service.url.strip(), f"config.services[{i}].url"
-            break
+            return service.url.strip(), f"config.services[{i}].url"
+    return "", ""
+
+
+def resolve_plugin(config: network_pb2.InternalNetConfigConfiguration) -> tuple[str, str]:
+    """The plugin of a network config and its Alcor URL ("" unless the plugin is alcor)."""
+    alcor_url, url_field = alcor_service(config)
     plugin = config.plugin.strip().lower() or (ALCOR_PLUGIN if alcor_url else DEFAULT_PLUGIN)
     if plugin != ALCOR_PLUGIN:
         return plugin, ""
@@ -137,7 +141,10 @@ def spec_from_proto(
         )
     nodes = _nodes(config.computes)
     ovn_nb, ovn_sb = _ovn_remotes(config, plugin)
-    return NetworkSpec(netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb)
+    url_field = alcor_service(config)[1] if alcor_url else "config.services"
+    return NetworkSpec(
+        netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb, url_field
+    )
 
 
 def _bounded(network: network_pb2.InternalNetworkInfo) -> None:

@@ -33,7 +33,12 @@ def build_backends(
             max_agents=settings.max_agents,
             fake_vhosts_per_agent=settings.fake_vhosts_per_agent,
             workers=settings.netns_workers,
-            agent_env={"MERAK_STATE_DIR": str(settings.state_dir), "MERAK_LOG_LEVEL": settings.log_level},
+            agent_env={
+                "MERAK_STATE_DIR": str(settings.state_dir),
+                "MERAK_LOG_LEVEL": settings.log_level,
+                # The Alcors a port request may name: the agents check them again (defence in depth).
+                "MERAK_CONTROL_PLANE_ALLOW": settings.control_plane_allow,
+            },
             host=HostTuner(),
             stack_run_dir=settings.state_dir / "run",
             metrics=metrics,
@@ -70,7 +75,11 @@ def kubernetes_options(settings: TopologySettings) -> KubernetesOptions:
             settings.kubernetes_switch_cpu_limit,
             settings.kubernetes_switch_memory_limit,
         ),
-        agent_env={"MERAK_LOG_LEVEL": settings.log_level, **settings.kubernetes_agent_env},
+        agent_env={
+            "MERAK_LOG_LEVEL": settings.log_level,
+            "MERAK_CONTROL_PLANE_ALLOW": settings.control_plane_allow,
+            **settings.kubernetes_agent_env,
+        },
         max_vhosts=settings.kubernetes_max_vhosts,
         ready_timeout=settings.kubernetes_ready_timeout,
         delete_timeout=settings.kubernetes_delete_timeout,

@@ -23,6 +23,8 @@ def stack() -> Iterator[StackSettings]:
         redis_port=free_port(),
         temporal_port=free_port(),
         temporal_ui_port=free_port(),
+        # The Alcor stand-in of test_merak_clients, on Alcor's NodePorts at a loopback address of its own.
+        control_plane_allow="127.0.0.93:30001-30008",
     )
     local = LocalStack(settings, out=lambda _line: None)
     try:

@@ -32,8 +32,18 @@ class Net:
     registry: CollectorRegistry
 
 
-async def serve(serve_built: ServeBuilt, redis_url: str, **settings: Any) -> Net:
-    """The network service built by its composition root, on 127.0.0.1:0 over the test's Redis."""
+async def serve(
+    serve_built: ServeBuilt,
+    redis_url: str,
+    *,
+    ovn: RunningCentral | None = None,
+    allow: str = "",
+    **settings: Any,
+) -> Net:
+    """The network service built by its composition root, on 127.0.0.1:0 over the test's Redis; a config
+    may name `ovn`'s databases and the endpoints in `allow` (MERAK_CONTROL_PLANE_ALLOW)."""
+    entries = [allow, *((ovn.nb, "" if ovn.nb_only else ovn.sb) if ovn is not None else ())]
+    settings.setdefault("control_plane_allow", ",".join(e for e in entries if e))
     built = await build(NetworkSettings(host="127.0.0.1", grpc_port=0, redis_url=redis_url, **settings))
     address = await serve_built(built)
     channel = grpc.aio.insecure_channel(address)

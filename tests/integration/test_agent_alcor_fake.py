@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from merak.controlplane import ControlPlaneAllow
 from merak.grpcclient import health_serving_blocking
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from merak_tools.alcor_standin import FailRule, FakeAlcor
@@ -274,7 +275,10 @@ async def test_fake_agent_holds_100k_vms_under_1_gib(standalone_agent: tuple[int
 async def test_each_port_request_goes_to_the_alcor_it_names(grpc_server: StartServer) -> None:
     # No process-wide Alcor: two scenarios' VMs on one agent reach two different Alcors.
     first, second = FakeAlcor(), FakeAlcor()
-    servicer = AgentServicer(VhostSet.standalone("vhost-0"))
+    servicer = AgentServicer(
+        VhostSet.standalone("vhost-0"),
+        control_plane=ControlPlaneAllow.parse(f"{first.allow_entries},{second.allow_entries}"),
+    )
     try:
         address = await grpc_server([registration(servicer)])
         async with grpc.aio.insecure_channel(address) as channel:

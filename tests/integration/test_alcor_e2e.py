@@ -30,6 +30,7 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     temporal_services: ServiceStack, alcor: FakeAlcor
 ) -> None:
     services = temporal_services
+    services.control_plane_allow = alcor.allow_entries  # what the operator lists for their Alcor
     await services.everything(teardown_timeout=60, watch_interval=0.2, test_retry=5)
     opts = teste2e.parse(
         [

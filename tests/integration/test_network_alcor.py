@@ -59,6 +59,7 @@ def _settings(alcor: FakeAlcor, redis_url: str) -> NetworkSettings:
     # The plugin's per-service ports point at the fake's listeners; the config names only the host.
     return _local(
         redis_url,
+        control_plane_allow=alcor.allow_entries,
         alcor_vpc_port=alcor.port_of("vpc"), alcor_subnet_port=alcor.port_of("subnet"),
         alcor_router_port=alcor.port_of("router"), alcor_node_port=alcor.port_of("node"),
         alcor_sg_port=alcor.port_of("sg"), alcor_timeout=5.0,
@@ -277,7 +278,7 @@ async def test_alcor_4xx_is_failed_precondition_with_its_message(net: AlcorNet) 
     net.alcor.state.fail_rules.append(FailRule("POST", "/security-groups", 412, "SecurityGroupRequired"))
     code, details = await _code(net.stub.NetConfigHandler(op(common_pb2.CREATE, config())))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "answered 412: Precondition Failed: SecurityGroupRequired" in details
+    assert "answered 412 (SecurityGroupRequired)" in details  # Alcor's error code, not its words
     assert net.alcor.state.objects() == 0
     assert await net.redis.keys("*") == []
 
@@ -285,9 +286,11 @@ async def test_alcor_4xx_is_failed_precondition_with_its_message(net: AlcorNet) 
 async def test_alcor_down_is_unavailable(
     serve_built: ServeBuilt, redis_client: aioredis.Redis, redis_url: str
 ) -> None:
-    stub = (await _serve(serve_built, _local(redis_url, alcor_timeout=2.0))).stub
+    port = free_port()
+    allow = f"127.0.0.1:{port}"
+    stub = (await _serve(serve_built, _local(redis_url, alcor_timeout=2.0, control_plane_allow=allow))).stub
     code, details = await _code(
-        stub.NetConfigHandler(op(common_pb2.CREATE, config(f"http://127.0.0.1:{free_port()}")))
+        stub.NetConfigHandler(op(common_pb2.CREATE, config(f"http://127.0.0.1:{port}")))
     )
     assert code == grpc.StatusCode.UNAVAILABLE and "POST http://127.0.0.1:" in details
     assert await redis_client.keys("*") == []
@@ -329,7 +332,7 @@ async def test_update_makes_only_what_is_new(net: AlcorNet) -> None:
 async def test_a_url_with_a_port_sends_every_call_there(serve_built: ServeBuilt, redis_url: str) -> None:
     gateway = FakeAlcor()  # one port for every service, as Alcor's API gateway
     try:
-        stub = (await _serve(serve_built, _local(redis_url))).stub
+        stub = (await _serve(serve_built, _local(redis_url, control_plane_allow=gateway.allow_entries))).stub
         explicit = config(gateway.url)
         explicit.plugin = "alcor"
         created = await stub.NetConfigHandler(op(common_pb2.CREATE, explicit))

@@ -36,7 +36,7 @@ from tests.support.plugin import ServeBuilt
 async def test_create_update_delete_in_nb(
     serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb)
     # Another config in the same NB, with ports: DELETE of the first must leave it exactly as it is.
     other = config("nc-other", 1, 1, nb=ovn_nb.nb, base=50)
     await net.stub.NetConfigHandler(op(common_pb2.CREATE, other))
@@ -140,7 +140,9 @@ async def test_create_update_delete_in_nb(
 async def test_remotes_are_checked_before_anything_is_made(
     serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)  # a network service with no OVN of its own
+    # A network service with no OVN of its own; a config may name the test's NB and two that are down.
+    down = (f"unix:/tmp/mk-no-nb-{os.getpid()}.sock", f"tcp:127.0.0.1:{free_port()}")
+    net = await serve(serve_built, redis_url, ovn=ovn_nb, allow=f"{down[0]},{down[1].removeprefix('tcp:')}")
     bad = [
         ("config.ovn_nb", config("nc-x", nb="localhost:6641"), "not an OVSDB remote"),
         ("config.ovn_nb", config("nc-x", nb="tcp:127.0.0.1:70000"), "out of range"),
@@ -157,7 +159,7 @@ async def test_remotes_are_checked_before_anything_is_made(
     code, details = await failure(net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-x"))))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "OVN is not running in this stack" in details
 
-    for remote in (f"unix:/tmp/mk-no-nb-{os.getpid()}.sock", f"tcp:127.0.0.1:{free_port()}"):
+    for remote in down:
         code, details = await failure(
             net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-x", nb=remote)))
         )
@@ -171,7 +173,7 @@ async def test_the_stacks_ovn_and_a_configs_own(
     serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral
 ) -> None:
     stack_sb = "unix:/tmp/the-stacks-sb.sock"  # only handed on to compute: nothing connects to it here
-    net = await serve(serve_built, redis_url, ovn_nb=ovn_nb.nb, ovn_sb=stack_sb)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb, ovn_nb=ovn_nb.nb, ovn_sb=stack_sb)
     created = await net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-stack", 1, 1)))
     assert created.ovn_sb == stack_sb
     assert len(rows(ovn_nb, "Logical_Switch", "nc-stack")) == 1
@@ -190,7 +192,7 @@ async def test_the_stacks_ovn_and_a_configs_own(
 async def test_an_update_undone_removes_what_it_added(
     serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb)
     await net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-u", nb=ovn_nb.nb)))
     await net.stub.AllocatePorts(allocate("nc-u", port("vm-0", 0, 0, "sg-web")))
     created = snapshot(ovn_nb)
@@ -210,7 +212,7 @@ async def test_an_update_undone_removes_what_it_added(
 
 
 async def test_an_nb_that_goes_away(serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral) -> None:
-    net = await serve(serve_built, redis_url, ovn_timeout=1.0)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb, ovn_timeout=1.0)
     await net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-g", 1, 1, nb=ovn_nb.nb)))
     ovn_nb.stop()
     code, details = await failure(net.stub.AllocatePorts(allocate("nc-g", port("vm-0", 0, 0))))
@@ -260,7 +262,7 @@ def _trace(central: RunningCentral, netconfig_id: str, src: Any, dst: Any, proto
 async def test_traffic_as_ovn_computes_it(
     serve_built: ServeBuilt, redis_url: str, ovn_central: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_central)
     await net.stub.NetConfigHandler(
         op(common_pb2.CREATE, config("nc-t", nb=ovn_central.nb, sb=ovn_central.sb))
     )

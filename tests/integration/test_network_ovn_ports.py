@@ -49,7 +49,7 @@ def _wait_up(netconfig_id: str, vm_ids: list[str], timeout: float) -> network_pb
 async def test_ports_made_kept_and_released(
     serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb)
     await net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-p", nb=ovn_nb.nb)))
     reply = await net.stub.AllocatePorts(
         allocate(
@@ -127,7 +127,7 @@ async def test_ports_made_kept_and_released(
 
 
 async def test_wait_ports_up(serve_built: ServeBuilt, redis_url: str, ovn_nb: RunningCentral) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_nb)
     await net.stub.NetConfigHandler(op(common_pb2.CREATE, config("nc-w", 1, 1, nb=ovn_nb.nb)))
     reply = await net.stub.AllocatePorts(allocate("nc-w", *(port(f"vm-{i}", 0, 0) for i in range(3))))
     port_of = {p.vm_id: p.port_name for p in reply.ports}
@@ -160,7 +160,7 @@ async def test_wait_ports_up(serve_built: ServeBuilt, redis_url: str, ovn_nb: Ru
     assert vm2.up and vm2.seconds > 0
 
     # A restarted network service did not insert these ports: up, with no latency to tell.
-    restarted = await serve(serve_built, redis_url)
+    restarted = await serve(serve_built, redis_url, ovn=ovn_nb)
     again = await restarted.stub.WaitPortsUp(_wait_up("nc-w", ["vm-0", "vm-2"], 5))
     assert [(p.up, p.seconds) for p in again.ports] == [(True, 0), (True, 0)]
 
@@ -192,7 +192,7 @@ def _sbctl(central: RunningCentral, *args: str) -> str:
 async def test_a_port_bound_by_a_chassis_is_up_with_its_chassis(
     serve_built: ServeBuilt, redis_url: str, ovn_central: RunningCentral
 ) -> None:
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_central)
     cfg = config("nc-c", 1, 1, nb=ovn_central.nb, sb=ovn_central.sb)
     created = await net.stub.NetConfigHandler(op(common_pb2.CREATE, cfg))
     assert created.ovn_sb == ovn_central.sb
@@ -213,7 +213,7 @@ async def test_ports_bound_by_a_real_dummy_chassis(
 ) -> None:
     """The whole path the compute side takes, minus VMs: ports made here, plugged into a chassis's br-int
     (ovn-controller on OVS's dummy datapath binds them), up in NB as northd writes it."""
-    net = await serve(serve_built, redis_url)
+    net = await serve(serve_built, redis_url, ovn=ovn_central)
     await net.stub.NetConfigHandler(
         op(common_pb2.CREATE, config("nc-r", 1, 2, nb=ovn_central.nb, sb=ovn_central.sb))
     )

@@ -93,6 +93,11 @@ class FakeAlcor:
         """Base URL of the single-port fake, e.g. http://127.0.0.1:43123."""
         return f"http://{self.host}:{self.port_of(next(iter(self._ports)))}"
 
+    @property
+    def allow_entries(self) -> str:
+        """The MERAK_CONTROL_PLANE_ALLOW entries that let Merak's services reach this server."""
+        return ",".join(f"{self.host}:{port}" for port in self._ports.values())
+
     def stop(self) -> None:
         """Stop serving (open connections are closed) and end the thread."""
         if not self._thread.is_alive():

@@ -22,6 +22,7 @@ from merak.config import TEMPORAL_NAMESPACE
 from merak.errors import InvalidArgument
 from merak.grpcclient import health_serving_blocking
 from merak.temporal import temporal_cli_path
+from merak_tools.localstack.controlplane import stack_control_plane
 from merak_tools.localstack.settings import SERVICES, StackSettings
 
 TEMPORAL_HEALTH_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
@@ -225,6 +226,8 @@ def _common_env(settings: StackSettings) -> dict[str, str]:
         # containers and the cluster manifests set their own addresses.
         "MERAK_HOST": settings.bind_host,
         "MERAK_METRICS_HOST": settings.bind_host,
+        # The Alcor and OVN endpoints a request may name (the topology service passes it to the agents).
+        "MERAK_CONTROL_PLANE_ALLOW": stack_control_plane(settings),
     }
 
 

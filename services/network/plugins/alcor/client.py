@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from merak.errors import FailedPrecondition, Unavailable, remote_words
+from merak.errors import FailedPrecondition, Unavailable, logged_body, remote_error_code
 from merak.logs import get_logger
 from services.network.metrics import NetworkMetrics
 from services.network.models import AlcorEndpoints
@@ -46,9 +46,20 @@ def path(*segments: str) -> str:
     return "/" + "/".join(quote(s, safe="") for s in segments)
 
 
-def _message(response: httpx.Response) -> str:
-    """Alcor's own words from an error reply (Spring's {"error", "message"} body); never the raw body."""
-    return remote_words(response.content) if response.content else response.reason_phrase
+def _answered(response: httpx.Response) -> str:
+    """An error reply in our words: its status and Alcor's error code when it gives one, never its body
+    or reason phrase (a listener at a wrong URL may answer with anything, secrets too)."""
+    code = remote_error_code(response.content)
+    return f"{response.status_code} ({code})" if code else str(response.status_code)
+
+
+def _failed(exc: httpx.HTTPError) -> str:
+    """A failed call in our words: a connection refused or a timeout as httpx says it; any other failure
+    (a reply that is not HTTP) by its kind only, since its text may quote what came back."""
+    if isinstance(exc, (httpx.ConnectError, httpx.TimeoutException)):
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    log.warning("alcor_transport_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    return type(exc).__name__
 
 
 class AlcorClient:
@@ -70,15 +81,21 @@ class AlcorClient:
             except httpx.HTTPError as exc:
                 elapsed = time.perf_counter() - started
                 self.metrics.control_plane.observe(self.plugin, operation, "error", elapsed)
-                raise Unavailable(f"alcor {method} {url} failed: {type(exc).__name__}: {exc}") from exc
+                raise Unavailable(f"alcor {method} {url} failed: {_failed(exc)}") from exc
         code = str(response.status_code)
         self.metrics.control_plane.observe(self.plugin, operation, code, time.perf_counter() - started)
         if response.status_code in gone:
             log.info("alcor_already_gone", method=method, url=url, status=response.status_code)
             return None
         if not response.is_success:
+            log.warning(
+                "alcor_error_reply",
+                operation=operation,
+                status=response.status_code,
+                body=logged_body(response.content),
+            )
             error = Unavailable if response.status_code >= 500 else FailedPrecondition
-            raise error(f"alcor {method} {url} answered {response.status_code}: {_message(response)}")
+            raise error(f"alcor {method} {url} answered {_answered(response)}")
         if not response.content:
             return None
         try:

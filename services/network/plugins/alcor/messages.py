@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from merak.errors import Unavailable
+from merak.logs import get_logger
 from services.network.models import Node, RouterSpec, RuleSpec, SecurityGroupSpec, VpcSpec, VpcState
+
+log = get_logger(__name__)
 
 
 def host_info(node: Node, aca_port: int) -> dict[str, Any]:
@@ -123,7 +126,8 @@ def id_from(reply: Any, wrapper: str, what: str) -> str:
     item = reply.get(wrapper) if isinstance(reply, dict) else None
     value = item.get("id") if isinstance(item, dict) else None
     if not isinstance(value, str) or not value:
-        raise Unavailable(f"alcor's reply to creating {what} has no {wrapper}.id: {str(reply)[:300]}")
+        log.warning("alcor_reply_unexpected", creating=what, reply=str(reply)[:200])
+        raise Unavailable(f"alcor's reply to creating {what} has no {wrapper}.id")
     return value
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from merak.controlplane import ControlPlaneAllow
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError
 from merak.logs import get_logger
 from services.network.metrics import NetworkMetrics
@@ -113,15 +114,22 @@ class AlcorPlugin(NetworkPlugin):
         timeout: float = 20.0,
         aca_port: int = 50001,
         transport: httpx.AsyncBaseTransport | None = None,
+        control_plane: ControlPlaneAllow | None = None,
     ) -> None:
         super().__init__(metrics)
         self.ports = ports or AlcorPorts()
         self.timeout = timeout
         self.aca_port = aca_port
         self.transport = transport
+        # The Alcors a config may name (MERAK_CONTROL_PLANE_ALLOW; none by default).
+        self.control_plane = control_plane or ControlPlaneAllow()
 
     def check(self, spec: NetworkSpec) -> None:
-        """What Alcor would refuse part-way (500s), refused before any call."""
+        """An Alcor the operator allowed (each service's host and port), and what Alcor would refuse
+        part-way (500s), refused before any call."""
+        at = alcor_endpoints(spec.alcor_url, self.ports)
+        for url in dict.fromkeys((at.vpc, at.subnet, at.router, at.node, at.sg)):
+            self.control_plane.check_url(spec.alcor_url_field, url)
         for i, vpc in enumerate(spec.vpcs):
             field_ = f"config.network.vpcs[{i}]"
             if not vpc.project_id:
@@ -261,8 +269,12 @@ class AlcorPlugin(NetworkPlugin):
             reply = await client.call("add_router_interface", "PUT", url, {"subnet_id": subnet_id})
             # An unknown subnet is a 200 with every field null: Alcor attached nothing.
             if not isinstance(reply, dict) or reply.get("subnet_id") != subnet_id:
+                log.warning(
+                    "alcor_reply_unexpected", operation="add_router_interface", reply=str(reply)[:200]
+                )
                 raise FailedPrecondition(
-                    f"alcor did not attach subnet {subnet_id} to router {router_id}: {str(reply)[:300]}"
+                    f"alcor did not attach subnet {subnet_id} to router {router_id} (its reply names no "
+                    "such subnet)"
                 )
             entry.subnet_ids.append(subnet_id)
 

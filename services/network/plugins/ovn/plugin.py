@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from merak.controlplane import ControlPlaneAllow
 from merak.errors import FailedPrecondition, MerakError
 from merak.logs import get_logger
 from services.network.metrics import NetworkMetrics
@@ -51,9 +52,19 @@ class OvnPlugin(NetworkPlugin):
     name = "ovn"
     allocates_ports = True
 
-    def __init__(self, metrics: NetworkMetrics, *, nb: str, sb: str, timeout: float) -> None:
+    def __init__(
+        self,
+        metrics: NetworkMetrics,
+        *,
+        nb: str,
+        sb: str,
+        timeout: float,
+        control_plane: ControlPlaneAllow | None = None,
+    ) -> None:
         super().__init__(metrics)
         self.stack = OvnRemotes(nb, sb)
+        # The OVN databases a config may name besides the stack's own (MERAK_CONTROL_PLANE_ALLOW).
+        self.control_plane = control_plane or ControlPlaneAllow()
         self.timeout = timeout
         self._nb: dict[str, NbClient] = {}
         self._sb: dict[str, SbClient] = {}
@@ -63,7 +74,12 @@ class OvnPlugin(NetworkPlugin):
     # --- network configs ---------------------------------------------------------------------------
 
     def check(self, spec: NetworkSpec) -> None:
-        """An OVN to write to: the config's, or the stack's."""
+        """An OVN to write to: the config's, when the operator allowed it (the stack's own always is), or
+        the stack's."""
+        for name in ("ovn_nb", "ovn_sb"):
+            remote = getattr(spec, name)
+            if remote and remote not in (self.stack.nb, self.stack.sb):
+                self.control_plane.check_ovsdb(f"config.{name}", remote)
         if not spec.ovn_nb and not self.stack.nb:
             raise FailedPrecondition(NOT_RUNNING)
 
