@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +88,17 @@ def check_remote(field: str, remote: str) -> str:
 
 
 def select_column(remote: str, database: str, table: str, column: str, timeout: float = 1.0) -> list[object]:
-    """The values of one column of every row of `table`, read straight over OVSDB's JSON-RPC from a
-    unix: or tcp: remote (one `transact` with a `select`; blocking, so call it from a worker thread).
-    OSError (or TimeoutError) when the server cannot be reached or does not answer within `timeout`;
-    ValueError for an ssl: remote or an error reply."""
+    """The values of one column of every row of `table` (select_rows)."""
+    return [row.get(column) for row in select_rows(remote, database, table, (column,), timeout)]
+
+
+def select_rows(
+    remote: str, database: str, table: str, columns: Sequence[str], timeout: float = 1.0
+) -> list[dict[str, object]]:
+    """`columns` of every row of `table`, read straight over OVSDB's JSON-RPC from a unix: or tcp:
+    remote (one `transact` with a `select`; blocking, so call it from a worker thread). OSError (or
+    TimeoutError) when the server cannot be reached or does not answer within `timeout`; ValueError
+    for an ssl: remote or an error reply."""
     if remote.startswith("unix:"):
         family, address = socket.AF_UNIX, remote.removeprefix("unix:")
         target: str | tuple[str, int] = address
@@ -103,7 +111,7 @@ def select_column(remote: str, database: str, table: str, column: str, timeout: 
         target = (host, int(match["port"]))
     request = {
         "method": "transact",
-        "params": [database, {"op": "select", "table": table, "where": [], "columns": [column]}],
+        "params": [database, {"op": "select", "table": table, "where": [], "columns": list(columns)}],
         "id": 0,
     }
     deadline = time.monotonic() + timeout
@@ -135,7 +143,7 @@ def select_column(remote: str, database: str, table: str, column: str, timeout: 
                 result = message["result"][0]
                 if "error" in result:
                     raise ValueError(f"{remote}: {result['error']}: {result.get('details', '')}")
-                return [row.get(column) for row in result["rows"]]
+                return [dict(row) for row in result["rows"]]
 
 
 def create_db(db: Path, schema: str) -> bool:

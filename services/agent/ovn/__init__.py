@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from merak import ovs
+from merak import netns, ovs
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
 from merak.v1 import agent_pb2
 from services.agent.ovn.chassis import ENCAP_TYPES, Chassis, ChassisSpec
@@ -22,21 +22,37 @@ def _dummy_encap_ip(index: int) -> str:
     return f"127.{64 + index // 65536 % 64}.{index // 256 % 256}.{index % 256}"
 
 
-def _southbound_answers(remote: str) -> None:
+def _southbound_check(remote: str, spec: ChassisSpec) -> None:
     """A unix-socket SB must answer as an OVN southbound database before a chassis is pointed at it
     (else ovn-controller would wait for it until the start times out): UNAVAILABLE when nothing answers,
-    INVALID_ARGUMENT when something else does. A tcp: or ssl: remote is reached from the chassis's
-    namespace, not this one: left to ovn-controller."""
+    INVALID_ARGUMENT when something else does. And it must not list a live chassis of this name from
+    another lab (system-id = the vhost's name: two labs' vhost-1 on one central would take the same
+    chassis record in turns): FAILED_PRECONDITION. A chassis whose owner (SB's `hostname`: a namespace or
+    a directory) is gone is stale, and its record is taken over. A tcp: or ssl: remote is reached from
+    the chassis's namespace, not this one: left to ovn-controller."""
     if not remote.startswith("unix:"):
         return
     try:
-        ovs.select_column(remote, "OVN_Southbound", "SB_Global", "_uuid", timeout=3.0)
+        rows = ovs.select_rows(remote, "OVN_Southbound", "Chassis", ("name", "hostname"), timeout=3.0)
     except OSError as exc:
         raise Unavailable(f"sb_remote: {remote[:200]} does not answer ({exc.__class__.__name__})") from None
     except ValueError as exc:
         raise InvalidArgument(
             "sb_remote", f"{remote[:200]} is not an OVN southbound database ({str(exc)[:200]})"
         ) from None
+    for row in rows:
+        owner = str(row.get("hostname") or "")
+        if row.get("name") == spec.system_id and owner and owner != spec.owner and _alive(owner):
+            raise FailedPrecondition(
+                f"chassis {spec.system_id}: the southbound database {remote[:200]} already has a chassis of "
+                f"that name from another lab ({owner[:200]}); one OVN central serves one lab's vhost names "
+                "at a time: delete that lab, or give this one an OVN of its own (ovn_nb / ovn_sb)"
+            )
+
+
+def _alive(owner: str) -> bool:
+    """The owner of a chassis record still exists: its namespace, or its directory."""
+    return Path(owner).exists() if owner.startswith("/") else netns.exists(owner)
 
 
 class ChassisSet:
@@ -91,7 +107,7 @@ class ChassisSet:
         encap = request.encap_type or "geneve"
         if encap not in ENCAP_TYPES:
             raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")
-        await asyncio.to_thread(_southbound_answers, remote)
+        await asyncio.to_thread(_southbound_check, remote, chassis.spec)
         started_at = time.perf_counter()
         async with self._locks.setdefault(vhost.name, asyncio.Lock()):
             started = await asyncio.to_thread(chassis.ensure, remote, encap)

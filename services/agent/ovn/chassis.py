@@ -59,6 +59,13 @@ class ChassisSpec:
     dummy: bool
 
     @property
+    def owner(self) -> str:
+        """Whose chassis this is, as its `hostname` in SB says: the host's namespace (unique to its lab),
+        or for a chassis without one its directory. Another lab's chassis of the same name is told
+        apart by it."""
+        return self.netns or str(self.root.absolute())
+
+    @property
     def db_socket(self) -> Path:
         """The chassis database's unix socket."""
         return self.root / "db.sock"
@@ -130,7 +137,7 @@ class Chassis:
         self.vsctl(
             "--no-wait", "--", "init", "--", "set", "Open_vSwitch", ".",
             f"external_ids:system-id={self.spec.system_id}",
-            f"external_ids:hostname={self.spec.system_id}",
+            f"external_ids:hostname={self.spec.owner}",
             f"external_ids:ovn-remote={sb_remote}",
             f"external_ids:ovn-encap-type={encap_type}",
             f"external_ids:ovn-encap-ip={self.spec.encap_ip}",

@@ -6,6 +6,7 @@ chassis directory or process behind. Against a real agent server and a real NB s
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +16,13 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from merak import ovs
 from merak.grpcserver import GrpcServer
 from merak.v1 import agent_pb2, agent_pb2_grpc
 from merak_tools.ovncentral import RunningCentral
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
+from tests.support import assert_eventually
 
 pytestmark = pytest.mark.root
 
@@ -29,7 +32,7 @@ Stub: TypeAlias = "agent_pb2_grpc.MerakAgentServiceAsyncStub"
 @pytest.fixture
 async def agent() -> AsyncIterator[tuple[Stub, Path]]:
     root = Path(tempfile.mkdtemp(prefix="mk-chr-", dir="/tmp"))
-    servicer = AgentServicer(VhostSet.standalone(), chassis_dir=root)
+    servicer = AgentServicer(VhostSet.standalone("mk-chr-vhost"), chassis_dir=root)
     server = GrpcServer("127.0.0.1:0", [registration(servicer)], CollectorRegistry())
     await server.start()
     try:
@@ -37,6 +40,7 @@ async def agent() -> AsyncIterator[tuple[Stub, Path]]:
             yield agent_pb2_grpc.MerakAgentServiceStub(channel), root
     finally:
         await server.stop(0)
+        await servicer.close()  # stops a chassis a test started
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -55,3 +59,37 @@ async def test_a_southbound_that_does_not_answer_is_refused_at_once(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "sb_remote" in (caught.value.details() or ""), caught.value.details()
     assert list(root.iterdir()) == []  # no chassis was started
+
+
+def _sbctl(central: RunningCentral, *args: str) -> str:
+    done = subprocess.run(
+        [ovs.program("ovn-sbctl"), f"--db={central.sb}", *args], check=True, capture_output=True
+    )
+    return done.stdout.decode().strip()
+
+
+async def test_a_chassis_of_the_same_name_from_another_live_lab_is_refused(
+    agent: tuple[Stub, Path], ovn_central: RunningCentral
+) -> None:
+    # Two labs' vhosts share names (system-id = the vhost's name): on one central they would take the
+    # same chassis record in turns. SB's hostname says whose a chassis is.
+    stub, root = agent
+    other_lab = Path(tempfile.mkdtemp(prefix="mk-chr-other-", dir="/tmp"))
+    try:
+        _sbctl(ovn_central, "chassis-add", "mk-chr-vhost", "geneve", "127.0.0.9")
+        _sbctl(ovn_central, "set", "Chassis", "mk-chr-vhost", f"hostname={other_lab}")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(sb_remote=ovn_central.sb), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"from another lab ({other_lab})" in (caught.value.details() or ""), caught.value.details()
+    finally:
+        shutil.rmtree(other_lab, ignore_errors=True)
+    # That lab gone (its directory too), its record is stale: this chassis takes it over.
+    reply = await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(sb_remote=ovn_central.sb), timeout=60)
+    assert reply.system_id == "mk-chr-vhost" and reply.started
+
+    def ours() -> bool:
+        hostname = _sbctl(ovn_central, "--bare", "--columns=hostname", "find", "Chassis", "name=mk-chr-vhost")
+        return hostname == str((root / "0").absolute())
+
+    await assert_eventually(ours, timeout=20, message="the record is this chassis's")
