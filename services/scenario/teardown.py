@@ -59,9 +59,7 @@ class ScenarioTeardown:
                 and states.status_of(scenario, TOPOLOGY) != scenario_pb2.NONE
             ):
                 await self._clear_lab_faults(scenario)
-            for service in deployed:
-                # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
-                scenario = await self.teardown(scenario, service)
+            scenario = await self._teardown_all(scenario, deployed)
 
             def still_deployed(stored: scenario_pb2.Scenario) -> None:
                 if states.deployed(stored):
@@ -72,6 +70,41 @@ class ScenarioTeardown:
             await self.store.delete(SCENARIO, scenario_id, still_deployed)
             await self.fault_runs.forget(scenario_id)
         log.info("scenario_deleted", scenario_id=scenario_id, teardown=teardown)
+
+    async def _teardown_all(
+        self, scenario: scenario_pb2.Scenario, deployed: list[Service]
+    ) -> scenario_pb2.Scenario:
+        """DELETE each deployed service in turn (compute, network, topology). When compute's DELETE does
+        not finish (an agent that cannot delete its VMs, or does not answer: compute gives up on it after
+        its retries), the lab is deleted anyway — its agents and namespaces removed by the topology
+        service, the VMs with them — and compute's DELETE is asked again, which then counts the VMs of
+        the gone hosts as gone. What still fails is said in one short sentence."""
+        remaining = list(deployed)
+        retried = False
+        while remaining:
+            service = remaining.pop(0)
+            try:
+                # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
+                scenario = await self.teardown(scenario, service)
+            except (FailedPrecondition, DeadlineExceeded) as exc:
+                if service is not COMPUTE or TOPOLOGY not in remaining or retried:
+                    raise
+                retried = True
+                log.warning(
+                    "teardown_compute_did_not_finish", scenario_id=scenario.id, error=exc.message[:300]
+                )
+                scenario = await self.tracker.scenario(scenario.id)
+                try:
+                    scenario = await self.teardown(scenario, TOPOLOGY)
+                except MerakError as again:
+                    raise FailedPrecondition(
+                        f"cannot delete scenario {scenario.id!r}: compute's DELETE did not finish "
+                        f"({exc.message[:200]}), and neither did its topology's "
+                        f"({again.message[:200]}); CHECK both, then delete the scenario again"
+                    ) from None
+                remaining.remove(TOPOLOGY)
+                remaining.insert(0, COMPUTE)  # its hosts gone, their VMs went with them
+        return scenario
 
     async def _clear_lab_faults(self, scenario: scenario_pb2.Scenario) -> None:
         """A teardown starts from a healthy lab: the fault schedule stops and every fault the lab holds

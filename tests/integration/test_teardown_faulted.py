@@ -4,10 +4,15 @@ short human message (never a repr)."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import grpc
 import pytest
 
+from merak.procs import pid_from_file
 from merak.v1 import common_pb2, scenario_pb2, topology_pb2, topology_pb2_grpc
+from services.topology.models import TopologySpec
 from tests.integration.scenario_lab import (
     Stack,
     act,
@@ -74,3 +79,30 @@ async def test_merak_down_deletes_a_lab_with_frozen_and_crashed_hosts(stack: Sta
         assert reply.return_message.startswith("DELETE success: "), reply.return_message
     left = await leftovers(stack, created.topology.id)
     assert (left["namespaces"], left["agents"]) == ([], [])
+
+
+async def test_agents_that_do_not_answer_do_not_stop_the_teardown(stack: Stack) -> None:
+    # The lab's agents stop answering behind the fault API's back (SIGSTOP: no fault to heal says so).
+    # Compute's DELETE cannot finish (the scenario gives up on it after its teardown timeout); the
+    # teardown deletes the lab anyway (the topology service thaws and stops its agents) and asks compute
+    # again, which counts the VMs of the gone hosts as gone: nothing is left.
+    created = await create_scenario(
+        stack.stub,
+        topology=topology_config(vhosts=3, racks=1, per_rack=3),
+        compute=compute_config(nodes=3, vms_per_vpc=6),
+    )
+    sid = created.scenario.id
+    for service in (TOPOLOGY, NETWORK, COMPUTE):
+        await act(stack.stub, sid, service, DEPLOY)
+        await watch(stack, sid)
+    short = TopologySpec(topology_id=created.topology.id, name="", type=0, number_of_vhosts=1).short_id
+    pids = [
+        pid
+        for f in (stack.run_dir / short).glob("agent-*.pid")
+        if (pid := pid_from_file(f, "services.agent"))
+    ]
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=600)
+    assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
