@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-PROTO_SRC := $(wildcard proto/merak/v1/*.proto)
+# Ours, and Alcor's southbound schema (package alcor.schema) that Alcor's DPM/NCM speak to host agents.
+PROTO_SRC := $(wildcard proto/merak/v1/*.proto proto/alcor/schema/*.proto)
 APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables chromium \
 	ovn-central ovn-host openvswitch-switch openvswitch-common ethtool
 
@@ -73,4 +74,5 @@ bench:
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(NEWMAN_DIR)/node_modules libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(NEWMAN_DIR)/node_modules libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi \
+	  libs/alcor/schema/*_pb2*.py libs/alcor/schema/*_pb2*.pyi .mypy_cache .ruff_cache .pytest_cache

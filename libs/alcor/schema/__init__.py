@@ -1,0 +1,1 @@
+"""Alcor's southbound schema (package `alcor.schema`), generated from proto/alcor/schema (`make proto`); not committed."""
