@@ -221,7 +221,7 @@ def processes_figure(results: dict[str, Any]) -> go.Figure | None:
                 go.Scatter(
                     x=seconds,
                     y=[_num(x.get(key)) for x in chassis],
-                    mode="lines",
+                    mode="lines+markers",  # a short run has a single sample: a marker shows it
                     line_shape="hv",
                     line={"color": colour, "dash": dash},
                     name=name,
