@@ -16,6 +16,8 @@ from merak.metrics import serve_metrics
 from merak.service import BuiltService, Teardown, serve
 from services.agent.alcor import AlcorPorts
 from services.agent.config import AgentSettings
+from services.agent.goalstate.provisioner import GoalStateProvisionerServicer
+from services.agent.goalstate.provisioner import registration as goalstate_registration
 from services.agent.metrics import AgentMetrics
 from services.agent.planes import known_planes
 from services.agent.server import AgentServicer, registration
@@ -71,7 +73,8 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             or (settings.vhosts_file.parent / "ovn" if settings.vhosts_file else None),
         )
         teardown.add(servicer.close)
-        server = GrpcServer(settings.listen_address(), [registration(servicer)], registry)
+        goalstates = goalstate_registration(GoalStateProvisionerServicer(servicer.goalstates.pick))
+        server = GrpcServer(settings.listen_address(), [registration(servicer), goalstates], registry)
 
         async def mark_vhosts_serving() -> None:
             # One health entry per vhost, so a caller can ask about the vhost it cares about.

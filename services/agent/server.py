@@ -16,6 +16,7 @@ from merak.grpcserver import ServiceRegistration
 from merak.host import HostTuner
 from merak.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.alcor import AlcorPorts
+from services.agent.goalstate.host import HostProvisioners
 from services.agent.metrics import AgentMetrics
 from services.agent.overlay import OverlayOperations
 from services.agent.ovn import ChassisSet
@@ -58,6 +59,8 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._vms = VmOperations(self._planes, self.metrics, self._chassis)
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes, max_pings)
+        # Alcor's southbound: goal states applied to these vhosts (served beside this servicer).
+        self.goalstates = HostProvisioners(self._planes, vhosts.vhosts.values())
         self._ports = PortOperations(
             self._planes,
             self._vms,
@@ -71,6 +74,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         """Stop the vhosts' OVN chassis, the ping and worker threads, release the host tuner, close the Alcor
         clients."""
         await self._chassis.close()
+        await self.goalstates.close()
         self._pings.close()
         self._planes.close()
         await self._ports.close()

@@ -199,16 +199,18 @@ class Provisioner:
 
 
 class GoalStateProvisionerServicer(goalstateprovisioner_pb2_grpc.GoalStateProvisionerServicer):
-    """The gRPC face: V1 unary and V2 streaming, as ACA answers them. RequestGoalStates and PushGoalstates
-    are NCM's and Arion's, not an agent's: UNIMPLEMENTED."""
+    """The gRPC face: V1 unary and V2 streaming, as ACA answers them; `pick` chooses the Provisioner of
+    the host a goal state names (its host_resources keys; V1: its ports' host_info). RequestGoalStates and
+    PushGoalstates are NCM's and Arion's, not an agent's: UNIMPLEMENTED."""
 
-    def __init__(self, provisioner: Provisioner) -> None:
-        self.provisioner = provisioner
+    def __init__(self, pick: Callable[[Collection[str]], Provisioner]) -> None:
+        self.pick = pick
 
     async def PushNetworkResourceStates(
         self, request: goalstate_pb2.GoalState, context: grpc.aio.ServicerContext[Any, Any]
     ) -> goalstateprovisioner_pb2.GoalStateOperationReply:
-        return await self.provisioner.apply(from_v1(request), neighbor_statuses=True)
+        hosts = {p.configuration.host_info.ip_address for p in request.port_states} - {""}
+        return await self.pick(hosts).apply(from_v1(request), neighbor_statuses=True)
 
     async def PushGoalStatesStream(
         self,
@@ -217,7 +219,8 @@ class GoalStateProvisionerServicer(goalstateprovisioner_pb2_grpc.GoalStateProvis
     ) -> AsyncIterator[goalstateprovisioner_pb2.GoalStateOperationReply]:
         # The first message only, one reply, then the call ends (NCM never half-closes its streams).
         async for message in request_iterator:
-            yield await self.provisioner.apply(from_v2(message), neighbor_statuses=False)
+            provisioner = self.pick(list(message.host_resources))
+            yield await provisioner.apply(from_v2(message), neighbor_statuses=False)
             return
 
     async def RequestGoalStates(

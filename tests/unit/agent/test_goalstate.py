@@ -20,7 +20,9 @@ from alcor.schema import (
     goalstateprovisioner_pb2_grpc,
     neighbor_pb2,
 )
+from merak.errors import FailedPrecondition
 from merak.grpcserver import GrpcServer
+from merak.vhostsfile import Vhost
 from services.agent.goalstate.plan import PortWork, from_v1, from_v2, tap_name
 from services.agent.goalstate.provisioner import (
     GoalStateProvisionerServicer,
@@ -29,6 +31,8 @@ from services.agent.goalstate.provisioner import (
     registration,
 )
 from services.agent.goalstate.record import RecordingApplier
+from services.agent.server import AgentServicer
+from services.agent.vhosts import VhostSet
 from tests.support import assert_eventually
 
 PORT_ID = "1a2b3c4d-5e6f-4711-8899-aabbccddeeff"
@@ -189,9 +193,10 @@ async def test_an_applier_error_is_failure_not_a_crash() -> None:
 
 async def test_the_stream_answers_its_first_message_once_and_ends_the_call() -> None:
     applier = RecordingApplier()
+    provisioner = Provisioner(applier)
     server = GrpcServer(
         "127.0.0.1:0",
-        [registration(GoalStateProvisionerServicer(Provisioner(applier)))],
+        [registration(GoalStateProvisionerServicer(lambda _hosts: provisioner))],
         CollectorRegistry(),
     )
     await server.start()
@@ -222,3 +227,22 @@ async def test_the_stream_answers_its_first_message_once_and_ends_the_call() -> 
     finally:
         never.set()
         await server.stop(0)
+
+
+async def test_an_agent_of_several_vhosts_picks_the_one_a_goal_state_names() -> None:
+    vhosts = {
+        name: Vhost(name, i, "", f"gs-unit-{i}", f"10.9.0.{i + 1}", 24, "", "")
+        for i, name in enumerate(("vhost-0", "vhost-1"))
+    }
+    servicer = AgentServicer(VhostSet("t", "fake", vhosts))
+    try:
+        first, second = servicer.goalstates.pick(["10.9.0.1"]), servicer.goalstates.pick(["10.9.0.2"])
+        assert first is not second
+        with pytest.raises(FailedPrecondition, match="host_resources: the goal state names no vhost"):
+            servicer.goalstates.pick(["192.0.2.1"])
+        # On a fake vhost, the port of a VM that does not exist is PENDING; the neighbour is pushed.
+        reply = await second.apply(from_v2(dpm_message()), neighbor_statuses=False)
+        assert statuses(reply)[(common_pb2.PORT, PORT_ID)] == common_pb2.PENDING
+        assert servicer.goalstates.applied == 1
+    finally:
+        await servicer.close()
