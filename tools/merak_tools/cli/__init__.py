@@ -1,16 +1,19 @@
 """`merak`: run the local stack (up / down / status), check the machine (doctor), the demo, the labs.
 
 `parser` reads the command line; each area's commands have a module of their own: `stack` (up, down,
-status), `demo`, `doctor`, `labs`, and `topology` (exec, fault: a running lab from inside).
+status), `demo`, `doctor`, `labs`, `topology` (exec, fault: a running lab from inside), and `alcor`
+(push a goal state to a host's agent).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from merak.faultspec import process_fault
 from merak.logs import configure_logging
 from merak.v1 import topology_pb2
+from merak_tools.cli.alcor import cmd_alcor_push
 from merak_tools.cli.demo import cmd_demo
 from merak_tools.cli.doctor import cmd_doctor
 from merak_tools.cli.labs import cmd_labs, labs_endpoints
@@ -45,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             links=args.link, partitions=args.partition, hosts=hosts, processes=processes
         )
         return cmd_fault(settings, args.action, args.topology, wanted)
+    if args.command == "alcor":
+        return cmd_alcor_push(
+            settings, Path(args.file), topology_id=args.topology, vhost=args.vhost, address=args.address,
+            v1=args.v1, as_json=args.json,
+        )  # fmt: skip
     if args.command == "labs":
         return cmd_labs(
             labs_endpoints(settings, args), args.action, args.lab, every=args.all, configs=args.configs,

@@ -80,6 +80,17 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--freeze", action="append", default=[], metavar="VHOST|PROCESS",
         help="SIGSTOP a vhost's agent or an OVN process (as --crash names them) until healed",
     )  # fmt: skip
+    alcor = sub.add_parser(
+        "alcor",
+        help="Alcor's southbound by hand: merak alcor push GOALSTATE.json --vhost vhost-1 (prints the reply)",
+    )
+    alcor.add_argument("action", choices=["push"])
+    alcor.add_argument("file", help="a GoalStateV2 (or GoalState with --v1) as JSON or protobuf text")
+    alcor.add_argument("--vhost", default="", help="the emulated host whose agent gets it")
+    alcor.add_argument("--topology", default="", help="topology id (default: the only one running)")
+    alcor.add_argument("--address", default="", help="an agent's address instead (HOST:PORT or unix:PATH)")
+    alcor.add_argument("--v1", action="store_true", help="a GoalState through PushNetworkResourceStates")
+    alcor.add_argument("--json", action="store_true", help="print the reply as JSON")
     labs = sub.add_parser(
         "labs",
         help="the labs (scenarios, bare topologies): merak labs [list] | show LAB | destroy LAB|--all",
