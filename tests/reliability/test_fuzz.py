@@ -27,10 +27,13 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from alcor.schema import goalstateprovisioner_pb2
 from merak import netns
 from merak.grpcclient import CHANNEL_OPTIONS
 from merak.grpcserver import GrpcServer
 from merak.v1 import agent_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
+from services.agent.goalstate.provisioner import GoalStateProvisionerServicer
+from services.agent.goalstate.provisioner import registration as goalstate_registration
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
 from services.topology.backends.local import NS_PREFIX
@@ -171,7 +174,14 @@ def fuzz_method(
     client = redis.Redis.from_url(redis_url)
     with grpc.insecure_channel(target.address, options=list(CHANNEL_OPTIONS)) as channel:
         call: Callable[..., Any]
-        if method.server_streaming:
+        if method.client_streaming:  # Alcor's PushGoalStatesStream: one message, as NCM sends
+            streams = channel.stream_stream(
+                path,
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=reply_cls.FromString,
+            )
+            call = lambda request, timeout: streams(iter([request]), timeout=timeout)  # noqa: E731
+        elif method.server_streaming:
             call = channel.unary_stream(
                 path,
                 request_serializer=request_cls.SerializeToString,
@@ -237,9 +247,9 @@ async def _short_keys(redis_url: str) -> list[str]:
 
 
 async def _agent_server() -> GrpcServer:
-    server = GrpcServer(
-        "127.0.0.1:0", [registration(AgentServicer(VhostSet.standalone()))], CollectorRegistry()
-    )
+    servicer = AgentServicer(VhostSet.standalone())
+    alcor = goalstate_registration(GoalStateProvisionerServicer(servicer.goalstates.pick))
+    server = GrpcServer("127.0.0.1:0", [registration(servicer), alcor], CollectorRegistry())
     await server.start()
     return server
 
@@ -268,6 +278,8 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
         targets.append(
             Target(f"127.0.0.1:{agent.port}", agent_pb2.DESCRIPTOR.services_by_name["MerakAgentService"])
         )
+        alcor = goalstateprovisioner_pb2.DESCRIPTOR.services_by_name["GoalStateProvisioner"]
+        targets.append(Target(f"127.0.0.1:{agent.port}", alcor))
         problems: list[str] = []
         for drawn_from in (FIXED_SEED, FRESH_SEED):
             for target, method in _methods(targets):

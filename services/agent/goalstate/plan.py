@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from alcor.schema import common_pb2, dhcp_pb2, goalstate_pb2, neighbor_pb2, port_pb2, router_pb2, subnet_pb2
+from merak.errors import enum_name
 
 T = TypeVar("T")
 TAP_PREFIX = "tap"
@@ -260,7 +261,7 @@ def _port(state: port_pb2.PortState, subnet: SubnetOf) -> PortWork:
         delete = True  # ACA: an UPDATE with neither is a delete
     elif operation not in (CREATE, DELETE):
         raise Invalid(
-            f"port {config.id[:80]}: operation {common_pb2.OperationType.Name(operation)} on a port"
+            f"port {config.id[:80]}: operation {enum_name(common_pb2.OperationType, operation)} on a port"
         )
     if not config.vpc_id:
         raise Invalid(f"port {config.id[:80]}: no vpc_id")

@@ -24,16 +24,19 @@ def _dummy_encap_ip(index: int) -> str:
 
 def _southbound_check(remote: str, spec: ChassisSpec) -> None:
     """A unix-socket SB must answer as an OVN southbound database before a chassis is pointed at it
-    (else ovn-controller would wait for it until the start times out): UNAVAILABLE when nothing answers,
-    INVALID_ARGUMENT when something else does. And it must not list a live chassis of this name from
-    another lab (system-id = the vhost's name: two labs' vhost-1 on one central would take the same
-    chassis record in turns): FAILED_PRECONDITION. A chassis whose owner (SB's `hostname`: a namespace or
-    a directory) is gone is stale, and its record is taken over. A tcp: or ssl: remote is reached from
-    the chassis's namespace, not this one: left to ovn-controller."""
+    (else ovn-controller would wait for it until the start times out): FAILED_PRECONDITION when nothing
+    listens there, UNAVAILABLE when it does not answer in time, INVALID_ARGUMENT when something else
+    does. And it must not list a live chassis of this name from another lab (system-id = the vhost's
+    name: two labs' vhost-1 on one central would take the same chassis record in turns):
+    FAILED_PRECONDITION. A chassis whose owner (SB's `hostname`: a namespace or a directory) is gone is
+    stale, and its record is taken over. A tcp: or ssl: remote is reached from the chassis's namespace,
+    not this one: left to ovn-controller."""
     if not remote.startswith("unix:"):
         return
     try:
         rows = ovs.select_rows(remote, "OVN_Southbound", "Chassis", ("name", "hostname"), timeout=3.0)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise FailedPrecondition(f"sb_remote: nothing listens at {remote[:200]}") from None
     except OSError as exc:
         raise Unavailable(f"sb_remote: {remote[:200]} does not answer ({exc.__class__.__name__})") from None
     except ValueError as exc:

@@ -1,6 +1,6 @@
-"""EnsureChassis checks a unix-socket southbound database before it starts anything: nothing answering is
-UNAVAILABLE at once (ovn-controller would have waited for it until the start timed out, and the fuzz
-saw DEADLINE_EXCEEDED), an NB in its place is INVALID_ARGUMENT naming sb_remote; neither leaves a
+"""EnsureChassis checks a unix-socket southbound database before it starts anything: nothing listening is
+FAILED_PRECONDITION at once (ovn-controller would have waited for it until the start timed out, and
+the fuzz saw DEADLINE_EXCEEDED), an NB in its place is INVALID_ARGUMENT naming sb_remote; neither leaves a
 chassis directory or process behind. Against a real agent server and a real NB started by the test."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def test_a_southbound_that_does_not_answer_is_refused_at_once(
         await stub.EnsureChassis(
             agent_pb2.EnsureChassisRequest(sb_remote=f"unix:{root}/none.sock"), timeout=10
         )
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # nothing listens there
     assert (caught.value.details() or "").startswith("sb_remote: "), caught.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # an NB where the SB should be
         await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(sb_remote=ovn_nb.nb), timeout=10)

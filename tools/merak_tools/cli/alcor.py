@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from rich.table import Table
 
 from alcor.schema import common_pb2, goalstate_pb2, goalstateprovisioner_pb2, goalstateprovisioner_pb2_grpc
+from merak.errors import enum_name
 from merak.grpcclient import open_blocking_channel
 from merak.v1 import common_pb2 as merak_common_pb2
 from merak.v1 import topology_pb2
@@ -113,10 +114,10 @@ def _print(reply: goalstateprovisioner_pb2.GoalStateOperationReply) -> None:
         table.add_column(column)
     for status in reply.operation_statuses:
         table.add_row(
-            common_pb2.ResourceType.Name(status.resource_type),
+            enum_name(common_pb2.ResourceType, status.resource_type),
             status.resource_id,
-            common_pb2.OperationType.Name(status.operation_type),
-            common_pb2.OperationStatus.Name(status.operation_status),
+            enum_name(common_pb2.OperationType, status.operation_type),
+            enum_name(common_pb2.OperationStatus, status.operation_status),
             str(status.dataplane_programming_time),
             str(status.state_elapse_time),
         )
