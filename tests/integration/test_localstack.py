@@ -320,6 +320,13 @@ def test_a_port_left_in_time_wait_by_a_client_is_not_taken() -> None:
             client.close()  # the side that closes first keeps the TIME-WAIT
             accepted.close()
     assert not port_in_use(source_port)
+    # A live client connection's source port is held: a server's bind there fails (CI saw the
+    # topology service fail to start so).
+    with socket.socket() as server, socket.socket() as client:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        client.connect(server.getsockname())
+        assert port_in_use(client.getsockname()[1])
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()

@@ -157,11 +157,15 @@ def read_or_make_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+# TCP states (as /proc/net/tcp numbers them) that leave a port free for a server to listen on.
+_PORT_FREE_STATES = {"06", "07"}  # TIME_WAIT, CLOSE
+
+
 def port_in_use(port: int) -> bool:
-    """True when a socket listens on TCP `port` (any address, IPv4 or IPv6). Not a trial bind: the
-    ports sit in the kernel's ephemeral range, and a closed client connection that used one as its
-    source port (TIME-WAIT) makes a bind fail for a minute although a server can listen there."""
-    listen = "0A"
+    """True when a socket holds TCP `port` (any address, IPv4 or IPv6): one listens there, or a live
+    client connection uses it as its source port (the ports sit in the kernel's ephemeral range: such
+    a connection, a Temporal server's own say, makes a server's bind fail). Not a trial bind: a
+    finished connection in TIME-WAIT makes a trial bind fail for a minute, yet a server can listen."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -169,7 +173,11 @@ def port_in_use(port: int) -> bool:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == listen and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if (
+                len(fields) > 3
+                and fields[3] not in _PORT_FREE_STATES
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
                 return True
     return False
 
