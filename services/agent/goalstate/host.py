@@ -22,8 +22,9 @@ from functools import partial
 
 from merak.errors import FailedPrecondition
 from merak.logs import get_logger
-from services.agent.goalstate.plan import PENDING, DhcpWork, NeighborWork, PortWork, RouterWork
+from services.agent.goalstate.plan import PENDING, NeighborWork, PortWork
 from services.agent.goalstate.provisioner import Outcome, Provisioner
+from services.agent.goalstate.record import RouterDhcpRecords
 from services.agent.models import Neighbor
 from services.agent.vhost_planes import VhostPlanes
 from services.agent.vhosts import Vhost
@@ -35,17 +36,16 @@ def _us_since(started: float) -> int:
     return round((time.perf_counter() - started) * 1_000_000)
 
 
-class PlaneApplier:
+class PlaneApplier(RouterDhcpRecords):
     """Applies goal-state work to one vhost's plane (in the agent's worker threads, under the vhost's
-    lock, as every other change of that vhost)."""
+    lock, as every other change of that vhost); routers and DHCP entries are recorded."""
 
     def __init__(self, planes: VhostPlanes, vhost: Vhost) -> None:
+        super().__init__()
         self._planes = planes
         self._vhost = vhost
         self._vteps: dict[int, Counter[str]] = {}  # VNI -> remote host -> its ports there
         self._neighbors: dict[tuple[int, str], str] = {}  # (VNI, IP) -> its host
-        self.routers: dict[str, RouterWork] = {}
-        self.dhcp_entries: dict[str, DhcpWork] = {}
 
     async def port(self, work: PortWork) -> Outcome:
         if work.delete:
@@ -87,20 +87,6 @@ class PlaneApplier:
                 await self._planes.run(partial(plane.set_vni_peers, work.vni, sorted(hosts)))
         return Outcome(dataplane_us=_us_since(started))
 
-    async def router(self, work: RouterWork) -> Outcome:
-        if work.delete:
-            self.routers.pop(work.id, None)
-        else:
-            self.routers[work.id] = work
-        return Outcome()
-
-    async def dhcp(self, work: DhcpWork) -> Outcome:
-        if work.delete:
-            self.dhcp_entries.pop(work.mac, None)
-        else:
-            self.dhcp_entries[work.mac] = work
-        return Outcome()
-
 
 class HostProvisioners:
     """A Provisioner per vhost of this agent, chosen by a goal state's host IPs."""
@@ -110,7 +96,7 @@ class HostProvisioners:
         self._by_ip: dict[str, Provisioner] = {}
         for vhost in vhosts:
             local = frozenset({vhost.datapath_ip} - {""})
-            provisioner = Provisioner(PlaneApplier(planes, vhost), local_ips=partial(lambda ips: ips, local))
+            provisioner = Provisioner(PlaneApplier(planes, vhost), local_ips=local)
             self._by_name[vhost.name] = provisioner
             if vhost.datapath_ip:
                 self._by_ip[vhost.datapath_ip] = provisioner

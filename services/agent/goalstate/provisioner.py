@@ -80,7 +80,7 @@ class Provisioner:
     (a neighbour there needs nothing)."""
 
     applier: Applier
-    local_ips: Callable[[], Collection[str]] = frozenset
+    local_ips: Collection[str] = frozenset()
     retry_seconds: float = PENDING_RETRY_SECONDS
     retries: int = PENDING_RETRIES
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -105,7 +105,7 @@ class Provisioner:
             reply, ROUTER, [(w.id, w.operation, self._call(self.applier.router, w)) for w in plan.routers]
         )
         await self._category(reply, PORT, [(w.id, w.operation, self._port(w)) for w in plan.ports])
-        local = set(self.local_ips())
+        local = self.local_ips
         neighbors = [
             (w.id, w.operation, self._local() if w.host_ip in local else self._call(self.applier.neighbor, w))
             for w in plan.neighbors

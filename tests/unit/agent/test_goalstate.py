@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -75,6 +76,20 @@ def dpm_message(*, port_op: int = common_pb2.CREATE) -> goalstate_pb2.GoalStateV
     return gs
 
 
+@asynccontextmanager
+async def provisioner_server(applier: RecordingApplier) -> AsyncIterator[int]:
+    """GoalStateProvisioner on a loopback port of its own, applying through `applier`; the port."""
+    provisioner = Provisioner(applier)
+    servicer = GoalStateProvisionerServicer(lambda _hosts: provisioner)
+    server = GrpcServer("127.0.0.1:0", [registration(servicer)], CollectorRegistry())
+    await server.start()
+    try:
+        yield server.port
+    finally:
+        await server.stop(0)
+        await provisioner.close()
+
+
 def statuses(reply: object) -> dict[tuple[int, str], int]:
     return {
         (s.resource_type, s.resource_id): s.operation_status
@@ -84,7 +99,7 @@ def statuses(reply: object) -> dict[tuple[int, str], int]:
 
 async def test_a_port_its_neighbour_dhcp_and_router_are_applied_and_answered() -> None:
     applier = RecordingApplier()
-    provisioner = Provisioner(applier, local_ips=lambda: {HOST_IP})
+    provisioner = Provisioner(applier, local_ips={HOST_IP})
     reply = await provisioner.apply(from_v2(dpm_message()), neighbor_statuses=False)
     # PORT, ROUTER and DHCP statuses (V2 reports none for neighbours), all SUCCESS; µs timings.
     assert statuses(reply) == {
@@ -156,7 +171,7 @@ async def test_v1_reports_neighbours_and_a_local_one_needs_nothing() -> None:
     local.configuration.fixed_ips[0].ip_address = "10.0.1.7"
     v1.neighbor_states.append(local)
     applier = RecordingApplier()
-    reply = await Provisioner(applier, local_ips=lambda: {HOST_IP}).apply(from_v1(v1), neighbor_statuses=True)
+    reply = await Provisioner(applier, local_ips={HOST_IP}).apply(from_v1(v1), neighbor_statuses=True)
     assert statuses(reply)[(common_pb2.NEIGHBOR, PEER_ID)] == common_pb2.SUCCESS
     assert statuses(reply)[(common_pb2.NEIGHBOR, "local-port")] == common_pb2.SUCCESS
     assert set(applier.neighbors) == {(21, "10.0.1.6")}  # the one on this host needed nothing
@@ -193,16 +208,12 @@ async def test_an_applier_error_is_failure_not_a_crash() -> None:
 
 async def test_the_stream_answers_its_first_message_once_and_ends_the_call() -> None:
     applier = RecordingApplier()
-    provisioner = Provisioner(applier)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [registration(GoalStateProvisionerServicer(lambda _hosts: provisioner))],
-        CollectorRegistry(),
-    )
-    await server.start()
     never = asyncio.Event()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with (
+            provisioner_server(applier) as port,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
             stub = goalstateprovisioner_pb2_grpc.GoalStateProvisionerStub(channel)
 
             async def one_then_hold() -> AsyncIterator[goalstate_pb2.GoalStateV2]:
@@ -226,7 +237,6 @@ async def test_the_stream_answers_its_first_message_once_and_ends_the_call() -> 
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         never.set()
-        await server.stop(0)
 
 
 async def test_an_agent_of_several_vhosts_picks_the_one_a_goal_state_names() -> None:
