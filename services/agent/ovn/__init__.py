@@ -53,6 +53,13 @@ def _southbound_check(remote: str, spec: ChassisSpec) -> None:
             )
 
 
+def _check_unless_running(chassis: Chassis, remote: str) -> None:
+    """_southbound_check for a chassis about to start or to change its SB; one running on `remote`
+    answers at once (compute asks once per batch), as it did before the check."""
+    if chassis.sb_remote != remote or not chassis.running():
+        _southbound_check(remote, chassis.spec)
+
+
 def _alive(owner: str) -> bool:
     """The owner of a chassis record still exists: its namespace, or its directory."""
     return Path(owner).exists() if owner.startswith("/") else netns.exists(owner)
@@ -110,7 +117,7 @@ class ChassisSet:
         encap = request.encap_type or "geneve"
         if encap not in ENCAP_TYPES:
             raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")
-        await asyncio.to_thread(_southbound_check, remote, chassis.spec)
+        await asyncio.to_thread(_check_unless_running, chassis, remote)
         started_at = time.perf_counter()
         async with self._locks.setdefault(vhost.name, asyncio.Lock()):
             started = await asyncio.to_thread(chassis.ensure, remote, encap)
