@@ -8,28 +8,18 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import json_format, text_format
-from prometheus_client import CollectorRegistry
 
-from merak.grpcserver import GrpcServer
 from merak_tools.cli import main
-from services.agent.goalstate.provisioner import GoalStateProvisionerServicer, Provisioner, registration
 from services.agent.goalstate.record import RecordingApplier
-from tests.unit.agent.test_goalstate import PORT_ID, dpm_message
+from tests.unit.agent.test_goalstate import PORT_ID, dpm_message, provisioner_server
 
 
 async def test_a_goal_state_file_is_pushed_and_its_reply_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     applier = RecordingApplier()
-    provisioner = Provisioner(applier)
-    server = GrpcServer(
-        "127.0.0.1:0",
-        [registration(GoalStateProvisionerServicer(lambda _hosts: provisioner))],
-        CollectorRegistry(),
-    )
-    await server.start()
-    try:
-        address = f"127.0.0.1:{server.port}"
+    async with provisioner_server(applier) as port:
+        address = f"127.0.0.1:{port}"
         as_json, as_text = tmp_path / "gs.json", tmp_path / "gs.txt"
         as_json.write_text(json_format.MessageToJson(dpm_message()))
         as_text.write_text(text_format.MessageToString(dpm_message()))
@@ -45,5 +35,3 @@ async def test_a_goal_state_file_is_pushed_and_its_reply_printed(
         bad.write_text('{"no_such_field": 1}')
         assert await asyncio.to_thread(main, ["alcor", "push", str(bad), "--address", address]) == 2
         assert "not a GoalStateV2" in capsys.readouterr().out
-    finally:
-        await server.stop(0)

@@ -14,6 +14,7 @@ from merak.procs import pid_from_file
 from merak.v1 import common_pb2, scenario_pb2, topology_pb2, topology_pb2_grpc
 from services.topology.models import TopologySpec
 from tests.integration.scenario_lab import (
+    Created,
     Stack,
     act,
     compute_config,
@@ -29,19 +30,29 @@ TOPOLOGY, NETWORK, COMPUTE = scenario_pb2.TOPOLOGY, scenario_pb2.NETWORK, scenar
 DEPLOY = scenario_pb2.DEPLOY
 
 
-@pytest.mark.parametrize(
-    "state", [topology_pb2.HOST_CRASHED, topology_pb2.HOST_FROZEN], ids=["crashed", "frozen"]
-)
-async def test_a_lab_with_a_faulted_host_is_torn_down(stack: Stack, state: int) -> None:
+async def deployed_lab(
+    stack: Stack, services: tuple[scenario_pb2.ServiceName.ValueType, ...] = (TOPOLOGY, NETWORK, COMPUTE)
+) -> Created:
+    """A 3-host scenario with 6 VMs, `services` deployed in turn, each READY."""
     created = await create_scenario(
         stack.stub,
         topology=topology_config(vhosts=3, racks=1, per_rack=3),
         compute=compute_config(nodes=3, vms_per_vpc=6),
     )
+    status = {TOPOLOGY: "topology_status", NETWORK: "network_status", COMPUTE: "compute_status"}
+    for service in services:
+        await act(stack.stub, created.scenario.id, service, DEPLOY)
+        last = (await watch(stack, created.scenario.id))[-1]
+        assert getattr(last, status[service]) == scenario_pb2.READY, last
+    return created
+
+
+@pytest.mark.parametrize(
+    "state", [topology_pb2.HOST_CRASHED, topology_pb2.HOST_FROZEN], ids=["crashed", "frozen"]
+)
+async def test_a_lab_with_a_faulted_host_is_torn_down(stack: Stack, state: int) -> None:
+    created = await deployed_lab(stack)
     sid = created.scenario.id
-    for service in (TOPOLOGY, NETWORK, COMPUTE):
-        await act(stack.stub, sid, service, DEPLOY)
-        assert (await watch(stack, sid))[-1].compute_status in (scenario_pb2.READY, scenario_pb2.NONE)
     async with grpc.aio.insecure_channel(stack.services.addresses["topology"]) as channel:
         topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
         fault = topology_pb2.HostFault(vhost="vhost-1", state=state)  # type: ignore[arg-type]
@@ -55,13 +66,7 @@ async def test_a_lab_with_a_faulted_host_is_torn_down(stack: Stack, state: int) 
 
 async def test_merak_down_deletes_a_lab_with_frozen_and_crashed_hosts(stack: Stack) -> None:
     # What `merak down` does: a TopologyHandler DELETE of every lab, here one holding host faults.
-    created = await create_scenario(
-        stack.stub,
-        topology=topology_config(vhosts=3, racks=1, per_rack=3),
-        compute=compute_config(nodes=3, vms_per_vpc=6),
-    )
-    await act(stack.stub, created.scenario.id, TOPOLOGY, DEPLOY)
-    assert (await watch(stack, created.scenario.id))[-1].topology_status == scenario_pb2.READY
+    created = await deployed_lab(stack, (TOPOLOGY,))
     async with grpc.aio.insecure_channel(stack.services.addresses["topology"]) as channel:
         topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
         faults = [
@@ -86,15 +91,8 @@ async def test_agents_that_do_not_answer_do_not_stop_the_teardown(stack: Stack) 
     # Compute's DELETE cannot finish (the scenario gives up on it after its teardown timeout); the
     # teardown deletes the lab anyway (the topology service thaws and stops its agents) and asks compute
     # again, which counts the VMs of the gone hosts as gone: nothing is left.
-    created = await create_scenario(
-        stack.stub,
-        topology=topology_config(vhosts=3, racks=1, per_rack=3),
-        compute=compute_config(nodes=3, vms_per_vpc=6),
-    )
+    created = await deployed_lab(stack)
     sid = created.scenario.id
-    for service in (TOPOLOGY, NETWORK, COMPUTE):
-        await act(stack.stub, sid, service, DEPLOY)
-        await watch(stack, sid)
     short = TopologySpec(topology_id=created.topology.id, name="", type=0, number_of_vhosts=1).short_id
     pids = [
         pid
