@@ -201,15 +201,11 @@ def _run(
             ports: list[Any] = []
             with api.transaction(check_error=True) as txn:
                 for v in range(first, first + count):
-                    s = (h * per_host + v) % switches
+                    # A later round's ports are numbered after every first-round one.
+                    n = h * per_host + v if not first else len(chassis) * per_host + h * count + v - first
+                    s = n % switches
                     name = f"floor-p{h}-{v}"
-                    mac, _ip, _gateway, _prefix = _address(h, v, per_host, switches)
-                    if first:  # addresses after every first-round one
-                        _mac, ip, _gateway, _prefix = _address(
-                            h, v - first, count, switches, len(chassis) * per_host
-                        )
-                    else:
-                        ip = _ip
+                    mac, ip, _gateway, _prefix = _address(h, v, n, switches)
                     port = txn.add(api.lsp_add(f"floor-s{s}", name, addresses=[f"{mac} {ip}"],
                                                port_security=[f"{mac} {ip}"]))  # fmt: skip
                     names.append(name)
@@ -259,7 +255,7 @@ def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str
         lines += [f"link set fp{v} up" for v in range(per_host)]
         _ip_batch(lines, vhost)
         for v, vm in enumerate(vms):
-            mac, ip, gateway, prefix_len = _address(h, v, per_host, switches)
+            mac, ip, gateway, prefix_len = _address(h, v, h * per_host + v, switches)
             _ip_batch(
                 [
                     "link set lo up",
@@ -273,10 +269,9 @@ def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str
     return vhosts
 
 
-def _address(h: int, v: int, per_host: int, switches: int, base: int = 0) -> tuple[str, str, str, int]:
-    """MAC, IP, gateway and prefix of VM v of host h (the same plan as `_run`'s ports; IPs from the
-    `base`-th address on)."""
-    n = base + h * per_host + v
+def _address(h: int, v: int, n: int, switches: int) -> tuple[str, str, str, int]:
+    """MAC (from the host and its VM's index v), IP, gateway and prefix (from n, the port's number over
+    the whole run: its logical switch is n % switches) of VM v of host h, as `_run` plans its ports."""
     s = n % switches
     mac = f"02:fd:{h >> 8:02x}:{h & 255:02x}:{v >> 8:02x}:{v & 255:02x}"
     ip = f"10.{s}.{(n // switches + 2) >> 8}.{(n // switches + 2) & 255}"
