@@ -76,7 +76,9 @@ class ProcessFaults:
             if state == topology_pb2.HOST_CRASHED:
                 os.kill(pid, signal.SIGKILL)
             else:
+                # The signal is delivered asynchronously: the fault holds once the process is stopped.
                 os.kill(pid, signal.SIGSTOP)
+                await _until(lambda: process_state(pid) in ("T", "t", ""), target, "stop")
             held[target] = state
             log.info("process_fault_applied", topology_id=topology_id, target=target, pid=pid, state=state)
         for target in sorted(set(held) - set(states)):
@@ -98,6 +100,7 @@ class ProcessFaults:
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+                await _until(lambda: process_state(pid) not in ("T", "t"), target)
         elif process in CENTRAL:
             # The stack's supervisor restarts it (1 s after it died): wait until it runs again.
             await _until(lambda: self.pid(target, run_dir, vhost_index) is not None, target)
@@ -122,11 +125,11 @@ class ProcessFaults:
                         os.kill(pid, signal.SIGCONT)
 
 
-async def _until(check: Callable[[], bool], target: str) -> None:
+async def _until(check: Callable[[], bool], target: str, what: str = "come back") -> None:
     deadline = time.monotonic() + HEAL_TIMEOUT
     while not check():
         if time.monotonic() > deadline:
-            raise Unavailable(f"{target} did not come back within {HEAL_TIMEOUT:.0f} s")
+            raise Unavailable(f"{target} did not {what} within {HEAL_TIMEOUT:.0f} s")
         await asyncio.sleep(0.05)
 
 
