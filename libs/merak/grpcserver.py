@@ -15,6 +15,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from merak import netns
 from merak.errors import status_for
 from merak.grpcclient import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from merak.logs import get_logger
@@ -207,17 +208,32 @@ class GrpcServer:
             reflection.SERVICE_NAME,
         ]
 
-    async def start(self) -> int:
-        """Bind, start serving and mark every service SERVING; returns the bound TCP port (0 for unix)."""
+    async def start(self, *, netns_fd: int | None = None, plaintext: bool = False) -> int:
+        """Bind, start serving and mark every service SERVING; returns the bound TCP port (0 for unix).
+
+        `netns_fd`: listen in that network namespace (the socket is made there, from a thread that
+        enters it; the server runs on here). `plaintext`: no TLS even when the stack has it (a
+        protocol whose clients speak none, as Alcor's to its host agents)."""
         for registration in self.registrations:
             registration.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(self.service_names, self.server)
-        files = TlsFiles.current()
-        if files is not None and is_tcp(self.address):
-            self.port = self.server.add_secure_port(self.address, files.server_credentials())
+        files = None if plaintext else TlsFiles.current()
+
+        def bind() -> int:
+            if files is not None and is_tcp(self.address):
+                return self.server.add_secure_port(self.address, files.server_credentials())
+            return self.server.add_insecure_port(self.address)
+
+        if netns_fd is None:
+            self.port = bind()
         else:
-            self.port = self.server.add_insecure_port(self.address)
+
+            def bind_there() -> int:
+                with netns.entered_fd(netns_fd):
+                    return bind()
+
+            self.port = await asyncio.to_thread(bind_there)
         if self.port == 0 and not self.address.startswith("unix:"):
             raise OSError(f"cannot listen on {self.address}")
         await self.server.start()

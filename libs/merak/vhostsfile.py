@@ -6,7 +6,11 @@ at start. This module owns the format; its keys are the contract between the two
 
     {"topology_id": "...", "short_id": "...", "dataplane": "real",
      "vhosts": [{"name": "vhost-0", "index": 0, "netns": "mk-...-vhost-0", "vm_ns_prefix": "mk-...-0",
-                 "datapath_ip": "10.200.0.1", "prefix_len": 16, "nic": "vh0-eth1", "mac": "02:..."}]}
+                 "datapath_ip": "10.200.0.1", "prefix_len": 16, "nic": "vh0-eth1", "mac": "02:...",
+                 "goalstate_address": "127.16.0.1:50001"}]}
+
+`goalstate_address` (optional, "" when absent) is where the vhost serves Alcor's host-agent API
+(GoalStateProvisioner) once its network uses the alcor plugin.
 
 Both sides validate what they hold: a name that could not be a namespace or an interface, or a
 vhost named twice, is refused when the document is built and when it is read.
@@ -28,6 +32,8 @@ _VHOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # A kernel interface name (IFNAMSIZ - 1 characters), no '/', ':' or whitespace.
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})"
+_ADDRESS = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}:[0-9]{{1,5}}")
 
 
 class VhostsFileError(ValueError):
@@ -47,6 +53,7 @@ class Vhost:
     prefix_len: int
     nic: str
     mac: str
+    goalstate_address: str = ""  # IPv4:port where the vhost serves GoalStateProvisioner ("": nowhere)
 
     def __post_init__(self) -> None:
         where = f"vhost {self.name!r}"
@@ -64,6 +71,8 @@ class Vhost:
             raise VhostsFileError(f"{where}: {self.nic!r} is not an interface name")
         if self.mac and not _MAC.fullmatch(self.mac):
             raise VhostsFileError(f"{where}: {self.mac!r} is not a lowercase MAC address")
+        if self.goalstate_address and not _ADDRESS.fullmatch(self.goalstate_address):
+            raise VhostsFileError(f"{where}: goalstate_address {self.goalstate_address!r} is not IPv4:port")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +107,15 @@ _VHOST_FIELDS: tuple[tuple[str, type], ...] = (
     ("nic", str),
     ("mac", str),
 )
+_OPTIONAL_VHOST_FIELDS: tuple[tuple[str, type], ...] = (("goalstate_address", str),)
 _FILE_FIELDS: tuple[tuple[str, type], ...] = (("topology_id", str), ("short_id", str), ("dataplane", str))
 
 
 def dumps(document: VhostsFile) -> str:
     """The document as the agent reads it (compact JSON, keys in the order of the field lists above)."""
     body: dict[str, Any] = {key: getattr(document, key) for key, _ in _FILE_FIELDS}
-    body["vhosts"] = [{key: getattr(v, key) for key, _ in _VHOST_FIELDS} for v in document.vhosts]
+    keys = [key for key, _ in (*_VHOST_FIELDS, *_OPTIONAL_VHOST_FIELDS)]
+    body["vhosts"] = [{key: getattr(v, key) for key in keys} for v in document.vhosts]
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -118,7 +129,13 @@ def loads(text: str) -> VhostsFile:
     entries = raw.get("vhosts")
     if not isinstance(entries, list):
         raise VhostsFileError("vhosts: a list is required")
-    vhosts = tuple(Vhost(**_fields(entry, _VHOST_FIELDS, f"vhosts[{i}]")) for i, entry in enumerate(entries))
+    vhosts = tuple(
+        Vhost(
+            **_fields(entry, _VHOST_FIELDS, f"vhosts[{i}]"),
+            **_fields(entry, _OPTIONAL_VHOST_FIELDS, f"vhosts[{i}]", optional=True),
+        )
+        for i, entry in enumerate(entries)
+    )
     return VhostsFile(vhosts=vhosts, **values)
 
 
@@ -135,12 +152,17 @@ def read(path: Path) -> VhostsFile:
         raise VhostsFileError(f"{path}: {exc}") from None
 
 
-def _fields(raw: Any, fields: tuple[tuple[str, type], ...], where: str) -> dict[str, Any]:
-    """The `fields` of the JSON object `raw`, each of its type (an int is not a bool); others ignored."""
+def _fields(
+    raw: Any, fields: tuple[tuple[str, type], ...], where: str, *, optional: bool = False
+) -> dict[str, Any]:
+    """The `fields` of the JSON object `raw`, each of its type (an int is not a bool); others ignored;
+    `optional` ones may be absent."""
     if not isinstance(raw, dict):
         raise VhostsFileError(f"{where}: an object is required")
     values = {}
     for key, kind in fields:
+        if optional and key not in raw:
+            continue
         value = raw.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise VhostsFileError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")

@@ -16,6 +16,7 @@ from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, common_pb2
 from services.agent import convert
 from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for, recorded_calls
+from services.agent.goalstate.host import HostProvisioners
 from services.agent.metrics import AgentMetrics
 from services.agent.models import SubnetSpec, VmSpec, VpcSpec
 from services.agent.validation import host_ifname
@@ -43,8 +44,11 @@ class PortOperations:
         alcor: AlcorPorts | None,
         management_netns: int | None,
         control_plane: ControlPlaneAllow | None = None,
+        goalstates: HostProvisioners | None = None,
     ) -> None:
         self._planes = planes
+        # Alcor's goal states for these vhosts: a vhost serves them once it has an Alcor port.
+        self._goalstates = goalstates
         self._vms = vms
         self._metrics = metrics
         # The process override (MERAK_ALCOR_URL); otherwise each port request names its Alcor.
@@ -179,6 +183,11 @@ class PortOperations:
             )
         return client
 
+    async def _serve_goalstates(self, vhost: Vhost) -> None:
+        """The vhost answers Alcor's goal states from now on (on its own address: Alcor reaches it there)."""
+        if self._goalstates is not None:
+            await self._goalstates.serve(vhost.name)
+
     async def _precreate(
         self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None
     ) -> agent_pb2.AgentReturnInfo:
@@ -192,6 +201,7 @@ class PortOperations:
         for field in ("vpcid", "subnetid", "projectid"):
             if not getattr(request, field):
                 raise InvalidArgument(field, "required for PRECREATE in alcor mode")
+        await self._serve_goalstates(vhost)
         port = await alcor.create_minimal(
             project_id=request.projectid,
             tenant_id=request.tenantid,
@@ -232,6 +242,7 @@ class PortOperations:
         if alcor is not None:
             if not request.remoteid:
                 raise InvalidArgument("remoteid", "required for CREATE in alcor mode (the PRECREATE port id)")
+            await self._serve_goalstates(vhost)  # before the bind: Alcor pushes the port's goal state then
             await alcor.bind(
                 project_id=request.projectid, tenant_id=request.tenantid, port_id=request.remoteid,
                 vpc_id=request.vpcid, vm_name=request.name, host=request.hostname or vhost.name,

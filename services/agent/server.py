@@ -60,7 +60,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes, max_pings)
         # Alcor's southbound: goal states applied to these vhosts (served beside this servicer).
-        self.goalstates = HostProvisioners(self._planes, vhosts.vhosts.values())
+        self.goalstates = HostProvisioners(self._planes, vhosts.vhosts.values(), netns_fd=management_netns)
         self._ports = PortOperations(
             self._planes,
             self._vms,
@@ -68,6 +68,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
             alcor=alcor,
             management_netns=management_netns,
             control_plane=control_plane,
+            goalstates=self.goalstates,
         )
 
     async def close(self) -> None:

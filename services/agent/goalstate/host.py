@@ -15,15 +15,23 @@ data-plane addresses; an agent of one vhost takes any.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from functools import partial
 
-from merak.errors import FailedPrecondition
+from merak.errors import FailedPrecondition, Unavailable
+from merak.grpcserver import GrpcServer
 from merak.logs import get_logger
+from merak.naming import vni_for_vpc
 from services.agent.goalstate.plan import PENDING, NeighborWork, PortWork
-from services.agent.goalstate.provisioner import Outcome, Provisioner
+from services.agent.goalstate.provisioner import (
+    GoalStateProvisionerServicer,
+    Outcome,
+    Provisioner,
+    registration,
+)
 from services.agent.goalstate.record import RouterDhcpRecords
 from services.agent.models import Neighbor
 from services.agent.vhost_planes import VhostPlanes
@@ -65,11 +73,14 @@ class PlaneApplier(RouterDhcpRecords):
 
     async def neighbor(self, work: NeighborWork) -> Outcome:
         plane = self._planes.plane(self._vhost)
-        key = (work.vni, work.ip)
+        # The VPC's overlay here is keyed by our VNI of the VPC (the agent made its VMs there before any
+        # goal state); Alcor's tunnel_id for it is another number, on a VPC we know by id.
+        vni = vni_for_vpc(work.vpc_id) if work.vpc_id else work.vni
+        key = (vni, work.ip)
         entry = Neighbor(ip=work.ip, mac=work.mac, vtep=work.host_ip)
         started = time.perf_counter()
         async with self._planes.lock(self._vhost):
-            hosts = self._vteps.setdefault(work.vni, Counter())
+            hosts = self._vteps.setdefault(vni, Counter())
             before = set(hosts)
             was = self._neighbors.pop(key, None)
             if was is not None:
@@ -78,23 +89,31 @@ class PlaneApplier(RouterDhcpRecords):
                     del hosts[was]
             if work.delete:
                 if was is not None:
-                    await self._planes.run(partial(plane.remove_neighbors, work.vni, [entry]))
+                    await self._planes.run(partial(plane.remove_neighbors, vni, [entry]))
             else:
                 self._neighbors[key] = work.host_ip
                 hosts[work.host_ip] += 1
-                await self._planes.run(partial(plane.push_neighbors, work.vni, [entry]))
+                await self._planes.run(partial(plane.push_neighbors, vni, [entry]))
             if set(hosts) != before:
-                await self._planes.run(partial(plane.set_vni_peers, work.vni, sorted(hosts)))
+                await self._planes.run(partial(plane.set_vni_peers, vni, sorted(hosts)))
         return Outcome(dataplane_us=_us_since(started))
 
 
 class HostProvisioners:
-    """A Provisioner per vhost of this agent, chosen by a goal state's host IPs."""
+    """A Provisioner per vhost of this agent, chosen by a goal state's host IPs on the agent's own server,
+    and served on the vhost's own goal-state address (`serve`) once its network uses Alcor.
 
-    def __init__(self, planes: VhostPlanes, vhosts: Iterable[Vhost]) -> None:
+    `netns_fd`: the namespace the vhosts' addresses are in (this machine's, where Alcor runs)."""
+
+    def __init__(self, planes: VhostPlanes, vhosts: Iterable[Vhost], netns_fd: int | None = None) -> None:
+        self._netns_fd = netns_fd
+        self._vhosts: dict[str, Vhost] = {}
+        self._servers: dict[str, GrpcServer] = {}
+        self._serving = asyncio.Lock()
         self._by_name: dict[str, Provisioner] = {}
         self._by_ip: dict[str, Provisioner] = {}
         for vhost in vhosts:
+            self._vhosts[vhost.name] = vhost
             local = frozenset({vhost.datapath_ip} - {""})
             provisioner = Provisioner(PlaneApplier(planes, vhost), local_ips=local)
             self._by_name[vhost.name] = provisioner
@@ -116,12 +135,44 @@ class HostProvisioners:
             f"{len(self._by_name)} vhosts needs the host's data-plane address as the key"
         )
 
+    async def serve(self, name: str) -> str:
+        """Serve the vhost's GoalStateProvisioner on its goal-state address (plaintext, as ACA on :50001),
+        from now until close; the address ("" when the vhost has none). Again: nothing more."""
+        vhost = self._vhosts[name]
+        address = vhost.goalstate_address
+        if not address:
+            return ""
+        async with self._serving:
+            if name in self._servers:
+                return self.serving[name]
+            provisioner = self._by_name[name]
+            server = GrpcServer(
+                address, [registration(GoalStateProvisionerServicer(lambda _hosts: provisioner))]
+            )
+            try:
+                await server.start(netns_fd=self._netns_fd, plaintext=True)
+            except (OSError, RuntimeError) as exc:
+                raise Unavailable(
+                    f"vhost {name}: cannot serve goal states on {address} ({exc}); is another lab's "
+                    "agent listening there?"
+                ) from exc
+            self._servers[name] = server
+        log.info("goalstate_serving", vhost=name, address=self.serving[name])
+        return self.serving[name]
+
+    @property
+    def serving(self) -> dict[str, str]:
+        """Where each vhost serves goal states now (the port bound, for an address of port 0), by name."""
+        return {name: f"{s.address.rpartition(':')[0]}:{s.port}" for name, s in self._servers.items()}
+
     @property
     def applied(self) -> int:
         """Goal states answered, over every vhost."""
         return sum(p.applied for p in self._by_name.values())
 
     async def close(self) -> None:
-        """Stop every pending port's retries."""
+        """Stop serving goal states, and every pending port's retries."""
+        servers, self._servers = list(self._servers.values()), {}
+        await asyncio.gather(*(server.stop(1.0) for server in servers))
         for provisioner in self._by_name.values():
             await provisioner.close()

@@ -79,6 +79,7 @@ class NeighborWork:
     mac: str
     host_ip: str
     l3: bool
+    vpc_id: str = ""  # of its subnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ class _Subnet:
     prefix_len: int
     gateway_ip: str
     gateway_mac: str
+    vpc_id: str = ""
 
 
 SubnetOf = Callable[[str], _Subnet]
@@ -231,6 +233,7 @@ def _subnet(config: subnet_pb2.SubnetConfiguration) -> _Subnet:
         prefix_len=network.prefixlen,
         gateway_ip=config.gateway.ip_address,
         gateway_mac=config.gateway.mac_address,
+        vpc_id=config.vpc_id,
     )
 
 
@@ -310,6 +313,7 @@ def _neighbors(state: neighbor_pb2.NeighborState, subnet: SubnetOf) -> list[Neig
                 mac=mac,
                 host_ip=host_ip,
                 l3=fixed.neighbor_type == neighbor_pb2.L3,
+                vpc_id=found.vpc_id,
             )
         )
     return work

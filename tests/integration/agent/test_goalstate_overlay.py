@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from alcor.schema import common_pb2, goalstate_pb2, goalstateprovisioner_pb2_grpc, neighbor_pb2
 from merak.grpcserver import GrpcServer
+from merak.naming import vni_for_vpc
 from merak.v1 import agent_pb2, agent_pb2_grpc
 from merak.vhostsfile import Vhost
 from services.agent.goalstate.provisioner import GoalStateProvisionerServicer
@@ -32,7 +33,10 @@ pytestmark = pytest.mark.root
 AgentStub: TypeAlias = "agent_pb2_grpc.MerakAgentServiceAsyncStub"
 AlcorStub: TypeAlias = "goalstateprovisioner_pb2_grpc.GoalStateProvisionerAsyncStub"
 
-VNI = 5071
+# Alcor numbers a VPC's tunnel its own way; the agent keys the VPC's overlay by our VNI of its id, as it
+# made the VMs (the goal state's neighbours land there by the subnet's vpc_id).
+TUNNEL_ID = 4096
+VNI = vni_for_vpc("vpc-1")
 PORTS = ["0a0a0a0a-0000-4000-8000-000000000001", "0b0b0b0b-0000-4000-8000-000000000002"]
 
 
@@ -55,7 +59,7 @@ def goal_state(
     subnet = gs.subnet_states["sn-1"]
     subnet.operation_type = common_pb2.INFO
     config = subnet.configuration
-    config.id, config.vpc_id, config.cidr, config.tunnel_id = "sn-1", "vpc-1", "10.71.0.0/24", VNI
+    config.id, config.vpc_id, config.cidr, config.tunnel_id = "sn-1", "vpc-1", "10.71.0.0/24", TUNNEL_ID
     config.gateway.ip_address, config.gateway.mac_address = "10.71.0.1", "02:00:00:00:71:01"
     if with_port:
         port = gs.port_states[port_id]

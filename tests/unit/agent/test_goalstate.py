@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from alcor.schema import (
@@ -256,3 +257,32 @@ async def test_an_agent_of_several_vhosts_picks_the_one_a_goal_state_names() -> 
         assert servicer.goalstates.applied == 1
     finally:
         await servicer.close()
+
+
+async def test_a_vhost_serves_goal_states_on_its_own_address_once_asked() -> None:
+    vhosts = {
+        name: Vhost(name, i, "", f"gs-srv-{i}", f"10.9.1.{i + 1}", 24, "", "", "127.0.0.1:0")
+        for i, name in enumerate(("vhost-0", "vhost-1"))
+    }
+    servicer = AgentServicer(VhostSet("t", "fake", vhosts))
+    try:
+        assert servicer.goalstates.serving == {}
+        where = await servicer.goalstates.serve("vhost-1")
+        assert await servicer.goalstates.serve("vhost-1") == where  # once: the same server again
+        assert servicer.goalstates.serving == {"vhost-1": where}
+        async with grpc.aio.insecure_channel(where) as channel:
+            stub = goalstateprovisioner_pb2_grpc.GoalStateProvisionerStub(channel)
+            # Its own server: the goal state is that vhost's, whatever host_resources says (as ACA).
+            message = dpm_message()
+            message.host_resources.clear()
+            replies = [r async for r in stub.PushGoalStatesStream(iter([message]), timeout=30)]
+            assert statuses(replies[0])[(common_pb2.PORT, PORT_ID)] == common_pb2.PENDING
+            health = health_pb2_grpc.HealthStub(channel)
+            asked = health_pb2.HealthCheckRequest(service="alcor.schema.GoalStateProvisioner")
+            reply = await health.Check(asked, timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert servicer.goalstates.pick(["10.9.1.2"]).applied == 1
+        assert servicer.goalstates.pick(["10.9.1.1"]).applied == 0
+    finally:
+        await servicer.close()
+    assert servicer.goalstates.serving == {}

@@ -15,7 +15,7 @@ from merak import vhostsfile
 from merak.config import GRPC_PORTS, METRICS_PORTS
 from merak.v1 import common_pb2, topology_pb2
 from services.topology.backends import HostRuntime
-from services.topology.backends.vhosts import vhosts_file
+from services.topology.backends.vhosts import ACA_PORT, vhosts_file
 from services.topology.models import Node, Topology
 
 AGENT_PORT = GRPC_PORTS["agent"]
@@ -285,7 +285,8 @@ class _PodFactory:
         """The pod of the index-th vhost: the agent, serving that one vhost on port 40054."""
         nics = self.nics(node)
         first = node.nics[0] if node.nics else None
-        document = vhosts_file(self.topology, [(index, node)])
+        # Alcor's NCM reaches a host's agent at its pod IP, port 50001 (as it reached ACA in Merak's pods).
+        document = vhosts_file(self.topology, [(index, node)], lambda _index: f"0.0.0.0:{ACA_PORT}")
         vhost = document.vhosts[0]
         env = {
             **self.options.agent_env,

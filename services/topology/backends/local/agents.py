@@ -30,6 +30,7 @@ from merak.grpcclient import health_serving
 from merak.logs import get_logger
 from merak.procs import alive, pid_from_file, process_state
 from merak.v1 import topology_pb2
+from services.topology.backends.local import goalstate_addresses
 from services.topology.backends.vhosts import vhosts_file
 from services.topology.models import Topology
 
@@ -133,7 +134,9 @@ class Agents:
         if _agent_pid(plan) is not None:
             return None
         served = [(vhost_index[name], topology.node(name)) for name in plan.vhosts]
-        vhostsfile.write(plan.vhosts_file, vhosts_file(topology, served))
+        block = goalstate_addresses.block_of(plan.run_dir)
+        where = partial(goalstate_addresses.address, block) if block is not None else (lambda _index: "")
+        vhostsfile.write(plan.vhosts_file, vhosts_file(topology, served, where))
         plan.socket.unlink(missing_ok=True)
         argv = [
             sys.executable, "-m", "services.agent",

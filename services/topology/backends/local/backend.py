@@ -24,6 +24,7 @@ from services.topology.backends import (
     VhostRuntime,
 )
 from services.topology.backends.impair import DeviceFaults
+from services.topology.backends.local import goalstate_addresses
 from services.topology.backends.local.agents import (
     AgentPlan,
     Agents,
@@ -61,8 +62,11 @@ class LocalBackend(TopologyBackend):
         stack_run_dir: Path | None = None,
         metrics: TopologyMetrics | None = None,
         lab_logs: LabLogs | None = None,
+        goalstate_claims: Path = goalstate_addresses.CLAIMS,
     ) -> None:
         self.run_root = run_root
+        # Machine-wide: which lab holds which loopback block for its hosts' goal-state servers.
+        self.goalstate_claims = goalstate_claims
         # Where a deleted lab's agent and chassis logs are kept (None: they go with its run directory).
         self.lab_logs = lab_logs
         # The stack's pid files (its OVN central's among them), for faults on those processes.
@@ -101,6 +105,7 @@ class LocalBackend(TopologyBackend):
         spec = topology.spec
         started = time.perf_counter()
         self.run_dir(spec.short_id).mkdir(parents=True, exist_ok=True)
+        goalstate_addresses.claim(self.run_dir(spec.short_id), spec.topology_id, self.goalstate_claims)
         if spec.plane.builds_namespaces:
             await self.machine.make_room(len(topology.nodes), reason=f"topology {spec.topology_id}")
             await self.kernel.build(topology)
@@ -224,6 +229,8 @@ class LocalBackend(TopologyBackend):
         spec = topology.spec
         plans = self.plan_agents(topology)
         present = self.kernel.present(spec.short_id) if spec.plane.builds_namespaces else None
+        block = goalstate_addresses.block_of(self.run_dir(spec.short_id))
+        index = {node.name: i for i, node in enumerate(topology.vhosts())}
         healthy = await asyncio.gather(
             *(health_serving(p.endpoint) if self.agents.running(p) else _false() for p in plans)
         )
@@ -243,6 +250,12 @@ class LocalBackend(TopologyBackend):
                     agent_endpoint=plan.endpoint,
                     hostname=self.machine.hostname,
                     detail=detail,
+                    # Where Alcor reaches the host's agent (node registration's local_ip, as a pod IP).
+                    container_ip=(
+                        goalstate_addresses.address(block, index[name]).rpartition(":")[0]
+                        if block is not None
+                        else ""
+                    ),
                 )
         return result
 
@@ -264,6 +277,7 @@ class LocalBackend(TopologyBackend):
         stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)
         namespaces = self.kernel.remove_topology(spec.short_id)
         logs = await self._finish_keeping_logs(spec, run_dir, kept)
+        goalstate_addresses.release(run_dir, self.goalstate_claims)
         if run_dir.exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         log.info(

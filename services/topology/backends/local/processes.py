@@ -14,6 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -78,7 +79,7 @@ class ProcessFaults:
             else:
                 # The signal is delivered asynchronously: the fault holds once the process is stopped.
                 os.kill(pid, signal.SIGSTOP)
-                await _until(lambda: process_state(pid) in ("T", "t", ""), target, "stop")
+                await _until(partial(_stopped, pid), target, "stop")
             held[target] = state
             log.info("process_fault_applied", topology_id=topology_id, target=target, pid=pid, state=state)
         for target in sorted(set(held) - set(states)):
@@ -123,6 +124,11 @@ class ProcessFaults:
                 if pid is not None and process_state(pid) in ("T", "t"):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (or gone)."""
+    return process_state(pid) in ("T", "t", "")
 
 
 async def _until(check: Callable[[], bool], target: str, what: str = "come back") -> None:
