@@ -17,6 +17,7 @@ class AgentMetrics:
     vm_seconds: Histogram
     failures: Counter
     control_plane: ControlPlaneMetrics
+    goalstate_ready: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> AgentMetrics:
@@ -37,4 +38,10 @@ class AgentMetrics:
                 registry=registry,
             ),
             control_plane=ControlPlaneMetrics.create(registry),
+            goalstate_ready=Histogram(
+                "merak_agent_goalstate_ready_seconds",
+                "Alcor mode: from a port's POST to Alcor until its vhost applied Alcor's goal state for it.",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+                registry=registry,
+            ),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -49,6 +50,8 @@ class PortOperations:
         self._planes = planes
         # Alcor's goal states for these vhosts: a vhost serves them once it has an Alcor port.
         self._goalstates = goalstates
+        # When each Alcor port was POSTed (time.monotonic()), until its CREATE: its time to data plane ready.
+        self._posted: dict[str, float] = {}
         self._vms = vms
         self._metrics = metrics
         # The process override (MERAK_ALCOR_URL); otherwise each port request names its Alcor.
@@ -131,13 +134,43 @@ class PortOperations:
             vhost, vpcs, [vm for _, (_, vm) in ready], {p.name: p.id for p, _ in ready}
         )
         results = {r.name: r for r in made.results}
+        replies = await asyncio.gather(
+            *(
+                self._goalstate_applied(vhost, port, _created_reply(port, specs[1], results[port.name]))
+                for port, (specs, _) in zip(ports, prepared, strict=True)
+                if isinstance(specs, tuple)
+            )
+        )
+        answered = iter(replies)
         outcomes: list[PortOutcome] = []
-        for port, (specs, calls) in zip(ports, prepared, strict=True):
-            if isinstance(specs, tuple):
-                outcomes.append((_created_reply(port, specs[1], results[port.name]), calls))
-            else:
-                outcomes.append((specs, calls))
+        for specs, calls in prepared:
+            outcomes.append((next(answered) if isinstance(specs, tuple) else specs, calls))
         return outcomes
+
+    async def _goalstate_applied(
+        self, vhost: Vhost, request: agent_pb2.InternalPortConfig, reply: agent_pb2.AgentReturnInfo
+    ) -> agent_pb2.AgentReturnInfo:
+        """A CREATE that waits for Alcor's goal state (goalstate_timeout_seconds): its VM is ready once the
+        vhost applied the goal state for its port (the reply says after how long from the port's POST);
+        an ERROR when none came in time. Others: `reply` as it is."""
+        timeout = request.goalstate_timeout_seconds
+        if timeout <= 0 or reply.return_code != common_pb2.OK or self._goalstates is None:
+            return reply
+        posted = self._posted.pop(request.remoteid, None)
+        applied = await self._goalstates.wait_ready(vhost.name, request.remoteid, timeout)
+        if applied is None:
+            where = self._goalstates.serving.get(vhost.name, "nowhere")
+            reply.return_code = common_pb2.FAILED
+            reply.return_message = (
+                f"Create failed: no goal state from Alcor for port {request.remoteid} within {timeout:g} s "
+                f"(this vhost serves GoalStateProvisioner on {where}; does Alcor reach it?)"
+            )
+            reply.port.status = common_pb2.ERROR
+            return reply
+        if posted is not None:
+            reply.port.goalstate_seconds = max(0.0, applied - posted)
+            self._metrics.goalstate_ready.observe(reply.port.goalstate_seconds)
+        return reply
 
     async def _port(self, request: agent_pb2.InternalPortConfig) -> agent_pb2.AgentReturnInfo:
         """One port's operation, its Alcor calls not yet attached."""
@@ -202,6 +235,8 @@ class PortOperations:
             if not getattr(request, field):
                 raise InvalidArgument(field, "required for PRECREATE in alcor mode")
         await self._serve_goalstates(vhost)
+        port_id = port_id_for(self._planes.vhosts.topology_id, vhost.name, request.name)
+        self._posted[port_id] = time.monotonic()  # time to data plane ready runs from the POST
         port = await alcor.create_minimal(
             project_id=request.projectid,
             tenant_id=request.tenantid,
@@ -209,7 +244,7 @@ class PortOperations:
             subnet_id=request.subnetid,
             security_group=request.sg,
             device_id=request.name,
-            port_id=port_id_for(self._planes.vhosts.topology_id, vhost.name, request.name),
+            port_id=port_id,
         )
         return agent_pb2.AgentReturnInfo(
             return_code=common_pb2.OK,
@@ -226,7 +261,7 @@ class PortOperations:
         """CREATE of one port: checked, bound, its VM made."""
         vpc, spec = await self._prepare_create(vhost, request, alcor)
         reply = await self._vms.create(vhost, [vpc], [spec], {request.name: request.id})
-        return _created_reply(request, spec, reply.results[0])
+        return await self._goalstate_applied(vhost, request, _created_reply(request, spec, reply.results[0]))
 
     async def _prepare_create(
         self, vhost: Vhost, request: agent_pb2.InternalPortConfig, alcor: AlcorPorts | None

@@ -36,11 +36,13 @@ from services.compute.contracts import (
     ChurnInput,
     FinishInput,
     HostBatches,
+    PluginName,
     ShardPlan,
     ShardRef,
 )
 from services.compute.metrics import WorkerMetrics
-from services.compute.plugins import PLUGINS, Calls, VmPlugin, raise_activity_error
+from services.compute.plugins import PLUGINS, AlcorVms, Calls, VmPlugin, raise_activity_error
+from services.compute.plugins.alcor import GOALSTATE_TIMEOUT
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
@@ -87,12 +89,16 @@ class ComputeActivities:
         metrics: WorkerMetrics,
         *,
         agent_timeout: float = 600.0,
+        alcor_goalstate_timeout: float = GOALSTATE_TIMEOUT,
     ) -> None:
         self.store = store
         self.network = network
         self.metrics = metrics
         self.agent_timeout = agent_timeout
         self.plugins = {name: kind(network, agent_timeout) for name, kind in PLUGINS.items()}
+        alcor = self.plugins[PluginName.ALCOR]
+        assert isinstance(alcor, AlcorVms)
+        alcor.goalstate_timeout = alcor_goalstate_timeout
         self._agents = ChannelPool()
 
     def _plugin(self, name: str) -> VmPlugin:

@@ -67,7 +67,11 @@ def build_worker(
 ) -> ComputeWorker:
     """The activities and a worker with the knobs of Merak's worker (without its parsing bugs)."""
     activities = ComputeActivities(
-        store, network, WorkerMetrics.create(registry), agent_timeout=settings.agent_timeout
+        store,
+        network,
+        WorkerMetrics.create(registry),
+        agent_timeout=settings.agent_timeout,
+        alcor_goalstate_timeout=settings.alcor_goalstate_timeout,
     )
     worker = Worker(
         client,

@@ -28,3 +28,6 @@ class ComputeSettings(ServiceSettings):
     activities_per_second: float = 0.0
     # Seconds an agent call may take (a batch of VMs).
     agent_timeout: float = 600.0
+    # Alcor plugin, overlay from goal states: how long a VM's CREATE waits for its port's goal state to be
+    # applied on its host (the VM is ready then; ERROR when none came in time).
+    alcor_goalstate_timeout: float = 60.0

@@ -74,6 +74,8 @@ class DeployInput:
     # Once the VMs are made: VMs replaced per second, for how long (0: no churn).
     churn_rate: float = 0.0
     churn_seconds: float = 0.0
+    # Our own overlay push once the VMs are made (off with Alcor's goal states building the overlay).
+    program_overlay: bool = True
 
 
 @dataclass

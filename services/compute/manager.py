@@ -21,7 +21,7 @@ from merak.v1 import common_pb2, compute_pb2, network_pb2_grpc, topology_pb2_grp
 from services.compute import inventory, results
 from services.compute.admission import SCHEDULES, Admission, check_capacity, checked_plugin, fingerprint
 from services.compute.config import ComputeSettings
-from services.compute.contracts import CREATE, DELETE, UPDATE, DeployInput, Schedule
+from services.compute.contracts import CREATE, DELETE, UPDATE, DeployInput, PluginName, Schedule
 from services.compute.metrics import ComputeMetrics
 from services.compute.store import ComputeStore, Meta
 from services.compute.workflows import DeployComputeWorkflow
@@ -257,6 +257,7 @@ class ComputeManager:
                     schedule,
                     churn_rate=config.churn_rate if operation != DELETE else 0.0,
                     churn_seconds=config.churn_seconds if operation != DELETE else 0.0,
+                    program_overlay=config.plugin != PluginName.ALCOR or config.alcor_own_overlay,
                 ),
                 id=self.workflow_id(config, operation),
                 task_queue=self.settings.task_queue,

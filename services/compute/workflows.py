@@ -183,7 +183,7 @@ class DeployComputeWorkflow:
                 result = DeployResult(pruned.done + rest.done, pruned.failed + rest.failed)
             else:
                 result = await self._shards(deploy, deploy.operation)
-            if deploy.operation in (CREATE, UPDATE) and result.done:
+            if deploy.operation in (CREATE, UPDATE) and result.done and deploy.program_overlay:
                 await workflow.execute_activity(
                     ActivityName.OVERLAY_INDEX,
                     deploy.config_id,

@@ -298,6 +298,7 @@ def compute(
         netconfig_id=network_config.id,
         plugin=plugin.name,
         alcor_url=plugin.control_plane(service_config),
+        alcor_own_overlay=network_config.alcor_own_overlay,
         seed=config.seed,
         rps=config.rps,
         scenario_id=scenario_id,

@@ -51,7 +51,10 @@ def port_request(op: common_pb2.OperationType.ValueType, **fields: str) -> agent
         cidr="10.0.0.0/16", hostname="vhost-0",
     )  # fmt: skip
     base.update(fields)
-    return agent_pb2.InternalPortConfig(operation_type=op, **base)
+    request = agent_pb2.InternalPortConfig(operation_type=op)
+    for name, value in base.items():
+        setattr(request, name, value)
+    return request
 
 
 async def test_alcor_port_lifecycle_sends_merak_requests(

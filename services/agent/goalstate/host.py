@@ -160,6 +160,11 @@ class HostProvisioners:
         log.info("goalstate_serving", vhost=name, address=self.serving[name])
         return self.serving[name]
 
+    async def wait_ready(self, name: str, port_id: str, timeout: float) -> float | None:
+        """When the vhost applied the goal state of the port's CREATE (time.monotonic()), waiting up to
+        `timeout` seconds; None if it did not."""
+        return await self._by_name[name].wait_ready(port_id, timeout)
+
     @property
     def serving(self) -> dict[str, str]:
         """Where each vhost serves goal states now (the port bound, for an address of port 0), by name."""

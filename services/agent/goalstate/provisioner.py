@@ -15,6 +15,7 @@ overlay for a real host, a record for a fake one).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class Provisioner:
     retry_seconds: float = PENDING_RETRY_SECONDS
     retries: int = PENDING_RETRIES
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _kicks: dict[str, asyncio.Event] = field(default_factory=dict)  # retry a pending port now
+    # When each port's CREATE was applied (time.monotonic()), and who waits for ports not yet applied.
+    _ready: dict[str, float] = field(default_factory=dict)
+    _waiters: dict[str, list[asyncio.Future[float]]] = field(default_factory=dict)
     applied: int = 0  # goal states answered
 
     async def apply(
@@ -163,7 +168,40 @@ class Provisioner:
             self._retry_later(work)
         elif work.id in self._pending:  # a later state of the same port replaces the retry
             self._pending.pop(work.id).cancel()
+        self._settled(work, outcome.status)
         return outcome, seconds
+
+    def _settled(self, work: PortWork, status: int) -> None:
+        """Note a port applied (its waiters learn when), or gone."""
+        if work.delete:
+            self._ready.pop(work.id, None)
+        elif status == SUCCESS:
+            now = self._ready[work.id] = time.monotonic()
+            for waiter in self._waiters.pop(work.id, []):
+                if not waiter.done():
+                    waiter.set_result(now)
+
+    async def wait_ready(self, port_id: str, timeout: float) -> float | None:
+        """When (time.monotonic()) the port's CREATE was applied here, waiting up to `timeout` seconds for
+        it; None if it was not. A port pending for its device is tried again at once (its VM may be
+        there now)."""
+        if port_id in self._ready:
+            return self._ready[port_id]
+        kick = self._kicks.get(port_id)
+        if kick is not None:
+            kick.set()
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(port_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiting = self._waiters.get(port_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[port_id]
 
     def _retry_later(self, work: PortWork) -> None:
         previous = self._pending.pop(work.id, None)
@@ -172,17 +210,24 @@ class Provisioner:
         self._pending[work.id] = asyncio.get_running_loop().create_task(self._retry(work))
 
     async def _retry(self, work: PortWork) -> None:
+        kick = self._kicks[work.id] = asyncio.Event()
         try:
             for _ in range(self.retries):
-                await asyncio.sleep(self.retry_seconds)
+                # Every retry_seconds, as ACA, or at once when someone knows the device is there now.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(kick.wait(), self.retry_seconds)
+                kick.clear()
                 outcome, _seconds = await self._call(self.applier.port, work)
                 if outcome.status != PENDING:
                     log.info("goal_state_port_applied_later", port=work.id, status=outcome.status)
+                    self._settled(work, outcome.status)
                     return
             log.warning("goal_state_port_never_appeared", port=work.id, device=work.tap)
         finally:
             if self._pending.get(work.id) is asyncio.current_task():
                 del self._pending[work.id]
+            if self._kicks.get(work.id) is kick:
+                del self._kicks[work.id]
 
     @property
     def pending(self) -> list[str]:

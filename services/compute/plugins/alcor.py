@@ -18,11 +18,16 @@ from services.compute.plugins.base import (
 )
 from services.compute.store import Meta, VmRecord
 
+# How long a VM's CREATE waits for Alcor's goal state for its port to be applied on its host (the VM is
+# ready then), when the overlay comes from goal states only.
+GOALSTATE_TIMEOUT = 60.0
+
 
 def _port(
-    record: VmRecord, op: common_pb2.OperationType.ValueType, host: str, meta: Meta
+    record: VmRecord, op: common_pb2.OperationType.ValueType, host: str, meta: Meta, goalstate_timeout: float
 ) -> agent_pb2.InternalPortConfig:
     """The PortHandler request of a VM."""
+    waits = op == common_pb2.CREATE and not meta.alcor_own_overlay
     return agent_pb2.InternalPortConfig(
         operation_type=op,
         id=record.id,
@@ -41,6 +46,7 @@ def _port(
         mac=record.mac,
         vhost=host,
         alcor_url=meta.alcor_url,
+        goalstate_timeout_seconds=goalstate_timeout if waits else 0.0,
     )
 
 
@@ -51,6 +57,7 @@ class AlcorVms(VmPlugin):
     name = PluginName.ALCOR
     needs_network_config = False
     needs_alcor = True
+    goalstate_timeout = GOALSTATE_TIMEOUT  # compute's setting (alcor_goalstate_timeout)
 
     async def _ports(
         self,
@@ -67,7 +74,9 @@ class AlcorVms(VmPlugin):
         batch: the ports already made are found again, not made twice)."""
         if not records:
             return []
-        request = agent_pb2.PortBatchRequest(ports=[_port(r, op, host, meta) for r in records])
+        request = agent_pb2.PortBatchRequest(
+            ports=[_port(r, op, host, meta, self.goalstate_timeout) for r in records]
+        )
         reply = await agent.PortHandlerBatch(request, timeout=self.agent_timeout)
         done: list[tuple[VmRecord, agent_pb2.PortResult]] = []
         passing: list[str] = []

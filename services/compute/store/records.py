@@ -99,6 +99,8 @@ class Meta:
     failure: str
     started_at: float
     finished_at: float
+    # Alcor plugin: our own overlay push too (else the overlay comes from Alcor's goal states only).
+    alcor_own_overlay: bool = False
 
     def to_hash(self) -> dict[str, str | int | float]:
         """The fields as HSET writes them."""
@@ -114,6 +116,7 @@ class Meta:
             "failure": self.failure,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "alcor_own_overlay": "1" if self.alcor_own_overlay else "0",
         }
 
     @classmethod
@@ -131,4 +134,5 @@ class Meta:
             failure=raw.get("failure", ""),
             started_at=float(raw.get("started_at", 0)),
             finished_at=float(raw.get("finished_at", 0)),
+            alcor_own_overlay=raw.get("alcor_own_overlay") == "1",
         )

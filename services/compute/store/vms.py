@@ -134,6 +134,7 @@ class VmInventory(ConfigStore):
                 failure="",
                 started_at=time.time(),
                 finished_at=0,
+                alcor_own_overlay=config.alcor_own_overlay,
             )
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.config_key(config_id, "counts"), str(common_pb2.DEPLOYING), total)

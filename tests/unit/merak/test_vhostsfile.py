@@ -32,8 +32,21 @@ def test_the_keys_are_the_contract_with_the_agent() -> None:
     assert list(raw) == ["topology_id", "short_id", "dataplane", "vhosts"]
     assert list(raw["vhosts"][0]) == [
         "name", "index", "netns", "vm_ns_prefix", "datapath_ip", "prefix_len", "nic", "mac",
+        "goalstate_address",
     ]  # fmt: skip
     assert raw["vhosts"][0]["prefix_len"] == 16
+
+
+def test_a_goalstate_address_is_optional_and_checked() -> None:
+    raw = json.loads(vhostsfile.dumps(DOCUMENT))
+    del raw["vhosts"][0]["goalstate_address"]  # a file written before the key existed
+    assert vhostsfile.loads(json.dumps(raw)).vhosts[0].goalstate_address == ""
+    raw["vhosts"][0]["goalstate_address"] = "127.16.0.1:50001"
+    assert vhostsfile.loads(json.dumps(raw)).vhosts[0].goalstate_address == "127.16.0.1:50001"
+    for bad in ("127.16.0.1", "localhost:50001", "127.16.0.256:50001", "127.16.0.1:50001;x"):
+        raw["vhosts"][0]["goalstate_address"] = bad
+        with pytest.raises(VhostsFileError, match="goalstate_address"):
+            vhostsfile.loads(json.dumps(raw))
 
 
 def _with(**changes: Any) -> str:

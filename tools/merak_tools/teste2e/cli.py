@@ -41,6 +41,12 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--dataplane", default=defaults.dataplane, choices=["real", "fake"])
     parser.add_argument("--plugin", default=defaults.plugin, choices=["native", "alcor", "ovn"])
     parser.add_argument("--alcor-ip", default="", help="Alcor's address (with --plugin alcor)")
+    parser.add_argument(
+        "--alcor-own-overlay",
+        action="store_true",
+        help="with --plugin alcor: program the hosts' overlay with our own push too (for an Alcor that "
+        "cannot reach the hosts' goal-state servers); default: the data plane comes from Alcor's goal states",
+    )
     parser.add_argument("--max-pairs", type=int, default=0, help="ping sample size (0: every pair)")
     parser.add_argument(
         "--rps", type=float, default=0.0, help="VMs started per second (Merak's RPS scheduler; 0: no pacing)"
@@ -89,6 +95,8 @@ def parse(argv: list[str] | None) -> Options:
         # Merak's scenario manager divides with a floor (VMs per VPC / hosts / subnets): refuse counts
         # that would silently create fewer VMs than asked.
         parser.error("--vms-per-host must be a multiple of --vpcs x --subnets")
+    if args.alcor_own_overlay and args.plugin != "alcor":
+        parser.error("--alcor-own-overlay goes with --plugin alcor")
     return Options(**{k: v for k, v in vars(args).items()})
 
 

@@ -28,6 +28,8 @@ class Options:
     dataplane: str = "real"
     plugin: str = "native"
     alcor_ip: str = ""
+    # With alcor: our own overlay push too (an Alcor that cannot reach the hosts' goal-state servers).
+    alcor_own_overlay: bool = False
     max_pairs: int = 0
     # VMs per second to start (Merak's RPS scheduler and `rps`); 0: as fast as the lab goes.
     rps: float = 0.0
@@ -83,7 +85,7 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
     per_vpc = total // opts.vpcs
     network = scenario_pb2.NetworkConfig(
         name=f"network-{tag}", number_of_vpcs=opts.vpcs, number_of_subnet_per_vpc=opts.subnets,
-        number_of_security_groups=1, plugin=opts.plugin,
+        number_of_security_groups=1, plugin=opts.plugin, alcor_own_overlay=opts.alcor_own_overlay,
     )  # fmt: skip
     vpc_infos = []
     for v in range(opts.vpcs):
