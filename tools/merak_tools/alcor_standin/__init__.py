@@ -11,11 +11,25 @@ its own paths (404 otherwise, like a call sent to the wrong microservice), all s
 It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
 load test measures the emulator and not this stand-in.
 
+Like Alcor's DPM and NCM, it pushes goal states (GoalStateV2 on PushGoalStatesStream) to the agents of
+the registered nodes when a port is bound to a host or deleted (southbound.py), and records every push
+(`state.pushes`) and per-port times (`state.port_times`); `FakeAlcor(southbound=False)` does not.
+
 `python -m merak_tools.alcor_standin --nodeports` serves it on Alcor's NodePorts on 127.0.0.1, for
 `teste2e --plugin alcor --alcor-ip 127.0.0.1`.
 """
 
 from merak_tools.alcor_standin.server import ALCOR_NODEPORTS, ALCOR_SERVICES, FakeAlcor
-from merak_tools.alcor_standin.state import AlcorState, FailRule, Recorded
+from merak_tools.alcor_standin.southbound import Southbound
+from merak_tools.alcor_standin.state import AlcorState, FailRule, Push, Recorded
 
-__all__ = ["ALCOR_NODEPORTS", "ALCOR_SERVICES", "AlcorState", "FailRule", "FakeAlcor", "Recorded"]
+__all__ = [
+    "ALCOR_NODEPORTS",
+    "ALCOR_SERVICES",
+    "AlcorState",
+    "FailRule",
+    "FakeAlcor",
+    "Push",
+    "Recorded",
+    "Southbound",
+]

@@ -10,6 +10,7 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
+from merak_tools.alcor_standin.southbound import Southbound
 from merak_tools.alcor_standin.state import AlcorState, Recorded
 
 
@@ -54,11 +55,13 @@ def spring_error(status: int, message: str, path: str) -> dict[str, Any]:
 
 
 class AlcorApi:
-    """Alcor's answers on one listener (`service`; "" answers every service), over a shared state."""
+    """Alcor's answers on one listener (`service`; "" answers every service), over a shared state;
+    a port bound, moved or deleted is told to `southbound` (which pushes goal states to hosts)."""
 
-    def __init__(self, state: AlcorState, service: str) -> None:
+    def __init__(self, state: AlcorState, service: str, southbound: Southbound | None = None) -> None:
         self.state = state
         self.service = service
+        self.southbound = southbound
 
     def respond(self, method: str, path: str, body: Any) -> tuple[int, Any, str]:
         """(status, JSON body, or bytes, or None) for one request, and the Alcor service it is for."""
@@ -386,24 +389,33 @@ class AlcorApi:
             state.next_host += 1
             state.ports[port["id"]] = port
             self._hold(port, True)
+            state.port_times[port["id"]] = {"posted": time.monotonic()}
+            if self.southbound is not None and port.get("binding:host_id"):
+                self.southbound.port_rebound(port)
             return 201, {"port": port}
         if method == "GET" and port_id:
             return (200, {"port": state.ports[port_id]}) if port_id in state.ports else missing
         if method == "PUT" and port_id:
             if port_id not in state.ports:
                 return missing
+            before = state.ports[port_id]
             merged = {
-                **state.ports[port_id],
+                **before,
                 **{k: v for k, v in ((body or {}).get("port") or {}).items() if v is not None},
             }
-            self._hold(state.ports[port_id], False)
+            self._hold(before, False)
             self._hold(merged, True)
             state.ports[port_id] = merged
+            binding = "binding:host_id"
+            if self.southbound is not None and (before.get(binding) or "") != (merged.get(binding) or ""):
+                self.southbound.port_rebound(merged)
             return 200, {"port": merged}
         if method == "DELETE" and port_id:
             gone = state.ports.pop(port_id, None)
             if gone is None:
                 return missing
             self._hold(gone, False)
+            if self.southbound is not None:
+                self.southbound.port_deleted(gone)
             return 200, None
         return 405, {"status": 405, "error": "Method Not Allowed"}

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from merak_tools.alcor_standin.api import AlcorApi, spring_error
+from merak_tools.alcor_standin.southbound import PUSH_TIMEOUT, Southbound
 from merak_tools.alcor_standin.state import AlcorState
 
 ALCOR_SERVICES = ("vpc", "subnet", "router", "node", "sg", "port")
@@ -24,6 +25,8 @@ class FakeAlcor:
     """An Alcor on `host` (free ports unless `ports` names them), served until `stop`.
 
     `latency` (seconds) is added before every answer, without holding anything up meanwhile.
+    `southbound`: push goal states to the registered hosts' agents as DPM/NCM do (southbound.py); its
+    knobs (`pushing`, `push_delay`, `push_drop`, `push_error`, `push_timeout`) may be changed any time.
     """
 
     def __init__(
@@ -34,6 +37,11 @@ class FakeAlcor:
         ports: Mapping[str, int] | None = None,
         latency: float = 0.0,
         record: bool = True,
+        southbound: bool = True,
+        push_delay: float = 0.0,
+        push_drop: float = 0.0,
+        push_error: float = 0.0,
+        push_timeout: float = PUSH_TIMEOUT,
     ) -> None:
         self.state = AlcorState(record=record)
         self.latency = latency
@@ -41,12 +49,17 @@ class FakeAlcor:
         self._runners: list[web.ServerRunner] = []
         self._ports: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
+        self.southbound = Southbound(
+            self.state, self._loop, enabled=southbound, push_delay=push_delay, push_drop=push_drop,
+            push_error=push_error, push_timeout=push_timeout,
+        )  # fmt: skip
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-alcor", daemon=True)
         self._thread.start()
         try:
             for service in services or ("",):
                 wanted = (ports or {}).get(service, 0)
-                self._ports[service] = self._call(self._listen(AlcorApi(self.state, service), wanted))
+                api = AlcorApi(self.state, service, self.southbound)
+                self._ports[service] = self._call(self._listen(api, wanted))
         except BaseException:
             self.stop()
             raise
@@ -98,12 +111,58 @@ class FakeAlcor:
         """The MERAK_CONTROL_PLANE_ALLOW entries that let Merak's services reach this server."""
         return ",".join(f"{self.host}:{port}" for port in self._ports.values())
 
+    @property
+    def pushing(self) -> bool:
+        """Whether bound and deleted ports are pushed to their hosts (the switch; changes from now on)."""
+        return self.southbound.enabled
+
+    @pushing.setter
+    def pushing(self, on: bool) -> None:
+        self.southbound.enabled = on
+
+    @property
+    def push_delay(self) -> float:
+        """Seconds waited before each push (what comes for the host meanwhile goes with it)."""
+        return self.southbound.push_delay
+
+    @push_delay.setter
+    def push_delay(self, seconds: float) -> None:
+        self.southbound.push_delay = seconds
+
+    @property
+    def push_drop(self) -> float:
+        """The fraction (0..1) of pushes silently not sent."""
+        return self.southbound.push_drop
+
+    @push_drop.setter
+    def push_drop(self, fraction: float) -> None:
+        self.southbound.push_drop = fraction
+
+    @property
+    def push_error(self) -> float:
+        """The fraction (0..1) of pushes sent without their ports' subnets (the host refuses them)."""
+        return self.southbound.push_error
+
+    @push_error.setter
+    def push_error(self, fraction: float) -> None:
+        self.southbound.push_error = fraction
+
+    @property
+    def push_timeout(self) -> float:
+        """Seconds a push may take, its reply included."""
+        return self.southbound.push_timeout
+
+    @push_timeout.setter
+    def push_timeout(self, seconds: float) -> None:
+        self.southbound.push_timeout = seconds
+
     def stop(self) -> None:
-        """Stop serving (open connections are closed) and end the thread."""
+        """Stop serving (open connections are closed), stop pushing (channels closed), end the thread."""
         if not self._thread.is_alive():
             return
         for runner in self._runners:
             self._call(runner.cleanup())
+        self._call(self.southbound.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
