@@ -53,6 +53,14 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
         0 < operations["create_port"]["latency"]["p50_ms"] <= operations["create_port"]["latency"]["max_ms"]
     )
     assert results["time_to_ready"]["count"] == 50 and results["ready_per_second"]
+    # The data plane came from Alcor's goal states (compute's own push is off with alcor): the stand-in
+    # pushed each bound port to its host's goal-state server, and its neighbours to the others; every
+    # port's time from its POST until its host applied the goal state is in the results.
+    ready = operations["data_plane_ready"]
+    assert ready["codes"] == {"OK": 50} and 0 < ready["latency"]["p50_ms"] <= ready["latency"]["max_ms"]
+    pushes = alcor.state.pushes
+    assert pushes and all(p.outcome == "ok" for p in pushes), [p.outcome for p in pushes][:5]
+    assert {p.host for p in pushes} == {f"vhost-{i}" for i in range(5)}
     assert (report.vms, report.vms_done) == (50, 50)
     assert report.test["pairs_tried"] == 2450 and report.test["passed"] == 2450
     seen = alcor.state.requests
@@ -71,3 +79,42 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
         labels = {"plugin": "alcor", "service": service, "operation": operation, "code": code}
         count = network.get_sample_value("merak_control_plane_request_seconds_count", labels)
         assert count is not None and count >= 1, (labels, count)
+
+
+async def test_without_alcors_goal_states_no_vm_is_ready_and_no_packet_flows(
+    temporal_services: ServiceStack, alcor: FakeAlcor
+) -> None:
+    """The packets of the test above flow because of goal states: with every push dropped, each VM's
+    CREATE waits for its port's goal state in vain and the VM is in ERROR, saying so; no ping passes."""
+    services = temporal_services
+    services.control_plane_allow = alcor.allow_entries
+    alcor.push_drop = 1.0
+    await services.topology()
+    await services.network()
+    await services.compute()
+    await services.worker(alcor_goalstate_timeout=3.0)
+    await services.scenario(teardown_timeout=60, watch_interval=0.2, test_retry=1)
+    opts = teste2e.parse(
+        [
+            "--plugin", "alcor", "--alcor-ip", alcor.url, "--hosts", "2", "--vms-per-host", "2",
+            "--scenario-address", services.addresses["scenario"],
+            "--topology-address", services.addresses["topology"],
+            "--report", str(services.run_dir / "report.json"), "--timeout", "120",
+            "--keep",  # the VMs' records say why (the stack deletes the lab at its end)
+        ]
+    )  # fmt: skip
+    report = await teste2e.main_async(opts)
+    assert not report.ok
+    assert (report.vms, report.vms_done) == (4, 0)
+    assert any("ERROR: 4" in error for error in report.errors), report.errors
+    # Why, per VM (the compute store) and in the results: no goal state came for its port.
+    results = report.results
+    operations = {op["operation"]: op for op in results["operations"]}
+    assert operations["data_plane_ready"]["codes"] == {"DEADLINE_EXCEEDED": 4}
+    compute = services.built["compute"].root
+    config_id = results["compute_config_id"]
+    errors = [r.error for host in await compute.store.vms.hosts(config_id) for r in
+              await compute.store.vms.records(config_id, host)]  # fmt: skip
+    assert len(errors) == 4 and all("no goal state from Alcor for port" in e for e in errors), errors
+    assert alcor.state.pushes and all(p.outcome == "dropped" for p in alcor.state.pushes)
+    assert not report.test or report.test.get("passed", 0) == 0

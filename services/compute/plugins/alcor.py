@@ -21,6 +21,8 @@ from services.compute.store import Meta, VmRecord
 # How long a VM's CREATE waits for Alcor's goal state for its port to be applied on its host (the VM is
 # ready then), when the overlay comes from goal states only.
 GOALSTATE_TIMEOUT = 60.0
+# The results' operation for the time from a port's POST to Alcor until its host applied its goal state.
+DATA_PLANE_READY = "data_plane_ready"
 
 
 def _port(
@@ -115,10 +117,19 @@ class AlcorVms(VmPlugin):
             bound = await self._ports(agent, host, meta, ready, op=common_pb2.CREATE, calls=calls)
         except grpc.aio.AioRpcError as exc:
             raise_activity_error(exc, f"agent PortHandlerBatch on {host}")
+        waited = not meta.alcor_own_overlay
         for record, result in bound:
             ok = result.reply.return_code == common_pb2.OK
             record.status = common_pb2.DONE if ok else common_pb2.ERROR
             record.error = "" if ok else result.reply.return_message
+            if waited:
+                # Time to data plane ready (from the port's POST until its host applied Alcor's goal state),
+                # beside Alcor's REST calls in the results; one that never came is counted as an error.
+                seconds = result.reply.port.goalstate_seconds
+                if ok and seconds > 0:
+                    calls.append(Call(DATA_PLANE_READY, "OK", seconds))
+                elif not ok and "no goal state from Alcor" in result.reply.return_message:
+                    calls.append(Call(DATA_PLANE_READY, "DEADLINE_EXCEEDED", self.goalstate_timeout))
             # The agent puts the VM in the VPC's overlay under this VNI: the overlay step needs it.
             record.vni = vni_for_vpc(record.vpc)
 

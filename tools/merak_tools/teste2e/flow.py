@@ -5,6 +5,7 @@ left."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,13 @@ class Runner:
             await self._create()
             await self._deploy(scenario_pb2.TOPOLOGY, "topology")
             await self._deploy(scenario_pb2.NETWORK, "network")
-            await self._deploy(scenario_pb2.COMPUTE, "compute")
+            try:
+                await self._deploy(scenario_pb2.COMPUTE, "compute")
+            except E2EError:
+                # What the control plane did is the first thing to read when VMs failed: kept anyway.
+                with contextlib.suppress(E2EError, grpc.aio.AioRpcError):
+                    await self._results()
+                raise
             await self._results()
             await self._test()
         except (E2EError, grpc.aio.AioRpcError) as exc:
