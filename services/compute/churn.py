@@ -19,7 +19,7 @@ from temporalio import activity
 
 from merak.logs import get_logger
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-from services.compute.contracts import BatchOutcome, ChurnInput
+from services.compute.contracts import BatchOutcome, ChurnInput, PluginName
 from services.compute.plugins import Calls, VmPlugin, raise_activity_error
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
@@ -167,7 +167,8 @@ class ChurnRun:
 
         await _each_host(triples, unmake)
         abandoned += [[t.host, t.newborn.name] for t in lost]
-        await self._overlay(config_id, hosts, ok)
+        if meta.plugin != PluginName.ALCOR or meta.alcor_own_overlay:  # else Alcor's goal states do it
+            await self._overlay(config_id, hosts, ok)
         await self.store.results.sample_population(config_id, time.time() - meta.started_at)
         at = await self.record(config_id, meta, calls, 0)
         await self.store.results.record_born(config_id, [at] * len(ok))

@@ -183,25 +183,26 @@ class DeployComputeWorkflow:
                 result = DeployResult(pruned.done + rest.done, pruned.failed + rest.failed)
             else:
                 result = await self._shards(deploy, deploy.operation)
-            if deploy.operation in (CREATE, UPDATE) and result.done and deploy.program_overlay:
-                await workflow.execute_activity(
-                    ActivityName.OVERLAY_INDEX,
-                    deploy.config_id,
-                    start_to_close_timeout=timedelta(minutes=30),
-                    retry_policy=BATCH_RETRY,
-                )
-                await asyncio.gather(
-                    *(
-                        workflow.execute_activity(
-                            ActivityName.PROGRAM_OVERLAY,
-                            ShardRef(deploy.config_id, n),
-                            start_to_close_timeout=timedelta(hours=2),
-                            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                            retry_policy=BATCH_RETRY,
-                        )
-                        for n in range(deploy.shards)
+            if deploy.operation in (CREATE, UPDATE) and result.done:
+                if deploy.program_overlay:  # else Alcor's goal states build the overlay
+                    await workflow.execute_activity(
+                        ActivityName.OVERLAY_INDEX,
+                        deploy.config_id,
+                        start_to_close_timeout=timedelta(minutes=30),
+                        retry_policy=BATCH_RETRY,
                     )
-                )
+                    await asyncio.gather(
+                        *(
+                            workflow.execute_activity(
+                                ActivityName.PROGRAM_OVERLAY,
+                                ShardRef(deploy.config_id, n),
+                                start_to_close_timeout=timedelta(hours=2),
+                                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                                retry_policy=BATCH_RETRY,
+                            )
+                            for n in range(deploy.shards)
+                        )
+                    )
                 if deploy.churn_rate > 0 and deploy.churn_seconds > 0 and not result.failed:
                     churned: BatchOutcome = await workflow.execute_activity(
                         ActivityName.CHURN,
