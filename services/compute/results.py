@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from merak.stats import Summary, percentile
+from merak.callstats import (
+    HISTOGRAM_BOUNDS_MS,
+    SUCCESS_CODES,
+    bucket_counts,
+    histogram,
+    histogram_bucket,
+    operation_results,
+    summary,
+)
+from merak.stats import percentile
 from merak.v1 import compute_pb2
 
-# Codes that are answers, not failures.
-SUCCESS_CODES = frozenset({"OK", "200", "201", "204"})
+__all__ = ["HISTOGRAM_BOUNDS_MS", "CallSample", "build", "histogram_bucket", "parse_call", "summary"]
+
 # At most this many points per time series: the interval is the narrowest of INTERVALS_MS that keeps
 # the run within it (0.1 s up to 30 s, 1 s up to 300 s, ...).
 MAX_POINTS = 300
 INTERVALS_MS = tuple(int(m * 10**e) for e in range(2, 7) for m in (1, 2, 5))
-# The upper bounds of the latency histograms' buckets, in milliseconds: ten a decade from 0.01 ms to
-# 10^8 ms (27 hours). Fixed, so that a histogram is counted as calls are recorded and buckets add up.
-HISTOGRAM_BOUNDS_MS = tuple(float(f"{10 ** (k / 10 - 2):.6g}") for k in range(101))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,37 +46,6 @@ def parse_call(raw: str) -> CallSample | None:
         return CallSample(parts[0], parts[1], parts[2], float(parts[3]), float(parts[4]))
     except ValueError:
         return None
-
-
-def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:
-    """Count and p50/p90/p95/p99/max, in milliseconds."""
-    of = Summary.of(seconds)
-    return compute_pb2.LatencySummary(
-        count=of.count,
-        p50_ms=round(of.p50 * 1000, 3),
-        p90_ms=round(of.p90 * 1000, 3),
-        p99_ms=round(of.p99 * 1000, 3),
-        max_ms=round(of.max * 1000, 3),
-        p95_ms=round(of.p95 * 1000, 3),
-    )
-
-
-def histogram_bucket(seconds: float) -> int:
-    """The index in HISTOGRAM_BOUNDS_MS of the bucket a latency falls in (the last for a slower one)."""
-    return min(bisect_left(HISTOGRAM_BOUNDS_MS, seconds * 1000), len(HISTOGRAM_BOUNDS_MS) - 1)
-
-
-def histogram(counts: Mapping[int, int]) -> list[compute_pb2.LatencyBucket]:
-    """Counts per bucket index (histogram_bucket) as the buckets that hold any, fastest first."""
-    return [
-        compute_pb2.LatencyBucket(
-            lower_ms=HISTOGRAM_BOUNDS_MS[index - 1] if index else 0.0,
-            upper_ms=HISTOGRAM_BOUNDS_MS[index],
-            count=count,
-        )
-        for index, count in sorted(counts.items())
-        if count > 0 and 0 <= index < len(HISTOGRAM_BOUNDS_MS)
-    ]
 
 
 def interval_ms(span: float) -> int:
@@ -114,7 +88,7 @@ def build(
         time_to_ready=summary(ready),
     )
     if ready_histogram is None:
-        ready_histogram = _counts(ready)
+        ready_histogram = bucket_counts(ready)
     result.time_to_ready_histogram.extend(histogram(ready_histogram))
     if ready:
         result.achieved_vms_per_second = round(len(ready) / max(*ready, 1e-3), 3)
@@ -122,33 +96,16 @@ def build(
     for call in calls:
         by_operation[(call.plugin, call.operation)].append(call)
     for (call_plugin, name), samples in sorted(by_operation.items()):
-        codes: dict[str, int] = defaultdict(int)
-        for sample in samples:
-            codes[sample.code] += 1
-        span = max(s.at for s in samples) - min(s.at for s in samples)
-        result.operations.add(
-            operation=name,
-            plugin=call_plugin,
-            requests=len(samples),
-            codes=dict(codes),
-            errors=sum(n for code, n in codes.items() if code not in SUCCESS_CODES),
-            latency=summary([s.seconds for s in samples]),
-            rate=round(len(samples) / max(span, 1.0), 3),
-            histogram=histogram(
-                histograms.get((call_plugin, name), {})
-                if histograms is not None
-                else _counts([s.seconds for s in samples])
-            ),
+        result.operations.append(
+            operation_results(
+                call_plugin,
+                name,
+                [(c.code, c.seconds, c.at) for c in samples],
+                histograms.get((call_plugin, name), {}) if histograms is not None else None,
+            )
         )
     _series(result, calls=calls, ready=ready, born=born, population=population)
     return result
-
-
-def _counts(seconds: Sequence[float]) -> dict[int, int]:
-    counts: dict[int, int] = defaultdict(int)
-    for value in seconds:
-        counts[histogram_bucket(value)] += 1
-    return counts
 
 
 def _series(

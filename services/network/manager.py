@@ -12,6 +12,7 @@ from merak.ids import check_id
 from merak.logs import get_logger
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
+from services.network import calls
 from services.network.ipam import Ipam
 from services.network.metrics import NetworkMetrics
 from services.network.models import (
@@ -70,12 +71,15 @@ class NetworkManager:
             existing = await self.store.get(spec.netconfig_id)
             if existing is not None:
                 return await self._same_or_conflict(existing.config, existing.state, config)
-            state = await plugin.apply(spec, None)
+            with calls.recording() as made:
+                state = await plugin.apply(spec, None)
             try:
                 created = await self.store.create(config, state, _ipam_subnets(plugin, state, None))
             except BaseException:
                 await plugin.remove(state, best_effort=True)
                 raise
+            if created:
+                await self.store.add_calls(spec.netconfig_id, made)
             if not created:  # another process stored this id between our read and our write
                 await plugin.remove(state, best_effort=True)
                 existing = await self.store.get(spec.netconfig_id)
@@ -104,8 +108,10 @@ class NetworkManager:
     # --- INFO ----------------------------------------------------------------------------------
 
     async def info(self, netconfig_id: str) -> NetworkView:
-        """The network config as it is now, with address counts per subnet."""
-        return await self.view(await self._state(netconfig_id, "config.netconfig_id"))
+        """The network config as it is now, with address counts per subnet and the calls it made into its
+        control plane."""
+        view = await self.view(await self._state(netconfig_id, "config.netconfig_id"))
+        return NetworkView(view.state, view.allocated, tuple(await self.store.calls(netconfig_id)))
 
     async def view(self, state: NetworkState) -> NetworkView:
         """A state with its address counts."""
@@ -163,7 +169,8 @@ class NetworkManager:
             plugin.check(spec)
             if spec == old:
                 return await self.view(stored.state)
-            state = await plugin.apply(spec, stored.state)
+            with calls.recording() as made:
+                state = await plugin.apply(spec, stored.state)
             try:
                 await self.store.replace(
                     config, stored.state, state, _ipam_subnets(plugin, state, stored.state)
@@ -171,6 +178,7 @@ class NetworkManager:
             except BaseException:
                 await plugin.remove(state, stored.state, best_effort=True)
                 raise
+            await self.store.add_calls(spec.netconfig_id, made)
         _count(self.metrics.objects, stored.state, -1)
         _count(self.metrics.objects, state, 1)
         log.info(

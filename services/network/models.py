@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from services.network.calls import ControlPlaneCall
+
 # Addresses of a subnet that never go to a VM: network, broadcast and gateway.
 RESERVED_PER_SUBNET = 3
 
@@ -291,3 +293,5 @@ class NetworkView:
 
     state: NetworkState
     allocated: dict[int, int]
+    # The calls its operations made into the control plane (INFO shows them), oldest first.
+    calls: tuple[ControlPlaneCall, ...] = ()

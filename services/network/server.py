@@ -125,6 +125,8 @@ def network_reply(view: NetworkView, done: str) -> network_pb2.ReturnNetworkMess
         ovn_sb=state.ovn.sb if state.ovn is not None else "",
     )
     reply.vpcs.extend(_vpc_infos(state, view.allocated))
+    for call in view.calls:
+        reply.calls.add(operation=call.operation, code=call.code, seconds=call.seconds, at=call.at)
     reply.security_group_ids.extend(g.id for g in state.security_groups)
     for group in state.security_groups:
         info = reply.security_groups.add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import NoReturn
 
@@ -14,6 +15,7 @@ from redis.exceptions import ResponseError
 from merak.errors import FailedPrecondition
 from merak.store import RedisStore, optimistic
 from merak.v1 import network_pb2
+from services.network.calls import MAX_KEPT, ControlPlaneCall
 from services.network.models import (
     AlcorEndpoints,
     NetworkState,
@@ -196,7 +198,8 @@ class NetworkStore(RedisStore):
 
     def _keys_of(self, state: NetworkState) -> list[str]:
         netconfig_id = state.netconfig_id
-        keys = [self._nc(netconfig_id, part) for part in ("config", "state", "ports", "allocated", "deleted")]
+        parts = ("config", "state", "ports", "allocated", "deleted", "calls")
+        keys = [self._nc(netconfig_id, part) for part in parts]
         keys += [self._bitmap_key(netconfig_id, subnet.slot) for _, subnet in state.subnets()]
         return keys
 
@@ -310,6 +313,31 @@ class NetworkStore(RedisStore):
             await self.redis.delete(self._nc(netconfig_id, "config"))
             await self.redis.srem(self._ids_key, netconfig_id)
         return removed
+
+    # --- calls into the control plane ----------------------------------------------------------
+
+    async def add_calls(self, netconfig_id: str, made: Sequence[ControlPlaneCall]) -> None:
+        """Keep the calls an operation of the config made (the last MAX_KEPT of them)."""
+        if not made:
+            return
+        key = self._nc(netconfig_id, "calls")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *(f"{c.operation}|{c.code}|{c.seconds!r}|{c.at!r}" for c in made))
+            pipe.ltrim(key, -MAX_KEPT, -1)
+            await pipe.execute()
+
+    async def calls(self, netconfig_id: str) -> list[ControlPlaneCall]:
+        """The calls kept for the config, oldest first (a malformed entry is skipped)."""
+        kept = []
+        for raw in await self.redis.lrange(self._nc(netconfig_id, "calls"), 0, -1):
+            parts = str(raw).split("|")
+            if len(parts) != 4:
+                continue
+            try:
+                kept.append(ControlPlaneCall(parts[0], parts[1], float(parts[2]), float(parts[3])))
+            except ValueError:
+                continue
+        return kept
 
     # --- Alcor DELETE progress -----------------------------------------------------------------
 

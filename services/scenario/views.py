@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
+from merak.callstats import operation_results
 from merak.errors import InvalidArgument, ServiceError
 from merak.ids import check_ping_waits
 from merak.logs import get_logger
@@ -238,7 +240,23 @@ class ScenarioViews:
             results.faults.extend(record.fault_windows(origin if results.HasField("started_at") else None))
         if results.HasField("started_at") and scenario.topology_id:
             await self._process_stats(results, scenario.topology_id, origin)
+        if scenario.network_config_id:
+            await self._network_calls(results, scenario.network_config_id)
         return results
+
+    async def _network_calls(self, results: compute_pb2.ComputeResults, netconfig_id: str) -> None:
+        """The network config's own calls into its control plane (Alcor's VPCs, subnets, groups, routers,
+        node registration) beside the VMs' port calls; left out when the network service cannot tell."""
+        try:
+            network = await self.clients.network(translate.network_ref(netconfig_id, common_pb2.INFO))
+        except ServiceError as exc:
+            log.info("network_calls_unavailable", netconfig_id=netconfig_id, code=exc.code.name)
+            return
+        by_operation: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+        for call in network.calls:
+            by_operation[call.operation].append((call.code, call.seconds, call.at))
+        for operation, calls in sorted(by_operation.items()):
+            results.operations.append(operation_results(network.plugin, operation, calls))
 
     async def _process_stats(
         self, results: compute_pb2.ComputeResults, topology_id: str, origin: float

@@ -56,6 +56,9 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     # The data plane came from Alcor's goal states (compute's own push is off with alcor): the stand-in
     # pushed each bound port to its host's goal-state server, and its neighbours to the others; every
     # port's time from its POST until its host applied the goal state is in the results.
+    # The network service's own Alcor calls are in the scenario's results too, beside the ports'.
+    for operation, code in (("register_nodes", "200"), ("create_vpc", "201"), ("create_subnet", "201")):
+        assert operations[operation]["plugin"] == "alcor" and operations[operation]["codes"][code] >= 1
     ready = operations["data_plane_ready"]
     assert ready["codes"] == {"OK": 50} and 0 < ready["latency"]["p50_ms"] <= ready["latency"]["max_ms"]
     pushes = alcor.state.pushes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -235,6 +236,11 @@ async def test_full_cycle_sends_every_request_in_order(net: AlcorNet) -> None:
     count = len(net.alcor.state.requests)
     info = await net.stub.NetConfigHandler(op(common_pb2.INFO, ident()))
     assert info.vpcs == created.vpcs and info.security_groups == created.security_groups
+    # INFO shows the calls the CREATE made into Alcor, in order, timed (a scenario's results list them).
+    assert len(info.calls) == len(_create_requests(created)) == count
+    assert [c.operation for c in info.calls][:2] == ["register_nodes", "create_vpc"]
+    assert {c.code for c in info.calls} <= {"200", "201"}
+    assert all(c.seconds > 0 and abs(c.at - time.time()) < 300 for c in info.calls)
     again = await net.stub.NetConfigHandler(op(common_pb2.CREATE, config()))
     assert again.vpcs == created.vpcs
     assert len(net.alcor.state.requests) == count
@@ -325,6 +331,8 @@ async def test_update_makes_only_what_is_new(net: AlcorNet) -> None:
         ("subnet", "POST", f"{P}/subnets"),
     ]
     assert len(updated.vpcs[0].subnets) == 3 and len(updated.computes) == 1
+    info = await net.stub.NetConfigHandler(op(common_pb2.INFO, ident()))
+    assert [c.operation for c in info.calls][-2:] == ["register_nodes", "create_subnet"]
     await net.stub.NetConfigHandler(op(common_pb2.DELETE, ident()))
     assert net.alcor.state.objects() == 0
 
