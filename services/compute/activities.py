@@ -42,7 +42,7 @@ from services.compute.contracts import (
 )
 from services.compute.metrics import WorkerMetrics
 from services.compute.plugins import PLUGINS, AlcorVms, Calls, VmPlugin, raise_activity_error
-from services.compute.plugins.alcor import GOALSTATE_TIMEOUT
+from services.compute.plugins.alcor import DATA_PLANE_READY, GOALSTATE_TIMEOUT
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
@@ -215,6 +215,9 @@ class ComputeActivities:
             elapsed = await self._record(batch.config_id, meta, calls, ready)
             for _ in range(ready):
                 self.metrics.vm_create_seconds.observe(elapsed)
+            for call in calls:
+                if call.operation == DATA_PLANE_READY and call.code == "OK":
+                    self.metrics.data_plane_ready_seconds.labels(meta.plugin).observe(call.seconds)
         done = sum(r.status == common_pb2.DONE for r in records)
         log.info(
             "batch_created",

@@ -33,6 +33,7 @@ class WorkerMetrics:
 
     retries: Counter
     vm_create_seconds: Histogram
+    data_plane_ready_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
@@ -48,6 +49,13 @@ class WorkerMetrics:
                 "merak_compute_vm_create_seconds",
                 "Time from the start of a deployment until a VM is DONE.",
                 buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+                registry=registry,
+            ),
+            data_plane_ready_seconds=Histogram(
+                "merak_compute_data_plane_ready_seconds",
+                "Alcor: per port, from its POST to Alcor until its host applied Alcor's goal state for it.",
+                ["plugin"],
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
                 registry=registry,
             ),
         )

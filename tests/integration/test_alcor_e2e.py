@@ -61,6 +61,10 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
         assert operations[operation]["plugin"] == "alcor" and operations[operation]["codes"][code] >= 1
     ready = operations["data_plane_ready"]
     assert ready["codes"] == {"OK": 50} and 0 < ready["latency"]["p50_ms"] <= ready["latency"]["max_ms"]
+    ready_count = services.registry("compute").get_sample_value(
+        "merak_compute_data_plane_ready_seconds_count", {"plugin": "alcor"}
+    )
+    assert ready_count == 50  # and on the workers' /metrics
     pushes = alcor.state.pushes
     assert pushes and all(p.outcome == "ok" for p in pushes), [p.outcome for p in pushes][:5]
     assert {p.host for p in pushes} == {f"vhost-{i}" for i in range(5)}
