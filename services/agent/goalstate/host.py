@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable
-from functools import partial
+from collections.abc import Collection, Iterable, Sequence
 
 from merak.errors import FailedPrecondition, Unavailable
 from merak.grpcserver import GrpcServer
 from merak.logs import get_logger
 from merak.naming import vni_for_vpc
-from services.agent.goalstate.plan import PENDING, NeighborWork, PortWork
+from services.agent.goalstate.plan import FAILURE, PENDING, NeighborWork, PortWork
 from services.agent.goalstate.provisioner import (
     GoalStateProvisionerServicer,
     Outcome,
@@ -71,32 +70,64 @@ class PlaneApplier(RouterDhcpRecords):
         found = await self._planes.run(present)
         return Outcome(status=0 if found else PENDING, dataplane_us=_us_since(started))
 
-    async def neighbor(self, work: NeighborWork) -> Outcome:
-        plane = self._planes.plane(self._vhost)
+    async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]:
+        """A goal state's neighbours, one plane call per VPC: the entries pushed or withdrawn, and the flood
+        list when the VPC's remote hosts changed."""
         # The VPC's overlay here is keyed by our VNI of the VPC (the agent made its VMs there before any
         # goal state); Alcor's tunnel_id for it is another number, on a VPC we know by id.
-        vni = vni_for_vpc(work.vpc_id) if work.vpc_id else work.vni
-        key = (vni, work.ip)
-        entry = Neighbor(ip=work.ip, mac=work.mac, vtep=work.host_ip)
-        started = time.perf_counter()
+        by_vni: dict[int, list[int]] = {}
+        for i, work in enumerate(works):
+            by_vni.setdefault(vni_for_vpc(work.vpc_id) if work.vpc_id else work.vni, []).append(i)
+        outcomes = [Outcome()] * len(works)
+        for vni, indexes in by_vni.items():
+            started = time.perf_counter()
+            try:
+                await self._apply_neighbors(vni, [works[i] for i in indexes])
+                outcome = Outcome(dataplane_us=_us_since(started))
+            except Exception as exc:
+                log.warning(
+                    "goal_state_neighbors_failed", vni=vni, neighbors=len(indexes), error=str(exc)[:300]
+                )
+                outcome = Outcome(FAILURE)
+            for i in indexes:
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _apply_neighbors(self, vni: int, works: Sequence[NeighborWork]) -> None:
+        plane = self._planes.plane(self._vhost)
         async with self._planes.lock(self._vhost):
             hosts = self._vteps.setdefault(vni, Counter())
             before = set(hosts)
-            was = self._neighbors.pop(key, None)
-            if was is not None:
-                hosts[was] -= 1
-                if hosts[was] <= 0:
-                    del hosts[was]
-            if work.delete:
+            final: dict[str, Neighbor | None] = {}  # by IP: what the batch leaves (None: withdrawn)
+            withdrawn: dict[str, Neighbor] = {}
+            for work in works:
+                key = (vni, work.ip)
+                entry = Neighbor(ip=work.ip, mac=work.mac, vtep=work.host_ip)
+                was = self._neighbors.pop(key, None)
                 if was is not None:
-                    await self._planes.run(partial(plane.remove_neighbors, vni, [entry]))
-            else:
-                self._neighbors[key] = work.host_ip
-                hosts[work.host_ip] += 1
-                await self._planes.run(partial(plane.push_neighbors, vni, [entry]))
-            if set(hosts) != before:
-                await self._planes.run(partial(plane.set_vni_peers, vni, sorted(hosts)))
-        return Outcome(dataplane_us=_us_since(started))
+                    hosts[was] -= 1
+                    if hosts[was] <= 0:
+                        del hosts[was]
+                    withdrawn.setdefault(work.ip, entry)
+                if work.delete:
+                    final[work.ip] = None
+                else:
+                    self._neighbors[key] = work.host_ip
+                    hosts[work.host_ip] += 1
+                    final[work.ip] = entry
+            removes = [withdrawn[ip] for ip, entry in final.items() if entry is None and ip in withdrawn]
+            pushes = [entry for entry in final.values() if entry is not None]
+            peers = sorted(hosts) if set(hosts) != before else None
+
+            def program() -> None:
+                if removes:
+                    plane.remove_neighbors(vni, removes)
+                if pushes:
+                    plane.push_neighbors(vni, pushes)
+                if peers is not None:
+                    plane.set_vni_peers(vni, peers)
+
+            await self._planes.run(program)
 
 
 class HostProvisioners:

@@ -63,12 +63,17 @@ class Outcome:
 
 
 class Applier(Protocol):
-    """How one host applies the work of a goal state."""
+    """How one host applies the work of a goal state; `neighbor_batch` takes a goal state's neighbours at
+    once (one outcome each, in order), as a host programs them in one go."""
 
     async def router(self, work: RouterWork) -> Outcome: ...
     async def port(self, work: PortWork) -> Outcome: ...
-    async def neighbor(self, work: NeighborWork) -> Outcome: ...
+    async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]: ...
     async def dhcp(self, work: DhcpWork) -> Outcome: ...
+
+
+async def _done(outcome: tuple[Outcome, float]) -> tuple[Outcome, float]:
+    return outcome
 
 
 def _us(seconds: float) -> int:
@@ -111,8 +116,10 @@ class Provisioner:
         )
         await self._category(reply, PORT, [(w.id, w.operation, self._port(w)) for w in plan.ports])
         local = self.local_ips
+        remote = [w for w in plan.neighbors if w.host_ip not in local]
+        outcomes = iter(await self._neighbors(remote))
         neighbors = [
-            (w.id, w.operation, self._local() if w.host_ip in local else self._call(self.applier.neighbor, w))
+            (w.id, w.operation, self._local() if w.host_ip in local else _done(next(outcomes)))
             for w in plan.neighbors
         ]
         await self._category(reply, NEIGHBOR, neighbors, report=neighbor_statuses)
@@ -160,6 +167,19 @@ class Provisioner:
 
     async def _local(self) -> tuple[Outcome, float]:
         return Outcome(SUCCESS), 0.0
+
+    async def _neighbors(self, works: Sequence[NeighborWork]) -> list[tuple[Outcome, float]]:
+        """A goal state's remote neighbours in one batch, timed as one; an error is FAILURE for each."""
+        if not works:
+            return []
+        started = time.perf_counter()
+        try:
+            outcomes = await self.applier.neighbor_batch(works)
+        except Exception as exc:
+            log.warning("goal_state_neighbors_failed", neighbors=len(works), error=str(exc)[:300])
+            outcomes = [Outcome(FAILURE)] * len(works)
+        seconds = time.perf_counter() - started
+        return [(outcome, seconds) for outcome in outcomes]
 
     async def _port(self, work: PortWork) -> tuple[Outcome, float]:
         """A port; PENDING (its device is not there yet) is retried in the background, as ACA does."""

@@ -3,7 +3,7 @@ goal-state path at scale: parsed, checked, applied to a record, replied to)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from services.agent.goalstate.plan import PENDING, DhcpWork, NeighborWork, PortWork, RouterWork
 from services.agent.goalstate.provisioner import Outcome
@@ -51,9 +51,10 @@ class RecordingApplier(RouterDhcpRecords):
         self.ports[work.id] = work
         return Outcome()
 
-    async def neighbor(self, work: NeighborWork) -> Outcome:
-        if work.delete:
-            self.neighbors.pop((work.vni, work.ip), None)
-        else:
-            self.neighbors[(work.vni, work.ip)] = work
-        return Outcome()
+    async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]:
+        for work in works:
+            if work.delete:
+                self.neighbors.pop((work.vni, work.ip), None)
+            else:
+                self.neighbors[(work.vni, work.ip)] = work
+        return [Outcome()] * len(works)

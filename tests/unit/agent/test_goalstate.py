@@ -7,7 +7,7 @@ never half-closes, PushNetworkResourceStates answers with neighbour statuses too
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import grpc
@@ -25,7 +25,7 @@ from alcor.schema import (
 from merak.errors import FailedPrecondition
 from merak.grpcserver import GrpcServer
 from merak.vhostsfile import Vhost
-from services.agent.goalstate.plan import PortWork, from_v1, from_v2, tap_name
+from services.agent.goalstate.plan import NeighborWork, PortWork, from_v1, from_v2, tap_name
 from services.agent.goalstate.provisioner import (
     GoalStateProvisionerServicer,
     Outcome,
@@ -202,8 +202,12 @@ async def test_an_applier_error_is_failure_not_a_crash() -> None:
         async def port(self, work: PortWork) -> Outcome:
             raise OSError("the datapath said no")
 
-    reply = await Provisioner(Broken()).apply(from_v2(dpm_message()), neighbor_statuses=False)
+        async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]:
+            raise OSError("the neighbour table is full")
+
+    reply = await Provisioner(Broken()).apply(from_v2(dpm_message()), neighbor_statuses=True)
     assert statuses(reply)[(common_pb2.PORT, PORT_ID)] == common_pb2.FAILURE
+    assert statuses(reply)[(common_pb2.NEIGHBOR, PEER_ID)] == common_pb2.FAILURE
     assert statuses(reply)[(common_pb2.DHCP, "dhcp-1")] == common_pb2.SUCCESS
 
 
