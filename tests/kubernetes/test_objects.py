@@ -195,7 +195,7 @@ def test_vhost_pods_run_a_privileged_agent_with_a_grpc_readiness_probe() -> None
     assert container["securityContext"]["privileged"] is True
     assert "NET_ADMIN" in container["securityContext"]["capabilities"]["add"]
     assert container["readinessProbe"]["grpc"] == {"port": AGENT_PORT}
-    assert {p["containerPort"] for p in container["ports"]} == {40054, 9054}
+    assert {p["containerPort"] for p in container["ports"]} == {40054, 9054, 50001}
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9054"
     assert pod["metadata"]["labels"][LABEL_ROLE] == "vhost"
     spread = pod["spec"]["topologySpreadConstraints"][0]

@@ -309,6 +309,8 @@ class _PodFactory:
             "ports": [
                 {"name": "grpc", "containerPort": AGENT_PORT, "protocol": "TCP"},
                 {"name": "metrics", "containerPort": AGENT_METRICS_PORT, "protocol": "TCP"},
+                # Alcor's goal states (GoalStateProvisioner, as ACA), served once the vhost has an Alcor port.
+                {"name": "aca", "containerPort": ACA_PORT, "protocol": "TCP"},
             ],
             # The agent's own gRPC health service: READY in INFO means the agent answers.
             "readinessProbe": {"grpc": {"port": AGENT_PORT}, "periodSeconds": 2, "failureThreshold": 3},
