@@ -71,10 +71,17 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             management_netns=management,
             chassis_dir=settings.chassis_dir
             or (settings.vhosts_file.parent / "ovn" if settings.vhosts_file else None),
+            goalstate_marker=settings.vhosts_file.with_suffix(".goalstates")
+            if settings.vhosts_file
+            else None,
         )
         teardown.add(servicer.close)
         goalstates = goalstate_registration(GoalStateProvisionerServicer(servicer.goalstates.pick))
         server = GrpcServer(settings.listen_address(), [registration(servicer), goalstates], registry)
+
+        resumed = await servicer.goalstates.resume()
+        if resumed:
+            log.info("goalstate_resumed", vhosts=len(resumed))
 
         async def mark_vhosts_serving() -> None:
             # One health entry per vhost, so a caller can ask about the vhost it cares about.

@@ -46,6 +46,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         chassis_dir: Path | None = None,
         max_pings: int = MAX_PINGS_IN_FLIGHT,
         control_plane: ControlPlaneAllow | None = None,
+        goalstate_marker: Path | None = None,
     ) -> None:
         self.vhosts = vhosts
         # The process's metrics; a servicer built on the side (a test) gets a registry of its own.
@@ -60,7 +61,9 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes, max_pings)
         # Alcor's southbound: goal states applied to these vhosts (served beside this servicer).
-        self.goalstates = HostProvisioners(self._planes, vhosts.vhosts.values(), netns_fd=management_netns)
+        self.goalstates = HostProvisioners(
+            self._planes, vhosts.vhosts.values(), netns_fd=management_netns, marker=goalstate_marker
+        )
         self._ports = PortOperations(
             self._planes,
             self._vms,

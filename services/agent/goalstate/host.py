@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 
 from merak.errors import FailedPrecondition, Unavailable
 from merak.grpcserver import GrpcServer
@@ -136,8 +137,17 @@ class HostProvisioners:
 
     `netns_fd`: the namespace the vhosts' addresses are in (this machine's, where Alcor runs)."""
 
-    def __init__(self, planes: VhostPlanes, vhosts: Iterable[Vhost], netns_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        planes: VhostPlanes,
+        vhosts: Iterable[Vhost],
+        netns_fd: int | None = None,
+        marker: Path | None = None,
+    ) -> None:
         self._netns_fd = netns_fd
+        # The vhosts that serve goal states, one name a line: an agent started again serves them at once
+        # (Alcor reaches a host whenever it likes, not only after the host's next port).
+        self._marker = marker
         self._vhosts: dict[str, Vhost] = {}
         self._servers: dict[str, GrpcServer] = {}
         self._serving = asyncio.Lock()
@@ -188,8 +198,24 @@ class HostProvisioners:
                     "agent listening there?"
                 ) from exc
             self._servers[name] = server
+            if self._marker is not None and name not in self._marked():
+                with self._marker.open("a") as out:
+                    out.write(f"{name}\n")
         log.info("goalstate_serving", vhost=name, address=self.serving[name])
         return self.serving[name]
+
+    def _marked(self) -> set[str]:
+        try:
+            return set(self._marker.read_text().split()) if self._marker is not None else set()
+        except FileNotFoundError:
+            return set()
+
+    async def resume(self) -> list[str]:
+        """Serve goal states again on the vhosts that did before this agent started (its marker file)."""
+        names = sorted(self._marked() & set(self._vhosts))
+        for name in names:
+            await self.serve(name)
+        return names
 
     async def wait_ready(self, name: str, port_id: str, timeout: float) -> float | None:
         """When the vhost applied the goal state of the port's CREATE (time.monotonic()), waiting up to

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 import pytest
@@ -263,12 +264,13 @@ async def test_an_agent_of_several_vhosts_picks_the_one_a_goal_state_names() -> 
         await servicer.close()
 
 
-async def test_a_vhost_serves_goal_states_on_its_own_address_once_asked() -> None:
+async def test_a_vhost_serves_goal_states_on_its_own_address_once_asked(tmp_path: Path) -> None:
     vhosts = {
         name: Vhost(name, i, "", f"gs-srv-{i}", f"10.9.1.{i + 1}", 24, "", "", "127.0.0.1:0")
         for i, name in enumerate(("vhost-0", "vhost-1"))
     }
-    servicer = AgentServicer(VhostSet("t", "fake", vhosts))
+    marker = tmp_path / "agent-0.goalstates"
+    servicer = AgentServicer(VhostSet("t", "fake", vhosts), goalstate_marker=marker)
     try:
         assert servicer.goalstates.serving == {}
         where = await servicer.goalstates.serve("vhost-1")
@@ -290,3 +292,11 @@ async def test_a_vhost_serves_goal_states_on_its_own_address_once_asked() -> Non
     finally:
         await servicer.close()
     assert servicer.goalstates.serving == {}
+    # The agent started again (a crash, a host fault healed) serves that vhost at once, as before.
+    assert marker.read_text() == "vhost-1\n"
+    again = AgentServicer(VhostSet("t", "fake", vhosts), goalstate_marker=marker)
+    try:
+        assert await again.goalstates.resume() == ["vhost-1"]
+        assert list(again.goalstates.serving) == ["vhost-1"]
+    finally:
+        await again.close()
