@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.stack import private_stack, teste2e_argv
+from bench.stack import MemorySampler, private_stack, teste2e_argv
 from merak_tools import teste2e
 from merak_tools.alcor_standin import FakeAlcor
+from merak_tools.alcor_standin.state import Push
 from merak_tools.localstack import StackSettings
 
 TARGET_RPS = 1300.0
@@ -35,13 +36,20 @@ LATENCY_TOLERANCE_MS = 2.0
 
 def _serve(conn: Connection) -> None:
     """The server process: answers Alcor's API, and its parent's commands on `conn`."""
-    alcor = FakeAlcor(record=False)
+    alcor = FakeAlcor(record=False, southbound=False)
     conn.send(alcor.url)
     while True:
         command, argument = conn.recv()
         if command == "latency":
             alcor.latency = float(argument)
             conn.send(None)
+        elif command == "pushing":  # goal states pushed to the hosts (the stand-in's southbound) or not
+            alcor.pushing = bool(argument)
+            conn.send(None)
+        elif command == "pushes":  # what was pushed since the last time asked
+            with alcor.state.lock:
+                pushes, alcor.state.pushes = alcor.state.pushes, []
+            conn.send(push_summary(pushes))
         elif command == "times":  # the requests answered since the last time asked
             with alcor.state.lock:
                 times, alcor.state.times = alcor.state.times, []
@@ -50,6 +58,37 @@ def _serve(conn: Connection) -> None:
             alcor.stop()
             conn.send(None)
             return
+
+
+@dataclass
+class Pushes:
+    """Goal states the server pushed during a run: how many, what they carried, over which span."""
+
+    pushes: int
+    ok: int
+    ports: int
+    neighbors: int
+    span: float  # from the first push's start to the last one's reply, seconds
+
+    @property
+    def resources_per_second(self) -> float:
+        """Ports and neighbour entries applied by the hosts per second of pushing."""
+        return (self.ports + self.neighbors) / max(self.span, 1e-3)
+
+
+def push_summary(pushes: list[Push]) -> Pushes:
+    """Sum up pushes (the server's records)."""
+    if not pushes:
+        return Pushes(0, 0, 0, 0, 0.0)
+    start = min(p.sent_at for p in pushes)
+    end = max(p.sent_at + p.seconds for p in pushes)
+    return Pushes(
+        len(pushes),
+        sum(p.outcome == "ok" for p in pushes),
+        sum(len(p.port_ids) for p in pushes),
+        sum(p.neighbors for p in pushes),
+        end - start,
+    )
 
 
 class AlcorServer:
@@ -66,6 +105,15 @@ class AlcorServer:
     def _ask(self, command: str, argument: object = None) -> Any:
         self._conn.send((command, argument))
         return self._conn.recv()
+
+    def set_pushing(self, on: bool) -> None:
+        """Push goal states to the hosts from now on, or not."""
+        self._ask("pushing", on)
+
+    def pushes(self) -> Pushes:
+        """The goal states pushed since the last call."""
+        pushes: Pushes = self._ask("pushes")
+        return pushes
 
     def set_latency(self, seconds: float) -> None:
         """Add `seconds` before every answer from now on."""
@@ -95,6 +143,7 @@ class Run:
     sustained_rps: float  # median of the full seconds in that span
     p50_ms: dict[str, float]  # as the emulator measured it, per operation
     held_p50_ms: dict[str, float]  # how long the server held those requests (p50), per operation
+    pushes: Pushes  # the goal states the server pushed
 
 
 def port_rates(times: list[tuple[float, str, str, float]]) -> tuple[int, float, float]:
@@ -114,15 +163,26 @@ def port_rates(times: list[tuple[float, str, str, float]]) -> tuple[int, float, 
 
 
 async def one(
-    settings: StackSettings, alcor: AlcorServer, hosts: int, per_host: int, tag: str, *, rps: float = 0.0
+    settings: StackSettings,
+    alcor: AlcorServer,
+    hosts: int,
+    per_host: int,
+    tag: str,
+    *,
+    rps: float = 0.0,
+    own_overlay: bool = True,
 ) -> Run:
-    """teste2e with the alcor plugin on the fake dataplane; the server's view of the run."""
+    """teste2e with the alcor plugin on the fake dataplane; the server's view of the run. `own_overlay`:
+    the REST path alone (the server pushes no goal state, VMs do not wait for one); else goal states."""
     alcor.times()  # forget the requests before this run
+    alcor.pushes()
+    alcor.set_pushing(not own_overlay)
     argv = [
         *teste2e_argv(settings, f"report-{tag}.json"),
         "--plugin", "alcor", "--alcor-ip", alcor.url,
         "--hosts", str(hosts), "--vms-per-host", str(per_host), "--dataplane", "fake",
         "--vhosts-per-rack", "32", "--ports-per-switch", "32", "--max-pairs", "1000", "--rps", str(rps),
+        *(["--alcor-own-overlay"] if own_overlay else []),
     ]  # fmt: skip
     report = await teste2e.main_async(teste2e.parse(argv))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
@@ -148,6 +208,7 @@ async def one(
         sustained,
         p50,
         held,
+        alcor.pushes(),
     )
 
 
@@ -160,7 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-hosts", type=int, default=100)
     parser.add_argument("--latency-vms", type=int, default=10)
     parser.add_argument("--latency-rps", type=float, default=200.0, help="VMs/s started in run 2")
+    parser.add_argument(
+        "--goalstates",
+        action="store_true",
+        help="instead: --hosts x --vms through Alcor's REST alone, then with goal states pushed to every "
+        "host (the data plane from goal states); times, goal states applied/s and memory side by side",
+    )
     args = parser.parse_args(argv)
+    if args.goalstates:
+        return goalstates(args.hosts, args.vms)
     alcor = AlcorServer()
     stack, settings = private_stack("mka", 15000, control_plane_allow=alcor.url.removeprefix("http://"))
     state = settings.state_dir
@@ -196,3 +265,39 @@ def main(argv: list[str] | None = None) -> int:
     if not (fast.ok and slow.ok):
         status = 1
     return status
+
+
+def goalstates(hosts: int, per_host: int) -> int:
+    """The same lab and VMs twice in one stack: Alcor's REST calls alone (our own overlay path, which on
+    the fake plane programs nothing), then with the data plane from goal states (each port pushed to its
+    host, every other port of the VPC as a neighbour); the second's cost as a ratio of the first's."""
+    alcor = AlcorServer()
+    stack, settings = private_stack("mkg", 15100, control_plane_allow=alcor.url.removeprefix("http://"))
+    runs: list[tuple[Run, int]] = []
+    try:
+        stack.up()
+        for tag, own in (("rest-only", True), ("goal-states", False)):
+            with MemorySampler(settings.state_dir) as memory:
+                run = asyncio.run(one(settings, alcor, hosts, per_host, tag, own_overlay=own))
+            runs.append((run, memory.peak_rss_kib))
+    finally:
+        alcor.stop()
+        stack.down()
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+    (rest, rest_rss), (gs, gs_rss) = runs
+    pushed = gs.pushes
+    print(
+        f"alcor goal states, {hosts} x {per_host} fake: REST only {rest.vms_done} VMs in "
+        f"{rest.compute_seconds:.1f}s (stack peak RSS {rest_rss / 1024:.0f} MiB); with goal states "
+        f"{gs.vms_done} VMs in {gs.compute_seconds:.1f}s (peak RSS {gs_rss / 1024:.0f} MiB); "
+        f"time ratio {gs.compute_seconds / max(rest.compute_seconds, 1e-3):.2f}, "
+        f"memory ratio {gs_rss / max(rest_rss, 1):.2f}"
+    )
+    print(
+        f"  {pushed.pushes} goal states pushed ({pushed.ok} ok) carrying {pushed.ports} ports and "
+        f"{pushed.neighbors} neighbour entries in {pushed.span:.1f}s: "
+        f"{pushed.pushes / max(pushed.span, 1e-3):.0f} goal states/s, "
+        f"{pushed.resources_per_second:.0f} resources applied/s; data_plane_ready p50 "
+        f"{gs.p50_ms.get('data_plane_ready', 0.0):.0f} ms"
+    )
+    return 0 if rest.ok and gs.ok else 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -238,10 +239,13 @@ def _subnet(config: subnet_pb2.SubnetConfiguration) -> _Subnet:
 
 
 def _ipv4(what: str, text: str) -> str:
+    # inet_pton takes exactly the canonical dotted quad (no leading zeros, no short forms), in C: a goal
+    # state may carry a million neighbours.
     try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
+        socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
         raise Invalid(f"{what}: {text[:60]!r} is not an IPv4 address") from None
+    return text
 
 
 def _mac(what: str, text: str) -> str:

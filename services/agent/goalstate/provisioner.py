@@ -72,8 +72,23 @@ class Applier(Protocol):
     async def dhcp(self, work: DhcpWork) -> Outcome: ...
 
 
-async def _done(outcome: tuple[Outcome, float]) -> tuple[Outcome, float]:
-    return outcome
+def _add_status(
+    reply: goalstateprovisioner_pb2.GoalStateOperationReply,
+    kind: int,
+    resource_id: str,
+    operation: int,
+    done: tuple[Outcome, float],
+) -> None:
+    outcome, seconds = done
+    reply.operation_statuses.add(
+        resource_id=resource_id,
+        resource_type=kind,
+        operation_type=operation,
+        operation_status=outcome.status,
+        dataplane_programming_time=min(_MAX_UINT32, outcome.dataplane_us),
+        network_configuration_time=0,
+        state_elapse_time=_us(seconds),
+    )
 
 
 def _us(seconds: float) -> int:
@@ -118,11 +133,10 @@ class Provisioner:
         local = self.local_ips
         remote = [w for w in plan.neighbors if w.host_ip not in local]
         outcomes = iter(await self._neighbors(remote))
-        neighbors = [
-            (w.id, w.operation, self._local() if w.host_ip in local else _done(next(outcomes)))
-            for w in plan.neighbors
-        ]
-        await self._category(reply, NEIGHBOR, neighbors, report=neighbor_statuses)
+        if neighbor_statuses:  # V1 only: a status per neighbour (a neighbour here needs nothing)
+            for w in plan.neighbors:
+                done = (Outcome(SUCCESS), 0.0) if w.host_ip in local else next(outcomes)
+                _add_status(reply, NEIGHBOR, w.id, w.operation, done)
         await self._category(
             reply, DHCP, [(w.id, w.operation, self._call(self.applier.dhcp, w)) for w in plan.dhcp]
         )
@@ -135,23 +149,11 @@ class Provisioner:
         reply: goalstateprovisioner_pb2.GoalStateOperationReply,
         kind: int,
         work: Sequence[tuple[str, int, Awaitable[tuple[Outcome, float]]]],
-        *,
-        report: bool = True,
     ) -> None:
         """Every resource of one category side by side; statuses in completion order."""
 
         async def run(resource_id: str, operation: int, done: Awaitable[tuple[Outcome, float]]) -> None:
-            outcome, seconds = await done
-            if report:
-                reply.operation_statuses.add(
-                    resource_id=resource_id,
-                    resource_type=kind,
-                    operation_type=operation,
-                    operation_status=outcome.status,
-                    dataplane_programming_time=min(_MAX_UINT32, outcome.dataplane_us),
-                    network_configuration_time=0,
-                    state_elapse_time=_us(seconds),
-                )
+            _add_status(reply, kind, resource_id, operation, await done)
 
         await asyncio.gather(*(run(*item) for item in work))
 
@@ -164,9 +166,6 @@ class Provisioner:
             log.warning("goal_state_resource_failed", resource=work.id, error=str(exc)[:300])
             outcome = Outcome(FAILURE)
         return outcome, time.perf_counter() - started
-
-    async def _local(self) -> tuple[Outcome, float]:
-        return Outcome(SUCCESS), 0.0
 
     async def _neighbors(self, works: Sequence[NeighborWork]) -> list[tuple[Outcome, float]]:
         """A goal state's remote neighbours in one batch, timed as one; an error is FAILURE for each."""
