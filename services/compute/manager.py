@@ -293,6 +293,7 @@ class ComputeManager:
             ready_histogram=ready_histogram,
         )
         built.churned = int((await self.store.churn.state(config_id)).get("replaced", 0))
+        built.overlay_source = overlay_source(meta)
         built.started_at.FromNanoseconds(int(meta.started_at * 1e9))
         return built
 
@@ -418,3 +419,10 @@ class ComputeManager:
             except Exception:  # a metrics refresh must never stop the service
                 log.warning("compute_gauges_refresh_failed", exc_info=True)
             await asyncio.sleep(interval)
+
+
+def overlay_source(meta: Meta) -> str:
+    """Where a config's VMs' overlay comes from, as the results say it."""
+    if meta.plugin == PluginName.ALCOR:
+        return "merak push" if meta.alcor_own_overlay else "alcor goal states"
+    return "ovn" if meta.plugin == PluginName.OVN else "merak push"

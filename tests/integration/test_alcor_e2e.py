@@ -60,6 +60,7 @@ async def test_teste2e_with_alcor_creates_pings_and_removes_everything(
     for operation, code in (("register_nodes", "200"), ("create_vpc", "201"), ("create_subnet", "201")):
         assert operations[operation]["plugin"] == "alcor" and operations[operation]["codes"][code] >= 1
     ready = operations["data_plane_ready"]
+    assert results["overlay_source"] == "alcor goal states"
     assert ready["codes"] == {"OK": 50} and 0 < ready["latency"]["p50_ms"] <= ready["latency"]["max_ms"]
     ready_count = services.registry("compute").get_sample_value(
         "merak_compute_data_plane_ready_seconds_count", {"plugin": "alcor"}
@@ -125,3 +126,29 @@ async def test_without_alcors_goal_states_no_vm_is_ready_and_no_packet_flows(
     assert len(errors) == 4 and all("no goal state from Alcor for port" in e for e in errors), errors
     assert alcor.state.pushes and all(p.outcome == "dropped" for p in alcor.state.pushes)
     assert not report.test or report.test.get("passed", 0) == 0
+
+
+async def test_an_alcor_that_cannot_reach_the_hosts_keeps_our_own_push_when_asked(
+    temporal_services: ServiceStack, alcor: FakeAlcor
+) -> None:
+    """--alcor-own-overlay: Alcor pushes nothing (here: its southbound is off), our overlay push programs
+    the hosts, the VMs do not wait for goal states, and the results say where the data plane came from."""
+    services = temporal_services
+    services.control_plane_allow = alcor.allow_entries
+    alcor.pushing = False
+    await services.everything(teardown_timeout=60, watch_interval=0.2, test_retry=5)
+    opts = teste2e.parse(
+        [
+            "--plugin", "alcor", "--alcor-ip", alcor.url, "--alcor-own-overlay",
+            "--hosts", "2", "--vms-per-host", "2",
+            "--scenario-address", services.addresses["scenario"],
+            "--topology-address", services.addresses["topology"],
+            "--report", str(services.run_dir / "report.json"),
+        ]
+    )  # fmt: skip
+    report = await teste2e.main_async(opts)
+    assert report.ok, report.errors
+    assert report.test["pairs_tried"] == 12 and report.test["passed"] == 12
+    assert report.results["overlay_source"] == "merak push"
+    operations = {op["operation"] for op in report.results["operations"]}
+    assert "data_plane_ready" not in operations and alcor.state.pushes == []

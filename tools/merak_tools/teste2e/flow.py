@@ -162,6 +162,8 @@ class Runner:
         request = scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id)
         results = await self._retried(lambda left: self.stub.GetResults(request, timeout=left))
         self.report.results = protojson.to_dict(results)
+        if results.overlay_source:
+            console.print(f"overlay: from {results.overlay_source}")
         for op in results.operations:
             console.print(
                 f"control plane: {op.plugin} {op.operation}: {op.requests} requests, {op.rate:.0f}/s, "
