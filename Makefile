@@ -9,7 +9,7 @@ PROTO_SRC := $(wildcard proto/merak/v1/*.proto proto/alcor/schema/*.proto)
 APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables chromium \
 	ovn-central ovn-host openvswitch-switch openvswitch-common ethtool
 
-.PHONY: install apt venv proto newman lint test test-fast up down status demo bench clean
+.PHONY: install apt venv proto newman lint test test-fast up down status demo bench clean images compose-demo
 
 install: apt venv proto newman ## system packages, virtualenv, generated protos, newman
 
@@ -69,6 +69,12 @@ status:
 
 demo: install up
 	$(BIN)/merak demo
+
+images: $(VENV)/.installed proto ## the container image, built here with no registry (Docker engine set up if missing)
+	$(BIN)/python -m merak_tools.images
+
+compose-demo: $(VENV)/.installed proto ## images, docker compose up, the default scenario, down, the host checked
+	$(BIN)/python -m merak_tools.compose_demo
 
 bench:
 	$(BIN)/python -m bench

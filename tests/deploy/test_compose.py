@@ -31,7 +31,10 @@ from tests.support.plugin import StartServer
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deployments" / "compose" / "docker-compose.yml"
 SCHEMA = ROOT / "deployments" / "compose" / "schema" / "compose-spec.json"
-MERAK = ("scenario", "topology", "network", "compute", "compute-worker", "agent")
+MERAK = ("scenario", "topology", "network", "compute", "compute-worker")
+# The compose network's gateway: where the topology service (host network) listens for the others.
+GATEWAY = "172.29.250.1"
+REDIS_ADDRESS = "172.29.250.10"
 
 
 @cache
@@ -63,63 +66,58 @@ def test_the_schema_check_catches_a_misspelt_key() -> None:
     assert list(validator().iter_errors(broken))
 
 
-def test_every_process_of_the_stack_is_there() -> None:
+def test_every_process_of_the_stack_is_there_from_one_image() -> None:
     assert set(compose()["services"]) == {"redis", "temporal", *MERAK}
-    images = {service(name)["image"] for name in MERAK}
-    builds = {json.dumps(service(name)["build"], sort_keys=True) for name in MERAK}
-    assert len(images) == len(builds) == 1, "one image runs every Merak process"
-    (build,) = [service("topology")["build"]]
-    assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == (
-        ROOT / "deployments" / "docker" / "Dockerfile"
-    )
-    for name in MERAK:
+    # `make images` builds it here (no registry): nothing is pulled, nothing is built by compose.
+    assert {spec["image"] for spec in compose()["services"].values()} == {"${MERAK_IMAGE:-merak:dev}"}
+    assert all("build" not in spec for spec in compose()["services"].values())
+    for name in (*MERAK, "redis", "temporal"):
         assert service(name)["command"] == [name]
 
 
-def published(name: str) -> dict[int, int]:
-    """Container port → host port."""
+def published(name: str) -> dict[int, str]:
+    """Container port → host address:port."""
     result = {}
     for mapping in service(name).get("ports", []):
-        host, container = str(mapping).split(":")
-        result[int(container)] = int(host)
+        address, host, container = str(mapping).split(":")
+        result[int(container)] = f"{address}:{host}"
     return result
 
 
+def test_only_what_a_user_calls_is_published_on_loopback() -> None:
+    assert published("scenario") == {
+        GRPC_PORTS["scenario"]: f"127.0.0.1:{GRPC_PORTS['scenario']}",
+        REST_PORT: f"127.0.0.1:{REST_PORT}",
+    }
+    assert published("temporal") == {TEMPORAL_UI_PORT: f"127.0.0.1:{TEMPORAL_UI_PORT}"}
+    for name in ("redis", "network", "compute", "compute-worker", "topology"):
+        assert published(name) == {}, name
+
+
 def test_ports_are_the_readme_table() -> None:
-    for name in ("scenario", "topology", "network", "compute", "agent"):
+    for name in ("scenario", "topology", "network", "compute"):
         env = service(name)["environment"]
         assert int(env["MERAK_GRPC_PORT"]) == GRPC_PORTS[name]
         assert int(env["MERAK_METRICS_PORT"]) == METRICS_PORTS[name]
-        rest = {REST_PORT: REST_PORT} if name == "scenario" else {}
-        assert published(name) == {
-            GRPC_PORTS[name]: GRPC_PORTS[name],
-            METRICS_PORTS[name]: METRICS_PORTS[name],
-            **rest,
-        }
-        if rest:
-            assert int(env["MERAK_REST_PORT"]) == REST_PORT
+    assert int(service("scenario")["environment"]["MERAK_REST_PORT"]) == REST_PORT
     worker = METRICS_PORTS["compute-worker"]
     assert int(service("compute-worker")["environment"]["MERAK_WORKER_METRICS_PORT"]) == worker
-    assert published("compute-worker") == {worker: worker}
-    assert published("redis") == {6379: REDIS_PORT}
-    assert published("temporal") == {TEMPORAL_PORT: TEMPORAL_PORT, TEMPORAL_UI_PORT: TEMPORAL_UI_PORT}
 
 
 def test_the_services_find_each_other() -> None:
     for name in MERAK:
         env = service(name)["environment"]
         assert not unknown(env), f"{name}: variables no process reads"
-        assert env["MERAK_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["MERAK_REDIS_URL"] == f"redis://{REDIS_ADDRESS}:6379/0"
         assert env["MERAK_TEMPORAL_ADDRESS"] == f"temporal:{TEMPORAL_PORT}"
-    for name in ("compute", "compute-worker", "scenario"):
-        assert service(name)["environment"]["MERAK_NETWORK_ADDRESS"] == f"network:{GRPC_PORTS['network']}"
-    scenario = service("scenario")["environment"]
-    assert scenario["MERAK_TOPOLOGY_ADDRESS"] == f"topology:{GRPC_PORTS['topology']}"
-    assert scenario["MERAK_COMPUTE_ADDRESS"] == f"compute:{GRPC_PORTS['compute']}"
-    temporal = service("temporal")["command"]
-    assert temporal[:2] == ["server", "start-dev"]
-    assert temporal[temporal.index("--ip") + 1] == "0.0.0.0"
-    assert temporal[temporal.index("--namespace") + 1] == "merak"
+        assert env["MERAK_TOPOLOGY_ADDRESS"] == f"{GATEWAY}:{GRPC_PORTS['topology']}"
+        assert env["MERAK_NETWORK_ADDRESS"] == f"network:{GRPC_PORTS['network']}"
+        assert env["MERAK_COMPUTE_ADDRESS"] == f"compute:{GRPC_PORTS['compute']}"
+    assert service("redis")["networks"]["merak"]["ipv4_address"] == REDIS_ADDRESS
+    (subnet,) = compose()["networks"]["merak"]["ipam"]["config"]
+    assert subnet["gateway"] == GATEWAY and REDIS_ADDRESS.startswith(subnet["subnet"].rsplit(".", 1)[0])
+    assert service("topology")["environment"]["MERAK_HOST"] == GATEWAY
+    assert REDIS_PORT != 6379  # the stack's own Redis port is not the container's
 
 
 def test_dependencies_wait_for_health() -> None:
@@ -132,28 +130,37 @@ def test_dependencies_wait_for_health() -> None:
             assert "healthcheck" in services[dependency]
 
 
-def test_the_local_backend_and_agents_are_privileged_and_share_the_agents_sockets() -> None:
-    assert service("topology")["privileged"] is True
-    assert service("agent")["privileged"] is True
+def test_only_the_topology_service_gets_the_host_and_only_the_capabilities_it_needs() -> None:
+    topology = service("topology")
+    assert (topology["network_mode"], topology["pid"], topology["user"]) == ("host", "host", "root")
+    assert "privileged" not in topology and "SYS_ADMIN" in topology["cap_add"]
+    assert "networks" not in topology
+    for name, spec in compose()["services"].items():
+        assert "privileged" not in spec, name
+        if name != "topology":
+            assert "network_mode" not in spec and "pid" not in spec and "cap_add" not in spec, name
+    for name in ("network", "compute", "redis", "temporal"):  # the image's user, uid 10001
+        assert "user" not in service(name), name
     # Agents of emulated hosts serve unix sockets under the topology service's state directory.
-    state = service("topology")["environment"]["MERAK_STATE_DIR"]
-    for name in ("topology", "compute", "compute-worker"):
+    state = topology["environment"]["MERAK_STATE_DIR"]
+    for name in ("topology", "compute-worker", "scenario"):
         assert f"merak-state:{state}" in service(name)["volumes"]
 
 
 def health_command(name: str, port: int) -> list[str]:
-    """The health check of a service, run by this interpreter against `port` instead of its own."""
+    """The health check of a service, run by this interpreter against `port` on loopback instead of its
+    own."""
     test = service(name)["healthcheck"]["test"]
     assert test[0] == "CMD" and test[1] == "python"
     own = str(METRICS_PORTS["compute-worker"] if name == "compute-worker" else GRPC_PORTS[name])
-    return [sys.executable, *[arg.replace(own, str(port)) for arg in test[2:]]]
+    return [sys.executable, *[arg.replace(own, str(port)).replace(GATEWAY, "127.0.0.1") for arg in test[2:]]]
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(command, capture_output=True, timeout=30, check=False)
 
 
-@pytest.mark.parametrize("name", ["scenario", "topology", "network", "compute", "agent"])
+@pytest.mark.parametrize("name", ["scenario", "topology", "network", "compute"])
 async def test_the_grpc_health_one_liners_work(name: str, grpc_server: StartServer) -> None:
     address = await grpc_server([])
     port = int(address.rsplit(":", 1)[1])
