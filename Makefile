@@ -49,11 +49,13 @@ newman: ## newman (npm), which runs Merak's Postman collections in the e2e tests
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
 	@[ -x $(NEWMAN_DIR)/node_modules/.bin/newman ] || npm ci --prefix $(NEWMAN_DIR) --no-audit --no-fund --loglevel=error
 
+# The last step renders every kustomize overlay and validates it offline against the Kubernetes schemas.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_kustomize.py
 
 test: $(VENV)/.installed ## the whole suite (needs root for the network-namespace tests)
 	$(BIN)/pytest -q

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from merak.config import GRPC_PORTS, METRICS_PORTS
+from merak_tools import images
 from tests.deploy.settings_keys import unknown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +187,7 @@ def test_dev_runs_one_replica_of_local_images() -> None:
     assert {d["spec"]["replicas"] for d in deployments.values()} == {1}
     for name in MERAK_DEPLOYMENTS:
         (container,) = containers(deployments[name])
-        assert container["image"] == "merak:dev"
+        assert container["image"] == images.IMAGE  # what `make images` builds
         assert container["imagePullPolicy"] == "IfNotPresent"
     assert env_of(objects)["MERAK_KUBERNETES_IMAGE_PULL_POLICY"] == "IfNotPresent"
 
