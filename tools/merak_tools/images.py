@@ -190,7 +190,7 @@ def build_image(context: Path) -> None:
     say(f"docker build {IMAGE}")
     run(
         [
-            "docker", "build", "--network", "none", "--build-arg", f"BASE_IMAGE={BASE}",
+            "docker", "build", "--network", "none", "--force-rm", "--build-arg", f"BASE_IMAGE={BASE}",
             "-f", str(context / "deployments/docker/Dockerfile"), "-t", IMAGE, str(context),
         ]
     )  # fmt: skip
