@@ -84,6 +84,12 @@ async def build(settings: AgentSettings) -> BuiltService[AgentServicer]:
             log.info("goalstate_resumed", vhosts=len(resumed))
 
         async def mark_vhosts_serving() -> None:
+            listen = settings.listen_address()
+            if settings.socket_group >= 0 and listen.startswith("unix:"):
+                # Callers in that group (not running as root) may connect; nobody else.
+                path = listen.removeprefix("unix://").removeprefix("unix:")
+                os.chown(path, -1, settings.socket_group)
+                os.chmod(path, 0o660)
             # One health entry per vhost, so a caller can ask about the vhost it cares about.
             for name in vhosts.vhosts:
                 await server.health.set(f"vhost/{name}", health_pb2.HealthCheckResponse.SERVING)

@@ -31,3 +31,6 @@ class AgentSettings(ServiceSettings):
     # Where the vhosts' OVN chassis keep their databases, sockets, pid files and logs (a directory per
     # vhost index). Default: `ovn/` beside the vhosts file.
     chassis_dir: Path | None = None
+    # A group whose members may call an agent serving a unix socket (the socket becomes root:<gid>,
+    # 0660), e.g. the compose file's uid-10001 worker and scenario service; -1: the owner only.
+    socket_group: int = -1

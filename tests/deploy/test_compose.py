@@ -139,8 +139,10 @@ def test_only_the_topology_service_gets_the_host_and_only_the_capabilities_it_ne
         assert "privileged" not in spec, name
         if name != "topology":
             assert "network_mode" not in spec and "pid" not in spec and "cap_add" not in spec, name
-    for name in ("network", "compute", "redis", "temporal"):  # the image's user, uid 10001
-        assert "user" not in service(name), name
+    for name in ("network", "compute", "compute-worker", "scenario", "redis", "temporal"):
+        assert "user" not in service(name), name  # the image's user, uid 10001
+    # Those reach the agents' unix sockets through the image's group.
+    assert topology["environment"]["MERAK_SOCKET_GROUP"] == "10001"
     # Agents of emulated hosts serve unix sockets under the topology service's state directory.
     state = topology["environment"]["MERAK_STATE_DIR"]
     for name in ("topology", "compute-worker", "scenario"):
