@@ -166,6 +166,7 @@ class PortOperations:
                 f"(this vhost serves GoalStateProvisioner on {where}; does Alcor reach it?)"
             )
             reply.port.status = common_pb2.ERROR
+            reply.port.goalstate_missing = True
             return reply
         if posted is not None:
             reply.port.goalstate_seconds = max(0.0, applied - posted)

@@ -128,7 +128,7 @@ class AlcorVms(VmPlugin):
                 seconds = result.reply.port.goalstate_seconds
                 if ok and seconds > 0:
                     calls.append(Call(DATA_PLANE_READY, "OK", seconds))
-                elif not ok and "no goal state from Alcor" in result.reply.return_message:
+                elif result.reply.port.goalstate_missing:
                     calls.append(Call(DATA_PLANE_READY, "DEADLINE_EXCEEDED", self.goalstate_timeout))
             # The agent puts the VM in the VPC's overlay under this VNI: the overlay step needs it.
             record.vni = vni_for_vpc(record.vpc)
