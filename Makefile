@@ -8,13 +8,19 @@ PY := $(BIN)/python
 PROTO_SRC := $(wildcard proto/merak/v1/*.proto proto/alcor/schema/*.proto)
 APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nftables chromium \
 	ovn-central ovn-host openvswitch-switch openvswitch-common ethtool
+# What the benchmarks compare against: Mininet for the topology bench (`make bench` installs them).
+BENCH_PACKAGES := mininet bridge-utils
 
-.PHONY: install apt venv proto newman lint test test-fast up down status demo bench clean images compose-demo
+.PHONY: install apt venv proto newman lint test test-fast up down status demo bench bench-references clean \
+	images compose-demo
 
 install: apt venv proto newman ## system packages, virtualenv, generated protos, newman
 
+# `apt` installs $(PACKAGES): the product's by default, the benchmarks' references for bench-references.
+PACKAGES ?= $(APT_PACKAGES)
+
 apt: ## Debian packages that are missing (a removed package whose config files remain counts as missing)
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
@@ -78,7 +84,10 @@ images: $(VENV)/.installed proto ## the container image, built here with no regi
 compose-demo: $(VENV)/.installed proto ## images, docker compose up, the default scenario, down, the host checked
 	$(BIN)/python -m merak_tools.compose_demo
 
-bench:
+bench-references: ## what the benchmarks compare against (Mininet), when missing
+	@$(MAKE) --no-print-directory apt PACKAGES="$(BENCH_PACKAGES)"
+
+bench: $(VENV)/.installed proto bench-references
 	$(BIN)/python -m bench
 
 clean:
