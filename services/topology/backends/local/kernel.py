@@ -90,7 +90,10 @@ class Kernel:
         short = topology.spec.short_id
         ns_of = {node.name: ns_name(short, node.name) for node in topology.nodes}
         self._parallel(_create_ns, [(ns_of[n.name],) for n in nodes], stop=stop)
-        self._parallel(_prepare_node, [(ns_of[n.name], n.is_switch) for n in nodes], in_ns=True, stop=stop)
+        # Switches get their bridge before any port joins it; a vhost's loopback comes up when its NICs
+        # do (_finish_node): one visit of its namespace fewer (a netlink socket costs more than `lo up`).
+        switches = [n for n in nodes if n.is_switch]
+        self._parallel(_prepare_node, [(ns_of[n.name], True) for n in switches], in_ns=True, stop=stop)
         by_a: dict[str, list[Link]] = defaultdict(list)
         by_b: dict[str, list[str]] = defaultdict(list)
         for link in links:
@@ -228,8 +231,14 @@ def _delete_links(ns: str, nics: Sequence[str]) -> None:
                 ipr.link("del", index=index)  # a veth: its peer goes with it
 
 
+# The loopback device is the first device of every network namespace.
+LOOPBACK_INDEX = 1
+
+
 def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
     with IPRoute() as ipr:
+        if not node.is_switch:
+            ipr.link("set", index=LOOPBACK_INDEX, state="up")
         bridge = _lookup(ipr, BRIDGE) if node.is_switch else None
         for nic_name in b_nics:
             index = _lookup(ipr, nic_name)
