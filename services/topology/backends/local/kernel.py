@@ -209,7 +209,7 @@ def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[s
     with IPRoute() as ipr:
         bridge = _lookup(ipr, BRIDGE) if is_switch else None
         for link in links:
-            if _lookup(ipr, link.a_nic) is None:
+            try:
                 # Both ends are born in their namespaces: nothing ever appears in the root namespace.
                 ipr.link(
                     "add",
@@ -217,10 +217,18 @@ def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[s
                     kind="veth",
                     peer={"ifname": link.b_nic, "net_ns_fd": ns_of[link.b_node]},
                 )
-            index = _lookup(ipr, link.a_nic)
-            if bridge is not None:
-                ipr.link("set", index=index, master=bridge)
-            ipr.link("set", index=index, state="up")
+            except NetlinkError as exc:
+                if exc.code != EEXIST:  # made by an earlier, interrupted build: kept
+                    raise
+            _up(ipr, _lookup(ipr, link.a_nic), bridge)
+
+
+def _up(ipr: IPRoute, index: int | None, bridge: int | None) -> None:
+    """A port up, in its bridge when there is one: one netlink request."""
+    if bridge is not None:
+        ipr.link("set", index=index, master=bridge, state="up")
+    else:
+        ipr.link("set", index=index, state="up")
 
 
 def _delete_links(ns: str, nics: Sequence[str]) -> None:
@@ -241,10 +249,7 @@ def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
             ipr.link("set", index=LOOPBACK_INDEX, state="up")
         bridge = _lookup(ipr, BRIDGE) if node.is_switch else None
         for nic_name in b_nics:
-            index = _lookup(ipr, nic_name)
-            if bridge is not None:
-                ipr.link("set", index=index, master=bridge)
-            ipr.link("set", index=index, state="up")
+            _up(ipr, _lookup(ipr, nic_name), bridge)
         if node.is_switch:
             return
         for position, nic in enumerate(node.nics):
