@@ -1,12 +1,17 @@
-"""Calls into a control plane summed up as the results show them (ComputeResults.operations): count, codes,
-errors, latency percentiles and distribution, rate; shared by the compute service (the VMs' port calls)
-and the scenario service (the network config's own calls); no I/O."""
+"""Calls into a control plane: recorded as they are made (`recording`, `note`: the agent's port calls,
+the network service's own calls into Alcor), and summed up as the results show them
+(ComputeResults.operations): count, codes, errors, latency percentiles and distribution, rate; shared by
+the compute service (the VMs' port calls) and the scenario service (the network config's own calls)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from merak.stats import Summary
 from merak.v1 import compute_pb2
@@ -16,6 +21,37 @@ SUCCESS_CODES = frozenset({"OK", "200", "201", "204"})
 # The upper bounds of the latency histograms' buckets, in milliseconds: ten a decade from 0.01 ms to
 # 10^8 ms (27 hours). Fixed, so that a histogram is counted as calls are recorded and buckets add up.
 HISTOGRAM_BOUNDS_MS = tuple(float(f"{10 ** (k / 10 - 2):.6g}") for k in range(101))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneCall:
+    """One call: its operation ("create_vpc"), code ("201", "error"), seconds, when (Unix time)."""
+
+    operation: str
+    code: str
+    seconds: float
+    at: float
+
+
+_recording: ContextVar[list[ControlPlaneCall] | None] = ContextVar("control_plane_calls", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[ControlPlaneCall]]:
+    """Collect the calls made in this block (by this task and the tasks it starts)."""
+    calls: list[ControlPlaneCall] = []
+    token = _recording.set(calls)
+    try:
+        yield calls
+    finally:
+        _recording.reset(token)
+
+
+def note(operation: str, code: str, seconds: float) -> None:
+    """A call was answered (or failed) after `seconds`: kept when someone is recording."""
+    calls = _recording.get()
+    if calls is not None:
+        calls.append(ControlPlaneCall(operation, code, seconds, time.time() - seconds))
 
 
 def summary(seconds: Sequence[float]) -> compute_pb2.LatencySummary:

@@ -8,7 +8,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from merak import netns
+from merak import callstats, netns
 from merak.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -29,10 +28,6 @@ from merak.logs import get_logger
 from merak.metrics import ControlPlaneMetrics
 
 log = get_logger(__name__)
-
-# The Alcor calls of the request being served, (operation, code, seconds): the agent returns them,
-# so the compute service can keep the control plane's results per scenario.
-recorded_calls: ContextVar[list[tuple[str, str, float]] | None] = ContextVar("recorded_calls", default=None)
 
 # Merak: the tap name is "tap" + the first 11 characters of Alcor's port id (ACA derives the same).
 TAP_ID_CHARS = 11
@@ -195,9 +190,9 @@ class AlcorPorts:
     def _observe(self, operation: str, code: str, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.observe("alcor", operation, code, seconds, service="port")
-        calls = recorded_calls.get()
-        if calls is not None:
-            calls.append((operation, code, seconds))
+        # The agent returns the calls of the request being served (ports._recorded): the compute service
+        # keeps the control plane's results per scenario.
+        callstats.note(operation, code, seconds)
 
     async def close(self) -> None:
         """Close the HTTP connections."""

@@ -11,12 +11,13 @@ from typing import TypeVar
 
 import grpc
 
+from merak import callstats
 from merak.controlplane import ControlPlaneAllow
 from merak.errors import FailedPrecondition, InvalidArgument, enum_name, status_for
 from merak.naming import gateway_mac, vni_for_vpc
 from merak.v1 import agent_pb2, common_pb2
 from services.agent import convert
-from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for, recorded_calls
+from services.agent.alcor import AlcorPorts, check_alcor_url, port_id_for
 from services.agent.goalstate.host import HostProvisioners
 from services.agent.metrics import AgentMetrics
 from services.agent.models import SubnetSpec, VmSpec, VpcSpec
@@ -324,12 +325,11 @@ def _created_reply(
 
 async def _recorded(work: Awaitable[T]) -> tuple[T | Exception, list[agent_pb2.ControlPlaneCall]]:
     """Run `work`, collecting the Alcor calls it makes (its outcome, or the exception it raised)."""
-    calls: list[tuple[str, str, float]] = []
-    token = recorded_calls.set(calls)
-    try:
-        outcome: T | Exception = await work
-    except Exception as exc:  # handed back: PortHandler raises it, a batch reports it for its port
-        outcome = exc
-    finally:
-        recorded_calls.reset(token)
-    return outcome, [agent_pb2.ControlPlaneCall(operation=o, code=c, seconds=t) for o, c, t in calls]
+    with callstats.recording() as calls:
+        try:
+            outcome: T | Exception = await work
+        except Exception as exc:  # handed back: PortHandler raises it, a batch reports it for its port
+            outcome = exc
+    return outcome, [
+        agent_pb2.ControlPlaneCall(operation=c.operation, code=c.code, seconds=c.seconds) for c in calls
+    ]

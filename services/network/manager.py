@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 from prometheus_client import Gauge
 
+from merak import callstats
 from merak.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 from merak.ids import check_id
 from merak.logs import get_logger
 from merak.skips import Skips
 from merak.v1 import common_pb2, network_pb2
-from services.network import calls
 from services.network.ipam import Ipam
 from services.network.metrics import NetworkMetrics
 from services.network.models import (
@@ -71,7 +71,7 @@ class NetworkManager:
             existing = await self.store.get(spec.netconfig_id)
             if existing is not None:
                 return await self._same_or_conflict(existing.config, existing.state, config)
-            with calls.recording() as made:
+            with callstats.recording() as made:
                 state = await plugin.apply(spec, None)
             try:
                 created = await self.store.create(config, state, _ipam_subnets(plugin, state, None))
@@ -169,7 +169,7 @@ class NetworkManager:
             plugin.check(spec)
             if spec == old:
                 return await self.view(stored.state)
-            with calls.recording() as made:
+            with callstats.recording() as made:
                 state = await plugin.apply(spec, stored.state)
             try:
                 await self.store.replace(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from services.network.calls import ControlPlaneCall
+from merak.callstats import ControlPlaneCall
 
 # Addresses of a subnet that never go to a VM: network, broadcast and gateway.
 RESERVED_PER_SUBNET = 3

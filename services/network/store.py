@@ -12,10 +12,10 @@ from google.protobuf import json_format
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
+from merak.callstats import ControlPlaneCall
 from merak.errors import FailedPrecondition
 from merak.store import RedisStore, optimistic
 from merak.v1 import network_pb2
-from services.network.calls import MAX_KEPT, ControlPlaneCall
 from services.network.models import (
     AlcorEndpoints,
     NetworkState,
@@ -29,6 +29,8 @@ from services.network.models import (
 )
 
 PREFIX = "merak:network"
+# At most this many calls into the control plane are kept per network config (the oldest go first).
+MAX_CALLS_KEPT = 10_000
 
 # Hands out N addresses of several subnets in one step, all or nothing. A subnet's bitmap has one bit
 # per address (bit i = network address + i), with network, broadcast and gateway set at creation.
@@ -314,16 +316,16 @@ class NetworkStore(RedisStore):
             await self.redis.srem(self._ids_key, netconfig_id)
         return removed
 
-    # --- calls into the control plane ----------------------------------------------------------
+    # --- calls into the control plane (the last MAX_CALLS_KEPT per config) -----------------------
 
     async def add_calls(self, netconfig_id: str, made: Sequence[ControlPlaneCall]) -> None:
-        """Keep the calls an operation of the config made (the last MAX_KEPT of them)."""
+        """Keep the calls an operation of the config made (the last MAX_CALLS_KEPT of them)."""
         if not made:
             return
         key = self._nc(netconfig_id, "calls")
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, *(f"{c.operation}|{c.code}|{c.seconds!r}|{c.at!r}" for c in made))
-            pipe.ltrim(key, -MAX_KEPT, -1)
+            pipe.ltrim(key, -MAX_CALLS_KEPT, -1)
             await pipe.execute()
 
     async def calls(self, netconfig_id: str) -> list[ControlPlaneCall]:

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import httpx
 
+from merak import callstats
 from merak.errors import FailedPrecondition, Unavailable, logged_body, remote_error_code
 from merak.logs import get_logger
-from services.network import calls
 from services.network.metrics import NetworkMetrics
 from services.network.models import AlcorEndpoints
 from services.network.spec import parse_alcor_url
@@ -82,12 +82,12 @@ class AlcorClient:
             except httpx.HTTPError as exc:
                 elapsed = time.perf_counter() - started
                 self.metrics.control_plane.observe(self.plugin, operation, "error", elapsed)
-                calls.note(operation, "error", elapsed)
+                callstats.note(operation, "error", elapsed)
                 raise Unavailable(f"alcor {method} {url} failed: {_failed(exc)}") from exc
         code = str(response.status_code)
         elapsed = time.perf_counter() - started
         self.metrics.control_plane.observe(self.plugin, operation, code, elapsed)
-        calls.note(operation, code, elapsed)
+        callstats.note(operation, code, elapsed)
         if response.status_code in gone:
             log.info("alcor_already_gone", method=method, url=url, status=response.status_code)
             return None
