@@ -9,8 +9,9 @@ device per VPC, alcor-southbound.md §3.5 for ACA's side):
 - NEIGHBOR: the remote port becomes a permanent neighbour and forwarding entry of the VNI, and its host
   joins the VNI's flood list; DELETE withdraws it (the host leaves the flood list with its last port).
 - ROUTER, DHCP: recorded (the vhost's VPC gateway and addresses are made with the VM).
-Which vhost a goal state is for: the keys of its `host_resources` (host IPs) against the vhosts'
-data-plane addresses; an agent of one vhost takes any.
+Which vhost a goal state is for: on a vhost's own goal-state server, that vhost; on the agent's server,
+the keys of its `host_resources` (host IPs) against the vhosts' data-plane addresses (an agent of one
+vhost takes any).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from merak.errors import FailedPrecondition, Unavailable
 from merak.grpcserver import GrpcServer
 from merak.logs import get_logger
 from merak.naming import vni_for_vpc
-from services.agent.goalstate.plan import FAILURE, PENDING, NeighborWork, PortWork
+from services.agent.goalstate.plan import FAILURE, PENDING, SUCCESS, NeighborWork, PortWork
 from services.agent.goalstate.provisioner import (
     GoalStateProvisionerServicer,
     Outcome,
@@ -69,7 +70,7 @@ class PlaneApplier(RouterDhcpRecords):
             return False
 
         found = await self._planes.run(present)
-        return Outcome(status=0 if found else PENDING, dataplane_us=_us_since(started))
+        return Outcome(status=SUCCESS if found else PENDING, dataplane_us=_us_since(started))
 
     async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]:
         """A goal state's neighbours, one plane call per VPC: the entries pushed or withdrawn, and the flood
