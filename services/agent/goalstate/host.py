@@ -53,8 +53,11 @@ class PlaneApplier(RouterDhcpRecords):
         super().__init__()
         self._planes = planes
         self._vhost = vhost
-        self._vteps: dict[int, Counter[str]] = {}  # VNI -> remote host -> its ports there
-        self._neighbors: dict[tuple[int, str], str] = {}  # (VNI, IP) -> its host
+        self._vteps: dict[int, Counter[str]] = {}  # VNI -> remote host -> its entries there
+        self._neighbors: dict[int, dict[str, Neighbor]] = {}  # VNI -> IP -> the entry goal states gave
+        # VNIs whose VPC was not on this vhost yet when neighbours came (Alcor pushes them as soon as a
+        # port is bound, before its VM is made): their entries go in once a port's VM is there.
+        self._deferred: set[int] = set()
 
     async def port(self, work: PortWork) -> Outcome:
         if work.delete:
@@ -70,6 +73,8 @@ class PlaneApplier(RouterDhcpRecords):
             return False
 
         found = await self._planes.run(present)
+        if found and work.vpc_id:
+            await self._flush(vni_for_vpc(work.vpc_id))
         return Outcome(status=SUCCESS if found else PENDING, dataplane_us=_us_since(started))
 
     async def neighbor_batch(self, works: Sequence[NeighborWork]) -> list[Outcome]:
@@ -98,27 +103,24 @@ class PlaneApplier(RouterDhcpRecords):
     async def _apply_neighbors(self, vni: int, works: Sequence[NeighborWork]) -> None:
         plane = self._planes.plane(self._vhost)
         async with self._planes.lock(self._vhost):
+            table = self._neighbors.setdefault(vni, {})
             hosts = self._vteps.setdefault(vni, Counter())
             before = set(hosts)
-            final: dict[str, Neighbor | None] = {}  # by IP: what the batch leaves (None: withdrawn)
-            withdrawn: dict[str, Neighbor] = {}
+            touched = {work.ip for work in works}
+            was = {ip: table[ip] for ip in touched if ip in table}
             for work in works:
-                key = (vni, work.ip)
-                entry = Neighbor(ip=work.ip, mac=work.mac, vtep=work.host_ip)
-                was = self._neighbors.pop(key, None)
-                if was is not None:
-                    hosts[was] -= 1
-                    if hosts[was] <= 0:
-                        del hosts[was]
-                    withdrawn.setdefault(work.ip, entry)
-                if work.delete:
-                    final[work.ip] = None
-                else:
-                    self._neighbors[key] = work.host_ip
+                old = table.pop(work.ip, None)
+                if old is not None:
+                    hosts[old.vtep] -= 1
+                    if hosts[old.vtep] <= 0:
+                        del hosts[old.vtep]
+                if not work.delete:
+                    table[work.ip] = Neighbor(ip=work.ip, mac=work.mac, vtep=work.host_ip)
                     hosts[work.host_ip] += 1
-                    final[work.ip] = entry
-            removes = [withdrawn[ip] for ip, entry in final.items() if entry is None and ip in withdrawn]
-            pushes = [entry for entry in final.values() if entry is not None]
+            if vni in self._deferred:
+                return  # kept: they go in with the rest once the VPC is here
+            removes = [was[ip] for ip in touched if ip in was and ip not in table]
+            pushes = [table[ip] for ip in touched if ip in table]
             peers = sorted(hosts) if set(hosts) != before else None
 
             def program() -> None:
@@ -129,7 +131,32 @@ class PlaneApplier(RouterDhcpRecords):
                 if peers is not None:
                     plane.set_vni_peers(vni, peers)
 
+            try:
+                await self._planes.run(program)
+            except FailedPrecondition:
+                # The VPC is not on this vhost yet (its first VM is still being made): ACA takes
+                # neighbours before any local port, and so does this host, later.
+                self._deferred.add(vni)
+
+    async def _flush(self, vni: int) -> None:
+        """Program the neighbours kept for `vni` while its VPC was not here (a port's VM made it)."""
+        if vni not in self._deferred:
+            return
+        plane = self._planes.plane(self._vhost)
+        async with self._planes.lock(self._vhost):
+            if vni not in self._deferred:
+                return
+            entries = list(self._neighbors.get(vni, {}).values())
+            peers = sorted(self._vteps.get(vni, ()))
+
+            def program() -> None:
+                if entries:
+                    plane.push_neighbors(vni, entries)
+                plane.set_vni_peers(vni, peers)
+
             await self._planes.run(program)
+            self._deferred.discard(vni)
+            log.info("goal_state_neighbors_applied_later", vni=vni, neighbors=len(entries))
 
 
 class HostProvisioners:

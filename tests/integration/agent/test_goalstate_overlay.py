@@ -127,6 +127,29 @@ async def test_goal_states_build_the_overlay_and_packets_flow(hosts: list[Host])
     h0, h1 = hosts
     # Before its VM exists, a port is PENDING (its device is not there yet).
     assert await push(h0, goal_state(h0, PORTS[0], h1, PORTS[1])) == {PORTS[0]: common_pb2.PENDING}
+    await make_vms(hosts)
+    # No overlay yet: our own push is not used, so the VMs on two hosts cannot reach each other.
+    assert (await ping(h0, h1.vm_ip, retry=0)).failed == 1
+    # Each host gets what NCM would send it: its port and the other's as a neighbour.
+    assert await push(h0, goal_state(h0, PORTS[0], h1, PORTS[1])) == {PORTS[0]: common_pb2.SUCCESS}
+    assert await push(h1, goal_state(h1, PORTS[1], h0, PORTS[0])) == {PORTS[1]: common_pb2.SUCCESS}
+    assert (await ping(h0, h1.vm_ip, retry=10)).passed == 1
+    assert (await ping(h1, h0.vm_ip, retry=10)).passed == 1
+
+
+async def test_neighbours_pushed_before_the_vms_exist_go_in_once_they_do(hosts: list[Host]) -> None:
+    """Alcor pushes a port's goal state as soon as it is bound, before its VM (and the VPC on the host)
+    exists: the neighbours are kept and programmed when the VM is made, with no second push."""
+    h0, h1 = hosts
+    assert await push(h0, goal_state(h0, PORTS[0], h1, PORTS[1])) == {PORTS[0]: common_pb2.PENDING}
+    assert await push(h1, goal_state(h1, PORTS[1], h0, PORTS[0])) == {PORTS[1]: common_pb2.PENDING}
+    await make_vms(hosts)
+    assert (await ping(h0, h1.vm_ip, retry=10)).passed == 1
+    assert (await ping(h1, h0.vm_ip, retry=10)).passed == 1
+
+
+async def make_vms(hosts: list[Host]) -> None:
+    """Each host's VM (vm0) in vpc-1, as the agent's CREATE makes it."""
     for host in hosts:
         vpc = agent_pb2.VpcSpec(
             vpc_id="vpc-1", vni=VNI, gateway_mac="02:00:00:00:71:01",
@@ -145,10 +168,3 @@ async def test_goal_states_build_the_overlay_and_packets_flow(hosts: list[Host])
             agent_pb2.CreateVmsRequest(vhost=host.name, vpcs=[vpc], vms=[vm]), timeout=60
         )
         assert created.created == 1, created
-    # No overlay yet: our own push is not used, so the VMs on two hosts cannot reach each other.
-    assert (await ping(h0, h1.vm_ip, retry=0)).failed == 1
-    # Each host gets what NCM would send it: its port and the other's as a neighbour.
-    assert await push(h0, goal_state(h0, PORTS[0], h1, PORTS[1])) == {PORTS[0]: common_pb2.SUCCESS}
-    assert await push(h1, goal_state(h1, PORTS[1], h0, PORTS[0])) == {PORTS[1]: common_pb2.SUCCESS}
-    assert (await ping(h0, h1.vm_ip, retry=10)).passed == 1
-    assert (await ping(h1, h0.vm_ip, retry=10)).passed == 1
