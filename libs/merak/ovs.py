@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from merak.errors import InvalidArgument
+from merak.errors import LOGGED_BODY, InvalidArgument
 
 # What the Debian packages ovn-central, ovn-host, openvswitch-switch and openvswitch-common install.
 PROGRAMS = {
@@ -45,6 +46,30 @@ CHASSIS_FILE = "chassis.json"
 NB_PORT = 6641
 SB_PORT = 6642
 
+# The error names an OVSDB server answers with (RFC 7047's, and ovsdb-server's own): one of these may be
+# repeated to our caller as what went wrong; an error's details never are (they may quote anything).
+OVSDB_ERRORS = frozenset(
+    {
+        "referential integrity violation",
+        "constraint violation",
+        "resources exhausted",
+        "I/O error",
+        "duplicate uuid-name",
+        "domain error",
+        "range error",
+        "timed out",
+        "not supported",
+        "aborted",
+        "not owner",
+        "not allowed",
+        "permission error",
+        "unknown database",
+        "unknown method",
+        "syntax error",
+        "internal error",
+        "not leader",
+    }
+)
 _REMOTE = re.compile(r"^(?P<kind>tcp|ssl):(?P<host>[0-9.]+|\[[0-9a-fA-F:.]+\]):(?P<port>[0-9]{1,5})$")
 _UNIX = re.compile(r"^unix:(?P<path>/[A-Za-z0-9._/@+-]{1,200})$")
 
@@ -87,6 +112,23 @@ def check_remote(field: str, remote: str) -> str:
     return remote
 
 
+class OvsdbError(ValueError):
+    """An OVSDB server's error reply, or an answer that is not OVSDB's. `kind` may be shown to our caller
+    (an error name of the protocol's, or our words); the text quotes the server: for our logs only, and
+    at most its first LOGGED_BODY characters."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text[:LOGGED_BODY])
+        self.kind = kind
+
+
+def ovsdb_error_kind(error: object) -> str:
+    """The name of an OVSDB error object (`{"error": "constraint violation", "details": ...}`) when it
+    is one of the protocol's, else "an error reply"."""
+    name = error.get("error") if isinstance(error, dict) else None
+    return name if isinstance(name, str) and name in OVSDB_ERRORS else "an error reply"
+
+
 def select_column(remote: str, database: str, table: str, column: str, timeout: float = 1.0) -> list[object]:
     """The values of one column of every row of `table` (select_rows)."""
     return [row.get(column) for row in select_rows(remote, database, table, (column,), timeout)]
@@ -97,8 +139,8 @@ def select_rows(
 ) -> list[dict[str, object]]:
     """`columns` of every row of `table`, read straight over OVSDB's JSON-RPC from a unix: or tcp:
     remote (one `transact` with a `select`; blocking, so call it from a worker thread). OSError (or
-    TimeoutError) when the server cannot be reached or does not answer within `timeout`; ValueError
-    for an ssl: remote or an error reply."""
+    TimeoutError) when the server cannot be reached or does not answer within `timeout`; OvsdbError (a
+    ValueError) for an error reply or an answer that is not OVSDB's; ValueError for an ssl: remote."""
     if remote.startswith("unix:"):
         family, address = socket.AF_UNIX, remote.removeprefix("unix:")
         target: str | tuple[str, int] = address
@@ -133,17 +175,24 @@ def select_rows(
                 except json.JSONDecodeError:
                     break  # not all of it yet
                 buffer = buffer.lstrip()[end:]
-                if message.get("id") != 0:
+                if not isinstance(message, dict) or message.get("id") != 0:
                     continue  # a notification or an echo: not the answer
-                if message.get("error") is not None:
-                    error = message["error"]
-                    raise ValueError(
-                        f"{remote}: {error.get('details') if isinstance(error, dict) else error}"
-                    )
-                result = message["result"][0]
-                if "error" in result:
-                    raise ValueError(f"{remote}: {result['error']}: {result.get('details', '')}")
-                return [dict(row) for row in result["rows"]]
+                return _selected(message)
+
+
+def _selected(message: dict[str, Any]) -> list[dict[str, object]]:
+    """The rows of a select's answer; OvsdbError when it is an error or not a select's answer."""
+    error = message.get("error")
+    if error is not None:
+        raise OvsdbError(ovsdb_error_kind(error), json.dumps(error))
+    result = message.get("result")
+    first = result[0] if isinstance(result, list) and result else None
+    if isinstance(first, dict) and "error" in first:
+        raise OvsdbError(ovsdb_error_kind(first), json.dumps(first))
+    rows = first.get("rows") if isinstance(first, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise OvsdbError("not an OVSDB answer", json.dumps(message))
+    return [dict(row) for row in rows]
 
 
 def create_db(db: Path, schema: str) -> bool:

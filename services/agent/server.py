@@ -56,7 +56,7 @@ class AgentServicer(agent_pb2_grpc.MerakAgentServiceServicer):
         self._planes = VhostPlanes(vhosts, kind, self.metrics, workers=workers, host=host)
         # Where the vhosts' OVN chassis keep their files (a test's servicer: a directory of its own).
         root = chassis_dir or Path(tempfile.gettempdir()) / f"merak-chassis-{os.getpid()}-{id(self):x}"
-        self._chassis = ChassisSet(vhosts, root, dummy=not kind.touches_kernel)
+        self._chassis = ChassisSet(vhosts, root, dummy=not kind.touches_kernel, control_plane=control_plane)
         self._vms = VmOperations(self._planes, self.metrics, self._chassis)
         self._overlay = OverlayOperations(self._planes)
         self._pings = PingOperations(self._planes, max_pings)

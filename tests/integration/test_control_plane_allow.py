@@ -1,17 +1,24 @@
 """Issue #28's SSRF probe: a request names a loopback port that is not a control plane, as its Alcor or
 its OVN. Unless the operator allowed it (MERAK_CONTROL_PLANE_ALLOW), the network service, compute and
-the agent refuse it with INVALID_ARGUMENT naming the field before anything is made and before a byte
-is sent there; once allowed, what it answers (a secret in its status line and body) never reaches a
-caller."""
+the agent (an Alcor URL, or the southbound database of a chassis) refuse it with INVALID_ARGUMENT naming
+the field before anything is made and before a byte is sent there; once allowed, what it answers (a
+secret in its status line and body; an OVSDB server's error details) never reaches a caller, only its
+status or its error's name does, the text going to the service's log."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
+from merak import ovs
 from merak.controlplane import ControlPlaneAllow
 from merak.v1 import (
     agent_pb2,
@@ -22,10 +29,12 @@ from merak.v1 import (
     network_pb2,
     network_pb2_grpc,
 )
+from merak_tools.ovncentral import RunningCentral
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
 from services.network.app import build
 from services.network.config import NetworkSettings
+from tests.integration import ovn_net
 from tests.stack import ServiceStack
 from tests.support import unique_name
 from tests.support.leaky import LeakyListener
@@ -159,6 +168,117 @@ async def test_the_agent_calls_only_allowed_alcors_and_never_repeats_their_words
     finally:
         await refusing.close()
         await allowing.close()
+
+
+async def _chassis_refusal(
+    grpc_server: StartServer, servicer: AgentServicer, sb_remote: str
+) -> tuple[grpc.StatusCode, str]:
+    async with grpc.aio.insecure_channel(await grpc_server([registration(servicer)])) as channel:
+        agent = agent_pb2_grpc.MerakAgentServiceStub(channel)
+        return await _refusal(agent.EnsureChassis(agent_pb2.EnsureChassisRequest(sb_remote=sb_remote)))
+
+
+def _sb_chassis(central: RunningCentral) -> str:
+    return subprocess.run(
+        [ovs.program("ovn-sbctl"), f"--db={central.sb}", "--bare", "--columns=name", "list", "Chassis"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+
+
+async def test_the_agent_makes_no_chassis_of_a_southbound_it_was_not_allowed(
+    grpc_server: StartServer, leaky: LeakyListener, ovn_central: RunningCentral, tmp_path: Path
+) -> None:
+    # ovn-controller would connect wherever sb_remote says: a real SB of this machine that the operator
+    # did not list, the leaky port, a unix socket that is no OVSDB's.
+    servicer = AgentServicer(
+        VhostSet.standalone("vhost-0"),
+        chassis_dir=tmp_path / "chassis",
+        control_plane=ControlPlaneAllow.parse("127.0.0.1:30001-30008,unix:/run/ovn/ovnsb_db.sock"),
+    )
+    try:
+        for sb_remote, shown in (
+            (ovn_central.sb, ovn_central.sb),
+            (f"tcp:127.0.0.1:{leaky.port}", f"127.0.0.1:{leaky.port}"),
+            ("unix:/run/docker.sock", "unix:/run/docker.sock"),
+        ):
+            code, details = await _chassis_refusal(grpc_server, servicer, sb_remote)
+            assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, f"sb_remote: {shown} {REFUSED}")
+    finally:
+        await servicer.close()
+    assert os.listdir(tmp_path) == []  # no chassis directory, so no process either
+    assert _sb_chassis(ovn_central) == ""
+    assert leaky.reached == 0
+
+
+async def test_the_agent_never_repeats_what_a_southbound_answered(
+    grpc_server: StartServer, ovn_nb: RunningCentral, tmp_path: Path
+) -> None:
+    # Allowed, but an NB where the SB should be: its error reply names the database it has not; that
+    # text is logged, and the caller gets the error's name (one of OVSDB's) only.
+    servicer = AgentServicer(
+        VhostSet.standalone("vhost-0"),
+        chassis_dir=tmp_path / "chassis",
+        control_plane=ControlPlaneAllow.parse(ovn_nb.nb),
+    )
+    try:
+        with capture_logs() as logs:
+            code, details = await _chassis_refusal(grpc_server, servicer, ovn_nb.nb)
+    finally:
+        await servicer.close()
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"sb_remote: {ovn_nb.nb} is not an OVN southbound database "
+        "(reading its Chassis table: unknown database)",
+    )
+    [logged] = [line for line in logs if line["event"] == "chassis_sb_error_reply"]
+    assert "specifies unknown database OVN_Southbound" in logged["error"], logged
+    assert os.listdir(tmp_path) == []
+
+
+# --- the network service's OVN ------------------------------------------------------------------
+
+
+def _read_only(central: RunningCentral) -> None:
+    """The NB ovsdb-server as a backup of an active server that does not exist: it serves its data, and
+    refuses every write with an error whose details say why."""
+    control = str(central.central.root.absolute() / "ovnnb_db.ctl")
+    for command in (
+        ("ovsdb-server/set-active-ovsdb-server", f"unix:{central.central.root.absolute()}/nowhere.sock"),
+        ("ovsdb-server/connect-active-ovsdb-server",),
+    ):
+        subprocess.run([ovs.program("ovs-appctl"), "-t", control, *command], check=True, timeout=30)
+
+
+async def _ovn_refusal(
+    net: ovn_net.Net, nb: str, sb: str, event: str
+) -> tuple[grpc.StatusCode, str, MutableMapping[str, Any]]:
+    """The code and details of a CREATE on `nb` that fails, and the one line logged as `event`."""
+    config = ovn_net.config(unique_name("nc-"), nb=nb, sb=sb)
+    with capture_logs() as logs:
+        code, details = await _refusal(net.stub.NetConfigHandler(ovn_net.op(common_pb2.CREATE, config)))
+    [logged] = [line for line in logs if line["event"] == event]
+    return code, details, logged
+
+
+async def test_the_network_service_never_repeats_what_an_ovn_database_answered(
+    serve_built: ServeBuilt, redis_url: str, ovn_central: RunningCentral
+) -> None:
+    net = await ovn_net.serve(serve_built, redis_url, ovn=ovn_central)
+    # An SB where the NB should be: no schema of that name (its reply says so in its own words).
+    code, details, logged = await _ovn_refusal(net, ovn_central.sb, ovn_central.sb, "ovsdb_error_reply")
+    assert (code, details) == (
+        grpc.StatusCode.UNAVAILABLE,
+        f"OVN northbound database {ovn_central.sb} is unreachable: the server has no OVN_Northbound database",
+    )
+    assert "unknown database" in logged["error"], logged
+    # A transaction the NB refuses (read only): the error's name, not its details.
+    _read_only(ovn_central)
+    code, details, logged = await _ovn_refusal(net, ovn_central.nb, ovn_central.sb, "ovsdb_error")
+    assert (code, details) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"OVN northbound database {ovn_central.nb}: the transaction failed (not allowed)",
+    )
+    assert "read only mode" in logged["error"] and logged["kind"] == "not allowed", logged
 
 
 # --- compute ------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ async def test_a_deleted_labs_agent_and_chassis_logs_are_kept(
     services: ServiceStack, ovn_central: RunningCentral
 ) -> None:
     lab_logs = services.run_dir / "kept-logs"
-    await services.topology(lab_log_dir=lab_logs, lab_logs_kept=3)
+    # Its agents may make their vhosts chassis of this central (the allow-list it passes on to them).
+    await services.topology(lab_log_dir=lab_logs, lab_logs_kept=3, control_plane_allow=ovn_central.sb)
     config = topology_pb2.InternalTopologyConfiguration(
         topology_id=unique_name("logs-"), topology_type=topology_pb2.TREE, number_of_vhosts=2,
         vhost_per_rack=2, ports_per_vswitch=3, data_plane_cidr="10.226.0.0/24",

@@ -3,11 +3,12 @@ kernel does what the request says, what a later request leaves out is healed, DE
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 import httpx
@@ -27,11 +28,25 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 Stub: TypeAlias = "topology_pb2_grpc.MerakTopologyServiceAsyncStub"
 
 
-@pytest.fixture
-async def stub(services: ServiceStack) -> AsyncIterator[Stub]:
-    await services.topology()
+@contextlib.asynccontextmanager
+async def _topology(services: ServiceStack, **settings: Any) -> AsyncIterator[Stub]:
+    await services.topology(**settings)
     async with grpc.aio.insecure_channel(services.addresses["topology"]) as channel:
         yield topology_pb2_grpc.MerakTopologyServiceStub(channel)
+
+
+@pytest.fixture
+async def stub(services: ServiceStack) -> AsyncIterator[Stub]:
+    async with _topology(services) as made:
+        yield made
+
+
+@pytest.fixture
+async def ovn_stub(services: ServiceStack, ovn_central: RunningCentral) -> AsyncIterator[Stub]:
+    """A topology service whose agents may make their vhosts chassis of `ovn_central` (it passes its
+    MERAK_CONTROL_PLANE_ALLOW on to them)."""
+    async with _topology(services, control_plane_allow=ovn_central.sb) as made:
+        yield made
 
 
 async def _lab(stub: Stub, vhosts: int = 3, dataplane: str = "") -> tuple[str, list[str]]:
@@ -211,8 +226,9 @@ async def test_faults_over_rest(temporal_services: ServiceStack) -> None:
 
 
 async def test_an_ovn_controller_crashed_by_a_fault_stays_down_until_healed(
-    stub: Stub, ovn_central: RunningCentral
+    ovn_stub: Stub, ovn_central: RunningCentral
 ) -> None:
+    stub = ovn_stub
     topology_id, _ips = await _lab(stub, vhosts=2)
     try:
         info = await stub.TopologyHandler(

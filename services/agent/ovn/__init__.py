@@ -9,12 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from merak import netns, ovs
+from merak.controlplane import ControlPlaneAllow
 from merak.errors import FailedPrecondition, InvalidArgument, Unavailable
+from merak.logs import get_logger
 from merak.v1 import agent_pb2
 from services.agent.ovn.chassis import ENCAP_TYPES, Chassis, ChassisSpec
 from services.agent.vhosts import Vhost, VhostSet
 
 __all__ = ["Chassis", "ChassisSet", "ChassisSpec"]
+
+log = get_logger(__name__)
 
 
 def _dummy_encap_ip(index: int) -> str:
@@ -26,11 +30,11 @@ def _southbound_check(remote: str, spec: ChassisSpec) -> None:
     """A unix-socket SB must answer as an OVN southbound database before a chassis is pointed at it
     (else ovn-controller would wait for it until the start times out): FAILED_PRECONDITION when nothing
     listens there, UNAVAILABLE when it does not answer in time, INVALID_ARGUMENT when something else
-    does. And it must not list a live chassis of this name from another lab (system-id = the vhost's
-    name: two labs' vhost-1 on one central would take the same chassis record in turns):
-    FAILED_PRECONDITION. A chassis whose owner (SB's `hostname`: a namespace or a directory) is gone is
-    stale, and its record is taken over. A tcp: or ssl: remote is reached from the chassis's namespace,
-    not this one: left to ovn-controller."""
+    does (naming its error by kind; the server's text goes to our log only). And it must not list a live
+    chassis of this name from another lab (system-id = the vhost's name: two labs' vhost-1 on one
+    central would take the same chassis record in turns): FAILED_PRECONDITION. A chassis whose owner
+    (SB's `hostname`: a namespace or a directory) is gone is stale, and its record is taken over. A tcp:
+    or ssl: remote is reached from the chassis's namespace, not this one: left to ovn-controller."""
     if not remote.startswith("unix:"):
         return
     try:
@@ -40,8 +44,11 @@ def _southbound_check(remote: str, spec: ChassisSpec) -> None:
     except OSError as exc:
         raise Unavailable(f"sb_remote: {remote[:200]} does not answer ({exc.__class__.__name__})") from None
     except ValueError as exc:
+        kind = exc.kind if isinstance(exc, ovs.OvsdbError) else type(exc).__name__
+        log.warning("chassis_sb_error_reply", remote=remote, kind=kind, error=str(exc)[:200])
         raise InvalidArgument(
-            "sb_remote", f"{remote[:200]} is not an OVN southbound database ({str(exc)[:200]})"
+            "sb_remote",
+            f"{remote[:200]} is not an OVN southbound database (reading its Chassis table: {kind})",
         ) from None
     for row in rows:
         owner = str(row.get("hostname") or "")
@@ -69,10 +76,15 @@ class ChassisSet:
     """The chassis of this agent's vhosts under `root/<vhost index>`; a chassis an earlier agent of the
     same vhosts started (this one was restarted) is adopted, not started twice."""
 
-    def __init__(self, vhosts: VhostSet, root: Path, *, dummy: bool) -> None:
+    def __init__(
+        self, vhosts: VhostSet, root: Path, *, dummy: bool, control_plane: ControlPlaneAllow | None = None
+    ) -> None:
         self.vhosts = vhosts
         self.root = root
         self.dummy = dummy
+        # The southbound databases a request may name (MERAK_CONTROL_PLANE_ALLOW; none by default): its
+        # ovn-controller would connect wherever sb_remote says, any socket or port of the machine.
+        self.control_plane = control_plane or ControlPlaneAllow()
         self._chassis: dict[str, Chassis] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -105,15 +117,16 @@ class ChassisSet:
     async def ensure(
         self, request: agent_pb2.EnsureChassisRequest, vhost: Vhost
     ) -> agent_pb2.EnsureChassisReply:
-        """EnsureChassis: checked, then started (or found running) off the event loop."""
+        """EnsureChassis: checked (the SB an allowed one, that answers as an SB), then started (or found
+        running) off the event loop."""
         missing = ovs.missing()
         if missing:
             raise FailedPrecondition(f"OVN/OVS is not installed here: missing {', '.join(missing)}")
         chassis = self._of(vhost)
-        given = request.sb_remote or await asyncio.to_thread(chassis.configured_remote)
-        if not given:
+        remote = request.sb_remote or await asyncio.to_thread(chassis.configured_remote)
+        if not remote:
             raise InvalidArgument("sb_remote", f"required: vhost {vhost.name} has not been a chassis yet")
-        remote = ovs.check_remote("sb_remote", given)
+        self.control_plane.check_ovsdb("sb_remote", remote)
         encap = request.encap_type or "geneve"
         if encap not in ENCAP_TYPES:
             raise InvalidArgument("encap_type", f"{encap!r} is not one of {', '.join(ENCAP_TYPES)}")

@@ -1,14 +1,17 @@
 """EnsureChassis checks a unix-socket southbound database before it starts anything: nothing listening is
 FAILED_PRECONDITION at once (ovn-controller would have waited for it until the start timed out, and
 the fuzz saw DEADLINE_EXCEEDED), an NB in its place is INVALID_ARGUMENT naming sb_remote; neither leaves a
-chassis directory or process behind. Against a real agent server and a real NB started by the test."""
+chassis directory or process behind. Against a real agent server and a real NB started by the test; the
+agent allows the databases each test names (MERAK_CONTROL_PLANE_ALLOW; test_control_plane_allow has the
+refusal)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeAlias
 
@@ -17,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from merak import ovs
+from merak.controlplane import ControlPlaneAllow
 from merak.grpcserver import GrpcServer
 from merak.v1 import agent_pb2, agent_pb2_grpc
 from merak_tools.ovncentral import RunningCentral
@@ -27,27 +31,45 @@ from tests.support import assert_eventually
 pytestmark = pytest.mark.root
 
 Stub: TypeAlias = "agent_pb2_grpc.MerakAgentServiceAsyncStub"
+# Starts the test's agent, allowing the southbound databases given.
+StartAgent: TypeAlias = Callable[..., Awaitable[Stub]]
 
 
 @pytest.fixture
-async def agent() -> AsyncIterator[tuple[Stub, Path]]:
-    root = Path(tempfile.mkdtemp(prefix="mk-chr-", dir="/tmp"))
-    servicer = AgentServicer(VhostSet.standalone("mk-chr-vhost"), chassis_dir=root)
-    server = GrpcServer("127.0.0.1:0", [registration(servicer)], CollectorRegistry())
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield agent_pb2_grpc.MerakAgentServiceStub(channel), root
-    finally:
+def root() -> Iterator[Path]:
+    """The agent's chassis directory."""
+    made = Path(tempfile.mkdtemp(prefix="mk-chr-", dir="/tmp"))
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
+
+
+@pytest.fixture
+async def agent(root: Path) -> AsyncIterator[StartAgent]:
+    started: list[tuple[GrpcServer, AgentServicer, grpc.aio.Channel]] = []
+
+    async def start(*allowed: str) -> Stub:
+        servicer = AgentServicer(
+            VhostSet.standalone("mk-chr-vhost"),
+            chassis_dir=root,
+            control_plane=ControlPlaneAllow.parse(",".join(allowed)),
+        )
+        server = GrpcServer("127.0.0.1:0", [registration(servicer)], CollectorRegistry())
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        started.append((server, servicer, channel))
+        return agent_pb2_grpc.MerakAgentServiceStub(channel)
+
+    yield start
+    for server, servicer, channel in started:
+        await channel.close(None)
         await server.stop(0)
         await servicer.close()  # stops a chassis a test started
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_a_southbound_that_does_not_answer_is_refused_at_once(
-    agent: tuple[Stub, Path], ovn_nb: RunningCentral
+    agent: StartAgent, root: Path, ovn_nb: RunningCentral
 ) -> None:
-    stub, root = agent
+    stub = await agent(f"unix:{root}/none.sock", ovn_nb.nb)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.EnsureChassis(
             agent_pb2.EnsureChassisRequest(sb_remote=f"unix:{root}/none.sock"), timeout=10
@@ -58,7 +80,7 @@ async def test_a_southbound_that_does_not_answer_is_refused_at_once(
         await stub.EnsureChassis(agent_pb2.EnsureChassisRequest(sb_remote=ovn_nb.nb), timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "sb_remote" in (caught.value.details() or ""), caught.value.details()
-    assert list(root.iterdir()) == []  # no chassis was started
+    assert os.listdir(root) == []  # no chassis was started
 
 
 def _sbctl(central: RunningCentral, *args: str) -> str:
@@ -69,11 +91,11 @@ def _sbctl(central: RunningCentral, *args: str) -> str:
 
 
 async def test_a_chassis_of_the_same_name_from_another_live_lab_is_refused(
-    agent: tuple[Stub, Path], ovn_central: RunningCentral
+    agent: StartAgent, root: Path, ovn_central: RunningCentral
 ) -> None:
     # Two labs' vhosts share names (system-id = the vhost's name): on one central they would take the
     # same chassis record in turns. SB's hostname says whose a chassis is.
-    stub, root = agent
+    stub = await agent(ovn_central.sb)
     other_lab = Path(tempfile.mkdtemp(prefix="mk-chr-other-", dir="/tmp"))
     try:
         _sbctl(ovn_central, "chassis-add", "mk-chr-vhost", "geneve", "127.0.0.9")

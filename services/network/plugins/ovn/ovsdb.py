@@ -1,6 +1,8 @@
 """Connections to OVN's databases through ovsdbapp: an IDL replica per remote, kept in sync by its own
 thread; transactions and reads run off the event loop (ovsdbapp blocks). Errors become the service's:
-an unreachable database or one that does not answer in time is UNAVAILABLE naming its remote.
+an unreachable database or one that does not answer in time is UNAVAILABLE naming its remote, a failed
+transaction FAILED_PRECONDITION naming the error by kind (the database's own text goes to our log only:
+whatever answers at a remote may say anything).
 
 NB: the replica of the tables the plugin writes (its IDL tells the port watch when a watched port goes
 `up`). SB: only Port_Binding's port and chassis, and Chassis' names, to say which chassis bound a port.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import queue
 import time
@@ -23,8 +26,9 @@ from ovsdbapp import exceptions as ovsdbapp_errors
 from ovsdbapp.backend.ovs_idl import connection, idlutils, transaction
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
-from merak.errors import FailedPrecondition, Unavailable
+from merak.errors import LOGGED_BODY, FailedPrecondition, Unavailable
 from merak.logs import get_logger
+from merak.ovs import ovsdb_error_kind
 from services.network.plugins.ovn.watch import PortWatch
 
 log = get_logger(__name__)
@@ -66,7 +70,9 @@ def fetch_schema(remote: str, schema: str, timeout: float) -> Any:
                 break
             if reply.id == request.id:
                 if reply.error:
-                    raise ConnectionError(f"the server has no {schema} database: {reply.error}")
+                    log.warning("ovsdb_error_reply", remote=remote, operation="get_schema",
+                                error=str(reply.error)[:LOGGED_BODY])  # fmt: skip
+                    raise ConnectionError(f"the server has no {schema} database")
                 return reply.result
         raise ConnectionError(_strerror(error))
     finally:
@@ -77,19 +83,45 @@ def _strerror(error: int) -> str:
     return os.strerror(error) if error > 0 else f"error {error}"
 
 
+OVSDB_ERROR = "OVSDB Error: "
+
+
+def error_kind(exc: BaseException) -> str:
+    """What went wrong, in words that are not the database's: the OVSDB error's name when ovsdbapp quotes
+    one of the protocol's ("constraint violation"), else the exception's class."""
+    text = str(exc)
+    if not isinstance(exc, RuntimeError) or not text.startswith(OVSDB_ERROR):
+        return type(exc).__name__
+    try:
+        return ovsdb_error_kind(json.loads(text.removeprefix(OVSDB_ERROR)))
+    except ValueError:
+        return "an error reply"
+
+
 @contextmanager
-def database_errors(what: str, remote: str, timeout: float) -> Iterator[None]:
-    """ovsdbapp's errors as the service's, naming the database."""
+def database_errors(what: str, remote: str, timeout: float, operation: str) -> Iterator[None]:
+    """ovsdbapp's errors as the service's, naming the database and the operation; what the database
+    said is logged (its first characters), never repeated to our caller."""
     try:
         yield
     except ovsdbapp_errors.TimeoutException:
         raise Unavailable(f"{what} {remote} did not answer in time (timeout {timeout:g} s)") from None
     except ovsdbapp_errors.OvsdbConnectionUnavailable as exc:
-        raise Unavailable(f"{what} {remote} is unreachable: {exc}") from None
-    except (ConnectionError, TimeoutError) as exc:
+        cause = exc.__cause__ or exc
+        _logged(what, remote, operation, cause)
+        raise Unavailable(f"{what} {remote} is unreachable ({operation}: {error_kind(cause)})") from None
+    except (ConnectionError, TimeoutError) as exc:  # our words (fetch_schema's) or the OS's
         raise Unavailable(f"{what} {remote} is unreachable: {exc}") from None
     except RuntimeError as exc:
-        raise FailedPrecondition(f"{what} {remote} refused the transaction: {exc}") from None
+        _logged(what, remote, operation, exc)
+        raise FailedPrecondition(f"{what} {remote}: the {operation} failed ({error_kind(exc)})") from None
+
+
+def _logged(what: str, remote: str, operation: str, exc: BaseException) -> None:
+    log.warning(
+        "ovsdb_error", database=what, remote=remote, operation=operation, kind=error_kind(exc),
+        error=str(exc)[:LOGGED_BODY],
+    )  # fmt: skip
 
 
 class _Transaction(transaction.Transaction):  # type: ignore[misc]  # ovsdbapp has no type hints
@@ -161,7 +193,7 @@ class NbClient:
                 helper.register_table(table)
             return _NbApi(connection.Connection(_NbIdl(remote, helper, watch), timeout))
 
-        with database_errors("OVN northbound database", remote, timeout):
+        with database_errors("OVN northbound database", remote, timeout, "connection"):
             api = await asyncio.to_thread(connect)
         log.info("ovn_nb_connected", remote=remote)
         return cls(remote, api, watch, timeout)
@@ -178,12 +210,12 @@ class NbClient:
             txn.commit()
             return time.monotonic()
 
-        with database_errors("OVN northbound database", self.remote, self.timeout):
+        with database_errors("OVN northbound database", self.remote, self.timeout, "transaction"):
             return await asyncio.to_thread(commit)
 
     async def read(self, command: Any) -> Any:
         """The result of a read-only command, from the replica."""
-        with database_errors("OVN northbound database", self.remote, self.timeout):
+        with database_errors("OVN northbound database", self.remote, self.timeout, "read"):
             return await asyncio.to_thread(command.execute, check_error=True, log_errors=False)
 
     async def close(self) -> None:
@@ -210,7 +242,7 @@ class SbClient:
             conn.start()
             return conn
 
-        with database_errors("OVN southbound database", remote, timeout):
+        with database_errors("OVN southbound database", remote, timeout, "connection"):
             conn = await asyncio.to_thread(connect)
         return cls(remote, conn)
 
