@@ -9,9 +9,9 @@ direct script, on its own central and dummy chassis. Both are watched the same w
 latency of each port from its appearance to `up` (p50, p99, max). The emulator should reach 0.9 of the
 floor's rate. With `--real H V` (10 x 10 by default), a second teste2e run on the real data plane is
 timed the same way (its pings prove the data plane), beside a floor of real chassis in namespaces
-(`floor_real`, its VMs made beforehand with iproute2). Then ovn-heater's "20 nodes density light" shape
-(bench/ovn_density.py): 20 hosts x 200 ports at startup, then 1,000 more each measured until up, for
-the emulator and the floor (`--no-density` skips it).
+(`floor_real`: per host its NB rows, its VMs made with `ip -batch`, their plug). Then ovn-heater's
+"20 nodes density light" shape (bench/ovn_density.py): 20 hosts x 200 ports at startup, then 1,000
+more each measured until up, for the emulator and the floor (`--no-density` skips it).
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_row("emulator (teste2e)", real))
         print(_row("floor (direct script)", floor_r))
         print(
-            f"  emulator / floor ports per second: {ratio_r:.2f} (the floor makes its VMs before its first "
-            "port; the emulator makes each batch's VMs between its ports' insert and their plug)"
+            f"  emulator / floor ports per second: {ratio_r:.2f} (both make each host's VMs between its "
+            "ports' insert and their plug)"
         )
         print(f"  pings: {runs['emulator_real']['test']}")
     if "density_emulator" in runs:

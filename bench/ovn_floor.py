@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -173,10 +173,18 @@ _GROUPS: dict[str, list[tuple[str, int, str, str]]] = {
 
 
 def _run(
-    central: RunningCentral, chassis: list[Chassis], per_host: int, switches: int, then: int = 0
+    central: RunningCentral,
+    chassis: list[Chassis],
+    per_host: int,
+    switches: int,
+    then: int = 0,
+    *,
+    make_vms: Callable[[int], None] | None = None,
 ) -> list[FloorResult]:
     """`per_host` ports on every host, measured; then, with `then`, `then` more on every host, measured
-    on their own."""
+    on their own. With `make_vms`, a host's VMs are made (`make_vms(h)`) between its NB transaction and
+    their plug into br-int, the order a cloud follows (port first, then the VM that plugs it) and the
+    emulator's."""
     watch = NbWatch(central.nb)
     api = watch.api
     try:
@@ -212,6 +220,8 @@ def _run(
                     ports.append(port)
                 for group in _GROUPS:
                     txn.add(api.pg_add_ports(group, ports))
+            if make_vms is not None:
+                make_vms(h)
             chassis[h].add_ports([(f"fp{first + v}", name) for v, name in enumerate(names)])
 
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -236,9 +246,8 @@ def _ip_batch(lines: list[str], namespace: str = "") -> None:
     subprocess.run([*enter, "ip", "-batch", "-"], input="\n".join(lines).encode() + b"\n", check=True)
 
 
-def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str]:
-    """Vhost namespaces on one bridge (underlay 192.168.251.0/24), each with `per_host` VM namespaces
-    whose veth's other end stays in the vhost (for br-int); made with iproute2, not timed."""
+def _real_lab(prefix: str, hosts: int) -> list[str]:
+    """Vhost namespaces on one bridge (underlay 192.168.251.0/24), made with iproute2, not timed."""
     switch = f"{prefix}sw"
     vhosts = [f"{prefix}v{h}" for h in range(hosts)]
     _ip_batch([f"netns add {switch}", *(f"netns add {v}" for v in vhosts)])
@@ -247,26 +256,32 @@ def _real_lab(prefix: str, hosts: int, per_host: int, switches: int) -> list[str
         _ip_batch(
             [f"link add p{h} type veth peer name ul0 netns {vhost}", f"link set p{h} master br0 up"], switch
         )
-        lines = ["link set lo up", f"addr add 192.168.251.{h + 1}/24 dev ul0", "link set ul0 up"]
-        vms = [f"{prefix}m{h}-{v}" for v in range(per_host)]
-        _ip_batch([*(f"netns add {vm}" for vm in vms)])
-        # The names `_run` plugs into br-int (fp<v>).
-        lines += [f"link add fp{v} mtu 1400 type veth peer name eth0 netns {vm}" for v, vm in enumerate(vms)]
-        lines += [f"link set fp{v} up" for v in range(per_host)]
-        _ip_batch(lines, vhost)
-        for v, vm in enumerate(vms):
-            mac, ip, gateway, prefix_len = _address(h, v, h * per_host + v, switches)
-            _ip_batch(
-                [
-                    "link set lo up",
-                    f"link set eth0 address {mac} mtu 1400",
-                    f"addr add {ip}/{prefix_len} dev eth0",
-                    "link set eth0 up",
-                    f"route add default via {gateway}",
-                ],
-                vm,
-            )
+        _ip_batch(["link set lo up", f"addr add 192.168.251.{h + 1}/24 dev ul0", "link set ul0 up"], vhost)
     return vhosts
+
+
+def _real_vms(prefix: str, h: int, per_host: int, switches: int) -> None:
+    """Host h's `per_host` VM namespaces, each a veth whose other end stays in the vhost (fp<v>, the name
+    `_run` plugs into br-int), addressed as `_run` plans its ports: with `ip -batch`, the fastest a
+    script makes them (one `ip` for the namespaces, one in the vhost, one per VM)."""
+    vhost = f"{prefix}v{h}"
+    vms = [f"{prefix}m{h}-{v}" for v in range(per_host)]
+    _ip_batch([*(f"netns add {vm}" for vm in vms)])
+    lines = [f"link add fp{v} mtu 1400 type veth peer name eth0 netns {vm}" for v, vm in enumerate(vms)]
+    lines += [f"link set fp{v} up" for v in range(per_host)]
+    _ip_batch(lines, vhost)
+    for v, vm in enumerate(vms):
+        mac, ip, gateway, prefix_len = _address(h, v, h * per_host + v, switches)
+        _ip_batch(
+            [
+                "link set lo up",
+                f"link set eth0 address {mac} mtu 1400",
+                f"addr add {ip}/{prefix_len} dev eth0",
+                "link set eth0 up",
+                f"route add default via {gateway}",
+            ],
+            vm,
+        )
 
 
 def _address(h: int, v: int, n: int, switches: int) -> tuple[str, str, str, int]:
@@ -280,15 +295,15 @@ def _address(h: int, v: int, n: int, switches: int) -> tuple[str, str, str, int]
 
 def floor_real(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, dict[str, Any]]:
     """The floor on the real data plane: real chassis in vhost namespaces (geneve on a netdev br-phy),
-    VMs made beforehand with iproute2, then the same NB rows and br-int ports as `floor_dummy`;
-    everything it made is removed before it returns."""
+    then per host the same NB rows as `floor_dummy`, its VMs made with `ip -batch` and plugged into
+    br-int (timed: the emulator makes its VMs too); everything it made is removed before it returns."""
     prefix = f"mkf{os.getpid() % 10000}"
     root = Path(tempfile.mkdtemp(prefix="mk-floor-", dir="/tmp"))
     central = RunningCentral(root / "central")
     central.start()
     made: list[Chassis] = []
     try:
-        vhosts = _real_lab(prefix, hosts, per_host, switches)
+        vhosts = _real_lab(prefix, hosts)
         made = [
             Chassis(ChassisSpec(f"floor-real-{h}", vhost, root / "chassis" / str(h),
                                 f"192.168.251.{h + 1}", "ul0", 24, dummy=False))
@@ -297,7 +312,9 @@ def floor_real(hosts: int, per_host: int, switches: int) -> tuple[FloorResult, d
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda ch: ch.ensure(central.sb), made))
         with OvnProcesses(root) as processes:
-            result = _run(central, made, per_host, switches)[0]
+            result = _run(
+                central, made, per_host, switches, make_vms=lambda h: _real_vms(prefix, h, per_host, switches)
+            )[0]
         return result, processes.summary(result.seconds)
     finally:
         with ThreadPoolExecutor(max_workers=4) as pool:

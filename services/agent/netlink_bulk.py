@@ -18,15 +18,18 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from merak import netns
+from services.agent.rtnl import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    attr,
+    socket_in,
+)
 
-NETLINK_ROUTE = 0
 RTM_NEWNEIGH = 28
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
 NLM_F_REPLACE = 0x100
-NLM_F_CREATE = 0x400
 NDA_DST = 1
 NDA_LLADDR = 2
 AF_BRIDGE = 7
@@ -35,9 +38,7 @@ NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 NTF_MASTER = 0x04
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _NDMSG = struct.Struct("=BBHiHBB")
-_RTATTR = struct.Struct("=HH")
 _SEND_CHUNK = 64 * 1024
 
 
@@ -68,32 +69,27 @@ def fdb_static(ifindex: int, mac: str) -> Entry:
     return Entry(AF_BRIDGE, ifindex, NUD_NOARP, NTF_MASTER, mac)
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
-
-
 def pack(entry: Entry, seq: int, ack: bool = True) -> bytes:
     """The RTM_NEWNEIGH message (create or replace; acknowledged when `ack`) for one entry."""
     body = _NDMSG.pack(entry.family, 0, 0, entry.ifindex, entry.state, entry.flags, 0)
-    body += _attr(NDA_LLADDR, bytes.fromhex(entry.lladdr.replace(":", "")))
+    body += attr(NDA_LLADDR, bytes.fromhex(entry.lladdr.replace(":", "")))
     if entry.dst:
-        body += _attr(NDA_DST, socket.inet_aton(entry.dst))
+        body += attr(NDA_DST, socket.inet_aton(entry.dst))
     flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | (NLM_F_ACK if ack else 0)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
+
+
+def route_socket(ns: str) -> contextlib.AbstractContextManager[socket.socket]:
+    """An rtnetlink socket in namespace `ns` (opened from inside it; it stays there), with room for a
+    window's answers."""
+    return _with_buffer(socket_in(ns))
 
 
 @contextlib.contextmanager
-def route_socket(ns: str) -> Iterator[socket.socket]:
-    """An rtnetlink socket in namespace `ns` (opened from inside it; it stays there)."""
-    with netns.entered(ns):
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
+def _with_buffer(opened: contextlib.AbstractContextManager[socket.socket]) -> Iterator[socket.socket]:
+    with opened as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        sock.bind((0, 0))
         yield sock
-    finally:
-        sock.close()
 
 
 def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 2048) -> list[tuple[Entry, str]]:
@@ -121,12 +117,12 @@ def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 2048) -> 
         while not answered:
             data = sock.recv(1 << 20)
             offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+            while offset + NLMSGHDR.size <= len(data):
+                length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
                 if kind == NLMSG_ERROR and base + start <= seq <= last:
-                    (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
+                    (code,) = struct.unpack_from("=i", data, offset + NLMSGHDR.size)
                     if code:
                         failures.append((chunk[seq - base - start], errno.errorcode.get(-code, str(-code))))
                     answered = answered or seq == last
-                offset += max(length, _NLMSGHDR.size) + (-length % 4)
+                offset += max(length, NLMSGHDR.size) + (-length % 4)
     return failures

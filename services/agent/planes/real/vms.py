@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from merak import netns
 from merak.errors import FailedPrecondition
 from merak.logs import get_logger
-from services.agent import kernel
+from services.agent import kernel, rtnl
 from services.agent.models import VmInfo, VmResult, VmSpec
 from services.agent.planes.real.vpcs import VpcNamespaces
 from services.agent.validation import NAME_RE, VPC_NS_RE, host_ifname
@@ -46,6 +46,7 @@ class Attachment:
     master: int | None  # the bridge's index (None: no bridge)
     mtu: int
     links: dict[str, Any]
+    sock: socket.socket  # a raw rtnetlink socket in the namespace the host end goes to
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,8 @@ class VmNamespaces:
                 groups.setdefault(spec.vni, []).append(spec)
         for vni, group in groups.items():
             try:
-                with self._vpcs.opened(vni) as (ipr, vpc):
-                    attach = Attachment(vpc.vpc_id, vpc.bridge, vpc.mtu, vpc.links)
+                with self._vpcs.opened(vni) as (ipr, vpc), rtnl.socket_in(self._vpcs.ns_of(vni)) as sock:
+                    attach = Attachment(vpc.vpc_id, vpc.bridge, vpc.mtu, vpc.links, sock)
                     for spec in group:
                         results[spec.name] = self._create_one(ipr, attach, spec)
             except (FailedPrecondition, OSError, NetlinkError) as exc:
@@ -114,8 +115,8 @@ class VmNamespaces:
                     results.setdefault(spec.name, VmResult(spec.name, ok=False, error=error_text(exc)))
         if on_ovn:
             try:
-                with kernel.ipr_in(self.vhost_ns) as ipr:
-                    attach = Attachment(None, None, OVN_VM_MTU, kernel.links(ipr))
+                with kernel.ipr_in(self.vhost_ns) as ipr, rtnl.socket_in(self.vhost_ns) as sock:
+                    attach = Attachment(None, None, OVN_VM_MTU, kernel.links(ipr), sock)
                     for spec in on_ovn:
                         results[spec.name] = self._create_one(ipr, attach, spec)
             except (OSError, NetlinkError) as exc:
@@ -207,22 +208,22 @@ class VmNamespaces:
                 with kernel.ns_fd(ns) as fd:
                     # One message: host end on br0 and up, eth0 with the VM's MAC straight in the VM
                     # namespace (nothing in the root namespace), both at the overlay MTU.
-                    bridge: dict[str, int] = {} if vpc.master is None else {"master": vpc.master}
-                    ipr.link(
-                        "add",
-                        ifname=host,
-                        kind="veth",
-                        mtu=vpc.mtu,
-                        state="up",
-                        peer={
-                            "ifname": VM_IFNAME,
-                            "net_ns_fd": fd,
-                            "address": spec.mac.lower(),
-                            "mtu": vpc.mtu,
-                        },
-                        **bridge,
+                    rtnl.check(
+                        vpc.sock,
+                        [
+                            rtnl.veth(
+                                host,
+                                mtu=vpc.mtu,
+                                master=vpc.master,
+                                peer=VM_IFNAME,
+                                peer_netns_fd=fd,
+                                peer_mac=spec.mac.lower(),
+                            )
+                        ],
                     )
-            except (OSError, NetlinkError) as exc:
+            except rtnl.RtnlError as exc:
+                raise VmStepError(str(exc)) from exc
+            except OSError as exc:
                 raise VmStepError(f"create veth {host}: {kernel.describe(exc)}") from exc
             veth_made = True
             self._configure(ns, spec)
@@ -236,30 +237,42 @@ class VmNamespaces:
         return VmResult(spec.name, ok=True, created=True)
 
     def _configure(self, ns: str, spec: VmSpec) -> None:
-        """Inside the VM namespace, with one socket: lo up, eth0 addressed and up, default route."""
+        """Inside the VM namespace, in one write to one socket: lo up, eth0 addressed and up, default
+        route."""
         step = "enter the vm namespace"
         try:
             with netns.entered(ns):
                 step = "open netlink"
-                with IPRoute(groups=0) as ipr:
-                    step = "set lo up"
-                    ipr.link("set", index=1, state="up")
-                    step = f"set {VM_IFNAME} up"
-                    eth = ipr.link("get", ifname=VM_IFNAME)[0]["index"]
-                    # No IPv6 link-local address, so no DAD, router or MLD solicitations flooded
-                    # to every VTEP. Not the disable_ipv6 sysctl: a /proc/sys lookup walks every
-                    # namespace's entry of the same name (~8 ms each once 10,000 VMs exist).
-                    ipr.link(
-                        "set", index=eth, ifalias=spec.vpc_id, state="up", IFLA_AF_SPEC=NO_IPV6_ADDRESSES
-                    )
-                    step = f"add address {spec.ip}/{spec.prefix_len}"
-                    ipr.addr("add", index=eth, address=spec.ip, prefixlen=spec.prefix_len)
+                with rtnl.route_socket() as sock:
+                    step = f"find {VM_IFNAME}"
+                    eth = socket.if_nametoindex(VM_IFNAME)
                     if spec.ovn_port:
                         # TCP through OVS's userspace datapath needs the checksums done in the VM.
                         step = f"turn off {VM_IFNAME}'s TX checksum offload"
                         tx_checksum_off(VM_IFNAME)
-                    step = f"add default route via {spec.gateway}"
-                    ipr.route("add", dst="0.0.0.0/0", gateway=spec.gateway, oif=eth)
+                    step = "configure the vm"
+                    rtnl.check(
+                        sock,
+                        [
+                            rtnl.link_set(1, "set lo up"),
+                            # No IPv6 link-local address, so no DAD, router or MLD solicitations
+                            # flooded to every VTEP. Not the disable_ipv6 sysctl: a /proc/sys lookup
+                            # walks every namespace's entry of the same name (~8 ms each once 10,000
+                            # VMs exist).
+                            rtnl.link_set(
+                                eth,
+                                f"set {VM_IFNAME} alias",
+                                up=False,
+                                alias=spec.vpc_id,
+                                no_ipv6_addresses=True,
+                            ),
+                            rtnl.link_set(eth, f"set {VM_IFNAME} up"),
+                            rtnl.address(eth, spec.ip, spec.prefix_len),
+                            rtnl.default_route(spec.gateway, eth),
+                        ],
+                    )
+        except rtnl.RtnlError as exc:
+            raise VmStepError(str(exc)) from exc
         except (OSError, NetlinkError) as exc:
             raise VmStepError(f"{step}: {kernel.describe(exc)}") from exc
 
