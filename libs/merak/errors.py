@@ -124,6 +124,17 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, callee: str, address: str = "") ->
     return ServiceError(callee, code, details)
 
 
+def rpc_error_text(exc: grpc.RpcError) -> str:
+    """A failed call as a person reads it, "UNAVAILABLE: failed to connect to all addresses; …", for
+    a command line or a report (the error's repr is hundreds of characters of debug text)."""
+    try:
+        code, details = exc.code(), exc.details()
+    except AttributeError:  # a bare RpcError, with no status: there is nothing more to say
+        return "the call failed"
+    text = " ".join((details or "").split())
+    return f"{code.name}: {text}" if text else code.name
+
+
 def enum_name(enum: Any, value: int) -> str:
     """The name of an enum value for a message, e.g. "CREATE"; an unknown number (off the wire, from a
     newer client) as "unknown value 42", so that naming a bad value never fails itself."""

@@ -14,7 +14,7 @@ from merak.controlplane import ControlPlaneAllow
 from merak.errors import InvalidArgument, from_rpc_error
 from merak.v1 import common_pb2, compute_pb2, network_pb2, network_pb2_grpc, topology_pb2, topology_pb2_grpc
 from services.compute.contracts import RANDOM, RPS, SEQUENTIAL
-from services.compute.inventory import Host, PlannedVm
+from services.compute.inventory import Counts, Host
 from services.compute.plugins import VmPlugin, plugin_type
 
 SCHEDULES = {compute_pb2.SEQUENTIAL: SEQUENTIAL, compute_pb2.RPS: RPS, compute_pb2.RANDOM_SCHEDULE: RANDOM}
@@ -66,15 +66,14 @@ def checked_plugin(
 
 
 def check_capacity(
-    config: compute_pb2.InternalComputeConfiguration,
-    planned: dict[str, list[PlannedVm]],
-    freed: dict[str, int] | None = None,
+    config: compute_pb2.InternalComputeConfiguration, counts: Counts, freed: dict[str, int] | None = None
 ) -> None:
-    """Each subnet has the addresses the VMs to create need (with those `freed` by VMs that go)."""
+    """Each subnet has the addresses the VMs to create need (with those `freed` by VMs that go),
+    counted per host and subnet: no VM needs to be built to know."""
     wanted: dict[str, int] = defaultdict(int)
-    for vms in planned.values():
-        for vm in vms:
-            wanted[vm.subnet.subnet_id] += 1
+    for per_host in counts.values():
+        for ref, n in per_host.items():
+            wanted[ref.subnet_id] += n
     for v, vpc in enumerate(config.vm_deploy.vpcs):
         for s, subnet in enumerate(vpc.subnets):
             free = subnet.capacity - subnet.allocated + (freed or {}).get(subnet.subnet_id, 0)

@@ -63,6 +63,10 @@ class PlannedVm:
     subnet: SubnetRef
 
 
+# VMs per host and subnet: a deployment before any VM is built (host name -> subnet -> how many).
+Counts = dict[str, dict[SubnetRef, int]]
+
+
 def hosts_from_pods(pods: Sequence[common_pb2.InternalComputeInfo]) -> list[Host]:
     """The hosts of a compute config; each needs a name and a way to reach its agent."""
     if not pods:
@@ -108,7 +112,7 @@ def subnets_of(deploy: compute_pb2.InternalVMDeployInfo) -> list[tuple[SubnetRef
     return found
 
 
-def _check_real_capacity(hosts: Sequence[Host], counts: dict[str, dict[SubnetRef, int]]) -> None:
+def _check_real_capacity(hosts: Sequence[Host], counts: Counts) -> None:
     """Refuse, before anything is made, VMs that a real vhost cannot hold (a VPC's bridge ports)."""
     for host in hosts:
         if host.fake:
@@ -127,7 +131,7 @@ def _check_real_capacity(hosts: Sequence[Host], counts: dict[str, dict[SubnetRef
 
 def check_machine_room(
     hosts: Sequence[Host],
-    planned: dict[str, list[PlannedVm]],
+    counts: Counts,
     room: capacity.MachineRoom | None,
     *,
     chassis: bool = False,
@@ -135,15 +139,16 @@ def check_machine_room(
     """Refuse, before anything is made, real VMs this machine cannot hold (memory, namespaces), and
     with `chassis` (OVN), the chassis every host of this machine that gets VMs becomes, fake or real."""
     if chassis and room is not None:
-        _check_chassis_room(hosts, planned, room)
+        _check_chassis_room(hosts, counts, room)
     vms_per_vpc: dict[str, int] = {}
     vhosts_per_vpc: dict[str, int] = {}
     for host in hosts:
         if host.fake or not host.on_this_machine:
             continue
         here: dict[str, int] = {}
-        for vm in planned.get(host.name, ()):
-            here[vm.subnet.vpc_id] = here.get(vm.subnet.vpc_id, 0) + 1
+        for ref, n in counts.get(host.name, {}).items():
+            if n:
+                here[ref.vpc_id] = here.get(ref.vpc_id, 0) + n
         for vpc_id, n in here.items():
             vms_per_vpc[vpc_id] = vms_per_vpc.get(vpc_id, 0) + n
             vhosts_per_vpc[vpc_id] = vhosts_per_vpc.get(vpc_id, 0) + 1
@@ -167,11 +172,10 @@ def check_machine_room(
         )
 
 
-def _check_chassis_room(
-    hosts: Sequence[Host], planned: dict[str, list[PlannedVm]], room: capacity.MachineRoom
-) -> None:
-    here = [h for h in hosts if h.on_this_machine and planned.get(h.name)]
-    ports = sum(len(planned[h.name]) for h in here)
+def _check_chassis_room(hosts: Sequence[Host], counts: Counts, room: capacity.MachineRoom) -> None:
+    on_machine = {h.name: sum(counts.get(h.name, {}).values()) for h in hosts if h.on_this_machine}
+    here = [name for name, n in on_machine.items() if n]
+    ports = sum(on_machine[name] for name in here)
     need = capacity.chassis_bytes(len(here), ports)
     if need > room.memory_bytes:
         fit = len(here) * room.memory_bytes // need
@@ -184,10 +188,10 @@ def _check_chassis_room(
         )
 
 
-def plan(
-    config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host]
-) -> dict[str, list[PlannedVm]]:
-    """VMs per host, by the deploy type; deterministic for the same config (and seed)."""
+def count(config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host]) -> Counts:
+    """How many VMs each host gets in each subnet, by the deploy type; deterministic for the same
+    config (and seed). The deployment's size and what a real vhost holds are checked here, so that
+    every other check (subnet room, the machine's room) can run on counts before a VM is built."""
     deploy = config.vm_deploy
     subnets = subnets_of(deploy)
     kind = deploy.deploy_type
@@ -197,7 +201,7 @@ def plan(
             raise ResourceExhausted(
                 f"config.vm_deploy: {requested:,} VMs; at most {MAX_VMS:,} per deployment"
             )
-    counts: dict[str, dict[SubnetRef, int]] = {h.name: {} for h in hosts}
+    counts: Counts = {h.name: {} for h in hosts}
     if kind == compute_pb2.ASSIGN:
         _assign(deploy, hosts, subnets, counts)
     else:
@@ -222,6 +226,11 @@ def plan(
     if total > MAX_VMS:
         raise ResourceExhausted(f"config.vm_deploy: {total:,} VMs; at most {MAX_VMS:,} per deployment")
     _check_real_capacity(hosts, counts)
+    return counts
+
+
+def place(hosts: Sequence[Host], counts: Counts) -> dict[str, list[PlannedVm]]:
+    """The VMs of `counts`, named per host: one object per VM, so O(VMs) (run it off the event loop)."""
     result: dict[str, list[PlannedVm]] = {}
     for host in hosts:
         vms = []
@@ -235,11 +244,28 @@ def plan(
     return result
 
 
+def plan(
+    config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host]
+) -> dict[str, list[PlannedVm]]:
+    """VMs per host, by the deploy type (`count`, then `place`)."""
+    return place(hosts, count(config, hosts))
+
+
+def counted(planned: dict[str, list[PlannedVm]]) -> Counts:
+    """The counts of planned VMs (an UPDATE's new ones, say), for the checks that take counts."""
+    counts: Counts = {}
+    for host, vms in planned.items():
+        per: dict[SubnetRef, int] = counts.setdefault(host, {})
+        for vm in vms:
+            per[vm.subnet] = per.get(vm.subnet, 0) + 1
+    return counts
+
+
 def _assign(
     deploy: compute_pb2.InternalVMDeployInfo,
     hosts: Sequence[Host],
     subnets: Sequence[tuple[SubnetRef, int]],
-    counts: dict[str, dict[SubnetRef, int]],
+    counts: Counts,
 ) -> None:
     methods = deploy.deploy_method
     if len(methods) != len(hosts):
@@ -281,9 +307,7 @@ def _assign(
                 counts[host.name][ref] = counts[host.name].get(ref, 0) + n
 
 
-def _skew(
-    ref: SubnetRef, total: int, hosts: Sequence[Host], counts: dict[str, dict[SubnetRef, int]], seed: int
-) -> None:
+def _skew(ref: SubnetRef, total: int, hosts: Sequence[Host], counts: Counts, seed: int) -> None:
     """Zipf-like: the host of rank r gets a share 1/(r+1); ranks are a seeded shuffle of the hosts."""
     order = list(hosts)
     random.Random(f"{seed}:skew:{ref.vpc_id}:{ref.subnet_id}").shuffle(order)

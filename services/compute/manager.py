@@ -42,6 +42,17 @@ def _new_only(
     }
 
 
+def _counted(
+    config: compute_pb2.InternalComputeConfiguration, hosts: list[inventory.Host], subnet_room: bool
+) -> inventory.Counts:
+    """The VMs per host and subnet, checked (with `subnet_room`, against the subnets' free addresses)
+    before any VM is built."""
+    counts = inventory.count(config, hosts)
+    if subnet_room:
+        check_capacity(config, counts)
+    return counts
+
+
 class ComputeManager:
     """Implements ComputeHandler's CREATE / UPDATE / INFO / DELETE, the progress stream and the results."""
 
@@ -95,9 +106,9 @@ class ComputeManager:
         hosts = inventory.hosts_from_pods(config.pods)
         if plugin.needs_network_config:
             await self.admission.complete_from_network(config)
-        planned = await asyncio.to_thread(inventory.plan, config, hosts)  # off the event loop
-        if plugin.needs_network_config:
-            check_capacity(config, planned)
+        # Counts first (the subnets' room is checked on them), the VMs once every check passed; all
+        # of it off the event loop, which one request's planning must not hold.
+        counts = await asyncio.to_thread(_counted, config, hosts, plugin.needs_network_config)
         if await self.store.exists(config_id):
             stored = await self.store.config(config_id)
             if stored is None or fingerprint(stored) != fingerprint(config):
@@ -105,8 +116,9 @@ class ComputeManager:
                     f"compute config {config_id!r} exists with a different configuration; DELETE it first"
                 )
             return await self._create_again(config, plugin.name)  # the same deployment, asked differently
-        inventory.check_machine_room(hosts, planned, self.machine_room(), chassis=plugin.runs_chassis)
+        await asyncio.to_thread(self._check_room, hosts, counts, plugin.runs_chassis)
         await self.admission.check_endpoints(config.pods, hosts)
+        planned = await asyncio.to_thread(inventory.place, hosts, counts)
         await self.store.vms.create(
             config,
             hosts,
@@ -196,17 +208,15 @@ class ComputeManager:
             return await self.info(config_id)  # the same config, asked differently: nothing to do
         await self.admission.check_endpoints(config.pods, hosts)
         existing = await self._existing(config_id)
-        new = _new_only(planned, {host: set(vms) for host, vms in existing.items()})
-        inventory.check_machine_room(hosts, new, self.machine_room(), chassis=plugin.runs_chassis)
-        if plugin.needs_network_config:
-            # The VMs that go free their addresses (the update deletes them before it creates).
-            kept = {(vm.host, vm.name) for vms in planned.values() for vm in vms}
-            freed: dict[str, int] = defaultdict(int)
-            for host, vms in existing.items():
-                for name, subnet in vms.items():
-                    if (host, name) not in kept:
-                        freed[subnet] += 1
-            check_capacity(config, new, freed)
+        await asyncio.to_thread(
+            self._check_update,
+            config,
+            hosts,
+            planned,
+            existing,
+            subnet_room=plugin.needs_network_config,
+            chassis=plugin.runs_chassis,
+        )
         await self.store.progress.start(config_id, UPDATE)
         try:
             added, dropped, _ = await self.store.vms.update(
@@ -226,6 +236,34 @@ class ComputeManager:
         reply = await self.info(config_id)
         reply.return_message = f"Successfully started the update: {added} VMs to create, {dropped} to delete"
         return reply
+
+    def _check_room(self, hosts: list[inventory.Host], counts: inventory.Counts, chassis: bool) -> None:
+        """This machine can hold the VMs to create (and, under ovn, the chassis): in a thread."""
+        inventory.check_machine_room(hosts, counts, self.machine_room(), chassis=chassis)
+
+    def _check_update(
+        self,
+        config: compute_pb2.InternalComputeConfiguration,
+        hosts: list[inventory.Host],
+        planned: dict[str, list[inventory.PlannedVm]],
+        existing: dict[str, dict[str, str]],
+        *,
+        subnet_room: bool,
+        chassis: bool,
+    ) -> None:
+        """An UPDATE's new VMs fit on this machine and, with `subnet_room`, in their subnets (with
+        the addresses of the VMs that go): O(VMs), so in a thread."""
+        new = inventory.counted(_new_only(planned, {host: set(vms) for host, vms in existing.items()}))
+        self._check_room(hosts, new, chassis)
+        if subnet_room:
+            # The VMs that go free their addresses (the update deletes them before it creates).
+            kept = {(vm.host, vm.name) for vms in planned.values() for vm in vms}
+            freed: dict[str, int] = defaultdict(int)
+            for host, vms in existing.items():
+                for name, subnet in vms.items():
+                    if (host, name) not in kept:
+                        freed[subnet] += 1
+            check_capacity(config, new, freed)
 
     async def _unfinished(self, config_id: str, meta: Meta) -> bool:
         """The last operation left work: it failed, VMs are in ERROR, or VMs wait on drop lists."""

@@ -28,6 +28,9 @@ class ScenarioSettings(ServiceSettings):
     call_timeout: float = 600.0
     # How long DeleteScenario with teardown waits for compute to delete its VMs.
     teardown_timeout: float = 600.0
+    # The most DeleteScenario with teardown takes, whatever state the lab is in (every call and wait of
+    # it included); its last fifth is kept for deleting the lab (teardown.py).
+    teardown_deadline: float = 900.0
     # How often WatchScenario asks the topology service while it deploys.
     watch_interval: float = 0.5
     # Connectivity test: default echo timeout and retry window, agent calls in flight, failures

@@ -139,17 +139,17 @@ def compute_failure(progress: compute_pb2.ComputeProgress) -> str:
     """Why compute's operation failed, for messages."""
     parts = []
     if progress.failure:
-        parts.append(_short(progress.failure))
+        parts.append(short(progress.failure))
     if progress.error:
         parts.append(f"{progress.error} VMs in ERROR")
     if progress.errors:
-        parts.append("first errors: " + "; ".join(_short(e, 160) for e in progress.errors[:3]))
+        parts.append("first errors: " + "; ".join(short(e, 160) for e in progress.errors[:3]))
     if not parts and progress.done != progress.total:
         parts.append(f"{progress.done} of {progress.total} VMs done")
     return ", ".join(parts)
 
 
-def _short(text: str, most: int = 300) -> str:
+def short(text: str, most: int = 300) -> str:
     """A message kept short enough for a reply (a whole line of a remote error can run to pages)."""
     line = " ".join(text.split())
     return line if len(line) <= most else line[: most - 1] + "…"

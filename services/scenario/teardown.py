@@ -21,6 +21,18 @@ log = get_logger(__name__)
 
 # How long a teardown waits for the lab's faults to be healed before it goes on regardless.
 CLEAR_FAULTS_SECONDS = 60.0
+# The share of a teardown's deadline kept for deleting the lab (and asking again what failed before it):
+# whatever compute and the network do, the topology's DELETE is tried.
+LAB_SHARE = 0.2
+
+
+class TeardownIncomplete(MerakError):
+    """A teardown that left part of a scenario: what, why and what to do, with the code of its first
+    failure (a service's code passes as it is)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ScenarioTeardown:
@@ -41,25 +53,29 @@ class ScenarioTeardown:
         self.settings = settings
 
     async def delete_scenario(self, scenario_id: str, teardown: bool) -> None:
-        """Delete a scenario; a deployed one only with `teardown`: compute, network, topology go first."""
+        """Delete a scenario; a deployed one only with `teardown`: compute, network, topology go first,
+        within the settings' teardown_deadline."""
         if not scenario_id:
             raise InvalidArgument("id", "required")
         with self.tracker.exclusive(scenario_id, "DeleteScenario"):
+            deadline = self.settings.teardown_deadline
+            end = asyncio.get_running_loop().time() + deadline
+            # The lab's own share of the deadline, which what comes before it never takes.
+            lab_from = end - deadline * LAB_SHARE
             scenario = await self.tracker.scenario(scenario_id)
-            scenario = await self.tracker.refresh_moving(scenario, owner=True)
+            try:
+                async with asyncio.timeout_at(lab_from):
+                    scenario = await self.tracker.refresh_moving(scenario, owner=True)
+            except TimeoutError:
+                log.warning("teardown_statuses_not_refreshed", scenario_id=scenario_id)
             deployed = list(reversed(states.deployed(scenario)))
             if deployed and not teardown:
                 raise FailedPrecondition(
                     f"scenario {scenario_id!r} is deployed ({states.describe_statuses(scenario)}); DELETE "
                     f"{', '.join(s.label for s in deployed)} first, or delete it with teardown"
                 )
-            if (
-                deployed
-                and scenario.topology_id
-                and states.status_of(scenario, TOPOLOGY) != scenario_pb2.NONE
-            ):
-                await self._clear_lab_faults(scenario)
-            scenario = await self._teardown_all(scenario, deployed)
+            if deployed:
+                scenario = await self._teardown_all(scenario, deployed, lab_from, end)
 
             def still_deployed(stored: scenario_pb2.Scenario) -> None:
                 if states.deployed(stored):
@@ -72,39 +88,94 @@ class ScenarioTeardown:
         log.info("scenario_deleted", scenario_id=scenario_id, teardown=teardown)
 
     async def _teardown_all(
-        self, scenario: scenario_pb2.Scenario, deployed: list[Service]
+        self, scenario: scenario_pb2.Scenario, deployed: list[Service], lab_from: float, end: float
     ) -> scenario_pb2.Scenario:
-        """DELETE each deployed service in turn (compute, network, topology). When compute's DELETE does
-        not finish (an agent that cannot delete its VMs, or does not answer: compute gives up on it after
-        its retries), the lab is deleted anyway — its agents and namespaces removed by the topology
-        service, the VMs with them — and compute's DELETE is asked again, which then counts the VMs of
-        the gone hosts as gone. What still fails is said in one short sentence."""
-        remaining = list(deployed)
-        retried = False
-        while remaining:
-            service = remaining.pop(0)
+        """DELETE each deployed service in turn (compute, network, topology), by loop time `end`.
+
+        The lab's faults are healed first. Compute and the network have until `lab_from`; when one of
+        them fails (an agent that cannot delete its VMs or does not answer, a service that is down, its
+        share of the deadline spent), the lab is deleted all the same — its agents and namespaces
+        removed by the topology service, the VMs with them — and what failed is asked again (compute
+        then counts the VMs of the gone hosts as gone). What is still left is said in one short
+        sentence (TeardownIncomplete)."""
+        if TOPOLOGY in deployed and scenario.topology_id:
             try:
-                # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
-                scenario = await self.teardown(scenario, service)
-            except (FailedPrecondition, DeadlineExceeded) as exc:
-                if service is not COMPUTE or TOPOLOGY not in remaining or retried:
-                    raise
-                retried = True
-                log.warning(
-                    "teardown_compute_did_not_finish", scenario_id=scenario.id, error=exc.message[:300]
-                )
-                scenario = await self.tracker.scenario(scenario.id)
-                try:
-                    scenario = await self.teardown(scenario, TOPOLOGY)
-                except MerakError as again:
-                    raise FailedPrecondition(
-                        f"cannot delete scenario {scenario.id!r}: compute's DELETE did not finish "
-                        f"({exc.message[:200]}), and neither did its topology's "
-                        f"({again.message[:200]}); CHECK both, then delete the scenario again"
-                    ) from None
-                remaining.remove(TOPOLOGY)
-                remaining.insert(0, COMPUTE)  # its hosts gone, their VMs went with them
+                async with asyncio.timeout_at(lab_from):
+                    await self._clear_lab_faults(scenario)
+            except TimeoutError:
+                log.warning("teardown_faults_not_cleared", scenario_id=scenario.id, error="deadline")
+        before_lab = [s for s in deployed if s is not TOPOLOGY]
+        errors: dict[Service, MerakError] = {}
+        for service in before_lab:
+            scenario, error = await self._try(scenario, service, lab_from)
+            if error is not None:
+                errors[service] = error
+                break
+        if TOPOLOGY in deployed:
+            scenario, error = await self._try(scenario, TOPOLOGY, end)
+            if error is not None:
+                errors[TOPOLOGY] = error
+            elif errors:
+                # Its hosts gone, what failed before may go now, and what was not tried after it.
+                for service in before_lab[before_lab.index(next(iter(errors))) :]:
+                    scenario, error = await self._try(scenario, service, end)
+                    if error is not None:
+                        errors[service] = error
+                        break
+                    errors.pop(service, None)
+        left = [s for s in deployed if states.status_of(scenario, s) != scenario_pb2.NONE]
+        if errors or left:
+            raise self._incomplete(scenario, deployed, left, errors)
         return scenario
+
+    async def _try(
+        self, scenario: scenario_pb2.Scenario, service: Service, until: float
+    ) -> tuple[scenario_pb2.Scenario, MerakError | None]:
+        """DELETE `service`, given until loop time `until`; the scenario as it is after, and why it
+        failed (None when it did not)."""
+        try:
+            async with asyncio.timeout_at(until):
+                # Each teardown returns the scenario as it wrote it last, which no one else writes meanwhile.
+                return await self.teardown(scenario, service), None
+        except MerakError as exc:
+            error = exc
+        except TimeoutError:
+            error = DeadlineExceeded(
+                f"did not finish in time (MERAK_TEARDOWN_DEADLINE: {self.settings.teardown_deadline:g}s)"
+            )
+        log.warning(
+            "teardown_step_failed",
+            scenario_id=scenario.id,
+            service=service.label,
+            code=error.code.name,
+            error=error.message[:300],
+        )
+        return await self.tracker.scenario(scenario.id), error
+
+    def _incomplete(
+        self,
+        scenario: scenario_pb2.Scenario,
+        deployed: list[Service],
+        left: list[Service],
+        errors: dict[Service, MerakError],
+    ) -> TeardownIncomplete:
+        """What a teardown left, why, and what to do: one short sentence, with the first failure's code
+        (DEADLINE_EXCEEDED when a wait ran out)."""
+        left = left or list(errors)
+        reasons = {s: states.short(e.message, 200) for s, e in errors.items()}
+        why = [f"{s.label} ({reasons.get(s, 'not tried')})" for s in left]
+        gone = [s.label for s in deployed if s not in left]
+        labels = ", ".join(s.label for s in left)
+        message = (
+            f"cannot delete scenario {scenario.id!r}: its teardown left {', '.join(why)}"
+            + (f"; {' and '.join(gone)} deleted" if gone else "")
+            + f". CHECK {labels}, DELETE {'it' if len(left) == 1 else 'them'} again, then delete the scenario"
+        )
+        codes = [e.code for e in errors.values()]
+        code = codes[0] if codes else grpc.StatusCode.FAILED_PRECONDITION
+        if grpc.StatusCode.DEADLINE_EXCEEDED in codes:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+        return TeardownIncomplete(message, code)
 
     async def _clear_lab_faults(self, scenario: scenario_pb2.Scenario) -> None:
         """A teardown starts from a healthy lab: the fault schedule stops and every fault the lab holds
@@ -144,28 +215,24 @@ class ScenarioTeardown:
                     pass
         except ServiceError as exc:
             if exc.callee_code == grpc.StatusCode.DEADLINE_EXCEEDED:  # the watch's own deadline
-                raise self._teardown_timeout(scenario) from None
+                raise self._teardown_timeout() from None
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
         except TimeoutError:
-            raise self._teardown_timeout(scenario) from None
+            raise self._teardown_timeout() from None
         observation = await self.tracker.observe(scenario, COMPUTE)
         scenario = await self.tracker.set_status(scenario.id, COMPUTE, observation.status)
         if observation.status != scenario_pb2.NONE:
             progress = observation.compute.progress if observation.compute else compute_pb2.ComputeProgress()
             ended = states.status_name(observation.status)
-            raise FailedPrecondition(
-                f"cannot delete scenario {scenario.id!r}: compute's DELETE ended {ended} "
-                f"({states.compute_failure(progress)}); CHECK compute, DELETE it again, then delete the "
-                "scenario"
-            )
+            failure = states.compute_failure(progress)
+            raise FailedPrecondition(f"compute's DELETE ended {ended}" + (f" ({failure})" if failure else ""))
         return scenario
 
-    def _teardown_timeout(self, scenario: scenario_pb2.Scenario) -> DeadlineExceeded:
+    def _teardown_timeout(self) -> DeadlineExceeded:
         timeout = self.settings.teardown_timeout
         return DeadlineExceeded(
-            f"compute did not delete the VMs of scenario {scenario.id!r} within {timeout:g}s; "
-            "CHECK compute, then delete the scenario again"
+            f"compute did not delete its VMs within {timeout:g}s (MERAK_TEARDOWN_TIMEOUT)"
         )
 
     async def reconcile(self) -> list[str]:

@@ -1,17 +1,23 @@
 """A callee's error reaches the caller with its code (merak.errors.from_rpc_error), pair by pair: the
-scenario service over topology, network and compute; compute over network and topology; the compute
-worker over an agent. Real callees refuse real requests wherever they can be made to; a refusing server
+scenario service over topology, network, compute and an agent (the connectivity test); compute over
+network and topology; the compute worker over an agent; topology over an agent (a healed
+ovn-controller). Real callees refuse real requests wherever they can be made to; a refusing server
 on a real socket stands in only for the codes a real callee cannot be made to send on demand."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from temporalio.exceptions import ApplicationError
 
 from merak.errors import ServiceError
@@ -31,7 +37,11 @@ from merak.v1 import (
 from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
 from services.compute.plugins.base import raise_activity_error
+from services.compute.plugins.native import NativeVms
+from services.compute.store import Meta, VmRecord
 from services.scenario.clients import ServiceClients
+from services.scenario.pingall import ConnectivityTest, PingOptions
+from services.topology.backends.local.processes import ProcessFaults
 from tests.integration.scenario_lab import Stack, act, create_scenario, topology_config, watch
 from tests.stack import ServiceStack
 from tests.support import assert_eventually, free_port, unique_name
@@ -68,14 +78,25 @@ class Refusal:
         yield b""  # never reached: it makes this a stream
 
 
-def _refusing(service: ServiceDescriptor, refusal: Refusal) -> ServiceRegistration:
-    """Every method of `service` answers with `refusal` (requests are not even parsed)."""
+def _refusing(
+    service: ServiceDescriptor, refusal: Refusal, answers: Mapping[str, Message] | None = None
+) -> ServiceRegistration:
+    """Every method of `service` answers with `refusal` (requests are not even parsed), but those of
+    `answers`, which answer what it gives them (a caller's step before the refused one)."""
+
+    def answer(reply: Message) -> grpc.RpcMethodHandler[bytes, bytes]:
+        async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            return reply.SerializeToString()
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
     handlers = {
         method.name: grpc.unary_stream_rpc_method_handler(refusal.stream)
         if method.server_streaming
         else grpc.unary_unary_rpc_method_handler(refusal.unary)
         for method in service.methods
     }
+    handlers.update({name: answer(reply) for name, reply in (answers or {}).items()})
     generic = grpc.method_handlers_generic_handler(service.full_name, handlers)
     return ServiceRegistration(service.full_name, lambda server: server.add_generic_rpc_handlers((generic,)))
 
@@ -93,8 +114,17 @@ async def refusing(grpc_server: StartServer) -> tuple[Refusal, str]:
     return refusal, await grpc_server([_refusing(service, refusal) for service in services])
 
 
+AGENT = agent_pb2.DESCRIPTOR.services_by_name["MerakAgentService"]
+NETWORK_SERVICE = network_pb2.DESCRIPTOR.services_by_name["MerakNetworkService"]
+
+
 def _expected(code: grpc.StatusCode) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE if code in TRANSPORT else code
+
+
+def _agent_named(callee: str, address: str, code: grpc.StatusCode) -> str:
+    """How a caller names an agent in its message: where it was called, when the transport failed."""
+    return f"{callee} at {address}" if code in TRANSPORT else callee
 
 
 # --- scenario -> topology, network, compute ------------------------------------------------------
@@ -142,6 +172,46 @@ async def test_the_scenario_clients_pass_each_code_of_topology_network_and_compu
                 assert (error.code, error.callee_code) == (_expected(code), code), error.message
                 where = f"{service} service at {address}" if code in TRANSPORT else f"{service} service"
                 assert error.message == f"{where}: {WORDS}"
+
+
+# --- scenario -> an agent (the connectivity test) -------------------------------------------------
+
+PING = PingOptions(
+    max_pairs=0, seed=1, timeout=0.2, retry=0.0, concurrency=4, listed_failures=10, pair_limit=100,
+    call_timeout=10,
+)  # fmt: skip
+# What an agent that lists its VMs but refuses their pings says it holds.
+LISTED = agent_pb2.ListVmsReply(
+    dataplane="fake",
+    vms=[agent_pb2.VmInfo(name=f"v0-0-{i}", ip=f"10.1.0.{i + 2}", vpc_id="vpc-1") for i in range(2)],
+)
+
+
+@pytest.mark.parametrize("code", PASSED + TRANSPORT, ids=lambda c: c.name)
+async def test_the_connectivity_test_passes_each_code_of_an_agent(
+    grpc_server: StartServer, code: grpc.StatusCode
+) -> None:
+    refusal = Refusal(code)
+    refusing = await grpc_server([_refusing(AGENT, refusal)])
+    listing = await grpc_server([_refusing(AGENT, refusal, {"ListVms": LISTED})])
+    scenario = scenario_pb2.Scenario(id="s-1")
+
+    def vhost(endpoint: str) -> list[common_pb2.InternalComputeInfo]:
+        return [common_pb2.InternalComputeInfo(name="vhost-0", agent_endpoint=endpoint)]
+
+    # An agent that will not list its VMs fails the test as a call: the scenario service answers
+    # RunTest with the agent's code.
+    with pytest.raises(ServiceError) as caught:
+        await ConnectivityTest(PING).run(scenario, None, vhost(refusing))
+    error = caught.value
+    assert (error.code, error.callee_code) == (_expected(code), code), error.message
+    callee = "agent of vhost 'vhost-0'"
+    assert error.message == f"{_agent_named(callee, refusing, code)}: {WORDS}"
+    # A refused ping fails its pairs, not the call: each pair's reason carries the agent's code.
+    report = await ConnectivityTest(PING).run(scenario, None, vhost(listing))
+    assert (report.pairs_tried, report.passed, report.failed) == (2, 0, 2)
+    named = _agent_named(callee, listing, code)
+    assert [f.reason for f in report.failures] == [f"{named}: {WORDS} ({code.name})"] * 2
 
 
 def _small_lab() -> scenario_pb2.TopologyConfig:
@@ -333,6 +403,85 @@ async def test_an_agents_refusal_fails_the_activity_for_good_and_its_absence_is_
         assert caught.value.message.endswith("(UNAVAILABLE)")
     finally:
         await servicer.close()
+
+
+def _vm(i: int) -> VmRecord:
+    return VmRecord(
+        id=f"vhost-0.v0-0-{i}", name=f"v0-0-{i}", host="vhost-0", vpc="vpc-1", subnet="subnet-1",
+        project="123456789", tenant="123456789", cidr="10.1.0.0/16", gw="10.1.0.1",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("code", PASSED + TRANSPORT, ids=lambda c: c.name)
+async def test_the_worker_fails_a_batch_with_each_code_of_its_agent(
+    grpc_server: StartServer, code: grpc.StatusCode
+) -> None:
+    # The native plugin's batch as the worker runs it: the network service gives the addresses, the
+    # agent refuses the VMs. A refusal about the request is not retried; a transport failure is.
+    todo = [_vm(0), _vm(1)]
+    allocated = network_pb2.AllocatePortsReply(
+        ports=[
+            network_pb2.PortAllocation(
+                vm_id=r.id,
+                vpc_id=r.vpc,
+                subnet_id=r.subnet,
+                ip=f"10.1.0.{i + 2}",
+                prefix_len=16,
+                mac=f"02:00:00:00:00:0{i + 2}",
+                gateway="10.1.0.1",
+                vni=7,
+                cidr=r.cidr,
+            )
+            for i, r in enumerate(todo)
+        ]
+    )
+    network = await grpc_server([_refusing(NETWORK_SERVICE, Refusal(), {"AllocatePorts": allocated})])
+    agent = await grpc_server([_refusing(AGENT, Refusal(code))])
+    meta = Meta(
+        operation="create", running=True, total=2, batch_size=2, shards=1, plugin="native",
+        netconfig_id="net-1", alcor_url="", failure="", started_at=0.0, finished_at=0.0,
+    )  # fmt: skip
+    async with grpc.aio.insecure_channel(network) as to_network, grpc.aio.insecure_channel(agent) as to_agent:
+        plugin = NativeVms(network_pb2_grpc.MerakNetworkServiceStub(to_network), agent_timeout=10)
+        with pytest.raises(ApplicationError) as caught:
+            await plugin.create(agent_pb2_grpc.MerakAgentServiceStub(to_agent), "vhost-0", meta, todo, [])
+    failure = caught.value
+    assert (failure.type, failure.non_retryable) == (_expected(code).name, code in PASSED), failure.message
+    assert failure.message == f"agent CreateVms on vhost-0: {WORDS} ({code.name})"
+
+
+# --- topology -> an agent (a healed ovn-controller) -----------------------------------------------
+
+
+@pytest.mark.parametrize("code", PASSED + TRANSPORT, ids=lambda c: c.name)
+async def test_topology_passes_each_code_of_an_agent_asked_to_restart_ovn_controller(
+    grpc_server: StartServer, tmp_path: Path, code: grpc.StatusCode
+) -> None:
+    agent = await grpc_server([_refusing(AGENT, Refusal(code))])
+    # A process that stands in for vhost-0's ovn-controller: its pid file where the lab keeps it, and
+    # the program's name in its command line.
+    chassis = tmp_path / "ovn" / "0"
+    chassis.mkdir(parents=True)
+    stand_in = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(300)", "ovn-controller"
+    )
+    (chassis / "ovn-controller.pid").write_text(f"{stand_in.pid}\n")
+    faults = ProcessFaults(tmp_path / "stack")
+    target, where, endpoints = "ovn-controller@vhost-0", {"vhost-0": 0}, {"vhost-0": agent}
+    try:
+        await faults.apply("t-1", tmp_path, where, endpoints, {target: topology_pb2.HOST_CRASHED})
+        assert await asyncio.wait_for(stand_in.wait(), 10) == -signal.SIGKILL
+        # The heal asks the vhost's agent to start it again (EnsureChassis), which refuses.
+        with pytest.raises(ServiceError) as caught:
+            await faults.apply("t-1", tmp_path, where, endpoints, {})
+    finally:
+        if stand_in.returncode is None:
+            stand_in.kill()
+            await stand_in.wait()
+        await faults.close()
+    error = caught.value
+    assert (error.code, error.callee_code) == (_expected(code), code), error.message
+    assert error.message == f"{_agent_named(f'{target}: restart through its agent', agent, code)}: {WORDS}"
 
 
 # --- the agent names a bad VNI instead of failing INTERNAL ----------------------------------------

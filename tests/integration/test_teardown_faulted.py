@@ -4,15 +4,23 @@ short human message (never a repr)."""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import os
 import signal
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from merak import netns
 from merak.procs import pid_from_file
-from merak.v1 import common_pb2, scenario_pb2, topology_pb2, topology_pb2_grpc
+from merak.v1 import common_pb2, scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
+from merak_tools.localstack import delete_labs
+from services.topology.backends.local.kernel import Kernel
 from services.topology.models import TopologySpec
+from services.topology.names import ns_prefix
 from tests.integration.scenario_lab import (
     Created,
     Stack,
@@ -23,6 +31,8 @@ from tests.integration.scenario_lab import (
     topology_config,
     watch,
 )
+from tests.stack import ServiceStack
+from tests.support import unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -104,3 +114,87 @@ async def test_agents_that_do_not_answer_do_not_stop_the_teardown(stack: Stack) 
         os.kill(pid, signal.SIGSTOP)
     await stack.stub.DeleteScenario(scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=600)
     assert await leftovers(stack, created.topology.id) == {"namespaces": [], "agents": [], "redis": []}
+
+
+@pytest.fixture
+async def short_calls(temporal_services: ServiceStack, redis_client: aioredis.Redis) -> AsyncIterator[Stack]:
+    """The scenario stack with a 10 s deadline per call to another service: a service that is down
+    fails its step in 10 s, not 600."""
+    services = temporal_services
+    await services.everything(teardown_timeout=60, watch_interval=0.2, call_timeout=10)
+    async with grpc.aio.insecure_channel(services.addresses["scenario"]) as channel:
+        stub = scenario_pb2_grpc.MerakScenarioServiceStub(channel)
+        yield Stack(stub, redis_client, services.run_dir, services)
+
+
+async def test_a_network_delete_that_fails_still_deletes_the_lab(short_calls: Stack) -> None:
+    stack = short_calls
+    created = await deployed_lab(stack, (TOPOLOGY, NETWORK))
+    sid = created.scenario.id
+    await stack.services.built["network"].server.stop(0)  # the network service goes down
+    # Before, the teardown stopped at the network's failure: the lab stayed up.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.DeleteScenario(
+            scenario_pb2.DeleteScenarioRequest(id=sid, teardown=True), timeout=120
+        )
+    details = caught.value.details() or ""
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, details
+    assert details.startswith(
+        f"cannot delete scenario {sid!r}: its teardown left network (network service at "
+    )
+    assert "; topology deleted. CHECK network, DELETE it again, then delete the scenario" in details, details
+    assert "Error" not in details and "<" not in details and len(details) < 500, details
+    left = await leftovers(stack, created.topology.id)
+    assert (left["namespaces"], left["agents"]) == ([], [])
+    scenario = await stack.stub.GetScenario(scenario_pb2.GetRequest(id=sid))
+    assert (scenario.topology_status, scenario.network_status) == (scenario_pb2.NONE, scenario_pb2.FAILED)
+
+
+async def test_merak_down_tries_every_lab_when_one_fails(stack: Stack) -> None:
+    # Two labs, and a DELETE deadline no call can meet: each lab is tried and said to fail in short
+    # words; then a second pass deletes both.
+    ids = [unique_name("down-") for _ in range(2)]
+    async with grpc.aio.insecure_channel(stack.services.addresses["topology"]) as channel:
+        topology = topology_pb2_grpc.MerakTopologyServiceStub(channel)
+        for n, topology_id in enumerate(ids):
+            config = topology_pb2.InternalTopologyConfiguration(
+                topology_id=topology_id, topology_type=topology_pb2.TREE, number_of_vhosts=1,
+                vhost_per_rack=1, ports_per_vswitch=2, data_plane_cidr=f"10.{210 + n}.0.0/24",
+            )  # fmt: skip
+            await topology.TopologyHandler(
+                topology_pb2.InternalTopologyInfo(operation_type=common_pb2.CREATE, config=config)
+            )
+    lines: list[str] = []
+    with grpc.insecure_channel(stack.services.addresses["topology"]) as blocking:
+        stub = topology_pb2_grpc.MerakTopologyServiceStub(blocking)
+        # In a thread: the services answer on this test's event loop.
+        deleted, failed = await asyncio.to_thread(delete_labs, stub, lines.append, 1e-6)
+        assert deleted == []
+        assert sorted(failed) == sorted(f"{i}: DEADLINE_EXCEEDED: Deadline Exceeded" for i in ids), failed
+        deleted, failed = await asyncio.to_thread(delete_labs, stub, lines.append)
+    assert (sorted(deleted), failed) == (sorted(ids), [])
+    for topology_id in ids:
+        left = await leftovers(stack, topology_id)
+        assert (left["namespaces"], left["agents"]) == ([], [])
+
+
+async def test_remove_topology_goes_on_past_a_namespace_it_cannot_remove() -> None:
+    short = unique_name("t", 7)
+    names = [f"{ns_prefix(short)}{node}" for node in ("a", "b", "c")]
+    for name in names:
+        await asyncio.to_thread(netns.create, name)  # unshare: never on the event loop's thread
+    try:
+        # A second mount on b's file: the first umount leaves a mount point, which unlink refuses (EBUSY).
+        path = bytes(netns.path_of(names[1]))
+        assert ctypes.CDLL(None, use_errno=True).mount(path, path, None, netns.MS_BIND, None) == 0
+        kernel = Kernel(workers=1)
+        try:
+            removed, left = kernel.remove_topology(short)
+        finally:
+            kernel.close()
+        assert (removed, left) == (2, [f"{names[1]} (Device or resource busy)"])
+        assert netns.list_names(ns_prefix(short)) == [names[1]]
+    finally:
+        for name in names:
+            netns.remove(name)  # b's last mount goes now
+    assert netns.list_names(ns_prefix(short)) == []

@@ -13,7 +13,7 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from alcor.schema import goalstateprovisioner_pb2
 from merak import netns
 from merak.grpcclient import CHANNEL_OPTIONS
-from merak.grpcserver import GrpcServer
+from merak.grpcserver import GrpcServer, ServiceRegistration
 from merak.v1 import agent_pb2, compute_pb2, network_pb2, scenario_pb2, topology_pb2
 from services.agent.goalstate.provisioner import GoalStateProvisionerServicer
 from services.agent.goalstate.provisioner import registration as goalstate_registration
@@ -38,6 +38,7 @@ from services.agent.server import AgentServicer, registration
 from services.agent.vhosts import VhostSet
 from services.topology.backends.local import NS_PREFIX
 from tests.stack import ServiceStack
+from tests.support.plugin import StartServer
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -52,7 +53,10 @@ EXPECTED = {
     grpc.StatusCode.OUT_OF_RANGE,
 }
 CALL_TIMEOUT = 20.0
-STREAM_TIMEOUT = 2.0  # a watch of something that exists streams until it ends: read one message
+# A stream's first message, or its status, is due as a unary call's reply is: every stream answers at
+# once (a watch with where things stand, then goes on until what it watches ends; Alcor's push with
+# its one reply). Only the first message is read; a stream with neither in time hangs.
+FIRST_MESSAGE_TIMEOUT = CALL_TIMEOUT
 # Each run draws twice: from a fixed seed (the same messages every run) and from a fresh one (new
 # messages every run; a failure prints it, and MERAK_FUZZ_SEED=<it> draws the same again).
 FIXED_SEED = 20261206
@@ -164,9 +168,12 @@ def fuzz_method(
     redis_url: str,
     shorts: set[str] | None = None,
     drawn_from: int = FIXED_SEED,
+    *,
+    examples: int = EXAMPLES_PER_METHOD,
+    first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
 ) -> list[str]:
-    """Call `method` with messages drawn from the seed `drawn_from`, from this (non-event-loop)
-    thread; the problems found, each naming the seed."""
+    """Call `method` with `examples` messages drawn from the seed `drawn_from`, from this (non-event-
+    loop) thread; the problems found, each naming the seed."""
     request_cls = message_factory.GetMessageClass(method.input_type)
     reply_cls = message_factory.GetMessageClass(method.output_type)
     path = f"/{target.service.full_name}/{method.name}"
@@ -195,7 +202,7 @@ def fuzz_method(
             )
 
         @settings(
-            max_examples=EXAMPLES_PER_METHOD,
+            max_examples=examples,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
@@ -209,19 +216,17 @@ def fuzz_method(
             code = grpc.StatusCode.OK
             try:
                 if method.server_streaming:
-                    stream = call(request, timeout=STREAM_TIMEOUT)
-                    next(iter(stream), None)
-                    stream.cancel()
+                    stream = call(request, timeout=first_message_timeout)
+                    next(iter(stream), None)  # the first message, or the status of a stream with none
+                    stream.cancel()  # read no further: a watch goes on until what it watches ends
                 else:
                     call(request, timeout=CALL_TIMEOUT)
             except grpc.RpcError as exc:
                 code = exc.code()
                 details = exc.details() or ""
-                stream_ended = method.server_streaming and code in (
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.CANCELLED,
-                )
-                if code not in EXPECTED and not stream_ended and len(problems) < 50:
+                if method.server_streaming and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    details = f"no message and no status within {first_message_timeout:g} s (a hang)"
+                if code not in EXPECTED and len(problems) < 50:
                     problems.append(
                         f"{path}: {code.name} {details[:200]!r} for {str(request)[:300]!r} "
                         f"(seed {drawn_from}: MERAK_FUZZ_SEED={drawn_from})"
@@ -295,6 +300,44 @@ async def test_every_method_answers_only_expected_codes_and_a_failure_leaves_not
     await stack.close()
     assert [n for short in shorts for n in netns.list_names(f"{NS_PREFIX}-{short}-")] == []
     assert threading.active_count() < 200
+
+
+async def test_a_stream_that_sends_nothing_in_time_is_a_hang(
+    grpc_server: StartServer, redis_url: str
+) -> None:
+    # A watch that neither said where things stand nor ended used to pass once read to its deadline.
+    released = asyncio.Event()
+
+    async def silent(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        await released.wait()
+        yield b""
+
+    service = compute_pb2.DESCRIPTOR.services_by_name["MerakComputeService"]
+    handler = grpc.method_handlers_generic_handler(
+        service.full_name, {"WatchProgress": grpc.unary_stream_rpc_method_handler(silent)}
+    )
+    address = await grpc_server(
+        [ServiceRegistration(service.full_name, lambda server: server.add_generic_rpc_handlers((handler,)))]
+    )
+    try:
+        problems = await asyncio.to_thread(
+            fuzz_method,
+            Target(address, service),
+            service.methods_by_name["WatchProgress"],
+            redis_url,
+            examples=2,
+            first_message_timeout=0.5,
+        )
+    finally:
+        released.set()
+    assert len(problems) == 2, problems
+    assert all(
+        p.startswith(
+            f"/{service.full_name}/WatchProgress: DEADLINE_EXCEEDED "
+            "'no message and no status within 0.5 s (a hang)'"
+        )
+        for p in problems
+    ), problems
 
 
 def test_the_strategy_draws_nested_and_repeated_fields() -> None:

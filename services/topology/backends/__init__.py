@@ -44,11 +44,21 @@ class HostRuntime:
 
 @dataclass(frozen=True, slots=True)
 class DestroyReport:
-    """What a teardown removed."""
+    """What a teardown removed, and what it could not."""
 
     namespaces: int = 0
     processes: int = 0
     logs: str = ""  # where the lab's logs were kept ("" when they went with it)
+    # What is still there, each said shortly: "namespace mk-1a2b-vhost-1 (Device or resource busy)".
+    left: tuple[str, ...] = ()
+
+    def left_sentence(self, most: int = 3) -> str:
+        """What could not be removed, in one short sentence ("" when nothing): the first `most` named."""
+        if not self.left:
+            return ""
+        named = ", ".join(self.left[:most])
+        more = f" and {len(self.left) - most} more" if len(self.left) > most else ""
+        return f"could not remove {named}{more}"
 
 
 class TopologyBackend(abc.ABC):

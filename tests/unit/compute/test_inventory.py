@@ -7,7 +7,8 @@ import pytest
 from merak.capacity import GIB, MachineRoom, chassis_bytes, real_vms_bytes
 from merak.errors import InvalidArgument, ResourceExhausted
 from merak.v1 import common_pb2, compute_pb2
-from services.compute.inventory import check_machine_room, hosts_from_pods, plan
+from services.compute.admission import check_capacity
+from services.compute.inventory import check_machine_room, count, counted, hosts_from_pods, place, plan
 
 
 def config(
@@ -122,7 +123,7 @@ def test_the_size_is_refused_before_any_vm_is_placed() -> None:
 def test_real_vms_this_machine_cannot_hold_are_refused_with_how_many_fit() -> None:
     cfg = config(compute_pb2.UNIFORM, hosts=200, per_host=100)  # 20,000 real VMs, unix-socket agents
     hosts = hosts_from_pods(cfg.pods)
-    planned = plan(cfg, hosts)
+    planned = count(cfg, hosts)
     need = real_vms_bytes(20_000, 200)
     check_machine_room(hosts, planned, MachineRoom(memory_bytes=need, namespaces=20_200))
     with pytest.raises(ResourceExhausted, match=r"20,000 real VMs .* about 10,000 fit"):
@@ -137,7 +138,7 @@ def test_only_real_vhosts_of_this_machine_count() -> None:
     cfg.pods[0].dataplane = "fake"
     cfg.pods[1].agent_endpoint = "10.0.0.7:40054"  # a pod of a cluster: its node's memory, not ours
     hosts = hosts_from_pods(cfg.pods)
-    planned = plan(cfg, hosts)
+    planned = count(cfg, hosts)
     room = MachineRoom(memory_bytes=real_vms_bytes(200, 2), namespaces=202)
     check_machine_room(hosts, planned, room)
     with pytest.raises(ResourceExhausted, match="200 real VMs"):
@@ -149,7 +150,7 @@ def test_ovn_chassis_count_fake_hosts_too_and_are_refused_naming_the_limit() -> 
     for pod in cfg.pods:
         pod.dataplane = "fake"  # no kernel VMs: only the chassis cost memory
     hosts = hosts_from_pods(cfg.pods)
-    planned = plan(cfg, hosts)
+    planned = count(cfg, hosts)
     need = chassis_bytes(20, 1000)
     check_machine_room(hosts, planned, MachineRoom(memory_bytes=need, namespaces=0), chassis=True)
     check_machine_room(hosts, planned, MachineRoom(memory_bytes=0, namespaces=0))  # not ovn: no chassis
@@ -174,3 +175,32 @@ def test_sizes_are_refused_before_any_loop_over_the_vms() -> None:
     planned = plan(cfg, hosts_from_pods(cfg.pods))["vhost-0"]
     assert sum(1 for vm in planned if vm.subnet.subnet_id == "sn-1") == 501
     assert len(planned) == 1_001
+
+
+def test_a_subnets_room_is_checked_on_the_counts_before_any_vm_is_built() -> None:
+    # #28: 10^7 VMs were built (on the event loop) before a subnet too small for them was refused.
+    cfg = config(compute_pb2.UNIFORM, hosts=1000, per_host=10_000)
+    for pod in cfg.pods:
+        pod.dataplane = "fake"
+    subnet = cfg.vm_deploy.vpcs[0].subnets[0]
+    subnet.capacity, subnet.allocated = 65_534, 4
+    counts = count(cfg, hosts_from_pods(cfg.pods))
+    with pytest.raises(InvalidArgument) as caught:
+        check_capacity(cfg, counts)
+    assert caught.value.field == "config.vm_deploy.vpcs[0].subnets[0]"
+    assert caught.value.problem == ("10000000 VMs asked for, but subnet 10.1.0.0/16 has 65530 free addresses")
+    # Addresses freed by VMs that go count as free.
+    check_capacity(cfg, counts, {"sn-1": 10_000_000 - 65_530})
+
+
+def test_the_vms_placed_are_the_counts() -> None:
+    for kind in (compute_pb2.UNIFORM, compute_pb2.SKEW, compute_pb2.RANDOM):
+        cfg = config(kind, hosts=7, per_host=30, seed=3)
+        cfg.vm_deploy.vpcs[0].subnets.add(
+            subnet_id="sn-2", subnet_cidr="10.2.0.0/16", subnet_gw="10.2.0.1", number_vms=5
+        )
+        hosts = hosts_from_pods(cfg.pods)
+        counts = count(cfg, hosts)
+        placed = place(hosts, counts)
+        assert placed == plan(cfg, hosts)
+        assert counted(placed) == {host: {r: n for r, n in per.items() if n} for host, per in counts.items()}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-import grpc
 from rich.table import Table
 
 from merak.tls import ENV_CA, ENV_CERT, ENV_KEY, TlsFiles
 from merak_tools.cli.output import console, say
-from merak_tools.localstack import LocalStack, StackError, StackSettings, endpoints
+from merak_tools.localstack import LabsLeft, LocalStack, StackError, StackSettings, endpoints
 
 
 def _print_status(stack: LocalStack) -> bool:
@@ -69,12 +68,16 @@ def cmd_up(settings: StackSettings) -> int:
 
 def cmd_down(settings: StackSettings, keep_labs: bool = False) -> int:
     """Delete running labs, then stop what `up` started."""
+    failed: LabsLeft | None = None
     try:
         stopped = LocalStack(settings, out=say).down(keep_labs=keep_labs)
-    except grpc.RpcError as exc:
-        console.print(f"[red]error:[/red] deleting the labs failed: {exc}; nothing was stopped")
-        return 1
+    except LabsLeft as exc:
+        failed, stopped = exc, exc.stopped
     console.print("nothing was running" if not stopped else f"stopped: {', '.join(stopped)}")
+    if failed is not None:
+        console.print("[red]error:[/red] ", end="")
+        say(str(failed))
+        return 1
     return 0
 
 

@@ -24,7 +24,14 @@ from merak_tools.localstack.settings import (
     free_port,
     port_in_use,
 )
-from merak_tools.localstack.stack import ComponentState, LocalStack, StackError, code_fingerprint
+from merak_tools.localstack.stack import (
+    ComponentState,
+    LabsLeft,
+    LocalStack,
+    StackError,
+    code_fingerprint,
+    delete_labs,
+)
 
 __all__ = [
     "OVN_COMPONENTS",
@@ -32,12 +39,14 @@ __all__ = [
     "SUPERVISOR",
     "Component",
     "ComponentState",
+    "LabsLeft",
     "LocalStack",
     "StackError",
     "StackSettings",
     "code_fingerprint",
     "components",
     "default_workers",
+    "delete_labs",
     "endpoints",
     "free_port",
     "http_ok",

@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from merak.errors import rpc_error_text
 from merak.grpcclient import open_blocking_channel
 from merak.host import HostTuner, Sizing
 from merak.procs import alive, pid_from_file
@@ -36,6 +39,54 @@ class ComponentState:
 
 class StackError(Exception):
     """The stack cannot start or stop as asked; the message says why."""
+
+
+class LabsLeft(StackError):
+    """Labs that could not be deleted (every other one was), each with why in short words; raised by
+    `down` once the stack is stopped all the same (`stopped` names what stopped)."""
+
+    def __init__(self, failures: Sequence[str], stopped: Sequence[str] = ()) -> None:
+        self.failures = list(failures)
+        self.stopped = list(stopped)
+        super().__init__(
+            "could not delete every lab: "
+            + "; ".join(self.failures)
+            + ". What was not deleted is kept: the next `merak up` finds it, `merak down` tries again"
+        )
+
+
+# How long one lab's DELETE may take: its agents get 10 s to stop before SIGKILL, its namespaces go in
+# one batch (a 1,000-vhost lab goes in about a second).
+LAB_DELETE_SECONDS = 300.0
+
+
+def delete_labs(
+    stub: topology_pb2_grpc.MerakTopologyServiceStub,
+    out: Callable[[str], None],
+    timeout: float = LAB_DELETE_SECONDS,
+) -> tuple[list[str], list[str]]:
+    """DELETE every topology the topology service of `stub` runs, each tried whatever the others did:
+    the ids deleted, and what failed, in short words ("<id>: UNAVAILABLE: ...")."""
+    try:
+        listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies
+    except grpc.RpcError as exc:
+        return [], [f"the topology service did not list them ({rpc_error_text(exc)})"]
+    deleted: list[str] = []
+    failed: list[str] = []
+    for summary in listed:
+        request = topology_pb2.InternalTopologyInfo(
+            operation_type=common_pb2.DELETE,
+            config=topology_pb2.InternalTopologyConfiguration(topology_id=summary.topology_id),
+        )
+        try:
+            stub.TopologyHandler(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            failed.append(f"{summary.topology_id}: {rpc_error_text(exc)}")
+            out(f"could not delete topology {summary.topology_id}: {rpc_error_text(exc)}")
+            continue
+        out(f"deleted topology {summary.topology_id} ({summary.number_of_vhosts} vhosts)")
+        deleted.append(summary.topology_id)
+    return deleted, failed
 
 
 # The packages whose code the stack's processes run: the runtime, the tools (the supervisor) and the
@@ -202,35 +253,37 @@ class LocalStack:
         return self.status()
 
     def teardown_labs(self) -> list[str]:
-        """Delete every topology the stack's topology service runs (agents, namespaces); their ids."""
-        topology = next(c for c in self.components if c.name == "topology")
-        if self.running_pid(topology) is None or not topology.health():
-            return []
-        deleted = []
-        with open_blocking_channel(self.settings.grpc_address("topology")) as channel:
-            stub = topology_pb2_grpc.MerakTopologyServiceStub(channel)
-            for summary in stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies:
-                request = topology_pb2.InternalTopologyInfo(
-                    operation_type=common_pb2.DELETE,
-                    config=topology_pb2.InternalTopologyConfiguration(topology_id=summary.topology_id),
-                )
-                stub.TopologyHandler(request, timeout=300)
-                self.out(f"deleted topology {summary.topology_id} ({summary.number_of_vhosts} vhosts)")
-                deleted.append(summary.topology_id)
+        """Delete every topology the stack's topology service runs (agents, namespaces); their ids.
+        Every lab is tried; LabsLeft names those that could not be deleted."""
+        deleted, failed = self._delete_labs()
+        if failed:
+            raise LabsLeft(failed)
         return deleted
+
+    def _delete_labs(self) -> tuple[list[str], list[str]]:
+        """The ids deleted, and what failed (delete_labs); nothing when the topology service is down."""
+        topology = next(c for c in self.components if c.name == "topology")
+        if self.running_pid(topology) is None:
+            return [], []
+        if not topology.health():
+            return [], ["the topology service runs but does not answer its health check"]
+        with open_blocking_channel(self.settings.grpc_address("topology")) as channel:
+            return delete_labs(topology_pb2_grpc.MerakTopologyServiceStub(channel), self.out)
 
     def down(self, keep_labs: bool = False) -> list[str]:
         """Stop every component `up` started (by pid file), services first; returns their names.
 
         Running topologies are deleted first, so no agent or namespace outlives the stack, unless
-        `keep_labs`: then they stay, and the next `up` finds them again.
+        `keep_labs`: then they stay, and the next `up` finds them again. A lab that cannot be deleted
+        stops nothing: the stack stops all the same, then LabsLeft says which labs are left and why.
         """
-        if not keep_labs:
-            self.teardown_labs()
+        failed = [] if keep_labs else self._delete_labs()[1]
         stopped = []
         for component in reversed(self.components):
             if self._stop(component):
                 stopped.append(component.name)
+        if failed:
+            raise LabsLeft(failed, stopped)
         return stopped
 
     def start_component(self, component: Component) -> None:

@@ -289,8 +289,9 @@ class Agents:
             self._down.pop(pid_file, None)
         return stopped
 
-    async def stop_all(self, run_dir: Path) -> int:
-        """Stop every agent of `run_dir` (SIGTERM, then SIGKILL) and forget them; how many ran."""
+    async def stop_all(self, run_dir: Path) -> tuple[int, list[int]]:
+        """Stop every agent of `run_dir` (SIGTERM, then SIGKILL) and forget them; how many ran, and the
+        pids of those still running after SIGKILL."""
         stopped = await asyncio.get_running_loop().run_in_executor(None, _stop_agents, run_dir)
         self._children = [proc for proc in self._children if proc.poll() is None]
         for pid_file in [f for f in self._started if f.parent == run_dir]:
@@ -338,52 +339,68 @@ def _stop_stale(run_dir: Path, plans: Mapping[int, AgentPlan]) -> tuple[list[Pat
     pid files, and how many agents ran. Read from the run directory, not from a previous plan: an
     update cut short may have started agents neither graph has."""
     stale = [pid_file for pid_file in sorted(run_dir.glob("agent-*.pid")) if not _serves(pid_file, plans)]
-    stopped = _stop_pid_files(stale)
+    stopped, _left = _stop_pid_files(stale)
     for pid_file in stale:
         pid_file.unlink(missing_ok=True)
     return stale, stopped
 
 
-def _stop_agents(run_dir: Path, timeout: float = 10.0) -> int:
-    """SIGTERM every agent of the run directory (by pid file), SIGKILL stragglers; returns how many ran."""
+def _stop_agents(run_dir: Path, timeout: float = 10.0) -> tuple[int, list[int]]:
+    """SIGTERM every agent of the run directory (by pid file), SIGKILL stragglers; how many ran, and
+    the pids of those still running after SIGKILL."""
     if not run_dir.exists():
-        return 0
+        return 0, []
     return _stop_pid_files(list(run_dir.glob("agent-*.pid")), timeout)
 
 
-def _stop_pid_files(pid_files: Sequence[Path], timeout: float = 10.0) -> int:
-    """SIGTERM the agents of these pid files, SIGKILL stragglers; returns how many ran."""
+def _stop_pid_files(pid_files: Sequence[Path], timeout: float = 10.0) -> tuple[int, list[int]]:
+    """SIGTERM the agents of these pid files, SIGKILL stragglers; how many ran, and the pids of those
+    still running after SIGKILL (a process stuck in the kernel). One that ends meanwhile is gone."""
     pids = []
     for pid_file in pid_files:
         pid = pid_from_file(pid_file, str(pid_file.with_suffix(".json")))
         if pid is not None:
-            os.kill(pid, signal.SIGCONT)  # a frozen agent (a host fault) handles SIGTERM only once thawed
-            os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a frozen agent (a host fault) handles SIGTERM once thawed
+                os.kill(pid, signal.SIGTERM)
             pids.append((pid_file, pid))
     deadline = time.monotonic() + timeout
+    killed = []
     for pid_file, pid in pids:
         while pid_from_file(pid_file, str(pid_file.with_suffix(".json"))) is not None:
             if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.append((pid_file, pid))
                 break
             time.sleep(0.02)
-    return len(pids)
+    return len(pids), _still_running(killed, lambda f: str(f.with_suffix(".json")))
 
 
-def stop_leftover_chassis(run_dir: Path) -> int:
+def _still_running(
+    processes: Sequence[tuple[Path, int]], marker: Callable[[Path], str], timeout: float = 5.0
+) -> list[int]:
+    """The pids of `processes` (pid file, pid), sent SIGKILL, that still run after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    running = list(processes)
+    while running and time.monotonic() < deadline:
+        time.sleep(0.02)
+        running = [(f, pid) for f, pid in running if pid_from_file(f, marker(f)) == pid]
+    return [pid for _f, pid in running]
+
+
+def stop_leftover_chassis(run_dir: Path) -> tuple[int, list[int]]:
     """SIGKILL the OVN chassis daemons still running from `run_dir/ovn/<vhost>/` (their agent stops them
-    on SIGTERM; one killed outright cannot); how many there were."""
-    pids = [
-        pid
+    on SIGTERM; one killed outright cannot); how many there were, and the pids still running after."""
+    found = [
+        (pid_file, pid)
         for pid_file in sorted(run_dir.glob("ovn/*/*.pid"))
         if (pid := pid_from_file(pid_file, str(run_dir)))
     ]
-    for pid in pids:
+    for _pid_file, pid in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if pids:
-        log.warning("leftover_chassis_stopped", run_dir=str(run_dir), processes=len(pids))
-    return len(pids)
+    left = _still_running(found, lambda _f: str(run_dir), timeout=10)
+    if found:
+        log.warning("leftover_chassis_stopped", run_dir=str(run_dir), processes=len(found), left=left)
+    return len(found), left

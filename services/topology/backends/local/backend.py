@@ -267,27 +267,39 @@ class LocalBackend(TopologyBackend):
 
     async def destroy(self, spec: TopologySpec) -> DestroyReport:
         """Stop the topology's agents, delete every namespace with its prefix, keep the lab's logs
-        (lablogs.py), remove its run directory."""
+        (lablogs.py), remove its run directory. Each step is taken whatever the one before did; what
+        could not be removed is in the report's `left` and said in one warning."""
         run_dir = self.run_dir(spec.short_id)
         self.processes.forget(spec.topology_id)
         self.sampler.forget(spec.topology_id)
         kept = await self._begin_keeping_logs(spec, run_dir)
-        stopped = await self.agents.stop_all(run_dir)
+        stopped, running = await self.agents.stop_all(run_dir)
+        left = [f"agent pid {pid} (still running after SIGKILL)" for pid in running]
         # OVN chassis of agents that could not stop them (killed by a host fault, say).
-        stopped += await asyncio.get_running_loop().run_in_executor(None, stop_leftover_chassis, run_dir)
-        namespaces = self.kernel.remove_topology(spec.short_id)
+        chassis, running = await asyncio.get_running_loop().run_in_executor(
+            None, stop_leftover_chassis, run_dir
+        )
+        left += [f"OVN chassis pid {pid} (still running after SIGKILL)" for pid in running]
+        namespaces, ns_left = await asyncio.to_thread(self.kernel.remove_topology, spec.short_id)
+        left += [f"namespace {name}" for name in ns_left]
         logs = await self._finish_keeping_logs(spec, run_dir, kept)
         goalstate_addresses.release(run_dir, self.goalstate_claims)
         if run_dir.exists():
             shutil.rmtree(run_dir, ignore_errors=True)
+        report = DestroyReport(
+            namespaces=namespaces, processes=stopped + chassis, logs=logs, left=tuple(left)
+        )
         log.info(
             "topology_destroyed",
             topology_id=spec.topology_id,
             namespaces=namespaces,
-            agents=stopped,
+            agents=report.processes,
             logs=logs,
+            left=len(left),
         )
-        return DestroyReport(namespaces=namespaces, processes=stopped, logs=logs)
+        if left:
+            log.warning("topology_not_all_removed", topology_id=spec.topology_id, left=report.left_sentence())
+        return report
 
     async def _begin_keeping_logs(self, spec: TopologySpec, run_dir: Path) -> Path | None:
         """The lab's log directory, its chassis' logs held (before their agents remove them). A failure

@@ -49,12 +49,18 @@ class Kernel:
         """The topology's namespaces that exist now."""
         return set(netns.list_names(ns_prefix(short_id)))
 
-    def remove_topology(self, short_id: str) -> int:
-        """Delete every namespace of the topology (its nodes' and its VMs'); how many there were."""
-        names = netns.list_names(ns_prefix(short_id))
-        for name in names:
-            netns.remove(name)
-        return len(names)
+    def remove_topology(self, short_id: str) -> tuple[int, list[str]]:
+        """Delete every namespace of the topology (its nodes' and its VMs'), each tried whatever the
+        others did: how many went, and the ones that did not as "name (why)"."""
+        removed, left = 0, []
+        for name in netns.list_names(ns_prefix(short_id)):
+            try:
+                netns.remove(name)
+            except OSError as exc:
+                left.append(f"{name} ({exc.strerror or exc})")
+                continue
+            removed += 1
+        return removed, left
 
     def vhosts_holding_vms(self, old: Topology, change: TopologyDiff) -> list[str]:
         """The vhosts that `change` removes and that still hold VMs, as "name (count)"."""
