@@ -309,7 +309,8 @@ class ComputeManager:
     # --- INFO and progress -------------------------------------------------------------------
 
     async def results(self, config_id: str) -> compute_pb2.ComputeResults:
-        """Requests, codes, latencies and rates of the control plane's calls; time to VM ready."""
+        """Requests, codes, latencies and rates of the control plane's calls; time to VM ready: from the
+        store's running aggregates and histograms, the percentiles from its samples (bounded)."""
         meta = await self.store.progress.meta(config_id)
         config = await self.store.config(config_id)
         if meta is None or config is None:
@@ -317,6 +318,7 @@ class ComputeManager:
         raw_calls, ready = await self.store.results.calls_and_ready(config_id)
         samples = [s for s in (results.parse_call(raw) for raw in raw_calls) if s is not None]
         histograms, ready_histogram = await self.store.results.histograms(config_id)
+        aggregates = await self.store.results.aggregates(config_id)
         built = results.build(
             config_id,
             plugin=meta.plugin,
@@ -329,6 +331,7 @@ class ComputeManager:
             born=await self.store.results.born_offsets(config_id),
             histograms=histograms,
             ready_histogram=ready_histogram,
+            aggregates=aggregates,
         )
         built.churned = int((await self.store.churn.state(config_id)).get("replaced", 0))
         built.overlay_source = overlay_source(meta)
