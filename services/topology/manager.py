@@ -270,6 +270,7 @@ class TopologyManager:
             return_code=common_pb2.OK,
             return_message=(
                 f"DELETE success: {report.namespaces} namespaces and {report.processes} agents removed"
+                + (f"; {report.left_sentence()}" if report.left else "")
                 + (f"; logs kept in {report.logs}" if report.logs else "")
             ),
         )
