@@ -65,6 +65,8 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     report = await teste2e.main_async(teste2e.parse(argv))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
     print(f"  {run.label}: {run.hosts} vhosts x {run.per_host} VMs: {phases}")
+    calls = ", ".join(f"{k} {v:.2f}s" for k, v in report.calls.items())
+    print(f"  {run.label}: single calls (client side): {calls}")
     if not report.ok:
         print(f"  FAILED: {report.errors}")
     run.ok = report.ok

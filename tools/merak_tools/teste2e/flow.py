@@ -107,6 +107,7 @@ class Runner:
     async def _deploy(self, service: int, name: str) -> None:
         started = time.perf_counter()
         reply = await self._action(service, scenario_pb2.DEPLOY)
+        self.report.calls[f"DEPLOY {name}"] = time.perf_counter() - started
         console.print(f"DEPLOY {name}: {reply.return_message}")
         for warning in reply.warnings:
             console.print(f"  left out: {warning}", markup=False)
@@ -160,7 +161,9 @@ class Runner:
     async def _results(self) -> None:
         """What the control plane did for this run's VMs, kept for the report."""
         request = scenario_pb2.GetResultsRequest(scenario_id=self.scenario_id)
+        started = time.perf_counter()
         results = await self._retried(lambda left: self.stub.GetResults(request, timeout=left))
+        self.report.calls["GetResults"] = time.perf_counter() - started
         self.report.results = protojson.to_dict(results)
         if results.overlay_source:
             console.print(f"overlay: from {results.overlay_source}")

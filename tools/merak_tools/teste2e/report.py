@@ -23,6 +23,8 @@ class Report:
     options: dict[str, Any]
     ids: dict[str, str] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    # Single calls inside the phases, timed at the client: each DEPLOY action's reply, GetResults.
+    calls: dict[str, float] = field(default_factory=dict)
     vms: int = 0
     vms_done: int = 0
     test: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +56,9 @@ def print_summary(report: Report) -> None:
     for phase, seconds in report.phases.items():
         table.add_row(phase, f"{seconds:.1f}")
     console.print(table)
+    if report.calls:
+        timed = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in report.calls.items())
+        console.print(f"calls: {timed}")
     compute = report.phases.get("deploy compute")
     if compute and report.vms_done:
         console.print(
