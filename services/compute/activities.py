@@ -130,11 +130,17 @@ class ComputeActivities:
 
     @activity.defn(name=ActivityName.SHARD_PLAN)
     async def shard_plan(self, ref: ShardRef) -> ShardPlan:
-        """The hosts of a shard and their batch counts."""
+        """The hosts of a shard and their batch counts, their VMs written first if CREATE only counted
+        them."""
         meta = await self.store.progress.meta(ref.config_id)
         if meta is None:
             raise ApplicationError(f"compute config {ref.config_id} is gone", non_retryable=True)
         names = await self.store.vms.shard_hosts(ref.config_id, ref.shard)
+        # The VMs a CREATE counted on these hosts, written now (any operation: a DELETE after a CREATE
+        # that failed first finds them too).
+        placed = await self.store.vms.place_pending(ref.config_id, names)
+        if placed:
+            log.info("shard_placed", config_id=ref.config_id, shard=ref.shard, vms=placed)
         hosts = await self.store.vms.hosts_named(ref.config_id, names)
         if ref.operation == PRUNE:
             counts = {n: await self.store.vms.dropped_count(ref.config_id, n) for n in names}

@@ -231,17 +231,17 @@ def count(config: compute_pb2.InternalComputeConfiguration, hosts: Sequence[Host
 
 def place(hosts: Sequence[Host], counts: Counts) -> dict[str, list[PlannedVm]]:
     """The VMs of `counts`, named per host: one object per VM, so O(VMs) (run it off the event loop)."""
-    result: dict[str, list[PlannedVm]] = {}
-    for host in hosts:
-        vms = []
-        for ref, n in sorted(
-            counts[host.name].items(), key=lambda item: (item[0].vpc_index, item[0].subnet_index)
-        ):
-            for k in range(n):
-                name = f"v{ref.vpc_index}-{ref.subnet_index}-{k}"
-                vms.append(PlannedVm(name, f"{host.name}.{name}", host.name, ref))
-        result[host.name] = vms
-    return result
+    return {host.name: place_host(host.name, counts[host.name]) for host in hosts}
+
+
+def place_host(host: str, counts: dict[SubnetRef, int]) -> list[PlannedVm]:
+    """The VMs of one host's counts, named by subnet and position."""
+    vms = []
+    for ref, n in sorted(counts.items(), key=lambda item: (item[0].vpc_index, item[0].subnet_index)):
+        for k in range(n):
+            name = f"v{ref.vpc_index}-{ref.subnet_index}-{k}"
+            vms.append(PlannedVm(name, f"{host}.{name}", host, ref))
+    return vms
 
 
 def plan(

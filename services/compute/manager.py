@@ -118,17 +118,20 @@ class ComputeManager:
             return await self._create_again(config, plugin.name)  # the same deployment, asked differently
         await asyncio.to_thread(self._check_room, hosts, counts, plugin.runs_chassis)
         await self.admission.check_endpoints(config.pods, hosts)
-        planned = await asyncio.to_thread(inventory.place, hosts, counts)
+        # The hosts with their counts: each shard's first activity writes its VMs (planning in the
+        # workflow, a shard at a time), so this call answers in a moment at any size.
         await self.store.vms.create(
             config,
             hosts,
-            planned,
+            counts,
             request_fingerprint=asked,
             hosts_per_shard=self.settings.hosts_per_shard,
             batch_size=self.settings.batch_size,
             plugin=plugin.name,
         )
-        return await self._start_create(config, sum(len(v) for v in planned.values()), plugin.name)
+        return await self._start_create(
+            config, sum(sum(per.values()) for per in counts.values()), plugin.name
+        )
 
     async def _settled(self, config_id: str, meta: Meta | None) -> bool:
         """Whether a repeat of the stored config is answered with its progress: it runs, or every VM
@@ -207,6 +210,8 @@ class ComputeManager:
         ):
             return await self.info(config_id)  # the same config, asked differently: nothing to do
         await self.admission.check_endpoints(config.pods, hosts)
+        # A CREATE that failed before its shards wrote their VMs leaves hosts with pending counts.
+        await self.store.vms.place_pending(config_id, list(await self.store.vms.hosts(config_id)))
         existing = await self._existing(config_id)
         await asyncio.to_thread(
             self._check_update,

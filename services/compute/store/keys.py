@@ -13,7 +13,9 @@ PREFIX = "merak:compute"
 #   config                 the stored request (JSON), written last: the inventory exists once it is there
 #   request_fingerprint    the fingerprint of the request as it came (before the network filled it in)
 #   meta                   hash: the operation (records.Meta)
-#   hosts                  hash: host -> records.HostRecord
+#   hosts                  hash: host -> records.HostRecord (its `pending` counts: VMs not written yet)
+#   placement              hash: "s:<vpc index>:<subnet index>" -> inventory.SubnetRef (JSON), "sgs" -> the
+#                          security groups: what a shard needs to write the VMs CREATE only counted
 #   shard:<n>              list of the shard's hosts
 #   order:<host>           list of the host's VM names: batches are ranges of it
 #   drop:<host>            list of the VM names an UPDATE removed (to be deleted)

@@ -21,6 +21,9 @@ class HostRecord:
     fake: bool = False
     # An UPDATE took the host out of the config: its VMs go (drop list), then the record.
     leaving: bool = False
+    # The VMs a CREATE counted on the host and has not written yet, [vpc index, subnet index, how many]
+    # each: the shard's first activity writes them (VmInventory.place_pending), not the CREATE call.
+    pending: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Compact JSON."""

@@ -3,8 +3,10 @@ the VM writes keep exact (Lua), which progress reads."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, replace
 from string import Template
 
 import redis.asyncio as aioredis
@@ -12,12 +14,14 @@ from google.protobuf import json_format
 
 from merak.v1 import common_pb2, compute_pb2
 from services.compute.contracts import CREATE
-from services.compute.inventory import Host, PlannedVm
+from services.compute.inventory import Counts, Host, PlannedVm, SubnetRef, place_host
 from services.compute.store.keys import PREFIX, ConfigStore
 from services.compute.store.records import HostRecord, Meta, VmRecord
 
 MAX_ERRORS = 100
 INVENTORY_CHUNK_VMS = 5_000
+# Hosts written per pipeline by a CREATE (their records only).
+INVENTORY_CHUNK_HOSTS = 2_000
 
 # A host is "unsettled" while it holds a VM record that is not DONE (being created or deleted, or in
 # ERROR): `open` counts those per host and `unsettled` (a sorted set, score 0, so ranged by name)
@@ -99,29 +103,29 @@ class VmInventory(ConfigStore):
         self,
         config: compute_pb2.InternalComputeConfiguration,
         hosts: Sequence[Host],
-        planned: dict[str, list[PlannedVm]],
+        counts: Counts,
         *,
         request_fingerprint: str,
         hosts_per_shard: int,
         batch_size: int,
         plugin: str,
     ) -> int:
-        """Write the inventory (every VM DEPLOYING) and start its CREATE; returns the number of shards.
-        `request_fingerprint` is kept to know a repeat of this request (ComputeStore.request_fingerprint)."""
+        """Write the inventory's hosts, each with the VMs it is to get counted (every VM DEPLOYING), and
+        start its CREATE; returns the number of shards. O(hosts): the VM records are written by each
+        shard's first activity (`place_pending`), so the CREATE call answers in a moment whatever the
+        VMs' number. `request_fingerprint` is kept to know a repeat of this request
+        (ComputeStore.request_fingerprint)."""
         config_id = config.compute_config_id
         shards = max(1, -(-len(hosts) // hosts_per_shard))
-        total = sum(len(v) for v in planned.values())
-        secgroups = list(config.vm_deploy.secgroups)
+        total = sum(sum(per.values()) for per in counts.values())
+        refs = {f"s:{ref.vpc_index}:{ref.subnet_index}": ref for per in counts.values() for ref in per}
+        placement = {key: json.dumps(asdict(ref)) for key, ref in refs.items()}
+        placement["sgs"] = json.dumps(list(config.vm_deploy.secgroups))
         try:
-            # Chunks of a few thousand VMs: one pipeline of a million records (~200 MB) times out.
-            chunk: list[Host] = []
-            for host in hosts:
-                chunk.append(host)
-                if sum(len(planned[h.name]) for h in chunk) >= INVENTORY_CHUNK_VMS:
-                    await self._write_hosts(config_id, chunk, planned, secgroups, hosts_per_shard)
-                    chunk = []
-            if chunk:
-                await self._write_hosts(config_id, chunk, planned, secgroups, hosts_per_shard)
+            for start in range(0, len(hosts), INVENTORY_CHUNK_HOSTS):
+                await self._write_hosts(
+                    config_id, hosts[start : start + INVENTORY_CHUNK_HOSTS], counts, hosts_per_shard
+                )
             meta = Meta(
                 operation=CREATE,
                 running=True,
@@ -137,6 +141,7 @@ class VmInventory(ConfigStore):
                 alcor_own_overlay=config.alcor_own_overlay,
             )
             async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.config_key(config_id, "placement"), mapping=placement)  # type: ignore[arg-type]  # redis-py types the mapping with invariant keys
                 pipe.hset(self.config_key(config_id, "counts"), str(common_pb2.DEPLOYING), total)
                 pipe.hset(self.config_key(config_id, "meta"), mapping=meta.to_hash())  # type: ignore[arg-type]  # redis-py types the mapping with invariant keys
                 pipe.sadd(self.key("ids"), config_id)
@@ -150,38 +155,71 @@ class VmInventory(ConfigStore):
         return shards
 
     async def _write_hosts(
-        self,
-        config_id: str,
-        hosts: Sequence[Host],
-        planned: dict[str, list[PlannedVm]],
-        secgroups: list[str],
-        hosts_per_shard: int,
+        self, config_id: str, hosts: Sequence[Host], counts: Counts, hosts_per_shard: int
     ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for host in hosts:
                 shard = host.index // hosts_per_shard
-                vms = planned[host.name]
+                per = counts[host.name]
+                count = sum(per.values())
                 record = HostRecord(
                     index=host.index,
                     endpoint=host.agent_endpoint,
                     vtep=host.datapath_ip,
-                    count=len(vms),
+                    count=count,
                     shard=shard,
                     fake=host.fake,
+                    pending=sorted([ref.vpc_index, ref.subnet_index, n] for ref, n in per.items() if n),
                 )
                 pipe.hset(self.config_key(config_id, "hosts"), host.name, record.to_json())
                 pipe.rpush(self.config_key(config_id, "shard", str(shard)), host.name)
-                if not vms:
+                if not count:
                     continue
-                records = {vm.name: VmRecord.planned(vm, secgroups).to_json() for vm in vms}
-                pipe.hset(self.config_key(config_id, "vms", host.name), mapping=records)  # type: ignore[arg-type]
-                pipe.rpush(self.config_key(config_id, "order", host.name), *[vm.name for vm in vms])
                 pipe.hset(
-                    self.config_key(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", len(vms)
+                    self.config_key(config_id, "hostcounts"), f"{host.name}|{common_pb2.DEPLOYING}", count
                 )
-                pipe.hset(self.config_key(config_id, "open"), host.name, len(vms))
+                pipe.hset(self.config_key(config_id, "open"), host.name, count)
                 pipe.zadd(self.config_key(config_id, "unsettled"), {host.name: 0})
             await pipe.execute()
+
+    async def place_pending(self, config_id: str, names: Sequence[str]) -> int:
+        """Write the VM records (DEPLOYING) and order lists of the named hosts whose VMs CREATE counted
+        but did not write yet, a few thousand VMs per transaction, each host with its record's
+        `pending` cleared in the same transaction (a retry skips what was written); how many VMs."""
+        pending = {n: h for n, h in (await self.hosts_named(config_id, names)).items() if h.pending}
+        if not pending:
+            return 0
+        raw = await self.hash_of(self.config_key(config_id, "placement"))
+        secgroups = [str(g) for g in json.loads(raw.get("sgs", "[]"))]
+        refs = {key: SubnetRef(**json.loads(value)) for key, value in raw.items() if key.startswith("s:")}
+        written = 0
+        chunk: dict[str, HostRecord] = {}
+        for name, record in pending.items():
+            chunk[name] = record
+            if sum(r.count for r in chunk.values()) >= INVENTORY_CHUNK_VMS:
+                written += await self._place(config_id, chunk, refs, secgroups)
+                chunk = {}
+        if chunk:
+            written += await self._place(config_id, chunk, refs, secgroups)
+        return written
+
+    async def _place(
+        self, config_id: str, hosts: dict[str, HostRecord], refs: dict[str, SubnetRef], secgroups: list[str]
+    ) -> int:
+        written = 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, record in hosts.items():
+                counts = {refs[f"s:{vpc}:{subnet}"]: n for vpc, subnet, n in record.pending}
+                vms = place_host(name, counts)
+                if vms:
+                    records = {vm.name: VmRecord.planned(vm, secgroups).to_json() for vm in vms}
+                    pipe.hset(self.config_key(config_id, "vms", name), mapping=records)  # type: ignore[arg-type]
+                    pipe.rpush(self.config_key(config_id, "order", name), *[vm.name for vm in vms])
+                placed = replace(record, pending=[])
+                pipe.hset(self.config_key(config_id, "hosts"), name, placed.to_json())
+                written += len(vms)
+            await pipe.execute()
+        return written
 
     async def update(
         self,
