@@ -15,7 +15,7 @@ import fcntl
 import os
 import resource
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +167,68 @@ def raise_sysctls(wanted: Mapping[str, int], *, root: Path = PROC_SYS, lock_file
                 continue
             changes.append(Change(name, current, value))
     return Sizing(tuple(changes), tuple(shortfalls))
+
+
+RESERVED_PORTS = "net.ipv4.ip_local_reserved_ports"
+
+
+def parse_port_list(text: str) -> set[int]:
+    """The ports of a `ip_local_reserved_ports` value ("8080,40050-40054")."""
+    ports: set[int] = set()
+    for part in text.replace("\n", "").split(","):
+        first, _, last = part.strip().partition("-")
+        if first.isdigit():
+            ports.update(range(int(first), int(last or first) + 1))
+    return ports
+
+
+def format_port_list(ports: Iterable[int]) -> str:
+    """Ports as `ip_local_reserved_ports` takes them, runs as ranges."""
+    runs: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def reserve_ports(
+    ports: Iterable[int], *, root: Path = PROC_SYS, lock_file: Path = LOCK_FILE
+) -> tuple[list[int], str]:
+    """Keep `ports` out of the kernel's choice of source ports for outgoing connections (added to
+    `net.ipv4.ip_local_reserved_ports`, what was there kept): a service listening on a port of the
+    ephemeral range otherwise finds it, now and then, taken by some client's connection. Returns the
+    ports newly reserved, and why nothing could be ("" when it could)."""
+    path = sysctl_path(RESERVED_PORTS, root)
+    with _host_lock(lock_file):
+        try:
+            current = parse_port_list(path.read_text())
+        except OSError as exc:
+            return [], exc.strerror or str(exc)
+        new = sorted(set(ports) - current)
+        if not new:
+            return [], ""
+        try:
+            path.write_text(format_port_list(current | set(new)) + "\n")
+        except OSError as exc:
+            return [], exc.strerror or str(exc)
+    return new, ""
+
+
+def release_ports(ports: Iterable[int], *, root: Path = PROC_SYS, lock_file: Path = LOCK_FILE) -> list[int]:
+    """Take `ports` (those `reserve_ports` added) out of `ip_local_reserved_ports` again; the ones
+    released."""
+    path = sysctl_path(RESERVED_PORTS, root)
+    with _host_lock(lock_file):
+        try:
+            current = parse_port_list(path.read_text())
+            gone = sorted(current & set(ports))
+            if gone:
+                path.write_text(format_port_list(current - set(gone)) + "\n")
+        except OSError:
+            return []
+    return gone
 
 
 class HostTuner:

@@ -111,3 +111,24 @@ def test_tuner_warns_once_about_what_it_cannot_raise(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "expected"), [(0, 1), (1, 1), (2, 2), (3, 4), (8712, 16384)])
 def test_pow2ceil(value: int, expected: int) -> None:
     assert host.pow2ceil(value) == expected
+
+
+def test_reserve_ports_adds_to_what_is_reserved_and_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "net" / "ipv4" / "ip_local_reserved_ports"
+    path.parent.mkdir(parents=True)
+    path.write_text("8080,40050-40051\n")
+    new, why = host.reserve_ports([40050, 40052, 40053, 9000], root=tmp_path, lock_file=tmp_path / "lock")
+    assert (new, why) == ([9000, 40052, 40053], "")
+    assert path.read_text() == "8080,9000,40050-40053\n"
+    assert host.reserve_ports([40051], root=tmp_path, lock_file=tmp_path / "lock") == ([], "")
+    assert host.parse_port_list(" 1-3 ,5\n") == {1, 2, 3, 5}
+    missing = host.reserve_ports([1], root=tmp_path / "nothing", lock_file=tmp_path / "lock")
+    assert missing[0] == [] and missing[1]
+
+
+def test_release_ports_takes_back_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "net" / "ipv4" / "ip_local_reserved_ports"
+    path.parent.mkdir(parents=True)
+    path.write_text("8080,40050-40053\n")
+    assert host.release_ports([40051, 40052, 7], root=tmp_path, lock_file=tmp_path / "lock") == [40051, 40052]
+    assert path.read_text() == "8080,40050,40053\n"

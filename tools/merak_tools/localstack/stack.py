@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from merak import host
 from merak.errors import rpc_error_text
 from merak.grpcclient import open_blocking_channel
 from merak.host import HostTuner, Sizing
@@ -66,7 +67,7 @@ def delete_labs(
     timeout: float = LAB_DELETE_SECONDS,
 ) -> tuple[list[str], list[str]]:
     """DELETE every topology the topology service of `stub` runs, each tried whatever the others did:
-    the ids deleted, and what failed, in short words ("<id>: UNAVAILABLE: ...")."""
+    the ids deleted (or found gone), and what failed, in short words ("<id>: UNAVAILABLE: ...")."""
     try:
         listed = stub.ListTopologies(topology_pb2.ListTopologiesRequest(), timeout=30).topologies
     except grpc.RpcError as exc:
@@ -81,6 +82,11 @@ def delete_labs(
         try:
             stub.TopologyHandler(request, timeout=timeout)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                # Gone since it was listed (a DELETE the client gave up on finished at the server).
+                out(f"topology {summary.topology_id} was already gone")
+                deleted.append(summary.topology_id)
+                continue
             failed.append(f"{summary.topology_id}: {rpc_error_text(exc)}")
             out(f"could not delete topology {summary.topology_id}: {rpc_error_text(exc)}")
             continue
@@ -174,6 +180,36 @@ class LocalStack:
             self.out(f"host: cannot raise {short}")
         return sizing
 
+    def _reserve_ports(self) -> None:
+        """The stack's ports lie in the kernel's range of source ports (32768-60999): kept out of it, so
+        no client connection takes one between the check that it is free and the bind."""
+        if os.geteuid() != 0:
+            return
+        ports = [port for component in self.components for port in component.ports.values()]
+        reserved, why = host.reserve_ports(ports)
+        if reserved:
+            # Given back by `down` (the ones this stack added; ports reserved before it stay).
+            with self.reserved_file.open("a") as kept:
+                kept.write(host.format_port_list(reserved) + "\n")
+            self.out(f"host: reserved ports {host.format_port_list(reserved)} ({host.RESERVED_PORTS})")
+        elif why:
+            self.out(f"host: cannot reserve the stack's ports ({host.RESERVED_PORTS}: {why})")
+
+    @property
+    def reserved_file(self) -> Path:
+        """The ports this stack added to the kernel's reserved ports, given back by `down`."""
+        return self.settings.run_dir / "reserved-ports"
+
+    def _release_ports(self) -> None:
+        try:
+            ports = host.parse_port_list(",".join(self.reserved_file.read_text().split()))
+        except FileNotFoundError:
+            return
+        released = host.release_ports(ports)
+        self.reserved_file.unlink(missing_ok=True)
+        if released:
+            self.out(f"host: released ports {host.format_port_list(released)} ({host.RESERVED_PORTS})")
+
     @property
     def code_file(self) -> Path:
         """The fingerprint of the code the running services were started from."""
@@ -226,6 +262,7 @@ class LocalStack:
         self._restart_if_other_code(code)
         self._restart_redis_without_password()
         to_start = [c for c in self.components if self.running_pid(c) is None]
+        self._reserve_ports()
         taken = [
             f"port {port} ({c.name} {what})"
             for c in to_start
@@ -282,6 +319,7 @@ class LocalStack:
         for component in reversed(self.components):
             if self._stop(component):
                 stopped.append(component.name)
+        self._release_ports()
         if failed:
             raise LabsLeft(failed, stopped)
         return stopped
