@@ -35,6 +35,9 @@ class HostRecord:
         return cls(**json.loads(raw))
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
 @dataclass
 class VmRecord:
     """One VM of the inventory, as stored (JSON)."""
@@ -60,8 +63,9 @@ class VmRecord:
     error: str = ""
 
     def to_json(self) -> str:
-        """Compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """Compact JSON, the fields in their order. Not `asdict`, which copies every value recursively:
+        it was 18% of the compute worker's time at a million VMs (py-spy)."""
+        return _COMPACT(vars(self))
 
     @classmethod
     def from_json(cls, raw: str) -> VmRecord:
