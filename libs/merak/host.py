@@ -216,9 +216,11 @@ def reserve_ports(
     return new, ""
 
 
-def release_ports(ports: Iterable[int], *, root: Path = PROC_SYS, lock_file: Path = LOCK_FILE) -> list[int]:
-    """Take `ports` (those `reserve_ports` added) out of `ip_local_reserved_ports` again; the ones
-    released."""
+def release_ports(
+    ports: Iterable[int], *, root: Path = PROC_SYS, lock_file: Path = LOCK_FILE
+) -> tuple[list[int], str]:
+    """Take `ports` (those `reserve_ports` added) out of `ip_local_reserved_ports` again: the ones
+    released, and why none could be ("" when they could)."""
     path = sysctl_path(RESERVED_PORTS, root)
     with _host_lock(lock_file):
         try:
@@ -226,9 +228,9 @@ def release_ports(ports: Iterable[int], *, root: Path = PROC_SYS, lock_file: Pat
             gone = sorted(current & set(ports))
             if gone:
                 path.write_text(format_port_list(current - set(gone)) + "\n")
-        except OSError:
-            return []
-    return gone
+        except OSError as exc:
+            return [], exc.strerror or str(exc)
+    return gone, ""
 
 
 class HostTuner:

@@ -4,6 +4,8 @@ VMs took 25 s in the call)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from merak.v1 import common_pb2, compute_pb2
@@ -58,10 +60,34 @@ async def test_a_create_writes_hosts_and_counts_and_each_shard_writes_its_vms(
             # Batches are ranges of the host's order, as planned.
             assert await store.vms.batch_names(config_id, host, 0, 100) == [vm.name for vm in expected[host]]
             assert await store.vms.count(config_id, host) == len(expected[host])
-        assert await store.vms.place_pending(config_id, ["h2", "h3", "h4"]) == 11
+        # Two callers at once (a timed-out shard planning and its retry, or a CREATE's and a DELETE's):
+        # each host is written by one of them only.
+        both = await asyncio.gather(
+            *(store.vms.place_pending(config_id, ["h2", "h3", "h4"]) for _ in range(3))
+        )
+        assert sum(both) == 11
+        for host in ("h2", "h3"):
+            assert await store.vms.count(config_id, host) == len(expected[host])
         assert not [h for h in (await store.vms.hosts(config_id)).values() if h.pending]
         # The counts were right from the start: writing the records changed none.
         assert await store.progress.counts(config_id) == {common_pb2.DEPLOYING: 18}
     finally:
         await store.delete(config_id)
+    assert not await redis_client.keys(store.vms.config_key(config_id, "*"))
+
+
+async def test_a_shard_planning_late_after_the_delete_writes_nothing(redis_client: aioredis.Redis) -> None:
+    store = ComputeStore(redis_client, prefix=unique_name("cptest:"))
+    config_id = unique_name("cc-")
+    config = compute_pb2.InternalComputeConfiguration(compute_config_id=config_id)
+    hosts = [inventory.Host("h0", 0, "unix:/tmp/agent-0.sock", "192.168.0.1")]
+    await store.vms.create(
+        config, hosts, {"h0": {SUBNETS[0]: 4}}, request_fingerprint="f", hosts_per_shard=1, batch_size=2,
+        plugin="native",
+    )  # fmt: skip
+    pending = await store.vms.hosts_named(config_id, ["h0"])
+    await store.delete(config_id)
+    # The host record read before the delete is what a late attempt holds: its write finds the config gone.
+    placed = await store.vms._place(config_id, pending, {"s:0:0": SUBNETS[0]}, [])
+    assert placed == 0
     assert not await redis_client.keys(store.vms.config_key(config_id, "*"))

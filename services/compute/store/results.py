@@ -89,6 +89,10 @@ class ResultSamples(ConfigStore):
         aggregates and histograms, and into the samples."""
         if not calls and not ready:
             return
+        # Everything from the values as the samples keep them (to the microsecond and millisecond), so
+        # that counts and samples agree to the digit.
+        calls = [(op, code, round(sec, 6), round(at, 3)) for op, code, sec, at in calls]
+        ready = [round(at, 3) for at in ready]
         key = self.config_key
         draw = random.random
         async with self.redis.pipeline(transaction=True) as pipe:

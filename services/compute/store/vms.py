@@ -91,6 +91,26 @@ return gone
 """).substitute(done_status=common_pb2.DONE)
 
 
+# One host's VMs written by the first caller only: KEYS hosts, vms:<host>, order:<host>, meta; ARGV the host,
+# its record with `pending` cleared, then (name, record JSON) pairs. The check and the write are one step:
+# a shard's planning that timed out and its retry, or a CREATE's and a DELETE's, never write a host twice
+# (its order list doubled, DONE records set back to DEPLOYING), nor anything once the config is gone.
+# Returns the VMs written, 0 when the host was placed already, -1 when the config or host is gone.
+_PLACE_HOST = """
+if redis.call('exists', KEYS[4]) == 0 then return -1 end
+local current = redis.call('hget', KEYS[1], ARGV[1])
+if not current then return -1 end
+local pending = cjson.decode(current)['pending']
+if type(pending) ~= 'table' or #pending == 0 then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.call('hset', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('rpush', KEYS[3], ARGV[i])
+end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+return (#ARGV - 2) / 2
+"""
+
+
 class VmInventory(ConfigStore):
     """The hosts, shards and VM records of compute configs, with their per-status counts."""
 
@@ -98,6 +118,7 @@ class VmInventory(ConfigStore):
         super().__init__(redis, prefix)
         self._set_vms = redis.register_script(_SET_VMS)
         self._drop_vms = redis.register_script(_DROP_VMS)
+        self._place_host = redis.register_script(_PLACE_HOST)
 
     async def create(
         self,
@@ -207,18 +228,24 @@ class VmInventory(ConfigStore):
         self, config_id: str, hosts: dict[str, HostRecord], refs: dict[str, SubnetRef], secgroups: list[str]
     ) -> int:
         written = 0
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for name, record in hosts.items():
                 counts = {refs[f"s:{vpc}:{subnet}"]: n for vpc, subnet, n in record.pending}
-                vms = place_host(name, counts)
-                if vms:
-                    records = {vm.name: VmRecord.planned(vm, secgroups).to_json() for vm in vms}
-                    pipe.hset(self.config_key(config_id, "vms", name), mapping=records)  # type: ignore[arg-type]
-                    pipe.rpush(self.config_key(config_id, "order", name), *[vm.name for vm in vms])
-                placed = replace(record, pending=[])
-                pipe.hset(self.config_key(config_id, "hosts"), name, placed.to_json())
-                written += len(vms)
-            await pipe.execute()
+                pairs = [
+                    value
+                    for vm in place_host(name, counts)
+                    for value in (vm.name, VmRecord.planned(vm, secgroups).to_json())
+                ]
+                keys = [
+                    self.config_key(config_id, "hosts"),
+                    self.config_key(config_id, "vms", name),
+                    self.config_key(config_id, "order", name),
+                    self.config_key(config_id, "meta"),
+                ]
+                placed = replace(record, pending=[]).to_json()
+                await self._place_host(keys=keys, args=[name, placed, *pairs], client=pipe)
+            for result in await pipe.execute():
+                written += max(int(result), 0)
         return written
 
     async def update(
@@ -294,7 +321,15 @@ class VmInventory(ConfigStore):
                 self.config_key(config_id, "calls"),
                 self.config_key(config_id, "ready"),
                 self.config_key(config_id, "errors"),
-            )
+                # What store/results.py counts of them.
+                *(
+                    self.config_key(config_id, key)
+                    for key in (
+                        "calls:n", "ready:n", "agg:calls", "agg:ready", "series:ready", "series:errors",
+                        "hist:calls", "hist:ready",
+                    )
+                ),
+            )  # fmt: skip
             pipe.set(self.config_key(config_id, "request_fingerprint"), request_fingerprint)
             pipe.set(self.config_key(config_id, "config"), json_format.MessageToJson(config, indent=None))
             await pipe.execute()

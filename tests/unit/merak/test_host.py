@@ -130,5 +130,8 @@ def test_release_ports_takes_back_only_what_it_names(tmp_path: Path) -> None:
     path = tmp_path / "net" / "ipv4" / "ip_local_reserved_ports"
     path.parent.mkdir(parents=True)
     path.write_text("8080,40050-40053\n")
-    assert host.release_ports([40051, 40052, 7], root=tmp_path, lock_file=tmp_path / "lock") == [40051, 40052]
+    released = host.release_ports([40051, 40052, 7], root=tmp_path, lock_file=tmp_path / "lock")
+    assert released == ([40051, 40052], "")
     assert path.read_text() == "8080,40050,40053\n"
+    gone, why = host.release_ports([1], root=tmp_path / "nothing", lock_file=tmp_path / "lock")
+    assert gone == [] and why

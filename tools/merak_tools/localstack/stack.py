@@ -205,7 +205,10 @@ class LocalStack:
             ports = host.parse_port_list(",".join(self.reserved_file.read_text().split()))
         except FileNotFoundError:
             return
-        released = host.release_ports(ports)
+        released, why = host.release_ports(ports)
+        if why:  # kept, for the next `down` to try again
+            self.out(f"host: cannot release the stack's ports ({host.RESERVED_PORTS}: {why})")
+            return
         self.reserved_file.unlink(missing_ok=True)
         if released:
             self.out(f"host: released ports {host.format_port_list(released)} ({host.RESERVED_PORTS})")
