@@ -22,9 +22,10 @@ from services.agent.rtnl import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REQUEST,
-    NLMSG_ERROR,
     NLMSGHDR,
+    answers,
     attr,
+    mac_bytes,
     socket_in,
 )
 
@@ -72,22 +73,18 @@ def fdb_static(ifindex: int, mac: str) -> Entry:
 def pack(entry: Entry, seq: int, ack: bool = True) -> bytes:
     """The RTM_NEWNEIGH message (create or replace; acknowledged when `ack`) for one entry."""
     body = _NDMSG.pack(entry.family, 0, 0, entry.ifindex, entry.state, entry.flags, 0)
-    body += attr(NDA_LLADDR, bytes.fromhex(entry.lladdr.replace(":", "")))
+    body += attr(NDA_LLADDR, mac_bytes(entry.lladdr))
     if entry.dst:
         body += attr(NDA_DST, socket.inet_aton(entry.dst))
     flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | (NLM_F_ACK if ack else 0)
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
 
 
-def route_socket(ns: str) -> contextlib.AbstractContextManager[socket.socket]:
+@contextlib.contextmanager
+def route_socket(ns: str) -> Iterator[socket.socket]:
     """An rtnetlink socket in namespace `ns` (opened from inside it; it stays there), with room for a
     window's answers."""
-    return _with_buffer(socket_in(ns))
-
-
-@contextlib.contextmanager
-def _with_buffer(opened: contextlib.AbstractContextManager[socket.socket]) -> Iterator[socket.socket]:
-    with opened as sock:
+    with socket_in(ns) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         yield sock
 
@@ -115,14 +112,9 @@ def apply(sock: socket.socket, entries: Sequence[Entry], window: int = 2048) -> 
             sock.send(b"".join(batch))
         answered = False
         while not answered:
-            data = sock.recv(1 << 20)
-            offset = 0
-            while offset + NLMSGHDR.size <= len(data):
-                length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
-                if kind == NLMSG_ERROR and base + start <= seq <= last:
-                    (code,) = struct.unpack_from("=i", data, offset + NLMSGHDR.size)
+            for seq, code in answers(sock.recv(1 << 20)):
+                if base + start <= seq <= last:
                     if code:
-                        failures.append((chunk[seq - base - start], errno.errorcode.get(-code, str(-code))))
+                        failures.append((chunk[seq - base - start], errno.errorcode.get(code, str(code))))
                     answered = answered or seq == last
-                offset += max(length, NLMSGHDR.size) + (-length % 4)
     return failures

@@ -12,7 +12,6 @@ failure, as a sequence of `ip` commands would with `-force`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import struct
@@ -83,7 +82,8 @@ def _name(text: str) -> bytes:
     return text.encode() + b"\0"
 
 
-def _mac(mac: str) -> bytes:
+def mac_bytes(mac: str) -> bytes:
+    """A MAC address as its six bytes."""
     return bytes.fromhex(mac.replace(":", ""))
 
 
@@ -96,7 +96,7 @@ def veth(
         (
             attr(IFLA_IFNAME, _name(peer)),
             attr(IFLA_NET_NS_FD, _U32.pack(peer_netns_fd)),
-            attr(IFLA_ADDRESS, _mac(peer_mac)),
+            attr(IFLA_ADDRESS, mac_bytes(peer_mac)),
             attr(IFLA_MTU, _U32.pack(mtu)),
         )
     )
@@ -189,17 +189,23 @@ def call(sock: socket.socket, requests: Sequence[Request]) -> list[int]:
     codes: list[int | None] = [None] * len(requests)
     waiting = len(requests)
     while waiting:
-        data = sock.recv(65536)
-        offset = 0
-        while offset + NLMSGHDR.size <= len(data):
-            length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        for seq, code in answers(sock.recv(65536)):
             i = seq - base
-            if kind == NLMSG_ERROR and 0 <= i < len(requests) and codes[i] is None:
-                (code,) = struct.unpack_from("=i", data, offset + NLMSGHDR.size)
-                codes[i] = -code
+            if 0 <= i < len(requests) and codes[i] is None:
+                codes[i] = code
                 waiting -= 1
-            offset += max(length, NLMSGHDR.size) + (-length % 4)
     return [c or 0 for c in codes]
+
+
+def answers(data: bytes) -> Iterator[tuple[int, int]]:
+    """The kernel's answers (NLMSG_ERROR) in one read: (sequence number, error number; 0: done)."""
+    offset = 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", data, offset + NLMSGHDR.size)
+            yield seq, -code
+        offset += max(length, NLMSGHDR.size) + (-length % 4)
 
 
 def check(sock: socket.socket, requests: Sequence[Request]) -> None:
@@ -207,8 +213,3 @@ def check(sock: socket.socket, requests: Sequence[Request]) -> None:
     for request, code in zip(requests, call(sock, requests), strict=True):
         if code:
             raise RtnlError(code, request.step)
-
-
-def exists_error(exc: BaseException) -> bool:
-    """The error is the kernel's "File exists"."""
-    return isinstance(exc, OSError) and exc.errno == errno.EEXIST

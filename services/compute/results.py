@@ -25,6 +25,7 @@ __all__ = [
     "aggregate",
     "build",
     "histogram_bucket",
+    "interval_of",
     "parse_call",
     "summary",
 ]
@@ -97,7 +98,8 @@ def interval_ms(span: float) -> int:
     return INTERVALS_MS[-1]
 
 
-def _interval_of(at: float, width_ms: int) -> int:
+def interval_of(at: float, width_ms: int) -> int:
+    """The interval of `width_ms` milliseconds that offset `at` (seconds) falls in."""
     # Offsets are kept to the millisecond: whole milliseconds divide exactly (0.3 // 0.1 is 2.0).
     return round(at * 1000) // width_ms
 
@@ -173,10 +175,10 @@ def aggregate(calls: Sequence[CallSample], ready: Sequence[float]) -> Aggregates
         totals.max_seconds = max(totals.max_seconds, call.seconds)
         totals.first_at, totals.last_at = min(totals.first_at, call.at), max(totals.last_at, call.at)
         if call.code not in SUCCESS_CODES:
-            interval = _interval_of(call.at, SERIES_RESOLUTION_MS)
+            interval = interval_of(call.at, SERIES_RESOLUTION_MS)
             found.error_series[interval] = found.error_series.get(interval, 0) + 1
     for at in ready:
-        interval = _interval_of(at, SERIES_RESOLUTION_MS)
+        interval = interval_of(at, SERIES_RESOLUTION_MS)
         found.ready_series[interval] = found.ready_series.get(interval, 0) + 1
     return found
 
@@ -208,15 +210,15 @@ def _series(
     for fine, count in aggregates.ready_series.items():
         ready_counts[fine // per] += count
     for at in born:  # churn newborns are VMs made ready too
-        ready_counts[_interval_of(at, width_ms)] += 1
+        ready_counts[interval_of(at, width_ms)] += 1
     errors: dict[int, int] = defaultdict(int)
     for fine, count in aggregates.error_series.items():
         errors[fine // per] += count
     latencies: dict[int, list[float]] = defaultdict(list)
     for call in calls:
-        latencies[_interval_of(call.at, width_ms)].append(call.seconds)
+        latencies[interval_of(call.at, width_ms)].append(call.seconds)
     anything = aggregates.ready_count or born or aggregates.operations
-    for bucket in range(_interval_of(end, width_ms) + 1 if anything else 0):
+    for bucket in range(interval_of(end, width_ms) + 1 if anything else 0):
         second = bucket * width_ms / 1000
         result.ready_per_second.add(second=second, value=ready_counts.get(bucket, 0) / width)
         result.errors_per_second.add(second=second, value=errors.get(bucket, 0) / width)
@@ -228,7 +230,7 @@ def _series(
         result.population_min, result.population_max = min(alive), max(alive)
         most: dict[int, int] = {}
         for at, n in population:
-            bucket = _interval_of(at, width_ms)
+            bucket = interval_of(at, width_ms)
             most[bucket] = max(most.get(bucket, 0), n)
         for bucket, n in sorted(most.items()):
             result.population.add(second=bucket * width_ms / 1000, value=n)

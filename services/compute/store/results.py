@@ -25,11 +25,22 @@ from collections.abc import Sequence
 
 from merak.callstats import SUCCESS_CODES
 from merak.v1 import common_pb2
-from services.compute.results import SERIES_RESOLUTION_MS, Aggregates, OperationTotals, histogram_bucket
+from services.compute.results import (
+    SERIES_RESOLUTION_MS,
+    Aggregates,
+    OperationTotals,
+    histogram_bucket,
+    interval_of,
+)
 from services.compute.store.keys import ConfigStore
 
 # Samples kept per compute config and kind (calls, VM ready times) for the percentiles: ~40 bytes each.
 SAMPLE_CAP = 50_000
+# Every key of an operation's results above: an UPDATE drops them all (store.vms), its results start afresh.
+OPERATION_KEYS = (
+    "calls", "ready", "calls:n", "ready:n", "agg:calls", "agg:ready", "series:ready", "series:errors",
+    "hist:calls", "hist:ready",
+)  # fmt: skip
 # Population and churn newborn samples kept per compute config.
 RESULT_SAMPLES = 2_000_000
 
@@ -66,10 +77,6 @@ for i = 1, #ARGV, 3 do
 end
 return 0
 """
-
-
-def _interval(at: float) -> int:
-    return round(at * 1000) // SERIES_RESOLUTION_MS
 
 
 class ResultSamples(ConfigStore):
@@ -120,7 +127,8 @@ class ResultSamples(ConfigStore):
                         f"{plugin}|{op}|last", "max", max(at for _, at in mine),
                     ]  # fmt: skip
                 pipe.eval(_EXTREMES, 1, aggregates, *extremes)
-                failed = Counter(_interval(at) for _, code, _, at in calls if code not in SUCCESS_CODES)
+                failures = [at for _, code, _, at in calls if code not in SUCCESS_CODES]
+                failed = Counter(interval_of(at, SERIES_RESOLUTION_MS) for at in failures)
                 for interval, count in failed.items():
                     pipe.hincrby(series, str(interval), count)
             if ready:
@@ -134,7 +142,7 @@ class ResultSamples(ConfigStore):
                 for bucket, count in Counter(histogram_bucket(at) for at in ready).items():
                     pipe.hincrby(hist, str(bucket), count)
                 pipe.eval(_EXTREMES, 1, aggregates, "max", "max", max(ready))
-                for interval, count in Counter(_interval(at) for at in ready).items():
+                for interval, count in Counter(interval_of(at, SERIES_RESOLUTION_MS) for at in ready).items():
                     pipe.hincrby(series, str(interval), count)
             await pipe.execute()
 

@@ -17,6 +17,7 @@ from services.compute.contracts import CREATE
 from services.compute.inventory import Counts, Host, PlannedVm, SubnetRef, place_host
 from services.compute.store.keys import PREFIX, ConfigStore
 from services.compute.store.records import HostRecord, Meta, VmRecord
+from services.compute.store.results import OPERATION_KEYS
 
 MAX_ERRORS = 100
 INVENTORY_CHUNK_VMS = 5_000
@@ -318,18 +319,9 @@ class VmInventory(ConfigStore):
             pipe.hset(self.config_key(config_id, "meta"), mapping={"total": total, "shards": shards})
             # The results are of the current operation.
             pipe.delete(
-                self.config_key(config_id, "calls"),
-                self.config_key(config_id, "ready"),
                 self.config_key(config_id, "errors"),
-                # What store/results.py counts of them.
-                *(
-                    self.config_key(config_id, key)
-                    for key in (
-                        "calls:n", "ready:n", "agg:calls", "agg:ready", "series:ready", "series:errors",
-                        "hist:calls", "hist:ready",
-                    )
-                ),
-            )  # fmt: skip
+                *(self.config_key(config_id, key) for key in OPERATION_KEYS),
+            )
             pipe.set(self.config_key(config_id, "request_fingerprint"), request_fingerprint)
             pipe.set(self.config_key(config_id, "config"), json_format.MessageToJson(config, indent=None))
             await pipe.execute()

@@ -14,17 +14,16 @@ from tests.support.plugin import MakeNetns
 pytestmark = pytest.mark.root
 
 
+def _veth(outer: str, inner: str, name: str, *, mtu: int, master: int | None, mac: str) -> None:
+    """A veth `name` in `outer` whose peer eth0 (with `mac`) is born in `inner`, made with rtnl."""
+    with rtnl.socket_in(outer) as sock, kernel.ns_fd(inner) as fd:
+        made = rtnl.veth(name, mtu=mtu, master=master, peer="eth0", peer_netns_fd=fd, peer_mac=mac)
+        rtnl.check(sock, [made])
+
+
 def test_veth_into_a_namespace_then_configured_there(make_netns: MakeNetns) -> None:
     outer, inner = make_netns(), make_netns()
-    with rtnl.socket_in(outer) as sock, kernel.ns_fd(inner) as fd:
-        rtnl.check(
-            sock,
-            [
-                rtnl.veth(
-                    "hx1", mtu=1400, master=None, peer="eth0", peer_netns_fd=fd, peer_mac="02:aa:00:00:00:07"
-                )
-            ],
-        )
+    _veth(outer, inner, "hx1", mtu=1400, master=None, mac="02:aa:00:00:00:07")
 
     def configure() -> None:
         with rtnl.route_socket() as sock:
@@ -105,15 +104,7 @@ def test_a_bridge_port_born_on_its_bridge(make_netns: MakeNetns) -> None:
             return int(ipr.link_lookup(ifname="br0")[0])
 
     index = netns.run_in(outer, bridge)
-    with rtnl.socket_in(outer) as sock, kernel.ns_fd(inner) as fd:
-        rtnl.check(
-            sock,
-            [
-                rtnl.veth(
-                    "hx2", mtu=1450, master=index, peer="eth0", peer_netns_fd=fd, peer_mac="02:aa:00:00:00:08"
-                )
-            ],
-        )
+    _veth(outer, inner, "hx2", mtu=1450, master=index, mac="02:aa:00:00:00:08")
 
     def master() -> int:
         with IPRoute() as ipr:
