@@ -35,6 +35,7 @@ from services.compute.contracts import (
     BatchOutcome,
     ChurnInput,
     FinishInput,
+    GroupInput,
     HostBatches,
     PluginName,
     ShardPlan,
@@ -43,6 +44,7 @@ from services.compute.contracts import (
 from services.compute.metrics import WorkerMetrics
 from services.compute.plugins import PLUGINS, AlcorVms, Calls, VmPlugin, raise_activity_error
 from services.compute.plugins.alcor import DATA_PLANE_READY, GOALSTATE_TIMEOUT
+from services.compute.plugins.base import each_host
 from services.compute.store import ComputeStore, HostRecord, Meta, VmRecord
 
 log = get_logger(__name__)
@@ -151,7 +153,13 @@ class ComputeActivities:
             counts = {n: hosts[n].count for n in names if n in hosts}
         return ShardPlan(
             [
-                HostBatches(n, math.ceil(counts[n] / meta.batch_size), meta.batch_size, counts[n])
+                HostBatches(
+                    n,
+                    math.ceil(counts[n] / meta.batch_size),
+                    meta.batch_size,
+                    counts[n],
+                    fake=n in hosts and hosts[n].fake,
+                )
                 for n in names
                 if counts.get(n)
             ]
@@ -287,6 +295,104 @@ class ComputeActivities:
         await self.store.vms.drop(batch.config_id, batch.host, [r.name for r in records])
         return BatchOutcome(done=len(records))
 
+    async def _group(
+        self, group: GroupInput
+    ) -> tuple[dict[str, list[VmRecord]], dict[str, HostRecord], Meta]:
+        """The batch 0 records of each host of a group, its hosts and the config's meta, in a few round
+        trips whatever the group's size."""
+        meta = await self.store.progress.meta(group.config_id)
+        if meta is None:
+            raise ApplicationError(f"compute config {group.config_id} is gone", non_retryable=True)
+        hosts = await self.store.vms.hosts_named(group.config_id, group.hosts)
+        missing = [h for h in group.hosts if h not in hosts]
+        if missing:
+            raise ApplicationError(
+                f"host {missing[0]} is not in compute config {group.config_id}", non_retryable=True
+            )
+        records = await self.store.vms.first_batches(
+            group.config_id, group.hosts, meta.batch_size, dropped=group.operation == PRUNE
+        )
+        return records, hosts, meta
+
+    @activity.defn(name=ActivityName.CREATE_GROUP)
+    async def create_group(self, group: GroupInput) -> BatchOutcome:
+        """Create the single batches of several fake hosts: one address request for all, then each
+        host's agent call, side by side. The hosts that failed raise after the others are recorded
+        (a retry redoes only them: DONE VMs are skipped)."""
+        self._count_retry()
+        async with heartbeating():
+            records, hosts, meta = await self._group(group)
+            todo = {h: [r for r in found if r.status != common_pb2.DONE] for h, found in records.items()}
+            todo = {h: found for h, found in todo.items() if found}
+            failed: dict[str, BaseException] = {}
+            if todo:
+                calls: Calls = []
+                agents = {h: self._agent(hosts[h].endpoint) for h in todo}
+                try:
+                    failed = await self._plugin(meta.plugin).create_hosts(agents, meta, todo, calls)
+                except BaseException:
+                    await self._record(group.config_id, meta, calls)
+                    raise
+                made = {h: found for h, found in todo.items() if h not in failed}
+                await self.store.vms.put_hosts(group.config_id, made)
+                ready = sum(r.status == common_pb2.DONE for found in made.values() for r in found)
+                elapsed = await self._record(group.config_id, meta, calls, ready)
+                for _ in range(ready):
+                    self.metrics.vm_create_seconds.observe(elapsed)
+            done = sum(r.status == common_pb2.DONE for h, found in records.items() for r in found)
+            total = sum(len(found) for found in records.values())
+            log.info(
+                "group_created",
+                config_id=group.config_id,
+                hosts=len(group.hosts),
+                vms=total,
+                done=done,
+                failed=len(failed),
+            )
+            if failed:
+                host, error = next(iter(failed.items()))
+                log.warning("group_hosts_failed", config_id=group.config_id, hosts=sorted(failed), first=host)
+                raise error
+            return BatchOutcome(done=done, failed=total - done)
+
+    @activity.defn(name=ActivityName.DELETE_GROUP)
+    async def delete_group(self, group: GroupInput) -> BatchOutcome:
+        """Delete the single batches of several fake hosts: each host's agent call side by side, then
+        one address release for all, then the records. The hosts that failed raise after the others
+        are gone (a retry finds only theirs)."""
+        self._count_retry()
+        async with heartbeating():
+            records, hosts, meta = await self._group(group)
+            records = {h: found for h, found in records.items() if found}
+            if not records:
+                return BatchOutcome()
+            plugin = self._plugin(meta.plugin)
+            for found in records.values():
+                for record in found:
+                    record.status, record.error = common_pb2.DELETING, ""
+            await self.store.vms.put_hosts(group.config_id, records)
+            calls: Calls = []
+
+            async def one(host: str) -> None:
+                try:
+                    await plugin.delete(self._agent(hosts[host].endpoint), host, meta, records[host], calls)
+                except grpc.aio.AioRpcError as exc:
+                    if not _host_is_gone(hosts[host].endpoint, exc):
+                        raise_activity_error(exc, f"agent delete on {host}")
+                    log.info("agent_gone_vms_gone_with_it", host=host, endpoint=hosts[host].endpoint)
+
+            failed = await each_host({h: one(h) for h in records})
+            gone = {h: found for h, found in records.items() if h not in failed}
+            try:
+                await plugin.release(meta, [r for found in gone.values() for r in found], calls)
+            finally:
+                await self._record(group.config_id, meta, calls)
+            names = {h: [r.name for r in found] for h, found in gone.items()}
+            await self.store.vms.drop_hosts(group.config_id, names)
+            if failed:
+                raise next(iter(failed.values()))
+            return BatchOutcome(done=sum(len(found) for found in gone.values()))
+
     @activity.defn(name=ActivityName.OVERLAY_INDEX)
     async def overlay_index(self, config_id: str) -> int:
         """Group the DONE VMs by VNI and host for the overlay programming; returns the VNI count."""
@@ -414,6 +520,8 @@ def all_activities(a: ComputeActivities) -> Sequence[object]:
         a.create_batch,
         a.fail_batch,
         a.delete_batch,
+        a.create_group,
+        a.delete_group,
         a.overlay_index,
         a.program_overlay,
         a.churn,

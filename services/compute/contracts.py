@@ -43,6 +43,8 @@ class ActivityName(StrEnum):
     CREATE_BATCH = "compute.create_batch"
     FAIL_BATCH = "compute.fail_batch"
     DELETE_BATCH = "compute.delete_batch"
+    CREATE_GROUP = "compute.create_group"
+    DELETE_GROUP = "compute.delete_group"
     OVERLAY_INDEX = "compute.overlay_index"
     PROGRAM_OVERLAY = "compute.program_overlay"
     CHURN = "compute.churn"
@@ -108,6 +110,8 @@ class HostBatches:
     batch_size: int
     # The host's VM count (0 in a plan made before it was recorded: then every batch counts full).
     vms: int = 0
+    # A fake vhost (no kernel: its batches cost the activity more than the VMs).
+    fake: bool = False
 
     def size_of(self, batch: int) -> int:
         """How many VMs batch `batch` holds (the last one may be short)."""
@@ -135,6 +139,17 @@ class BatchInput:
     # paced batch up to PACE_LEAD early and the activity keeps the sub-second time.
     start_at: float = 0.0
     # PRUNE: the batch is of the host's drop list (VMs an UPDATE removed), not of its VMs.
+    operation: str = ""
+
+
+@dataclass
+class GroupInput:
+    """The single batches of several fake hosts, in one activity. A million fake VMs are 10,000 hosts of
+    one batch each: an activity per batch cost Temporal and the worker more than the VMs themselves."""
+
+    config_id: str
+    hosts: list[str]
+    # CREATE, DELETE or PRUNE (each host's batch 0 of its drop list).
     operation: str = ""
 
 

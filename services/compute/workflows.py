@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         DeployInput,
         DeployResult,
         FinishInput,
+        GroupInput,
         HostBatches,
         ShardInput,
         ShardPlan,
@@ -49,6 +50,8 @@ BATCH_TIMEOUT = timedelta(minutes=20)
 # Batch activities heartbeat every few seconds: work lost with a dead worker is retried this soon.
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 RANDOM_CONCURRENCY = 8
+# Fake hosts whose VMs make one batch go to the activities in groups of up to this many VMs.
+GROUP_VMS = 1_000
 
 
 def _reason(error: BaseException) -> str:
@@ -88,11 +91,17 @@ class HostShardWorkflow:
 
             outcomes = await asyncio.gather(*(gated(h, b) for h, b in jobs))
         else:  # SEQUENTIAL: each host's batches one after another, hosts side by side
+            groups: list[list[str]] = []
+            alone = plan.hosts
+            if workflow.patched("fake-host-groups"):
+                groups, alone = fake_groups(plan.hosts, GROUP_VMS)
 
             async def host_batches(host: HostBatches) -> list[BatchOutcome]:
                 return [await self._batch(shard, host.host, b) for b in range(host.batches)]
 
-            per_host = await asyncio.gather(*(host_batches(h) for h in plan.hosts))
+            per_host = await asyncio.gather(
+                *(host_batches(h) for h in alone), *(self._group(shard, g) for g in groups)
+            )
             outcomes = [o for host in per_host for o in host]
         return DeployResult(done=sum(o.done for o in outcomes), failed=sum(o.failed for o in outcomes))
 
@@ -143,15 +152,58 @@ class HostShardWorkflow:
         except ActivityError as error:
             # The batch failed as a whole (after retries, or permanently): its VMs carry the reason,
             # and the other batches of the host go on.
-            failure = BatchFailure(shard.config_id, host, batch, shard.operation, _reason(error))
-            recorded: BatchOutcome = await workflow.execute_activity(
-                ActivityName.FAIL_BATCH,
-                failure,
+            return await self._fail(shard, host, batch, _reason(error))
+
+    async def _group(self, shard: ShardInput, hosts: list[str]) -> list[BatchOutcome]:
+        """The single batches of several fake hosts in one activity; when it fails for good, each host's
+        batch is recorded failed (what was done stays done: a retry or a failure redoes nothing)."""
+        activity = ActivityName.CREATE_GROUP if shard.operation == CREATE else ActivityName.DELETE_GROUP
+        try:
+            outcome: BatchOutcome = await workflow.execute_activity(
+                activity,
+                GroupInput(shard.config_id, hosts, shard.operation),
                 result_type=BatchOutcome,
-                start_to_close_timeout=QUICK,
+                start_to_close_timeout=BATCH_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=BATCH_RETRY,
             )
-            return recorded
+            return [outcome]
+        except ActivityError as error:
+            reason = _reason(error)
+            return list(await asyncio.gather(*(self._fail(shard, host, 0, reason) for host in hosts)))
+
+    async def _fail(self, shard: ShardInput, host: str, batch: int, reason: str) -> BatchOutcome:
+        """Record a batch that failed as a whole: its unfinished VMs carry the reason."""
+        recorded: BatchOutcome = await workflow.execute_activity(
+            ActivityName.FAIL_BATCH,
+            BatchFailure(shard.config_id, host, batch, shard.operation, reason),
+            result_type=BatchOutcome,
+            start_to_close_timeout=QUICK,
+            retry_policy=BATCH_RETRY,
+        )
+        return recorded
+
+
+def fake_groups(hosts: list[HostBatches], limit: int) -> tuple[list[list[str]], list[HostBatches]]:
+    """The fake hosts whose VMs make a single batch, in groups of up to `limit` VMs (a host larger than
+    that is a group of its own), and the other hosts, batch by batch as before."""
+    groups: list[list[str]] = []
+    alone: list[HostBatches] = []
+    current: list[str] = []
+    size = 0
+    for host in hosts:
+        if not host.fake or host.batches != 1:
+            alone.append(host)
+            continue
+        vms = host.size_of(0)
+        if current and size + vms > limit:
+            groups.append(current)
+            current, size = [], 0
+        current.append(host.host)
+        size += vms
+    if current:
+        groups.append(current)
+    return groups, alone
 
 
 def start_offsets(jobs: list[tuple[HostBatches, int]], rps: float) -> list[float]:

@@ -4,6 +4,8 @@ the control plane under test, and how a gRPC error becomes a Temporal activity e
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn
 
@@ -94,6 +96,20 @@ class VmPlugin(abc.ABC):
     ) -> None:
         """Remove the VMs from their host (raises grpc errors as they are: the caller knows a gone host)."""
 
+    async def create_hosts(
+        self,
+        agents: Mapping[str, agent_pb2_grpc.MerakAgentServiceAsyncStub],
+        meta: Meta,
+        todo: Mapping[str, list[VmRecord]],
+        calls: Calls,
+    ) -> dict[str, BaseException]:
+        """Create the VMs of several hosts (a group of fake hosts), side by side; the hosts whose create
+        failed, with their error (their records are not to be written). A plugin may share calls
+        between the hosts (NativeVms: one address request)."""
+        return await each_host(
+            {h: self.create(agents[h], h, meta, records, calls) for h, records in todo.items()}
+        )
+
     async def prepare(  # noqa: B027 - optional hook
         self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, meta: Meta, calls: Calls
     ) -> None:
@@ -101,3 +117,16 @@ class VmPlugin(abc.ABC):
 
     async def release(self, meta: Meta, records: list[VmRecord], calls: Calls) -> None:  # noqa: B027
         """Give the VMs' addresses back, where this plugin took them."""
+
+
+async def each_host(work: Mapping[str, Awaitable[None]]) -> dict[str, BaseException]:
+    """Run one coroutine per host side by side, to the end; the hosts whose coroutine raised, with the
+    error (a cancellation is not an error of a host: it goes on up)."""
+    outcomes = await asyncio.gather(*work.values(), return_exceptions=True)
+    failed: dict[str, BaseException] = {}
+    for host, outcome in zip(work, outcomes, strict=True):
+        if isinstance(outcome, asyncio.CancelledError):
+            raise outcome
+        if isinstance(outcome, BaseException):
+            failed[host] = outcome
+    return failed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 
 import grpc
 
@@ -14,6 +15,7 @@ from services.compute.plugins.base import (
     Call,
     Calls,
     VmPlugin,
+    each_host,
     raise_activity_error,
     vm_spec,
 )
@@ -35,6 +37,22 @@ class NativeVms(VmPlugin):
         calls: Calls,
     ) -> None:
         """Allocate the batch's ports (idempotent per VM id), then create the VMs in one call."""
+        await self._addresses(meta, todo, calls)
+        await self._create_vms(agent, host, todo)
+
+    async def create_hosts(
+        self,
+        agents: Mapping[str, agent_pb2_grpc.MerakAgentServiceAsyncStub],
+        meta: Meta,
+        todo: Mapping[str, list[VmRecord]],
+        calls: Calls,
+    ) -> dict[str, BaseException]:
+        """Every host's ports in one address request, then each host's VMs in one call, side by side."""
+        await self._addresses(meta, [r for records in todo.values() for r in records], calls)
+        return await each_host({h: self._create_vms(agents[h], h, records) for h, records in todo.items()})
+
+    async def _addresses(self, meta: Meta, todo: list[VmRecord], calls: Calls) -> None:
+        """The VMs' addresses from the IPAM (idempotent per VM id), into their records."""
         request = network_pb2.AllocatePortsRequest(
             netconfig_id=meta.netconfig_id,
             ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
@@ -46,13 +64,19 @@ class NativeVms(VmPlugin):
             calls.append(Call("allocate_ports", exc.code().name, time.perf_counter() - started))
             raise_activity_error(exc, "network AllocatePorts")
         calls.append(Call("allocate_ports", "OK", time.perf_counter() - started))
-        subnets: dict[int, dict[str, str]] = defaultdict(dict)
-        vpcs: dict[int, tuple[str, str]] = {}
         for record, port in zip(todo, allocated.ports, strict=True):
             record.ip, record.mac, record.prefix, record.vni = port.ip, port.mac, port.prefix_len, port.vni
             record.gmac, record.gw, record.cidr = port.gateway_mac, port.gateway, port.cidr
-            subnets[port.vni][port.cidr] = port.gateway
-            vpcs[port.vni] = (port.vpc_id, port.gateway_mac)
+
+    async def _create_vms(
+        self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, todo: list[VmRecord]
+    ) -> None:
+        """One CreateVms call for the host's addressed VMs; each record gets its outcome."""
+        subnets: dict[int, dict[str, str]] = defaultdict(dict)
+        vpcs: dict[int, tuple[str, str]] = {}
+        for record in todo:
+            subnets[record.vni][record.cidr] = record.gw
+            vpcs[record.vni] = (record.vpc, record.gmac)
         create = agent_pb2.CreateVmsRequest(
             vhost=host,
             vpcs=[

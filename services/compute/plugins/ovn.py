@@ -13,7 +13,14 @@ from temporalio.exceptions import ApplicationError
 
 from merak.v1 import agent_pb2, agent_pb2_grpc, common_pb2, network_pb2, network_pb2_grpc
 from services.compute.contracts import PluginName
-from services.compute.plugins.base import ADDRESS_TIMEOUT, Call, Calls, raise_activity_error, vm_spec
+from services.compute.plugins.base import (
+    ADDRESS_TIMEOUT,
+    Call,
+    Calls,
+    VmPlugin,
+    raise_activity_error,
+    vm_spec,
+)
 from services.compute.plugins.native import NativeVms
 from services.compute.store import Meta, VmRecord
 
@@ -101,6 +108,10 @@ class OvnVms(NativeVms):
                 record.status = common_pb2.ERROR
                 record.error = result.error if result is not None else "no result"
         await self._wait_up(meta, waiting, ports, calls)
+
+    # Host by host, side by side (each host's ports wait for its own chassis): not NativeVms' one
+    # address request for a group.
+    create_hosts = VmPlugin.create_hosts
 
     async def _allocate(self, meta: Meta, todo: list[VmRecord], calls: Calls) -> dict[str, str]:
         """AllocatePorts (addresses, and the logical switch ports in NB): the port name by VM id."""

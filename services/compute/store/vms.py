@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from string import Template
 
@@ -371,6 +371,26 @@ class VmInventory(ConfigStore):
         names = await self.redis.lrange(key, start, start + batch_size - 1)
         return [str(n) for n in names]
 
+    async def first_batches(
+        self, config_id: str, hosts: Sequence[str], batch_size: int, *, dropped: bool = False
+    ) -> dict[str, list[VmRecord]]:
+        """The records of batch 0 of each host (of its drop list), in two round trips whatever the
+        hosts' number: a group of fake hosts (GroupInput)."""
+        kind = "drop" if dropped else "order"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for host in hosts:
+                pipe.lrange(self.config_key(config_id, kind, host), 0, batch_size - 1)
+            names = [[str(n) for n in found] for found in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for host, named in zip(hosts, names, strict=True):
+                if named:
+                    pipe.hmget(self.config_key(config_id, "vms", host), named)
+            values = iter(await pipe.execute())
+        return {
+            host: [VmRecord.from_json(str(v)) for v in next(values) if v is not None] if named else []
+            for host, named in zip(hosts, names, strict=True)
+        }
+
     async def count(self, config_id: str, host: str) -> int:
         """How many VMs the host's list holds."""
         return int(await self.redis.llen(self.config_key(config_id, "order", host)))
@@ -400,29 +420,48 @@ class VmInventory(ConfigStore):
 
     async def put(self, config_id: str, host: str, records: Iterable[VmRecord]) -> None:
         """Write VM records, keeping the status counts exact."""
-        args: list[str] = [host]
-        for record in records:
-            args += [record.name, record.to_json()]
-        if len(args) > 1:
-            keys = [
-                self.config_key(config_id, "vms", host),
-                self.config_key(config_id, "counts"),
-                self.config_key(config_id, "hostcounts"),
-                self.config_key(config_id, "errors"),
-                self.config_key(config_id, "open"),
-                self.config_key(config_id, "unsettled"),
-            ]
-            await self._set_vms(keys=keys, args=args)
+        await self.put_hosts(config_id, {host: records})
+
+    async def put_hosts(self, config_id: str, hosts: Mapping[str, Iterable[VmRecord]]) -> None:
+        """Write the VM records of several hosts in one round trip, keeping the status counts exact."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queued = False
+            for host, records in hosts.items():
+                args: list[str] = [host]
+                for record in records:
+                    args += [record.name, record.to_json()]
+                if len(args) > 1:
+                    keys = [
+                        self.config_key(config_id, "vms", host),
+                        self.config_key(config_id, "counts"),
+                        self.config_key(config_id, "hostcounts"),
+                        self.config_key(config_id, "errors"),
+                        self.config_key(config_id, "open"),
+                        self.config_key(config_id, "unsettled"),
+                    ]
+                    await self._set_vms(keys=keys, args=args, client=pipe)
+                    queued = True
+            if queued:
+                await pipe.execute()
 
     async def drop(self, config_id: str, host: str, names: Sequence[str]) -> int:
         """Remove VM records (deleted VMs), taking them out of the counts."""
-        if not names:
-            return 0
-        keys = [
-            self.config_key(config_id, "vms", host),
-            self.config_key(config_id, "counts"),
-            self.config_key(config_id, "hostcounts"),
-            self.config_key(config_id, "open"),
-            self.config_key(config_id, "unsettled"),
-        ]
-        return int(await self._drop_vms(keys=keys, args=[host, *names]))
+        return await self.drop_hosts(config_id, {host: names})
+
+    async def drop_hosts(self, config_id: str, hosts: Mapping[str, Sequence[str]]) -> int:
+        """Remove the named VM records of several hosts in one round trip; how many were there."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            queued = False
+            for host, names in hosts.items():
+                if not names:
+                    continue
+                keys = [
+                    self.config_key(config_id, "vms", host),
+                    self.config_key(config_id, "counts"),
+                    self.config_key(config_id, "hostcounts"),
+                    self.config_key(config_id, "open"),
+                    self.config_key(config_id, "unsettled"),
+                ]
+                await self._drop_vms(keys=keys, args=[host, *names], client=pipe)
+                queued = True
+            return sum(int(gone) for gone in await pipe.execute()) if queued else 0
