@@ -39,7 +39,8 @@ class VmOperations:
         self._chassis = chassis
         # Subnets whose gateway each (vhost, VNI) serves: ensure_vpc converges to the whole set.
         self._subnets: dict[tuple[str, int], dict[str, SubnetSpec]] = {}
-        self._specs: dict[tuple[str, str], VmSpec] = {}
+        # The spec of each VM made, by vhost then name (a million fake VMs: a tuple key each was ~60 MB).
+        self._specs: dict[str, dict[str, VmSpec]] = {}
 
     async def create_vms(self, request: agent_pb2.CreateVmsRequest) -> agent_pb2.CreateVmsReply:
         """CreateVms: the request checked whole (invalid input rejects the batch), then made."""
@@ -63,8 +64,9 @@ class VmOperations:
         vhost = self._planes.vhost(request.vhost)
         plane = self._planes.plane(vhost)
         reply = agent_pb2.ListVmsReply(dataplane=self._planes.kind.name)
+        specs = self._specs.get(vhost.name, {})
         for name in await self._planes.run(plane.list_vms):
-            spec = self._specs.get((vhost.name, name))
+            spec = specs.get(name)
             vm = reply.vms.add(name=name, status=common_pb2.DONE)
             if spec is not None:
                 vm.ip, vm.mac, vm.vpc_id, vm.vni = spec.ip, spec.mac, spec.vpc_id, spec.vni
@@ -97,6 +99,7 @@ class VmOperations:
             plugs = [(host_ifname(s.name), s.ovn_port) for s in on_ovn if s.name in made]
             await self._chassis.plug(vhost, plugs)
         reply = agent_pb2.CreateVmsReply()
+        known = self._specs.setdefault(vhost.name, {})
         for spec, result in zip(specs, results, strict=True):
             reply.results.add(
                 name=result.name,
@@ -107,7 +110,7 @@ class VmOperations:
                 id=ids.get(result.name, ""),
             )
             if result.ok:
-                self._specs[(vhost.name, spec.name)] = spec
+                known[spec.name] = spec
                 if result.created:
                     reply.created += 1
                 else:
@@ -147,16 +150,19 @@ class VmOperations:
                 await run(plane.destroy)
                 self._subnets = {k: v for k, v in self._subnets.items() if k[0] != vhost.name}
         reply = agent_pb2.DeleteVmsReply()
+        known = self._specs.get(vhost.name, {})
         gone = 0
         for result in results:
             reply.results.add(name=result.name, ok=result.ok, error=result.error, status=common_pb2.DELETING)
             if result.ok:
                 reply.deleted += 1
-                self._specs.pop((vhost.name, result.name), None)
+                known.pop(result.name, None)
                 gone += result.created  # created=True here means "it existed and is gone"
             else:
                 reply.failed += 1
                 self._metrics.failures.labels("delete", _reason(result.error)).inc()
+        if not known:
+            self._specs.pop(vhost.name, None)
         self._metrics.vms.dec(gone)
         if names:
             self._metrics.vm_seconds.labels("delete").observe((time.perf_counter() - started) / len(names))
