@@ -11,8 +11,8 @@ APT_PACKAGES := redis-server iproute2 iputils-ping procps shellcheck openssl nft
 # What the benchmarks compare against: Mininet for the topology bench (`make bench` installs them).
 BENCH_PACKAGES := mininet bridge-utils
 
-.PHONY: install apt venv proto newman lint test test-fast up down status demo bench bench-references clean \
-	images compose-demo
+.PHONY: install apt venv proto newman lint test test-fast up down status demo bench bench-million \
+	bench-references clean images compose-demo
 
 install: apt venv proto newman ## system packages, virtualenv, generated protos, newman
 
@@ -87,8 +87,12 @@ compose-demo: $(VENV)/.installed proto ## images, docker compose up, the default
 bench-references: ## what the benchmarks compare against (Mininet), when missing
 	@$(MAKE) --no-print-directory apt PACKAGES="$(BENCH_PACKAGES)"
 
-bench: $(VENV)/.installed proto bench-references
+# The product's packages too: the benchmarks run the stack (Redis, OVN) on a machine that may have none.
+bench: apt $(VENV)/.installed proto bench-references ## every benchmark; one table, bench-results.json
 	$(BIN)/python -m bench
+
+bench-million: apt $(VENV)/.installed proto ## a million fake VMs (10,000 hosts x 100) with progress; bench-million.json
+	$(BIN)/python -m bench million
 
 clean:
 	rm -rf $(VENV) $(NEWMAN_DIR)/node_modules libs/merak/v1/*_pb2*.py libs/merak/v1/*_pb2*.pyi \

@@ -9,17 +9,20 @@ state directory) and runs teste2e four times, ping sample and teardown included:
 - fake, 10,000 vhosts x 100 VMs: a million VMs, their time and the stack's peak memory;
 - real, 5 vhosts x 40 VMs churned at 20 VMs/s for 60 s: the churn rate achieved against the rate
   asked (their ratio), and the VMs alive meanwhile (the tests check the churn's behaviour, not its rate).
-Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers.
+Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers, and the
+rows of issue #31's table. `python -m bench million` is the fake run alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.reference import ReferenceTimes, lab_reference, prefix_for, wait_quiet
+from bench.results import Outcome, Row, expected
 from bench.stack import MemorySampler, private_stack, teste2e_argv
 from merak_tools import teste2e
 from merak_tools.localstack import StackSettings
@@ -43,6 +46,9 @@ class Run:
     churn_seconds: float = 0.0
     churned: int = 0
     alive: tuple[int, int] = (0, 0)
+    # The single calls a user waits on, timed at the client (teste2e's report.calls), and the teardown.
+    calls: dict[str, float] = field(default_factory=dict)
+    teardown: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -72,6 +78,8 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     run.ok = report.ok
     run.done = report.vms_done
     run.seconds = report.phases.get("deploy compute", 0.0)
+    run.calls = dict(report.calls)
+    run.teardown = report.phases.get("teardown", 0.0)
     run.ping_passed = int(report.test.get("passed", 0))
     run.ping_tried = int(report.test.get("pairs_tried", 0))
     run.churned = int(report.results.get("churned", 0))
@@ -114,9 +122,87 @@ def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+MILLION = 1_000_000
+
+
+def fake_rows(run: Run) -> list[Row]:
+    """The million's rows (at whatever size the fake run had: `what` says it)."""
+    vms = run.hosts * run.per_host
+    size = f"{vms:,} VMs, fake data plane ({run.hosts:,} hosts x {run.per_host})"
+    full = vms >= MILLION
+    peak = run.memory.peak_rss_kib if run.memory is not None else 0
+    client_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures: list[tuple[str, str, float | None, str]] = [
+        ("million_deploy_call", "the compute DEPLOY call", run.calls.get("DEPLOY compute"), "at the client"),
+        ("million_compute_phase", "the compute phase", run.seconds or None, f"{run.rate:,.0f} VMs/s"),
+        ("million_get_results", "GetResults", run.calls.get("GetResults"), "at the client"),
+        ("million_peak_memory", "peak memory of the stack's processes", peak / 2**20 if peak else None,
+         f"{peak / max(run.done, 1):,.1f} KiB per VM; the client (this process) {client_mib:,.0f} MiB "
+         "at most"),
+        ("million_teardown", "teardown", run.teardown or None, "nothing left" if run.ok else ""),
+    ]  # fmt: skip
+    return [
+        expected(key).row(f"{size}: {name}", value, detail=detail, full_size=full, ok=run.ok)
+        for key, name, value, detail in figures
+    ]
+
+
+def real_rows(run: Run, reference: ReferenceTimes | None) -> list[Row]:
+    """The real rate run against iproute2 in the same invocation."""
+    if reference is None or not run.seconds:
+        return []
+    reference_rate = run.done / reference.total
+    return [
+        expected("real_vs_ip_batch").row(
+            f"end to end real, {run.hosts:,} hosts x {run.per_host} VMs incl. overlay vs ip/bridge -batch, "
+            "same run",
+            run.rate / reference_rate,
+            detail=f"{run.done:,} VMs in {run.seconds:.1f} s ({run.rate:.0f}/s)",
+            reference=f"ip/bridge -batch {reference.total:.1f} s ({reference_rate:.0f}/s)",
+            full_size=run.hosts * run.per_host >= 10_000,
+            ok=run.ok,
+        )
+    ]
+
+
+def memory_rows(run: Run) -> list[Row]:
+    """The memory one real VM costs the machine, from the memory run."""
+    if run.memory is None or not run.done:
+        return []
+    per_vm = run.memory.peak_used_kib / run.done
+    return [
+        expected("real_vm_memory").row(
+            f"real VMs, {run.hosts:,} hosts x {run.per_host}: the machine's memory per VM",
+            per_vm,
+            detail=f"{run.memory.peak_used_kib / 2**20:.2f} GiB above the start for {run.done:,} VMs",
+            full_size=run.done >= 20_000,
+            ok=run.ok,
+        )
+    ]
+
+
+def rows_of(runs: list[Run], reference: ReferenceTimes | None) -> list[Row]:
+    """The rows of issue #31's table this run measured."""
+    found: list[Row] = []
+    for run in runs:
+        if run.label == "fake":
+            found += fake_rows(run)
+        elif run.label == "real":
+            found += real_rows(run, reference)
+        elif run.label == "real-memory":
+            found += memory_rows(run)
+    return found
+
+
+def million(argv: list[str] | None = None) -> Outcome:
+    """The million alone: the compute benchmark's fake run (10,000 hosts x 100 VMs unless flags say)."""
+    alone = ["--real-hosts", "0", "--memory-hosts", "0", "--churn-hosts", "0", *(argv or [])]
+    return main(alone, prog="python -m bench million")
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench compute") -> Outcome:
     """Run the compute benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m bench compute")
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--real-hosts", type=int, default=100, help="vhosts of the rate run (real)")
     parser.add_argument("--memory-hosts", type=int, default=200, help="vhosts of the memory run (real)")
     parser.add_argument("--fake-hosts", type=int, default=10_000, help="vhosts of the fake run")
@@ -148,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                 churn_seconds=args.churn_seconds,
             )
         )
+    print(f"compute benchmark: a private stack in {settings.state_dir}")
     try:
         stack.up()
         for run in runs:
             # The kernel frees a torn-down lab's namespaces in the background for minutes.
-            wait_quiet()
+            waited = wait_quiet()
+            after = f" (after {waited:.0f}s waiting for a quiet machine)" if waited >= 2 else ""
+            print(f"  {run.label}: {run.hosts:,} vhosts x {run.per_host} VMs{after}")
             with MemorySampler(settings.state_dir) as sampler:
                 asyncio.run(one(settings, run, "fake" if run.label == "fake" else "real"))
             run.memory = sampler
@@ -166,4 +255,4 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary(runs, reference):
         print(f"  {line}")
     shutil.rmtree(settings.state_dir, ignore_errors=True)
-    return 0 if all(r.ok for r in runs) else 1
+    return Outcome(0 if all(r.ok for r in runs) else 1, rows_of(runs, reference))

@@ -26,6 +26,7 @@ from typing import Any
 from bench.ovn_density import emulator_density
 from bench.ovn_floor import FloorResult, NbWatch, floor_dummy, floor_real
 from bench.ovn_procs import OvnProcesses
+from bench.results import Outcome, Row
 from bench.stack import private_stack, teste2e_argv
 from merak import ovs
 from merak_tools import teste2e
@@ -74,7 +75,23 @@ def _row(name: str, result: FloorResult) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _ratio_row(key: str, what: str, ours: FloorResult, floor: FloorResult, *, target: float | None,
+               ok: bool, full_size: bool = True) -> Row:  # fmt: skip
+    """Ours against the floor, ports up per second."""
+    return Row(
+        key,
+        what,
+        ours.ports_per_second / floor.ports_per_second if floor.ports_per_second else None,
+        "x",
+        target,
+        detail=f"{ours.up:,} ports up in {ours.seconds:.1f} s ({ours.ports_per_second:.0f}/s)",
+        reference=f"direct script {floor.seconds:.1f} s ({floor.ports_per_second:.0f}/s)",
+        full_size=full_size,
+        ok=ok,
+    )
+
+
+def main(argv: list[str] | None = None) -> Outcome:
     """Run the OVN benchmark."""
     parser = argparse.ArgumentParser(prog="python -m bench ovn")
     parser.add_argument("--hosts", type=int, default=20)
@@ -92,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     gone = ovs.missing()
     if gone:
         print(f"ovn: skipped, OVN/OVS not installed (make install): {', '.join(gone)}")
-        return 1
+        return Outcome(1)
     stack, settings = private_stack("mko", 17000)
     state = settings.state_dir
     runs: dict[str, Any] = {}
@@ -123,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     runs["floor_fake"] = {**_as_dict(floor), "ovn_processes": floor_processes}
     ratio = fake.ports_per_second / floor.ports_per_second if floor.ports_per_second else 0.0
     runs["ratio_fake"] = ratio
+    rows = [
+        _ratio_row("ovn_vs_floor", f"OVN: {args.hosts:,} hosts x {args.vms} ports up (dummy datapath) vs the "
+                   "floor, same run", fake, floor, target=AIM, ok=fake_report["ok"],
+                   full_size=args.hosts * args.vms >= 1000),
+    ]  # fmt: skip
     print(f"ovn: {args.hosts} hosts x {args.vms} ports over {args.subnets} logical switches, dummy datapath")
     print(_row("emulator (teste2e)", fake))
     print(_row("floor (direct script)", floor))
@@ -137,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         runs["floor_real"] = {**_as_dict(floor_r), "ovn_processes": floor_r_processes}
         ratio_r = real.ports_per_second / floor_r.ports_per_second if floor_r.ports_per_second else 0.0
         runs["ratio_real"] = ratio_r
+        rows.append(
+            _ratio_row("ovn_real_vs_floor", f"OVN: {hosts:,} hosts x {per_host} VMs up, real data plane, vs "
+                       "the floor, same run", real, floor_r, target=None, ok=runs["emulator_real"]["ok"])
+        )  # fmt: skip
         print(f"ovn real data plane: {hosts} hosts x {per_host} VMs")
         print(_row("emulator (teste2e)", real))
         print(_row("floor (direct script)", floor_r))
@@ -173,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         and runs.get("emulator_real", {"ok": True})["ok"]
         and runs.get("density_emulator", {"ok": True})["ok"]
     )
-    return 0 if ok else 1
+    return Outcome(0 if ok else 1, rows)
 
 
 def _print_processes(title: str, processes: dict[str, dict[str, float]]) -> None:

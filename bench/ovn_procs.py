@@ -5,9 +5,10 @@ their ovsdb-server, summed over every chassis), for the processes whose command 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.periodic import Periodic
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -50,8 +51,7 @@ class OvnProcesses:
     use: dict[str, ProcessUse] = field(default_factory=dict)
     _cpu: dict[int, tuple[str, float]] = field(default_factory=dict)
     _first: dict[int, float] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticks: Periodic | None = None
 
     def _sample(self) -> None:
         mark = str(self.root).encode()
@@ -79,20 +79,14 @@ class OvnProcesses:
             use = self.use.setdefault(group, ProcessUse())
             use.peak_rss_mib = max(use.peak_rss_mib, mib)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
     def __enter__(self) -> OvnProcesses:
         self._sample()
-        self._thread = threading.Thread(target=self._run, name="ovn-processes", daemon=True)
-        self._thread.start()
+        self._ticks = Periodic(self.interval, self._sample, "ovn-processes").start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._ticks is not None:
+            self._ticks.stop()
         self._sample()
         for pid, (group, cpu) in self._cpu.items():
             use = self.use.setdefault(group, ProcessUse())

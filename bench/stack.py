@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from pathlib import Path
 
+from bench.periodic import Periodic
 from merak.capacity import meminfo
 from merak_tools.localstack import LocalStack, StackSettings, free_port
 
@@ -32,6 +32,7 @@ def teste2e_argv(settings: StackSettings, report: str) -> list[str]:
     return [
         "--scenario-address", f"localhost:{settings.grpc_port('scenario')}",
         "--topology-address", f"localhost:{settings.grpc_port('topology')}",
+        "--compute-address", f"localhost:{settings.grpc_port('compute')}",
         "--report", str(settings.state_dir / report),
     ]  # fmt: skip
 
@@ -75,22 +76,16 @@ class MemorySampler:
         self.peak_rss_kib = 0
         self.peak_used_kib = 0
         self._start_available = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+        self._ticks = Periodic(interval, self._sample, "memory-sampler")
 
     def _sample(self) -> None:
         self.peak_rss_kib = max(self.peak_rss_kib, sum(_rss_kib(p) for p in _stack_pids(self.state_dir)))
         self.peak_used_kib = max(self.peak_used_kib, self._start_available - _available_kib())
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
     def __enter__(self) -> MemorySampler:
         self._start_available = _available_kib()
-        self._thread.start()
+        self._ticks.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._ticks.stop()

@@ -14,8 +14,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from bench.results import Outcome, expected
 from merak import netns
 from merak.v1 import topology_pb2
 from services.topology.backends.local import LocalBackend, ns_prefix
@@ -71,8 +73,8 @@ def run_mininet(fanout: int) -> float | None:
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the topology benchmark."""
+def main(argv: list[str] | None = None) -> Outcome:
+    """Run the topology benchmark; its row: the ratio to Mininet."""
     parser = argparse.ArgumentParser(prog="python -m bench topology")
     parser.add_argument("--vhosts", type=int, default=1000)
     parser.add_argument(
@@ -88,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"merak local backend: {args.vhosts} vhosts up in {up:.2f}s, down in {down:.2f}s "
           f"(total {ours_total:.2f}s, {args.vhosts / up:.0f} vhosts/s)")  # fmt: skip
     hosts = args.mininet_fanout**2
+    row = expected("topology_vs_mininet").row(
+        f"topology: {args.vhosts:,} emulated hosts up+down vs Mininet ({hosts:,} hosts), same run",
+        None,
+        detail=f"{args.vhosts:,} vhosts up {up:.1f} s, down {down:.1f} s ({args.vhosts / ours_total:.0f}/s)",
+        full_size=args.vhosts >= 1000,
+    )
     reference = run_mininet(args.mininet_fanout)
     if reference is None:
         print("mininet: not installed (apt-get install mininet bridge-utils); no reference this run")
-        return 0
+        return Outcome(0, [replace(row, reference="Mininet", note="Mininet not installed")])
     print(f"mininet (lxbr, no controller): {hosts} hosts up+down in {reference:.2f}s "
           f"({hosts / reference:.0f} hosts/s)")  # fmt: skip
     ratio = (args.vhosts / ours_total) / (hosts / reference)
     print(f"ratio (ours / mininet, hosts per second up+down): {ratio:.2f}x")
-    return 0
+    reference_text = f"Mininet (lxbr): {hosts:,} hosts up+down {reference:.1f} s ({hosts / reference:.0f}/s)"
+    return Outcome(0, [replace(row, value=ratio, reference=reference_text)])

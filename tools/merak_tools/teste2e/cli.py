@@ -30,6 +30,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--topology-address", default=defaults.topology_address, help="to verify the teardown"
     )
+    parser.add_argument(
+        "--compute-address", default=defaults.compute_address, help="to follow the teardown's VM deletion"
+    )
     parser.add_argument("--hosts", type=int, default=defaults.hosts)
     parser.add_argument("--vms-per-host", type=int, default=defaults.vms_per_host)
     parser.add_argument("--vpcs", type=int, default=defaults.vpcs)

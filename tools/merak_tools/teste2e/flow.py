@@ -13,13 +13,20 @@ from functools import partial
 from typing import Any, TypeVar
 
 import grpc
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from merak import protojson
 from merak.grpcclient import open_channel, retry_unavailable
 from merak.naming import topology_short_id
-from merak.v1 import scenario_pb2, scenario_pb2_grpc, topology_pb2, topology_pb2_grpc
+from merak.v1 import (
+    compute_pb2,
+    compute_pb2_grpc,
+    scenario_pb2,
+    scenario_pb2_grpc,
+    topology_pb2,
+    topology_pb2_grpc,
+)
 from merak_tools.teste2e.options import Options, build_configs
+from merak_tools.teste2e.progress import PhaseBar
 from merak_tools.teste2e.report import E2EError, Report, console, describe
 
 T = TypeVar("T")
@@ -118,10 +125,8 @@ class Runner:
 
     async def _follow(self, name: str) -> None:
         """Follow the scenario live until the service leaves DEPLOYING; fail if it did not get READY."""
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         status = scenario_pb2.NONE
-        with Progress(*columns, console=console, transient=False) as bars:
-            bar = bars.add_task(name, total=None)
+        with PhaseBar(console, name) as bar:
 
             async def watch(left: float) -> scenario_pb2.ServiceStatus.ValueType:
                 """Follow the stream to its end; a broken stream (UNAVAILABLE) is opened again."""
@@ -133,16 +138,14 @@ class Runner:
                     seen = getattr(progress, f"{name}_status")
                     if progress.HasField("fault"):
                         color = "red" if progress.fault.error else "yellow"
-                        bars.console.print(f"[{color}]{progress.message}[/{color}]")
+                        bar.print(f"[{color}]{progress.message}[/{color}]")
                     if name == "topology" and progress.topology.total:
-                        bars.update(bar, total=progress.topology.total, completed=progress.topology.ready)
+                        bar.update(total=progress.topology.total, completed=progress.topology.ready)
                     elif name == "compute" and progress.compute.churning:
-                        bars.update(bar, description=f"compute (churn: {progress.compute.churned} replaced)")
+                        bar.update(description=f"compute (churn: {progress.compute.churned} replaced)")
                     elif name == "compute" and progress.compute.total:
                         done = progress.compute.done
-                        bars.update(
-                            bar, total=progress.compute.total, completed=done + progress.compute.error
-                        )
+                        bar.update(total=progress.compute.total, completed=done + progress.compute.error)
                         self.report.vms, self.report.vms_done = progress.compute.total, done
                 return seen
 
@@ -208,11 +211,46 @@ class Runner:
         if not self.scenario_id:
             return
         started = time.perf_counter()
-        try:
-            await self._delete()
-        except (E2EError, grpc.aio.AioRpcError) as exc:
-            self.report.errors.append(f"teardown: {describe(exc)}")
+        with PhaseBar(console, "teardown") as bar:
+            follow = asyncio.create_task(self._follow_vms_deleted(bar))
+            try:
+                await self._delete()
+            except (E2EError, grpc.aio.AioRpcError) as exc:
+                self.report.errors.append(f"teardown: {describe(exc)}")
+            finally:
+                follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follow
         await self._verify_teardown(started)
+
+    async def _follow_vms_deleted(self, bar: PhaseBar) -> None:
+        """The VMs deleted as the teardown goes, from compute's WatchProgress, on `bar`. Quiet when compute
+        cannot be asked (another address, no compute config): the teardown does not depend on it."""
+        config_id = self.report.ids.get("compute", "")
+        if not config_id:
+            return
+        request = compute_pb2.WatchProgressRequest(compute_config_id=config_id)
+        try:
+            async with open_channel(self.opts.compute_address) as channel:
+                stub = compute_pb2_grpc.MerakComputeServiceStub(channel)
+                while True:
+                    async for progress in stub.WatchProgress(request):
+                        if progress.operation != "DELETE":
+                            break  # the create's progress, over: the DELETE has not started yet
+                        if progress.total:
+                            bar.update(
+                                total=progress.total,
+                                completed=progress.total - vms_left(progress),
+                                description="teardown: VMs deleted",
+                            )
+                        if progress.finished:
+                            # Its total 0: the config went with its VMs, after the last count seen.
+                            gone = bar.total if not progress.total else None
+                            bar.update(completed=gone, description="teardown: VMs deleted, then the lab")
+                            return
+                    await asyncio.sleep(0.5)
+        except grpc.aio.AioRpcError:
+            return  # the config is gone (the delete is over), or compute is not where we looked
 
     async def _delete(self) -> None:
         """The scenario, torn down (its VMs, network and topology), then its configs."""
@@ -252,6 +290,14 @@ class Runner:
         if topology_id:
             left["namespaces"] = await asyncio.to_thread(local_namespaces, topology_id)
         return {k: v for k, v in left.items() if v}
+
+
+def vms_left(progress: compute_pb2.ComputeProgress) -> int:
+    """VMs that still have a record: a deleted VM's record goes."""
+    return (
+        progress.none + progress.deploying + progress.ready + progress.deleting + progress.updating
+        + progress.error + progress.done
+    )  # fmt: skip
 
 
 def local_namespaces(topology_id: str) -> list[str]:

@@ -17,6 +17,8 @@ class Options:
 
     scenario_address: str = "localhost:40050"
     topology_address: str = "localhost:40052"
+    # Where compute answers: the teardown's progress (the VMs deleted) comes from there.
+    compute_address: str = "localhost:40051"
     hosts: int = 5
     vms_per_host: int = 10
     vpcs: int = 1
