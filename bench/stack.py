@@ -38,13 +38,25 @@ def teste2e_argv(settings: StackSettings, report: str) -> list[str]:
 
 
 def _stack_pids(state_dir: Path) -> list[int]:
-    """Processes of the stack in `state_dir`: its path on their command line or in their environment."""
+    """Processes of the stack in `state_dir`: its path on their command line or in their environment, and
+    those its pid files name. Redis rewrites its command line ("redis-server 127.0.0.1:<port>") and its
+    environment is not readable the same way: found by the command line alone, a million VMs' Redis
+    (~0.6 GiB) was left out of the stack's memory until 2026-12-07."""
     mark, env_mark = str(state_dir).encode(), f"MERAK_STATE_DIR={state_dir}".encode()
-    pids = []
+    pids: list[int] = []
+    for pid_file in (state_dir / "run").glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            pids.append(pid)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            if int(entry.name) in pids:
+                continue
             if mark in (entry / "cmdline").read_bytes() or env_mark in (entry / "environ").read_bytes():
                 pids.append(int(entry.name))
         except OSError:
