@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from string import Template
+from typing import Any
 
 import redis.asyncio as aioredis
 from google.protobuf import json_format
@@ -40,13 +41,22 @@ local function settle(open, unsettled, host, delta)
 end
 """
 
+# The templates a write's records name (records.SHARED), ARGV's JSON {name: template}: written with the
+# records, in the same step.
+_PUT_TEMPLATES = Template("""
+for name, template in pairs(cjson.decode($arg)) do
+  redis.call('HSET', $key, name, template)
+end
+""")
+
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
 # retried activity writes the same status twice. $-names are filled in from the constants below.
 _SET_VMS = _SETTLE + Template("""
 local vms, counts, hostcounts, errors, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local host = ARGV[1]
 local delta = 0
-for i = 2, #ARGV, 2 do
+$put_templates
+for i = 3, #ARGV, 2 do
   local name, record = ARGV[i], ARGV[i + 1]
   local new = tostring(cjson.decode(record)['status'])
   local old = redis.call('HGET', vms, name)
@@ -69,7 +79,12 @@ for i = 2, #ARGV, 2 do
 end
 settle(open, unsettled, host, delta)
 return 1
-""").substitute(error_status=common_pb2.ERROR, done_status=common_pb2.DONE, max_errors=MAX_ERRORS)
+""").substitute(
+    error_status=common_pb2.ERROR,
+    done_status=common_pb2.DONE,
+    max_errors=MAX_ERRORS,
+    put_templates=_PUT_TEMPLATES.substitute(key="KEYS[7]", arg="ARGV[2]"),
+)
 
 # Removes VM records, taking them out of the counts.
 _DROP_VMS = _SETTLE + Template("""
@@ -92,24 +107,26 @@ return gone
 """).substitute(done_status=common_pb2.DONE)
 
 
-# One host's VMs written by the first caller only: KEYS hosts, vms:<host>, order:<host>, meta; ARGV the host,
-# its record with `pending` cleared, then (name, record JSON) pairs. The check and the write are one step:
-# a shard's planning that timed out and its retry, or a CREATE's and a DELETE's, never write a host twice
-# (its order list doubled, DONE records set back to DEPLOYING), nor anything once the config is gone.
+# One host's VMs written by the first caller only: KEYS hosts, vms:<host>, order:<host>, meta, templates;
+# ARGV the host, its record with `pending` cleared, the records' templates, then (name, stored record)
+# pairs. The check and the write are one step: a shard's planning that timed out and its retry, or a
+# CREATE's and a DELETE's, never write a host twice (its order list doubled, DONE records set back to
+# DEPLOYING), nor anything once the config is gone.
 # Returns the VMs written, 0 when the host was placed already, -1 when the config or host is gone.
-_PLACE_HOST = """
+_PLACE_HOST = Template("""
 if redis.call('exists', KEYS[4]) == 0 then return -1 end
 local current = redis.call('hget', KEYS[1], ARGV[1])
 if not current then return -1 end
 local pending = cjson.decode(current)['pending']
 if type(pending) ~= 'table' or #pending == 0 then return 0 end
-for i = 3, #ARGV, 2 do
+$put_templates
+for i = 4, #ARGV, 2 do
   redis.call('hset', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('rpush', KEYS[3], ARGV[i])
 end
 redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
-return (#ARGV - 2) / 2
-"""
+return (#ARGV - 3) / 2
+""").substitute(put_templates=_PUT_TEMPLATES.substitute(key="KEYS[5]", arg="ARGV[3]"))
 
 
 class VmInventory(ConfigStore):
@@ -120,6 +137,8 @@ class VmInventory(ConfigStore):
         self._set_vms = redis.register_script(_SET_VMS)
         self._drop_vms = redis.register_script(_DROP_VMS)
         self._place_host = redis.register_script(_PLACE_HOST)
+        # Templates read so far, by name: named by their content, so what a name holds never changes.
+        self._templates: dict[str, dict[str, Any]] = {}
 
     async def create(
         self,
@@ -232,19 +251,16 @@ class VmInventory(ConfigStore):
         async with self.redis.pipeline(transaction=False) as pipe:
             for name, record in hosts.items():
                 counts = {refs[f"s:{vpc}:{subnet}"]: n for vpc, subnet, n in record.pending}
-                pairs = [
-                    value
-                    for vm in place_host(name, counts)
-                    for value in (vm.name, VmRecord.planned(vm, secgroups).to_json())
-                ]
+                pairs, templates = _stored(VmRecord.planned(vm, secgroups) for vm in place_host(name, counts))
                 keys = [
                     self.config_key(config_id, "hosts"),
                     self.config_key(config_id, "vms", name),
                     self.config_key(config_id, "order", name),
                     self.config_key(config_id, "meta"),
+                    self.config_key(config_id, "templates"),
                 ]
                 placed = replace(record, pending=[]).to_json()
-                await self._place_host(keys=keys, args=[name, placed, *pairs], client=pipe)
+                await self._place_host(keys=keys, args=[name, placed, templates, *pairs], client=pipe)
             for result in await pipe.execute():
                 written += max(int(result), 0)
         return written
@@ -386,10 +402,11 @@ class VmInventory(ConfigStore):
                 if named:
                     pipe.hmget(self.config_key(config_id, "vms", host), named)
             values = iter(await pipe.execute())
-        return {
-            host: [VmRecord.from_json(str(v)) for v in next(values) if v is not None] if named else []
+        found = {
+            host: [str(v) for v in next(values) if v is not None] if named else []
             for host, named in zip(hosts, names, strict=True)
         }
+        return {host: await self._read(config_id, host, raw) for host, raw in found.items()}
 
     async def count(self, config_id: str, host: str) -> int:
         """How many VMs the host's list holds."""
@@ -412,11 +429,27 @@ class VmInventory(ConfigStore):
         """VM records of a host (all, or the named ones that exist)."""
         key = self.config_key(config_id, "vms", host)
         if names is None:
-            return [VmRecord.from_json(v) for v in (await self.hash_of(key)).values()]
+            return await self._read(config_id, host, list((await self.hash_of(key)).values()))
         if not names:
             return []
         values = await self.redis.hmget(key, list(names))
-        return [VmRecord.from_json(str(v)) for v in values if v is not None]
+        return await self._read(config_id, host, [str(v) for v in values if v is not None])
+
+    async def _read(self, config_id: str, host: str, raw: Sequence[str]) -> list[VmRecord]:
+        """Stored records as records, their templates read once (those not read before)."""
+        records: list[VmRecord] = []
+        for value in raw:
+            try:
+                records.append(VmRecord.from_stored(value, host, self._templates))
+            except KeyError:
+                await self._learn_templates(config_id)
+                records.append(VmRecord.from_stored(value, host, self._templates))
+        return records
+
+    async def _learn_templates(self, config_id: str) -> None:
+        """Read the config's templates (a handful: one per subnet, and per VPC once addressed)."""
+        stored = await self.hash_of(self.config_key(config_id, "templates"))
+        self._templates.update((name, json.loads(template)) for name, template in stored.items())
 
     async def put(self, config_id: str, host: str, records: Iterable[VmRecord]) -> None:
         """Write VM records, keeping the status counts exact."""
@@ -427,10 +460,8 @@ class VmInventory(ConfigStore):
         async with self.redis.pipeline(transaction=False) as pipe:
             queued = False
             for host, records in hosts.items():
-                args: list[str] = [host]
-                for record in records:
-                    args += [record.name, record.to_json()]
-                if len(args) > 1:
+                pairs, templates = _stored(records)
+                if pairs:
                     keys = [
                         self.config_key(config_id, "vms", host),
                         self.config_key(config_id, "counts"),
@@ -438,8 +469,9 @@ class VmInventory(ConfigStore):
                         self.config_key(config_id, "errors"),
                         self.config_key(config_id, "open"),
                         self.config_key(config_id, "unsettled"),
+                        self.config_key(config_id, "templates"),
                     ]
-                    await self._set_vms(keys=keys, args=args, client=pipe)
+                    await self._set_vms(keys=keys, args=[host, templates, *pairs], client=pipe)
                     queued = True
             if queued:
                 await pipe.execute()
@@ -465,3 +497,14 @@ class VmInventory(ConfigStore):
                 await self._drop_vms(keys=keys, args=[host, *names], client=pipe)
                 queued = True
             return sum(int(gone) for gone in await pipe.execute()) if queued else 0
+
+
+def _stored(records: Iterable[VmRecord]) -> tuple[list[str], str]:
+    """(name, stored record) pairs, flat, and the JSON of the templates they name."""
+    pairs: list[str] = []
+    templates: dict[str, str] = {}
+    for record in records:
+        raw, name, template = record.stored()
+        pairs += [record.name, raw]
+        templates[name] = template
+    return pairs, json.dumps(templates)
