@@ -39,8 +39,10 @@ class VmOperations:
         self._chassis = chassis
         # Subnets whose gateway each (vhost, VNI) serves: ensure_vpc converges to the whole set.
         self._subnets: dict[tuple[str, int], dict[str, SubnetSpec]] = {}
-        # The spec of each VM made, by vhost then name (a million fake VMs: a tuple key each was ~60 MB).
+        # The spec of each VM a plane in the kernel made, by vhost then name (a plane in memory keeps its
+        # VMs' specs itself: a million fake VMs held twice, and a tuple key each, were ~100 MB).
         self._specs: dict[str, dict[str, VmSpec]] = {}
+        self._keep_specs = planes.kind.touches_kernel
 
     async def create_vms(self, request: agent_pb2.CreateVmsRequest) -> agent_pb2.CreateVmsReply:
         """CreateVms: the request checked whole (invalid input rejects the batch), then made."""
@@ -66,7 +68,7 @@ class VmOperations:
         reply = agent_pb2.ListVmsReply(dataplane=self._planes.kind.name)
         specs = self._specs.get(vhost.name, {})
         for name in await self._planes.run(plane.list_vms):
-            spec = specs.get(name)
+            spec = specs.get(name) or plane.vm_spec(name)
             vm = reply.vms.add(name=name, status=common_pb2.DONE)
             if spec is not None:
                 vm.ip, vm.mac, vm.vpc_id, vm.vni = spec.ip, spec.mac, spec.vpc_id, spec.vni
@@ -110,7 +112,8 @@ class VmOperations:
                 id=ids.get(result.name, ""),
             )
             if result.ok:
-                known[spec.name] = spec
+                if self._keep_specs:
+                    known[spec.name] = spec
                 if result.created:
                     reply.created += 1
                 else:

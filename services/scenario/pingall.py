@@ -56,16 +56,20 @@ class _Groups:
         self.by_vpc: dict[str, list[int]] = defaultdict(list)
         self.by_host: dict[str, list[int]] = defaultdict(list)
         self.by_vpc_host: dict[tuple[str, str], list[int]] = defaultdict(list)
-        self.ips_by_vpc: dict[str, set[str]] = defaultdict(set)
+        # Built when a cross-VPC pair is first drawn (one VPC has none; a million addresses are ~60 MB).
+        self._ips_by_vpc: dict[str, set[str]] | None = None
         for i, vm in enumerate(vms):
             self.by_vpc[vm.vpc_id].append(i)
             self.by_host[vm.vhost].append(i)
             self.by_vpc_host[(vm.vpc_id, vm.vhost)].append(i)
-            self.ips_by_vpc[vm.vpc_id].add(vm.ip)
 
     def ambiguous(self, src: int, dst: int) -> bool:
         """A cross-VPC destination whose address also exists in the source's VPC reaches that VM instead."""
-        return self.vms[dst].ip in self.ips_by_vpc[self.vms[src].vpc_id]
+        if self._ips_by_vpc is None:
+            self._ips_by_vpc = defaultdict(set)
+            for vm in self.vms:
+                self._ips_by_vpc[vm.vpc_id].add(vm.ip)
+        return self.vms[dst].ip in self._ips_by_vpc[self.vms[src].vpc_id]
 
     def same_host(self, src: int, dst: int) -> bool:
         """Both VMs sit on one vhost."""
@@ -350,9 +354,10 @@ class ConnectivityTest:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise from_rpc_error(exc, f"agent of vhost {node.name!r}", endpoint) from None
-        # A VPC id is shared by its VMs: interned, not a copy per VM (a million VMs are listed at once).
+        # A VPC id is shared by its VMs, a name by the VMs of the same place on other vhosts: interned,
+        # not a copy per VM (a million VMs are listed at once).
         return reply.dataplane, [
-            Vm(node.name, vm.name, vm.ip, sys.intern(vm.vpc_id), endpoint) for vm in reply.vms
+            Vm(node.name, sys.intern(vm.name), vm.ip, sys.intern(vm.vpc_id), endpoint) for vm in reply.vms
         ]
 
     async def _ping(

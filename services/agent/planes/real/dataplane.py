@@ -77,6 +77,10 @@ class Dataplane:
         """The VM's address, MAC and VPC as its namespace holds them (None: no such VM)."""
         return self.vms.describe(name)
 
+    def vm_spec(self, name: str) -> VmSpec | None:
+        """None: the kernel holds a VM, not the spec it was made from (the agent keeps that)."""
+        return None
+
     # ------------------------------------------------------------------ VPCs and VMs
 
     def ensure_vpc(self, vpc: VpcSpec) -> None:
