@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import sys
 import time
+from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import grpc
 
@@ -38,6 +41,91 @@ class Vm:
     endpoint: str
 
 
+class VmTable(Sequence[Vm]):
+    """The VMs found, kept column by column: a vhost's place, the name (interned: the same names repeat on
+    every vhost), the IPv4 address as 4 bytes, the VPC's index. A million `Vm` objects were ~130 MB of
+    the scenario service; these columns are ~16 bytes a VM. A `Vm` is made when one is asked for."""
+
+    def __init__(self) -> None:
+        self._places: list[tuple[str, str]] = []  # (vhost, agent endpoint)
+        self._place = array("I")
+        self._names: list[str] = []
+        self._ips = array("I")
+        self._odd_ips: dict[int, str] = {}  # addresses that are not dotted IPv4 as written, by index
+        self._vpcs: list[str] = []
+        self._vpc_index: dict[str, int] = {}
+        self._vpc = array("I")
+        self.unaddressed = 0  # VMs listed without an address (not in the table)
+
+    def add(self, vhost: str, endpoint: str, listed: Iterable[agent_pb2.VmInfo]) -> None:
+        """A vhost's VMs, as its agent listed them."""
+        place = len(self._places)
+        self._places.append((vhost, endpoint))
+        for vm in listed:
+            if not vm.ip:
+                self.unaddressed += 1
+                continue
+            index = len(self._names)
+            self._place.append(place)
+            self._names.append(sys.intern(vm.name))
+            try:
+                packed = socket.inet_aton(vm.ip)
+            except OSError:
+                packed = b""
+            if len(packed) == 4 and socket.inet_ntoa(packed) == vm.ip:
+                self._ips.append(int.from_bytes(packed, "big"))
+            else:
+                self._ips.append(0)
+                self._odd_ips[index] = vm.ip
+            self._vpc.append(self._vpc_of(vm.vpc_id))
+
+    def _vpc_of(self, vpc_id: str) -> int:
+        index = self._vpc_index.get(vpc_id)
+        if index is None:
+            index = self._vpc_index[vpc_id] = len(self._vpcs)
+            self._vpcs.append(vpc_id)
+        return index
+
+    def extend(self, other: VmTable) -> None:
+        """`other`'s VMs after these (each vhost's table joined in the order of the vhosts)."""
+        places = len(self._places)
+        self._places += other._places
+        self._place.extend(p + places for p in other._place)
+        offset = len(self._names)
+        self._names += other._names
+        self._ips.extend(other._ips)
+        self._odd_ips.update((i + offset, ip) for i, ip in other._odd_ips.items())
+        vpcs = [self._vpc_of(v) for v in other._vpcs]
+        self._vpc.extend(vpcs[v] for v in other._vpc)
+        self.unaddressed += other.unaddressed
+
+    def columns(self) -> Iterator[tuple[str, str]]:
+        """(vhost, VPC id) of each VM, in order, without making a `Vm` each."""
+        places, vpcs = self._places, self._vpcs
+        for place, vpc in zip(self._place, self._vpc, strict=True):
+            yield places[place][0], vpcs[vpc]
+
+    def ip(self, index: int) -> str:
+        """The address of VM `index`."""
+        odd = self._odd_ips.get(index)
+        return odd if odd is not None else socket.inet_ntoa(self._ips[index].to_bytes(4, "big"))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @overload
+    def __getitem__(self, index: int) -> Vm: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Vm]: ...
+    def __getitem__(self, index: int | slice) -> Vm | list[Vm]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        vhost, endpoint = self._places[self._place[index]]
+        return Vm(vhost, self._names[index], self.ip(index), self._vpcs[self._vpc[index]], endpoint)
+
+
 @dataclass
 class Sample:
     """The pairs to try: same-VPC pairs (expected to pass) and cross-VPC pairs (expected to fail)."""
@@ -48,20 +136,26 @@ class Sample:
     isolation_total: int = 0
 
 
+def _indexes() -> array[int]:
+    return array("I")
+
+
 class _Groups:
     """VM indexes by VPC, by vhost and by both; and each VPC's addresses."""
 
     def __init__(self, vms: Sequence[Vm]) -> None:
         self.vms = vms
-        self.by_vpc: dict[str, list[int]] = defaultdict(list)
-        self.by_host: dict[str, list[int]] = defaultdict(list)
-        self.by_vpc_host: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # Indexes as 4-byte arrays, not lists of ints (a million VMs: ~150 MB as three lists).
+        self.by_vpc: dict[str, array[int]] = defaultdict(_indexes)
+        self.by_host: dict[str, array[int]] = defaultdict(_indexes)
+        self.by_vpc_host: dict[tuple[str, str], array[int]] = defaultdict(_indexes)
         # Built when a cross-VPC pair is first drawn (one VPC has none; a million addresses are ~60 MB).
         self._ips_by_vpc: dict[str, set[str]] | None = None
-        for i, vm in enumerate(vms):
-            self.by_vpc[vm.vpc_id].append(i)
-            self.by_host[vm.vhost].append(i)
-            self.by_vpc_host[(vm.vpc_id, vm.vhost)].append(i)
+        columns = vms.columns() if isinstance(vms, VmTable) else ((vm.vhost, vm.vpc_id) for vm in vms)
+        for i, (vhost, vpc_id) in enumerate(columns):
+            self.by_vpc[vpc_id].append(i)
+            self.by_host[vhost].append(i)
+            self.by_vpc_host[(vpc_id, vhost)].append(i)
 
     def ambiguous(self, src: int, dst: int) -> bool:
         """A cross-VPC destination whose address also exists in the source's VPC reaches that VM instead."""
@@ -259,8 +353,10 @@ class ConnectivityTest:
         async with ChannelPool() as agents:
             listed = await asyncio.gather(*(self._list_vms(agents, semaphore, node) for node in nodes))
             dataplane = next((d for d, _ in listed if d), "")
-            found = [vm for _, vms in listed for vm in vms]
-            vms = [vm for vm in found if vm.ip]
+            vms = VmTable()
+            for _, table in listed:
+                vms.extend(table)
+            del listed
             sample = sample_pairs(vms, options.max_pairs, options.seed, options.pair_limit)
             conn_by_src: dict[int, list[int]] = defaultdict(list)
             iso_by_src: dict[int, list[int]] = defaultdict(list)
@@ -287,8 +383,8 @@ class ConnectivityTest:
             test_name=name_of_test(test_config),
             dataplane=dataplane,
             vhosts=len(nodes),
-            vms=len(found),
-            vms_without_address=len(found) - len(vms),
+            vms=len(vms) + vms.unaddressed,
+            vms_without_address=vms.unaddressed,
             pairs_total=sample.connectivity_total,
             pairs_tried=len(sample.connectivity),
             cross_host_pairs=sum(1 for s, d in sample.connectivity if vms[s].vhost != vms[d].vhost),
@@ -343,7 +439,7 @@ class ConnectivityTest:
 
     async def _list_vms(
         self, agents: ChannelPool, semaphore: asyncio.Semaphore, node: common_pb2.InternalComputeInfo
-    ) -> tuple[str, list[Vm]]:
+    ) -> tuple[str, VmTable]:
         endpoint = node.agent_endpoint or (f"{node.container_ip}:{AGENT_PORT}" if node.container_ip else "")
         if not endpoint:
             raise FailedPrecondition(f"vhost {node.name!r} has no agent endpoint; CHECK topology")
@@ -354,11 +450,9 @@ class ConnectivityTest:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise from_rpc_error(exc, f"agent of vhost {node.name!r}", endpoint) from None
-        # A VPC id is shared by its VMs, a name by the VMs of the same place on other vhosts: interned,
-        # not a copy per VM (a million VMs are listed at once).
-        return reply.dataplane, [
-            Vm(node.name, sys.intern(vm.name), vm.ip, sys.intern(vm.vpc_id), endpoint) for vm in reply.vms
-        ]
+        table = VmTable()
+        table.add(node.name, endpoint, reply.vms)
+        return reply.dataplane, table
 
     async def _ping(
         self,

@@ -8,8 +8,8 @@ import pytest
 
 from merak.errors import InvalidArgument
 from merak.stats import percentile
-from merak.v1 import scenario_pb2
-from services.scenario.pingall import Vm, sample_pairs
+from merak.v1 import agent_pb2, scenario_pb2
+from services.scenario.pingall import Vm, VmTable, sample_pairs
 
 
 def lab(hosts: int, per_host: int, vpcs: int = 1, *, same_ips: bool = False) -> list[Vm]:
@@ -87,3 +87,30 @@ def test_a_hundred_thousand_vms_count_their_pairs_in_64_bits() -> None:
     assert sample.connectivity_total == 100_000 * 99_999 and len(sample.connectivity) == 1000
     report = scenario_pb2.TestReport(pairs_total=sample.connectivity_total, pairs_tried=1000)
     assert scenario_pb2.TestReport.FromString(report.SerializeToString()).pairs_total == 9_999_900_000
+
+
+def table_of(vms: list[Vm], without_address: int = 0) -> VmTable:
+    """The VMs as the connectivity test keeps them: one table per vhost, joined in order."""
+    table = VmTable()
+    for vhost in dict.fromkeys(vm.vhost for vm in vms):
+        mine = [vm for vm in vms if vm.vhost == vhost]
+        listed = [agent_pb2.VmInfo(name=vm.name, ip=vm.ip, vpc_id=vm.vpc_id) for vm in mine]
+        listed += [agent_pb2.VmInfo(name=f"bare-{i}") for i in range(without_address)]
+        part = VmTable()
+        part.add(vhost, mine[0].endpoint, listed)
+        table.extend(part)
+    return table
+
+
+def test_the_vm_table_gives_back_the_vms_it_was_given_and_samples_alike() -> None:
+    vms = lab(4, 10, vpcs=3)
+    vms[5] = Vm(
+        vms[5].vhost, vms[5].name, "10.01.0.7", vms[5].vpc_id, vms[5].endpoint
+    )  # not as inet_ntoa writes it
+    table = table_of(vms, without_address=2)
+    assert list(table) == vms and len(table) == 40 and table.unaddressed == 8
+    assert table[-1] == vms[-1] and table[2:4] == vms[2:4]
+    assert list(table.columns()) == [(vm.vhost, vm.vpc_id) for vm in vms]
+    # The same pairs as from the list, for the same seed.
+    assert sample_pairs(table, 100, 7, 10_000) == sample_pairs(vms, 100, 7, 10_000)
+    assert sample_pairs(table, 0, 0, 10_000) == sample_pairs(vms, 0, 0, 10_000)
