@@ -140,7 +140,8 @@ class ComputeActivities:
         names = await self.store.vms.shard_hosts(ref.config_id, ref.shard)
         # The VMs a CREATE counted on these hosts, written now (any operation: a DELETE after a CREATE
         # that failed first finds them too).
-        placed = await self.store.vms.place_pending(ref.config_id, names)
+        async with heartbeating():
+            placed = await self.store.vms.place_pending(ref.config_id, names)
         if placed:
             log.info("shard_placed", config_id=ref.config_id, shard=ref.shard, vms=placed)
         hosts = await self.store.vms.hosts_named(ref.config_id, names)

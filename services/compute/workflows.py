@@ -69,11 +69,13 @@ class HostShardWorkflow:
     @workflow.run
     async def run(self, shard: ShardInput) -> DeployResult:
         """Run every batch of every host of the shard."""
+        # Planning writes the shard's VM records (50 hosts x 2,000 VMs is 100,000): it heartbeats.
         plan: ShardPlan = await workflow.execute_activity(
             ActivityName.SHARD_PLAN,
             ShardRef(shard.config_id, shard.shard, shard.operation),
             result_type=ShardPlan,
-            start_to_close_timeout=QUICK,
+            start_to_close_timeout=BATCH_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=BATCH_RETRY,
         )
         if shard.operation in (CREATE, UPDATE) and plan.hosts and workflow.patched("prepare-hosts"):

@@ -21,7 +21,8 @@ PREFIX = "merak:compute"
 #   drop:<host>            list of the VM names an UPDATE removed (to be deleted)
 #   vms:<host>             hash: VM name -> records.VmRecord as stored (VmRecord.stored: the VM's own fields
 #                          and the name of its template)
-#   templates              hash: template name -> what VMs of a subnet share (records.SHARED), named by content
+#   templates              hash: template name -> what the VMs of a subnet share (records.SHARED), named
+#                          by its content
 #   counts, hostcounts     hash: VMs per status, of the config and per "host|status"
 #   open, unsettled        hash: VMs not DONE per host; sorted set of the hosts where that is above 0
 #   errors                 list: the first VM errors

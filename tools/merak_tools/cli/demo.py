@@ -20,6 +20,7 @@ def cmd_demo(settings: StackSettings, extra: list[str]) -> int:
     argv = [
         "--scenario-address", f"localhost:{settings.grpc_port('scenario')}",
         "--topology-address", f"localhost:{settings.grpc_port('topology')}",
+        "--compute-address", f"localhost:{settings.grpc_port('compute')}",
         "--report", str(settings.state_dir / "teste2e-report.json"),
         *extra,
     ]  # fmt: skip
