@@ -19,6 +19,7 @@ vhost named twice, is refused when the document is built and when it is read.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,8 +141,11 @@ def loads(text: str) -> VhostsFile:
 
 
 def write(path: Path, document: VhostsFile) -> None:
-    """Write `document` to `path`."""
-    path.write_text(dumps(document))
+    """Write `document` to `path` at once (a draft renamed over it): an agent started before its file is
+    written waits for it and must never read half of one."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    draft.write_text(dumps(document))
+    os.replace(draft, path)
 
 
 def read(path: Path) -> VhostsFile:
