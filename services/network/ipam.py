@@ -8,13 +8,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from merak.errors import FailedPrecondition, InvalidArgument, MerakError, NotFound, ResourceExhausted
+from merak.ids import check_id
 from services.network.metrics import NetworkMetrics
 from services.network.models import NetworkState, PortAllocation, PortRequest, SubnetState, VpcState, port_mac
-from services.network.store import AllocationFailure, NetworkStore, SubnetPool
+from services.network.store import AllocationFailure, HeldAddress, NetworkStore, SubnetPool
 
 
 class Ipam:
-    """Port addresses of a network config: one bitmap per subnet and a vm_id → address hash (store)."""
+    """Port addresses of a network config: one bitmap per subnet and a vm_id → address hash (store); in
+    a subnet with host blocks, which host owns which block (a host's VMs get addresses from its blocks)."""
 
     def __init__(self, store: NetworkStore, metrics: NetworkMetrics) -> None:
         self.store = store
@@ -38,19 +40,25 @@ class Ipam:
         targets = _targets(state, requests)
         pools: list[SubnetPool] = []
         pool_of: dict[int, int] = {}
-        pairs: list[tuple[str, int]] = []
+        triples: list[tuple[str, int, str]] = []
         for request, (_, subnet) in zip(requests, targets, strict=True):
             if subnet.slot not in pool_of:
                 pool_of[subnet.slot] = len(pools)
-                pools.append(SubnetPool(subnet.slot, subnet.capacity))
-            pairs.append((request.vm_id, pool_of[subnet.slot]))
-        outcome = await self.store.allocate(state.netconfig_id, pools, pairs)
+                pools.append(
+                    SubnetPool(
+                        subnet.slot, subnet.capacity, subnet.block_size, subnet.blocks, subnet.block_prefix
+                    )
+                )
+            host = request.host if subnet.block_prefix else ""
+            triples.append((request.vm_id, pool_of[subnet.slot], host))
+        outcome = await self.store.allocate(state.netconfig_id, pools, triples)
         if isinstance(outcome, AllocationFailure):
             raise _failure(state, outcome, requests, targets, pools)
         fresh = list(
             dict.fromkeys(r.vm_id for r, value in zip(requests, outcome, strict=True) if value[0] == "+")
         )
         self.metrics.allocated.inc(len(fresh))
+        self.metrics.borrowed.inc(sum(1 for value in outcome if value[0] == "+" and "/32@" in value))
         allocations = [
             _allocation(request, vpc, subnet, value.lstrip("+"))
             for request, (vpc, subnet), value in zip(requests, targets, outcome, strict=True)
@@ -86,7 +94,8 @@ class Ipam:
             for vm_id, value in zip(unique, await self.store.lookup(state.netconfig_id, unique), strict=True)
             if value is not None
         ]
-        released = await self.store.release(state.netconfig_id, held)
+        sizes = {subnet.slot: subnet.block_size for _, subnet in state.subnets() if subnet.block_prefix}
+        released = await self.store.release(state.netconfig_id, held, sizes)
         self.metrics.released.inc(released)
         return released
 
@@ -105,6 +114,8 @@ def _targets(state: NetworkState, requests: Sequence[PortRequest]) -> list[tuple
         field = f"ports[{i}]"
         if not request.vm_id:
             raise InvalidArgument(f"{field}.vm_id", "required")
+        if request.host:
+            check_id(f"{field}.host", request.host)
         if request.vpc_id and request.vpc_id not in vpcs:
             raise InvalidArgument(f"{field}.vpc_id", f"unknown VPC {request.vpc_id!r} in {where}")
         if request.subnet_id:
@@ -120,12 +131,27 @@ def _targets(state: NetworkState, requests: Sequence[PortRequest]) -> list[tuple
             targets.append((vpc, vpc.subnets[0]))
         else:
             raise InvalidArgument(f"{field}.subnet_id", "required (unless the VPC has exactly one subnet)")
+        subnet = targets[-1][1]
+        if subnet.block_prefix and not request.host:
+            raise InvalidArgument(
+                f"{field}.host",
+                f"required: subnet {subnet.id!r} gives each host its own "
+                f"/{subnet.block_prefix} address blocks",
+            )
     return targets
 
 
 def _allocation(request: PortRequest, vpc: VpcState, subnet: SubnetState, value: str) -> PortAllocation:
-    offset = int(value.partition(":")[2])
-    ip = str(subnet.network.network_address + offset)
+    # "slot:offset", or "slot:offset/len@host" with host blocks (parsed by hand: a million VMs pass here).
+    where, _, blocked = value.partition("/")
+    offset = int(where.partition(":")[2])
+    base = subnet.network.network_address
+    ip = str(base + offset)
+    route = ""
+    if blocked:
+        # The block the address is in (the host's own), or the address alone when borrowed.
+        length = int(blocked.partition("@")[0])
+        route = f"{base + (offset & ~((1 << (32 - length)) - 1))}/{length}"
     return PortAllocation(
         vm_id=request.vm_id,
         vpc_id=vpc.id,
@@ -137,6 +163,7 @@ def _allocation(request: PortRequest, vpc: VpcState, subnet: SubnetState, value:
         vni=vpc.vni,
         gateway_mac=vpc.gateway_mac,
         cidr=subnet.cidr,
+        route=route,
     )
 
 
@@ -150,14 +177,31 @@ def _failure(
     if failure.reason == "MISSING":
         return NotFound(f"network config {state.netconfig_id!r} does not exist")
     if failure.reason == "CONFLICT":
-        request = requests[failure.index]
-        slot, _, offset = failure.detail.partition(":")
-        held = next((s for _, s in state.subnets() if str(s.slot) == slot), None)
-        where = (
-            f"{ipaddress.IPv4Address(int(held.network.network_address) + int(offset))} in subnet {held.id!r}"
+        request, target = requests[failure.index], targets[failure.index][1]
+        if not failure.detail:  # asked twice in this call: for two subnets, or two hosts
+            earlier = next(i for i, r in enumerate(requests) if r.vm_id == request.vm_id)
+            if targets[earlier][1].slot == target.slot:
+                return FailedPrecondition(
+                    f"ports[{failure.index}].host: VM {request.vm_id!r} is asked for on hosts "
+                    f"{requests[earlier].host!r} and {request.host!r} in one call"
+                )
+            return FailedPrecondition(
+                f"ports[{failure.index}].subnet_id: VM {request.vm_id!r} is asked for in two subnets "
+                "in one call"
+            )
+        current = HeldAddress.parse(failure.detail)
+        held = next((s for _, s in state.subnets() if s.slot == current.slot), None)
+        address = (
+            f"{ipaddress.IPv4Address(int(held.network.network_address) + current.offset)}"
             if held is not None
-            else "an address in another subnet"
+            else ""
         )
+        if held is not None and held.slot == target.slot:
+            return FailedPrecondition(
+                f"ports[{failure.index}].host: VM {request.vm_id!r} holds {address} on host "
+                f"{current.host!r}; release it before asking for another host"
+            )
+        where = f"{address} in subnet {held.id!r}" if held is not None else "an address in another subnet"
         return FailedPrecondition(
             f"ports[{failure.index}].subnet_id: VM {request.vm_id!r} holds {where}; "
             "release it before asking for another subnet"

@@ -22,6 +22,7 @@ class NetworkMetrics:
     objects: Gauge
     allocated: Counter
     released: Counter
+    borrowed: Counter
     plugin_seconds: Histogram
     control_plane: ControlPlaneMetrics
     port_up_seconds: Histogram
@@ -42,6 +43,12 @@ class NetworkMetrics:
             ),
             released=Counter(
                 "merak_network_ipam_released_total", "Addresses given back by VM ports.", registry=registry
+            ),
+            borrowed=Counter(
+                "merak_network_ipam_borrowed_total",
+                "Addresses handed out outside their host's blocks (every block of the subnet was taken): "
+                "each one is a /32 route on every other host.",
+                registry=registry,
             ),
             plugin_seconds=Histogram(
                 "merak_network_plugin_call_seconds",

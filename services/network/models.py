@@ -100,6 +100,8 @@ class NetworkSpec:
     ovn_sb: str = ""
     # Where the config named its Alcor (`config.services[i].url`), for errors; not part of the request.
     alcor_url_field: str = field(default="config.services", compare=False)
+    # Per-host address blocks of this prefix length in every subnet (0: off); see SubnetState.
+    block_prefix: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,9 @@ class SubnetState:
     gateway: str
     number_vms: int
     slot: int
+    # Each host gets addresses from its own blocks of this prefix length (0: off): the IPAM keeps
+    # which host owns which block, so a routed overlay routes a block, not a VM, to its host.
+    block_prefix: int = 0
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -136,6 +141,16 @@ class SubnetState:
     def gateway_offset(self) -> int:
         """The gateway's position from the network address."""
         return int(ipaddress.IPv4Address(self.gateway)) - int(self.network.network_address)
+
+    @property
+    def block_size(self) -> int:
+        """Addresses per host block (0: the subnet has no blocks)."""
+        return 1 << (32 - self.block_prefix) if self.block_prefix else 0
+
+    @property
+    def blocks(self) -> int:
+        """How many host blocks the subnet holds (0: none)."""
+        return self.size // self.block_size if self.block_prefix else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +264,8 @@ class PortRequest:
     subnet_id: str = ""
     # Ids of the config's security groups the port is in (the ovn plugin makes it a member of them).
     security_group_ids: tuple[str, ...] = ()
+    # The host the VM goes to: the address comes from that host's blocks when the subnet has blocks.
+    host: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +284,9 @@ class PortAllocation:
     cidr: str
     # The port's name in the control plane, when the plugin makes one (ovn: the logical switch port).
     port_name: str = ""
+    # With host blocks: the prefix the host advertises for this address, its block ("10.1.3.64/26") or
+    # "<ip>/32" when the address is borrowed from another host's block; "" without blocks.
+    route: str = ""
 
 
 def port_mac(vni: int, ip: str) -> str:

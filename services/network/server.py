@@ -70,13 +70,15 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
     async def AllocatePorts(
         self, request: network_pb2.AllocatePortsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> network_pb2.AllocatePortsReply:
-        """An address, MAC and gateway per VM port, in request order; idempotent per vm_id."""
+        """An address, MAC and gateway per VM port, in request order; idempotent per vm_id. With host
+        blocks, each from its host's blocks, with the route its host advertises for it."""
         requests = [
             PortRequest(
                 p.vm_id.strip(),
                 p.vpc_id.strip(),
                 p.subnet_id.strip(),
                 tuple(g.strip() for g in p.security_group_ids),
+                p.host.strip(),
             )
             for p in request.ports
         ]
@@ -86,7 +88,7 @@ class NetworkServicer(_grpc.MerakNetworkServiceServicer):
             reply.ports.add(
                 vm_id=a.vm_id, vpc_id=a.vpc_id, subnet_id=a.subnet_id, ip=a.ip, prefix_len=a.prefix_len,
                 mac=a.mac, gateway=a.gateway, vni=a.vni, gateway_mac=a.gateway_mac, cidr=a.cidr,
-                port_name=a.port_name,
+                port_name=a.port_name, route=a.route,
             )  # fmt: skip
         return reply
 

@@ -33,6 +33,9 @@ OVN_PLUGIN = "ovn"
 # A subnet's bitmap has one bit per address: /8 is 2 MiB, the largest we keep. /30 leaves one VM address.
 MIN_SUBNET_PREFIX = 8
 MAX_SUBNET_PREFIX = 30
+# Host blocks (config.block_prefix) of at most /29: 8 addresses, one byte of the subnet's bitmap, and
+# every block keeps room for VMs whichever block holds the network, gateway and broadcast addresses.
+MAX_BLOCK_PREFIX = 29
 # What one network config may ask for, checked before any loop over it: VPCs, subnets (all VPCs
 # together) and the addresses of all its subnets (their bitmaps: 2^26 addresses = 8 MiB in Redis, four
 # /8 subnets; a million VMs need one /12).
@@ -142,9 +145,45 @@ def spec_from_proto(
     nodes = _nodes(config.computes)
     ovn_nb, ovn_sb = _ovn_remotes(config, plugin)
     url_field = alcor_service(config)[1] if alcor_url else "config.services"
+    block_prefix = _block_prefix(config.block_prefix, plugin, vpcs)
     return NetworkSpec(
-        netconfig_id, plugin, alcor_url, vpcs, groups, routers, nodes, ovn_nb, ovn_sb, url_field
+        netconfig_id,
+        plugin,
+        alcor_url,
+        vpcs,
+        groups,
+        routers,
+        nodes,
+        ovn_nb,
+        ovn_sb,
+        url_field,
+        block_prefix=block_prefix,
     )
+
+
+def _block_prefix(value: int, plugin: str, vpcs: Sequence[VpcSpec]) -> int:
+    """The host block prefix length (0: off): native plugin only, and no subnet smaller than a block."""
+    field = "config.block_prefix"
+    if value == 0:
+        return 0
+    if plugin != DEFAULT_PLUGIN:
+        raise InvalidArgument(
+            field, f"only the {DEFAULT_PLUGIN} plugin gives hosts address blocks (the plugin is {plugin})"
+        )
+    if not MIN_SUBNET_PREFIX <= value <= MAX_BLOCK_PREFIX:
+        raise InvalidArgument(
+            field, f"/{value}: a block is /{MIN_SUBNET_PREFIX} to /{MAX_BLOCK_PREFIX} (0: no host blocks)"
+        )
+    for i, vpc in enumerate(vpcs):
+        for j, subnet in enumerate(vpc.subnets):
+            length = ipaddress.IPv4Network(subnet.cidr).prefixlen
+            if length > value:
+                raise InvalidArgument(
+                    field,
+                    f"/{value} blocks do not fit in {_NETWORK}.vpcs[{i}].subnets[{j}] ({subnet.cidr}); "
+                    f"use /{length} or longer blocks, or a larger subnet",
+                )
+    return value
 
 
 def _bounded(network: network_pb2.InternalNetworkInfo) -> None:
@@ -383,6 +422,11 @@ def check_extends(old: NetworkSpec, new: NetworkSpec) -> None:
         raise InvalidArgument("config.plugin", "UPDATE cannot change the plugin or the Alcor host")
     if (old.ovn_nb, old.ovn_sb) != (new.ovn_nb, new.ovn_sb):
         raise InvalidArgument("config.ovn_nb", "UPDATE cannot change the OVN databases")
+    if old.block_prefix != new.block_prefix:
+        raise InvalidArgument(
+            "config.block_prefix",
+            f"UPDATE cannot change the block prefix (it is {old.block_prefix}; 0: no host blocks)",
+        )
     _prefix(f"{_NETWORK}.vpcs", old.vpcs, new.vpcs, nested=True)
     _prefix(f"{_NETWORK}.security_groups", old.security_groups, new.security_groups)
     _prefix(f"{_NETWORK}.routers", old.routers, new.routers)

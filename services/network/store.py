@@ -36,51 +36,111 @@ MAX_CALLS_KEPT = 10_000
 # per address (bit i = network address + i), with network, broadcast and gateway set at creation.
 # The ports hash maps vm_id -> "slot:offset", so asking again for a VM gives back its address; the
 # reply marks addresses handed out by this call with a leading "+".
-#   KEYS: state (must exist), ports hash, allocated-count hash, one bitmap per subnet group
-#   ARGV: k, k slots, k capacities, then (vm_id, group) pairs; groups count from 1
-# Errors: MISSING (config deleted), CONFLICT <pair index> <current> (a VM already holds an address in
-# another subnet), EXHAUSTED <group> <free>.
+# A subnet with host blocks (block size > 0 addresses, a multiple of 8, so a block is whole bytes of the
+# bitmap) also has a block bitmap (bit b: block b has an owner), owners (block -> host), hosts (host ->
+# its blocks, "3,17") and used (block -> addresses held in it, whoever holds them). A VM on host h gets
+# the lowest free address of h's blocks; else h claims the lowest free block; else it borrows the lowest
+# free address of the subnet (every block is owned then). Its value is "slot:offset/len@h", len the
+# route h advertises for it: the block's prefix, or 32 when borrowed. A block with an address held in it
+# keeps its owner, so that route stays true while the VM holds the address.
+#   KEYS: state (must exist), ports hash, allocated-count hash, then per subnet group 5 keys: bitmap,
+#         block bitmap, owners, hosts, used
+#   ARGV: k, k slots, k capacities, k block sizes (0: no blocks), k block counts, k block prefix lengths,
+#         then (vm_id, group, host) triples; groups count from 1; host is "" for a subnet without blocks
+# Errors: MISSING (config deleted), CONFLICT <triple index> <current> (a VM already holds an address in
+# another subnet or on another host), EXHAUSTED <group> <free>.
 _ALLOCATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('MISSING') end
 local k = tonumber(ARGV[1])
-local first = 2 + 2 * k
-local n = (#ARGV - first + 1) / 2
+local first = 2 + 5 * k
+local n = (#ARGV - first + 1) / 3
+local function key(g, j) return KEYS[3 + 5 * (g - 1) + j] end
+local function arg(g, j) return ARGV[1 + j * k + g] end
 local need, seen = {}, {}
 for g = 1, k do need[g] = 0 end
 for i = 0, n - 1 do
-  local vm, g = ARGV[first + 2 * i], tonumber(ARGV[first + 2 * i + 1])
+  local at = first + 3 * i
+  local vm, g, host = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
   local current = redis.call('HGET', KEYS[2], vm)
   if current then
-    if string.match(current, '^(%d+):') ~= ARGV[1 + g] then
+    local elsewhere = host ~= '' and string.match(current, '@(.*)$') ~= host
+    if string.match(current, '^(%d+):') ~= arg(g, 0) or elsewhere then
       return redis.error_reply('CONFLICT ' .. i .. ' ' .. current)
     end
   elseif seen[vm] == nil then
-    seen[vm] = g
+    seen[vm] = g .. '@' .. host
     need[g] = need[g] + 1
-  elseif seen[vm] ~= g then
+  elseif seen[vm] ~= g .. '@' .. host then
     return redis.error_reply('CONFLICT ' .. i .. ' ')
   end
 end
 for g = 1, k do
   if need[g] > 0 then
-    local used = tonumber(redis.call('HGET', KEYS[3], ARGV[1 + g]) or '0')
-    local free = tonumber(ARGV[1 + k + g]) - used
+    local used = tonumber(redis.call('HGET', KEYS[3], arg(g, 0)) or '0')
+    local free = tonumber(arg(g, 1)) - used
     if free < need[g] then return redis.error_reply('EXHAUSTED ' .. g .. ' ' .. free) end
   end
 end
-local out, cursor = {}, {}
+-- Per batch: the lowest byte that may hold a free bit (bits are only set here), per group; and per
+-- (group, host) its blocks and how many of the first ones are full.
+local cursor, borrow, mine = {}, {}, {}
+local function in_block(g, b, bytes)
+  return redis.call('BITPOS', key(g, 1), 0, b * bytes, (b + 1) * bytes - 1)
+end
+local function take(g, host)
+  local size = tonumber(arg(g, 2))
+  local bytes, suffix = math.floor(size / 8), '/' .. arg(g, 4) .. '@' .. host
+  local id = g .. '@' .. host
+  local entry = mine[id]
+  if entry == nil then
+    entry = {list = {}, full = 0}
+    for b in string.gmatch(redis.call('HGET', key(g, 4), host) or '', '%d+') do
+      entry.list[#entry.list + 1] = tonumber(b)
+    end
+    mine[id] = entry
+  end
+  local pos = -1
+  while pos < 0 and entry.full < #entry.list do
+    pos = in_block(g, entry.list[entry.full + 1], bytes)
+    if pos < 0 then entry.full = entry.full + 1 end
+  end
+  if pos < 0 then
+    -- BITPOS without a range: 0 for a missing key, the bit past the end when every block is owned.
+    local b = redis.call('BITPOS', key(g, 2), 0)
+    if b < tonumber(arg(g, 3)) then
+      redis.call('SETBIT', key(g, 2), b, 1)
+      redis.call('HSET', key(g, 3), b, host)
+      entry.list[#entry.list + 1] = b
+      redis.call('HSET', key(g, 4), host, table.concat(entry.list, ','))
+      pos = in_block(g, b, bytes)
+    else
+      pos = redis.call('BITPOS', key(g, 1), 0, borrow[g] or 0)
+      borrow[g] = math.floor(pos / 8)
+      suffix = '/32@' .. host
+    end
+  end
+  redis.call('HINCRBY', key(g, 5), math.floor(pos / size), 1)
+  return pos, suffix
+end
+local out = {}
 for i = 0, n - 1 do
-  local vm, g = ARGV[first + 2 * i], tonumber(ARGV[first + 2 * i + 1])
+  local at = first + 3 * i
+  local vm, g, host = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
   local current = redis.call('HGET', KEYS[2], vm)
   if current then
     out[i + 1] = current
   else
-    local pos = redis.call('BITPOS', KEYS[3 + g], 0, cursor[g] or 0)
-    redis.call('SETBIT', KEYS[3 + g], pos, 1)
-    cursor[g] = math.floor(pos / 8)
-    local value = ARGV[1 + g] .. ':' .. pos
+    local pos, suffix
+    if tonumber(arg(g, 2)) == 0 then
+      pos, suffix = redis.call('BITPOS', key(g, 1), 0, cursor[g] or 0), ''
+      cursor[g] = math.floor(pos / 8)
+    else
+      pos, suffix = take(g, host)
+    end
+    redis.call('SETBIT', key(g, 1), pos, 1)
+    local value = arg(g, 0) .. ':' .. pos .. suffix
     redis.call('HSET', KEYS[2], vm, value)
-    redis.call('HINCRBY', KEYS[3], ARGV[1 + g], 1)
+    redis.call('HINCRBY', KEYS[3], arg(g, 0), 1)
     out[i + 1] = '+' .. value
   end
 end
@@ -88,18 +148,41 @@ return out
 """
 
 # Gives addresses back, each only if the VM still holds the address the caller read (a concurrent
-# release of the same VM, followed by a new allocation of that address, must not free it again).
-#   KEYS: ports hash, allocated-count hash, one bitmap per slot
-#   ARGV: (vm_id, expected "slot:offset", bitmap index from 1) triples
+# release of the same VM, followed by a new allocation of that address, must not free it again). In a
+# subnet with host blocks, a block nobody holds an address in any more goes back to the pool.
+#   KEYS: ports hash, allocated-count hash, then per slot the 5 keys of _ALLOCATE's groups
+#   ARGV: k, k block sizes (0: no blocks), then (vm_id, expected "slot:offset...", slot index from 1)
 _RELEASE = """
+local k = tonumber(ARGV[1])
 local released = 0
-for i = 1, #ARGV, 3 do
-  local vm, expected, b = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+for i = 2 + k, #ARGV, 3 do
+  local vm, expected, s = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if redis.call('HGET', KEYS[1], vm) == expected then
-    local slot, offset = string.match(expected, '^(%d+):(%d+)$')
+    local slot, offset = string.match(expected, '^(%d+):(%d+)')
+    local base, size = 2 + 5 * (s - 1), tonumber(ARGV[1 + s])
     redis.call('HDEL', KEYS[1], vm)
-    redis.call('SETBIT', KEYS[2 + b], tonumber(offset), 0)
+    redis.call('SETBIT', KEYS[base + 1], tonumber(offset), 0)
     redis.call('HINCRBY', KEYS[2], slot, -1)
+    if size > 0 then
+      local b = math.floor(tonumber(offset) / size)
+      if redis.call('HINCRBY', KEYS[base + 5], b, -1) <= 0 then
+        redis.call('HDEL', KEYS[base + 5], b)
+        redis.call('SETBIT', KEYS[base + 2], b, 0)
+        local owner = redis.call('HGET', KEYS[base + 3], b)
+        redis.call('HDEL', KEYS[base + 3], b)
+        if owner then
+          local kept = {}
+          for x in string.gmatch(redis.call('HGET', KEYS[base + 4], owner) or '', '%d+') do
+            if tonumber(x) ~= b then kept[#kept + 1] = x end
+          end
+          if #kept == 0 then
+            redis.call('HDEL', KEYS[base + 4], owner)
+          else
+            redis.call('HSET', KEYS[base + 4], owner, table.concat(kept, ','))
+          end
+        end
+      end
+    end
     released = released + 1
   end
 end
@@ -159,10 +242,36 @@ class AllocationFailure:
 
 @dataclass(frozen=True, slots=True)
 class SubnetPool:
-    """One subnet's part of an allocation: its slot and how many addresses it can hand out."""
+    """One subnet's part of an allocation: its slot, how many addresses it can hand out, and its host
+    blocks (addresses per block, how many, their prefix length; 0 when it has none)."""
 
     slot: int
     capacity: int
+    block_size: int = 0
+    blocks: int = 0
+    block_prefix: int = 0
+
+
+# The keys of one subnet's IPAM, after its bitmap (see _ALLOCATE).
+_BLOCK_PARTS = ("blocks", "owners", "hosts", "used")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAddress:
+    """An address as the store keeps it: "slot:offset", with "/len@host" in a subnet with host blocks."""
+
+    slot: int
+    offset: int
+    route_len: int = 0
+    host: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> HeldAddress:
+        """The address a stored value stands for."""
+        slot, _, rest = value.partition(":")
+        where, _, host = rest.partition("@")
+        offset, _, length = where.partition("/")
+        return cls(int(slot), int(offset), int(length or 0), host)
 
 
 class NetworkStore(RedisStore):
@@ -190,6 +299,11 @@ class NetworkStore(RedisStore):
     def _bitmap_key(self, netconfig_id: str, slot: int) -> str:
         return self._nc(netconfig_id, "ipam", str(slot))
 
+    def _subnet_keys(self, netconfig_id: str, slot: int) -> list[str]:
+        """The address bitmap of a subnet, then its host blocks' keys (_ALLOCATE's 5 keys per group)."""
+        bitmap = self._bitmap_key(netconfig_id, slot)
+        return [bitmap, *(f"{bitmap}:{part}" for part in _BLOCK_PARTS)]
+
     @property
     def _vni_owners_key(self) -> str:
         return self.key("vni", "owners")
@@ -202,7 +316,8 @@ class NetworkStore(RedisStore):
         netconfig_id = state.netconfig_id
         parts = ("config", "state", "ports", "allocated", "deleted", "calls")
         keys = [self._nc(netconfig_id, part) for part in parts]
-        keys += [self._bitmap_key(netconfig_id, subnet.slot) for _, subnet in state.subnets()]
+        for _, subnet in state.subnets():
+            keys += self._subnet_keys(netconfig_id, subnet.slot)
         return keys
 
     # --- network configs -----------------------------------------------------------------------
@@ -382,20 +497,24 @@ class NetworkStore(RedisStore):
     # --- IPAM ----------------------------------------------------------------------------------
 
     async def allocate(
-        self, netconfig_id: str, pools: list[SubnetPool], requests: list[tuple[str, int]]
+        self, netconfig_id: str, pools: list[SubnetPool], requests: list[tuple[str, int, str]]
     ) -> list[str] | AllocationFailure:
-        """Addresses ("slot:offset", "+" first when new) for (vm_id, pool index) pairs, all or nothing."""
+        """Addresses ("slot:offset", or "slot:offset/len@host" in a subnet with host blocks; "+" first
+        when new) for (vm_id, pool index, host) triples, all or nothing."""
         if not requests:
             return []
         keys = [
             self._nc(netconfig_id, "state"),
             self._nc(netconfig_id, "ports"),
             self._nc(netconfig_id, "allocated"),
-            *(self._bitmap_key(netconfig_id, pool.slot) for pool in pools),
         ]
-        args: list[str | int] = [len(pools), *(p.slot for p in pools), *(p.capacity for p in pools)]
-        for vm_id, pool in requests:
-            args += [vm_id, pool + 1]
+        for pool in pools:
+            keys += self._subnet_keys(netconfig_id, pool.slot)
+        args: list[str | int] = [len(pools)]
+        for column in ("slot", "capacity", "block_size", "blocks", "block_prefix"):
+            args += [getattr(pool, column) for pool in pools]
+        for vm_id, pool_index, host in requests:
+            args += [vm_id, pool_index + 1, host]
         try:
             values = await self._allocate(keys=keys, args=args)
         except ResponseError as exc:
@@ -413,18 +532,20 @@ class NetworkStore(RedisStore):
         values = await self.redis.hmget(self._nc(netconfig_id, "ports"), vm_ids)
         return [None if v is None else str(v) for v in values]
 
-    async def release(self, netconfig_id: str, held: list[tuple[str, str]]) -> int:
-        """Free the addresses (vm_id, "slot:offset") still held as read; returns how many were freed."""
+    async def release(
+        self, netconfig_id: str, held: list[tuple[str, str]], block_sizes: dict[int, int] | None = None
+    ) -> int:
+        """Free the addresses (vm_id, value as read) still held as read, and the host blocks left empty
+        (`block_sizes`: addresses per block by slot, for the subnets with blocks); returns how many."""
         if not held:
             return 0
         slots = sorted({int(value.partition(":")[0]) for _, value in held})
         index = {slot: i + 1 for i, slot in enumerate(slots)}
-        keys = [
-            self._nc(netconfig_id, "ports"),
-            self._nc(netconfig_id, "allocated"),
-            *(self._bitmap_key(netconfig_id, slot) for slot in slots),
-        ]
-        args: list[str | int] = []
+        keys = [self._nc(netconfig_id, "ports"), self._nc(netconfig_id, "allocated")]
+        for slot in slots:
+            keys += self._subnet_keys(netconfig_id, slot)
+        sizes = block_sizes or {}
+        args: list[str | int] = [len(slots), *(sizes.get(slot, 0) for slot in slots)]
         for vm_id, value in held:
             args += [vm_id, value, index[int(value.partition(":")[0])]]
         return int(await self._release(keys=keys, args=args))

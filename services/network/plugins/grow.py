@@ -36,7 +36,9 @@ def grow_state(
         subnets = list(existing.subnets) if existing else []
         for subnet in vpc.subnets[len(subnets) :]:
             subnets.append(
-                SubnetState(new_id(subnet.id), subnet.cidr, subnet.gateway, subnet.number_vms, slot)
+                SubnetState(
+                    new_id(subnet.id), subnet.cidr, subnet.gateway, subnet.number_vms, slot, spec.block_prefix
+                )
             )
             slot += 1
         if existing is not None:

@@ -366,3 +366,32 @@ def test_overlapping_subnets_are_found_among_many_in_order() -> None:
     )
     vpc.subnets[4000].subnet_cidr = "10.200.0.0/16"
     assert len(spec_from_proto(cfg).vpcs[0].subnets) == 4001
+
+
+def test_host_blocks_are_off_by_default_and_fit_every_subnet() -> None:
+    assert spec_from_proto(base()).block_prefix == 0
+    cfg = base()
+    cfg.block_prefix = 24  # a block as large as the subnets: one block each
+    assert spec_from_proto(cfg).block_prefix == 24
+    cfg.network.vpcs[0].subnets.add(subnet_id="s2", subnet_cidr="10.1.2.0/25")
+    assert invalid(cfg).startswith(
+        "config.block_prefix: /24 blocks do not fit in config.network.vpcs[0].subnets[2] (10.1.2.0/25)"
+    )
+    for bad in (7, 30, 32):
+        cfg.block_prefix = bad
+        assert invalid(cfg).startswith(f"config.block_prefix: /{bad}: a block is /8 to /29")
+    cfg.block_prefix = 26
+    cfg.plugin = "ovn"
+    assert "only the native plugin" in invalid(cfg)
+    grown, before = base(), base()
+    grown.block_prefix = 26
+    with pytest.raises(InvalidArgument) as caught:
+        check_extends(spec_from_proto(before), spec_from_proto(grown))
+    assert caught.value.field == "config.block_prefix"
+
+
+def test_a_subnet_with_blocks_counts_them() -> None:
+    subnet = SubnetState("s", "10.1.0.0/22", "10.1.0.1", 0, 0, block_prefix=26)
+    assert (subnet.block_size, subnet.blocks, subnet.capacity) == (64, 16, 1024 - RESERVED_PER_SUBNET)
+    plain = SubnetState("s", "10.1.0.0/22", "10.1.0.1", 0, 0)
+    assert (plain.block_size, plain.blocks) == (0, 0)
