@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from merak.errors import InvalidArgument
 from merak.naming import gateway_mac
 from merak.v1 import agent_pb2
-from services.agent.models import Neighbor, SubnetSpec, VmSpec, VpcSpec
-from services.agent.validation import MAX_VNI, validate_neighbor, validate_vm, validate_vpc
+from services.agent.models import Neighbor, RoutedPeer, SubnetSpec, VmSpec, VpcSpec
+from services.agent.validation import MAX_VNI, check_prefix, validate_neighbor, validate_vm, validate_vpc
 
 M = TypeVar("M")
 
@@ -64,7 +64,7 @@ def vpc_spec(field: str, vpc: agent_pb2.VpcSpec) -> VpcSpec:
     subnets = tuple(SubnetSpec(s.cidr, s.gateway) for s in vpc.subnets)
     number = vni(f"{field}.vni", vpc.vni)  # first: the gateway MAC is derived from it
     mac = vpc.gateway_mac or gateway_mac(number)
-    return checked_vpc(field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, mac.lower()))
+    return checked_vpc(field, VpcSpec(vpc.vpc_id, vpc.vni, subnets, mac.lower(), routed=vpc.routed))
 
 
 def vni(field: str, value: int) -> int:
@@ -85,3 +85,35 @@ def ipv4(field: str, text: str) -> str:
 def neighbor(field: str, proto: agent_pb2.Neighbor) -> Neighbor:
     """A remote VM of an overlay request."""
     return _valid(field, validate_neighbor, Neighbor(proto.ip, proto.mac.lower(), proto.vtep))
+
+
+def prefix(field: str, text: str) -> str:
+    """`text` as a normalized IPv4 prefix (1..32 bits, no host bits), else InvalidArgument on `field`."""
+    try:
+        return str(check_prefix("prefix", text))
+    except ValueError:
+        raise InvalidArgument(
+            field, f"{text!r} is not an IPv4 prefix (a.b.c.d/len, len 1..32, no host bits)"
+        ) from None
+
+
+def routed_peers(field: str, peers: Sequence[agent_pb2.VpcPeer]) -> list[RoutedPeer]:
+    """The remote vhosts of a routed SetVpcPeers: each VTEP once, each prefix routed to one vhost only."""
+    out: list[RoutedPeer] = []
+    owners: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, peer in enumerate(peers):
+        vtep = ipv4(f"{field}[{i}].vtep", peer.vtep)
+        if vtep in seen:
+            raise InvalidArgument(f"{field}[{i}].vtep", f"{vtep} is given twice")
+        seen.add(vtep)
+        prefixes: list[str] = []
+        for j, text in enumerate(peer.prefixes):
+            where = f"{field}[{i}].prefixes[{j}]"
+            normal = prefix(where, text)
+            owner = owners.setdefault(normal, vtep)
+            if owner != vtep:
+                raise InvalidArgument(where, f"{normal} is also routed to {owner}")
+            prefixes.append(normal)
+        out.append(RoutedPeer(vtep, tuple(dict.fromkeys(prefixes))))
+    return out

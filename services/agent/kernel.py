@@ -34,6 +34,20 @@ def set_sysctl(path: str, value: str, *, optional: bool = False) -> None:
             raise
 
 
+def ensure_sysctl(path: str, value: str, *, optional: bool = False) -> None:
+    """`set_sysctl`, only when /proc/sys/<path> holds another value: some writes act even when nothing
+    changes (net/ipv6/conf/all/disable_ipv6 is applied to every device of the namespace again)."""
+    try:
+        with open(f"/proc/sys/{path}") as f:
+            if f.read().strip() == value:
+                return
+    except FileNotFoundError:
+        if not optional:
+            raise
+        return
+    set_sysctl(path, value, optional=optional)
+
+
 def open_ipr(ns: str) -> Any:
     """An IPRoute whose netlink socket lives in namespace `ns`; only this thread may use it."""
     with netns.entered(ns):

@@ -21,6 +21,8 @@ class VpcSpec:
     vni: int
     subnets: tuple[SubnetSpec, ...]
     gateway_mac: str
+    # The routed shape: vx<vni> an L3 device, remote hosts' blocks routed to them (`RoutedPeer`).
+    routed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,23 @@ class Neighbor:
     ip: str
     mac: str
     vtep: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedPeer:
+    """Another vhost of a routed VPC: its underlay IP (VTEP) and the IPv4 prefixes routed to it."""
+
+    vtep: str
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedState:
+    """What a routed VNI holds on a vhost after SetVpcPeers: remote vhosts, routes, local /32s."""
+
+    peers: int
+    routes: int
+    local_routes: int
 
 
 @dataclass(frozen=True, slots=True)

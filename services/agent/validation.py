@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 from merak.ids import OBJECT_ID, OBJECT_ID_FORM
-from services.agent.models import Neighbor, VmSpec, VpcSpec
+from services.agent.models import Neighbor, RoutedPeer, VmSpec, VpcSpec
 
 ZERO_MAC = "00:00:00:00:00:00"
 MAX_VNI = (1 << 24) - 1
@@ -78,6 +78,8 @@ def validate_vpc(vpc: VpcSpec) -> None:
     """Raise ValueError naming the first malformed field of `vpc`."""
     _check_vpc_id("vpc_id", vpc.vpc_id)
     check_vni("vni", vpc.vni)
+    if not isinstance(vpc.routed, bool):
+        raise ValueError(f"routed: {vpc.routed!r} is not a bool")
     _check_mac("gateway_mac", vpc.gateway_mac)
     networks: list[ipaddress.IPv4Network] = []
     for i, subnet in enumerate(vpc.subnets):
@@ -130,6 +132,26 @@ def validate_neighbor(neighbor: Neighbor) -> None:
     _check_ipv4_text("neighbor ip", neighbor.ip)
     _check_mac(f"neighbor {neighbor.ip}: mac", neighbor.mac)
     _check_ipv4_text(f"neighbor {neighbor.ip}: vtep", neighbor.vtep)
+
+
+def check_prefix(what: str, value: object) -> ipaddress.IPv4Network:
+    """`value` parsed as an IPv4 prefix with no host bits ("10.1.0.64/26"), else ValueError."""
+    if isinstance(value, str) and "/" in value:
+        try:
+            network = ipaddress.IPv4Network(value, strict=True)
+        except ValueError:
+            pass
+        else:
+            if network.prefixlen:  # a default route to one vhost would take every other one's traffic
+                return network
+    raise ValueError(f"{what}: {value!r} is not an IPv4 prefix (a.b.c.d/len, len 1..32, no host bits)")
+
+
+def validate_routed_peer(peer: RoutedPeer) -> None:
+    """Raise ValueError naming the first malformed field of `peer`."""
+    check_ipv4("vtep", peer.vtep)
+    for i, prefix in enumerate(peer.prefixes):
+        check_prefix(f"prefixes[{i}]", prefix)
 
 
 def host_ifname(vm_name: str) -> str:

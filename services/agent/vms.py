@@ -178,4 +178,4 @@ class VmOperations:
         """`vpc` with every subnet the vhost's VNI has been asked to serve so far."""
         known = self._subnets.setdefault((vhost.name, vpc.vni), {})
         known.update((s.cidr, s) for s in vpc.subnets)
-        return VpcSpec(vpc.vpc_id, vpc.vni, tuple(known.values()), vpc.gateway_mac)
+        return VpcSpec(vpc.vpc_id, vpc.vni, tuple(known.values()), vpc.gateway_mac, routed=vpc.routed)

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from merak.errors import InvalidArgument
-from services.agent.models import Neighbor, PingResult, VmInfo, VmResult, VmSpec, VpcSpec
+from services.agent.models import (
+    Neighbor,
+    PingResult,
+    RoutedPeer,
+    RoutedState,
+    VmInfo,
+    VmResult,
+    VmSpec,
+    VpcSpec,
+)
 from services.agent.planes.fake import FakeDataplane
 from services.agent.vhosts import Vhost
 
@@ -30,6 +39,9 @@ class Plane(Protocol):
     def set_vni_peers(self, vni: int, vteps: Sequence[str]) -> None: ...
     def push_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None: ...
     def remove_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None: ...
+    def set_routed_peers(
+        self, vni: int, peers: Sequence[RoutedPeer], local_prefixes: Sequence[str]
+    ) -> RoutedState: ...
     def ping(self, vm_name: str, dests: Sequence[str], timeout: float = 1.0) -> list[PingResult]: ...
     def destroy(self) -> None: ...
 

@@ -6,8 +6,24 @@ import ipaddress
 import threading
 from collections.abc import Sequence
 
-from services.agent.models import Neighbor, PingResult, VmInfo, VmResult, VmSpec, VpcSpec
-from services.agent.validation import validate_neighbor, validate_vm, validate_vpc
+from merak.errors import FailedPrecondition
+from services.agent.models import (
+    Neighbor,
+    PingResult,
+    RoutedPeer,
+    RoutedState,
+    VmInfo,
+    VmResult,
+    VmSpec,
+    VpcSpec,
+)
+from services.agent.validation import (
+    check_prefix,
+    validate_neighbor,
+    validate_routed_peer,
+    validate_vm,
+    validate_vpc,
+)
 
 
 class FakeDataplane:
@@ -18,6 +34,8 @@ class FakeDataplane:
         self._vpcs: dict[int, VpcSpec] = {}
         self._peers: dict[int, frozenset[str]] = {}
         self._neighbors: dict[int, dict[str, Neighbor]] = {}
+        # Routed VPCs: the remote vhosts (VTEP -> prefixes) and this vhost's own prefixes, by VNI.
+        self._routed: dict[int, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {}
         # VMs on OVN ports: the subnets of each VPC seen on this vhost (OVN, not us, routes between them).
         self._ovn_subnets: dict[str, set[ipaddress.IPv4Network]] = {}
         self._lock = threading.Lock()
@@ -92,6 +110,36 @@ class FakeDataplane:
             for neighbor in neighbors:
                 table.pop(neighbor.ip, None)
 
+    def set_routed_peers(
+        self, vni: int, peers: Sequence[RoutedPeer], local_prefixes: Sequence[str]
+    ) -> RoutedState:
+        """Record a routed VNI's remote vhosts and prefixes (the last call's, whole); what the kernel
+        would hold is counted."""
+        for peer in peers:
+            validate_routed_peer(peer)
+        blocks = [check_prefix(f"local_prefixes[{i}]", p) for i, p in enumerate(local_prefixes)]
+        blocks = [b for b in blocks if b.prefixlen < 32]
+        with self._lock:
+            vpc = self._vpcs.get(vni)
+            if vpc is None:
+                raise FailedPrecondition(f"vpc with vni {vni} is not set up")
+            if not vpc.routed:
+                raise FailedPrecondition(f"vpc with vni {vni} is not routed: ensure it with routed set")
+            remote = {p.vtep: p.prefixes for p in peers}
+            self._routed[vni] = (remote, tuple(local_prefixes))
+            local = [
+                vm.ip
+                for vm in self._vms.values()
+                if vm.vni == vni and not any(ipaddress.IPv4Address(vm.ip) in b for b in blocks)
+            ]
+        routes = {p for prefixes in remote.values() for p in prefixes}
+        return RoutedState(peers=len(remote), routes=len(routes), local_routes=len(local))
+
+    def routed_peers(self, vni: int) -> dict[str, tuple[str, ...]]:
+        """The remote vhosts of routed VNI `vni` and their prefixes, as last set."""
+        with self._lock:
+            return dict(self._routed.get(vni, ({}, ()))[0])
+
     def ping(self, vm_name: str, dests: Sequence[str], timeout: float = 1.0, **_: object) -> list[PingResult]:
         """Reachability as the control plane set it up: a VM of the same VPC, local or a pushed neighbour."""
         with self._lock:
@@ -133,3 +181,4 @@ class FakeDataplane:
             self._vpcs.clear()
             self._peers.clear()
             self._neighbors.clear()
+            self._routed.clear()

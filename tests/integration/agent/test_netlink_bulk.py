@@ -95,3 +95,66 @@ def test_failures_in_every_window_are_reported_once(make_netns: MakeNetns) -> No
         assert netlink_bulk.apply(sock, entries[:1], window=4) == []  # nothing left over to misread
     neigh, _fdb = _counts(ns, bridge, vxlan)
     assert neigh == 10 - len(bad_positions)
+
+
+def _routed_state(ns: str, vxlan: int) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
+    """vx9's permanent IPv6 neighbours (address -> MAC), and static routes (prefix -> (oif, next hop))."""
+
+    def read() -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
+        with IPRoute() as ipr:
+            neighbours = {
+                str(e.get("dst")): str(e.get("lladdr"))
+                for e in ipr.neigh("dump", family=socket.AF_INET6)
+                if e["ifindex"] == vxlan and e["state"] & netlink_bulk.NUD_PERMANENT
+            }
+            routes = {
+                f"{r.get('dst')}/{r['dst_len']}": (
+                    int(r.get("oif")),
+                    str((r.get("via") or {}).get("addr", "")),
+                )
+                for r in ipr.route("dump", family=socket.AF_INET)
+                if r["proto"] == netlink_bulk.RTPROT_STATIC
+            }
+            return neighbours, routes
+
+    return netns.run_in(ns, read)
+
+
+def test_routed_entries_land_replace_and_go(make_netns: MakeNetns) -> None:
+    ns = make_netns()
+    bridge, vxlan = _bridge_and_vxlan(ns)
+
+    def l3() -> None:  # the routed shape: vx9 off the bridge, IPv6 on it
+        with IPRoute() as ipr:
+            ipr.link("set", index=vxlan, master=0)
+        with open("/proc/sys/net/ipv6/conf/vx9/disable_ipv6", "w") as f:
+            f.write("0")
+
+    netns.run_in(ns, l3)
+    hop, other = "fe80::c000:207", "fe80::c000:208"
+    entries: list[netlink_bulk.Entry | netlink_bulk.Route] = [
+        netlink_bulk.fdb_remote(vxlan, "02:00:c0:00:02:07", "192.0.2.7"),
+        netlink_bulk.neighbor6(vxlan, hop, "02:00:c0:00:02:07"),
+        *(netlink_bulk.route_via6(f"10.{i}.0.0/26", vxlan, hop) for i in range(250)),
+        netlink_bulk.route_on_link("10.0.0.30/32", bridge),
+    ]
+    with netlink_bulk.route_socket(ns) as sock:
+        assert netlink_bulk.apply(sock, entries) == []
+        assert netlink_bulk.apply(sock, entries) == []  # replace: the same again is fine
+        neighbours, routes = _routed_state(ns, vxlan)
+        assert neighbours == {hop: "02:00:c0:00:02:07"}
+        assert len(routes) == 251 and routes["10.7.0.0/26"] == (vxlan, hop)
+        assert routes["10.0.0.30/32"] == (bridge, "")
+        # A route replaced through another next hop, then everything removed.
+        assert netlink_bulk.apply(sock, [netlink_bulk.route_via6("10.7.0.0/26", vxlan, other)]) == []
+        assert _routed_state(ns, vxlan)[1]["10.7.0.0/26"] == (vxlan, other)
+        gone = [netlink_bulk.deleted(e) for e in entries[1:]]
+        failed = netlink_bulk.apply(sock, gone)
+        assert [(e.dst, why) for e, why in failed] == [("10.7.0.0/26", "ESRCH")]  # not through `hop` any more
+        assert (
+            netlink_bulk.apply(
+                sock, [netlink_bulk.deleted(netlink_bulk.route_via6("10.7.0.0/26", vxlan, other))]
+            )
+            == []
+        )
+    assert _routed_state(ns, vxlan) == ({}, {})

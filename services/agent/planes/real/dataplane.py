@@ -17,7 +17,16 @@ from merak import netns
 from merak.errors import NotFound
 from merak.logs import get_logger
 from services.agent.icmp import ping_from
-from services.agent.models import Neighbor, PingResult, VmInfo, VmResult, VmSpec, VpcSpec
+from services.agent.models import (
+    Neighbor,
+    PingResult,
+    RoutedPeer,
+    RoutedState,
+    VmInfo,
+    VmResult,
+    VmSpec,
+    VpcSpec,
+)
 from services.agent.planes.real.overlay import Overlay
 from services.agent.planes.real.vms import VmNamespaces
 from services.agent.planes.real.vpcs import VpcNamespaces
@@ -25,8 +34,10 @@ from services.agent.validation import (
     MAX_IFNAME,
     check_ipv4,
     check_name,
+    check_prefix,
     check_vm_name,
     validate_neighbor,
+    validate_routed_peer,
     validate_vm,
     validate_vpc,
 )
@@ -161,6 +172,18 @@ class Dataplane:
             validate_neighbor(neighbor)
         with self._lock:
             self.overlay.remove_neighbors(vni, neighbors)
+
+    def set_routed_peers(
+        self, vni: int, peers: Sequence[RoutedPeer], local_prefixes: Sequence[str]
+    ) -> RoutedState:
+        """Converge routed VNI `vni` to `peers` (a next hop per remote vhost, a route per prefix) and give
+        each local VM outside `local_prefixes` a /32 on br0."""
+        for peer in peers:
+            validate_routed_peer(peer)
+        for i, prefix in enumerate(local_prefixes):
+            check_prefix(f"local_prefixes[{i}]", prefix)
+        with self._lock:
+            return self.overlay.set_routed_peers(vni, peers, local_prefixes, self.vms.addresses_on(vni))
 
     # ------------------------------------------------------------------ checks
 

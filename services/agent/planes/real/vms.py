@@ -96,6 +96,23 @@ class VmNamespaces:
         state = read_vm(ns)
         return None if state is None else VmInfo(state.ip, state.mac, state.vpc_id)
 
+    def addresses_on(self, vni: int) -> list[str]:
+        """The IPv4 addresses of the VMs whose port is on the bridge of VPC `vni` (read from each VM's
+        namespace: the kernel is the record)."""
+        with self._vpcs.opened(vni) as (_ipr, vpc):
+            ports = {name for name, link in vpc.links.items() if link.get("master") == vpc.bridge}
+        found: list[str] = []
+        for name in self.names():
+            if host_ifname(name) not in ports:
+                continue
+            try:
+                state = read_vm(self.ns_of(name))
+            except (OSError, NetlinkError):
+                continue  # deleted meanwhile, or a create half-way: it has no address to route yet
+            if state is not None and state.ip:
+                found.append(state.ip)
+        return found
+
     def create(self, specs: Sequence[VmSpec]) -> dict[str, VmResult]:
         """Create the VMs that do not exist, one VPC socket per VNI; a result per VM name."""
         results: dict[str, VmResult] = {}

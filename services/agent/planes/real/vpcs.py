@@ -1,5 +1,10 @@
 """A vhost's VPC namespaces `<prefix>-vpc<vni>`: br0 with the anycast gateways, forwarding, and vx<vni>
-whose UDP socket stays in the vhost namespace."""
+whose UDP socket stays in the vhost namespace.
+
+Two shapes (VpcSpec.routed): bridged, vx<vni> a port of br0 (one L2 domain across vhosts); routed
+(docs/routed-overlay.md), vx<vni> an L3 device whose MAC is derived from the vhost's VTEP, with IPv6 on
+(no address) for the link-local next hops of remote vhosts, and br0 answering ARP for what is routed away.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,26 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from merak import netns
 from merak.errors import AlreadyExists, FailedPrecondition
-from services.agent import kernel
+from services.agent import kernel, rtnl
 from services.agent.models import VpcSpec
 from services.agent.validation import VPC_NS_RE, check_vni
 
 BRIDGE = "br0"
 VXLAN_PORT = 4789
+
+
+def vtep_mac(vtep: str) -> str:
+    """The MAC of a routed VPC's vx<vni> on the vhost with this VTEP: 02:00:<its 4 bytes>, so every
+    vhost knows every other one's without being told."""
+    return "02:00:" + ipaddress.IPv4Address(vtep).packed.hex(":")
+
+
+def vtep_link_local(vtep: str) -> str:
+    """The IPv6 link-local next hop standing for the vhost with this VTEP: fe80::<hi16>:<lo16>. Another
+    address family than the VPC's, so no VPC address can collide with it (an IPv4 next hop equal to a
+    VPC address is refused: "Nexthop has invalid gateway")."""
+    packed = ipaddress.IPv4Address(vtep).packed
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(10) + packed))
 
 
 @dataclass(slots=True)
@@ -32,6 +51,8 @@ class VpcState:
     vxlan: int
     mtu: int
     links: dict[str, Any] = field(default_factory=dict)
+    # vx<vni> is not a port of br0: the routed shape.
+    routed: bool = False
 
 
 class VpcNamespaces:
@@ -96,8 +117,10 @@ class VpcNamespaces:
         gateway_mac = vpc.gateway_mac.lower()
         with netns.entered(ns):
             # No IPv6 in the overlay: its link-local chatter would be replicated to every VTEP.
-            kernel.set_sysctl("net/ipv6/conf/all/disable_ipv6", "1", optional=True)
-            kernel.set_sysctl("net/ipv6/conf/default/disable_ipv6", "1", optional=True)
+            # Written only when different: writing "all" again would turn IPv6 off on every device,
+            # a routed VPC's vx<vni> too, and flush its next hops.
+            kernel.ensure_sysctl("net/ipv6/conf/all/disable_ipv6", "1", optional=True)
+            kernel.ensure_sysctl("net/ipv6/conf/default/disable_ipv6", "1", optional=True)
             kernel.set_sysctl("net/ipv4/ip_forward", "1")
             ipr = IPRoute(groups=0)
         with contextlib.closing(ipr):
@@ -128,18 +151,47 @@ class VpcNamespaces:
             vx_name = f"vx{vpc.vni}"
             vx = links.get(vx_name)
             if vx is None:
-                self._create_vxlan(ns, vpc.vni)
+                self._create_vxlan(ns, vpc.vni, vtep_mac(self.underlay_ip) if vpc.routed else None)
                 vx = ipr.link("get", ifname=vx_name)[0]
             else:
                 self._check_vxlan(vx, vpc.vni)
+            if vpc.routed:
+                self._route_shape(ipr, ns, vx)
+                return
             ipr.link("set", index=vx["index"], master=br, state="up")
             # ARP suppression: a VM's ARP request for a VM the control plane pushed (a neighbour
             # entry on br0, its MAC behind this port) is answered by the bridge, and not flooded to
             # every VTEP of the VPC: one flat L2 domain of 10,000 VMs otherwise drowns in them.
             ipr.brport("set", index=vx["index"], neigh_suppress=1)
 
-    def _create_vxlan(self, ns: str, vni: int) -> None:
-        """Create vx<vni> from the vhost namespace straight into the VPC namespace `ns`."""
+    def _route_shape(self, ipr: Any, ns: str, vx: Any) -> None:
+        """vx<vni> as an L3 device (the routed shape), and br0 answering ARP for what is routed away."""
+        index = int(vx["index"])
+        name = str(vx.get("ifname"))
+        mac = vtep_mac(self.underlay_ip)
+        if vx.get("master"):  # converging a bridged VPC: its bridge entries for the port go with it
+            ipr.link("set", index=index, master=0)
+        if str(vx.get("address")).lower() != mac:
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, address=mac)
+        # IPv6 on vx<vni> for the link-local next hops, but no address of its own (no DAD, router or
+        # MLD solicitations): addrgenmode none first, then IPv6 on (the namespace's default is off, and
+        # a device that enters the namespace gets the default), then up.
+        with rtnl.socket_in(ns) as sock:
+            rtnl.check(
+                sock, [rtnl.link_set(index, f"set {name} addrgenmode none", up=False, no_ipv6_addresses=True)]
+            )
+        with netns.entered(ns):
+            kernel.ensure_sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "0")
+            # A VM's ARP for an address routed elsewhere (a same-subnet VM on another vhost) is answered
+            # with the gateway's MAC, at once (the default delays broadcast proxy answers up to 0.8 s).
+            kernel.ensure_sysctl(f"net/ipv4/conf/{BRIDGE}/proxy_arp", "1")
+            kernel.ensure_sysctl(f"net/ipv4/neigh/{BRIDGE}/proxy_delay", "0")
+        ipr.link("set", index=index, state="up")
+
+    def _create_vxlan(self, ns: str, vni: int, mac: str | None = None) -> None:
+        """Create vx<vni> from the vhost namespace straight into the VPC namespace `ns` (with `mac`, when
+        given)."""
         # Asked for by a socket of the vhost namespace, the device's UDP socket and underlay stay
         # there (its link netns) while the device sits in `ns` (IFLA_NET_NS_FD): what create-then-
         # move gives, in one message, so a failure cannot leave it behind in the vhost namespace.
@@ -151,6 +203,7 @@ class VpcNamespaces:
                 raise FailedPrecondition(
                     f"underlay ip {self.underlay_ip} is not on {self.underlay_dev} in {self.vhost_ns}"
                 )
+            options: dict[str, Any] = {"address": mac} if mac else {}
             ipr.link(
                 "add",
                 ifname=f"vx{vni}",
@@ -161,6 +214,7 @@ class VpcNamespaces:
                 vxlan_port=VXLAN_PORT,
                 vxlan_learning=0,
                 net_ns_fd=fd,
+                **options,
             )
 
     def _check_vxlan(self, vx: Any, vni: int) -> None:
@@ -189,4 +243,5 @@ class VpcNamespaces:
             vxlan=int(vx["index"]),
             mtu=int(vx.get("mtu")),
             links=links,
+            routed=vx.get("master") != bridge["index"],
         )
