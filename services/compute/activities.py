@@ -407,7 +407,8 @@ class ComputeActivities:
             by_vni: dict[int, list[list[str]]] = defaultdict(list)
             for record in await self.store.vms.records(config_id, host):
                 if record.status == common_pb2.DONE and record.vni:
-                    by_vni[record.vni].append([record.ip, record.mac])
+                    entry = [record.ip, record.mac, record.route] if record.route else [record.ip, record.mac]
+                    by_vni[record.vni].append(entry)
             for vni, entries in by_vni.items():
                 await self.store.overlay.put(config_id, vni, host, entries)
                 now[vni][host] = entries
@@ -448,24 +449,11 @@ class ComputeActivities:
             for vni, members in overlay.items():
                 if name not in members:
                     continue
-                others = [h for h in members if h != name]
                 taken = withdrawn.get(vni, {})
-                request = agent_pb2.SetVpcPeersRequest(
-                    vhost=name,
-                    vni=vni,
-                    vteps=sorted({hosts[h].vtep for h in others if hosts[h].vtep}),
-                    neighbors=[
-                        agent_pb2.Neighbor(ip=ip, mac=mac, vtep=hosts[h].vtep)
-                        for h in others
-                        for ip, mac in members[h]
-                    ],
-                    removed_neighbors=[
-                        agent_pb2.Neighbor(ip=ip, mac=mac, vtep=hosts[h].vtep if h in hosts else "")
-                        for h, entries in taken.items()
-                        if h != name
-                        for ip, mac in entries
-                    ],
-                )
+                if _routed(members):
+                    request = _routed_peers(name, vni, members, hosts)
+                else:
+                    request = _bridged_peers(name, vni, members, hosts, taken)
                 try:
                     await agent.SetVpcPeers(request, timeout=self.agent_timeout)
                 except grpc.aio.AioRpcError as exc:
@@ -504,6 +492,64 @@ class ComputeActivities:
             failed=result.failed,
             failure=result.failure,
         )
+
+
+def _routed(members: dict[str, list[list[str]]]) -> bool:
+    """A VNI whose VMs' addresses come in per-host blocks (their entries carry the route)."""
+    return any(len(entry) > 2 and entry[2] for entries in members.values() for entry in entries)
+
+
+def _routed_peers(
+    name: str, vni: int, members: dict[str, list[list[str]]], hosts: dict[str, HostRecord]
+) -> agent_pb2.SetVpcPeersRequest:
+    """The whole routed overlay of a VNI for vhost `name`: each other vhost and the prefixes it holds
+    (its blocks, and the /32s of addresses it borrowed outside them), and its own blocks (its borrowed
+    addresses are not among them: the agent routes those to their VMs on br0). A vhost holds one set
+    of entries per remote vhost, not per remote VM (docs/routed-overlay.md)."""
+
+    def prefixes(host: str, *, borrowed: bool) -> list[str]:
+        routes = {entry[2] for entry in members[host] if len(entry) > 2 and entry[2]}
+        return sorted(r for r in routes if borrowed or not r.endswith("/32"))
+
+    return agent_pb2.SetVpcPeersRequest(
+        vhost=name,
+        vni=vni,
+        routed=True,
+        peers=[
+            agent_pb2.VpcPeer(vtep=hosts[h].vtep, prefixes=prefixes(h, borrowed=True))
+            for h in sorted(members)
+            if h != name and h in hosts and hosts[h].vtep
+        ],
+        local_prefixes=prefixes(name, borrowed=False),
+    )
+
+
+def _bridged_peers(
+    name: str,
+    vni: int,
+    members: dict[str, list[list[str]]],
+    hosts: dict[str, HostRecord],
+    taken: dict[str, list[list[str]]],
+) -> agent_pb2.SetVpcPeersRequest:
+    """The bridged overlay of a VNI for vhost `name`: the other vhosts (flood list) and a neighbour per
+    remote VM, and the neighbours an UPDATE took away."""
+    others = [h for h in members if h != name]
+    return agent_pb2.SetVpcPeersRequest(
+        vhost=name,
+        vni=vni,
+        vteps=sorted({hosts[h].vtep for h in others if hosts[h].vtep}),
+        neighbors=[
+            agent_pb2.Neighbor(ip=entry[0], mac=entry[1], vtep=hosts[h].vtep)
+            for h in others
+            for entry in members[h]
+        ],
+        removed_neighbors=[
+            agent_pb2.Neighbor(ip=entry[0], mac=entry[1], vtep=hosts[h].vtep if h in hosts else "")
+            for h, entries in taken.items()
+            if h != name
+            for entry in entries
+        ],
+    )
 
 
 def _host_is_gone(endpoint: str, exc: grpc.aio.AioRpcError) -> bool:

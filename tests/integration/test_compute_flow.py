@@ -29,6 +29,7 @@ from merak.v1 import (
     topology_pb2,
 )
 from services.compute.config import ComputeSettings
+from services.compute.store import ComputeStore
 from services.topology.backends.local import ns_prefix
 from services.topology.manager import TopologyManager
 from tests.stack import ServiceStack
@@ -105,9 +106,12 @@ async def worker(cloud: Cloud, temporal_services: ServiceStack) -> None:
     await temporal_services.worker()
 
 
-async def _network(cloud: Cloud, netconfig_id: str) -> network_pb2.ReturnNetworkMessage:
-    """Merak's teste2e network config: 1 VPC 10.1.0.0/16, 1 subnet 10.1.0.0/16 gw 10.1.0.1, 1 SG."""
-    config = network_pb2.InternalNetConfigConfiguration(netconfig_id=netconfig_id)
+async def _network(
+    cloud: Cloud, netconfig_id: str, block_prefix: int = 0
+) -> network_pb2.ReturnNetworkMessage:
+    """Merak's teste2e network config: 1 VPC 10.1.0.0/16, 1 subnet 10.1.0.0/16 gw 10.1.0.1, 1 SG (and
+    per-host address blocks of `block_prefix`, when given)."""
+    config = network_pb2.InternalNetConfigConfiguration(netconfig_id=netconfig_id, block_prefix=block_prefix)
     vpc = config.network.vpcs.add(tenant_id="123456789", project_id="123456789", vpc_cidr="10.1.0.0/16")
     vpc.subnets.add(subnet_cidr="10.1.0.0/16", subnet_gw="10.1.0.1", number_vms=50)
     config.network.security_groups.add(name="sg-1", tenant_id="123456789", project_id="123456789")
@@ -216,17 +220,7 @@ async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: N
     assert len(set(ips)) == 50 and all(ip.startswith("10.1.") for ip in ips)
 
     # Across hosts, through the overlay compute programmed.
-    first, last = nodes[0], nodes[-1]
-    async with grpc.aio.insecure_channel(first.agent_endpoint) as channel:
-        pinged = await agent_pb2_grpc.MerakAgentServiceStub(channel).Ping(
-            agent_pb2.PingRequest(
-                vhost=first.name,
-                vm="v0-0-0",
-                destinations=list(in_agents[last.name].values()),
-                retry_seconds=5,
-            )
-        )
-    assert pinged.failed == 0, [(r.destination, r.error) for r in pinged.results if not r.ok]
+    await _pings_pass(nodes[0], list(in_agents[nodes[-1].name].values()))
 
     # Deploying twice creates nothing new.
     again = await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=10))
@@ -234,6 +228,50 @@ async def test_teste2e_compute_deploys_pings_and_deletes(cloud: Cloud, worker: N
     assert await _vms_in_agents(nodes) == in_agents
 
     await _delete_and_check_gone(cloud, config_id, nodes)
+
+
+async def test_vms_of_a_network_with_host_blocks_are_routed_between_hosts(cloud: Cloud, worker: None) -> None:
+    # The network config gives each host /28 blocks of its subnets: compute keeps each VM's route and
+    # programs the routed overlay (a set of entries per remote host, not per remote VM).
+    nodes = await _topology(cloud.topology, 3)
+    netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
+    network = await _network(cloud, netconfig_id, block_prefix=28)
+    reply = await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=6))
+    assert reply.vms[0].id == "Started deployment for 18 VMs"
+    seen = await _watch(cloud, config_id)
+    assert seen[-1].finished and seen[-1].done == 18 and seen[-1].error == 0, seen[-1]
+    store = ComputeStore(cloud.redis)
+    routes = {n.name: {r.route for r in await store.vms.records(config_id, n.name)} for n in nodes}
+    assert all(len(r) == 1 and next(iter(r)).endswith("/28") for r in routes.values()), routes
+    assert len({next(iter(r)) for r in routes.values()}) == 3  # a block each
+    in_agents = await _vms_in_agents(nodes)
+    for source, destination in ((nodes[0], nodes[1]), (nodes[2], nodes[0])):
+        await _pings_pass(source, list(in_agents[destination.name].values()))
+    # Each vhost's VPC namespace holds a route per remote block (through the remote vhost's IPv6
+    # link-local next hop), and no neighbour entry per remote VM.
+    short = nodes[0].agent_endpoint.split("/")[-2]
+    vpc_namespaces = [n for n in netns.list_names(ns_prefix(short)) if "-vpc" in n]
+    assert len(vpc_namespaces) == 3, vpc_namespaces
+    for ns in vpc_namespaces:
+        static = _ip(ns, "-4", "route", "show", "proto", "static")
+        assert len(static) == 2 and all("via inet6 fe80::" in r for r in static), static
+        assert _ip(ns, "-4", "neigh", "show", "nud", "permanent") == []
+    await _delete_and_check_gone(cloud, config_id, nodes)
+
+
+async def _pings_pass(source: common_pb2.InternalComputeInfo, destinations: list[str]) -> None:
+    """VM v0-0-0 of `source` reaches every destination."""
+    async with grpc.aio.insecure_channel(source.agent_endpoint) as channel:
+        pinged = await agent_pb2_grpc.MerakAgentServiceStub(channel).Ping(
+            agent_pb2.PingRequest(vhost=source.name, vm="v0-0-0", destinations=destinations, retry_seconds=5)
+        )
+    assert pinged.failed == 0, [(r.destination, r.error) for r in pinged.results if not r.ok]
+
+
+def _ip(namespace: str, *args: str) -> list[str]:
+    """The lines `ip -n <namespace> <args>` prints."""
+    done = subprocess.run(["ip", "-n", namespace, *args], capture_output=True, text=True, check=True)
+    return [line for line in done.stdout.splitlines() if line.strip()]
 
 
 def _calls_served(services: ServiceStack, name: str) -> int:

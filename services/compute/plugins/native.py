@@ -55,7 +55,10 @@ class NativeVms(VmPlugin):
         """The VMs' addresses from the IPAM (idempotent per VM id), into their records."""
         request = network_pb2.AllocatePortsRequest(
             netconfig_id=meta.netconfig_id,
-            ports=[network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet) for r in todo],
+            ports=[
+                network_pb2.PortRequest(vm_id=r.id, vpc_id=r.vpc, subnet_id=r.subnet, host=r.host)
+                for r in todo
+            ],
         )
         started = time.perf_counter()
         try:
@@ -67,6 +70,7 @@ class NativeVms(VmPlugin):
         for record, port in zip(todo, allocated.ports, strict=True):
             record.ip, record.mac, record.prefix, record.vni = port.ip, port.mac, port.prefix_len, port.vni
             record.gmac, record.gw, record.cidr = port.gateway_mac, port.gateway, port.cidr
+            record.route = port.route  # set when the network config gives each host address blocks
 
     async def _create_vms(
         self, agent: agent_pb2_grpc.MerakAgentServiceAsyncStub, host: str, todo: list[VmRecord]
@@ -74,9 +78,12 @@ class NativeVms(VmPlugin):
         """One CreateVms call for the host's addressed VMs; each record gets its outcome."""
         subnets: dict[int, dict[str, str]] = defaultdict(dict)
         vpcs: dict[int, tuple[str, str]] = {}
+        routed: set[int] = set()  # VPCs whose VMs' addresses come in per-host blocks: routed overlay
         for record in todo:
             subnets[record.vni][record.cidr] = record.gw
             vpcs[record.vni] = (record.vpc, record.gmac)
+            if record.route:
+                routed.add(record.vni)
         create = agent_pb2.CreateVmsRequest(
             vhost=host,
             vpcs=[
@@ -84,6 +91,7 @@ class NativeVms(VmPlugin):
                     vpc_id=vpc_id,
                     vni=vni,
                     gateway_mac=gmac,
+                    routed=vni in routed,
                     subnets=[
                         agent_pb2.SubnetGateway(cidr=c, gateway=g) for c, g in sorted(subnets[vni].items())
                     ],

@@ -64,6 +64,9 @@ class VmRecord:
     device: str = ""
     status: int = common_pb2.DEPLOYING
     error: str = ""
+    # What the overlay routes to the VM's host for it (a network config with per-host address blocks):
+    # the host's block, or "<ip>/32" for an address borrowed outside it; "" when VMs are not routed.
+    route: str = ""
 
     def to_json(self) -> str:
         """Compact JSON, the fields in their order. Not `asdict`, which copies every value recursively:
@@ -123,7 +126,7 @@ class VmRecord:
 # templates named by their content (so a name never means two things, and writing one twice is harmless).
 SHARED = ("vpc", "subnet", "project", "tenant", "cidr", "gw", "sgs", "prefix", "vni", "gmac")
 # The VM's own fields besides its name and status, stored only when set.
-_OWN_OPTIONAL = ("ip", "mac", "remote", "device", "error")
+_OWN_OPTIONAL = ("ip", "mac", "remote", "device", "error", "route")
 
 
 def template_of(record: VmRecord) -> tuple[str, str]:
