@@ -22,6 +22,9 @@ MAX_AGENTS = 16
 AGENT_BYTES = 96 << 20  # one agent process (RSS with 200 vhosts x 100 VMs over 16 agents: ~90 MiB)
 REAL_VM_BYTES = 360 << 10  # one VM's kernel objects (343 KiB measured) and its agent's record of it
 OVERLAY_ENTRY_BYTES = 1 << 10  # one VM's neighbour and FDB entries on one other vhost (1,013 B measured)
+# A routed overlay: one other vhost's neighbour, FDB entry and routes on one vhost (~1.2 KiB measured with
+# two blocks, docs/routed-overlay.md), with room for a borrowed /32 or two.
+ROUTED_PEER_BYTES = 1536
 # An OVN chassis in an emulated host (ovn-notes.md): ovsdb-server + ovs-vswitchd + ovn-controller, ~35 MiB
 # real (whatever its VMs), 32 MiB for a dummy one with no port, growing ~70 KiB per bound port.
 CHASSIS_BYTES = 40 << 20
@@ -51,8 +54,12 @@ def chassis_bytes(chassis: int, ports: int) -> int:
     return chassis * CHASSIS_BYTES + ports * CHASSIS_PORT_BYTES
 
 
-def real_vms_bytes(vms: int, vhosts: int) -> int:
-    """Kernel memory of `vms` real VMs of one VPC spread over `vhosts` real vhosts."""
+def real_vms_bytes(vms: int, vhosts: int, *, routed: bool = False) -> int:
+    """Kernel memory of `vms` real VMs of one VPC spread over `vhosts` real vhosts: each VM's, and the
+    overlay's: a VM's entries on every other vhost, or with a routed overlay (per-host address blocks) an
+    entry set per other vhost on each vhost, whatever the VMs' number."""
+    if routed:
+        return vms * REAL_VM_BYTES + vhosts * max(0, vhosts - 1) * ROUTED_PEER_BYTES
     return vms * (REAL_VM_BYTES + max(0, vhosts - 1) * OVERLAY_ENTRY_BYTES)
 
 

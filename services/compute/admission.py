@@ -131,8 +131,9 @@ class Admission:
                     f"{host.agent_endpoint[:200]!r} is not an agent the topology service started",
                 )
 
-    async def complete_from_network(self, config: compute_pb2.InternalComputeConfiguration) -> None:
-        """Check the VPCs and subnets against the network config; fill in CIDRs and gateways."""
+    async def complete_from_network(self, config: compute_pb2.InternalComputeConfiguration) -> int:
+        """Check the VPCs and subnets against the network config; fill in CIDRs and gateways. Returns
+        the network config's per-host block prefix (0: none): its VMs' overlay is routed by block."""
         if not config.netconfig_id:
             config.netconfig_id = await self._netconfig_of(config)
         request = network_pb2.InternalNetConfigInfo(
@@ -163,6 +164,7 @@ class Admission:
                     )
                 subnet.subnet_cidr, subnet.subnet_gw = found.subnet_cidr, found.subnet_gw
                 subnet.capacity, subnet.allocated = found.capacity, found.allocated
+        return network.block_prefix
 
     async def _netconfig_of(self, config: compute_pb2.InternalComputeConfiguration) -> str:
         """Merak's compute request names VPCs, not a network config: the one that holds them."""

@@ -135,6 +135,7 @@ def check_machine_room(
     room: capacity.MachineRoom | None,
     *,
     chassis: bool = False,
+    routed: bool = False,
 ) -> None:
     """Refuse, before anything is made, real VMs this machine cannot hold (memory, namespaces), and
     with `chassis` (OVN), the chassis every host of this machine that gets VMs becomes, fake or real."""
@@ -155,7 +156,9 @@ def check_machine_room(
     vms = sum(vms_per_vpc.values())
     if room is None or not vms:
         return
-    need = sum(capacity.real_vms_bytes(n, vhosts_per_vpc[vpc]) for vpc, n in vms_per_vpc.items())
+    need = sum(
+        capacity.real_vms_bytes(n, vhosts_per_vpc[vpc], routed=routed) for vpc, n in vms_per_vpc.items()
+    )
     if need > room.memory_bytes:
         fit = vms * room.memory_bytes // need
         raise ResourceExhausted(

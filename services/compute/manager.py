@@ -104,8 +104,9 @@ class ComputeManager:
             if await self._settled(config_id, meta):
                 return await self.info(config_id)
         hosts = inventory.hosts_from_pods(config.pods)
+        routed = False  # a network config with per-host address blocks: the overlay is routed by block
         if plugin.needs_network_config:
-            await self.admission.complete_from_network(config)
+            routed = bool(await self.admission.complete_from_network(config))
         # Counts first (the subnets' room is checked on them), the VMs once every check passed; all
         # of it off the event loop, which one request's planning must not hold.
         counts = await asyncio.to_thread(_counted, config, hosts, plugin.needs_network_config)
@@ -116,7 +117,7 @@ class ComputeManager:
                     f"compute config {config_id!r} exists with a different configuration; DELETE it first"
                 )
             return await self._create_again(config, plugin.name)  # the same deployment, asked differently
-        await asyncio.to_thread(self._check_room, hosts, counts, plugin.runs_chassis)
+        await asyncio.to_thread(self._check_room, hosts, counts, plugin.runs_chassis, routed)
         await self.admission.check_endpoints(config.pods, hosts)
         # The hosts with their counts: each shard's first activity writes its VMs (planning in the
         # workflow, a shard at a time), so this call answers in a moment at any size.
@@ -200,8 +201,9 @@ class ComputeManager:
         if repeat and not await self._unfinished(config_id, meta):
             return await self.info(config_id)  # a repeated UPDATE: nothing to do
         hosts = inventory.hosts_from_pods(config.pods)
+        routed = False
         if plugin.needs_network_config:
-            await self.admission.complete_from_network(config)
+            routed = bool(await self.admission.complete_from_network(config))
         planned = await asyncio.to_thread(inventory.plan, config, hosts)  # off the event loop
         if (
             not repeat
@@ -221,6 +223,7 @@ class ComputeManager:
             existing,
             subnet_room=plugin.needs_network_config,
             chassis=plugin.runs_chassis,
+            routed=routed,
         )
         await self.store.progress.start(config_id, UPDATE)
         try:
@@ -242,9 +245,11 @@ class ComputeManager:
         reply.return_message = f"Successfully started the update: {added} VMs to create, {dropped} to delete"
         return reply
 
-    def _check_room(self, hosts: list[inventory.Host], counts: inventory.Counts, chassis: bool) -> None:
+    def _check_room(
+        self, hosts: list[inventory.Host], counts: inventory.Counts, chassis: bool, routed: bool = False
+    ) -> None:
         """This machine can hold the VMs to create (and, under ovn, the chassis): in a thread."""
-        inventory.check_machine_room(hosts, counts, self.machine_room(), chassis=chassis)
+        inventory.check_machine_room(hosts, counts, self.machine_room(), chassis=chassis, routed=routed)
 
     def _check_update(
         self,
@@ -255,11 +260,12 @@ class ComputeManager:
         *,
         subnet_room: bool,
         chassis: bool,
+        routed: bool = False,
     ) -> None:
         """An UPDATE's new VMs fit on this machine and, with `subnet_room`, in their subnets (with
         the addresses of the VMs that go): O(VMs), so in a thread."""
         new = inventory.counted(_new_only(planned, {host: set(vms) for host, vms in existing.items()}))
-        self._check_room(hosts, new, chassis)
+        self._check_room(hosts, new, chassis, routed)
         if subnet_room:
             # The VMs that go free their addresses (the update deletes them before it creates).
             kept = {(vm.host, vm.name) for vms in planned.values() for vm in vms}

@@ -125,6 +125,7 @@ def network_reply(view: NetworkView, done: str) -> network_pb2.ReturnNetworkMess
         ),
         plugin=state.plugin,
         ovn_sb=state.ovn.sb if state.ovn is not None else "",
+        block_prefix=max((subnet.block_prefix for _, subnet in state.subnets()), default=0),
     )
     reply.vpcs.extend(_vpc_infos(state, view.allocated))
     for call in view.calls:

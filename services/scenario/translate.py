@@ -241,6 +241,7 @@ def network(
         plugin=config.plugin.lower(),
         ovn_nb=config.ovn_nb,
         ovn_sb=config.ovn_sb,
+        block_prefix=config.block_prefix,
     )
     message.services.extend(services(service_config, NETWORK_SERVICES, operation))
     message.computes.extend(computes)

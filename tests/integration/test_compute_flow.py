@@ -236,6 +236,7 @@ async def test_vms_of_a_network_with_host_blocks_are_routed_between_hosts(cloud:
     nodes = await _topology(cloud.topology, 3)
     netconfig_id, config_id = unique_name("net-"), unique_name("cmp-")
     network = await _network(cloud, netconfig_id, block_prefix=28)
+    assert network.block_prefix == 28  # and compute's capacity check counts a routed overlay
     reply = await cloud.compute.ComputeHandler(_compute(config_id, netconfig_id, nodes, network, per_host=6))
     assert reply.vms[0].id == "Started deployment for 18 VMs"
     seen = await _watch(cloud, config_id)

@@ -204,3 +204,16 @@ def test_the_vms_placed_are_the_counts() -> None:
         placed = place(hosts, counts)
         assert placed == plan(cfg, hosts)
         assert counted(placed) == {host: {r: n for r, n in per.items() if n} for host, per in counts.items()}
+
+
+def test_a_routed_overlay_costs_per_pair_of_vhosts_not_per_remote_vm() -> None:
+    # 40,000 VMs over 400 vhosts of one VPC: with a neighbour per remote VM on every vhost the overlay
+    # alone is ~390 KiB a VM; routed by block (per-host address blocks) it is a few KiB.
+    cfg = config(compute_pb2.UNIFORM, hosts=400, per_host=100)
+    hosts = hosts_from_pods(cfg.pods)
+    planned = count(cfg, hosts)
+    bridged, routed = real_vms_bytes(40_000, 400), real_vms_bytes(40_000, 400, routed=True)
+    assert bridged // 40_000 > 700 << 10 and routed // 40_000 < 370 << 10
+    check_machine_room(hosts, planned, MachineRoom(memory_bytes=routed, namespaces=10**6), routed=True)
+    with pytest.raises(ResourceExhausted, match="40,000 real VMs"):
+        check_machine_room(hosts, planned, MachineRoom(memory_bytes=routed, namespaces=10**6))

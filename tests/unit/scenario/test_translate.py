@@ -78,6 +78,9 @@ def test_network_keeps_security_group_owner_and_rule_direction() -> None:
     group = message.network.security_groups[0]
     assert (group.tenant_id, group.project_id, group.rules[0].direction) == ("t", "p", "egress")
     assert message.network.vpcs[0].subnets[0].subnet_gw == "10.1.0.1"
+    assert message.block_prefix == 0
+    config.block_prefix = 25  # per-host address blocks: the overlay routed by block
+    assert translate.network(config, SERVICES, nodes, common_pb2.CREATE).config.block_prefix == 25
 
 
 def _deployed_network(subnets_per_vpc: tuple[int, ...]) -> network_pb2.ReturnNetworkMessage:

@@ -50,6 +50,13 @@ def parse(argv: list[str] | None) -> Options:
         help="with --plugin alcor: program the hosts' overlay with our own push too (for an Alcor that "
         "cannot reach the hosts' goal-state servers); default: the data plane comes from Alcor's goal states",
     )
+    parser.add_argument(
+        "--block-prefix",
+        type=int,
+        default=defaults.block_prefix,
+        help="give each host address blocks of this prefix length (8-29) and route the overlay by block "
+        "(a host holds entries per remote host, not per remote VM); 0: off (native plugin only)",
+    )
     parser.add_argument("--max-pairs", type=int, default=0, help="ping sample size (0: every pair)")
     parser.add_argument(
         "--rps", type=float, default=0.0, help="VMs started per second (Merak's RPS scheduler; 0: no pacing)"
@@ -100,6 +107,8 @@ def parse(argv: list[str] | None) -> Options:
         parser.error("--vms-per-host must be a multiple of --vpcs x --subnets")
     if args.alcor_own_overlay and args.plugin != "alcor":
         parser.error("--alcor-own-overlay goes with --plugin alcor")
+    if args.block_prefix and args.plugin != "native":
+        parser.error("--block-prefix goes with the native plugin")
     return Options(**{k: v for k, v in vars(args).items()})
 
 

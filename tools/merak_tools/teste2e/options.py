@@ -32,6 +32,8 @@ class Options:
     alcor_ip: str = ""
     # With alcor: our own overlay push too (an Alcor that cannot reach the hosts' goal-state servers).
     alcor_own_overlay: bool = False
+    # Per-host address blocks of this prefix length (native plugin), so the overlay is routed: 0 = off.
+    block_prefix: int = 0
     max_pairs: int = 0
     # VMs per second to start (Merak's RPS scheduler and `rps`); 0: as fast as the lab goes.
     rps: float = 0.0
@@ -88,6 +90,7 @@ def build_configs(opts: Options, tag: str) -> dict[str, Any]:
     network = scenario_pb2.NetworkConfig(
         name=f"network-{tag}", number_of_vpcs=opts.vpcs, number_of_subnet_per_vpc=opts.subnets,
         number_of_security_groups=1, plugin=opts.plugin, alcor_own_overlay=opts.alcor_own_overlay,
+        block_prefix=opts.block_prefix,
     )  # fmt: skip
     vpc_infos = []
     for v in range(opts.vpcs):
