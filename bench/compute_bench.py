@@ -46,6 +46,8 @@ class Run:
     churn_seconds: float = 0.0
     churned: int = 0
     alive: tuple[int, int] = (0, 0)
+    # Per-host address blocks (the overlay routed by block), 0: none.
+    block_prefix: int = 0
     # The single calls a user waits on, timed at the client (teste2e's report.calls), and the teardown.
     calls: dict[str, float] = field(default_factory=dict)
     teardown: float = 0.0
@@ -68,6 +70,8 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     ]  # fmt: skip
     if run.churn_rate:
         argv += ["--churn-rate", str(run.churn_rate), "--churn-seconds", str(run.churn_seconds)]
+    if run.block_prefix:
+        argv += ["--block-prefix", str(run.block_prefix)]
     report = await teste2e.main_async(teste2e.parse(argv))
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
     print(f"  {run.label}: {run.hosts} vhosts x {run.per_host} VMs: {phases}")
@@ -211,12 +215,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench compute") -
     parser.add_argument("--churn-vms", type=int, default=40, help="VMs per vhost of the churn run")
     parser.add_argument("--churn-rate", type=float, default=20.0, help="VMs replaced per second asked")
     parser.add_argument("--churn-seconds", type=float, default=60.0, help="how long the churn runs")
+    parser.add_argument(
+        "--block-prefix",
+        type=int,
+        default=0,
+        help="the memory run with per-host address blocks of this prefix length and the overlay routed "
+        "by block (e.g. 25 for 100 VMs a host); 0: a neighbour per remote VM",
+    )
     args = parser.parse_args(argv)
     if args.churn_rate <= 0 or args.churn_seconds <= 0:
         parser.error("--churn-rate and --churn-seconds must be above 0 (--churn-hosts 0 skips the run)")
     stack, settings = private_stack("mkc", 14000)
     runs = [
-        Run(label, hosts, args.vms)
+        Run(label, hosts, args.vms, block_prefix=args.block_prefix if label == "real-memory" else 0)
         for label, hosts in (
             ("real", args.real_hosts),
             ("real-memory", args.memory_hosts),
