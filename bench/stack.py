@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.periodic import Periodic
 from merak.capacity import meminfo
-from merak_tools.localstack import LocalStack, StackSettings, free_port
+from merak_tools.localstack import LocalStack, StackSettings, quiet_port
 
 
 def private_stack(
@@ -20,9 +20,9 @@ def private_stack(
         control_plane_allow=control_plane_allow,
         state_dir=Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")),
         port_offset=base_offset + (os.getpid() % 400) * 10,
-        redis_port=free_port(),
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
+        redis_port=quiet_port(),
+        temporal_port=quiet_port(),
+        temporal_ui_port=quiet_port(),
     )
     return LocalStack(settings, out=lambda _line: None), settings
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from merak_tools.localstack import LocalStack, StackSettings
-from tests.support import free_port, stack_port_offset
+from merak_tools.localstack import LocalStack, StackSettings, quiet_port
+from tests.support import stack_port_offset
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +20,9 @@ def stack() -> Iterator[StackSettings]:
     settings = StackSettings(
         state_dir=state,
         port_offset=stack_port_offset(12000),  # 10000-11990 is test_localstack's
-        redis_port=free_port(),
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
+        redis_port=quiet_port(),
+        temporal_port=quiet_port(),
+        temporal_ui_port=quiet_port(),
         # The Alcor stand-in of test_merak_clients, on Alcor's NodePorts at a loopback address of its own.
         control_plane_allow="127.0.0.93:30001-30008",
     )

@@ -31,9 +31,10 @@ from merak_tools.localstack import (
     code_fingerprint,
     ovn_central,
     port_in_use,
+    quiet_port,
 )
 from services.topology.models import TopologySpec
-from tests.support import free_port, stack_port_offset, unique_name
+from tests.support import stack_port_offset, unique_name
 from tests.support.ovn import skip_without_ovn
 
 pytestmark = pytest.mark.slow
@@ -48,9 +49,9 @@ def settings() -> Iterator[StackSettings]:
     yield StackSettings(
         state_dir=state,
         port_offset=offset,
-        redis_port=free_port(),
-        temporal_port=free_port(),
-        temporal_ui_port=free_port(),
+        redis_port=quiet_port(),
+        temporal_port=quiet_port(),
+        temporal_ui_port=quiet_port(),
         compute_workers=2,  # more than one worker process, each with its own metrics port
     )
     shutil.rmtree(state, ignore_errors=True)

@@ -23,6 +23,7 @@ from merak_tools.localstack.settings import (
     endpoints,
     free_port,
     port_in_use,
+    quiet_port,
 )
 from merak_tools.localstack.stack import (
     ComponentState,
@@ -54,5 +55,6 @@ __all__ = [
     "ovn_central",
     "ovn_off_reason",
     "port_in_use",
+    "quiet_port",
     "redis_healthy",
 ]

@@ -189,6 +189,31 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Ports `quiet_port` handed out in this process (not listening yet when the next one is asked for).
+_QUIET_GIVEN: set[int] = set()
+
+
+def quiet_port(low: int = 20_000, high: int = 32_000) -> int:
+    """A TCP port below the kernel's source ports (32768 up) and the stacks' service ports (40051 up)
+    that no socket holds now, for a private stack's Redis or Temporal: `free_port` answers one of the
+    source ports, which may be one of the same stack's service ports (then its service cannot bind) or
+    be taken by a client connection before Redis or Temporal binds it."""
+    span = high - low
+    start = secrets.randbelow(span)
+    for step in range(span):
+        port = low + (start + step) % span
+        if port in _QUIET_GIVEN or port_in_use(port):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _QUIET_GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in [{low}, {high})")
+
+
 def endpoints(settings: StackSettings, *, ovn: bool = False) -> Sequence[tuple[str, str]]:
     """What a user can talk to once the stack is up (OVN central's databases when `ovn`)."""
     rows = [
