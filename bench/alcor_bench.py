@@ -8,9 +8,13 @@ the alcor plugin and the fake dataplane twice:
    bind (PUT) in Alcor's port manager. Prints the port-manager requests/s the server saw: over the
    whole create phase, and sustained (the median of its full seconds). Alcor's published port API
    target is 1,300 requests/s: the emulator must drive at least that.
-2. With latency added on the server (20 ms by default), 100 vhosts x 10 VMs started at 200 VMs/s
-   (Merak's RPS scheduler): the p50 latency the emulator measured per operation must stay within
-   2 ms of what was added.
+2. With latency added on the server (20 ms by default), 200 vhosts x 20 VMs started at 650 VMs/s
+   (Merak's RPS scheduler; a vhost's VMs are one batch, its 20 calls side by side), two port-manager
+   requests each: Alcor's 1,300 requests/s (batches of 10 could not be started faster than about 58
+   a second on a 2-CPU machine: 1,150 requests/s). Per operation, the p50 the emulator measured (what
+   the alcor plugin reports: the agent's time at its socket) less the p50 the server held the requests
+   (from a request's last byte read to its answer written) is the latency the emulator adds: at most
+   2 ms. The request rate the server saw is printed beside it.
 """
 
 from __future__ import annotations
@@ -214,24 +218,26 @@ async def one(
 
 
 def rows_of(fast: Run, slow: Run, args: argparse.Namespace) -> list[Row]:
-    """Issue #31's Alcor rows: the latency the emulator adds (the worse operation), the rate it drives."""
-    # A VM's calls (its port's create and bind), as the issue measured them; not the lab's few others.
-    offsets = {
-        operation: p50 - args.latency_ms
-        for operation, p50 in sorted(slow.p50_ms.items())
-        if operation in ("create_port", "bind_port")
+    """Issue #31's Alcor rows: the latency the emulator adds (the worse of a VM's two calls: the p50 the
+    emulator measured less the p50 the server held), at the rate reached; the rate it drives."""
+    added = {
+        operation: slow.p50_ms[operation] - held
+        for operation, held in sorted(slow.held_p50_ms.items())
+        if operation in slow.p50_ms
     }
-    worst = max(offsets.values()) if offsets else None
-    added = ", ".join(f"{operation} {off:+.1f} ms" for operation, off in offsets.items())
+    worst = max(added.values()) if added else None
+    detail = ", ".join(
+        f"{operation} {slow.p50_ms[operation]:.2f} ms measured - {slow.held_p50_ms[operation]:.2f} held"
+        for operation in added
+    )
     return [
         expected("alcor_latency_added").row(
             f"Alcor (stand-in, loopback): latency the emulator adds, p50 ({args.latency_hosts:,} hosts "
-            f"x {args.latency_vms} VMs at {args.latency_rps:g} VMs/s, {args.latency_ms:g} ms added by "
-            "the server)",
+            f"x {args.latency_vms} VMs, {args.latency_ms:g} ms held by the server, at "
+            f"{slow.sustained_rps:,.0f} requests/s sustained)",
             worst,
-            detail=added,
-            # The target holds at 1,300 requests/s; two requests a VM (create, bind).
-            full_size=2 * args.latency_rps >= TARGET_RPS,
+            detail=detail,
+            full_size=slow.sustained_rps >= TARGET_RPS,
             ok=slow.ok,
         ),
         expected("alcor_sustained_rps").row(
@@ -251,9 +257,14 @@ def main(argv: list[str] | None = None) -> Outcome:
     parser.add_argument("--hosts", type=int, default=100, help="vhosts of the zero-latency run")
     parser.add_argument("--vms", type=int, default=100, help="VMs per vhost of the zero-latency run")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added by the server in run 2")
-    parser.add_argument("--latency-hosts", type=int, default=100)
-    parser.add_argument("--latency-vms", type=int, default=10)
-    parser.add_argument("--latency-rps", type=float, default=200.0, help="VMs/s started in run 2")
+    parser.add_argument("--latency-hosts", type=int, default=200)
+    parser.add_argument("--latency-vms", type=int, default=20, help="VMs per vhost of run 2: a batch")
+    parser.add_argument(
+        "--latency-rps",
+        type=float,
+        default=TARGET_RPS / 2,
+        help="VMs/s started in run 2, two requests each (default: Alcor's 1,300 requests/s)",
+    )
     parser.add_argument(
         "--goalstates",
         action="store_true",
@@ -284,16 +295,21 @@ def main(argv: list[str] | None = None) -> Outcome:
         f"{fast.sustained_rps:.0f}/s sustained (target {TARGET_RPS:.0f}/s): "
         f"{'met' if fast.sustained_rps >= TARGET_RPS else 'MISSED'}"
     )
-    for operation, p50 in sorted(slow.p50_ms.items()):
-        off = p50 - args.latency_ms
-        verdict = "within" if abs(off) <= LATENCY_TOLERANCE_MS else "NOT within"
-        held = slow.held_p50_ms.get(operation, 0.0)
+    print(
+        f"alcor {args.latency_ms:g} ms added, {slow.vms_done} VMs at {args.latency_rps:g} VMs/s asked: port "
+        f"manager {slow.requests} requests, {slow.mean_rps:.0f}/s over the create phase, "
+        f"{slow.sustained_rps:.0f}/s sustained (target {TARGET_RPS:.0f}/s)"
+    )
+    for operation, held in sorted(slow.held_p50_ms.items()):
+        p50 = slow.p50_ms.get(operation, 0.0)
+        added = p50 - held
+        verdict = "within" if added <= LATENCY_TOLERANCE_MS else "NOT within"
+        past = held - args.latency_ms
         print(
-            f"alcor {args.latency_ms:.0f} ms added: {operation} p50 {p50:.1f} ms measured by the emulator "
-            f"({off:+.1f} ms, {verdict} {LATENCY_TOLERANCE_MS:.0f} ms); the server held it {held:.1f} ms "
-            f"(p50, from its handler's start to its answer written); the other {p50 - held:+.1f} ms are the "
-            "way there and back: the agent's client, the server's own reading of the request, and the two "
-            "sharing this machine's CPUs"
+            f"  {operation}: p50 {p50:.2f} ms measured by the emulator, {held:.2f} ms held by the server "
+            f"(p50, from its request read to its answer written; {past:+.2f} ms past the "
+            f"{args.latency_ms:g} ms asked): the emulator adds {added:+.2f} ms ({verdict} "
+            f"{LATENCY_TOLERANCE_MS:g} ms) at {slow.mean_rps:.0f} requests/s"
         )
     if not (fast.ok and slow.ok):
         status = 1

@@ -9,11 +9,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-import aiohttp
 
 from merak import callstats, netns
 from merak.errors import (
@@ -26,6 +23,7 @@ from merak.errors import (
 )
 from merak.logs import get_logger
 from merak.metrics import ControlPlaneMetrics
+from services.agent.http1 import BadResponse, Http1Pool
 
 log = get_logger(__name__)
 
@@ -67,9 +65,9 @@ def check_alcor_url(field: str, url: str) -> str:
 
 
 def transport_error(exc: Exception) -> str:
-    """A failed call in our words: a connection refused or a timeout as the OS says it; any other failure
-    (a reply that is not HTTP, a cut body) by its kind only, since its text may quote what came back."""
-    if isinstance(exc, (aiohttp.ClientConnectorError, TimeoutError)):
+    """A failed call in our words: a connection refused, reset or closed, or a timeout, as the OS (or
+    http1) says it; an answer that is not HTTP by its kind only, since its text may quote what came back."""
+    if isinstance(exc, (OSError, TimeoutError)):
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     log.warning("alcor_transport_error", error=f"{type(exc).__name__}: {str(exc)[:200]}")
     return type(exc).__name__
@@ -104,25 +102,15 @@ class Reply:
             return None
 
 
-async def _stamp_sent(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    """Trace hook: the request is written; the clock of the call starts here (building it, and the
-    requests of the same burst built before it, are the emulator's time, not the control plane's)."""
-    stamps = context.trace_request_ctx
-    if isinstance(stamps, list):
-        stamps.append(time.perf_counter())
-
-
 class AlcorPorts:
     """A client of Alcor's port manager (`<base_url>/project/<p>/ports`).
 
     Its connections leave from the management namespace (`netns_fd`: the namespace the agent started
     in, the machine's), not from the vhost's, which has only the emulated data plane: a compute node
     reaches its control plane over a management network. The sockets are opened there; the requests
-    run on the agent's event loop (aiohttp: about a tenth of the CPU per request of a thread-per-call
-    client, and no second thread competing for the interpreter while a request is timed).
-    At most `connections` requests are in flight to one Alcor; each is timed from when it is written.
+    run on the agent's event loop over at most `connections` kept-alive connections to one Alcor (a
+    request beyond waits for one). Each call is timed at the socket (http1): from its request handed to
+    the socket to its answer's last byte read, without the wait for a connection.
     """
 
     def __init__(
@@ -144,48 +132,28 @@ class AlcorPorts:
         self.timeout = timeout
         self.netns_fd = netns_fd
         self.connections = connections
-        self._session: aiohttp.ClientSession | None = None
-        self._slots = asyncio.Semaphore(connections)
+        self._pool = Http1Pool(
+            self.base_url, connections=connections, timeout=timeout, open_socket=self._open_socket
+        )
 
-    def _open_socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+    def _open_socket(self, family: int, kind: int, proto: int) -> socket.socket:
         """A socket for a connection to Alcor, made in the management namespace."""
-        family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
         if self.netns_fd is None:
             return socket.socket(family, kind, proto)
         with netns.entered_fd(self.netns_fd):
             return socket.socket(family, kind, proto)
 
-    def _client(self) -> aiohttp.ClientSession:
-        """The HTTP session, opened on first use (on the running loop)."""
-        if self._session is None:
-            # The timeouts bound Alcor's part (connecting, then each wait for bytes), not the wait
-            # for a free connection: the semaphore holds requests back before their clock starts.
-            tracing = aiohttp.TraceConfig()
-            tracing.on_request_headers_sent.append(_stamp_sent)
-            self._session = aiohttp.ClientSession(
-                trace_configs=[tracing],
-                connector=aiohttp.TCPConnector(
-                    limit=self.connections, enable_cleanup_closed=True, socket_factory=self._open_socket
-                ),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout),
-            )
-        return self._session
-
     async def _timed_request(
         self, method: str, path: str, body: object | None
     ) -> tuple[Reply | Exception, float]:
-        """One HTTP request, timed from when it is written (see _stamp_sent) until its answer is read."""
-        session = self._client()
-        async with self._slots:
-            sent: list[float] = [time.perf_counter()]  # until the request is on the wire
-            try:
-                async with session.request(
-                    method, self.base_url + path, json=body, trace_request_ctx=sent
-                ) as response:
-                    reply: Reply | Exception = Reply(response.status, await response.read())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reply = exc
-            return reply, time.perf_counter() - sent[-1]
+        """One HTTP request and its time at the socket (what no answer came after: its time until then)."""
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        started = time.perf_counter()
+        try:
+            answer = await self._pool.request(method, path, payload)
+        except (OSError, TimeoutError, BadResponse) as exc:
+            return exc, time.perf_counter() - started
+        return Reply(answer.status, answer.body), answer.seconds
 
     def _observe(self, operation: str, code: str, seconds: float) -> None:
         if self.metrics is not None:
@@ -196,9 +164,7 @@ class AlcorPorts:
 
     async def close(self) -> None:
         """Close the HTTP connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()
 
     async def _send(
         self,

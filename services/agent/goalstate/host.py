@@ -211,9 +211,11 @@ class HostProvisioners:
         address = vhost.goalstate_address
         if not address:
             return ""
+        if name in self._servers:  # every port of the vhost asks: no lock, no look at the other vhosts
+            return _where(self._servers[name])
         async with self._serving:
             if name in self._servers:
-                return self.serving[name]
+                return _where(self._servers[name])
             provisioner = self._by_name[name]
             server = GrpcServer(
                 address, [registration(GoalStateProvisionerServicer(lambda _hosts: provisioner))]
@@ -229,8 +231,8 @@ class HostProvisioners:
             if self._marker is not None and name not in self._marked():
                 with self._marker.open("a") as out:
                     out.write(f"{name}\n")
-        log.info("goalstate_serving", vhost=name, address=self.serving[name])
-        return self.serving[name]
+        log.info("goalstate_serving", vhost=name, address=_where(server))
+        return _where(server)
 
     def _marked(self) -> set[str]:
         try:
@@ -253,7 +255,7 @@ class HostProvisioners:
     @property
     def serving(self) -> dict[str, str]:
         """Where each vhost serves goal states now (the port bound, for an address of port 0), by name."""
-        return {name: f"{s.address.rpartition(':')[0]}:{s.port}" for name, s in self._servers.items()}
+        return {name: _where(s) for name, s in self._servers.items()}
 
     @property
     def applied(self) -> int:
@@ -266,3 +268,8 @@ class HostProvisioners:
         await asyncio.gather(*(server.stop(1.0) for server in servers))
         for provisioner in self._by_name.values():
             await provisioner.close()
+
+
+def _where(server: GrpcServer) -> str:
+    """Where a goal-state server listens (the port bound, for an address of port 0)."""
+    return f"{server.address.rpartition(':')[0]}:{server.port}"

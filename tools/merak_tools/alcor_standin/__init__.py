@@ -8,8 +8,9 @@ answer (the benchmark's "control plane that takes 20 ms").
 Alcor runs one microservice per port. `FakeAlcor()` serves every path on one port (as behind Alcor's
 API gateway); `FakeAlcor(services=ALCOR_SERVICES)` opens one listener per service, each answering only
 its own paths (404 otherwise, like a call sent to the wrong microservice), all sharing one state.
-It is served by aiohttp on an event loop of its own thread: thousands of requests per second, so a
-load test measures the emulator and not this stand-in.
+It is served by its own HTTP/1.1 server (http.py) on an event loop of its own thread: thousands of
+requests per second, so a load test measures the emulator and not this stand-in; each request's time
+held is taken at the socket, from its last byte read to its answer written.
 
 Like Alcor's DPM and NCM, it pushes goal states (GoalStateV2 on PushGoalStatesStream) to the agents of
 the registered nodes when a port is bound to a host or deleted (southbound.py), and records every push

@@ -1,4 +1,4 @@
-"""The Alcor stand-in served: aiohttp on an event loop of its own thread, one listener per Alcor
+"""The Alcor stand-in served: HTTP/1.1 (http.py) on an event loop of its own thread, one listener per Alcor
 service or one for all, over one shared state."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
-
 from merak_tools.alcor_standin.api import AlcorApi, spring_error
+from merak_tools.alcor_standin.http import Answer, Connection, Request
 from merak_tools.alcor_standin.southbound import PUSH_TIMEOUT, Southbound
 from merak_tools.alcor_standin.state import AlcorState
+from merak_tools.alcor_standin.timer import PreciseTimer
 
 ALCOR_SERVICES = ("vpc", "subnet", "router", "node", "sg", "port")
 # Where Alcor's services answer on a Kubernetes node (its NodePorts), as Merak reaches them.
@@ -24,7 +24,9 @@ ALCOR_NODEPORTS = {"vpc": 30001, "subnet": 30002, "router": 30003, "port": 30006
 class FakeAlcor:
     """An Alcor on `host` (free ports unless `ports` names them), served until `stop`.
 
-    `latency` (seconds) is added before every answer, without holding anything up meanwhile.
+    `latency` (seconds): every answer is made and written that long after its request's last byte was
+    read (timer.py wakes it then), without holding anything up meanwhile; `state.times` keeps how long
+    each was held, from that read to its answer's write (http.py).
     `southbound`: push goal states to the registered hosts' agents as DPM/NCM do (southbound.py); its
     knobs (`pushing`, `push_delay`, `push_drop`, `push_error`, `push_timeout`) may be changed any time.
     """
@@ -46,9 +48,11 @@ class FakeAlcor:
         self.state = AlcorState(record=record)
         self.latency = latency
         self.host = host
-        self._runners: list[web.ServerRunner] = []
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[Connection] = set()
         self._ports: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
+        self._timer = PreciseTimer(self._loop)
         self.southbound = Southbound(
             self.state, self._loop, enabled=southbound, push_delay=push_delay, push_drop=push_drop,
             push_error=push_error, push_timeout=push_timeout,
@@ -68,34 +72,16 @@ class FakeAlcor:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
 
     async def _listen(self, api: AlcorApi, port: int) -> int:
-        async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            arrived = time.perf_counter()
-            raw = await request.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                return web.json_response(spring_error(400, "JSON parse error", request.path_qs), status=400)
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
-            status, reply, service = api.respond(request.method, request.path_qs, body)
-            payload = (
-                b"" if reply is None else (reply if isinstance(reply, bytes) else json.dumps(reply).encode())
-            )
-            response = web.Response(status=status, body=payload, content_type="application/json")
-            await response.prepare(request)
-            await response.write_eof()
-            held = time.perf_counter() - arrived  # until the answer is on its way
-            with self.state.lock:
-                self.state.times.append((time.monotonic(), request.method, service, held))
-            return response
-
-        runner = web.ServerRunner(web.Server(handle), access_log=None)
-        await runner.setup()
-        self._runners.append(runner)
         # A listen backlog like a real server's: agents open many connections at once.
-        site = web.TCPSite(runner, self.host, port, backlog=1024, reuse_address=True)
-        await site.start()
-        return int(runner.addresses[-1][1])
+        server = await self._loop.create_server(
+            lambda: Connection(_Listener(self, api), self._timer.call_at, self._connections),
+            self.host,
+            port,
+            backlog=1024,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     def port_of(self, service: str = "") -> int:
         """The port a service listens on ("" on the single-port fake)."""
@@ -156,13 +142,51 @@ class FakeAlcor:
     def push_timeout(self, seconds: float) -> None:
         self.southbound.push_timeout = seconds
 
+    async def _close_listeners(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.close()
+        for server in self._servers:
+            await server.wait_closed()
+
     def stop(self) -> None:
         """Stop serving (open connections are closed), stop pushing (channels closed), end the thread."""
         if not self._thread.is_alive():
             return
-        for runner in self._runners:
-            self._call(runner.cleanup())
+        self._call(self._close_listeners())
         self._call(self.southbound.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._timer.close()
         self._loop.close()
+
+
+class _Listener:
+    """What one listener answers (`api`), held for the fake's latency; each answer's time recorded."""
+
+    def __init__(self, fake: FakeAlcor, api: AlcorApi) -> None:
+        self._fake = fake
+        self._api = api
+
+    def due(self, request: Request) -> float:
+        """`latency` after the request came."""
+        return request.arrived + self._fake.latency
+
+    def answer(self, request: Request) -> Answer:
+        """Alcor's answer, as the API says; its time from the request's arrival recorded once written."""
+        try:
+            body = json.loads(request.body) if request.body else None
+        except ValueError:
+            return Answer(400, json.dumps(spring_error(400, "JSON parse error", request.target)).encode())
+        status, reply, service = self._api.respond(request.method, request.target, body)
+        payload = (
+            b"" if reply is None else (reply if isinstance(reply, bytes) else json.dumps(reply).encode())
+        )
+        state = self._fake.state
+
+        def written(at: float) -> None:
+            with state.lock:
+                state.times.append((time.monotonic(), request.method, service, at - request.arrived))
+
+        return Answer(status, payload, written)
