@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 import grpc
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class MerakError(Exception):
@@ -182,13 +181,23 @@ def _bounded(message: str) -> str:
     return f"{message[:MAX_DETAILS]}… ({len(message):,} characters)"
 
 
+def _is_redis_unavailable(exc: BaseException) -> bool:
+    """`exc` is Redis's connection or timeout error. Redis is looked for among the modules loaded, not
+    imported: a process without a Redis client (an agent) cannot have one of its errors, and starts
+    ~0.05 s sooner without the library."""
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is None:
+        return False
+    return isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError))
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and message an exception becomes at the API boundary."""
     if isinstance(exc, MerakError):
         return exc.code, _bounded(exc.message)
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, str(exc) or "not implemented"
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+    if _is_redis_unavailable(exc):
         # The service's state store is down or restarting: a retry later succeeds.
         return grpc.StatusCode.UNAVAILABLE, f"redis (the state store) is unavailable: {exc}"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"

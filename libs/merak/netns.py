@@ -161,6 +161,16 @@ def enter_for_good(name: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def opened(name: str) -> Iterator[int]:
+    """An fd of namespace `name` (for IFLA_NET_NS_FD, say), closed after the block."""
+    fd = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def run_in(name: str, func: Callable[[], T]) -> T:
     """Call `func` with the calling thread inside namespace `name`."""
     with entered(name):

@@ -23,10 +23,9 @@ import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from merak.config import ServiceSettings
@@ -35,8 +34,10 @@ from merak.grpcserver import GrpcServer, wait_for_signal
 from merak.host import raise_open_files
 from merak.logs import configure_logging, get_logger
 from merak.metrics import MetricsServer, serve_metrics
-from merak.store import REDIS_ERRORS, connect_redis
 from merak.tls import TlsFiles
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = get_logger(__name__)
 
@@ -200,6 +201,9 @@ def without_password(url: str) -> str:
 
 async def open_redis(url: str, *, timeout: float = 15.0) -> aioredis.Redis:
     """A Redis client that has answered PING, retrying until `timeout` (the stack may still be starting)."""
+    # Imported here: an agent (no Redis) starts ~0.1 s sooner without the client library.
+    from merak.store import REDIS_ERRORS, connect_redis  # noqa: PLC0415
+
     client = connect_redis(url)
     deadline = time.monotonic() + timeout
     while True:

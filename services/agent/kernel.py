@@ -65,14 +65,7 @@ def ipr_in(ns: str) -> Iterator[Any]:
         ipr.close()
 
 
-@contextlib.contextmanager
-def ns_fd(ns: str) -> Iterator[int]:
-    """An fd of namespace `ns` for IFLA_NET_NS_FD, closed after the block."""
-    fd = os.open(netns.path_of(ns), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+ns_fd = netns.opened  # an fd of a namespace for IFLA_NET_NS_FD, closed after the block
 
 
 def link_kind(link: Any) -> str:

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from services.agent.rtnl import (
+from merak.rtnl import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_REQUEST,

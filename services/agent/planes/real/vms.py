@@ -17,10 +17,10 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from merak import netns
+from merak import netns, rtnl
 from merak.errors import FailedPrecondition
 from merak.logs import get_logger
-from services.agent import kernel, rtnl
+from services.agent import kernel
 from services.agent.models import VmInfo, VmResult, VmSpec
 from services.agent.planes.real.vpcs import VpcNamespaces
 from services.agent.validation import NAME_RE, VPC_NS_RE, host_ifname

@@ -17,9 +17,9 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from merak import netns
+from merak import netns, rtnl
 from merak.errors import AlreadyExists, FailedPrecondition
-from services.agent import kernel, rtnl
+from services.agent import kernel
 from services.agent.models import VpcSpec
 from services.agent.validation import VPC_NS_RE, check_vni
 

@@ -1,20 +1,21 @@
 """The local backend's kernel work: a topology's namespaces, veth pairs and bridges, made and removed
-by worker threads, each inside the namespace it works on (merak.netns)."""
+by worker threads, each inside the namespace it works on (merak.netns), with raw rtnetlink messages
+sent together (merak.rtnl): pyroute2 spent ~1 ms of Python per request, most of the 6.4 s that 1,000
+vhosts took to build; raw messages build them in ~1 s."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import socket
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from merak import netns
+from merak import netns, rtnl
 from services.topology.backends import impair
 from services.topology.diff import TopologyDiff
 from services.topology.models import Link, Node, Topology, vhost_mac
@@ -22,6 +23,7 @@ from services.topology.names import ns_name, ns_prefix, vm_ns_prefix
 
 BRIDGE = "br0"
 EEXIST = 17
+ENODEV = 19
 
 
 class BuildStopped(Exception):
@@ -105,13 +107,19 @@ class Kernel:
         for link in links:
             by_a[link.a_node].append(link)
             by_b[link.b_node].append(link.b_nic)
+        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
+        # A vhost's first NIC has the vhost's MAC from birth (its IPv6 link-local address follows it).
+        macs = {
+            f"{node.name}/{node.nics[0].name}": vhost_mac(short, index)
+            for node in topology.nodes
+            if (index := vhost_index.get(node.name)) is not None and node.nics
+        }
         self._parallel(
             _create_links,
-            [(ns_of[a], topology.node(a).is_switch, group, ns_of) for a, group in by_a.items()],
+            [(ns_of[a], topology.node(a).is_switch, group, macs, ns_of) for a, group in by_a.items()],
             in_ns=True,
             stop=stop,
         )
-        vhost_index = {node.name: i for i, node in enumerate(topology.vhosts())}
         fresh = {node.name for node in nodes}
         jobs = []
         for node in topology.nodes:
@@ -195,54 +203,71 @@ def _remove_ns(name: str) -> None:
     netns.remove(name)
 
 
-def _lookup(ipr: IPRoute, ifname: str) -> int | None:
-    found: list[int] = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+def _must(sock: socket.socket, requests: Sequence[rtnl.Request], tolerated: int = 0) -> list[int]:
+    """Send `requests` together; raise for the first refused other than with `tolerated`; the codes."""
+    codes = rtnl.call(sock, requests)
+    for request, code in zip(requests, codes, strict=True):
+        if code and code != tolerated:
+            raise rtnl.RtnlError(code, request.step)
+    return codes
 
 
 def _prepare_node(ns: str, is_switch: bool) -> None:
-    with IPRoute() as ipr:
-        ipr.link("set", index=_lookup(ipr, "lo"), state="up")
-        if not is_switch:
-            return
-        if _lookup(ipr, BRIDGE) is None:
-            # STP off (the default), so ports forward at once; the tree has no loops to break.
-            ipr.link("add", ifname=BRIDGE, kind="bridge", br_forward_delay=0)
-        ipr.link("set", index=_lookup(ipr, BRIDGE), state="up")
+    """Loopback up; a switch's bridge, made up (kept up if it exists)."""
+    with rtnl.route_socket() as sock:
+        requests = [rtnl.link_set(LOOPBACK_INDEX, "set lo up")]
+        if is_switch:
+            requests.append(rtnl.bridge(BRIDGE))
+        codes = _must(sock, requests, tolerated=EEXIST)
+        if is_switch and codes[-1] == EEXIST:
+            _must(sock, [rtnl.link_set(_index(sock, BRIDGE), f"set {BRIDGE} up")])
 
 
-def _create_links(ns: str, is_switch: bool, links: Iterable[Link], ns_of: dict[str, str]) -> None:
-    with IPRoute() as ipr:
-        bridge = _lookup(ipr, BRIDGE) if is_switch else None
+def _index(sock: socket.socket, name: str) -> int:
+    found = rtnl.indexes(sock, [name])
+    if name not in found:
+        raise rtnl.RtnlError(ENODEV, f"find {name}")
+    return found[name]
+
+
+def _create_links(
+    ns: str, is_switch: bool, links: Sequence[Link], peer_macs: dict[str, str], ns_of: dict[str, str]
+) -> None:
+    """The veth pairs of `links`, all made from their a side `ns` in one exchange: the a end up (in the
+    bridge of a switch), the b end born in its namespace (brought up by _finish_node), each end with
+    its vhost's MAC when it is that vhost's first NIC (`peer_macs`, by "node/nic"). Both ends are born
+    in their namespaces: nothing ever appears in the root namespace."""
+    with rtnl.route_socket() as sock, contextlib.ExitStack() as fds:
+        bridge = _index(sock, BRIDGE) if is_switch else None
+        requests = []
         for link in links:
-            try:
-                # Both ends are born in their namespaces: nothing ever appears in the root namespace.
-                ipr.link(
-                    "add",
-                    ifname=link.a_nic,
-                    kind="veth",
-                    peer={"ifname": link.b_nic, "net_ns_fd": ns_of[link.b_node]},
+            fd = fds.enter_context(netns.opened(ns_of[link.b_node]))
+            requests.append(
+                rtnl.veth(
+                    link.a_nic,
+                    master=bridge,
+                    mac=peer_macs.get(f"{link.a_node}/{link.a_nic}", ""),
+                    peer=link.b_nic,
+                    peer_netns_fd=fd,
+                    peer_mac=peer_macs.get(f"{link.b_node}/{link.b_nic}", ""),
                 )
-            except NetlinkError as exc:
-                if exc.code != EEXIST:  # made by an earlier, interrupted build: kept
-                    raise
-            _up(ipr, _lookup(ipr, link.a_nic), bridge)
-
-
-def _up(ipr: IPRoute, index: int | None, bridge: int | None) -> None:
-    """A port up, in its bridge when there is one: one netlink request."""
-    if bridge is not None:
-        ipr.link("set", index=index, master=bridge, state="up")
-    else:
-        ipr.link("set", index=index, state="up")
+            )
+        codes = _must(sock, requests, tolerated=EEXIST)
+        # Made by an earlier, interrupted build: kept, and its a end made up (in the bridge). An a end
+        # that is not here failed for its peer's name, taken in the b namespace.
+        kept = [link.a_nic for link, code in zip(links, codes, strict=True) if code == EEXIST]
+        found = rtnl.indexes(sock, kept)
+        for nic in kept:
+            if nic not in found:
+                raise rtnl.RtnlError(EEXIST, f"create veth {nic}")
+        _must(sock, [rtnl.link_set(found[nic], f"set {nic} up", master=bridge) for nic in kept])
 
 
 def _delete_links(ns: str, nics: Sequence[str]) -> None:
-    with IPRoute() as ipr:
-        for nic in nics:
-            index = _lookup(ipr, nic)
-            if index is not None:
-                ipr.link("del", index=index)  # a veth: its peer goes with it
+    with rtnl.route_socket() as sock:
+        found = rtnl.indexes(sock, list(nics))
+        # A veth: its peer goes with it.
+        _must(sock, [rtnl.link_del(index, f"delete {nic}") for nic, index in found.items()], tolerated=ENODEV)
 
 
 # The loopback device is the first device of every network namespace.
@@ -250,25 +275,30 @@ LOOPBACK_INDEX = 1
 
 
 def _finish_node(ns: str, node: Node, b_nics: list[str], mac: str) -> None:
-    with IPRoute() as ipr:
-        if not node.is_switch:
-            ipr.link("set", index=LOOPBACK_INDEX, state="up")
-        bridge = _lookup(ipr, BRIDGE) if node.is_switch else None
-        for nic_name in b_nics:
-            _up(ipr, _lookup(ipr, nic_name), bridge)
+    """A node's b ends (up, in the bridge of a switch), and a vhost's loopback, first NIC's MAC,
+    addresses and NICs up: one lookup and one exchange."""
+    with rtnl.route_socket() as sock:
+        nics = [nic.name for nic in node.nics] if not node.is_switch else []
+        names = list(dict.fromkeys([*b_nics, *nics, *([BRIDGE] if node.is_switch else [])]))
+        found = rtnl.indexes(sock, names)
         if node.is_switch:
+            bridge = found.get(BRIDGE)
+            if bridge is None:
+                raise rtnl.RtnlError(ENODEV, f"find {BRIDGE}")
+            requests = [
+                rtnl.link_set(found[nic], f"set {nic} up", master=bridge) for nic in b_nics if nic in found
+            ]
+            _must(sock, requests)
             return
+        requests = [rtnl.link_set(LOOPBACK_INDEX, "set lo up")]
+        addresses = []
         for position, nic in enumerate(node.nics):
-            index = _lookup(ipr, nic.name)
+            index = found.get(nic.name)
             if index is None:
                 continue  # a CUSTOM vhost NIC that no link uses
-            if position == 0 and mac:
-                ipr.link("set", index=index, address=mac)
+            requests.append(rtnl.link_set(index, f"set {nic.name} up", mac=mac if position == 0 else ""))
             if nic.ip:
                 address, _, prefix = nic.ip.partition("/")
-                try:
-                    ipr.addr("add", index=index, address=address, prefixlen=int(prefix))
-                except NetlinkError as exc:
-                    if exc.code != EEXIST:
-                        raise
-            ipr.link("set", index=index, state="up")
+                addresses.append(rtnl.address(index, address, int(prefix)))
+        _must(sock, requests)
+        _must(sock, addresses, tolerated=EEXIST)

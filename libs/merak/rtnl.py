@@ -1,4 +1,5 @@
-"""A VM's links, address and route as raw rtnetlink messages, sent together and answered one by one.
+"""Links, addresses and routes as raw rtnetlink messages, sent together and answered one by one: a
+VM's (the agent) and a topology's veth pairs and bridges (the topology service's local backend).
 
 pyroute2's synchronous API costs ~1 ms of Python per request (it encodes, runs an event loop, waits and
 parses), and a VM takes six: its veth pair, then lo, eth0, the address and the default route inside its
@@ -22,6 +23,8 @@ from merak import netns
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 NLMSG_ERROR = 2
@@ -41,6 +44,7 @@ IFLA_AF_SPEC = 26
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
+IFLA_BR_FORWARD_DELAY = 1
 VETH_INFO_PEER = 1
 IFLA_INET6_ADDR_GEN_MODE = 8
 IN6_ADDR_GEN_MODE_NONE = 1
@@ -89,20 +93,30 @@ def mac_bytes(mac: str) -> bytes:
 
 
 def veth(
-    ifname: str, *, mtu: int, master: int | None, peer: str, peer_netns_fd: int, peer_mac: str
+    ifname: str,
+    *,
+    mtu: int | None = None,
+    master: int | None = None,
+    peer: str,
+    peer_netns_fd: int,
+    peer_mac: str = "",
+    mac: str = "",
 ) -> Request:
-    """`ip link add <ifname> mtu M [master B] up type veth peer name <peer> netns <fd> address <mac>
-    mtu M`: the pair born with its far end in another namespace, its near end up (on its bridge)."""
-    peer_info = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(
-        (
-            attr(IFLA_IFNAME, _name(peer)),
-            attr(IFLA_NET_NS_FD, _U32.pack(peer_netns_fd)),
-            attr(IFLA_ADDRESS, mac_bytes(peer_mac)),
-            attr(IFLA_MTU, _U32.pack(mtu)),
-        )
-    )
+    """`ip link add <ifname> [address A] [mtu M] [master B] up type veth peer name <peer> netns <fd>
+    [address <mac>] [mtu M]`: the pair born with its far end in another namespace, its near end up (on
+    its bridge). The far end cannot be born up (a veth opens only once it has its peer)."""
+    peer_attrs = [attr(IFLA_IFNAME, _name(peer)), attr(IFLA_NET_NS_FD, _U32.pack(peer_netns_fd))]
+    if peer_mac:
+        peer_attrs.append(attr(IFLA_ADDRESS, mac_bytes(peer_mac)))
+    if mtu is not None:
+        peer_attrs.append(attr(IFLA_MTU, _U32.pack(mtu)))
+    peer_info = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(peer_attrs)
     linkinfo = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info))
-    attrs = [attr(IFLA_IFNAME, _name(ifname)), attr(IFLA_MTU, _U32.pack(mtu))]
+    attrs = [attr(IFLA_IFNAME, _name(ifname))]
+    if mac:
+        attrs.append(attr(IFLA_ADDRESS, mac_bytes(mac)))
+    if mtu is not None:
+        attrs.append(attr(IFLA_MTU, _U32.pack(mtu)))
     if master is not None:
         attrs.append(attr(IFLA_MASTER, _U32.pack(master)))
     attrs.append(attr(IFLA_LINKINFO, linkinfo))
@@ -110,13 +124,35 @@ def veth(
     return Request(RTM_NEWLINK, _CREATE, body, f"create veth {ifname}")
 
 
+def bridge(ifname: str) -> Request:
+    """`ip link add <ifname> up type bridge forward_delay 0`: STP off (the default), so its ports
+    forward at once."""
+    linkinfo = attr(IFLA_INFO_KIND, b"bridge") + attr(
+        IFLA_INFO_DATA, attr(IFLA_BR_FORWARD_DELAY, _U32.pack(0))
+    )
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, IFF_UP, IFF_UP)
+    body += attr(IFLA_IFNAME, _name(ifname)) + attr(IFLA_LINKINFO, linkinfo)
+    return Request(RTM_NEWLINK, _CREATE, body, f"create bridge {ifname}")
+
+
 def link_set(
-    index: int, step: str, *, up: bool = True, alias: str = "", no_ipv6_addresses: bool = False
+    index: int,
+    step: str,
+    *,
+    up: bool = True,
+    alias: str = "",
+    no_ipv6_addresses: bool = False,
+    master: int | None = None,
+    mac: str = "",
 ) -> Request:
-    """`ip link set <index> [up] [alias A] [addrgenmode none]`. The kernel brings a link up before it
-    reads IFLA_AF_SPEC, so a link that must get no IPv6 address is set `addrgenmode none` in a request
-    before the one that brings it up."""
+    """`ip link set <index> [up] [alias A] [addrgenmode none] [master M] [address A]`. The kernel brings
+    a link up before it reads IFLA_AF_SPEC, so a link that must get no IPv6 address is set `addrgenmode
+    none` in a request before the one that brings it up."""
     attrs = []
+    if mac:
+        attrs.append(attr(IFLA_ADDRESS, mac_bytes(mac)))
+    if master is not None:
+        attrs.append(attr(IFLA_MASTER, _U32.pack(master)))
     if alias:
         attrs.append(attr(IFLA_IFALIAS, alias.encode()))
     if no_ipv6_addresses:
@@ -125,6 +161,12 @@ def link_set(
     flags = IFF_UP if up else 0
     body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, flags, flags) + b"".join(attrs)
     return Request(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body, step)
+
+
+def link_del(index: int, step: str) -> Request:
+    """`ip link del <index>`."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, 0, 0)
+    return Request(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, body, step)
 
 
 def address(index: int, ip: str, prefix_len: int) -> Request:
@@ -181,6 +223,8 @@ class RtnlError(OSError):
 
 def call(sock: socket.socket, requests: Sequence[Request]) -> list[int]:
     """Send `requests` in one write and read every answer; the error number of each (0: done)."""
+    if not requests:
+        return []  # the kernel refuses an empty write (ENODATA)
     base = int.from_bytes(os.urandom(3), "big") << 8
     messages = [
         NLMSGHDR.pack(NLMSGHDR.size + len(r.body), r.kind, r.flags, base + i, 0) + r.body
@@ -207,6 +251,34 @@ def answers(data: bytes) -> Iterator[tuple[int, int]]:
             (code,) = struct.unpack_from("=i", data, offset + NLMSGHDR.size)
             yield seq, -code
         offset += max(length, NLMSGHDR.size) + (-length % 4)
+
+
+def indexes(sock: socket.socket, names: Sequence[str]) -> dict[str, int]:
+    """The interface index of each of `names` that exists in the socket's namespace (one round trip)."""
+    if not names:
+        return {}
+    base = int.from_bytes(os.urandom(3), "big") << 8
+    messages = []
+    for i, name in enumerate(names):
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr(IFLA_IFNAME, _name(name))
+        messages.append(
+            NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, base + i, 0) + body
+        )
+    sock.send(b"".join(messages))
+    found: dict[str, int] = {}
+    waiting = len(names)
+    while waiting:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + NLMSGHDR.size <= len(data):
+            length, kind, _flags, seq, _pid = NLMSGHDR.unpack_from(data, offset)
+            i = seq - base
+            if 0 <= i < len(names) and kind in (RTM_NEWLINK, NLMSG_ERROR):
+                waiting -= 1
+                if kind == RTM_NEWLINK:
+                    found[names[i]] = _IFINFOMSG.unpack_from(data, offset + NLMSGHDR.size)[2]
+            offset += max(length, NLMSGHDR.size) + (-length % 4)
+    return found
 
 
 def check(sock: socket.socket, requests: Sequence[Request]) -> None:

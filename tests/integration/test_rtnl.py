@@ -7,8 +7,8 @@ import socket
 import pytest
 from pyroute2 import IPRoute
 
-from merak import netns
-from services.agent import kernel, rtnl
+from merak import netns, rtnl
+from services.agent import kernel
 from tests.support.plugin import MakeNetns
 
 pytestmark = pytest.mark.root
