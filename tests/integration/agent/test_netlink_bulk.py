@@ -97,6 +97,50 @@ def test_failures_in_every_window_are_reported_once(make_netns: MakeNetns) -> No
     assert neigh == 10 - len(bad_positions)
 
 
+def test_remote_vms_land_as_the_generic_entries_would(make_netns: MakeNetns) -> None:
+    # The packed fast path makes the same entries as neighbor + fdb_remote + fdb_static through apply:
+    # a neighbour for every VM, the two FDB entries only for VMs of another VTEP; again is a no-op.
+    ns = make_netns()
+    bridge, vxlan = _bridge_and_vxlan(ns)
+    vms = [
+        (f"10.9.{i >> 8}.{i & 255}", f"02:77:00:00:{i >> 8:02x}:{i & 255:02x}", f"192.0.2.{i % 3 + 1}")
+        for i in range(1500)
+    ]
+    local = [vm for vm in vms if vm[2] == "192.0.2.1"]
+    with netlink_bulk.route_socket(ns) as sock:
+        assert netlink_bulk.push_remote_vms(sock, bridge, vxlan, vms, "192.0.2.1", window=64) == []
+        assert netlink_bulk.push_remote_vms(sock, bridge, vxlan, vms, "192.0.2.1") == []
+    neigh, fdb = _counts(ns, bridge, vxlan)
+    assert neigh == 1500
+    assert fdb == 2 * (1500 - len(local))
+
+    def remote_of(mac: str) -> str:
+        with IPRoute() as ipr:
+            return next(
+                str(e.get("dst"))
+                for e in ipr.fdb("dump")
+                if e["ifindex"] == vxlan and e.get("lladdr") == mac and e.get("dst")
+            )
+
+    assert netns.run_in(ns, lambda: remote_of(vms[2][1])) == "192.0.2.3"
+
+
+def test_remote_vms_refused_are_reported_in_every_window(make_netns: MakeNetns) -> None:
+    ns = make_netns()
+    bridge, vxlan = _bridge_and_vxlan(ns)
+    vms = [(f"10.9.0.{i + 1}", f"02:77:00:00:00:{i:02x}", "192.0.2.7") for i in range(5)]
+    with netlink_bulk.route_socket(ns) as sock:
+        # The VXLAN device is not one: both FDB entries of every VM are refused, the neighbours land.
+        failed = netlink_bulk.push_remote_vms(sock, bridge, vxlan + 1000, vms, "192.0.2.1", window=4)
+        assert [entry for entry, _why in failed] == [
+            entry for ip, mac, vtep in vms for entry in (f"{vtep} {mac}", mac)
+        ]
+        assert {why for _entry, why in failed} == {"ENODEV"}
+        assert netlink_bulk.push_remote_vms(sock, bridge, vxlan, vms[:1], "192.0.2.1") == []
+    neigh, _fdb = _counts(ns, bridge, vxlan)
+    assert neigh == 5
+
+
 def _routed_state(ns: str, vxlan: int) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
     """vx9's permanent IPv6 neighbours (address -> MAC), and static routes (prefix -> (oif, next hop))."""
 

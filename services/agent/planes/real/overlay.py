@@ -42,39 +42,33 @@ class Overlay:
         """Make vx<vni>'s flood list (all-zero FDB entries, head-end replication) exactly `vteps`."""
         # Our own VTEP never belongs in the list: it would loop floods back to us.
         want = {str(check_ipv4("vtep", v)) for v in vteps} - {self._underlay_ip}
-        with self._vpcs.opened(vni) as (ipr, vpc):
-            have = {
-                str(e.get("dst"))
-                for e in ipr.fdb("dump")
-                if e["ifindex"] == vpc.vxlan and str(e.get("lladdr")) == ZERO_MAC and e.get("dst")
-            }
-            for vtep in sorted(want - have):
-                ipr.fdb("append", ifindex=vpc.vxlan, lladdr=ZERO_MAC, dst=vtep)
-            for vtep in sorted(have - want):
-                with contextlib.suppress(NetlinkError):
-                    ipr.fdb("del", ifindex=vpc.vxlan, lladdr=ZERO_MAC, dst=vtep)
+        with (
+            self._vpcs.opened(vni, every_link=False) as (_ipr, vpc),
+            netlink_bulk.route_socket(self._vpcs.ns_of(vni)) as sock,
+        ):
+            have = netlink_bulk.flood_list(sock, vpc.vxlan)
+            changes: list[netlink_bulk.Entry | netlink_bulk.Route] = [
+                netlink_bulk.flood(vpc.vxlan, vtep) for vtep in sorted(want - have)
+            ]
+            changes += [netlink_bulk.deleted(netlink_bulk.flood(vpc.vxlan, v)) for v in sorted(have - want)]
+            # A VTEP already gone from the list is where it should be.
+            failed = [(e, why) for e, why in netlink_bulk.apply(sock, changes) if why not in _ALREADY_GONE]
+        if failed:
+            entry, reason = failed[0]
+            raise OSError(f"{len(failed)} flood list entries refused, e.g. {entry.dst}: {reason}")
 
     def push_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None:
         """Install each remote VM's neighbour entry on br0 and its FDB entries on vx<vni> (replacing)."""
-        with self._vpcs.opened(vni) as (_ipr, vpc):
-            entries: list[netlink_bulk.Entry] = []
-            for n in neighbors:
-                mac = n.mac.lower()
-                entries.append(netlink_bulk.neighbor(vpc.bridge, n.ip, mac))
-                if n.vtep == self._underlay_ip:
-                    continue  # a local VM: the bridge finds it on its port
-                entries.append(netlink_bulk.fdb_remote(vpc.vxlan, mac, n.vtep))
-                # Routed frames reach us with the anycast gateway MAC as source, so the bridge
-                # never learns remote MACs; a static entry keeps it from flooding them locally.
-                entries.append(netlink_bulk.fdb_static(vpc.vxlan, mac))
+        with self._vpcs.opened(vni, every_link=False) as (_ipr, vpc):
             # Three entries per remote VM, for every VM of the VPC: sent in bulk, not one by one.
+            # Routed frames reach us with the anycast gateway MAC as source, so the bridge never
+            # learns remote MACs; the static FDB entry keeps it from flooding them locally.
+            vms = [(n.ip, n.mac.lower(), n.vtep) for n in neighbors]
             with netlink_bulk.route_socket(self._vpcs.ns_of(vni)) as sock:
-                failed = netlink_bulk.apply(sock, entries)
+                failed = netlink_bulk.push_remote_vms(sock, vpc.bridge, vpc.vxlan, vms, self._underlay_ip)
             if failed:
                 entry, reason = failed[0]
-                raise OSError(
-                    f"{len(failed)} neighbour/fdb entries refused, e.g. {entry.lladdr} {entry.dst}: {reason}"
-                )
+                raise OSError(f"{len(failed)} neighbour/fdb entries refused, e.g. {entry}: {reason}")
 
     def remove_neighbors(self, vni: int, neighbors: Sequence[Neighbor]) -> None:
         """Remove what `push_neighbors` installed for these VMs; entries of a VM now at another VTEP stay."""

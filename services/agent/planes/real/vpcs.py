@@ -93,14 +93,16 @@ class VpcNamespaces:
         return created
 
     @contextlib.contextmanager
-    def opened(self, vni: int) -> Iterator[tuple[Any, VpcState]]:
-        """One socket in the VPC namespace of `vni` and what it holds; FailedPrecondition if not ensured."""
+    def opened(self, vni: int, *, every_link: bool = True) -> Iterator[tuple[Any, VpcState]]:
+        """One socket in the VPC namespace of `vni` and what it holds; FailedPrecondition if not ensured.
+        Without `every_link`, the state's `links` are br0 and vx<vni> only: the overlay's calls need no
+        more, and a dump of a VPC with 100 VMs' ports took pyroute2 ~15 ms, twice per SetVpcPeers."""
         check_vni("vni", vni)
         ns = self.ns_of(vni)
         if not netns.exists(ns):
             raise FailedPrecondition(f"vpc with vni {vni} is not ensured on {self.vhost_ns}")
         with kernel.ipr_in(ns) as ipr:
-            yield ipr, self._load(ipr, ns, vni)
+            yield ipr, self._load(ipr, ns, vni, every_link)
 
     def remove(self, ns: str) -> None:
         """Delete the VPC namespace's devices, then the namespace."""
@@ -230,9 +232,13 @@ class VpcNamespaces:
                 f"vx{vni} exists with (vni, local, port) {got}, want {(vni, self.underlay_ip, VXLAN_PORT)}"
             )
 
-    def _load(self, ipr: Any, ns: str, vni: int) -> VpcState:
-        """Read br0, vx<vni> and every link of the VPC namespace with one dump."""
-        links = kernel.links(ipr)
+    def _load(self, ipr: Any, ns: str, vni: int, every_link: bool = True) -> VpcState:
+        """Read br0, vx<vni> and every link of the VPC namespace with one dump (or br0 and vx<vni> alone)."""
+        if every_link:
+            links = kernel.links(ipr)
+        else:
+            named = {name: kernel.link_or_none(ipr, name) for name in (BRIDGE, f"vx{vni}")}
+            links = {name: link for name, link in named.items() if link is not None}
         bridge, vx = links.get(BRIDGE), links.get(f"vx{vni}")
         if bridge is None or vx is None:
             raise FailedPrecondition(f"vpc with vni {vni} is incomplete on {self.vhost_ns}: run ensure_vpc")
