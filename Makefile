@@ -91,7 +91,7 @@ bench-references: ## what the benchmarks compare against (Mininet), when missing
 bench: apt $(VENV)/.installed proto bench-references ## every benchmark; one table, bench-results.json
 	$(BIN)/python -m bench
 
-bench-million: apt $(VENV)/.installed proto ## a million fake VMs (10,000 hosts x 100) with progress; bench-million.json
+bench-million: apt $(VENV)/.installed proto ## a million fake VMs (10,000 hosts x 100) with progress; bench-million.json, bench-million-report.{json,html}
 	$(BIN)/python -m bench million
 
 clean:

@@ -10,7 +10,9 @@ state directory) and runs teste2e four times, ping sample and teardown included:
 - real, 5 vhosts x 40 VMs churned at 20 VMs/s for 60 s: the churn rate achieved against the rate
   asked (their ratio), and the VMs alive meanwhile (the tests check the churn's behaviour, not its rate).
 Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers, and the
-rows of issue #31's table. `python -m bench million` is the fake run alone.
+rows of issue #31's table. `python -m bench million` is the fake run alone, and keeps teste2e's report
+of it (`bench-million-report.json` and `.html`: phases, results, plots); `--reports DIR` keeps every
+run's report in DIR (otherwise they go with the private stack's state directory).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import resource
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.reference import ReferenceTimes, lab_reference, prefix_for, wait_quiet
 from bench.results import Outcome, Row, expected
@@ -48,6 +51,8 @@ class Run:
     alive: tuple[int, int] = (0, 0)
     # Per-host address blocks (the overlay routed by block), 0: none.
     block_prefix: int = 0
+    # teste2e's report of the run kept where the user asked (JSON, and its HTML page beside it).
+    report: Path | None = None
     # The single calls a user waits on, timed at the client (teste2e's report.calls), and the teardown.
     calls: dict[str, float] = field(default_factory=dict)
     teardown: float = 0.0
@@ -60,7 +65,7 @@ class Run:
 async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     """Run teste2e at one size and fill `run` in."""
     argv = [
-        *teste2e_argv(settings, f"report-{run.label}.json"),
+        *teste2e_argv(settings, f"report-{run.label}.json", run.report),
         "--hosts", str(run.hosts),
         "--vms-per-host", str(run.per_host),
         "--dataplane", dataplane,
@@ -72,7 +77,10 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
         argv += ["--churn-rate", str(run.churn_rate), "--churn-seconds", str(run.churn_seconds)]
     if run.block_prefix:
         argv += ["--block-prefix", str(run.block_prefix)]
-    report = await teste2e.main_async(teste2e.parse(argv))
+    opts = teste2e.parse(argv)
+    report = await teste2e.main_async(opts)
+    if run.report is not None:
+        teste2e.write_reports(report, opts)
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in report.phases.items())
     print(f"  {run.label}: {run.hosts} vhosts x {run.per_host} VMs: {phases}")
     calls = ", ".join(f"{k} {v:.2f}s" for k, v in report.calls.items())
@@ -90,6 +98,20 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
     run.alive = (int(report.results.get("population_min", 0)), int(report.results.get("population_max", 0)))
 
 
+def report_path(directory: Path | None, label: str) -> Path | None:
+    """Where a run's teste2e report is kept (None: with the private stack, removed at the end)."""
+    if directory is None:
+        return None
+    return directory / f"bench-{'million' if label == 'fake' else label}-report.json"
+
+
+def report_lines(run: Run) -> list[str]:
+    """Where the run's teste2e report was kept, if it was asked for and written."""
+    if run.report is None or not run.report.exists():
+        return []
+    return [f"{run.label}: teste2e's report {run.report} and {run.report.with_suffix('.html')}"]
+
+
 def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
     """The benchmark's result lines."""
     lines = []
@@ -103,6 +125,7 @@ def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
                 f"between {run.alive[0]:,} and {run.alive[1]:,} (population {run.hosts * run.per_host:,})"
             )
             lines.append(f"{run.label}: ping sample {run.ping_passed:,} of {run.ping_tried:,} pairs passed")
+            lines += report_lines(run)
             continue
         line = f"{run.label}: {run.done:,} VMs through compute in {run.seconds:.1f}s = {run.rate:,.0f} VMs/s"
         if run.label == "real" and reference is not None:
@@ -118,6 +141,7 @@ def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
                 f"the machine's at most {memory.peak_used_kib / 2**20:.2f} GiB above the start = "
                 f"{memory.peak_used_kib / run.done:.0f} KiB per VM (kernel objects and processes)"
             )
+        lines += report_lines(run)
     if reference is not None:
         lines.append(
             f"iproute2 reference: {reference.vms:.1f}s for the VMs, {reference.overlay:.1f}s for the overlay "
@@ -200,7 +224,8 @@ def rows_of(runs: list[Run], reference: ReferenceTimes | None) -> list[Row]:
 
 def million(argv: list[str] | None = None) -> Outcome:
     """The million alone: the compute benchmark's fake run (10,000 hosts x 100 VMs unless flags say)."""
-    alone = ["--real-hosts", "0", "--memory-hosts", "0", "--churn-hosts", "0", *(argv or [])]
+    alone = ["--real-hosts", "0", "--memory-hosts", "0", "--churn-hosts", "0", "--reports", "."]
+    alone += argv or []
     return main(alone, prog="python -m bench million")
 
 
@@ -222,12 +247,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench compute") -
         help="the memory run with per-host address blocks of this prefix length and the overlay routed "
         "by block (e.g. 25 for 100 VMs a host); 0: a neighbour per remote VM",
     )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        help="keep each run's teste2e report in this directory (bench-<run>-report.json and .html; the "
+        "fake run's is bench-million-report.*); by default they are removed with the private stack",
+    )
     args = parser.parse_args(argv)
+    if args.reports is not None:
+        args.reports.mkdir(parents=True, exist_ok=True)
     if args.churn_rate <= 0 or args.churn_seconds <= 0:
         parser.error("--churn-rate and --churn-seconds must be above 0 (--churn-hosts 0 skips the run)")
     stack, settings = private_stack("mkc", 14000)
     runs = [
-        Run(label, hosts, args.vms, block_prefix=args.block_prefix if label == "real-memory" else 0)
+        Run(
+            label,
+            hosts,
+            args.vms,
+            block_prefix=args.block_prefix if label == "real-memory" else 0,
+            report=report_path(args.reports, label),
+        )
         for label, hosts in (
             ("real", args.real_hosts),
             ("real-memory", args.memory_hosts),
@@ -243,6 +283,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench compute") -
                 args.churn_vms,
                 churn_rate=args.churn_rate,
                 churn_seconds=args.churn_seconds,
+                report=report_path(args.reports, "churn"),
             )
         )
     print(f"compute benchmark: a private stack in {settings.state_dir}")

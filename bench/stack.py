@@ -27,13 +27,17 @@ def private_stack(
     return LocalStack(settings, out=lambda _line: None), settings
 
 
-def teste2e_argv(settings: StackSettings, report: str) -> list[str]:
-    """teste2e's arguments that point it at the stack, its report in the stack's state directory."""
+def teste2e_argv(settings: StackSettings, report: str, kept: Path | None = None) -> list[str]:
+    """teste2e's arguments that point it at the stack, its report in the stack's state directory, or at
+    `kept` (a JSON path the user keeps, its HTML page beside it)."""
+    where = ["--report", str(settings.state_dir / report)]
+    if kept is not None:
+        where = ["--report", str(kept), "--html", str(kept.with_suffix(".html"))]
     return [
         "--scenario-address", f"localhost:{settings.grpc_port('scenario')}",
         "--topology-address", f"localhost:{settings.grpc_port('topology')}",
         "--compute-address", f"localhost:{settings.grpc_port('compute')}",
-        "--report", str(settings.state_dir / report),
+        *where,
     ]  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 configs built from them (`options`), the run over gRPC (`flow`) or over Merak's REST API (`rest`), and
 what it reports (`report`)."""
 
-from merak_tools.teste2e.cli import main, main_async, parse
+from merak_tools.teste2e.cli import main, main_async, parse, write_reports
 from merak_tools.teste2e.flow import Runner, local_namespaces
 from merak_tools.teste2e.options import Options, build_configs, subnet_plan, vpc_block
 from merak_tools.teste2e.report import E2EError, Report, print_summary
@@ -23,4 +23,5 @@ __all__ = [
     "print_summary",
     "subnet_plan",
     "vpc_block",
+    "write_reports",
 ]

@@ -126,15 +126,20 @@ async def main_async(opts: Options) -> Report:
             return runner.report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console script `teste2e`; exit 0 only when every phase passed and nothing was left behind."""
-    opts = parse(argv)
-    report = asyncio.run(main_async(opts))
+def write_reports(report: Report, opts: Options) -> None:
+    """The report as JSON at `--report`, and as one HTML page at `--html` when asked."""
     document = vars(report) | {"ok": report.ok}
     opts.report.write_text(json.dumps(document, indent=2, default=str))
     if opts.html is not None:
         opts.html.write_text(report_html.render(json.loads(json.dumps(document, default=str))))
         console.print(f"html report: {opts.html}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `teste2e`; exit 0 only when every phase passed and nothing was left behind."""
+    opts = parse(argv)
+    report = asyncio.run(main_async(opts))
+    write_reports(report, opts)
     print_summary(report)
     console.print(f"report: {opts.report}")
     if opts.keep and report.ok:
