@@ -77,7 +77,7 @@ def test_ovn_components_run_in_the_foreground_on_sockets_and_loopback(tmp_path: 
     assert {kind: ovs.Central(root).db(kind).stat().st_mtime_ns for kind in ("nb", "sb")} == made
 
     # The ports shift with the offset like every other port of the stack.
-    plain = _by_name(StackSettings(state_dir=tmp_path), ovn=True)
+    plain = _by_name(StackSettings(state_dir=tmp_path, port_offset=0), ovn=True)
     assert plain["ovn-nb"].ports == {"tcp": ovs.NB_PORT} and plain["ovn-sb"].ports == {"tcp": ovs.SB_PORT}
 
 
