@@ -11,17 +11,25 @@ from merak.errors import InvalidArgument
 from merak.naming import gateway_mac
 from merak.v1 import agent_pb2
 from services.agent.models import Neighbor, RoutedPeer, SubnetSpec, VmSpec, VpcSpec
-from services.agent.validation import MAX_VNI, check_prefix, validate_neighbor, validate_vm, validate_vpc
+from services.agent.validation import (
+    MAX_VNI,
+    check_prefix,
+    check_vm_name,
+    validate_neighbor,
+    validate_vm,
+    validate_vpc,
+)
 
 M = TypeVar("M")
 
 
 def vm_name(field: str, name: str) -> None:
-    """InvalidArgument on `field` unless `name` can name a VM."""
-    checked_vm(field, VmSpec(name, "v", 1, "10.0.0.2", 24, "02:00:00:00:00:01", "10.0.0.1"))
+    """InvalidArgument on `field` unless `name` can name a VM (the name's rule alone: checking a whole VM
+    built around it was a third of the agent's CPU deleting a million fake VMs)."""
+    _valid(field, check_vm_name, name)
 
 
-def _valid(field: str, check: Callable[[M], None], model: M) -> M:
+def _valid(field: str, check: Callable[[M], object], model: M) -> M:
     """`model` if `check` passes it, else InvalidArgument on `field` with the check's reason."""
     try:
         check(model)
