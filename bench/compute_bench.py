@@ -12,7 +12,7 @@ state directory) and runs teste2e four times, ping sample and teardown included:
 Every size is a flag; a size of 0 skips its run. The summary at the end holds the numbers, and the
 rows of issue #31's table. `python -m bench million` is the fake run alone, and keeps teste2e's report
 of it (`bench-million-report.json` and `.html`: phases, results, plots); `--reports DIR` keeps every
-run's report in DIR (otherwise they go with the private stack's state directory).
+run's report in DIR (otherwise none is written).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def one(settings: StackSettings, run: Run, dataplane: str) -> None:
 
 
 def report_path(directory: Path | None, label: str) -> Path | None:
-    """Where a run's teste2e report is kept (None: with the private stack, removed at the end)."""
+    """Where a run's teste2e report is kept (None: none is written)."""
     if directory is None:
         return None
     return directory / f"bench-{'million' if label == 'fake' else label}-report.json"
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench compute") -
         type=Path,
         default=None,
         help="keep each run's teste2e report in this directory (bench-<run>-report.json and .html; the "
-        "fake run's is bench-million-report.*); by default they are removed with the private stack",
+        "fake run's is bench-million-report.*); by default none is written",
     )
     args = parser.parse_args(argv)
     if args.reports is not None:

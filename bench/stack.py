@@ -28,8 +28,9 @@ def private_stack(
 
 
 def teste2e_argv(settings: StackSettings, report: str, kept: Path | None = None) -> list[str]:
-    """teste2e's arguments that point it at the stack, its report in the stack's state directory, or at
-    `kept` (a JSON path the user keeps, its HTML page beside it)."""
+    """teste2e's arguments that point it at the stack, its report path in the stack's state directory, or
+    `kept` (a JSON path the user keeps, its HTML page beside it). `main_async` writes no report: a caller
+    that wants one calls `teste2e.write_reports`."""
     where = ["--report", str(settings.state_dir / report)]
     if kept is not None:
         where = ["--report", str(kept), "--html", str(kept.with_suffix(".html"))]

@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             "--scenario-address", SCENARIO, "--topology-address", TOPOLOGY,
             "--timeout", str(args.timeout), "--report", str(ROOT / "build" / "compose-demo.json"),
         ]  # fmt: skip
-        report = asyncio.run(teste2e.main_async(teste2e.parse(e2e)))
+        opts = teste2e.parse(e2e)
+        report = asyncio.run(teste2e.main_async(opts))
+        opts.report.parent.mkdir(parents=True, exist_ok=True)  # build/ is not there with --no-build
+        teste2e.write_reports(report, opts)
+        print(f"compose-demo: report {opts.report}", flush=True)
         ok = report.ok
         if not ok:
             print(f"compose-demo: the scenario failed: {report.errors[:3]}", flush=True)
