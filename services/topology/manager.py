@@ -339,7 +339,7 @@ class TopologyManager:
             raise InvalidArgument("since", f"{since!r} is not a time (unix seconds, 0 or more)")
         record = await self._record(topology_id)
         entry = await self._entry(record)
-        return self.backends.get(entry.topology.spec.backend).process_stats(topology_id, since)
+        return await self.backends.get(entry.topology.spec.backend).process_stats(entry.topology, since)
 
     async def list_faults(self, topology_id: str) -> topology_pb2.FaultsReply:
         """The impairments the lab suffers now."""

@@ -4,11 +4,14 @@ loopback TCP; and the Prometheus gauges of the samples, gone with the lab."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +105,31 @@ def test_samples_reach_stats_and_gauges_until_forgotten(ovn_central: RunningCent
     sampler.forget("lab-1")
     assert gauge("merak_topology_ovn_chassis", state="running") is None
     assert not sampler.stats("lab-1").chassis
+
+
+async def test_current_ends_with_a_sample_taken_now(ovn_central: RunningCentral, run_dir: Path) -> None:
+    """Results asked for right after a chassis registered count it, whatever the sampling period."""
+    sampler = ProcessSampler(run_dir / "stack-run")
+    _describe(run_dir, 0, "mk-ps-host-0", ovn_central.sb)
+    # Not being sampled (no supervision): stats as kept, none taken.
+    assert not (await sampler.current("lab-1", run_dir)).chassis
+    running = asyncio.create_task(sampler.run("lab-1", run_dir))
+    try:
+        deadline = time.monotonic() + 30
+        while not sampler.stats("lab-1").chassis:
+            assert time.monotonic() < deadline, "the sampler took no sample"
+            await asyncio.sleep(0.02)
+        assert sampler.stats("lab-1").chassis[-1].registered == 0
+        _sbctl(ovn_central, "chassis-add", "mk-ps-host-0", "geneve", "127.0.0.1")
+        try:
+            stats = await sampler.current("lab-1", run_dir)
+        finally:
+            _sbctl(ovn_central, "chassis-del", "mk-ps-host-0")
+        assert (stats.chassis[-1].registered, stats.chassis[-1].chassis) == (1, 1)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    count = len(sampler.stats("lab-1").chassis)
+    await sampler.current("lab-1", run_dir)  # supervision ended: no more samples
+    assert len(sampler.stats("lab-1").chassis) == count

@@ -127,7 +127,7 @@ class TopologyBackend(abc.ABC):
         if states:
             raise FailedPrecondition(f"process faults are not built for the {self.name} backend (use local)")
 
-    def process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
+    async def process_stats(self, topology: Topology, since: float) -> topology_pb2.ProcessStatsReply:
         """CPU and memory of the topology's control-plane processes (none where not sampled)."""
         return topology_pb2.ProcessStatsReply()
 

@@ -218,9 +218,10 @@ class LocalBackend(TopologyBackend):
             self.sampler.run(topology.spec.topology_id, self.run_dir(topology.spec.short_id)),
         )
 
-    def process_stats(self, topology_id: str, since: float) -> topology_pb2.ProcessStatsReply:
-        """The OVN processes' samples (processes.ProcessSampler)."""
-        return self.sampler.stats(topology_id, since)
+    async def process_stats(self, topology: Topology, since: float) -> topology_pb2.ProcessStatsReply:
+        """The OVN processes' samples, up to now (processes.ProcessSampler)."""
+        spec = topology.spec
+        return await self.sampler.current(spec.topology_id, self.run_dir(spec.short_id), since)
 
     # --- inspect -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -166,7 +167,8 @@ def _cpu_and_rss(pid: int) -> tuple[float, float] | None:
 class ProcessSampler:
     """Samples, every SAMPLE_SECONDS while a topology is supervised, its OVN processes: the central's
     (only while the topology has chassis: a lab with OVN) and its chassis'; and how many of its chassis
-    the southbound database lists. Keeps KEEP_SAMPLES; the last one is also a Prometheus gauge."""
+    the southbound database lists. Keeps KEEP_SAMPLES; the last one is also a Prometheus gauge. Asked
+    for its samples (`current`), it takes one more first: a caller right after a change sees it."""
 
     def __init__(self, stack_run_dir: Path, metrics: TopologyMetrics | None = None) -> None:
         self.stack_run_dir = stack_run_dir
@@ -175,6 +177,8 @@ class ProcessSampler:
         self._chassis: dict[str, deque[topology_pb2.ChassisSample]] = {}
         self._last: dict[int, tuple[float, float]] = {}  # pid -> (when, CPU seconds)
         self._unreadable: set[str] = set()  # SB remotes whose failure was logged
+        self._running: set[str] = set()  # topologies being sampled (run)
+        self._lock = threading.Lock()  # run's samples and current's, each in a worker thread
 
     def pids(self, run_dir: Path) -> dict[str, list[int]]:
         """The live OVN processes of a topology's run directory, by group (nothing without chassis)."""
@@ -195,7 +199,10 @@ class ProcessSampler:
 
     def sample(self, topology_id: str, run_dir: Path, now: float | None = None) -> None:
         """One sample of every group of the topology, and of its chassis in SB."""
-        now = time.time() if now is None else now
+        with self._lock:
+            self._sample(topology_id, run_dir, time.time() if now is None else now)
+
+    def _sample(self, topology_id: str, run_dir: Path, now: float) -> None:
         kept = self._samples.setdefault(topology_id, {})
         for group, pids in self.pids(run_dir).items():
             cores = rss = 0.0
@@ -264,9 +271,23 @@ class ProcessSampler:
 
     async def run(self, topology_id: str, run_dir: Path) -> None:
         """Sample until cancelled (the topology's supervision ends)."""
-        while True:
+        self._running.add(topology_id)
+        try:
+            while True:
+                await asyncio.to_thread(self.sample, topology_id, run_dir)
+                await asyncio.sleep(SAMPLE_SECONDS)
+        finally:
+            self._running.discard(topology_id)
+
+    async def current(
+        self, topology_id: str, run_dir: Path, since: float = 0.0
+    ) -> topology_pb2.ProcessStatsReply:
+        """`stats`, ending with a sample taken now while the topology is sampled: results asked for
+        right after a chassis came up count it, rather than what the last period saw (a run shorter
+        than SAMPLE_SECONDS would otherwise miss it)."""
+        if topology_id in self._running:
             await asyncio.to_thread(self.sample, topology_id, run_dir)
-            await asyncio.sleep(SAMPLE_SECONDS)
+        return self.stats(topology_id, since)
 
     def stats(self, topology_id: str, since: float = 0.0) -> topology_pb2.ProcessStatsReply:
         """The samples kept from `since` (unix seconds) on, per group, and the chassis in SB."""
