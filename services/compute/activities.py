@@ -278,9 +278,7 @@ class ComputeActivities:
         if not records:
             return BatchOutcome()
         plugin = self._plugin(meta.plugin)
-        for record in records:
-            record.status, record.error = common_pb2.DELETING, ""
-        await self.store.vms.put(batch.config_id, batch.host, records)
+        await self.store.vms.mark_hosts(batch.config_id, {batch.host: records}, common_pb2.DELETING)
         calls: Calls = []
         try:
             await plugin.delete(self._agent(host.endpoint), batch.host, meta, records, calls)
@@ -368,10 +366,7 @@ class ComputeActivities:
             if not records:
                 return BatchOutcome()
             plugin = self._plugin(meta.plugin)
-            for found in records.values():
-                for record in found:
-                    record.status, record.error = common_pb2.DELETING, ""
-            await self.store.vms.put_hosts(group.config_id, records)
+            await self.store.vms.mark_hosts(group.config_id, records, common_pb2.DELETING)
             calls: Calls = []
 
             async def one(host: str) -> None:

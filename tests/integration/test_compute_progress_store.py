@@ -58,3 +58,40 @@ async def test_hosts_are_listed_while_they_hold_vms_that_are_not_done(redis_clie
         assert await store.progress.counts(config) == {DONE: 5}
     finally:
         await store.delete(config)
+
+
+async def test_a_delete_mark_sets_status_in_place_and_keeps_counts(redis_client: aioredis.Redis) -> None:
+    """mark_hosts: DONE and ERROR records become DELETING (the error cleared), counts and the unsettled
+    index kept exact when marked twice (a retried activity), records read back whole."""
+    store = ComputeStore(redis_client, prefix=unique_name("cptest:"))
+    config = unique_name("cc-")
+    try:
+        h1 = [vm("h1", 0, DONE), vm("h1", 1, ERROR, 'a "quoted" "status":2 error'), vm("h1", 2, DONE)]
+        h2 = [vm("h2", 0, DONE)]
+        await store.vms.put_hosts(config, {"h1": h1, "h2": h2})
+        assert await store.progress.unsettled_hosts(config, 50) == (1, {"h1": {DONE: 2, ERROR: 1}})
+        gone = vm("h2", 9, DONE)  # no record: skipped, not made
+        for _ in range(2):
+            marked = {"h1": [vm("h1", i, DONE) for i in range(3)], "h2": [vm("h2", 0, DONE), gone]}
+            await store.vms.mark_hosts(config, marked, DELETING)
+            assert {(r.status, r.error) for rs in marked.values() for r in rs} == {(DELETING, "")}
+            assert await store.progress.counts(config) == {DELETING: 4}
+            assert await store.progress.unsettled_hosts(config, 50) == (
+                2,
+                {"h1": {DELETING: 3}, "h2": {DELETING: 1}},
+            )
+        read = await store.vms.records(config, "h1")
+        assert sorted((r.name, r.status, r.error, r.id, r.cidr) for r in read) == [
+            (f"h1-vm{i}", DELETING, "", f"id-h1-{i}", "10.0.0.0/24") for i in range(3)
+        ]
+        assert await store.vms.records(config, "h2", ["h2-vm9"]) == []
+        # Back to DONE (a delete undone): the host settles.
+        await store.vms.mark_hosts(config, {"h2": [vm("h2", 0, DELETING)]}, DONE)
+        assert await store.progress.unsettled_hosts(config, 50) == (1, {"h1": {DELETING: 3}})
+        assert (
+            await store.vms.drop_hosts(config, {"h1": [f"h1-vm{i}" for i in range(3)], "h2": ["h2-vm0"]}) == 4
+        )
+        assert await store.progress.unsettled_hosts(config, 50) == (0, {})
+        assert await store.progress.counts(config) == {}
+    finally:
+        await store.delete(config)

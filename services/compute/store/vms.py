@@ -106,6 +106,35 @@ settle(open, unsettled, host, delta)
 return gone
 """).substitute(done_status=common_pb2.DONE)
 
+# Sets the status of VM records in place (a DELETE's DELETING mark), keeping the counts exact: the stored
+# JSON's `"status":N` is replaced, the record neither decoded nor encoded again, nor sent. A record that
+# holds an error (cleared with the mark) or whose status is not found in that form is left to the
+# caller, whose full write does it: their names are returned. Names that have no record are skipped.
+_MARK_VMS = _SETTLE + Template("""
+local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local host, new = ARGV[1], ARGV[2]
+local delta, left = 0, {}
+for i = 3, #ARGV do
+  local old = redis.call('HGET', vms, ARGV[i])
+  if old then
+    local before = string.match(old, '"status":(%d+)')
+    if before == nil or string.find(old, '"error":', 1, true) then
+      left[#left + 1] = ARGV[i]
+    elseif before ~= new then
+      local record = string.gsub(old, '"status":%d+', '"status":' .. new, 1)
+      redis.call('HSET', vms, ARGV[i], record)
+      redis.call('HINCRBY', counts, before, -1)
+      redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+      redis.call('HINCRBY', counts, new, 1)
+      redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
+      if before == '$done_status' then delta = delta + 1 end
+      if new == '$done_status' then delta = delta - 1 end
+    end
+  end
+end
+settle(open, unsettled, host, delta)
+return left
+""").substitute(done_status=common_pb2.DONE)
 
 # One host's VMs written by the first caller only: KEYS hosts, vms:<host>, order:<host>, meta, templates;
 # ARGV the host, its record with `pending` cleared, the records' templates, then (name, stored record)
@@ -136,6 +165,7 @@ class VmInventory(ConfigStore):
         super().__init__(redis, prefix)
         self._set_vms = redis.register_script(_SET_VMS)
         self._drop_vms = redis.register_script(_DROP_VMS)
+        self._mark_vms = redis.register_script(_MARK_VMS)
         self._place_host = redis.register_script(_PLACE_HOST)
         # Templates read so far, by name: named by their content, so what a name holds never changes.
         self._templates: dict[str, dict[str, Any]] = {}
@@ -475,6 +505,36 @@ class VmInventory(ConfigStore):
                     queued = True
             if queued:
                 await pipe.execute()
+
+    async def mark_hosts(self, config_id: str, hosts: Mapping[str, Sequence[VmRecord]], status: int) -> None:
+        """Set the status of records of several hosts (clearing their error), in Redis and in `hosts`,
+        keeping the counts exact: in one round trip, the records not sent again, but for those that
+        held an error (their whole record is written, a second round trip). Records no longer stored
+        stay gone."""
+        for records in hosts.values():
+            for record in records:
+                record.status, record.error = status, ""
+        queued = [(host, records) for host, records in hosts.items() if records]
+        if not queued:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for host, records in queued:
+                keys = [
+                    self.config_key(config_id, "vms", host),
+                    self.config_key(config_id, "counts"),
+                    self.config_key(config_id, "hostcounts"),
+                    self.config_key(config_id, "open"),
+                    self.config_key(config_id, "unsettled"),
+                ]
+                await self._mark_vms(keys=keys, args=[host, status, *(r.name for r in records)], client=pipe)
+            lefts = await pipe.execute()
+        whole: dict[str, list[VmRecord]] = {}
+        for (host, records), left in zip(queued, lefts, strict=True):
+            if left:
+                named = {str(n.decode() if isinstance(n, bytes) else n) for n in left}
+                whole[host] = [r for r in records if r.name in named]
+        if whole:
+            await self.put_hosts(config_id, whole)
 
     async def drop(self, config_id: str, host: str, names: Sequence[str]) -> int:
         """Remove VM records (deleted VMs), taking them out of the counts."""
