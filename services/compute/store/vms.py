@@ -492,15 +492,9 @@ class VmInventory(ConfigStore):
             for host, records in hosts.items():
                 pairs, templates = _stored(records)
                 if pairs:
-                    keys = [
-                        self.config_key(config_id, "vms", host),
-                        self.config_key(config_id, "counts"),
-                        self.config_key(config_id, "hostcounts"),
-                        self.config_key(config_id, "errors"),
-                        self.config_key(config_id, "open"),
-                        self.config_key(config_id, "unsettled"),
-                        self.config_key(config_id, "templates"),
-                    ]
+                    vms, counts, hostcounts, opened, unsettled = self._count_keys(config_id, host)
+                    errors, templates = (self.config_key(config_id, k) for k in ("errors", "templates"))
+                    keys = [vms, counts, hostcounts, errors, opened, unsettled, templates]
                     await self._set_vms(keys=keys, args=[host, templates, *pairs], client=pipe)
                     queued = True
             if queued:
@@ -519,13 +513,7 @@ class VmInventory(ConfigStore):
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for host, records in queued:
-                keys = [
-                    self.config_key(config_id, "vms", host),
-                    self.config_key(config_id, "counts"),
-                    self.config_key(config_id, "hostcounts"),
-                    self.config_key(config_id, "open"),
-                    self.config_key(config_id, "unsettled"),
-                ]
+                keys = self._count_keys(config_id, host)
                 await self._mark_vms(keys=keys, args=[host, status, *(r.name for r in records)], client=pipe)
             lefts = await pipe.execute()
         whole: dict[str, list[VmRecord]] = {}
@@ -535,6 +523,13 @@ class VmInventory(ConfigStore):
                 whole[host] = [r for r in records if r.name in named]
         if whole:
             await self.put_hosts(config_id, whole)
+
+    def _count_keys(self, config_id: str, host: str) -> list[str]:
+        """The host's records and the counts their writes keep: KEYS of _MARK_VMS and _DROP_VMS."""
+        return [
+            self.config_key(config_id, "vms", host),
+            *(self.config_key(config_id, k) for k in ("counts", "hostcounts", "open", "unsettled")),
+        ]
 
     async def drop(self, config_id: str, host: str, names: Sequence[str]) -> int:
         """Remove VM records (deleted VMs), taking them out of the counts."""
@@ -547,14 +542,7 @@ class VmInventory(ConfigStore):
             for host, names in hosts.items():
                 if not names:
                     continue
-                keys = [
-                    self.config_key(config_id, "vms", host),
-                    self.config_key(config_id, "counts"),
-                    self.config_key(config_id, "hostcounts"),
-                    self.config_key(config_id, "open"),
-                    self.config_key(config_id, "unsettled"),
-                ]
-                await self._drop_vms(keys=keys, args=[host, *names], client=pipe)
+                await self._drop_vms(keys=self._count_keys(config_id, host), args=[host, *names], client=pipe)
                 queued = True
             return sum(int(gone) for gone in await pipe.execute()) if queued else 0
 
