@@ -493,8 +493,8 @@ class VmInventory(ConfigStore):
                 pairs, templates = _stored(records)
                 if pairs:
                     vms, counts, hostcounts, opened, unsettled = self._count_keys(config_id, host)
-                    errors, templates = (self.config_key(config_id, k) for k in ("errors", "templates"))
-                    keys = [vms, counts, hostcounts, errors, opened, unsettled, templates]
+                    errors, shared = (self.config_key(config_id, k) for k in ("errors", "templates"))
+                    keys = [vms, counts, hostcounts, errors, opened, unsettled, shared]
                     await self._set_vms(keys=keys, args=[host, templates, *pairs], client=pipe)
                     queued = True
             if queued:
