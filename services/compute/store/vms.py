@@ -41,6 +41,33 @@ local function settle(open, unsettled, host, delta)
 end
 """
 
+# What the count-keeping scripts share: a stored record's status, read as text (a record is compact
+# JSON whose first keys are "t", "name", "status": no string value can hold `"status":` unescaped),
+# decoded only when not found so; and the per-status changes of one call, applied once per status
+# (not per VM) to the config's and the host's counts.
+_COUNTING = (
+    _SETTLE
+    + """
+local function status_of(raw)
+  local status = string.match(raw, '"status":(%d+)')
+  if status then return status end
+  return tostring(cjson.decode(raw)['status'])
+end
+local changes = {}
+local function count(status, n)
+  changes[status] = (changes[status] or 0) + n
+end
+local function apply_counts(counts, hostcounts, host)
+  for status, n in pairs(changes) do
+    if n ~= 0 then
+      redis.call('HINCRBY', counts, status, n)
+      redis.call('HINCRBY', hostcounts, host .. '|' .. status, n)
+    end
+  end
+end
+"""
+)
+
 # The templates a write's records name (records.SHARED), ARGV's JSON {name: template}: written with the
 # records, in the same step.
 _PUT_TEMPLATES = Template("""
@@ -51,32 +78,31 @@ end
 
 # Sets VM records and keeps the per-status counts (whole config and per host) exact, even when a
 # retried activity writes the same status twice. $-names are filled in from the constants below.
-_SET_VMS = _SETTLE + Template("""
+_SET_VMS = _COUNTING + Template("""
 local vms, counts, hostcounts, errors, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local host = ARGV[1]
 local delta = 0
 $put_templates
 for i = 3, #ARGV, 2 do
   local name, record = ARGV[i], ARGV[i + 1]
-  local new = tostring(cjson.decode(record)['status'])
+  local new = status_of(record)
   local old = redis.call('HGET', vms, name)
   redis.call('HSET', vms, name, record)
-  local before = old and tostring(cjson.decode(old)['status']) or nil
+  local before = old and status_of(old) or nil
   if before ~= new then
     if before then
-      redis.call('HINCRBY', counts, before, -1)
-      redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+      count(before, -1)
       if before ~= '$done_status' then delta = delta - 1 end
     end
-    redis.call('HINCRBY', counts, new, 1)
-    redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
+    count(new, 1)
     if new ~= '$done_status' then delta = delta + 1 end
-    local err = cjson.decode(record)['error']
-    if new == '$error_status' and err and err ~= '' and redis.call('LLEN', errors) < $max_errors then
-      redis.call('RPUSH', errors, name .. ': ' .. err)
+    if new == '$error_status' and redis.call('LLEN', errors) < $max_errors then
+      local err = cjson.decode(record)['error']
+      if err and err ~= '' then redis.call('RPUSH', errors, name .. ': ' .. err) end
     end
   end
 end
+apply_counts(counts, hostcounts, host)
 settle(open, unsettled, host, delta)
 return 1
 """).substitute(
@@ -87,21 +113,21 @@ return 1
 )
 
 # Removes VM records, taking them out of the counts.
-_DROP_VMS = _SETTLE + Template("""
+_DROP_VMS = _COUNTING + Template("""
 local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local host = ARGV[1]
 local gone, delta = 0, 0
 for i = 2, #ARGV do
   local old = redis.call('HGET', vms, ARGV[i])
   if old then
-    local before = tostring(cjson.decode(old)['status'])
+    local before = status_of(old)
     redis.call('HDEL', vms, ARGV[i])
-    redis.call('HINCRBY', counts, before, -1)
-    redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
+    count(before, -1)
     if before ~= '$done_status' then delta = delta - 1 end
     gone = gone + 1
   end
 end
+apply_counts(counts, hostcounts, host)
 settle(open, unsettled, host, delta)
 return gone
 """).substitute(done_status=common_pb2.DONE)
@@ -110,7 +136,7 @@ return gone
 # JSON's `"status":N` is replaced, the record neither decoded nor encoded again, nor sent. A record that
 # holds an error (cleared with the mark) or whose status is not found in that form is left to the
 # caller, whose full write does it: their names are returned. Names that have no record are skipped.
-_MARK_VMS = _SETTLE + Template("""
+_MARK_VMS = _COUNTING + Template("""
 local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local host, new = ARGV[1], ARGV[2]
 local delta, left = 0, {}
@@ -123,15 +149,14 @@ for i = 3, #ARGV do
     elseif before ~= new then
       local record = string.gsub(old, '"status":%d+', '"status":' .. new, 1)
       redis.call('HSET', vms, ARGV[i], record)
-      redis.call('HINCRBY', counts, before, -1)
-      redis.call('HINCRBY', hostcounts, host .. '|' .. before, -1)
-      redis.call('HINCRBY', counts, new, 1)
-      redis.call('HINCRBY', hostcounts, host .. '|' .. new, 1)
+      count(before, -1)
+      count(new, 1)
       if before == '$done_status' then delta = delta + 1 end
       if new == '$done_status' then delta = delta - 1 end
     end
   end
 end
+apply_counts(counts, hostcounts, host)
 settle(open, unsettled, host, delta)
 return left
 """).substitute(done_status=common_pb2.DONE)
