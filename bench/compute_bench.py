@@ -137,7 +137,8 @@ def summary(runs: list[Run], reference: ReferenceTimes | None) -> list[str]:
         memory = run.memory
         if memory is not None and run.done:
             lines.append(
-                f"{run.label}: peak memory of the stack's processes {memory.peak_rss_kib / 2**20:.2f} GiB; "
+                f"{run.label}: peak memory of the stack's processes {memory.peak_pss_kib / 2**20:.2f} GiB "
+                f"(PSS; RSS summed {memory.peak_rss_kib / 2**20:.2f}); "
                 f"the machine's at most {memory.peak_used_kib / 2**20:.2f} GiB above the start = "
                 f"{memory.peak_used_kib / run.done:.0f} KiB per VM (kernel objects and processes)"
             )
@@ -158,15 +159,16 @@ def fake_rows(run: Run) -> list[Row]:
     vms = run.hosts * run.per_host
     size = f"{vms:,} VMs, fake data plane ({run.hosts:,} hosts x {run.per_host})"
     full = vms >= MILLION
-    peak = run.memory.peak_rss_kib if run.memory is not None else 0
+    peak = run.memory.peak_pss_kib if run.memory is not None else 0
+    rss = run.memory.peak_rss_kib if run.memory is not None else 0
     client_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures: list[tuple[str, str, float | None, str]] = [
         ("million_deploy_call", "the compute DEPLOY call", run.calls.get("DEPLOY compute"), "at the client"),
         ("million_compute_phase", "the compute phase", run.seconds or None, f"{run.rate:,.0f} VMs/s"),
         ("million_get_results", "GetResults", run.calls.get("GetResults"), "at the client"),
         ("million_peak_memory", "peak memory of the stack's processes", peak / 2**20 if peak else None,
-         f"{peak / max(run.done, 1):,.1f} KiB per VM; the client (this process) {client_mib:,.0f} MiB "
-         "at most"),
+         f"{peak / max(run.done, 1):,.1f} KiB per VM (PSS; RSS summed {rss / 2**20:.2f} GiB); the client "
+         f"(this process) {client_mib:,.0f} MiB at most"),
         ("million_teardown", "teardown", run.teardown or None, "nothing left" if run.ok else ""),
     ]  # fmt: skip
     return [

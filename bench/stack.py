@@ -70,11 +70,22 @@ def _stack_pids(state_dir: Path) -> list[int]:
 
 
 def _rss_kib(pid: int) -> int:
+    return _field_kib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _pss_kib(pid: int) -> int:
+    """The process's proportional share of the memory it maps: a page shared by n processes counts 1/n
+    in each (the stack's sum counts it once, unlike RSS: Redis's append-only-file rewrite, a fork, had
+    Redis's whole memory counted twice by a sum of RSS while it ran)."""
+    return _field_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _field_kib(path: str, field: str) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 
@@ -84,19 +95,23 @@ def _available_kib() -> int:
 
 
 class MemorySampler:
-    """Peak memory while a block runs: the stack's processes (RSS summed) and the machine's (what
+    """Peak memory while a block runs: the stack's processes (PSS summed: their memory, each shared page
+    once; the RSS sum, which counts shared pages once per process, beside it) and the machine's (what
     MemAvailable lost since the start: kernel objects of real VMs included). Sampled every second."""
 
     def __init__(self, state_dir: Path, interval: float = 1.0) -> None:
         self.state_dir = state_dir
         self.interval = interval
         self.peak_rss_kib = 0
+        self.peak_pss_kib = 0
         self.peak_used_kib = 0
         self._start_available = 0
         self._ticks = Periodic(interval, self._sample, "memory-sampler")
 
     def _sample(self) -> None:
-        self.peak_rss_kib = max(self.peak_rss_kib, sum(_rss_kib(p) for p in _stack_pids(self.state_dir)))
+        pids = _stack_pids(self.state_dir)
+        self.peak_rss_kib = max(self.peak_rss_kib, sum(_rss_kib(p) for p in pids))
+        self.peak_pss_kib = max(self.peak_pss_kib, sum(_pss_kib(p) for p in pids))
         self.peak_used_kib = max(self.peak_used_kib, self._start_available - _available_kib())
 
     def __enter__(self) -> MemorySampler:
