@@ -80,7 +80,7 @@ def _real_plane(vhost: Vhost) -> Plane:
 
 def _fake_plane(vhost: Vhost) -> Plane:
     """The vhost's VPCs and VMs in memory."""
-    return FakeDataplane()
+    return FakeDataplane(vhost.datapath_ip)
 
 
 def known_planes() -> PlaneRegistry:

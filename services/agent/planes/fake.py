@@ -29,7 +29,10 @@ from services.agent.validation import (
 class FakeDataplane:
     """Answers like `Dataplane` for one vhost; 100,000 VMs take a few tens of MB."""
 
-    def __init__(self) -> None:
+    def __init__(self, underlay_ip: str = "") -> None:
+        # The vhost's own VTEP ("" when it has none): a peer of that address is itself, as the real
+        # plane has it.
+        self._underlay_ip = underlay_ip
         self._vms: dict[str, VmSpec] = {}
         self._vpcs: dict[int, VpcSpec] = {}
         self._peers: dict[int, frozenset[str]] = {}
@@ -125,14 +128,16 @@ class FakeDataplane:
                 raise FailedPrecondition(f"vpc with vni {vni} is not set up")
             if not vpc.routed:
                 raise FailedPrecondition(f"vpc with vni {vni} is not routed: ensure it with routed set")
-            remote = {p.vtep: p.prefixes for p in peers}
+            # Ourselves among the peers: our prefixes are on br0, not routed to a remote vhost.
+            remote = {p.vtep: p.prefixes for p in peers if p.vtep != self._underlay_ip}
             self._routed[vni] = (remote, tuple(local_prefixes))
-            local = [
-                vm.ip
+            local = {
+                f"{vm.ip}/32"
                 for vm in self._vms.values()
                 if vm.vni == vni and not any(ipaddress.IPv4Address(vm.ip) in b for b in blocks)
-            ]
-        routes = {p for prefixes in remote.values() for p in prefixes}
+            }
+        # A VM that is here is routed to br0, whatever a peer says (the real plane's rule).
+        routes = {str(ipaddress.IPv4Network(p)) for prefixes in remote.values() for p in prefixes} - local
         return RoutedState(peers=len(remote), routes=len(routes), local_routes=len(local))
 
     def routed_peers(self, vni: int) -> dict[str, tuple[str, ...]]:

@@ -97,6 +97,31 @@ async def test_the_fake_plane_records_routed_peers(fake: agent_pb2_grpc.MerakAge
     assert (emptied.vteps, emptied.routes, emptied.local_routes) == (0, 0, 2)
 
 
+async def test_the_fake_plane_leaves_itself_and_its_own_vms_out(grpc_server: StartServer) -> None:
+    """A fake vhost with a VTEP counts as the real plane does: a peer at its own VTEP is itself, and a
+    prefix a peer claims for a VM that is here is not routed away."""
+    vhosts = VhostSet("", "fake", {"fv": Vhost("fv", 0, "", "fake-fv", "192.0.2.1", 24, "", "")})
+    servicer = AgentServicer(vhosts)
+    try:
+        async with serve(grpc_server, servicer) as stub:
+            made = await stub.CreateVms(
+                agent_pb2.CreateVmsRequest(
+                    vhost="fv",
+                    vpcs=[ROUTED],
+                    vms=[vm("r0", ROUTED, "10.1.0.10", 1), vm("r1", ROUTED, "10.1.0.200", 2)],
+                )
+            )
+            assert made.created == 2, made
+            request = routed_request()
+            request.vhost = "fv"
+            request.peers.add(vtep="192.0.2.1", prefixes=["10.1.0.192/26"])  # itself
+            request.peers[1].prefixes.append("10.1.0.200/32")  # r1, which is here
+            reply = await stub.SetVpcPeers(request)
+            assert (reply.vteps, reply.routes, reply.local_routes) == (2, 4, 1)
+    finally:
+        await servicer.close()
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
