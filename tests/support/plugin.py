@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -28,6 +29,25 @@ TEST_NAMESPACE = "merak"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root (network namespaces, veth, bridges)")
+    _interrupt_on_termination()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # An event loop's signal handler, once removed, leaves the default (death) behind: put ours back.
+    _interrupt_on_termination()
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP (a `timeout`, a closed terminal) end the run as Ctrl-C does: the fixtures'
+    teardowns run, so a session's stack, namespaces and servers do not outlive it. A handler someone
+    else set (an event loop's) is left alone."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _interrupted)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
