@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from merak.errors import ServiceError
 from merak.grpcserver import ServiceRegistration
+from merak.procs import is_ours
 from merak.v1 import (
     agent_pb2,
     agent_pb2_grpc,
@@ -465,6 +466,8 @@ async def test_topology_passes_each_code_of_an_agent_asked_to_restart_ovn_contro
     stand_in = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import time; time.sleep(300)", "ovn-controller"
     )
+    # A child's command line is empty for a moment after exec has closed the pipe its parent waits on.
+    await assert_eventually(lambda: is_ours(stand_in.pid, "ovn-controller"), message="the stand-in runs")
     (chassis / "ovn-controller.pid").write_text(f"{stand_in.pid}\n")
     faults = ProcessFaults(tmp_path / "stack")
     target, where, endpoints = "ovn-controller@vhost-0", {"vhost-0": 0}, {"vhost-0": agent}
