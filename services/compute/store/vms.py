@@ -44,10 +44,8 @@ end
 # What the count-keeping scripts share: a stored record's status, read as text (a record is compact
 # JSON whose first keys are "t", "name", "status": no string value can hold `"status":` unescaped),
 # decoded only when not found so; and the per-status changes of one call, applied once per status
-# (not per VM) to the config's and the host's counts.
-_COUNTING = (
-    _SETTLE
-    + """
+# (not per VM) to the config's and the host's counts, the host's count of VMs not DONE following them.
+_COUNTING = _SETTLE + Template("""
 local function status_of(raw)
   local status = string.match(raw, '"status":(%d+)')
   if status then return status end
@@ -57,16 +55,18 @@ local changes = {}
 local function count(status, n)
   changes[status] = (changes[status] or 0) + n
 end
-local function apply_counts(counts, hostcounts, host)
+local function apply_counts(counts, hostcounts, open, unsettled, host)
+  local delta = 0
   for status, n in pairs(changes) do
     if n ~= 0 then
       redis.call('HINCRBY', counts, status, n)
       redis.call('HINCRBY', hostcounts, host .. '|' .. status, n)
+      if status ~= '$done_status' then delta = delta + n end
     end
   end
+  settle(open, unsettled, host, delta)
 end
-"""
-)
+""").substitute(done_status=common_pb2.DONE)
 
 # The templates a write's records name (records.SHARED), ARGV's JSON {name: template}: written with the
 # records, in the same step.
@@ -81,7 +81,6 @@ end
 _SET_VMS = _COUNTING + Template("""
 local vms, counts, hostcounts, errors, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local host = ARGV[1]
-local delta = 0
 $put_templates
 for i = 3, #ARGV, 2 do
   local name, record = ARGV[i], ARGV[i + 1]
@@ -90,56 +89,52 @@ for i = 3, #ARGV, 2 do
   redis.call('HSET', vms, name, record)
   local before = old and status_of(old) or nil
   if before ~= new then
-    if before then
-      count(before, -1)
-      if before ~= '$done_status' then delta = delta - 1 end
-    end
+    if before then count(before, -1) end
     count(new, 1)
-    if new ~= '$done_status' then delta = delta + 1 end
     if new == '$error_status' and redis.call('LLEN', errors) < $max_errors then
       local err = cjson.decode(record)['error']
       if err and err ~= '' then redis.call('RPUSH', errors, name .. ': ' .. err) end
     end
   end
 end
-apply_counts(counts, hostcounts, host)
-settle(open, unsettled, host, delta)
+apply_counts(counts, hostcounts, open, unsettled, host)
 return 1
 """).substitute(
     error_status=common_pb2.ERROR,
-    done_status=common_pb2.DONE,
     max_errors=MAX_ERRORS,
     put_templates=_PUT_TEMPLATES.substitute(key="KEYS[7]", arg="ARGV[2]"),
 )
 
 # Removes VM records, taking them out of the counts.
-_DROP_VMS = _COUNTING + Template("""
+_DROP_VMS = (
+    _COUNTING
+    + """
 local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local host = ARGV[1]
-local gone, delta = 0, 0
+local gone = 0
 for i = 2, #ARGV do
   local old = redis.call('HGET', vms, ARGV[i])
   if old then
-    local before = status_of(old)
     redis.call('HDEL', vms, ARGV[i])
-    count(before, -1)
-    if before ~= '$done_status' then delta = delta - 1 end
+    count(status_of(old), -1)
     gone = gone + 1
   end
 end
-apply_counts(counts, hostcounts, host)
-settle(open, unsettled, host, delta)
+apply_counts(counts, hostcounts, open, unsettled, host)
 return gone
-""").substitute(done_status=common_pb2.DONE)
+"""
+)
 
 # Sets the status of VM records in place (a DELETE's DELETING mark), keeping the counts exact: the stored
 # JSON's `"status":N` is replaced, the record neither decoded nor encoded again, nor sent. A record that
 # holds an error (cleared with the mark) or whose status is not found in that form is left to the
 # caller, whose full write does it: their names are returned. Names that have no record are skipped.
-_MARK_VMS = _COUNTING + Template("""
+_MARK_VMS = (
+    _COUNTING
+    + """
 local vms, counts, hostcounts, open, unsettled = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local host, new = ARGV[1], ARGV[2]
-local delta, left = 0, {}
+local left = {}
 for i = 3, #ARGV do
   local old = redis.call('HGET', vms, ARGV[i])
   if old then
@@ -151,15 +146,13 @@ for i = 3, #ARGV do
       redis.call('HSET', vms, ARGV[i], record)
       count(before, -1)
       count(new, 1)
-      if before == '$done_status' then delta = delta + 1 end
-      if new == '$done_status' then delta = delta - 1 end
     end
   end
 end
-apply_counts(counts, hostcounts, host)
-settle(open, unsettled, host, delta)
+apply_counts(counts, hostcounts, open, unsettled, host)
 return left
-""").substitute(done_status=common_pb2.DONE)
+"""
+)
 
 # One host's VMs written by the first caller only: KEYS hosts, vms:<host>, order:<host>, meta, templates;
 # ARGV the host, its record with `pending` cleared, the records' templates, then (name, stored record)
@@ -544,7 +537,7 @@ class VmInventory(ConfigStore):
         whole: dict[str, list[VmRecord]] = {}
         for (host, records), left in zip(queued, lefts, strict=True):
             if left:
-                named = {str(n.decode() if isinstance(n, bytes) else n) for n in left}
+                named = {str(n) for n in left}
                 whole[host] = [r for r in records if r.name in named]
         if whole:
             await self.put_hosts(config_id, whole)
